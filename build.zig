@@ -1,0 +1,118 @@
+//! Builds smelt's native backends as shared libraries that src/runtime/native.ts loads with bun:ffi.
+//!
+//!   zig build                      host backend (libsmelt_host), on Linux and macOS
+//!   zig build metal                Metal backend (libsmelt_metal.dylib), see docs/metal.md
+const std = @import("std");
+
+const host_sources = [_][]const u8{
+    "abi.cpp",
+    "compiler.cpp",
+    "executor.cpp",
+    "fiber.cpp",
+    "translate.cpp",
+};
+
+pub fn build(b: *std.Build) void {
+    const target = b.standardTargetOptions(.{});
+    // Release by default: the first `import "smelt"` runs a plain `zig build`.
+    const optimize = b.option(std.builtin.OptimizeMode, "optimize", "Optimization mode (default: ReleaseFast)") orelse .ReleaseFast;
+
+    const host_mod = b.createModule(.{
+        .target = target,
+        .optimize = optimize,
+        .link_libc = true,
+        .link_libcpp = true,
+    });
+    host_mod.addIncludePath(b.path("shim/include"));
+    host_mod.addCSourceFiles(.{
+        .root = b.path("shim/host"),
+        .files = &host_sources,
+        .flags = &.{ "-std=c++17", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-fno-exceptions" },
+    });
+    const host = b.addLibrary(.{ .linkage = .dynamic, .name = "smelt_host", .root_module = host_mod });
+    b.installArtifact(host);
+
+    // The Metal backend's steps follow (see docs/metal.md).
+    const metal_step = b.step("metal", "Build the Metal backend (zig-out/lib/libsmelt_metal.dylib)");
+    const macos_sdk = b.option(
+        []const u8,
+        "macos-sdk",
+        "macOS SDK root (e.g. a MacOSX13.3.sdk tree) to cross-build the Metal backend from another OS",
+    );
+    addMetal(b, metal_step, macos_sdk, optimize);
+}
+
+const metal_sources = [_][]const u8{
+    "buffer.m",
+    "command.m",
+    "device.m",
+    "library.m",
+    "text.m",
+};
+
+const metal_flags = [_][]const u8{ "-fobjc-arc", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden" };
+
+/// macOS 13 is the oldest system smelt supports (MSL 3.0, MTLBinding reflection); the target
+/// says so explicitly rather than taking the build machine's version.
+const metal_min_macos: std.SemanticVersion = .{ .major = 13, .minor = 0, .patch = 0 };
+
+fn addMetal(b: *std.Build, step: *std.Build.Step, sdk_option: ?[]const u8, optimize: std.builtin.OptimizeMode) void {
+    const on_mac = b.graph.host.result.os.tag == .macos;
+    const sdk = sdk_option orelse if (on_mac) xcodeSdk(b) else null;
+    const sdk_root = sdk orelse {
+        const why = if (on_mac)
+            "zig build metal: `xcrun --sdk macosx --show-sdk-path` found no SDK; install the Xcode command line tools or pass -Dmacos-sdk=PATH"
+        else
+            "zig build metal: not on macOS; pass -Dmacos-sdk=PATH (a macOS SDK tree) to cross-build, see docs/metal.md";
+        step.dependOn(&b.addFail(why).step);
+        return;
+    };
+
+    const target = b.resolveTargetQuery(.{
+        // A Mac builds for itself; from elsewhere the target is Apple silicon.
+        .cpu_arch = if (on_mac) b.graph.host.result.cpu.arch else .aarch64,
+        .os_tag = .macos,
+        .os_version_min = .{ .semver = metal_min_macos },
+    });
+    const mod = b.createModule(.{
+        .target = target,
+        .optimize = optimize,
+        .link_libc = true,
+        // UBSan's runtime would be linked into the dylib in Debug builds; keep it out.
+        .sanitize_c = .off,
+    });
+    mod.addIncludePath(b.path("shim/include"));
+    // SDK headers are system headers, so -Werror applies to smelt's code only.
+    mod.addSystemIncludePath(.{ .cwd_relative = b.pathJoin(&.{ sdk_root, "usr", "include" }) });
+    mod.addSystemFrameworkPath(.{ .cwd_relative = b.pathJoin(&.{ sdk_root, "System", "Library", "Frameworks" }) });
+    mod.addLibraryPath(.{ .cwd_relative = b.pathJoin(&.{ sdk_root, "usr", "lib" }) });
+
+    var flags: std.ArrayList([]const u8) = .empty;
+    flags.appendSlice(b.allocator, &metal_flags) catch @panic("OOM");
+    flags.appendSlice(b.allocator, &.{ "-isysroot", sdk_root }) catch @panic("OOM");
+    mod.addCSourceFiles(.{
+        .root = b.path("shim/metal"),
+        .files = &metal_sources,
+        .flags = flags.items,
+        .language = .objective_c,
+    });
+    mod.linkFramework("Metal", .{});
+    mod.linkFramework("Foundation", .{});
+    // MTLCreateSystemDefaultDevice returns nil in processes without CoreGraphics loaded (Apple's
+    // documentation says command line tools must link it); bun is such a process.
+    mod.linkFramework("CoreGraphics", .{});
+    mod.linkSystemLibrary("objc", .{});
+
+    const lib = b.addLibrary(.{ .linkage = .dynamic, .name = "smelt_metal", .root_module = mod });
+    step.dependOn(&b.addInstallArtifact(lib, .{}).step);
+}
+
+fn xcodeSdk(b: *std.Build) ?[]const u8 {
+    var code: u8 = undefined;
+    // Without developer tools, xcrun would open an install dialog on every `zig build`;
+    // xcode-select -p only reports whether they are there.
+    _ = b.runAllowFail(&.{ "xcode-select", "-p" }, &code, .Ignore) catch return null;
+    const out = b.runAllowFail(&.{ "xcrun", "--sdk", "macosx", "--show-sdk-path" }, &code, .Ignore) catch return null;
+    const path = std.mem.trim(u8, out, " \t\r\n");
+    return if (path.len == 0) null else path;
+}

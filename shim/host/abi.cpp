@@ -1,0 +1,539 @@
+// The host backend's smelt.h: every exported function, with the validation that makes a kernel
+// that runs here fail on a Mac only for reasons host cannot see.
+#include <dlfcn.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "host.h"
+
+using namespace smelt_host;
+
+namespace smelt_host {
+
+void set_error(char* err, size_t errlen, const std::string& msg) {
+  if (!err || errlen == 0) return;
+  size_t n = std::min(msg.size(), errlen - 1);
+  std::memcpy(err, msg.data(), n);
+  err[n] = 0;
+}
+
+void buffer_retain(smelt_buffer* b) { b->refs.fetch_add(1); }
+
+void buffer_release(smelt_buffer* b) {
+  if (b->refs.fetch_sub(1) == 1) {
+    munmap(b->memory, b->mapped);
+    delete b;
+  }
+}
+
+}  // namespace smelt_host
+
+namespace {
+
+size_t page_size() { return size_t(sysconf(_SC_PAGESIZE)); }
+
+uint64_t physical_memory() { return uint64_t(sysconf(_SC_PHYS_PAGES)) * page_size(); }
+
+bool parse_options(const char* text, Options& o, std::string& why) {
+  std::string s = text ? text : "";
+  std::stringstream in(s);
+  for (std::string item; std::getline(in, item, ';');) {
+    if (item.find_first_not_of(" \t") == std::string::npos) continue;
+    size_t eq = item.find('=');
+    if (eq == std::string::npos) {
+      why = "device option '" + item + "' is not key=value";
+      return false;
+    }
+    std::string key = item.substr(0, eq), value = item.substr(eq + 1);
+    if (key == "threads") {
+      long n = std::strtol(value.c_str(), nullptr, 10);
+      if (n < 1 || n > 1024) {
+        why = "device option threads=" + value + " must be a number from 1 to 1024";
+        return false;
+      }
+      o.threads = unsigned(n);
+    } else if (key == "debug") {
+      o.debug = value == "1" || value == "true";
+    } else if (key == "cache") {
+      o.cache = value;
+    } else if (key == "cxx") {
+      o.cxx = value;
+    } else if (key == "include") {
+      o.include = value;
+    } else if (key != "commit_every") {
+      why = "unknown device option '" + key + "' (known: threads, debug, cache, cxx, include, commit_every)";
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string read_all(const std::string& path, bool& ok) {
+  std::ifstream in(path, std::ios::binary);
+  ok = bool(in);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+bool live_pipeline(smelt_device* dev, const smelt_pipeline* p) {
+  std::lock_guard<std::mutex> lock(dev->live_mutex);
+  return dev->pipelines.count(p) != 0;
+}
+
+bool live_buffer(smelt_device* dev, const smelt_buffer* b) {
+  std::lock_guard<std::mutex> lock(dev->live_mutex);
+  return dev->buffers.count(b) != 0;
+}
+
+void release_items(std::vector<Dispatch>& items) {
+  for (auto& d : items)
+    for (auto*& b : d.buffers)
+      if (b) {
+        buffer_release(b);
+        b = nullptr;
+      }
+}
+
+// Decodes and checks one dispatch record (see smelt.h) into d.
+bool decode_dispatch(smelt_device* dev, const uint8_t* rec, const smelt_record& h, Dispatch& d, std::string& why) {
+  auto* pipe = (smelt_pipeline*)(uintptr_t)h.pipeline;
+  if (!pipe || !live_pipeline(dev, pipe)) {
+    why = "dispatch: the pipeline is not a live pipeline of this device";
+    return false;
+  }
+  const KernelInfo& info = pipe->code->info;
+  const std::string k = "dispatch of '" + info.name + "': ";
+  uint64_t per_group = uint64_t(h.threadgroup[0]) * h.threadgroup[1] * h.threadgroup[2];
+  if (per_group == 0) {
+    why = k + "threadgroup size has a zero dimension";
+    return false;
+  }
+  if (per_group > SMELT_MAX_THREADS_PER_THREADGROUP) {
+    why = k + "threadgroup of " + std::to_string(per_group) + " threads is over the limit of " +
+          std::to_string(SMELT_MAX_THREADS_PER_THREADGROUP);
+    return false;
+  }
+  uint64_t groups = 1;
+  for (int i = 0; i < 3; ++i) {
+    if (h.size[i] == 0) {
+      why = k + "grid has a zero dimension";
+      return false;
+    }
+    uint64_t g = h.kind == SMELT_REC_DISPATCH_THREADS ? (uint64_t(h.size[i]) + h.threadgroup[i] - 1) / h.threadgroup[i]
+                                                      : h.size[i];
+    uint64_t threads = h.kind == SMELT_REC_DISPATCH_THREADS ? h.size[i] : uint64_t(h.size[i]) * h.threadgroup[i];
+    if (threads > 0xffffffffull) {
+      why = k + "grid is over 2^32 threads in a dimension";
+      return false;
+    }
+    d.grid.groups[i] = unsigned(g);
+    d.grid.group[i] = h.threadgroup[i];
+    d.grid.threads[i] = unsigned(threads);
+    groups *= g;
+  }
+  if (groups > 0xffffffffull) {
+    why = k + "grid is over 2^32 threadgroups";
+    return false;
+  }
+  const auto* bind = (const smelt_binding*)(rec + sizeof(smelt_record));
+  size_t tg_at = sizeof(smelt_record) + h.nbindings * sizeof(smelt_binding);
+  if (h.nbindings > 31 || h.ntgmem > 31 || tg_at + h.ntgmem * 4 > h.record_bytes) {
+    why = k + "malformed record (binding or threadgroup memory counts)";
+    return false;
+  }
+  std::fill(std::begin(d.bytes_at), std::end(d.bytes_at), -1);
+  uint32_t bound = 0;
+  std::vector<std::pair<int, const uint8_t*>> byte_sources;
+  size_t byte_total = 0;
+  for (uint32_t i = 0; i < h.nbindings; ++i) {
+    const smelt_binding& b = bind[i];
+    if (b.index >= 31) {
+      why = k + "[[buffer(" + std::to_string(b.index) + ")]] is past Metal's 31 buffer slots";
+      return false;
+    }
+    if (bound & (1u << b.index)) {
+      why = k + "[[buffer(" + std::to_string(b.index) + ")]] is bound twice";
+      return false;
+    }
+    bound |= 1u << b.index;
+    if (b.kind == SMELT_BIND_BUFFER) {
+      auto* buf = (smelt_buffer*)(uintptr_t)b.a;
+      if (!buf || !live_buffer(dev, buf)) {
+        why = k + "[[buffer(" + std::to_string(b.index) + ")]] is not a live buffer of this device";
+        return false;
+      }
+      if (b.b > buf->length) {
+        why = k + "[[buffer(" + std::to_string(b.index) + ")]] offset " + std::to_string(b.b) +
+              " is past the buffer's " + std::to_string(buf->length) + " bytes";
+        return false;
+      }
+      buffer_retain(buf);
+      d.buffers[b.index] = buf;
+      d.offsets[b.index] = b.b;
+    } else if (b.kind == SMELT_BIND_BYTES) {
+      if (b.b > SMELT_MAX_BYTES_BINDING) {
+        why = k + "[[buffer(" + std::to_string(b.index) + ")]] has " + std::to_string(b.b) +
+              " constant bytes, over Metal's 4096";
+        return false;
+      }
+      if (b.a + b.b > h.record_bytes) {
+        why = k + "malformed record (constant bytes out of the record)";
+        return false;
+      }
+      d.bytes_at[b.index] = int(byte_total);
+      d.bytes_len[b.index] = b.b;
+      byte_sources.push_back({int(b.index), rec + b.a});
+      byte_total += (b.b + 15) & ~size_t(15);
+    } else {
+      why = k + "unknown binding kind " + std::to_string(b.kind);
+      return false;
+    }
+  }
+  d.bytes.assign((byte_total + 7) / 8 + 1, 0);
+  for (auto& s : byte_sources) std::memcpy((char*)d.bytes.data() + d.bytes_at[s.first], s.second, d.bytes_len[s.first]);
+  uint32_t missing = info.buffer_mask & ~bound;
+  if (missing) {
+    int slot = __builtin_ctz(missing);
+    why = k + "the kernel reads [[buffer(" + std::to_string(slot) + ")]] but nothing is bound there";
+    return false;
+  }
+  const auto* tg = (const uint32_t*)(rec + tg_at);
+  uint64_t tg_total = 0;
+  d.ntgmem = h.ntgmem;
+  for (uint32_t i = 0; i < h.ntgmem; ++i) {
+    d.tgmem[i] = tg[i];
+    tg_total += (uint64_t(tg[i]) + 15) & ~uint64_t(15);
+  }
+  for (uint32_t m = info.threadgroup_mask; m; m &= m - 1) {
+    int slot = __builtin_ctz(m);
+    if (uint32_t(slot) >= h.ntgmem || tg[slot] == 0) {
+      why = k + "the kernel uses [[threadgroup(" + std::to_string(slot) + ")]] but no threadgroup memory length was set for it";
+      return false;
+    }
+  }
+  if (tg_total > SMELT_MAX_THREADGROUP_MEMORY) {
+    why = k + std::to_string(tg_total) + " bytes of threadgroup memory requested, over Metal's limit of " +
+          std::to_string(SMELT_MAX_THREADGROUP_MEMORY);
+    return false;
+  }
+  d.code = pipe->code;
+  return true;
+}
+
+}  // namespace
+
+extern "C" {
+
+SMELT_API uint32_t smelt_abi_version(void) { return SMELT_ABI_VERSION; }
+
+SMELT_API const char* smelt_backend_name(void) { return "host"; }
+
+SMELT_API smelt_device* smelt_device_open(const char* options, char* err, size_t errlen) {
+  Options o;
+  std::string why;
+  if (!parse_options(options, o, why)) {
+    set_error(err, errlen, "host backend: " + why);
+    return nullptr;
+  }
+  if (o.include.empty()) {
+    set_error(err, errlen, "host backend: the include=DIR option must name shim/host/msl (the metal_stdlib compatibility header)");
+    return nullptr;
+  }
+  bool ok1, ok2;
+  std::string headers = read_all(o.include + "/metal_stdlib", ok1) + read_all(o.include + "/smelt_kernel_abi.h", ok2);
+  if (!ok1 || !ok2) {
+    set_error(err, errlen, "host backend: " + o.include + " does not hold metal_stdlib and smelt_kernel_abi.h");
+    return nullptr;
+  }
+  if (o.cache.empty()) {
+    const char* home = std::getenv("HOME");
+    o.cache = std::string(home ? home : "/tmp") + "/.cache/smelt";
+  }
+  if (o.threads == 0) o.threads = std::max(1u, std::thread::hardware_concurrency());
+  void* page = mmap(nullptr, page_size(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (page == MAP_FAILED) {
+    set_error(err, errlen, "host backend: cannot map the completion counter");
+    return nullptr;
+  }
+  auto* dev = new smelt_device();
+  dev->options = o;
+  dev->header_hash = hash_hex(headers);
+  dev->completion = (volatile uint64_t*)page;
+  dev->executor.reset(new Executor(dev, o.threads));
+  return dev;
+}
+
+SMELT_API void smelt_device_close(smelt_device* dev) {
+  if (!dev) return;
+  dev->executor.reset();  // runs what was committed, then stops
+  munmap((void*)dev->completion, page_size());
+  delete dev;
+}
+
+SMELT_API int smelt_device_name(smelt_device* dev, char* out, size_t outlen) {
+  if (!dev) return SMELT_ERROR;
+  set_error(out, outlen, "smelt host (" + std::to_string(dev->options.threads) + " CPU threads)");
+  return SMELT_OK;
+}
+
+SMELT_API int smelt_device_limits(smelt_device* dev, smelt_limits* out) {
+  if (!dev || !out) return SMELT_ERROR;
+  std::memset(out, 0, sizeof *out);
+  out->max_buffer_length = physical_memory();
+  out->max_threads_per_threadgroup = SMELT_MAX_THREADS_PER_THREADGROUP;
+  out->max_threadgroup_memory = SMELT_MAX_THREADGROUP_MEMORY;
+  out->max_buffer_slots = SMELT_MAX_BUFFER_SLOTS;
+  out->simd_width = SMELT_SIMD_WIDTH;
+  out->unified_memory = 1;
+  return SMELT_OK;
+}
+
+SMELT_API int smelt_device_stats_get(smelt_device* dev, smelt_device_stats* out) {
+  if (!dev || !out) return SMELT_ERROR;
+  std::lock_guard<std::mutex> lock(dev->live_mutex);
+  out->buffers = dev->buffers.size();
+  out->buffer_bytes = dev->buffer_bytes;
+  out->libraries = dev->libraries;
+  out->pipelines = dev->pipelines.size();
+  out->command_buffers = dev->command_buffers;
+  out->compiles = dev->compiles;
+  out->cache_hits = dev->cache_hits;
+  return SMELT_OK;
+}
+
+SMELT_API const volatile uint64_t* smelt_device_completion_counter(smelt_device* dev) {
+  return dev ? dev->completion : nullptr;
+}
+
+SMELT_API smelt_buffer* smelt_buffer_new(smelt_device* dev, uint64_t length, char* err, size_t errlen) {
+  if (!dev) return nullptr;
+  if (length > physical_memory()) {
+    set_error(err, errlen, "buffer of " + std::to_string(length) + " bytes is over the device's maximum of " +
+                               std::to_string(physical_memory()));
+    return nullptr;
+  }
+  size_t page = page_size();
+  size_t mapped = length == 0 ? page : size_t((length + page - 1) / page * page);
+  void* m = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) {
+    set_error(err, errlen, "cannot allocate a buffer of " + std::to_string(length) + " bytes");
+    return nullptr;
+  }
+  auto* b = new smelt_buffer{dev, m, length, mapped, {1}};
+  std::lock_guard<std::mutex> lock(dev->live_mutex);
+  dev->buffers.insert(b);
+  dev->buffer_bytes += length;
+  return b;
+}
+
+SMELT_API void* smelt_buffer_contents(smelt_buffer* buf) { return buf ? buf->memory : nullptr; }
+
+SMELT_API uint64_t smelt_buffer_length(smelt_buffer* buf) { return buf ? buf->length : 0; }
+
+SMELT_API void smelt_buffer_free(smelt_buffer* buf) {
+  if (!buf) return;
+  {
+    std::lock_guard<std::mutex> lock(buf->dev->live_mutex);
+    if (!buf->dev->buffers.erase(buf)) return;
+    buf->dev->buffer_bytes -= buf->length;
+  }
+  buffer_release(buf);  // a command buffer still using it holds its own reference
+}
+
+SMELT_API smelt_library* smelt_library_new(smelt_device* dev, const char* source, size_t source_len,
+                                           const char* options, char* err, size_t errlen) {
+  if (!dev || !source) return nullptr;
+  bool fast_math = false;
+  std::string opts = options ? options : "";
+  std::stringstream in(opts);
+  for (std::string item; std::getline(in, item, ';');) {
+    if (item.empty()) continue;
+    if (item == "fast_math=1") fast_math = true;
+    else if (item != "fast_math=0") {
+      set_error(err, errlen, "library option '" + item + "' is unknown (known: fast_math=0|1)");
+      return nullptr;
+    }
+  }
+  Translation t = translate_msl(std::string(source, source_len), dev->options.debug);
+  if (!t.ok) {
+    set_error(err, errlen, "MSL compilation failed:\n" + t.error);
+    return nullptr;
+  }
+  CompileResult c = compile_module(dev->options, dev->header_hash, t.cpp, fast_math);
+  if (!c.module) {
+    set_error(err, errlen, c.error);
+    return nullptr;
+  }
+  auto* lib = new smelt_library{dev, c.module, t.kernels};
+  std::lock_guard<std::mutex> lock(dev->live_mutex);
+  ++dev->libraries;
+  ++(c.cache_hit ? dev->cache_hits : dev->compiles);
+  return lib;
+}
+
+SMELT_API void smelt_library_free(smelt_library* lib) {
+  if (!lib) return;
+  {
+    std::lock_guard<std::mutex> lock(lib->dev->live_mutex);
+    --lib->dev->libraries;
+  }
+  delete lib;
+}
+
+SMELT_API smelt_pipeline* smelt_pipeline_new(smelt_library* lib, const char* function_name, char* err, size_t errlen) {
+  if (!lib || !function_name) return nullptr;
+  std::string name = function_name;
+  const KernelInfo* info = nullptr;
+  std::string names;
+  for (auto& k : lib->kernels) {
+    if (k.name == name) info = &k;
+    names += (names.empty() ? "" : ", ") + k.name;
+  }
+  if (!info) {
+    set_error(err, errlen, "the library has no kernel named '" + name + "' (it has: " + (names.empty() ? "none" : names) + ")");
+    return nullptr;
+  }
+  auto code = std::make_shared<KernelCode>();
+  code->module = lib->module;
+  code->info = *info;
+  code->thread_fn = (smelt_hk_thread_fn)dlsym(lib->module->handle, ("smelt_kthread_" + name).c_str());
+  if (!info->needs_fibers) code->loop_fn = (smelt_hk_loop_fn)dlsym(lib->module->handle, ("smelt_kloop_" + name).c_str());
+  if (!code->thread_fn || (!info->needs_fibers && !code->loop_fn)) {
+    set_error(err, errlen, "host backend: the compiled module lacks the launchers of '" + name + "'");
+    return nullptr;
+  }
+  auto* p = new smelt_pipeline{lib->dev, code};
+  std::lock_guard<std::mutex> lock(lib->dev->live_mutex);
+  lib->dev->pipelines.insert(p);
+  return p;
+}
+
+SMELT_API int smelt_pipeline_info_get(smelt_pipeline* pipe, smelt_pipeline_info* out) {
+  if (!pipe || !out) return SMELT_ERROR;
+  std::memset(out, 0, sizeof *out);
+  out->max_threads_per_threadgroup = SMELT_MAX_THREADS_PER_THREADGROUP;
+  out->thread_execution_width = SMELT_SIMD_WIDTH;
+  out->static_threadgroup_memory = 0;  // checked at compile time against the limit, not measured
+  out->buffer_mask = pipe->code->info.buffer_mask;
+  out->threadgroup_mask = pipe->code->info.threadgroup_mask;
+  return SMELT_OK;
+}
+
+SMELT_API void smelt_pipeline_free(smelt_pipeline* pipe) {
+  if (!pipe) return;
+  {
+    std::lock_guard<std::mutex> lock(pipe->dev->live_mutex);
+    if (!pipe->dev->pipelines.erase(pipe)) return;
+  }
+  delete pipe;  // a command buffer using it holds its own reference to the code
+}
+
+SMELT_API smelt_cmd* smelt_cmd_new(smelt_device* dev, char* err, size_t errlen) {
+  if (!dev) {
+    set_error(err, errlen, "no device");
+    return nullptr;
+  }
+  auto* cmd = new smelt_cmd();
+  cmd->dev = dev;
+  std::lock_guard<std::mutex> lock(dev->live_mutex);
+  ++dev->command_buffers;
+  return cmd;
+}
+
+SMELT_API int smelt_cmd_encode(smelt_cmd* cmd, const void* records, size_t length, char* err, size_t errlen) {
+  if (!cmd) return SMELT_ERROR;
+  if (cmd->state != SMELT_CMD_RECORDING) {
+    set_error(err, errlen, "encode: the command buffer was already committed");
+    return SMELT_ERROR;
+  }
+  const auto* p = (const uint8_t*)records;
+  std::vector<Dispatch> batch;
+  std::string why;
+  for (size_t at = 0; at < length;) {
+    smelt_record h;
+    if (length - at < sizeof h) {
+      why = "encode: truncated record";
+      break;
+    }
+    std::memcpy(&h, p + at, sizeof h);
+    if (h.record_bytes < sizeof h || h.record_bytes % 8 != 0 || h.record_bytes > length - at) {
+      why = "encode: malformed record length " + std::to_string(h.record_bytes);
+      break;
+    }
+    Dispatch d;
+    if (h.kind == SMELT_REC_BARRIER) {
+      d.barrier = true;
+    } else if (h.kind == SMELT_REC_DISPATCH_THREADS || h.kind == SMELT_REC_DISPATCH_THREADGROUPS) {
+      bool ok = decode_dispatch(cmd->dev, p + at, h, d, why);
+      if (!ok) {
+        std::vector<Dispatch> one;
+        one.push_back(std::move(d));
+        release_items(one);
+        break;
+      }
+    } else {
+      why = "encode: unknown record kind " + std::to_string(h.kind);
+      break;
+    }
+    batch.push_back(std::move(d));
+    at += h.record_bytes;
+  }
+  if (!why.empty()) {
+    release_items(batch);
+    set_error(err, errlen, why);
+    return SMELT_ERROR;
+  }
+  for (auto& d : batch) cmd->items.push_back(std::move(d));
+  return SMELT_OK;
+}
+
+SMELT_API uint64_t smelt_cmd_commit(smelt_cmd* cmd, char* err, size_t errlen) {
+  if (!cmd) return 0;
+  if (cmd->state != SMELT_CMD_RECORDING) {
+    set_error(err, errlen, "commit: the command buffer was already committed");
+    return 0;
+  }
+  cmd->sequence = ++cmd->dev->next_sequence;
+  cmd->dev->executor->submit(cmd);
+  return cmd->sequence;
+}
+
+SMELT_API int smelt_cmd_status(smelt_cmd* cmd, char* err, size_t errlen) {
+  if (!cmd) return SMELT_ERROR;
+  if (cmd->state == SMELT_CMD_RECORDING) return SMELT_CMD_RECORDING;
+  int s = cmd->dev->executor->status(cmd);
+  if (s == SMELT_ERROR) set_error(err, errlen, cmd->error);
+  return s;
+}
+
+SMELT_API int smelt_cmd_wait(smelt_cmd* cmd, uint64_t timeout_ms, char* err, size_t errlen) {
+  if (!cmd) return SMELT_ERROR;
+  if (cmd->state == SMELT_CMD_RECORDING) {
+    set_error(err, errlen, "wait: the command buffer was never committed");
+    return SMELT_ERROR;
+  }
+  int s = cmd->dev->executor->wait(cmd, timeout_ms);
+  if (s == SMELT_ERROR) set_error(err, errlen, cmd->error);
+  return s;
+}
+
+SMELT_API void smelt_cmd_free(smelt_cmd* cmd) {
+  if (!cmd) return;
+  if (cmd->state == SMELT_CMD_RECORDING) release_items(cmd->items);
+  else cmd->dev->executor->wait(cmd, 0);
+  {
+    std::lock_guard<std::mutex> lock(cmd->dev->live_mutex);
+    --cmd->dev->command_buffers;
+  }
+  delete cmd;
+}
+
+}  // extern "C"

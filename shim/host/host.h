@@ -1,0 +1,155 @@
+// Internal types of the host backend, shared by its modules:
+//   abi.cpp       the exported smelt.h functions: validation and bookkeeping
+//   translate.cpp MSL to C++
+//   compiler.cpp  C++ to a loaded native module, with the on-disk cache
+//   executor.cpp  the queue of command buffers and the worker pool that runs dispatches
+//   fiber.cpp     fibers, and the scheduler that runs one threadgroup with exact barriers
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "msl/smelt_kernel_abi.h"
+#include "smelt.h"
+#include "translate.h"
+
+namespace smelt_host {
+
+void set_error(char* err, size_t errlen, const std::string& msg);
+
+struct Options {
+  unsigned threads = 0;
+  bool debug = false;
+  std::string cache;
+  std::string cxx = "c++";
+  std::string include;
+};
+
+// A loaded kernel module; unloaded when the last library or pipeline using it goes.
+struct Module {
+  void* handle = nullptr;
+  ~Module();
+};
+
+struct KernelCode {
+  std::shared_ptr<Module> module;
+  KernelInfo info;
+  smelt_hk_thread_fn thread_fn = nullptr;
+  smelt_hk_loop_fn loop_fn = nullptr;  // only for kernels that run without fibers
+};
+
+// One encoded dispatch or barrier, with everything it needs copied or retained.
+struct Dispatch {
+  bool barrier = false;
+  std::shared_ptr<const KernelCode> code;
+  smelt_hk_grid grid{};
+  smelt_buffer* buffers[31] = {};  // retained until the command buffer finishes
+  uint64_t offsets[31] = {};
+  int bytes_at[31];                // offset into bytes, or -1
+  uint64_t bytes_len[31] = {};
+  std::vector<uint64_t> bytes;     // constant bytes, 8-byte aligned
+  uint32_t tgmem[31] = {};
+  uint32_t ntgmem = 0;
+};
+
+class Executor;
+
+}  // namespace smelt_host
+
+struct smelt_device {
+  smelt_host::Options options;
+  std::string header_hash;  // of the compatibility headers, part of every cache key
+  std::unique_ptr<smelt_host::Executor> executor;
+  volatile uint64_t* completion = nullptr;  // page shared with the caller
+  std::atomic<uint64_t> next_sequence{0};
+
+  std::mutex live_mutex;  // guards the live sets and counters below
+  std::unordered_set<const smelt_buffer*> buffers;
+  std::unordered_set<const smelt_pipeline*> pipelines;
+  uint64_t buffer_bytes = 0, libraries = 0, command_buffers = 0, compiles = 0, cache_hits = 0;
+};
+
+struct smelt_buffer {
+  smelt_device* dev;
+  void* memory;
+  uint64_t length;  // as requested
+  size_t mapped;    // page-rounded, at least one page
+  std::atomic<int> refs{1};
+};
+
+struct smelt_library {
+  smelt_device* dev;
+  std::shared_ptr<smelt_host::Module> module;
+  std::vector<smelt_host::KernelInfo> kernels;
+};
+
+struct smelt_pipeline {
+  smelt_device* dev;
+  std::shared_ptr<const smelt_host::KernelCode> code;
+};
+
+struct smelt_cmd {
+  smelt_device* dev;
+  std::vector<smelt_host::Dispatch> items;
+  int state = SMELT_CMD_RECORDING;  // guarded by the executor's mutex once committed
+  std::string error;                // first failure, sticky
+  uint64_t sequence = 0;
+};
+
+namespace smelt_host {
+
+void buffer_retain(smelt_buffer* b);
+void buffer_release(smelt_buffer* b);
+
+// Runs committed command buffers in order on a thread of its own, spreading each dispatch's
+// threadgroups over a pool of workers.
+class Executor {
+ public:
+  Executor(smelt_device* dev, unsigned threads);
+  ~Executor();
+  void submit(smelt_cmd* cmd);
+  // SMELT_CMD_COMPLETED, SMELT_CMD_TIMEOUT or SMELT_ERROR (message in cmd->error).
+  int wait(smelt_cmd* cmd, uint64_t timeout_ms);
+  int status(smelt_cmd* cmd);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Fibers: one threadgroup's threads on one OS thread, switching at barriers.
+class ThreadgroupRunner {
+ public:
+  ThreadgroupRunner();
+  ~ThreadgroupRunner();
+  ThreadgroupRunner(const ThreadgroupRunner&) = delete;
+  ThreadgroupRunner& operator=(const ThreadgroupRunner&) = delete;
+  void run(smelt_hk_thread_fn fn, const smelt_hk_launch* launch, unsigned group);
+
+  struct State;
+
+ private:
+  std::unique_ptr<State> s_;
+};
+
+// The table of runtime functions given to every kernel module.
+const smelt_hk_api* kernel_api();
+// Where a kernel reports an access outside a buffer (debug builds): set per worker thread.
+void set_fault_sink(smelt_cmd* cmd, const std::string* kernel_name);
+
+struct CompileResult {
+  std::shared_ptr<Module> module;
+  bool cache_hit = false;
+  std::string error;
+};
+CompileResult compile_module(const Options& options, const std::string& header_hash, const std::string& cpp,
+                             bool fast_math);
+std::string hash_hex(const std::string& data);
+
+}  // namespace smelt_host

@@ -1,0 +1,172 @@
+/*
+ * smelt.h: the one C ABI between smelt's TypeScript runtime and its GPU backends.
+ *
+ * Every backend (shim/metal on macOS, shim/host on the CPU) exports exactly the functions
+ * declared here, and nothing else. The ABI is plain C: handles are opaque pointers, no function
+ * returns memory that the caller frees, and every call that can fail writes a message into a
+ * caller-owned buffer (err, errlen) and says so through its return value.
+ *
+ * Threading: a device and everything made from it may be used from one JS thread. Backends run
+ * command buffers on threads of their own and never call back into the caller; completion is
+ * published through a counter in shared memory (smelt_device_completion_counter) and through
+ * the blocking smelt_cmd_wait.
+ */
+#ifndef SMELT_H
+#define SMELT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SMELT_ABI_VERSION 1u
+
+#if defined(__GNUC__) || defined(__clang__)
+#define SMELT_API __attribute__((visibility("default")))
+#else
+#define SMELT_API
+#endif
+
+typedef struct smelt_device smelt_device;
+typedef struct smelt_buffer smelt_buffer;
+typedef struct smelt_library smelt_library;
+typedef struct smelt_pipeline smelt_pipeline;
+typedef struct smelt_cmd smelt_cmd;
+
+/* Return codes. Functions returning int return SMELT_OK or SMELT_ERROR unless they say otherwise;
+ * functions returning a handle return NULL on failure. In both cases err holds the reason. */
+#define SMELT_OK 0
+#define SMELT_ERROR (-1)
+
+/* Command buffer states, as returned by smelt_cmd_status and smelt_cmd_wait. */
+#define SMELT_CMD_RECORDING 0 /* created, not committed */
+#define SMELT_CMD_COMMITTED 1 /* committed, the device has not finished it */
+#define SMELT_CMD_COMPLETED 2 /* the device finished every dispatch */
+#define SMELT_CMD_TIMEOUT 3   /* smelt_cmd_wait only: the timeout passed first */
+/* a failed command buffer reports SMELT_ERROR with the device's text in err */
+
+/* Record kinds of the packed dispatch stream given to smelt_cmd_encode. */
+#define SMELT_REC_DISPATCH_THREADS 1      /* size = threads in the grid (non-uniform edges allowed) */
+#define SMELT_REC_DISPATCH_THREADGROUPS 2 /* size = threadgroups in the grid */
+#define SMELT_REC_BARRIER 3               /* later dispatches see every write of earlier ones */
+
+/* Binding kinds. */
+#define SMELT_BIND_BUFFER 1 /* a device buffer at a byte offset */
+#define SMELT_BIND_BYTES 2  /* constant bytes copied at encode time (Metal's setBytes, at most 4096) */
+
+/* Metal's fixed limits, enforced by every backend so that a kernel that runs on one runs on all. */
+#define SMELT_MAX_BUFFER_SLOTS 31u
+#define SMELT_MAX_BYTES_BINDING 4096u
+#define SMELT_MAX_THREADGROUP_MEMORY 32768u
+#define SMELT_MAX_THREADS_PER_THREADGROUP 1024u
+
+typedef struct smelt_limits {
+  uint64_t max_buffer_length;           /* bytes */
+  uint32_t max_threads_per_threadgroup; /* 1024 on Apple silicon */
+  uint32_t max_threadgroup_memory;      /* bytes, 32768 on Apple silicon */
+  uint32_t max_buffer_slots;            /* 31 */
+  uint32_t simd_width;                  /* 32 */
+  uint32_t unified_memory;              /* 1 when the CPU and the device share memory */
+  uint32_t reserved;
+} smelt_limits;
+
+typedef struct smelt_pipeline_info {
+  uint32_t max_threads_per_threadgroup;
+  uint32_t thread_execution_width;
+  uint32_t static_threadgroup_memory; /* bytes declared in the kernel body, as far as known */
+  uint32_t buffer_mask;               /* bit i set: the kernel has a [[buffer(i)]] argument */
+  uint32_t threadgroup_mask;          /* bit i set: the kernel has a [[threadgroup(i)]] argument */
+  uint32_t reserved;
+} smelt_pipeline_info;
+
+/* Live object counts (for leak checks) and library compilation counters of one device. */
+typedef struct smelt_device_stats {
+  uint64_t buffers;         /* live */
+  uint64_t buffer_bytes;    /* live */
+  uint64_t libraries;       /* live */
+  uint64_t pipelines;       /* live */
+  uint64_t command_buffers; /* live */
+  uint64_t compiles;        /* libraries compiled from source since the device opened */
+  uint64_t cache_hits;      /* libraries loaded from a compiled-kernel cache instead */
+} smelt_device_stats;
+
+/*
+ * One record of the packed stream given to smelt_cmd_encode. Records follow each other; each
+ * starts on an 8-byte boundary and is record_bytes long. After the header come nbindings
+ * smelt_binding entries, then ntgmem uint32_t threadgroup memory lengths ([[threadgroup(i)]] for
+ * i = 0..ntgmem-1), padded to 8 bytes, then the constant bytes that SMELT_BIND_BYTES bindings
+ * point into. All integers are little-endian.
+ */
+typedef struct smelt_record {
+  uint32_t kind;         /* SMELT_REC_* */
+  uint32_t record_bytes; /* whole record, header included, a multiple of 8 */
+  uint64_t pipeline;     /* (uintptr_t) smelt_pipeline*; 0 for a barrier */
+  uint32_t size[3];      /* threads or threadgroups, per kind */
+  uint32_t threadgroup[3];
+  uint32_t nbindings;
+  uint32_t ntgmem;
+} smelt_record; /* 48 bytes */
+
+typedef struct smelt_binding {
+  uint32_t index; /* [[buffer(index)]] */
+  uint32_t kind;  /* SMELT_BIND_* */
+  uint64_t a;     /* BUFFER: (uintptr_t) smelt_buffer*; BYTES: offset of the bytes from the record start */
+  uint64_t b;     /* BUFFER: byte offset into the buffer; BYTES: length in bytes */
+} smelt_binding; /* 24 bytes */
+
+/* ABI and backend identity. */
+SMELT_API uint32_t smelt_abi_version(void);
+SMELT_API const char* smelt_backend_name(void); /* static string: "metal" or "host" */
+
+/* Device. options: "key=value;key=value". Every backend accepts every key below and ignores the
+ * ones that mean nothing to it; any other key is an error.
+ *   threads=N       host: worker threads (default: the number of cores)
+ *   debug=0|1       host: bounds-checked buffer access; metal: object counting and validation
+ *   cache=DIR       host: directory of the compiled-kernel cache
+ *   cxx=CMD ARGS    host: C++ compiler command, gcc-style flags (e.g. "zig cc", "g++")
+ *   include=DIR     host: directory holding the metal_stdlib compatibility header
+ *   commit_every=N  metal: commit the encoder's work to the GPU every N dispatches */
+SMELT_API smelt_device* smelt_device_open(const char* options, char* err, size_t errlen);
+SMELT_API void smelt_device_close(smelt_device* dev);
+SMELT_API int smelt_device_name(smelt_device* dev, char* out, size_t outlen);
+SMELT_API int smelt_device_limits(smelt_device* dev, smelt_limits* out);
+SMELT_API int smelt_device_stats_get(smelt_device* dev, smelt_device_stats* out);
+/* Number of command buffers that have finished (completed or failed), in memory the caller may
+ * read at any time; it only grows. Valid until the device is closed. */
+SMELT_API const volatile uint64_t* smelt_device_completion_counter(smelt_device* dev);
+
+/* Buffers: zero-filled, page-aligned shared memory; contents is the memory the device uses. */
+SMELT_API smelt_buffer* smelt_buffer_new(smelt_device* dev, uint64_t length, char* err, size_t errlen);
+SMELT_API void* smelt_buffer_contents(smelt_buffer* buf);
+SMELT_API uint64_t smelt_buffer_length(smelt_buffer* buf);
+SMELT_API void smelt_buffer_free(smelt_buffer* buf);
+
+/* Libraries from MSL source. options: "fast_math=0|1". On failure err holds the compiler's
+ * messages, with line numbers of the MSL source. */
+SMELT_API smelt_library* smelt_library_new(smelt_device* dev, const char* source, size_t source_len,
+                                           const char* options, char* err, size_t errlen);
+SMELT_API void smelt_library_free(smelt_library* lib);
+SMELT_API smelt_pipeline* smelt_pipeline_new(smelt_library* lib, const char* function_name, char* err,
+                                             size_t errlen);
+SMELT_API int smelt_pipeline_info_get(smelt_pipeline* pipe, smelt_pipeline_info* out);
+SMELT_API void smelt_pipeline_free(smelt_pipeline* pipe);
+
+/* Command buffers. A command buffer is encoded, committed once, then waited on or polled. */
+SMELT_API smelt_cmd* smelt_cmd_new(smelt_device* dev, char* err, size_t errlen);
+SMELT_API int smelt_cmd_encode(smelt_cmd* cmd, const void* records, size_t length, char* err, size_t errlen);
+/* Returns the sequence number of the command buffer (1, 2, ...): it has finished once the
+ * completion counter reaches it. Returns 0 on failure. */
+SMELT_API uint64_t smelt_cmd_commit(smelt_cmd* cmd, char* err, size_t errlen);
+SMELT_API int smelt_cmd_status(smelt_cmd* cmd, char* err, size_t errlen);
+/* Blocks until the command buffer finishes or timeout_ms passes (0 waits without limit). */
+SMELT_API int smelt_cmd_wait(smelt_cmd* cmd, uint64_t timeout_ms, char* err, size_t errlen);
+/* Frees the command buffer; one still running is waited for first. */
+SMELT_API void smelt_cmd_free(smelt_cmd* cmd);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SMELT_H */

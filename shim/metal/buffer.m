@@ -1,0 +1,103 @@
+/*
+ * buffer.m: device buffers in shared storage over page-aligned memory that this file maps, so
+ * the pointer JS views with toArrayBuffer is the memory the GPU reads and writes.
+ */
+#import "internal.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+@implementation SmeltBuffer
+@end
+
+SMELT_API smelt_buffer* smelt_buffer_new(smelt_device* handle, uint64_t length, char* err, size_t errlen) {
+  @autoreleasepool {
+    if (handle == NULL) {
+      smelt_err(err, errlen, "smelt_buffer_new: no device");
+      return NULL;
+    }
+    SmeltDevice* dev = (__bridge SmeltDevice*)(void*)handle;
+    uint64_t max_length = (uint64_t)dev->mtl.maxBufferLength;
+    uint64_t page = (uint64_t)getpagesize();
+    /* newBufferWithBytesNoCopy wants a page-aligned pointer and a length in whole pages; an
+     * empty buffer still gets one page so that it has an address Metal accepts. */
+    if (length > max_length || length > UINT64_MAX - page) {
+      smelt_err(err, errlen, "buffer of %llu bytes is larger than this device's maxBufferLength (%llu bytes)",
+                (unsigned long long)length, (unsigned long long)max_length);
+      return NULL;
+    }
+    uint64_t mapped = length == 0 ? page : (length + page - 1) / page * page;
+    if (mapped > max_length) {
+      smelt_err(err, errlen,
+                "buffer of %llu bytes needs %llu bytes in whole pages, more than this device's maxBufferLength "
+                "(%llu bytes)",
+                (unsigned long long)length, (unsigned long long)mapped, (unsigned long long)max_length);
+      return NULL;
+    }
+
+    /* Anonymous mappings are page-aligned and zero-filled by the kernel. */
+    void* memory = mmap(NULL, (size_t)mapped, PROT_READ | PROT_WRITE, MAP_ANON | MAP_PRIVATE, -1, 0);
+    if (memory == MAP_FAILED) {
+      smelt_err(err, errlen, "buffer of %llu bytes: mmap failed: %s", (unsigned long long)length, strerror(errno));
+      return NULL;
+    }
+    /* The deallocator runs when the MTLBuffer is released for the last time, which may be on
+     * a Metal thread after a command buffer that used it completes; munmap is safe anywhere. */
+    id<MTLBuffer> mtl = [dev->mtl newBufferWithBytesNoCopy:memory
+                                                    length:(NSUInteger)mapped
+                                                   options:MTLResourceStorageModeShared |
+                                                           MTLResourceHazardTrackingModeUntracked |
+                                                           MTLResourceCPUCacheModeDefaultCache
+                                               deallocator:^(void* pointer, NSUInteger bytes) {
+                                                 munmap(pointer, bytes);
+                                               }];
+    if (mtl == nil) {
+      munmap(memory, (size_t)mapped);
+      smelt_err(err, errlen, "buffer of %llu bytes: Metal could not wrap the memory (newBufferWithBytesNoCopy)",
+                (unsigned long long)length);
+      return NULL;
+    }
+
+    SmeltBuffer* buf = [SmeltBuffer new];
+    buf->device = dev;
+    buf->mtl = mtl;
+    buf->contents = mtl.contents;
+    buf->length = length;
+    buf->mapped_bytes = mapped;
+    smelt_count_add(&dev->core->n_buffers, 1);
+    smelt_count_add(&dev->core->n_buffer_bytes, length);
+    smelt_buffer* out = (__bridge_retained smelt_buffer*)buf;
+    smelt_device_register(dev, out);
+    return out;
+  }
+}
+
+SMELT_API void* smelt_buffer_contents(smelt_buffer* handle) {
+  @autoreleasepool {
+    if (handle == NULL) return NULL;
+    return ((__bridge SmeltBuffer*)(void*)handle)->contents;
+  }
+}
+
+SMELT_API uint64_t smelt_buffer_length(smelt_buffer* handle) {
+  @autoreleasepool {
+    if (handle == NULL) return 0;
+    return ((__bridge SmeltBuffer*)(void*)handle)->length;
+  }
+}
+
+SMELT_API void smelt_buffer_free(smelt_buffer* handle) {
+  @autoreleasepool {
+    if (handle == NULL) return;
+    SmeltBuffer* buf = (__bridge_transfer SmeltBuffer*)(void*)handle;
+    SmeltDevice* dev = buf->device;
+    smelt_device_unregister(dev, handle);
+    smelt_count_sub(&dev->core->n_buffers, 1);
+    smelt_count_sub(&dev->core->n_buffer_bytes, buf->length);
+    /* Releasing buf releases the MTLBuffer; a command buffer that still uses it holds its own
+     * reference (command buffers retain their resources), so the memory stays mapped until the
+     * GPU is done with it. */
+  }
+}

@@ -1,0 +1,178 @@
+/*
+ * internal.h: what the files of the Metal backend share. Not part of the ABI.
+ *
+ * Every handle of smelt.h is one of the Objective-C objects below, handed out with
+ * (__bridge_retained void*) and taken back once, in its free function, with (__bridge_transfer).
+ * Children hold their device (and pipelines their library) strongly, so freeing in any order is
+ * safe. Objects that a Metal completion handler touches (SmeltDeviceCore, SmeltCompletion) are
+ * kept apart from the handles, so that a handler never keeps a handle alive or forms a cycle with
+ * the command buffer that holds the handler.
+ */
+#ifndef SMELT_METAL_INTERNAL_H
+#define SMELT_METAL_INTERNAL_H
+
+#import <Foundation/Foundation.h>
+#import <Metal/Metal.h>
+#include <pthread.h>
+
+#include "smelt.h"
+
+#define SMELT_ATTR_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#define SMELT_PRIVATE __attribute__((visibility("hidden")))
+
+/* ---- error text and option strings (text.m) ---- */
+
+/* Writes a formatted message into the caller's err buffer (truncated, always terminated). */
+SMELT_PRIVATE void smelt_err(char* err, size_t errlen, const char* fmt, ...) SMELT_ATTR_PRINTF(3, 4);
+/* Copies a C string into out; returns 0 when it fit, -1 when it was truncated or out is empty. */
+SMELT_PRIVATE int smelt_copy_text(char* out, size_t outlen, const char* text);
+/* A malloc'd copy of an NSString's UTF-8 text (never NULL; "(no description)" for nil). */
+SMELT_PRIVATE char* smelt_strdup_ns(NSString* text);
+
+/* Calls fn for each "key=value" of a ';'-separated options string (NULL or empty: no calls).
+ * fn returns 0 to go on; its nonzero return stops the walk and is returned. A segment without
+ * '=' is reported through err and returns -1. Keys and values are passed with their lengths,
+ * not NUL-terminated. */
+typedef int (*smelt_option_fn)(void* ctx, const char* key, size_t keylen, const char* value, size_t valuelen,
+                               char* err, size_t errlen);
+SMELT_PRIVATE int smelt_options_walk(const char* options, smelt_option_fn fn, void* ctx, char* err, size_t errlen);
+SMELT_PRIVATE int smelt_key_is(const char* key, size_t keylen, const char* name);
+/* Parses a decimal unsigned integer that fills the whole value; returns 0 on success. */
+SMELT_PRIVATE int smelt_parse_u64(const char* value, size_t valuelen, uint64_t* out);
+
+/* ---- device (device.m) ---- */
+
+/* State that outlives the device handle for as long as any command buffer is in flight: the
+ * completion counter JS reads, sequence numbers, and live-object counts. */
+@interface SmeltDeviceCore : NSObject {
+ @public
+  /* Read by JS through smelt_device_completion_counter; written only with __atomic_store_n
+   * under `lock`, and only ever upward. */
+  uint64_t completed;
+  uint64_t next_seq; /* last sequence number handed out by smelt_cmd_commit */
+  /* Sequence numbers that finished ahead of an older one still running; the counter moves
+   * past a number only when everything below it has finished. */
+  NSMutableIndexSet* finished_early;
+  /* First failure that no wait or status call has reported yet (malloc'd, or NULL), and the
+   * sequence number of the command buffer that failed. */
+  char* unreported_error;
+  uint64_t unreported_seq;
+  pthread_mutex_t lock;
+
+  /* Live-object and compile counts (smelt_device_stats); updated with __atomic builtins. */
+  uint64_t n_buffers, n_buffer_bytes, n_libraries, n_pipelines, n_cmds, n_compiles;
+}
+/* Marks seq finished (failed or not) and moves the counter; error: Metal's text or NULL. */
+- (void)finishSequence:(uint64_t)seq error:(const char*)error;
+/* Moves the unreported failure, if any, into err; returns 1 when there was one. */
+- (int)takeUnreportedError:(char*)err length:(size_t)errlen;
+/* The failure of seq has just been reported by its own command buffer: do not report it twice. */
+- (void)forgetUnreportedErrorOf:(uint64_t)seq;
+@end
+
+@interface SmeltDevice : NSObject {
+ @public
+  id<MTLDevice> mtl;
+  id<MTLCommandQueue> queue;
+  /* Orders every compute pass after the one committed before it: buffers are untracked, and a
+   * fence is how Metal lets passes in different command buffers of one queue see each other's
+   * writes (see docs/metal.md). */
+  id<MTLFence> pass_fence;
+  SmeltDeviceCore* core;
+  uint32_t commit_every; /* dispatches per MTLCommandBuffer before it is committed early */
+  int debug;             /* debug=1: handle registry, binding checks, encoder error reports */
+  int nonuniform;        /* dispatchThreads (non-uniform threadgroups) is supported */
+  /* debug=1 only: every live buffer and pipeline handle of this device, so that a stale or
+   * foreign pointer in a record is an error rather than a crash. Pointer set, no retains. */
+  CFMutableSetRef live_handles;
+}
+@end
+
+SMELT_PRIVATE void smelt_device_register(SmeltDevice* dev, const void* handle);
+SMELT_PRIVATE void smelt_device_unregister(SmeltDevice* dev, const void* handle);
+/* 1 when handle is a live handle of this device of class cls; always 1 without debug=1, when
+ * there is no registry to ask. */
+SMELT_PRIVATE int smelt_device_knows(SmeltDevice* dev, const void* handle, Class cls);
+
+static inline void smelt_count_add(uint64_t* counter, uint64_t amount) {
+  __atomic_fetch_add(counter, amount, __ATOMIC_RELAXED);
+}
+static inline void smelt_count_sub(uint64_t* counter, uint64_t amount) {
+  __atomic_fetch_sub(counter, amount, __ATOMIC_RELAXED);
+}
+
+/* ---- buffers (buffer.m) ---- */
+
+@interface SmeltBuffer : NSObject {
+ @public
+  SmeltDevice* device;
+  id<MTLBuffer> mtl;
+  void* contents;
+  uint64_t length;       /* as requested */
+  uint64_t mapped_bytes; /* length rounded up to whole pages, at least one page */
+}
+@end
+
+/* ---- libraries and pipelines (library.m) ---- */
+
+@interface SmeltLibrary : NSObject {
+ @public
+  SmeltDevice* device;
+  id<MTLLibrary> mtl;
+  /* function name -> SmeltPipelineState, so each kernel is made into a pipeline once. */
+  NSMutableDictionary<NSString*, id>* pipelines;
+}
+@end
+
+/* One compute pipeline and what its reflection said, shared by every handle of one function. */
+@interface SmeltPipelineState : NSObject {
+ @public
+  id<MTLComputePipelineState> pso;
+  NSString* function_name;
+  smelt_pipeline_info info;
+  uint32_t used_buffer_mask;      /* slots the compiled kernel actually reads or writes */
+  uint32_t used_threadgroup_mask;
+  uint32_t buffer_alignment[SMELT_MAX_BUFFER_SLOTS]; /* minimum offset alignment per slot */
+}
+@end
+
+@interface SmeltPipeline : NSObject {
+ @public
+  SmeltLibrary* library;
+  SmeltPipelineState* state;
+}
+@end
+
+/* ---- command stream (command.m) ---- */
+
+/* Completion bookkeeping of one smelt_cmd, shared with the completion handlers of its
+ * MTLCommandBuffers (which run on a thread Metal owns). Guarded by `lock`. */
+@interface SmeltCompletion : NSObject {
+ @public
+  SmeltDeviceCore* core;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  uint32_t outstanding; /* MTLCommandBuffers committed and not finished */
+  int sealed;           /* smelt_cmd_commit ran: no more parts will be added */
+  int done;             /* sealed and every part finished */
+  uint64_t seq;
+  char* error; /* first failure among the parts (malloc'd), sticky */
+}
+@end
+
+@interface SmeltCmd : NSObject {
+ @public
+  SmeltDevice* device;
+  SmeltCompletion* completion;
+  id<MTLCommandBuffer> cb;            /* the part being encoded, nil between parts */
+  id<MTLComputeCommandEncoder> enc;   /* its one encoder */
+  uint32_t part_dispatches;           /* dispatches encoded into the current part */
+  uint32_t parts;                     /* parts begun so far, for labels and messages */
+  int unfenced_writes;                /* a dispatch since the last barrier in this encoder */
+  SmeltPipelineState* bound_state;    /* last pipeline set on enc */
+  uint64_t records_encoded;           /* dispatch records over all encode calls */
+  int incomplete; /* Metal failed mid-encode and dispatches were dropped: commit refuses */
+}
+@end
+
+#endif /* SMELT_METAL_INTERNAL_H */

@@ -1,0 +1,226 @@
+/*
+ * library.m: libraries compiled from MSL source, and compute pipelines made from their kernels,
+ * cached per library and function name, with what reflection says about their arguments.
+ */
+#import "internal.h"
+
+#include <string.h>
+
+@implementation SmeltLibrary
+@end
+
+@implementation SmeltPipelineState
+@end
+
+@implementation SmeltPipeline
+@end
+
+static int parse_library_option(void* ctx, const char* key, size_t keylen, const char* value, size_t valuelen,
+                                char* err, size_t errlen) {
+  BOOL* fast_math = ctx;
+  if (smelt_key_is(key, keylen, "fast_math")) {
+    uint64_t v;
+    if (smelt_parse_u64(value, valuelen, &v) != 0 || v > 1) {
+      smelt_err(err, errlen, "library option fast_math=%.*s: expected 0 or 1", (int)valuelen, value);
+      return -1;
+    }
+    *fast_math = v == 1 ? YES : NO;
+    return 0;
+  }
+  smelt_err(err, errlen, "unknown library option '%.*s' (known: fast_math)", (int)keylen, key);
+  return -1;
+}
+
+SMELT_API smelt_library* smelt_library_new(smelt_device* handle, const char* source, size_t source_len,
+                                           const char* options, char* err, size_t errlen) {
+  @autoreleasepool {
+    if (handle == NULL) {
+      smelt_err(err, errlen, "smelt_library_new: no device");
+      return NULL;
+    }
+    if (source == NULL && source_len > 0) {
+      smelt_err(err, errlen, "smelt_library_new: source is NULL");
+      return NULL;
+    }
+    SmeltDevice* dev = (__bridge SmeltDevice*)(void*)handle;
+    BOOL fast_math = NO;
+    if (smelt_options_walk(options, parse_library_option, &fast_math, err, errlen) != 0) return NULL;
+
+    NSString* text = [[NSString alloc] initWithBytes:source != NULL ? source : ""
+                                             length:source_len
+                                           encoding:NSUTF8StringEncoding];
+    if (text == nil) {
+      smelt_err(err, errlen, "smelt_library_new: the MSL source is not valid UTF-8");
+      return NULL;
+    }
+    MTLCompileOptions* compile = [MTLCompileOptions new];
+    /* Stated rather than left to the SDK's default, so that a newer SDK does not quietly
+     * compile for a language version that macOS 13 cannot load. */
+    compile.languageVersion = MTLLanguageVersion3_0;
+    /* Metal's default is fast math on; smelt wants IEEE results unless asked. */
+    compile.fastMathEnabled = fast_math;
+
+    NSError* error = nil;
+    id<MTLLibrary> mtl = [dev->mtl newLibraryWithSource:text options:compile error:&error];
+    if (mtl == nil) {
+      /* The compiler's log, with program_source:LINE:COLUMN for each diagnostic. */
+      NSString* log = error.localizedDescription;
+      const char* utf8 = log != nil ? log.UTF8String : NULL;
+      smelt_err(err, errlen, "%s", utf8 != NULL ? utf8 : "MSL compilation failed with no message");
+      return NULL;
+    }
+
+    SmeltLibrary* lib = [SmeltLibrary new];
+    lib->device = dev;
+    lib->mtl = mtl;
+    lib->pipelines = [NSMutableDictionary dictionary];
+    smelt_count_add(&dev->core->n_compiles, 1);
+    smelt_count_add(&dev->core->n_libraries, 1);
+    return (__bridge_retained smelt_library*)lib;
+  }
+}
+
+SMELT_API void smelt_library_free(smelt_library* handle) {
+  @autoreleasepool {
+    if (handle == NULL) return;
+    SmeltLibrary* lib = (__bridge_transfer SmeltLibrary*)(void*)handle;
+    smelt_count_sub(&lib->device->core->n_libraries, 1);
+    /* Pipelines made from it hold it until they are freed. */
+  }
+}
+
+static NSString* function_list(id<MTLLibrary> lib) {
+  NSArray<NSString*>* names = [lib.functionNames sortedArrayUsingSelector:@selector(compare:)];
+  return names.count > 0 ? [names componentsJoinedByString:@", "] : @"none";
+}
+
+/* Fills masks and alignments from reflection; returns 0, or -1 with err for an argument that
+ * the ABI cannot bind. */
+static int read_bindings(SmeltPipelineState* st, NSArray<id<MTLBinding>>* bindings, char* err, size_t errlen) {
+  for (id<MTLBinding> b in bindings) {
+    NSUInteger index = b.index;
+    switch (b.type) {
+      case MTLBindingTypeBuffer: {
+        if (index >= SMELT_MAX_BUFFER_SLOTS) {
+          smelt_err(err, errlen, "kernel %s: argument '%s' is [[buffer(%lu)]]; Metal has %u buffer slots (0..%u)",
+                    st->function_name.UTF8String, b.name.UTF8String, (unsigned long)index, SMELT_MAX_BUFFER_SLOTS,
+                    SMELT_MAX_BUFFER_SLOTS - 1);
+          return -1;
+        }
+        st->info.buffer_mask |= 1u << index;
+        if (b.used) st->used_buffer_mask |= 1u << index;
+        if ([b conformsToProtocol:@protocol(MTLBufferBinding)]) {
+          NSUInteger align = ((id<MTLBufferBinding>)b).bufferAlignment;
+          st->buffer_alignment[index] = align > 0 && align <= 4096 ? (uint32_t)align : 1u;
+        }
+        break;
+      }
+      case MTLBindingTypeThreadgroupMemory:
+        if (index >= 32) {
+          smelt_err(err, errlen, "kernel %s: argument '%s' is [[threadgroup(%lu)]]; smelt binds indices 0..31",
+                    st->function_name.UTF8String, b.name.UTF8String, (unsigned long)index);
+          return -1;
+        }
+        st->info.threadgroup_mask |= 1u << index;
+        if (b.used) st->used_threadgroup_mask |= 1u << index;
+        break;
+      default:
+        smelt_err(err, errlen,
+                  "kernel %s: argument '%s' is neither a buffer nor threadgroup memory (Metal binding type %ld); "
+                  "smelt binds only those",
+                  st->function_name.UTF8String, b.name.UTF8String, (long)b.type);
+        return -1;
+    }
+  }
+  return 0;
+}
+
+/* Reflection of the kernel's bindings. The macOS 13.3 SDK calls this bit
+ * MTLPipelineOptionArgumentInfo; later SDKs rename it MTLPipelineOptionBindingInfo and deprecate
+ * the old name as of macOS 13, which -Werror would turn into a build failure on a newer Xcode.
+ * Neither name compiles cleanly against both SDKs, so the bit is spelled out. */
+static const MTLPipelineOption binding_info = (MTLPipelineOption)(1u << 0);
+
+static SmeltPipelineState* make_state(SmeltLibrary* lib, NSString* name, char* err, size_t errlen) {
+  id<MTLFunction> fn = [lib->mtl newFunctionWithName:name];
+  if (fn == nil) {
+    smelt_err(err, errlen, "no function named '%s' in the library (it has: %s)", name.UTF8String,
+              function_list(lib->mtl).UTF8String);
+    return nil;
+  }
+  if (fn.functionType != MTLFunctionTypeKernel) {
+    smelt_err(err, errlen, "function '%s' is not a kernel function", name.UTF8String);
+    return nil;
+  }
+  MTLAutoreleasedComputePipelineReflection reflection = nil;
+  NSError* error = nil;
+  id<MTLComputePipelineState> pso =
+      [lib->device->mtl newComputePipelineStateWithFunction:fn
+                                                    options:binding_info | MTLPipelineOptionBufferTypeInfo
+                                                 reflection:&reflection
+                                                      error:&error];
+  if (pso == nil) {
+    NSString* text = error.localizedDescription;
+    smelt_err(err, errlen, "kernel %s: pipeline creation failed: %s", name.UTF8String,
+              text != nil ? text.UTF8String : "no message");
+    return nil;
+  }
+
+  SmeltPipelineState* st = [SmeltPipelineState new];
+  st->pso = pso;
+  st->function_name = [name copy];
+  for (uint32_t i = 0; i < SMELT_MAX_BUFFER_SLOTS; i++) st->buffer_alignment[i] = 1;
+  st->info.max_threads_per_threadgroup = (uint32_t)pso.maxTotalThreadsPerThreadgroup;
+  st->info.thread_execution_width = (uint32_t)pso.threadExecutionWidth;
+  st->info.static_threadgroup_memory = (uint32_t)pso.staticThreadgroupMemoryLength;
+  if (read_bindings(st, reflection != nil ? reflection.bindings : @[], err, errlen) != 0) return nil;
+  return st;
+}
+
+SMELT_API smelt_pipeline* smelt_pipeline_new(smelt_library* handle, const char* function_name, char* err,
+                                             size_t errlen) {
+  @autoreleasepool {
+    if (handle == NULL || function_name == NULL) {
+      smelt_err(err, errlen, "smelt_pipeline_new: no library or no function name");
+      return NULL;
+    }
+    SmeltLibrary* lib = (__bridge SmeltLibrary*)(void*)handle;
+    NSString* name = [NSString stringWithUTF8String:function_name];
+    if (name == nil) {
+      smelt_err(err, errlen, "smelt_pipeline_new: the function name is not valid UTF-8");
+      return NULL;
+    }
+    SmeltPipelineState* st = lib->pipelines[name];
+    if (st == nil) {
+      st = make_state(lib, name, err, errlen);
+      if (st == nil) return NULL;
+      lib->pipelines[name] = st;
+    }
+    SmeltPipeline* pipe = [SmeltPipeline new];
+    pipe->library = lib;
+    pipe->state = st;
+    SmeltDevice* dev = lib->device;
+    smelt_count_add(&dev->core->n_pipelines, 1);
+    smelt_pipeline* out = (__bridge_retained smelt_pipeline*)pipe;
+    smelt_device_register(dev, out);
+    return out;
+  }
+}
+
+SMELT_API int smelt_pipeline_info_get(smelt_pipeline* handle, smelt_pipeline_info* out) {
+  @autoreleasepool {
+    if (handle == NULL || out == NULL) return SMELT_ERROR;
+    *out = ((__bridge SmeltPipeline*)(void*)handle)->state->info;
+    return SMELT_OK;
+  }
+}
+
+SMELT_API void smelt_pipeline_free(smelt_pipeline* handle) {
+  @autoreleasepool {
+    if (handle == NULL) return;
+    SmeltPipeline* pipe = (__bridge_transfer SmeltPipeline*)(void*)handle;
+    SmeltDevice* dev = pipe->library->device;
+    smelt_device_unregister(dev, handle);
+    smelt_count_sub(&dev->core->n_pipelines, 1);
+  }
+}

@@ -1,0 +1,31 @@
+/**
+ * smelt: tensors for Bun on Apple Metal, with a CPU backend that runs the same kernels.
+ * This module is the public surface; everything it does not export is internal.
+ */
+import { prepareDefaultBackend } from "./runtime/device.ts";
+
+export { SmeltError } from "./errors.ts";
+export {
+  CommandBuffer,
+  type CommandBufferState,
+  type DispatchArg,
+  type DispatchThreadgroupsOptions,
+  type DispatchThreadsOptions,
+  type Dims,
+} from "./runtime/command.ts";
+export {
+  type BufferSource,
+  type CompileOptions,
+  Device,
+  type DeviceLimits,
+  type DeviceStats,
+  device,
+  openDevice,
+} from "./runtime/device.ts";
+export type { BackendName } from "./runtime/native.ts";
+export type { OpenDeviceOptions } from "./runtime/options.ts";
+export { DeviceBuffer, Library, Pipeline, type TypedArrayConstructor } from "./runtime/resources.ts";
+
+// Building the native library at import keeps its one-time cost (minutes on a cold Zig cache) out
+// of the first call that needs a device, and makes a missing Zig fail here, at the import.
+prepareDefaultBackend();

@@ -1,0 +1,264 @@
+/**
+ * The device: opening one on the chosen backend, and the factory calls for everything else.
+ */
+import { SmeltError } from "../errors.ts";
+import { CommandBuffer } from "./command.ts";
+import { DeviceCore } from "./core.ts";
+import {
+  type BackendName,
+  clearErr,
+  cstr,
+  errBuf,
+  errLen,
+  errText,
+  handleOf,
+  loadNative,
+  platformBackend,
+  requestedBackend,
+  SMELT_OK,
+} from "./native.ts";
+import { deviceOptions, type OpenDeviceOptions } from "./options.ts";
+import { DeviceBuffer, Library } from "./resources.ts";
+
+export interface DeviceLimits {
+  maxThreadsPerThreadgroup: number;
+  /** Bytes of threadgroup memory one threadgroup may use. */
+  maxThreadgroupMemory: number;
+  /** Bytes. */
+  maxBufferLength: number;
+  /** True when the CPU and the device share memory (buffer views are then free). */
+  unifiedMemory: boolean;
+  simdWidth: number;
+  maxBufferSlots: number;
+}
+
+export interface DeviceStats {
+  /** Live buffers and their bytes. */
+  buffers: number;
+  bufferBytes: number;
+  libraries: number;
+  pipelines: number;
+  commandBuffers: number;
+  /** Libraries compiled from source since the device opened. */
+  compiles: number;
+  /** Libraries loaded from the compiled-kernel cache instead. */
+  cacheHits: number;
+}
+
+export interface CompileOptions {
+  /** Let the compiler reassociate and assume no NaN or infinity (default false). */
+  fastMath?: boolean;
+}
+
+/** The byte source of Device.buffer(): its bytes are copied into the new buffer. */
+export type BufferSource = ArrayBufferView | ArrayBuffer;
+
+// A device nobody can reach any more is closed, with everything still made from it.
+const abandoned = new FinalizationRegistry<DeviceCore>((core) => core.close());
+
+export class Device {
+  readonly backend: BackendName;
+  readonly name: string;
+  readonly limits: Readonly<DeviceLimits>;
+  readonly #core: DeviceCore;
+
+  /** @internal Use openDevice() or device(). */
+  constructor(core: DeviceCore) {
+    this.#core = core;
+    this.backend = core.backend;
+    const native = core.native;
+    const name = new Uint8Array(256);
+    this.name =
+      native.smelt_device_name(core.handle, name, name.byteLength) === SMELT_OK
+        ? new TextDecoder().decode(name.subarray(0, Math.max(0, name.indexOf(0)))) || core.backend
+        : core.backend;
+    const raw = new Uint8Array(32);
+    if (native.smelt_device_limits(core.handle, raw) !== SMELT_OK) {
+      throw new SmeltError("openDevice: the backend could not report the device's limits");
+    }
+    const v = new DataView(raw.buffer);
+    this.limits = Object.freeze({
+      maxBufferLength: Number(v.getBigUint64(0, true)),
+      maxThreadsPerThreadgroup: v.getUint32(8, true),
+      maxThreadgroupMemory: v.getUint32(12, true),
+      maxBufferSlots: v.getUint32(16, true),
+      simdWidth: v.getUint32(20, true),
+      unifiedMemory: v.getUint32(24, true) !== 0,
+    });
+    abandoned.register(this, core, this);
+  }
+
+  get disposed(): boolean {
+    return this.#core.closed;
+  }
+
+  /** Compiles MSL source; a compile error throws with the compiler's messages and line numbers. */
+  compile(source: string, options: CompileOptions = {}): Library {
+    const call = "Device.compile";
+    this.#core.check(call);
+    if (typeof source !== "string") throw new SmeltError(`${call}: the source must be a string of MSL`);
+    const fastMath = options.fastMath ?? false;
+    if (typeof fastMath !== "boolean") throw new SmeltError(`${call}: fastMath must be a boolean`);
+    const text = cstr(source);
+    clearErr();
+    const handle = handleOf(this.#core.native.smelt_library_new(
+      this.#core.handle,
+      text,
+      text.byteLength - 1,
+      cstr(`fast_math=${fastMath ? 1 : 0}`),
+      errBuf,
+      errLen,
+    ));
+    if (!handle) throw new SmeltError(`${call}: ${errText()}`);
+    return new Library(this, this.#core, handle);
+  }
+
+  /** A zero-filled buffer of `byteLength` bytes, or a buffer holding a copy of `data`. */
+  buffer(init: number | BufferSource): DeviceBuffer {
+    const call = "Device.buffer";
+    this.#core.check(call);
+    let data: Uint8Array | undefined;
+    let byteLength: number;
+    if (typeof init === "number") {
+      byteLength = init;
+    } else if (ArrayBuffer.isView(init)) {
+      data = new Uint8Array(init.buffer, init.byteOffset, init.byteLength);
+      byteLength = data.byteLength;
+    } else if (init instanceof ArrayBuffer) {
+      data = new Uint8Array(init);
+      byteLength = data.byteLength;
+    } else {
+      throw new SmeltError(`${call}: expected a byte length or a typed array, ArrayBuffer or DataView, got ${typeof init}`);
+    }
+    if (!Number.isInteger(byteLength) || byteLength < 0 || byteLength > this.limits.maxBufferLength) {
+      throw new SmeltError(
+        `${call}: the byte length must be an integer from 0 to maxBufferLength (${this.limits.maxBufferLength}), got ${byteLength}`,
+      );
+    }
+    clearErr();
+    // The ABI has no empty buffers; one byte stands in and byteLength still reports 0.
+    const handle = handleOf(this.#core.native.smelt_buffer_new(this.#core.handle, Math.max(1, byteLength), errBuf, errLen));
+    if (!handle) throw new SmeltError(`${call}(${byteLength} bytes): ${errText()}`);
+    const buffer = new DeviceBuffer(this, this.#core, handle, byteLength);
+    if (data && byteLength > 0) buffer.view(Uint8Array).set(data);
+    return buffer;
+  }
+
+  /** A new command buffer to record dispatches into. */
+  commandBuffer(): CommandBuffer {
+    const call = "Device.commandBuffer";
+    this.#core.check(call);
+    clearErr();
+    const handle = handleOf(this.#core.native.smelt_cmd_new(this.#core.handle, errBuf, errLen));
+    if (!handle) throw new SmeltError(`${call}: ${errText()}`);
+    return new CommandBuffer(this, this.#core, handle);
+  }
+
+  /** Live native objects and compile counters, as the backend counts them. */
+  stats(): DeviceStats {
+    const call = "Device.stats";
+    this.#core.check(call);
+    const raw = new BigUint64Array(7);
+    if (this.#core.native.smelt_device_stats_get(this.#core.handle, raw) !== SMELT_OK) {
+      throw new SmeltError(`${call}: the backend could not report its statistics`);
+    }
+    const [buffers, bufferBytes, libraries, pipelines, commandBuffers, compiles, cacheHits] = Array.from(raw, Number);
+    return {
+      buffers: buffers!,
+      bufferBytes: bufferBytes!,
+      libraries: libraries!,
+      pipelines: pipelines!,
+      commandBuffers: commandBuffers!,
+      compiles: compiles!,
+      cacheHits: cacheHits!,
+    };
+  }
+
+  /** Waits for running work, frees everything made from this device, and closes it. */
+  dispose(): void {
+    if (this.#core.closed) return;
+    abandoned.unregister(this);
+    this.#core.close();
+    if (shared === this) shared = undefined;
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
+
+function open(backend: BackendName, options: OpenDeviceOptions): Device {
+  const native = loadNative(backend).symbols;
+  const text = cstr(deviceOptions(backend, options));
+  clearErr();
+  const handle = handleOf(native.smelt_device_open(text, errBuf, errLen));
+  if (!handle) throw new SmeltError(`openDevice(${backend}): ${errText()}`);
+  let core: DeviceCore;
+  try {
+    core = new DeviceCore(native, handle, backend);
+  } catch (error) {
+    native.smelt_device_close(handle);
+    throw error;
+  }
+  try {
+    return new Device(core);
+  } catch (error) {
+    core.close();
+    throw error;
+  }
+}
+
+let metalUnavailable: string | undefined;
+
+function fallBackToHost(reason: unknown): void {
+  metalUnavailable = reason instanceof Error ? reason.message : String(reason);
+  process.stderr.write(`smelt: Metal is unavailable, using the host backend instead (${metalUnavailable})\n`);
+}
+
+/** The backend a device gets when none is named: SMELT_BACKEND, else the platform's. */
+function defaultBackend(): BackendName {
+  return requestedBackend() ?? (metalUnavailable === undefined ? platformBackend() : "host");
+}
+
+/**
+ * Builds (when stale) and loads the native library of the default backend, so that the slow
+ * first build happens when smelt is imported rather than inside the first call that needs it.
+ */
+export function prepareDefaultBackend(): void {
+  const backend = defaultBackend();
+  if (backend === "metal" && requestedBackend() === undefined) {
+    try {
+      loadNative("metal");
+      return;
+    } catch (error) {
+      fallBackToHost(error);
+    }
+  }
+  loadNative(defaultBackend());
+}
+
+/** Opens a device of its own (its objects cannot mix with another device's). */
+export function openDevice(options: OpenDeviceOptions = {}): Device {
+  if (options.backend !== undefined && options.backend !== "metal" && options.backend !== "host") {
+    throw new SmeltError(`openDevice: backend must be "metal" or "host", got ${JSON.stringify(options.backend)}`);
+  }
+  const backend = options.backend ?? defaultBackend();
+  const explicit = options.backend !== undefined || requestedBackend() !== undefined;
+  if (backend === "metal" && !explicit) {
+    try {
+      return open("metal", options);
+    } catch (error) {
+      fallBackToHost(error);
+      return open("host", options);
+    }
+  }
+  return open(backend, options);
+}
+
+let shared: Device | undefined;
+
+/** The process's shared device, opened on first use (again after it was disposed). */
+export function device(): Device {
+  shared ??= openDevice();
+  return shared;
+}
