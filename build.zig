@@ -30,6 +30,8 @@ pub fn build(b: *std.Build) void {
         .flags = &.{ "-std=c++17", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-fno-exceptions" },
     });
     const host = b.addLibrary(.{ .linkage = .dynamic, .name = "smelt_host", .root_module = host_mod });
+    // Export exactly the smelt.h functions, not the statically linked C++ runtime's symbols.
+    if (target.result.os.tag != .macos) host.setVersionScript(b.path("shim/host/exports.map"));
     b.installArtifact(host);
 
     // The Metal backend's steps follow (see docs/metal.md).

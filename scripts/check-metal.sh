@@ -173,7 +173,8 @@ if zig build >"$work/zig-host.log" 2>&1; then
   if [ -n "$host" ]; then
     exported_symbols "$host" >"$work/host.txt"
     same_set libsmelt_metal.dylib "$work/metal.txt" "$(basename "$host")" "$work/host.txt" ||
-      fail "libsmelt_metal.dylib and $(basename "$host") export different symbols"
+      fail "$(basename "$host") and libsmelt_metal.dylib export different symbols; the Metal dylib matches" \
+        "smelt.h, so the host library is the one exporting more or less than the ABI"
     host_done=1
   else
     notes+=("host library comparison not done: zig build made no zig-out/lib/libsmelt_host.{so,dylib}")

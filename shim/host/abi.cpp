@@ -509,8 +509,9 @@ SMELT_API uint64_t smelt_cmd_commit(smelt_cmd* cmd, char* err, size_t errlen) {
 SMELT_API int smelt_cmd_status(smelt_cmd* cmd, char* err, size_t errlen) {
   if (!cmd) return SMELT_ERROR;
   if (cmd->state == SMELT_CMD_RECORDING) return SMELT_CMD_RECORDING;
-  int s = cmd->dev->executor->status(cmd);
-  if (s == SMELT_ERROR) set_error(err, errlen, cmd->error);
+  std::string error;
+  int s = cmd->dev->executor->status(cmd, error);
+  if (s == SMELT_ERROR) set_error(err, errlen, error);
   return s;
 }
 
@@ -520,15 +521,19 @@ SMELT_API int smelt_cmd_wait(smelt_cmd* cmd, uint64_t timeout_ms, char* err, siz
     set_error(err, errlen, "wait: the command buffer was never committed");
     return SMELT_ERROR;
   }
-  int s = cmd->dev->executor->wait(cmd, timeout_ms);
-  if (s == SMELT_ERROR) set_error(err, errlen, cmd->error);
+  std::string error;
+  int s = cmd->dev->executor->wait(cmd, timeout_ms, error);
+  if (s == SMELT_ERROR) set_error(err, errlen, error);
   return s;
 }
 
 SMELT_API void smelt_cmd_free(smelt_cmd* cmd) {
   if (!cmd) return;
   if (cmd->state == SMELT_CMD_RECORDING) release_items(cmd->items);
-  else cmd->dev->executor->wait(cmd, 0);
+  else {
+    std::string ignored;  // a failure nobody waited for stays for the next wait on the device
+    cmd->dev->executor->wait(cmd, 0, ignored);
+  }
   {
     std::lock_guard<std::mutex> lock(cmd->dev->live_mutex);
     --cmd->dev->command_buffers;

@@ -103,6 +103,26 @@ struct Executor::Impl {
   std::deque<smelt_cmd*> queue;
   bool stop = false;
   std::thread runner;
+  // The first failure nobody has waited for yet: reported once by the next wait or status.
+  std::string unreported;
+  uint64_t unreported_sequence = 0;
+
+  // Under m: the outcome of a finished command buffer, with a failure elsewhere on the device
+  // that has not been reported yet counting as this wait's failure.
+  int outcome(smelt_cmd* cmd, std::string& error) {
+    if (cmd->state == SMELT_ERROR) {
+      error = cmd->error;
+      if (unreported_sequence == cmd->sequence) unreported.clear(), unreported_sequence = 0;
+      return SMELT_ERROR;
+    }
+    if (cmd->state == SMELT_CMD_COMPLETED && !unreported.empty()) {
+      error.swap(unreported);
+      unreported.clear();
+      unreported_sequence = 0;
+      return SMELT_ERROR;
+    }
+    return cmd->state;
+  }
 
   Impl(smelt_device* d, unsigned threads) : dev(d), pool(threads ? threads : 1) {
     runner = std::thread([this] { loop(); });
@@ -125,6 +145,10 @@ struct Executor::Impl {
       {
         std::lock_guard<std::mutex> lock(m);
         cmd->state = cmd->error.empty() ? SMELT_CMD_COMPLETED : SMELT_ERROR;
+        if (!cmd->error.empty() && unreported.empty()) {
+          unreported = "command buffer #" + std::to_string(cmd->sequence) + " failed: " + cmd->error;
+          unreported_sequence = cmd->sequence;
+        }
         __atomic_store_n(dev->completion, cmd->sequence, __ATOMIC_RELEASE);
       }
       finished.notify_all();
@@ -198,12 +222,12 @@ void Executor::submit(smelt_cmd* cmd) {
   impl_->work.notify_one();
 }
 
-int Executor::status(smelt_cmd* cmd) {
+int Executor::status(smelt_cmd* cmd, std::string& error) {
   std::lock_guard<std::mutex> lock(impl_->m);
-  return cmd->state;
+  return impl_->outcome(cmd, error);
 }
 
-int Executor::wait(smelt_cmd* cmd, uint64_t timeout_ms) {
+int Executor::wait(smelt_cmd* cmd, uint64_t timeout_ms, std::string& error) {
   std::unique_lock<std::mutex> lock(impl_->m);
   auto finished = [cmd] { return cmd->state == SMELT_CMD_COMPLETED || cmd->state == SMELT_ERROR; };
   if (timeout_ms == 0) {
@@ -211,7 +235,7 @@ int Executor::wait(smelt_cmd* cmd, uint64_t timeout_ms) {
   } else if (!impl_->finished.wait_for(lock, std::chrono::milliseconds(timeout_ms), finished)) {
     return SMELT_CMD_TIMEOUT;
   }
-  return cmd->state;
+  return impl_->outcome(cmd, error);
 }
 
 }  // namespace smelt_host

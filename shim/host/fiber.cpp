@@ -12,12 +12,13 @@
 extern "C" void smelt_fiber_switch(void** save_sp, void* next_sp);
 extern "C" void smelt_fiber_entry(void);
 
+// The switch routines are private to the library: hidden (ELF) or private extern (Mach-O).
 #if defined(__APPLE__)
 #define SMELT_SYM(name) "_" #name
-#define SMELT_FUNC_TYPE(name)
+#define SMELT_FUNC_TYPE(name) ".private_extern _" #name "\n"
 #else
 #define SMELT_SYM(name) #name
-#define SMELT_FUNC_TYPE(name) ".type " #name ",@function\n"
+#define SMELT_FUNC_TYPE(name) ".type " #name ",@function\n.hidden " #name "\n"
 #endif
 
 #if defined(__x86_64__)

@@ -114,9 +114,10 @@ class Executor {
   Executor(smelt_device* dev, unsigned threads);
   ~Executor();
   void submit(smelt_cmd* cmd);
-  // SMELT_CMD_COMPLETED, SMELT_CMD_TIMEOUT or SMELT_ERROR (message in cmd->error).
-  int wait(smelt_cmd* cmd, uint64_t timeout_ms);
-  int status(smelt_cmd* cmd);
+  // SMELT_CMD_COMPLETED, SMELT_CMD_TIMEOUT or SMELT_ERROR with the message in error: this
+  // command buffer's failure, or another's that no wait has reported yet (smelt.h).
+  int wait(smelt_cmd* cmd, uint64_t timeout_ms, std::string& error);
+  int status(smelt_cmd* cmd, std::string& error);
 
  private:
   struct Impl;

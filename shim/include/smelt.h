@@ -10,6 +10,11 @@
  * command buffers on threads of their own and never call back into the caller; completion is
  * published through a counter in shared memory (smelt_device_completion_counter) and through
  * the blocking smelt_cmd_wait.
+ *
+ * Errors of command buffers are sticky: a failed command buffer reports its device's error text
+ * from its own smelt_cmd_wait and smelt_cmd_status. A failure that no wait or status has reported
+ * yet is also reported once, as "command buffer #N failed: ...", by the next wait or status of
+ * any other command buffer of the device, so that work depending on it does not pass silently.
  */
 #ifndef SMELT_H
 #define SMELT_H

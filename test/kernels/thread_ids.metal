@@ -1,6 +1,6 @@
 // Every thread-position attribute, written out per thread so the test can check each against
 // the dispatch's geometry. One kernel per dimensionality: Metal requires the vector attributes
-// of one kernel to have the same number of components.
+// of one kernel to have the same number of components. (dispatch_attributes.metal has the rest.)
 #include <metal_stdlib>
 using namespace metal;
 
@@ -80,25 +80,4 @@ kernel void ids_3d(device uint* out [[buffer(0)]],
   o[15] = lane;
   o[16] = sg;
   o[17] = tiitg;
-}
-
-// The remaining grid attributes: the threadgroup size as dispatched (threads_per_threadgroup is
-// smaller at the edges of a non-uniform grid), threadgroups per grid, and the SIMD-group sizes.
-// 8 words per thread.
-kernel void ids_grid(device uint* out [[buffer(0)]],
-                     uint3 tpig [[thread_position_in_grid]],
-                     uint3 tpg [[threads_per_grid]],
-                     uint3 dtptg [[dispatch_threads_per_threadgroup]],
-                     uint3 tgpg [[threadgroups_per_grid]],
-                     uint tpsg [[threads_per_simdgroup]],
-                     uint sgptg [[simdgroups_per_threadgroup]]) {
-  device uint* o = out + ((tpig.z * tpg.y + tpig.y) * tpg.x + tpig.x) * 8;
-  o[0] = dtptg.x;
-  o[1] = dtptg.y;
-  o[2] = dtptg.z;
-  o[3] = tgpg.x;
-  o[4] = tgpg.y;
-  o[5] = tgpg.z;
-  o[6] = tpsg;
-  o[7] = sgptg;
 }

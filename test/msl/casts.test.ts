@@ -39,7 +39,7 @@ describe("casts.metal", () => {
     expectEqual(
       "float/int conversions",
       read(oi, Int32Array),
-      Array.from(f).flatMap((x, i) => [Math.trunc(x), Math.floor(x), (nx[i]! << 16) >> 16]),
+      Int32Array.from(Array.from(f).flatMap((x, i) => [Math.trunc(x), Math.floor(x), (nx[i]! << 16) >> 16])),
       { label: (k) => `f=${f[Math.floor(k / 3)]} n=${nx[Math.floor(k / 3)]} result ${k % 3}` },
     );
     expectEqual(

@@ -24,10 +24,17 @@ export function kernelSource(file: string): string {
 
 /** The kernels of one .metal file, compiled on first use and then shared by a file's tests. */
 export function kernelFile(file: string): (name: string) => Pipeline {
-  let lib: sm.Library | undefined;
+  let lib: sm.Library | Error | undefined;
   const pipes = new Map<string, Pipeline>();
   return (name) => {
-    lib ??= dev.compile(kernelSource(file));
+    if (lib === undefined) {
+      try {
+        lib = dev.compile(kernelSource(file));
+      } catch (error) {
+        lib = error as Error; // every test of the file reports the one compile failure
+      }
+    }
+    if (lib instanceof Error) throw lib;
     let pipe = pipes.get(name);
     if (!pipe) {
       pipe = lib.pipeline(name);
@@ -60,8 +67,8 @@ export function runGroups(
 }
 
 /** A copy of a device buffer's contents, so later dispatches cannot change what a test checks. */
-export function read<T extends { slice(): T }>(buf: DeviceBuffer, ctor: sm.TypedArrayConstructor<T>): T {
-  return buf.view(ctor).slice();
+export function read<T extends ArrayLike<number>>(buf: DeviceBuffer, ctor: sm.TypedArrayConstructor<T>): T {
+  return (buf.view(ctor) as unknown as { slice(): T }).slice();
 }
 
 /** Seeded uniform numbers in [0, 1) (mulberry32), so failures reproduce. */

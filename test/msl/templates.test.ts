@@ -58,7 +58,7 @@ describe("templates.metal: [[host_name]] instantiations", () => {
     x.set([-3, 3, -1, 0, 1, -2], 0);
     const y = dev.buffer(new Int32Array(777));
     runThreads(kernel("scale_i32"), [dev.buffer(x), y, new Float32Array([0.5, 0.25])], [777, 1, 1], [64, 1, 1]);
-    expectEqual("scale_i32", read(y, Int32Array), Array.from(x, (v) => Math.trunc(v * 0.5 + 0.25)));
+    expectEqual("scale_i32", read(y, Int32Array), Int32Array.from(x, (v) => Math.trunc(v * 0.5 + 0.25)));
   });
 
   test("window_sum<int, 3> and window_sum<uint, 8> (uint sums wrap)", () => {

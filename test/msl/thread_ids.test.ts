@@ -1,7 +1,8 @@
 import { describe, test } from "bun:test";
 import { dev, expectEqual, kernelFile, read, runGroups, runThreads } from "./helpers.ts";
 
-const kernel = kernelFile("thread_ids.metal");
+const kernels = { ids: kernelFile("thread_ids.metal"), dispatch: kernelFile("dispatch_attributes.metal") };
+const kernel = (name: string) => (name === "ids_grid" ? kernels.dispatch : kernels.ids)(name);
 type V3 = [number, number, number];
 
 interface ThreadIds {
