@@ -219,9 +219,11 @@ bool decode_dispatch(smelt_device* dev, const uint8_t* rec, const smelt_record& 
       return false;
     }
   }
-  if (tg_total > SMELT_MAX_THREADGROUP_MEMORY) {
-    why = k + std::to_string(tg_total) + " bytes of threadgroup memory requested, over Metal's limit of " +
-          std::to_string(SMELT_MAX_THREADGROUP_MEMORY);
+  uint32_t fixed = pipe->code->static_threadgroup.load();  // known after a first run
+  if (tg_total + fixed > SMELT_MAX_THREADGROUP_MEMORY) {
+    why = k + std::to_string(tg_total) + " bytes of threadgroup memory requested" +
+          (fixed ? " besides the " + std::to_string(fixed) + " the kernel declares" : std::string()) +
+          ", over Metal's limit of " + std::to_string(SMELT_MAX_THREADGROUP_MEMORY);
     return false;
   }
   d.code = pipe->code;
@@ -421,7 +423,7 @@ SMELT_API int smelt_pipeline_info_get(smelt_pipeline* pipe, smelt_pipeline_info*
   std::memset(out, 0, sizeof *out);
   out->max_threads_per_threadgroup = SMELT_MAX_THREADS_PER_THREADGROUP;
   out->thread_execution_width = SMELT_SIMD_WIDTH;
-  out->static_threadgroup_memory = 0;  // checked at compile time against the limit, not measured
+  out->static_threadgroup_memory = pipe->code->static_threadgroup.load();  // 0 until the kernel has run
   out->buffer_mask = pipe->code->info.buffer_mask;
   out->threadgroup_mask = pipe->code->info.threadgroup_mask;
   return SMELT_OK;

@@ -191,14 +191,21 @@ struct Executor::Impl {
         launch.threadgroup[i] = worker.threadgroup_memory + at;
         at += (d.tgmem[i] + 15u) & ~15u;
       }
-      set_fault_sink(cmd, &code.info.name);
+      set_dispatch_context(cmd, &code);
       if (!code.info.needs_fibers && code.loop_fn) {
         code.loop_fn(&launch, first, end);
       } else {
         for (unsigned g = first; g < end; ++g) worker.runner.run(code.thread_fn, &launch, g);
       }
-      set_fault_sink(nullptr, nullptr);
+      set_dispatch_context(nullptr, nullptr);
     });
+    uint32_t dynamic = 0;
+    for (uint32_t i = 0; i < d.ntgmem; ++i) dynamic += (d.tgmem[i] + 15u) & ~15u;
+    uint32_t fixed = code.static_threadgroup.load();
+    if (fixed + dynamic > SMELT_MAX_THREADGROUP_MEMORY && cmd->error.empty())
+      cmd->error = "kernel '" + code.info.name + "': " + std::to_string(fixed) + " bytes of threadgroup memory declared in the kernel plus " +
+                   std::to_string(dynamic) + " bytes of [[threadgroup]] memory exceed Metal's limit of " +
+                   std::to_string(SMELT_MAX_THREADGROUP_MEMORY);
   }
 };
 

@@ -158,35 +158,42 @@ unsigned api_simd_active_mask() {
   return s->simd_active[s->index(s->current) / SMELT_SIMD_WIDTH];
 }
 
-struct FaultSink {
+struct DispatchContext {
   smelt_cmd* cmd = nullptr;
-  const std::string* kernel = nullptr;
+  const KernelCode* code = nullptr;
 };
-thread_local FaultSink t_fault;
+thread_local DispatchContext t_dispatch;
 std::mutex g_fault_mutex;
 
 void api_out_of_bounds(unsigned slot, unsigned long long index, unsigned long long count, int write) {
-  if (!t_fault.cmd) return;
+  if (!t_dispatch.cmd) return;
   std::lock_guard<std::mutex> lock(g_fault_mutex);
-  if (!t_fault.cmd->error.empty()) return;
+  if (!t_dispatch.cmd->error.empty()) return;
   std::string what = count == 0 && index == 0
                          ? "buffer(" + std::to_string(slot) + ") is smaller than the type bound to it"
                          : std::string(write ? "write" : "access") + " to element " +
                                std::to_string((long long)index) + " of buffer(" + std::to_string(slot) +
                                "), which holds " + std::to_string(count) + " elements";
-  t_fault.cmd->error = "kernel '" + *t_fault.kernel + "': out-of-bounds " + what +
-                       " (caught by SMELT_HOST_DEBUG; the access was discarded)";
+  t_dispatch.cmd->error = "kernel '" + t_dispatch.code->info.name + "': out-of-bounds " + what +
+                          " (caught by SMELT_HOST_DEBUG; the access was discarded)";
+}
+
+void api_threadgroup_static_bytes(unsigned long long bytes) {
+  const KernelCode* code = t_dispatch.code;
+  if (code && bytes > code->static_threadgroup.load(std::memory_order_relaxed))
+    code->static_threadgroup.store(uint32_t(bytes), std::memory_order_relaxed);
 }
 
 const smelt_hk_api g_api = {api_threadgroup_barrier, api_simdgroup_barrier, api_simd_slots,
-                            api_simd_lane,           api_simd_active_mask,  api_out_of_bounds};
+                            api_simd_lane,           api_simd_active_mask,  api_out_of_bounds,
+                            api_threadgroup_static_bytes};
 }  // namespace
 
 const smelt_hk_api* kernel_api() { return &g_api; }
 
-void set_fault_sink(smelt_cmd* cmd, const std::string* kernel_name) {
-  t_fault.cmd = cmd;
-  t_fault.kernel = kernel_name;
+void set_dispatch_context(smelt_cmd* cmd, const KernelCode* code) {
+  t_dispatch.cmd = cmd;
+  t_dispatch.code = code;
 }
 
 ThreadgroupRunner::ThreadgroupRunner() : s_(new State()) {

@@ -42,6 +42,8 @@ struct KernelCode {
   KernelInfo info;
   smelt_hk_thread_fn thread_fn = nullptr;
   smelt_hk_loop_fn loop_fn = nullptr;  // only for kernels that run without fibers
+  // Threadgroup memory declared in the kernel body: known once the kernel has run.
+  mutable std::atomic<uint32_t> static_threadgroup{0};
 };
 
 // One encoded dispatch or barrier, with everything it needs copied or retained.
@@ -141,8 +143,8 @@ class ThreadgroupRunner {
 
 // The table of runtime functions given to every kernel module.
 const smelt_hk_api* kernel_api();
-// Where a kernel reports an access outside a buffer (debug builds): set per worker thread.
-void set_fault_sink(smelt_cmd* cmd, const std::string* kernel_name);
+// The dispatch a worker thread is running, for what kernels report through kernel_api().
+void set_dispatch_context(smelt_cmd* cmd, const KernelCode* code);
 
 struct CompileResult {
   std::shared_ptr<Module> module;

@@ -330,6 +330,7 @@ class Translator {
         {"threads_per_threadgroup", "tptg"},
         {"threads_per_grid", "tpg"},
         {"threadgroups_per_grid", "tgpg"},
+        {"dispatch_threads_per_threadgroup", "grid"},
     };
     return m;
   }
@@ -535,9 +536,12 @@ class Translator {
       declared.push_back({nm, depth});
       std::string sum;
       for (auto& d : declared) sum += (sum.empty() ? "" : " + ") + std::string("sizeof(smelt_tg_") + d.first + ")";
+      // The size is checked here at compile time, and reported at run time so that the runtime can
+      // check it together with the dispatch's [[threadgroup(i)]] memory.
       std::string out = "static thread_local " + type_text(i + 1, name) + " " + storage + dims + "; auto& " + nm +
                         " = " + storage + "; static_assert(" + sum +
-                        " <= 32768, \"threadgroup memory declared in this function exceeds Metal's 32 KiB\");";
+                        " <= 32768, \"threadgroup memory declared in this function exceeds Metal's 32 KiB\"); "
+                        "smelt_api->threadgroup_static_bytes(" + sum + ");";
       replace(i, semi, out);
     }
   }
@@ -593,26 +597,21 @@ class Translator {
     return nullptr;
   }
 
+  // Each argument is a proxy that converts to whatever type the parameter has, so launchers of
+  // template instances never spell a type that depends on the template's parameters.
   std::string argument(const Param& p) const {
     std::string slot = std::to_string(p.index);
     bool pointer = p.type.back() == '*';
-    std::string base = p.type.substr(0, p.type.size() - 1);
-    if (p.attr == "buffer") {
-      if (!pointer) return "smelt_detail::bound_ref<" + base + ">(L, " + slot + ", " + (checks_ ? "true" : "false") + ")";
-      if (checks_)
-        return "smelt_detail::checked<" + base + ">{(" + base + "*)L->buffers[" + slot + "], (long)(L->lengths[" + slot +
-               "] / sizeof(" + base + ")), 0L, " + slot + "u}";
-      return "(" + p.type + ")L->buffers[" + slot + "]";
-    }
-    if (p.attr == "threadgroup") {
-      if (!pointer) return "*(" + base + "*)L->threadgroup[" + slot + "]";
-      return "(" + p.type + ")L->threadgroup[" + slot + "]";
-    }
+    if (p.attr == "buffer")
+      return std::string(pointer ? "smelt_detail::buffer_ptr" : "smelt_detail::buffer_ref") + "{L, " + slot + "u, " +
+             (checks_ ? "true" : "false") + "}";
+    if (p.attr == "threadgroup")
+      return std::string(pointer ? "smelt_detail::raw_ptr" : "smelt_detail::raw_ref") + "{L->threadgroup[" + slot + "]}";
     auto pos = position_fields().find(p.attr);
-    if (pos != position_fields().end()) return "smelt_detail::position<" + p.type + ">(T->" + pos->second + ")";
+    if (pos != position_fields().end())
+      return "smelt_detail::position_arg{" + (pos->second == "grid" ? std::string("L->grid->group") : "T->" + pos->second) + "}";
     const std::string& field = index_fields().at(p.attr);
-    if (field.empty()) return "(" + p.type + ")SMELT_SIMD_WIDTH";
-    return "(" + p.type + ")T->" + field;
+    return "smelt_detail::index_arg{" + (field.empty() ? std::string("SMELT_SIMD_WIDTH") : "T->" + field) + "}";
   }
 
   std::string assemble(std::vector<KernelInfo>& kernels) {

@@ -25,8 +25,14 @@ const isBf16NaN = (b: number) => (b & 0x7f80) === 0x7f80 && (b & 0x7f) !== 0;
 describe("casts.metal", () => {
   test("cast_values: float -> int/uint truncates, int/uint -> float and half round to nearest even", () => {
     const fx = [-2.7, 2.7, -0.5, 0.5, -1, 1e9, -1e9, 16777217, 70000, 65504, 65519, 65520, -70000, -3.5, 123.999, 0];
-    const nx = [0, -1, 65504, 65519, 65520, 70000, -70000, 2049, 2051, 16777217, 2147483647, -2147483648, 40000, -32769, 32768, 123456789];
-    const ux = [0, 1, 4294967295, 16777217, 16777219, 2147483648, 0x1234567, 0xdeadbeef, 255, 256, 65535, 65536, 7, 0x80000001, 3000000000, 42];
+    const nx = [
+      0, -1, 65504, 65519, 65520, 70000, -70000, 2049, 2051, 16777217, 2147483647, -2147483648, 40000, -32769, 32768,
+      123456789,
+    ];
+    const ux = [
+      0, 1, 4294967295, 16777217, 16777219, 2147483648, 0x1234567, 0xdeadbeef, 255, 256, 65535, 65536, 7, 0x80000001,
+      3000000000, 42,
+    ];
     const n = fx.length;
     const f = new Float32Array(fx);
     const oi = dev.buffer(new Int32Array(3 * n));
@@ -58,7 +64,10 @@ describe("casts.metal", () => {
 
   test("cast_bits: as_type<uint>(float), half2 packing, bool(x) and classification of special values", () => {
     const sx = [0, -0, 1, -1, Infinity, -Infinity, NaN, 65504, 70000, 1e-7, 0.1, 3.4e38, -3.4e38, 2.5, -65520, 1.17549435e-38];
-    const bits = [0x3f800000, 0x80000000, 0x7f800000, 0xff800000, 0x7fc00000, 0x00800000, 0x7f7fffff, 0x40490fdb, 0xc2f6e979, 0x00000000, 0x3eaaaaab, 0xbf000000, 0x4b800001, 0x33800000, 0xcf000000, 0x477fe000];
+    const bits = [
+      0x3f800000, 0x80000000, 0x7f800000, 0xff800000, 0x7fc00000, 0x00800000, 0x7f7fffff, 0x40490fdb,
+      0xc2f6e979, 0x00000000, 0x3eaaaaab, 0xbf000000, 0x4b800001, 0x33800000, 0xcf000000, 0x477fe000,
+    ];
     const n = sx.length;
     const s = new Float32Array(sx);
     const ou = dev.buffer(new Uint32Array(4 * n));

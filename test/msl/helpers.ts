@@ -14,11 +14,10 @@ setDefaultTimeout(120_000);
 
 export const dev = sm.device();
 
-export type Pipeline = sm.Pipeline;
-export type DeviceBuffer = sm.DeviceBuffer;
+type Pipeline = sm.Pipeline;
 type Dims = [number, number, number];
 
-export function kernelSource(file: string): string {
+function kernelSource(file: string): string {
   return readFileSync(new URL(`../kernels/${file}`, import.meta.url), "utf8");
 }
 
@@ -47,7 +46,7 @@ export function kernelFile(file: string): (name: string) => Pipeline {
 /** One dispatchThreads in its own command buffer, waited for. */
 export function runThreads(pipe: Pipeline, args: sm.DispatchArg[], grid: Dims, threadgroup: Dims, threadgroupMemory?: number[]) {
   const cmd = dev.commandBuffer();
-  cmd.dispatchThreads(pipe, { args, grid, threadgroup, ...(threadgroupMemory ? { threadgroupMemory } : {}) });
+  cmd.dispatchThreads(pipe, { args, grid, threadgroup, threadgroupMemory });
   cmd.commit();
   cmd.wait();
 }
@@ -61,18 +60,18 @@ export function runGroups(
   threadgroupMemory?: number[],
 ) {
   const cmd = dev.commandBuffer();
-  cmd.dispatchThreadgroups(pipe, { args, threadgroups, threadgroup, ...(threadgroupMemory ? { threadgroupMemory } : {}) });
+  cmd.dispatchThreadgroups(pipe, { args, threadgroups, threadgroup, threadgroupMemory });
   cmd.commit();
   cmd.wait();
 }
 
 /** A copy of a device buffer's contents, so later dispatches cannot change what a test checks. */
-export function read<T extends ArrayLike<number>>(buf: DeviceBuffer, ctor: sm.TypedArrayConstructor<T>): T {
+export function read<T extends ArrayLike<number>>(buf: sm.DeviceBuffer, ctor: sm.TypedArrayConstructor<T>): T {
   return (buf.view(ctor) as unknown as { slice(): T }).slice();
 }
 
 /** Seeded uniform numbers in [0, 1) (mulberry32), so failures reproduce. */
-export function rng(seed: number): () => number {
+function rng(seed: number): () => number {
   let s = seed >>> 0;
   return () => {
     s = (s + 0x6d2b79f5) >>> 0;
@@ -138,7 +137,7 @@ function fail(what: string, bad: string[], total: number, checked: number): neve
 
 /**
  * Elementwise closeness. NaN matches only NaN; infinities match only the same infinity; other
- * values pass within atol + rtol * |want| or within `ulps` float32 ulps of want.
+ * values pass within any of the tolerances of CloseOptions. Throws with the first mismatches.
  */
 export function expectClose(what: string, got: ArrayLike<number>, want: ArrayLike<number>, opts: CloseOptions = {}) {
   if (got.length !== want.length) throw new Error(`${what}: got ${got.length} values, expected ${want.length}`);
@@ -196,20 +195,16 @@ export function f16Bits(x: number): number {
   return new Uint16Array(h.buffer)[0]!;
 }
 
-export function f16Value(bits: number): number {
-  const u = new Uint16Array([bits]);
-  return new Float16Array(u.buffer)[0]!;
-}
-
 /** x rounded to half (then widened): IEEE round to nearest even, overflow to inf. */
 export const f16 = (x: number): number => Math.f16round(x);
 
 /** Half bits for a whole array. */
 export function toF16(xs: ArrayLike<number>): Uint16Array {
-  const h = Float16Array.from(xs as ArrayLike<number>);
+  const h = Float16Array.from(xs);
   return new Uint16Array(h.buffer);
 }
 
+/** The values of an array of half bits. */
 export function fromF16(bits: Uint16Array): Float64Array {
   const h = new Float16Array(bits.buffer, bits.byteOffset, bits.length);
   return Float64Array.from(h);
@@ -222,6 +217,7 @@ export function bf16Bits(x: number): number {
   return ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
 }
 
+/** The value of bfloat bits. */
 export function bf16Value(bits: number): number {
   return bitsF32((bits & 0xffff) << 16);
 }

@@ -45,7 +45,10 @@ function simdF32Reference(x: Float32Array, tg: number): number[] {
   return want;
 }
 
-const F32_NAMES = ["sum", "max", "min", "prefix_excl", "prefix_incl", "shuffle", "shuffle_down3", "shuffle_up2", "shuffle_xor5", "broadcast7", "broadcast_first", "all/any"];
+const F32_NAMES = [
+  "sum", "max", "min", "prefix_excl", "prefix_incl", "shuffle", "shuffle_down3", "shuffle_up2", "shuffle_xor5",
+  "broadcast7", "broadcast_first", "all/any",
+];
 
 describe("simd.metal", () => {
   test("simd_f32, full SIMD-groups: reductions, prefix sums, shuffles, broadcasts, simd_all/any", () => {

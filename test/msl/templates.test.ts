@@ -6,6 +6,7 @@ import {
   expectClose,
   expectEqual,
   f16Bits,
+  fromF16,
   kernelFile,
   read,
   runThreads,
@@ -37,10 +38,7 @@ describe("templates.metal: [[host_name]] instantiations", () => {
     const y = dev.buffer(new Uint16Array(xs.length));
     runThreads(kernel("scale_f16"), [dev.buffer(x), y, new Float32Array([2, 0.5])], [xs.length, 1, 1], [8, 1, 1]);
     // x is a half, so x * 2 + 0.5 is exact in float: the only rounding is the one to half.
-    const want = Array.from(x, (bits) => {
-      const v = new Float16Array(new Uint16Array([bits]).buffer)[0]!;
-      return f16Bits(v * 2 + 0.5);
-    });
+    const want = Array.from(fromF16(x), (v) => f16Bits(v * 2 + 0.5));
     expectEqual("scale_f16 bits", read(y, Uint16Array), want, { label: (i) => `x=${xs[i]}` });
   });
 

@@ -51,7 +51,12 @@ function geometry(grid: V3, group: V3): ThreadIds[] {
 }
 
 const FIELDS_1D = ["tpig", "tpitg", "tgpig", "tptg", "tpg", "lane", "sg", "tiitg"];
-const FIELDS_2D = ["tpig.x", "tpig.y", "tpitg.x", "tpitg.y", "tgpig.x", "tgpig.y", "tptg.x", "tptg.y", "tpg.x", "tpg.y", "lane", "sg", "tiitg"];
+const FIELDS_2D = [
+  ...["tpig", "tpitg", "tgpig", "tptg", "tpg"].flatMap((f) => [`${f}.x`, `${f}.y`]),
+  "lane",
+  "sg",
+  "tiitg",
+];
 const FIELDS_3D = [
   ...["tpig", "tpitg", "tgpig", "tptg", "tpg"].flatMap((f) => [`${f}.x`, `${f}.y`, `${f}.z`]),
   "lane",

@@ -28,6 +28,8 @@ typedef struct smelt_hk_api {
   unsigned (*simd_active_mask)(void);
   /* Debug builds: an access outside a bound buffer. write=1 for stores. */
   void (*out_of_bounds)(unsigned slot, unsigned long long index, unsigned long long count, int write);
+  /* Bytes of threadgroup memory the kernel has declared so far, reported at each declaration. */
+  void (*threadgroup_static_bytes)(unsigned long long bytes);
 } smelt_hk_api;
 
 /* The position attributes of one GPU thread, as Metal defines them. */
