@@ -26,6 +26,14 @@ export type { BackendName } from "./runtime/native.ts";
 export type { OpenDeviceOptions } from "./runtime/options.ts";
 export { DeviceBuffer, Library, Pipeline, type TypedArrayConstructor } from "./runtime/resources.ts";
 
+// The tensor engine.
+export type { DType } from "./tensor/dtype.ts";
+export { Tensor, eager, setDefaultMode, getDefaultMode, tidy, asyncEval, evalTensors as eval } from "./tensor/tensor.ts";
+export * from "./tensor/ops.ts";
+export { setMemoryLimit } from "./exec/memory.ts";
+export { stats, resetStats } from "./exec/stats.ts";
+import "./tensor/methods.ts";
+
 // Building the native library at import keeps its one-time cost (minutes on a cold Zig cache) out
 // of the first call that needs a device, and makes a missing Zig fail here, at the import.
 prepareDefaultBackend();

@@ -651,6 +651,57 @@ describe("errors", () => {
     expectDeviceWorks();
   });
 
+  test("wait(timeoutMs) throws when the time runs out, and the work still finishes", async () => {
+    using slow = dev.compile(`#include <metal_stdlib>
+using namespace metal;
+kernel void spin(device float* x [[buffer(0)]], constant uint& n [[buffer(1)]], uint i [[thread_position_in_grid]]) {
+  float acc = x[i];
+  for (uint k = 0; k < n; k++) acc = acc * 0.999999f + 0.5f;
+  x[i] = acc;
+}`);
+    using spin = slow.pipeline("spin");
+    using x = dev.buffer(8);
+    using cmd = dev.commandBuffer();
+    cmd.dispatchThreads(spin, { args: [x, new Uint32Array([50_000_000])], grid: [2], threadgroup: [2] });
+    cmd.commit();
+    expectSmeltError(() => cmd.wait(1), /wait/, /did not finish within 1 ms/);
+    expect(cmd.state).toBe("committed");
+    await cmd.completed();
+    expect(x.view(Float32Array)[0]).toBeGreaterThan(0);
+    expectDeviceWorks();
+  });
+
+  // Out-of-bounds checks are a host debug feature; Metal has no equivalent to provoke a failure with.
+  test.if(sm.device().backend === "host")("a failed command buffer throws its error from wait() and completed()", async () => {
+    const debug = sm.openDevice({ backend: "host", debug: true });
+    try {
+      const oob = debug
+        .compile(`#include <metal_stdlib>
+using namespace metal;
+kernel void oob(device float* x [[buffer(0)]], uint i [[thread_position_in_grid]]) { x[i + 100] = 1.0f; }`)
+        .pipeline("oob");
+      const x = debug.buffer(16);
+      const viaWait = debug.commandBuffer();
+      viaWait.dispatchThreads(oob, { args: [x], grid: [4], threadgroup: [4] });
+      viaWait.commit();
+      expectSmeltError(() => viaWait.wait(), /wait: the command buffer failed/, /oob/);
+      expect(viaWait.state).toBe("failed");
+      expectSmeltError(() => viaWait.wait(), /the command buffer failed/);
+      const viaPromise = debug.commandBuffer();
+      viaPromise.dispatchThreads(oob, { args: [x], grid: [4], threadgroup: [4] });
+      viaPromise.commit();
+      await expect(viaPromise.completed()).rejects.toThrow(/completed: the command buffer failed/);
+      expect(viaPromise.state).toBe("failed");
+      const after = debug.commandBuffer();
+      after.commit();
+      after.wait();
+      expect(debug.stats().commandBuffers).toBe(0);
+    } finally {
+      debug.dispose();
+    }
+    expectDeviceWorks();
+  });
+
   test("a buffer or pipeline from another device", () => {
     const other = sm.openDevice();
     try {

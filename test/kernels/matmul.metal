@@ -97,9 +97,10 @@ kernel void matmul_simd_f16(device const half* A [[buffer(0)]],
   simdgroup_store(acc, C + row0 * s.N + col0, s.N);
 }
 
-// C = alpha * A * Bt^T + beta * I-ish: Bt is N x K. One SIMD-group (32 threads) per 8x8 tile of C.
-// The accumulator starts as the diagonal matrix beta * I, is stored to threadgroup memory, and
-// the 32 threads copy it out two elements each, scaled by alpha.
+// C = alpha * (A * Bt^T + beta * D), Bt given as N x K, where D is 1 on the diagonal of every 8x8
+// tile: the accumulator starts as simdgroup_float8x8(beta), a diagonal matrix. One SIMD-group per
+// 8x8 tile of C (M, N, K multiples of 8); the tile goes through threadgroup memory and the 32
+// threads copy it out two elements each, scaled by alpha.
 kernel void matmul_simd_bt(device const float* A [[buffer(0)]],
                            device const float* Bt [[buffer(1)]],
                            device float* C [[buffer(2)]],

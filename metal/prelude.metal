@@ -1,0 +1,105 @@
+// The prelude of every kernel smelt generates: the functions MSL lacks, with NumPy's semantics.
+// Everything here computes in float; callers round to the element type afterwards.
+#include <metal_stdlib>
+using namespace metal;
+
+// exp(x) - 1 and log(1 + x) without cancellation near 0 (Kahan's correction).
+inline float smelt_expm1(float x) {
+  float u = exp(x);
+  if (u == 1.0f) return x;
+  float um1 = u - 1.0f;
+  if (um1 == -1.0f) return -1.0f;
+  if (isinf(u)) return u;
+  return um1 * x / log(u);
+}
+inline float smelt_log1p(float x) {
+  float u = 1.0f + x;
+  if (u == 1.0f) return x;
+  if (isinf(u)) return u;
+  return log(u) * x / (u - 1.0f);
+}
+
+// erf: Abramowitz and Stegun 7.1.26 below |x| = 0.5 is too coarse, so a Taylor series covers
+// small |x| and the rational form covers the rest (absolute error under 2e-7).
+inline float smelt_erf(float x) {
+  float a = fabs(x);
+  if (a < 0.5f) {
+    float x2 = x * x;
+    return x * (1.1283791671f + x2 * (-0.3761263890f + x2 * (0.1128379167f + x2 * (-0.0268661706f + x2 * 0.0052239776f))));
+  }
+  float t = 1.0f / (1.0f + 0.3275911f * a);
+  float y = 1.0f - (((((1.061405429f * t - 1.453152027f) * t) + 1.421413741f) * t - 0.284496736f) * t + 0.254829592f) * t * exp(-a * a);
+  return copysign(y, x);
+}
+
+// Inverse of erf on (-1, 1): Giles' single-precision approximation; ±1 give ±inf.
+inline float smelt_erfinv(float x) {
+  if (fabs(x) >= 1.0f) return fabs(x) == 1.0f ? copysign(INFINITY, x) : NAN;
+  float w = -log((1.0f - x) * (1.0f + x));
+  float p;
+  if (w < 5.0f) {
+    w = w - 2.5f;
+    p = 2.81022636e-08f;
+    p = 3.43273939e-07f + p * w;
+    p = -3.5233877e-06f + p * w;
+    p = -4.39150654e-06f + p * w;
+    p = 0.00021858087f + p * w;
+    p = -0.00125372503f + p * w;
+    p = -0.00417768164f + p * w;
+    p = 0.246640727f + p * w;
+    p = 1.50140941f + p * w;
+  } else {
+    w = sqrt(w) - 3.0f;
+    p = -0.000200214257f;
+    p = 0.000100950558f + p * w;
+    p = 0.00134934322f + p * w;
+    p = -0.00367342844f + p * w;
+    p = 0.00573950773f + p * w;
+    p = -0.0076224613f + p * w;
+    p = 0.00943887047f + p * w;
+    p = 1.00167406f + p * w;
+    p = 2.83297682f + p * w;
+  }
+  return p * x;
+}
+
+// NumPy's power: a negative base with an integral exponent is defined.
+inline float smelt_pow(float a, float b) {
+  if (a < 0.0f && b == floor(b)) {
+    float r = pow(-a, b);
+    return fmod(fabs(b), 2.0f) == 1.0f ? -r : r;
+  }
+  return pow(a, b);
+}
+inline int smelt_ipow(int a, int b) {
+  if (b < 0) return a == 1 ? 1 : (a == -1 ? ((b & 1) ? -1 : 1) : 0);
+  int r = 1;
+  while (b > 0) {
+    if (b & 1) r *= a;
+    a *= a;
+    b >>= 1;
+  }
+  return r;
+}
+
+// Python's floor division and remainder (the result takes the divisor's sign). Integer division
+// by zero gives 0 rather than a fault.
+inline float smelt_floordiv(float a, float b) { return floor(a / b); }
+inline float smelt_mod(float a, float b) {
+  float r = fmod(a, b);
+  return (r != 0.0f && ((r < 0.0f) != (b < 0.0f))) ? r + b : r;
+}
+template <typename T> inline T smelt_ifloordiv(T a, T b) {
+  if (b == T(0)) return T(0);
+  T q = a / b;
+  return (a % b != T(0) && ((a < T(0)) != (b < T(0)))) ? T(q - T(1)) : q;
+}
+template <typename T> inline T smelt_imod(T a, T b) {
+  if (b == T(0)) return T(0);
+  T r = a % b;
+  return (r != T(0) && ((r < T(0)) != (b < T(0)))) ? T(r + b) : r;
+}
+
+// maximum and minimum propagate NaN, as NumPy's do.
+inline float smelt_fmax(float a, float b) { return (isnan(a) || isnan(b)) ? NAN : max(a, b); }
+inline float smelt_fmin(float a, float b) { return (isnan(a) || isnan(b)) ? NAN : min(a, b); }

@@ -1,0 +1,324 @@
+/**
+ * MSL for a group of graph nodes. Every kernel writes one output node; the nodes it computes
+ * inline (elementwise ops, casts, generators, views) are emitted as expressions evaluated at the
+ * output element's index, and computed nodes are loaded from their storage with index math.
+ *
+ * Nothing that changes between runs of the same graph shape appears in the source: shapes,
+ * strides, offsets and scalars are read from the constant array P, so the source is the key of
+ * the kernel cache and a training loop compiles each kernel once.
+ */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import type { DType } from "../tensor/dtype.ts";
+import { contiguousStrides } from "../tensor/shape.ts";
+import type { Data, Node } from "../tensor/node.ts";
+import { elementwise, type Value } from "./elementwise.ts";
+
+const prelude = readFileSync(join(import.meta.dir, "../../metal/prelude.metal"), "utf8");
+
+/** The MSL type a dtype computes in, and the one its storage holds. */
+export function computeType(d: DType): string {
+  switch (d) {
+    case "float32": return "float";
+    case "float16": return "half";
+    case "bfloat16": return "bfloat";
+    case "int32": return "int";
+    case "uint32": return "uint";
+    case "int8": return "char";
+    case "uint8": return "uchar";
+    case "bool": return "bool";
+  }
+}
+function storageType(d: DType): string {
+  return d === "bool" ? "uchar" : computeType(d);
+}
+
+/** Ops computed inline inside a kernel rather than as kernels of their own. */
+export function isInline(n: Node): boolean {
+  return n.data === null && (n.op in elementwise || INLINE_STRUCTURAL.has(n.op));
+}
+const INLINE_STRUCTURAL = new Set(["scalar", "arange", "eye", "view", "reshape", "cast"]);
+
+export interface KernelPlan {
+  source: string;
+  params: Uint32Array;
+  inputs: Data[];    // [[buffer(2 + i)]]
+  threads: number;   // one per output element (or per output row, for scans)
+}
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+class Builder {
+  readonly params: number[] = [0];  // P[0]: the thread count
+  readonly leaves: Node[] = [];
+  private lines: string[] = [];
+  private vars = 0;
+  private memo = new Map<string, string>();
+  private indent = "  ";
+
+  int(v: number): string {
+    this.params.push(v | 0);
+    return `int(P[${this.params.length - 1}])`;
+  }
+  float(v: number): string {
+    f32[0] = v;
+    this.params.push(u32[0]!);
+    return `as_type<float>(P[${this.params.length - 1}])`;
+  }
+  fresh(prefix = "v"): string {
+    return `${prefix}${this.vars++}`;
+  }
+  line(s: string): void {
+    this.lines.push(this.indent + s);
+  }
+  scoped<T>(body: () => T): T {
+    const saved = this.memo;
+    this.memo = new Map(saved);
+    const indent = this.indent;
+    this.indent += "  ";
+    try {
+      return body();
+    } finally {
+      this.memo = saved;
+      this.indent = indent;
+    }
+  }
+  text(): string {
+    return this.lines.join("\n");
+  }
+
+  /** Multi-index of the flat (row-major) index idx over shape: one int per dimension. */
+  unflatten(shape: readonly number[], idx: string): string[] {
+    if (shape.length === 0) return [];
+    if (shape.length === 1) return [idx];
+    const out: string[] = new Array(shape.length);
+    const rest = this.fresh("r");
+    this.line(`int ${rest} = ${idx};`);
+    for (let d = shape.length - 1; d > 0; d--) {
+      const dim = this.int(shape[d]!);
+      const v = this.fresh("i");
+      this.line(`int ${v} = ${rest} % ${dim}; ${rest} /= ${dim};`);
+      out[d] = v;
+    }
+    out[0] = rest;
+    return out;
+  }
+
+  /** Offset + sum(index_d * stride_d), in elements. */
+  affine(shape: readonly number[], strides: readonly number[], offset: number, idx: string): string {
+    const contiguous = strides.every((s, d) => s === contiguousStrides(shape)[d] || shape[d] === 1);
+    if (contiguous) return offset === 0 ? idx : `(${this.int(offset)} + ${idx})`;
+    const ids = this.unflatten(shape, idx);
+    const terms = [this.int(offset)];
+    ids.forEach((v, d) => {
+      if (strides[d] !== 0 && shape[d] !== 1) terms.push(`${v} * ${this.int(strides[d]!)}`);
+    });
+    return `(${terms.join(" + ")})`;
+  }
+
+  leaf(n: Node): number {
+    let i = this.leaves.indexOf(n);
+    if (i < 0) {
+      i = this.leaves.length;
+      this.leaves.push(n);
+    }
+    return i;
+  }
+
+  /** The variable holding node n's element at flat index idx (an int expression). */
+  emit(n: Node, idx: string): string {
+    const key = `${this.leafKey(n)}@${idx}`;
+    const hit = this.memo.get(key);
+    if (hit) return hit;
+    const v = this.compute(n, idx);
+    this.memo.set(key, v);
+    return v;
+  }
+  private ids = new Map<Node, number>();
+  private leafKey(n: Node): number {
+    let id = this.ids.get(n);
+    if (id === undefined) this.ids.set(n, (id = this.ids.size));
+    return id;
+  }
+
+  private compute(n: Node, idx: string): string {
+    const T = computeType(n.dtype);
+    const v = this.fresh();
+    if (n.data) {
+      const i = this.leaf(n);
+      const at = this.affine(n.shape, n.data.strides, n.data.offset, idx);
+      this.line(`${T} ${v} = ${T}(in${i}[${at}]);`);
+      return v;
+    }
+    switch (n.op) {
+      case "scalar":
+        this.line(`${T} ${v} = ${T}(${this.float(n.attrs.value as number)});`);
+        return v;
+      case "arange":
+        this.line(`${T} ${v} = ${T}(${this.float(n.attrs.start as number)} + float(${idx}) * ${this.float(n.attrs.step as number)});`);
+        return v;
+      case "eye": {
+        const [r, c] = this.unflatten(n.shape, idx);
+        this.line(`${T} ${v} = ${T}(${c} - ${r} == ${this.int(n.attrs.k as number)});`);
+        return v;
+      }
+      case "cast": {
+        const x = this.emit(n.inputs[0]!, idx);
+        this.line(`${T} ${v} = ${T}(${x});`);
+        return v;
+      }
+      case "reshape":
+        return this.emit(n.inputs[0]!, idx);
+      case "view": {
+        const at = this.affine(n.shape, n.attrs.strides as number[], n.attrs.offset as number, idx);
+        const j = this.fresh("j");
+        this.line(`int ${j} = ${at};`);
+        return this.emit(n.inputs[0]!, j);
+      }
+    }
+    const op = elementwise[n.op];
+    if (!op) throw new Error(`codegen: ${n.op} is not an inline op`);
+    const args: Value[] = n.inputs.map((x) => ({ v: this.emit(x, idx), dtype: x.dtype }));
+    const scalars = (n.attrs.scalars as number[] | undefined)?.map((s) => this.float(s)) ?? [];
+    this.line(`${T} ${v} = ${T}(${op(args, n.dtype, scalars)});`);
+    return v;
+  }
+}
+
+function signature(b: Builder, out: Node): string {
+  const args = [`constant uint* P [[buffer(0)]]`, `device ${storageType(out.dtype)}* out0 [[buffer(1)]]`];
+  b.leaves.forEach((l, i) => args.push(`device const ${storageType(l.dtype)}* in${i} [[buffer(${i + 2})]]`));
+  args.push("uint gid [[thread_position_in_grid]]");
+  return `${prelude}\nkernel void k(${args.join(",\n              ")}) {\n  if (gid >= P[0]) return;\n`;
+}
+
+function finish(b: Builder, out: Node, threads: number): KernelPlan {
+  b.params[0] = threads;
+  const source = `${signature(b, out)}${b.text()}\n}\n`;
+  return { source, params: Uint32Array.from(b.params, (x) => x >>> 0), inputs: b.leaves.map((l) => l.data!), threads };
+}
+
+function store(out: Node, v: string): string {
+  return out.dtype === "bool" ? `uchar(${v})` : v;
+}
+
+/** A kernel computing every element of `out` from its inline producers. */
+export function elementwiseKernel(out: Node): KernelPlan {
+  const b = new Builder();
+  const v = b.emit(out, "int(gid)");
+  b.line(`out0[gid] = ${store(out, v)};`);
+  return finish(b, out, out.size);
+}
+
+export type ReduceKind = "sum" | "prod" | "max" | "min" | "argmax" | "argmin" | "all" | "any";
+
+/** One thread per output element, looping over the reduced elements of the (inline) input. */
+export function reduceKernel(out: Node): KernelPlan {
+  const input = out.inputs[0]!;
+  const axes = out.attrs.axes as number[];
+  const kind = out.attrs.kind as ReduceKind;
+  const kept = input.shape.map((_, d) => d).filter((d) => !axes.includes(d));
+  const strides = contiguousStrides(input.shape);
+  const b = new Builder();
+  const keptShape = kept.map((d) => input.shape[d]!);
+  const redShape = axes.map((d) => input.shape[d]!);
+  const outIds = b.unflatten(keptShape, "int(gid)");
+  const base = b.fresh("base");
+  b.line(`int ${base} = ${["0", ...outIds.map((v, i) => `${v} * ${b.int(strides[kept[i]!]!)}`)].join(" + ")};`);
+  const count = b.int(redShape.reduce((a, x) => a * x, 1));
+  const acc = b.fresh("acc");
+  const arg = b.fresh("arg");
+  const T = computeType(input.dtype);
+  const A = kind === "all" || kind === "any" ? "bool" : input.dtype.startsWith("float") || input.dtype === "bfloat16" ? "float" : T;
+  const init: Record<ReduceKind, string> = {
+    sum: `${A}(0)`, prod: `${A}(1)`, all: "true", any: "false",
+    max: A === "float" ? "-INFINITY" : `metal::numeric_limits<${A}>::lowest()`,
+    min: A === "float" ? "INFINITY" : `metal::numeric_limits<${A}>::max()`,
+    argmax: A === "float" ? "-INFINITY" : `metal::numeric_limits<${A}>::lowest()`,
+    argmin: A === "float" ? "INFINITY" : `metal::numeric_limits<${A}>::max()`,
+  };
+  b.line(`${A} ${acc} = ${init[kind]};`);
+  b.line(`int ${arg} = 0;`);
+  b.line(`for (int r = 0; r < ${count}; ++r) {`);
+  b.scoped(() => {
+    const redIds = b.unflatten(redShape, "r");
+    const at = b.fresh("at");
+    b.line(`int ${at} = ${[base, ...redIds.map((v, i) => `${v} * ${b.int(strides[axes[i]!]!)}`)].join(" + ")};`);
+    const x = b.emit(input, at);
+    const isFloat = A === "float";
+    switch (kind) {
+      case "sum": b.line(`${acc} += ${A}(${x});`); break;
+      case "prod": b.line(`${acc} *= ${A}(${x});`); break;
+      case "all": b.line(`${acc} = ${acc} && bool(${x});`); break;
+      case "any": b.line(`${acc} = ${acc} || bool(${x});`); break;
+      case "max": b.line(isFloat ? `${acc} = smelt_fmax(${acc}, float(${x}));` : `${acc} = max(${acc}, ${A}(${x}));`); break;
+      case "min": b.line(isFloat ? `${acc} = smelt_fmin(${acc}, float(${x}));` : `${acc} = min(${acc}, ${A}(${x}));`); break;
+      case "argmax":
+      case "argmin": {
+        const better = kind === "argmax" ? ">" : "<";
+        const nan = isFloat ? ` || (isnan(float(${x})) && !isnan(${acc}))` : "";
+        b.line(`if ((${A}(${x}) ${better} ${acc}${isFloat ? ` && !isnan(${acc})` : ""})${nan} || r == 0) { ${acc} = ${A}(${x}); ${arg} = r; }`);
+        break;
+      }
+    }
+  });
+  b.line("}");
+  const result = kind === "argmax" || kind === "argmin" ? arg : acc;
+  b.line(`out0[gid] = ${store(out, `${computeType(out.dtype)}(${result})`)};`);
+  return finish(b, out, out.size);
+}
+
+/** out[..., i, j] = sum_k a[..., i, k] * b[..., k, j], with a and b computed and batch dims broadcast. */
+export function matmulKernel(out: Node): KernelPlan {
+  const [a, bn] = out.inputs as [Node, Node];
+  const b = new Builder();
+  const nd = out.shape.length;
+  const M = out.shape[nd - 2]!, N = out.shape[nd - 1]!, K = a.shape[a.shape.length - 1]!;
+  const ids = b.unflatten(out.shape, "int(gid)");
+  const ai = b.leaf(a), bi = b.leaf(bn);
+  const offset = (x: Node, which: number) => {
+    const d = x.data!;
+    const lead = nd - x.shape.length;
+    const terms = [b.int(d.offset)];
+    for (let k = 0; k < x.shape.length - 2; k++) {
+      if (x.shape[k] !== 1) terms.push(`${ids[lead + k]} * ${b.int(d.strides[k]!)}`);
+    }
+    const row = x.shape.length - 2;
+    terms.push(`${ids[nd - 2 + which]} * ${b.int(d.strides[row + which]!)}`);
+    return terms.join(" + ");
+  };
+  void M;
+  void N;
+  const A = a.dtype.includes("float") ? "float" : computeType(out.dtype);
+  b.line(`int pa = ${offset(a, 0)}; int sa = ${b.int(a.data!.strides[a.shape.length - 1]!)};`);
+  b.line(`int pb = ${offset(bn, 1)}; int sb = ${b.int(bn.data!.strides[bn.shape.length - 2]!)};`);
+  b.line(`${A} acc = ${A}(0);`);
+  b.line(`for (int k = 0; k < ${b.int(K)}; ++k) acc += ${A}(in${ai}[pa + k * sa]) * ${A}(in${bi}[pb + k * sb]);`);
+  b.line(`out0[gid] = ${store(out, `${computeType(out.dtype)}(acc)`)};`);
+  return finish(b, out, out.size);
+}
+
+/** Cumulative sum or product along one axis: one thread per line along the axis. */
+export function scanKernel(out: Node): KernelPlan {
+  const input = out.inputs[0]!;
+  const axis = out.attrs.axis as number;
+  const kind = out.attrs.kind as "sum" | "prod";
+  const b = new Builder();
+  const strides = contiguousStrides(out.shape);
+  const others = out.shape.map((_, d) => d).filter((d) => d !== axis);
+  const ids = b.unflatten(others.map((d) => out.shape[d]!), "int(gid)");
+  b.line(`int base = ${["0", ...ids.map((v, i) => `${v} * ${b.int(strides[others[i]!]!)}`)].join(" + ")};`);
+  const A = out.dtype.includes("float") ? "float" : computeType(out.dtype);
+  b.line(`${A} acc = ${A}(${kind === "sum" ? 0 : 1});`);
+  b.line(`for (int t = 0; t < ${b.int(out.shape[axis]!)}; ++t) {`);
+  b.scoped(() => {
+    b.line(`int at = base + t * ${b.int(strides[axis]!)};`);
+    const x = b.emit(input, "at");
+    b.line(`acc ${kind === "sum" ? "+=" : "*="} ${A}(${x});`);
+    b.line(`out0[at] = ${store(out, `${computeType(out.dtype)}(acc)`)};`);
+  });
+  b.line("}");
+  const lines = others.reduce((p, d) => p * out.shape[d]!, 1);
+  return finish(b, out, lines);
+}

@@ -1,0 +1,463 @@
+/**
+ * The op set: every function checks its arguments where the user called it (a SmeltError
+ * naming the op and the offending shapes, dtypes or axes), then adds one node to the graph.
+ * Views of computed data share its storage; views of lazy nodes are index math in the kernel
+ * that consumes them.
+ */
+import { SmeltError } from "../errors.ts";
+import { memory } from "../exec/memory.ts";
+import {
+  type DType,
+  encode,
+  inferDType,
+  isFloating,
+  parseDType,
+  promoteTypes,
+  scalarResultType,
+} from "./dtype.ts";
+import { Node } from "./node.ts";
+import {
+  broadcastShapes,
+  checkShape,
+  contiguousStrides,
+  type IndexItem,
+  inferReshape,
+  isRowContiguous,
+  normalizeAxes,
+  normalizeAxis,
+  parseSliceString,
+  permuteShape,
+  planIndex,
+  reducedShape,
+} from "./shape.ts";
+import { Tensor } from "./tensor.ts";
+
+export type Scalar = number | boolean;
+export type TensorLike = Tensor | Scalar;
+type Nested = Scalar | readonly Nested[];
+
+// ---------------------------------------------------------------------------------------------
+// creation
+// ---------------------------------------------------------------------------------------------
+
+/** A tensor from nested arrays, a number, a boolean or a typed array, copied to the device. */
+export function array(data: Nested | ArrayLike<number> | Tensor, dtype?: DType): Tensor {
+  if (data instanceof Tensor) return dtype ? astype(data, dtype) : data;
+  const dt = dtype === undefined ? undefined : parseDType("array", dtype);
+  const shape: number[] = [];
+  const flat: (number | boolean)[] = [];
+  if (ArrayBuffer.isView(data)) {
+    shape.push((data as unknown as ArrayLike<number>).length);
+    for (let i = 0; i < shape[0]!; i++) flat.push((data as unknown as ArrayLike<number>)[i]!);
+  } else {
+    const walk = (x: unknown, d: number) => {
+      if (Array.isArray(x) || ArrayBuffer.isView(x)) {
+        const arr = x as ArrayLike<unknown>;
+        if (shape.length === d) shape.push(arr.length);
+        else if (shape[d] !== arr.length)
+          throw new SmeltError(`array: ragged nested arrays: length ${arr.length} at depth ${d}, expected ${shape[d]}`);
+        for (let i = 0; i < arr.length; i++) walk(arr[i], d + 1);
+      } else if (typeof x === "number" || typeof x === "boolean") {
+        if (d !== shape.length) throw new SmeltError(`array: ragged nested arrays: a scalar at depth ${d}, expected ${shape.length}`);
+        flat.push(x);
+      } else {
+        throw new SmeltError(`array: expected numbers, booleans or arrays of them, got ${typeof x}`);
+      }
+    };
+    walk(data, 0);
+  }
+  const type = dt ?? (ArrayBuffer.isView(data) && data instanceof Float32Array ? "float32" : inferDType(flat));
+  return fromValues(flat, shape, type);
+}
+
+function fromValues(values: ArrayLike<number | boolean>, shape: number[], dtype: DType): Tensor {
+  const n = new Node("data", [], shape, dtype);
+  const bytes = encode(dtype, values);
+  const storage = memory.allocate(bytes.byteLength, "array");
+  storage.buffer.view(Uint8Array, 0, bytes.byteLength).set(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+  n.data = { storage, strides: contiguousStrides(shape), offset: 0 };
+  return new Tensor(n);
+}
+
+export function full(shape: readonly number[], value: Scalar, dtype?: DType): Tensor {
+  const s = checkShape("full", shape);
+  const dt = dtype ? parseDType("full", dtype) : typeof value === "boolean" ? "bool" : Number.isInteger(value) ? "int32" : "float32";
+  return new Tensor(new Node("scalar", [], s, dt, { value: Number(value) }));
+}
+export const zeros = (shape: readonly number[], dtype: DType = "float32") => full(shape, 0, dtype);
+export const ones = (shape: readonly number[], dtype: DType = "float32") => full(shape, 1, dtype);
+export const zerosLike = (x: Tensor) => full(x.shape, 0, x.dtype);
+export const onesLike = (x: Tensor) => full(x.shape, 1, x.dtype);
+
+/** arange(stop), arange(start, stop, step?), as NumPy. */
+export function arange(a: number, b?: number, step = 1, dtype?: DType): Tensor {
+  const [start, stop] = b === undefined ? [0, a] : [a, b];
+  if (step === 0 || !Number.isFinite(step)) throw new SmeltError(`arange: step must be a finite non-zero number, got ${step}`);
+  const n = Math.max(0, Math.ceil((stop - start) / step));
+  const dt = dtype ?? ([start, stop, step].every(Number.isInteger) ? "int32" : "float32");
+  return new Tensor(new Node("arange", [], [n], parseDType("arange", dt), { start, step }));
+}
+export function linspace(start: number, stop: number, num = 50, dtype: DType = "float32"): Tensor {
+  if (!Number.isInteger(num) || num < 0) throw new SmeltError(`linspace: num must be a non-negative integer, got ${num}`);
+  const step = num > 1 ? (stop - start) / (num - 1) : 0;
+  return new Tensor(new Node("arange", [], [num], parseDType("linspace", dtype), { start, step }));
+}
+export function eye(n: number, m?: number, k = 0, dtype: DType = "float32"): Tensor {
+  const s = checkShape("eye", [n, m ?? n]);
+  return new Tensor(new Node("eye", [], s, parseDType("eye", dtype), { k }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+// ---------------------------------------------------------------------------------------------
+
+function nodeOf(op: string, x: TensorLike, like?: DType): Node {
+  if (x instanceof Tensor) return x.node(op);
+  if (typeof x !== "number" && typeof x !== "boolean")
+    throw new SmeltError(`${op}: expected a tensor or a number, got ${x === null ? "null" : typeof x}`);
+  const dt = like ? scalarResultType(like, x) : typeof x === "boolean" ? "bool" : Number.isInteger(x) ? "int32" : "float32";
+  return new Node("scalar", [], [], dt, { value: Number(x) });
+}
+
+function cast(n: Node, dtype: DType): Node {
+  return n.dtype === dtype ? n : new Node("cast", [n], n.shape, dtype);
+}
+
+/** A view: new shape, strides and offset (in the units of base) over n's elements. */
+function restride(n: Node, shape: number[], plan: (strides: readonly number[], offset: number) => { strides: number[]; offset: number }): Node {
+  if (n.data) {
+    const p = plan(n.data.strides, n.data.offset);
+    const v = new Node("view", [], shape, n.dtype);
+    v.data = { storage: n.data.storage.retain(), strides: p.strides, offset: p.offset };
+    return v;
+  }
+  const p = plan(contiguousStrides(n.shape), 0);
+  return new Node("view", [n], shape, n.dtype, { strides: p.strides, offset: p.offset });
+}
+
+function broadcastNode(op: string, n: Node, shape: number[]): Node {
+  if (n.shape.length === shape.length && n.shape.every((d, i) => d === shape[i])) return n;
+  broadcastShapes(op, n.shape, shape);
+  const lead = shape.length - n.shape.length;
+  return restride(n, shape, (strides, offset) => ({
+    strides: shape.map((d, i) => (i < lead || n.shape[i - lead] === 1 ? 0 : strides[i - lead]!)),
+    offset,
+  }));
+}
+
+function wrap(n: Node): Tensor {
+  return new Tensor(n);
+}
+
+// ---------------------------------------------------------------------------------------------
+// elementwise
+// ---------------------------------------------------------------------------------------------
+
+const FLOAT_ONLY = new Set([
+  "sqrt", "rsqrt", "exp", "expm1", "log", "log1p", "log2", "sin", "cos", "tan", "tanh", "sigmoid", "erf", "erfinv",
+  "gelu", "geluApprox", "silu", "softplus",
+]);
+const PREDICATE = new Set(["logicalNot", "isnan", "isinf"]);
+
+function unary(op: string, x: TensorLike, attrs: Record<string, unknown> = {}): Tensor {
+  let n = nodeOf(op, x);
+  if (FLOAT_ONLY.has(op) && !isFloating(n.dtype)) n = cast(n, "float32");
+  if ((op === "negative" || op === "abs" || op === "sign" || op === "square") && n.dtype === "bool")
+    throw new SmeltError(`${op}: not defined for bool tensors; cast with astype first`);
+  const out = PREDICATE.has(op) ? "bool" : n.dtype;
+  return wrap(new Node(op, [n], n.shape, out, attrs));
+}
+
+const COMPARE = new Set(["equal", "notEqual", "less", "lessEqual", "greater", "greaterEqual", "logicalAnd", "logicalOr"]);
+
+function binary(op: string, a: TensorLike, b: TensorLike): Tensor {
+  const an = a instanceof Tensor ? a.node(op) : undefined;
+  const bn = b instanceof Tensor ? b.node(op) : undefined;
+  let x = an ?? nodeOf(op, a, bn?.dtype);
+  let y = bn ?? nodeOf(op, b, an?.dtype);
+  let dt = an && bn ? promoteTypes(x.dtype, y.dtype) : an ? scalarResultType(x.dtype, b as Scalar) : bn ? scalarResultType(y.dtype, a as Scalar) : promoteTypes(x.dtype, y.dtype);
+  if (op === "divide" && !isFloating(dt)) dt = "float32";
+  if (dt === "bool" && (op === "add" || op === "multiply")) {
+    // NumPy: bool + bool is logical or, bool * bool is logical and.
+    return binary(op === "add" ? "logicalOr" : "logicalAnd", a, b);
+  }
+  if (dt === "bool" && !COMPARE.has(op) && op !== "maximum" && op !== "minimum") dt = "int32";
+  const shape = broadcastShapes(op, x.shape, y.shape);
+  x = broadcastNode(op, cast(x, dt), shape);
+  y = broadcastNode(op, cast(y, dt), shape);
+  const out = COMPARE.has(op) ? "bool" : dt;
+  return wrap(new Node(op, [x, y], shape, out));
+}
+
+export const add = (a: TensorLike, b: TensorLike) => binary("add", a, b);
+export const subtract = (a: TensorLike, b: TensorLike) => binary("subtract", a, b);
+export const multiply = (a: TensorLike, b: TensorLike) => binary("multiply", a, b);
+export const divide = (a: TensorLike, b: TensorLike) => binary("divide", a, b);
+export const floorDivide = (a: TensorLike, b: TensorLike) => binary("floorDivide", a, b);
+export const remainder = (a: TensorLike, b: TensorLike) => binary("remainder", a, b);
+export const power = (a: TensorLike, b: TensorLike) => binary("power", a, b);
+export const maximum = (a: TensorLike, b: TensorLike) => binary("maximum", a, b);
+export const minimum = (a: TensorLike, b: TensorLike) => binary("minimum", a, b);
+export const equal = (a: TensorLike, b: TensorLike) => binary("equal", a, b);
+export const notEqual = (a: TensorLike, b: TensorLike) => binary("notEqual", a, b);
+export const less = (a: TensorLike, b: TensorLike) => binary("less", a, b);
+export const lessEqual = (a: TensorLike, b: TensorLike) => binary("lessEqual", a, b);
+export const greater = (a: TensorLike, b: TensorLike) => binary("greater", a, b);
+export const greaterEqual = (a: TensorLike, b: TensorLike) => binary("greaterEqual", a, b);
+export const logicalAnd = (a: TensorLike, b: TensorLike) => binary("logicalAnd", a, b);
+export const logicalOr = (a: TensorLike, b: TensorLike) => binary("logicalOr", a, b);
+
+export const negative = (x: TensorLike) => unary("negative", x);
+export const abs = (x: TensorLike) => unary("abs", x);
+export const sign = (x: TensorLike) => unary("sign", x);
+export const square = (x: TensorLike) => unary("square", x);
+export const sqrt = (x: TensorLike) => unary("sqrt", x);
+export const rsqrt = (x: TensorLike) => unary("rsqrt", x);
+export const exp = (x: TensorLike) => unary("exp", x);
+export const expm1 = (x: TensorLike) => unary("expm1", x);
+export const log = (x: TensorLike) => unary("log", x);
+export const log1p = (x: TensorLike) => unary("log1p", x);
+export const log2 = (x: TensorLike) => unary("log2", x);
+export const sin = (x: TensorLike) => unary("sin", x);
+export const cos = (x: TensorLike) => unary("cos", x);
+export const tan = (x: TensorLike) => unary("tan", x);
+export const tanh = (x: TensorLike) => unary("tanh", x);
+export const sigmoid = (x: TensorLike) => unary("sigmoid", x);
+export const erf = (x: TensorLike) => unary("erf", x);
+export const erfinv = (x: TensorLike) => unary("erfinv", x);
+export const floor = (x: TensorLike) => unary("floor", x);
+export const ceil = (x: TensorLike) => unary("ceil", x);
+export const round = (x: TensorLike) => unary("round", x);
+export const logicalNot = (x: TensorLike) => unary("logicalNot", x);
+export const isnan = (x: TensorLike) => unary("isnan", x);
+export const isinf = (x: TensorLike) => unary("isinf", x);
+export const relu = (x: TensorLike) => unary("relu", x);
+export const silu = (x: TensorLike) => unary("silu", x);
+export const softplus = (x: TensorLike) => unary("softplus", x);
+/** GELU; approximate: "tanh" uses the tanh form, "none" (default) the exact erf form. */
+export const gelu = (x: TensorLike, approximate: "none" | "tanh" = "none") => unary(approximate === "tanh" ? "geluApprox" : "gelu", x);
+
+export function nanToNum(x: TensorLike, nan = 0, posinf?: number, neginf?: number): Tensor {
+  const n = nodeOf("nanToNum", x);
+  if (!isFloating(n.dtype)) return x instanceof Tensor ? x : wrap(n);
+  const max = n.dtype === "float16" ? 65504 : n.dtype === "bfloat16" ? 3.3895313892515355e38 : 3.4028234663852886e38;
+  return unary("nanToNum", x, { scalars: [nan, posinf ?? max, neginf ?? -max] });
+}
+
+export function where(cond: TensorLike, a: TensorLike, b: TensorLike): Tensor {
+  const c = cast(nodeOf("where", cond), "bool");
+  const an = a instanceof Tensor ? a.node("where") : undefined;
+  const bn = b instanceof Tensor ? b.node("where") : undefined;
+  let x = an ?? nodeOf("where", a, bn?.dtype);
+  let y = bn ?? nodeOf("where", b, an?.dtype);
+  const dt = an && !bn ? x.dtype : bn && !an ? y.dtype : promoteTypes(x.dtype, y.dtype);
+  const shape = broadcastShapes("where", c.shape, x.shape, y.shape);
+  x = broadcastNode("where", cast(x, dt), shape);
+  y = broadcastNode("where", cast(y, dt), shape);
+  return wrap(new Node("where", [broadcastNode("where", c, shape), x, y], shape, dt));
+}
+
+export function clip(x: TensorLike, lo: TensorLike | null, hi: TensorLike | null): Tensor {
+  if (lo === null && hi === null) throw new SmeltError("clip: at least one of the bounds must be given");
+  let r = x instanceof Tensor ? x : array(x as Scalar);
+  if (lo !== null) r = maximum(r, lo);
+  if (hi !== null) r = minimum(r, hi);
+  return r;
+}
+
+export function astype(x: Tensor, dtype: DType): Tensor {
+  const dt = parseDType("astype", dtype);
+  return wrap(cast(x.node("astype"), dt));
+}
+
+// ---------------------------------------------------------------------------------------------
+// reductions
+// ---------------------------------------------------------------------------------------------
+
+type Axes = number | readonly number[] | null | undefined;
+
+function reduce(kind: string, x: TensorLike, axes: Axes, keepdims: boolean, outType?: (d: DType) => DType): Tensor {
+  const n = nodeOf(kind, x);
+  const ax = normalizeAxes(kind, axes, n.shape.length);
+  const dt = outType ? outType(n.dtype) : n.dtype;
+  const shape = reducedShape(n.shape, ax, false);
+  let r = new Node("reduce", [n], shape, dt, { kind, axes: ax });
+  if (keepdims) r = reshapeNode(r, reducedShape(n.shape, ax, true));
+  return wrap(r);
+}
+const sumType = (d: DType): DType => (d === "bool" || d === "int8" || d === "uint8" ? "int32" : d);
+
+export const sum = (x: TensorLike, axis?: Axes, keepdims = false) => reduce("sum", x, axis, keepdims, sumType);
+export const prod = (x: TensorLike, axis?: Axes, keepdims = false) => reduce("prod", x, axis, keepdims, sumType);
+export const max = (x: TensorLike, axis?: Axes, keepdims = false) => reduce("max", x, axis, keepdims);
+export const min = (x: TensorLike, axis?: Axes, keepdims = false) => reduce("min", x, axis, keepdims);
+export const all = (x: TensorLike, axis?: Axes, keepdims = false) => reduce("all", x, axis, keepdims, () => "bool");
+export const any = (x: TensorLike, axis?: Axes, keepdims = false) => reduce("any", x, axis, keepdims, () => "bool");
+
+function argReduce(kind: "argmax" | "argmin", x: TensorLike, axis?: number, keepdims = false): Tensor {
+  const n = nodeOf(kind, x);
+  if (axis === undefined) return argReduce(kind, reshape(x instanceof Tensor ? x : wrap(n), [-1]), 0, keepdims);
+  const ax = normalizeAxis(kind, axis, n.shape.length);
+  return reduce(kind, x, [ax], keepdims, () => "uint32");
+}
+export const argmax = (x: TensorLike, axis?: number, keepdims = false) => argReduce("argmax", x, axis, keepdims);
+export const argmin = (x: TensorLike, axis?: number, keepdims = false) => argReduce("argmin", x, axis, keepdims);
+
+function reducedCount(x: Tensor, axis: Axes): number {
+  return normalizeAxes("mean", axis, x.ndim).reduce((a, d) => a * x.shape[d]!, 1);
+}
+function asFloat(x: TensorLike): Tensor {
+  const t = x instanceof Tensor ? x : array(x);
+  return isFloating(t.dtype) ? t : astype(t, "float32");
+}
+export function mean(x: TensorLike, axis?: Axes, keepdims = false): Tensor {
+  const t = asFloat(x);
+  return divide(sum(t, axis, keepdims), reducedCount(t, axis));
+}
+/** Variance with ddof degrees of freedom removed from the count (NumPy's ddof). */
+export function variance(x: TensorLike, axis?: Axes, keepdims = false, ddof = 0): Tensor {
+  const t = asFloat(x);
+  const m = mean(t, axis, true);
+  const d = subtract(t, m);
+  return divide(sum(multiply(d, d), axis, keepdims), Math.max(reducedCount(t, axis) - ddof, 0));
+}
+export const std = (x: TensorLike, axis?: Axes, keepdims = false, ddof = 0) => sqrt(variance(x, axis, keepdims, ddof));
+export function logsumexp(x: TensorLike, axis?: Axes, keepdims = false): Tensor {
+  const t = asFloat(x);
+  const m = max(t, axis, true);
+  const safe = where(isinf(m), 0, m);
+  const s = add(log(sum(exp(subtract(t, safe)), axis, true)), safe);
+  return keepdims ? s : squeeze(s, normalizeAxes("logsumexp", axis, t.ndim));
+}
+export function softmax(x: TensorLike, axis: Axes = -1): Tensor {
+  const t = asFloat(x);
+  const e = exp(subtract(t, max(t, axis, true)));
+  return divide(e, sum(e, axis, true));
+}
+export function logSoftmax(x: TensorLike, axis: Axes = -1): Tensor {
+  const t = asFloat(x);
+  return subtract(t, logsumexp(t, axis, true));
+}
+
+function scan(kind: "sum" | "prod", x: TensorLike, axis?: number): Tensor {
+  let t = x instanceof Tensor ? x : array(x);
+  if (axis === undefined) {
+    t = reshape(t, [-1]);
+    axis = 0;
+  }
+  const n = t.node(`cum${kind}`);
+  const ax = normalizeAxis(`cum${kind}`, axis, n.shape.length);
+  return wrap(new Node("scan", [n], n.shape, sumType(n.dtype), { kind, axis: ax }));
+}
+export const cumsum = (x: TensorLike, axis?: number) => scan("sum", x, axis);
+export const cumprod = (x: TensorLike, axis?: number) => scan("prod", x, axis);
+
+// ---------------------------------------------------------------------------------------------
+// shapes and views
+// ---------------------------------------------------------------------------------------------
+
+function reshapeNode(n: Node, shape: number[]): Node {
+  if (n.data && isRowContiguous(n.shape, n.data.strides)) {
+    const v = new Node("view", [], shape, n.dtype);
+    v.data = { storage: n.data.storage.retain(), strides: contiguousStrides(shape), offset: n.data.offset };
+    return v;
+  }
+  return new Node("reshape", [n], shape, n.dtype);
+}
+
+export function reshape(x: Tensor, shape: readonly number[]): Tensor {
+  const n = x.node("reshape");
+  return wrap(reshapeNode(n, inferReshape("reshape", n.shape, checkReshapeArg(shape))));
+}
+function checkReshapeArg(shape: readonly number[]): number[] {
+  if (!Array.isArray(shape) || shape.some((d) => !Number.isInteger(d) || d < -1))
+    throw new SmeltError(`reshape: shape must be an array of non-negative integers (one may be -1), got ${JSON.stringify(shape)}`);
+  return [...shape];
+}
+export function flatten(x: Tensor, startAxis = 0, endAxis = -1): Tensor {
+  const nd = x.ndim;
+  if (nd === 0) return reshape(x, [1]);
+  const s = normalizeAxis("flatten", startAxis, nd, "startAxis");
+  const e = normalizeAxis("flatten", endAxis, nd, "endAxis");
+  if (e < s) throw new SmeltError(`flatten: endAxis ${endAxis} comes before startAxis ${startAxis}`);
+  const sh = x.shape;
+  return reshape(x, [...sh.slice(0, s), sh.slice(s, e + 1).reduce((a, b) => a * b, 1), ...sh.slice(e + 1)]);
+}
+export function transpose(x: Tensor, axes?: readonly number[]): Tensor {
+  const n = x.node("transpose");
+  const perm = permuteShape("transpose", n.shape.length, axes);
+  return wrap(restride(n, perm.map((p) => n.shape[p]!), (strides, offset) => ({ strides: perm.map((p) => strides[p]!), offset })));
+}
+export function swapaxes(x: Tensor, a: number, b: number): Tensor {
+  const nd = x.ndim;
+  const perm = [...Array(nd).keys()];
+  const i = normalizeAxis("swapaxes", a, nd, "axis1"), j = normalizeAxis("swapaxes", b, nd, "axis2");
+  [perm[i], perm[j]] = [perm[j]!, perm[i]!];
+  return transpose(x, perm);
+}
+export function moveaxis(x: Tensor, source: number, destination: number): Tensor {
+  const nd = x.ndim;
+  const s = normalizeAxis("moveaxis", source, nd, "source"), d = normalizeAxis("moveaxis", destination, nd, "destination");
+  const perm = [...Array(nd).keys()].filter((k) => k !== s);
+  perm.splice(d, 0, s);
+  return transpose(x, perm);
+}
+export function expandDims(x: Tensor, axis: number | readonly number[]): Tensor {
+  const axes = typeof axis === "number" ? [axis] : [...axis];
+  const nd = x.ndim + axes.length;
+  const norm = normalizeAxes("expandDims", axes, nd);
+  const shape: number[] = [];
+  let k = 0;
+  for (let d = 0; d < nd; d++) shape.push(norm.includes(d) ? 1 : x.shape[k++]!);
+  return reshape(x, shape);
+}
+export function squeeze(x: Tensor, axis?: number | readonly number[]): Tensor {
+  const sh = x.shape;
+  const axes = axis === undefined ? sh.flatMap((d, i) => (d === 1 ? [i] : [])) : normalizeAxes("squeeze", axis, sh.length);
+  for (const a of axes) if (sh[a] !== 1) throw new SmeltError(`squeeze: axis ${a} has size ${sh[a]}, only size-1 axes can be squeezed`);
+  return reshape(x, sh.filter((_, i) => !axes.includes(i)));
+}
+export function broadcastTo(x: TensorLike, shape: readonly number[]): Tensor {
+  const n = nodeOf("broadcastTo", x);
+  const target = checkShape("broadcastTo", shape);
+  const b = broadcastShapes("broadcastTo", n.shape, target);
+  if (b.length !== target.length || b.some((d, i) => d !== target[i]))
+    throw new SmeltError(`broadcastTo: shape [${n.shape}] cannot be broadcast to [${target}]`);
+  return wrap(broadcastNode("broadcastTo", n, target));
+}
+
+/**
+ * Basic indexing: x.slice("1:3, ::-1, None, ..., 0") or x.slice(1, {start: 0, stop: 4, step: 2}, null, "...").
+ */
+export function slice(x: Tensor, ...items: (IndexItem | string)[]): Tensor {
+  const n = x.node("slice");
+  const list: IndexItem[] =
+    items.length === 1 && typeof items[0] === "string" && items[0] !== "..." ? parseSliceString("slice", items[0]) : (items as IndexItem[]);
+  const p = planIndex("slice", n.shape, n.data ? n.data.strides : contiguousStrides(n.shape), n.data ? n.data.offset : 0, list);
+  return wrap(restride(n, p.shape, () => ({ strides: p.strides, offset: p.offset })));
+}
+
+// ---------------------------------------------------------------------------------------------
+// linear algebra
+// ---------------------------------------------------------------------------------------------
+
+export function matmul(a: Tensor, b: Tensor): Tensor {
+  let x = a.node("matmul"), y = b.node("matmul");
+  if (x.shape.length === 0 || y.shape.length === 0) throw new SmeltError("matmul: scalars are not allowed; use multiply");
+  const vecA = x.shape.length === 1, vecB = y.shape.length === 1;
+  if (vecA) x = reshapeNode(x, [1, x.shape[0]!]);
+  if (vecB) y = reshapeNode(y, [y.shape[0]!, 1]);
+  const K = x.shape[x.shape.length - 1]!;
+  if (y.shape[y.shape.length - 2] !== K)
+    throw new SmeltError(`matmul: shapes [${a.shape}] and [${b.shape}] do not match: ${K} columns against ${y.shape[y.shape.length - 2]} rows`);
+  const batch = broadcastShapes("matmul", x.shape.slice(0, -2), y.shape.slice(0, -2));
+  const dt = promoteTypes(x.dtype, y.dtype) === "bool" ? "int32" : promoteTypes(x.dtype, y.dtype);
+  const shape = [...batch, x.shape[x.shape.length - 2]!, y.shape[y.shape.length - 1]!];
+  let out = new Node("matmul", [cast(x, dt), cast(y, dt)], shape, dt);
+  if (vecA || vecB) out = reshapeNode(out, [...batch, ...(vecA ? [] : [shape[shape.length - 2]!]), ...(vecB ? [] : [shape[shape.length - 1]!])]);
+  return wrap(out);
+}
+export const addmm = (c: TensorLike, a: Tensor, b: Tensor, alpha = 1, beta = 1) =>
+  add(multiply(matmul(a, b), alpha), multiply(c, beta));
+export const outer = (a: Tensor, b: Tensor) => multiply(reshape(a, [-1, 1]), reshape(b, [1, -1]));
+export const inner = (a: Tensor, b: Tensor) => sum(multiply(a, b), -1);

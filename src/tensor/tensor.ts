@@ -1,0 +1,187 @@
+/**
+ * Tensor: the handle users hold. It shows one graph node; reading it (toArray, data, item)
+ * evaluates the node. Handles are freed deterministically with dispose(), `using`, or tidy();
+ * a FinalizationRegistry only catches handles that were dropped without either.
+ */
+import { SmeltError } from "../errors.ts";
+import { evalNodes, evalNodesAsync } from "../exec/realize.ts";
+import { decode, type DType, itemsize, storageFor } from "./dtype.ts";
+import { contiguousStrides, isRowContiguous } from "./shape.ts";
+import type { Node } from "./node.ts";
+
+export type Mode = "lazy" | "eager";
+let mode: Mode = "lazy";
+
+export function setDefaultMode(m: Mode): void {
+  if (m !== "lazy" && m !== "eager") throw new SmeltError(`setDefaultMode: mode must be "lazy" or "eager", got ${String(m)}`);
+  mode = m;
+}
+export function getDefaultMode(): Mode {
+  return mode;
+}
+/** Runs fn with every op evaluated as soon as it is created (one kernel each). */
+export function eager<T>(fn: () => T): T {
+  const saved = mode;
+  mode = "eager";
+  try {
+    return fn();
+  } finally {
+    mode = saved;
+  }
+}
+
+const scopes: Set<Tensor>[] = [];
+const registry = new FinalizationRegistry<Node>((node) => {
+  node.tensors--;
+  node.collect();
+});
+
+export class Tensor {
+  #node: Node | null;
+
+  constructor(node: Node) {
+    this.#node = node;
+    node.tensors++;
+    registry.register(this, node, this);
+    scopes[scopes.length - 1]?.add(this);
+    if (mode === "eager") evalNodes([node]);
+  }
+
+  /** The node, for ops; throws once disposed. */
+  node(op: string): Node {
+    if (!this.#node) throw new SmeltError(`${op}: the tensor was disposed`);
+    return this.#node;
+  }
+  get shape(): number[] {
+    return [...this.node("shape").shape];
+  }
+  get dtype(): DType {
+    return this.node("dtype").dtype;
+  }
+  get ndim(): number {
+    return this.node("ndim").shape.length;
+  }
+  get size(): number {
+    return this.node("size").size;
+  }
+  get disposed(): boolean {
+    return this.#node === null;
+  }
+
+  dispose(): void {
+    const n = this.#node;
+    if (!n) return;
+    this.#node = null;
+    registry.unregister(this);
+    n.tensors--;
+    n.collect();
+  }
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  /** Evaluates the tensor (lazy mode) and waits for the device. */
+  eval(): this {
+    evalNodes([this.node("eval")]);
+    return this;
+  }
+
+  /** The elements in row-major order, in the dtype's storage type (float16/bfloat16 as bits). */
+  raw(): ArrayLike<number> {
+    const n = this.node("toArray");
+    evalNodes([n]);
+    return readRaw(n);
+  }
+  /** Flat elements as numbers (booleans for bool), evaluating first. */
+  toArray(): number[] | boolean[] {
+    const n = this.node("toArray");
+    evalNodes([n]);
+    return decode(n.dtype, readRaw(n) as never);
+  }
+  async data(): Promise<number[] | boolean[]> {
+    const n = this.node("data");
+    await evalNodesAsync([n]);
+    return decode(n.dtype, readRaw(n) as never);
+  }
+  item(): number | boolean {
+    const n = this.node("item");
+    if (n.size !== 1) throw new SmeltError(`item: the tensor has ${n.size} elements, item() needs exactly one (shape [${n.shape}])`);
+    return this.toArray()[0]!;
+  }
+  /** Nested arrays of the tensor's shape. */
+  tolist(): unknown {
+    const flat = this.toArray() as unknown[];
+    const shape = this.shape;
+    const build = (d: number, at: number): unknown => {
+      if (d === shape.length) return flat[at];
+      const stride = shape.slice(d + 1).reduce((a, b) => a * b, 1);
+      return Array.from({ length: shape[d]! }, (_, i) => build(d + 1, at + i * stride));
+    };
+    return build(0, 0);
+  }
+  toString(): string {
+    return `Tensor(shape=[${this.shape}], dtype=${this.dtype})`;
+  }
+}
+
+/** Copies a computed node's elements out of its storage in row-major order. */
+function readRaw(n: Node): ArrayLike<number> {
+  const d = n.data!;
+  const Ctor = storageFor(n.dtype);
+  const size = n.size;
+  const all = d.storage.buffer.view(Ctor as never, 0, d.storage.bytes / itemsize(n.dtype)) as unknown as ArrayLike<number> & {
+    slice(a: number, b: number): ArrayLike<number>;
+  };
+  if (isRowContiguous(n.shape, d.strides)) return all.slice(d.offset, d.offset + size);
+  const out = new (Ctor as unknown as new (n: number) => ArrayLike<number> & Record<number, number>)(size);
+  const cs = contiguousStrides(n.shape);
+  for (let i = 0; i < size; i++) {
+    let at = d.offset;
+    for (let k = 0; k < n.shape.length; k++) at += Math.floor(i / cs[k]!) % n.shape[k]! * d.strides[k]!;
+    out[i] = all[at]!;
+  }
+  return out;
+}
+
+/** Evaluates every tensor given (nested arrays and objects of tensors too) in one command buffer. */
+export function evalTensors(...xs: unknown[]): void {
+  evalNodes(collectNodes(xs));
+}
+export async function asyncEval(...xs: unknown[]): Promise<void> {
+  await evalNodesAsync(collectNodes(xs));
+}
+function collectNodes(xs: unknown[], out: Node[] = []): Node[] {
+  for (const x of xs) {
+    if (x instanceof Tensor) out.push(x.node("eval"));
+    else if (Array.isArray(x)) collectNodes(x, out);
+    else if (x && typeof x === "object") collectNodes(Object.values(x), out);
+  }
+  return out;
+}
+
+/**
+ * Runs fn and disposes every tensor it created, except those it returns (found in returned
+ * arrays and objects too).
+ */
+export function tidy<T>(fn: () => T): T {
+  const scope = new Set<Tensor>();
+  scopes.push(scope);
+  let result: T;
+  try {
+    result = fn();
+  } finally {
+    scopes.pop();
+  }
+  const keep = new Set<Tensor>();
+  const mark = (x: unknown) => {
+    if (x instanceof Tensor) keep.add(x);
+    else if (Array.isArray(x)) x.forEach(mark);
+    else if (x && typeof x === "object") Object.values(x).forEach(mark);
+  };
+  mark(result!);
+  for (const t of scope) {
+    if (keep.has(t)) scopes[scopes.length - 1]?.add(t);
+    else t.dispose();
+  }
+  return result!;
+}
