@@ -322,3 +322,12 @@ export function scanKernel(out: Node): KernelPlan {
   const lines = others.reduce((p, d) => p * out.shape[d]!, 1);
   return finish(b, out, lines);
 }
+
+/** Ops with kernels of their own (their inputs are computed first, or inlined into their loads). */
+export const boundaryKernels: Record<string, (n: Node) => KernelPlan> = {
+  reduce: reduceKernel,
+  matmul: matmulKernel,
+  scan: scanKernel,
+};
+/** Boundary ops whose kernels read their inputs from memory instead of computing them inline. */
+export const readsComputedInputs = new Set(["matmul"]);

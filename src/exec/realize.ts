@@ -10,14 +10,8 @@ import type { Pipeline } from "../runtime/resources.ts";
 import { itemsize } from "../tensor/dtype.ts";
 import { contiguousStrides } from "../tensor/shape.ts";
 import type { Node } from "../tensor/node.ts";
-import {
-  elementwiseKernel,
-  isInline,
-  type KernelPlan,
-  matmulKernel,
-  reduceKernel,
-  scanKernel,
-} from "./codegen.ts";
+import type { KernelPlan } from "./codegen.ts";
+import { boundaryKernels, elementwiseKernel, isInline, readsComputedInputs } from "./codegen.ts";
 import { memory, type Storage, stats } from "./memory.ts";
 
 const pipelines = new Map<string, Pipeline>();
@@ -36,11 +30,6 @@ function pipelineFor(source: string): Pipeline {
 
 // Kernels a node's consumers would otherwise read through more than this many leaves are split.
 const MAX_LEAVES = 24;
-const KERNELS: Record<string, (n: Node) => KernelPlan> = {
-  reduce: reduceKernel,
-  matmul: matmulKernel,
-  scan: scanKernel,
-};
 
 interface Step {
   node: Node;
@@ -55,11 +44,11 @@ class Plan {
   /** Makes n computed (in this plan): its inputs first, then its kernel. */
   require(n: Node): void {
     if (n.data) return;
-    if (n.op === "matmul") for (const i of n.inputs) this.require(i);
+    if (readsComputedInputs.has(n.op)) for (const i of n.inputs) this.require(i);
     else this.requireLeaves(n, new Set());
     const size = n.size;
     const storage: Storage = memory.allocate(size * itemsize(n.dtype), n.op);
-    const build = KERNELS[n.op] ?? elementwiseKernel;
+    const build = boundaryKernels[n.op] ?? elementwiseKernel;
     const plan = build(n);  // before n has data: its kernel computes n, it does not load it
     n.data = { storage, strides: contiguousStrides(n.shape), offset: 0 };
     this.steps.push({ node: n, plan, fused: countInline(n) });
