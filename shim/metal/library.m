@@ -54,9 +54,14 @@ SMELT_API smelt_library* smelt_library_new(smelt_device* handle, const char* sou
       return NULL;
     }
     MTLCompileOptions* compile = [MTLCompileOptions new];
-    /* Stated rather than left to the SDK's default, so that a newer SDK does not quietly
-     * compile for a language version that macOS 13 cannot load. */
-    compile.languageVersion = MTLLanguageVersion3_0;
+    /* Stated rather than left to the SDK's default. MSL 3.1 (macOS 14) is the first with
+     * bfloat, which smelt's bfloat16 kernels need; macOS 13 gets 3.0 and bfloat kernels fail to
+     * compile there with Metal's message. The 13.3 SDK has no name for 3.1: (3 << 16) | 1. */
+    if (@available(macOS 14.0, *)) {
+      compile.languageVersion = (MTLLanguageVersion)((3u << 16) | 1u);
+    } else {
+      compile.languageVersion = MTLLanguageVersion3_0;
+    }
     /* Metal's default is fast math on; smelt wants IEEE results unless asked. */
     compile.fastMathEnabled = fast_math;
 
