@@ -51,6 +51,8 @@ const u32 = new Uint32Array(f32.buffer);
 
 class Builder {
   readonly params: number[] = [0];  // P[0]: the thread count
+  /** The node the kernel computes: it has memory already, but the kernel writes it, never reads it. */
+  constructor(private readonly root: Node) {}
   readonly leaves: Node[] = [];
   private lines: string[] = [];
   private vars = 0;
@@ -107,6 +109,7 @@ class Builder {
 
   /** Offset + sum(index_d * stride_d), in elements. */
   affine(shape: readonly number[], strides: readonly number[], offset: number, idx: string): string {
+    if (strides.every((s, d) => s === 0 || shape[d] === 1)) return this.int(offset);  // one element, broadcast
     const contiguous = strides.every((s, d) => s === contiguousStrides(shape)[d] || shape[d] === 1);
     if (contiguous) return offset === 0 ? idx : `(${this.int(offset)} + ${idx})`;
     const ids = this.unflatten(shape, idx);
@@ -145,7 +148,7 @@ class Builder {
   private compute(n: Node, idx: string): string {
     const T = computeType(n.dtype);
     const v = this.fresh();
-    if (n.data) {
+    if (n.data && n !== this.root) {
       const i = this.leaf(n);
       const at = this.affine(n.shape, n.data.strides, n.data.offset, idx);
       this.line(`${T} ${v} = ${T}(in${i}[${at}]);`);
@@ -205,7 +208,7 @@ function store(out: Node, v: string): string {
 
 /** A kernel computing every element of `out` from its inline producers. */
 export function elementwiseKernel(out: Node): KernelPlan {
-  const b = new Builder();
+  const b = new Builder(out);
   const v = b.emit(out, "int(gid)");
   b.line(`out0[gid] = ${store(out, v)};`);
   return finish(b, out, out.size);
@@ -220,7 +223,7 @@ export function reduceKernel(out: Node): KernelPlan {
   const kind = out.attrs.kind as ReduceKind;
   const kept = input.shape.map((_, d) => d).filter((d) => !axes.includes(d));
   const strides = contiguousStrides(input.shape);
-  const b = new Builder();
+  const b = new Builder(out);
   const keptShape = kept.map((d) => input.shape[d]!);
   const redShape = axes.map((d) => input.shape[d]!);
   const outIds = b.unflatten(keptShape, "int(gid)");
@@ -272,7 +275,7 @@ export function reduceKernel(out: Node): KernelPlan {
 /** out[..., i, j] = sum_k a[..., i, k] * b[..., k, j], with a and b computed and batch dims broadcast. */
 export function matmulKernel(out: Node): KernelPlan {
   const [a, bn] = out.inputs as [Node, Node];
-  const b = new Builder();
+  const b = new Builder(out);
   const nd = out.shape.length;
   const M = out.shape[nd - 2]!, N = out.shape[nd - 1]!, K = a.shape[a.shape.length - 1]!;
   const ids = b.unflatten(out.shape, "int(gid)");
@@ -304,7 +307,7 @@ export function scanKernel(out: Node): KernelPlan {
   const input = out.inputs[0]!;
   const axis = out.attrs.axis as number;
   const kind = out.attrs.kind as "sum" | "prod";
-  const b = new Builder();
+  const b = new Builder(out);
   const strides = contiguousStrides(out.shape);
   const others = out.shape.map((_, d) => d).filter((d) => d !== axis);
   const ids = b.unflatten(others.map((d) => out.shape[d]!), "int(gid)");

@@ -10,7 +10,6 @@ import type { Pipeline } from "../runtime/resources.ts";
 import { itemsize } from "../tensor/dtype.ts";
 import { contiguousStrides } from "../tensor/shape.ts";
 import type { Node } from "../tensor/node.ts";
-import type { KernelPlan } from "./codegen.ts";
 import { boundaryKernels, elementwiseKernel, isInline, readsComputedInputs } from "./codegen.ts";
 import { memory, type Storage, stats } from "./memory.ts";
 
@@ -28,75 +27,90 @@ function pipelineFor(source: string): Pipeline {
   return p;
 }
 
-// Kernels a node's consumers would otherwise read through more than this many leaves are split.
+// A fused kernel computes at most this many inline nodes and reads at most this many computed
+// ones (Metal has 31 buffer slots); past either, the widest inline input gets a kernel of its own.
+// Long chains thus become repeated kernels of the same structure, which the cache compiles once.
+const MAX_INLINE = 64;
 const MAX_LEAVES = 24;
 
-interface Step {
-  node: Node;
-  plan: KernelPlan;
-  fused: number;
-}
+/**
+ * Scheduling: decides which nodes get a kernel (and memory), in an order where every kernel
+ * comes after the kernels it reads. Linear in the size of the graph.
+ */
+class Schedule {
+  readonly order: Node[] = [];
 
-class Plan {
-  steps: Step[] = [];
-  computed: Node[] = [];
+  require(root: Node): void {
+    for (const n of postOrder(root)) {
+      if (n.data) continue;
+      if (readsComputedInputs.has(n.op)) for (const i of n.inputs) if (!i.data) this.materialize(i);
+      if (isInline(n) || boundaryKernels[n.op]) this.weigh(n);
+      if (!isInline(n)) this.materialize(n);
+    }
+    if (!root.data) this.materialize(root);
+  }
 
-  /** Makes n computed (in this plan): its inputs first, then its kernel. */
-  require(n: Node): void {
+  // n.cost: the inline nodes n's kernel would compute (an upper bound when nodes are shared);
+  // n.leaves: the computed nodes it would read.
+  private weigh(n: Node): void {
+    for (;;) {
+      let cost = 1, leaves = 0, widest: Node | null = null;
+      for (const i of n.inputs) {
+        if (i.data) {
+          leaves++;
+          continue;
+        }
+        cost += i.cost;
+        leaves += i.leaves;
+        if (!widest || i.cost > widest.cost) widest = i;
+      }
+      if ((cost <= MAX_INLINE && leaves <= MAX_LEAVES) || !widest) {
+        n.cost = cost;
+        n.leaves = leaves;
+        return;
+      }
+      this.materialize(widest);
+    }
+  }
+
+  private materialize(n: Node): void {
     if (n.data) return;
-    if (readsComputedInputs.has(n.op)) for (const i of n.inputs) this.require(i);
-    else this.requireLeaves(n, new Set());
-    const size = n.size;
-    const storage: Storage = memory.allocate(size * itemsize(n.dtype), n.op);
-    const build = boundaryKernels[n.op] ?? elementwiseKernel;
-    const plan = build(n);  // before n has data: its kernel computes n, it does not load it
+    const storage: Storage = memory.allocate(n.size * itemsize(n.dtype), n.op);
     n.data = { storage, strides: contiguousStrides(n.shape), offset: 0 };
-    this.steps.push({ node: n, plan, fused: countInline(n) });
-    this.computed.push(n);
-  }
-
-  /** Computes every non-inline node that n's kernel will read, splitting kernels with too many leaves. */
-  private requireLeaves(n: Node, seen: Set<Node>): void {
-    for (const i of n.inputs) {
-      if (seen.has(i) || i.data) continue;
-      seen.add(i);
-      if (isInline(i)) this.requireLeaves(i, seen);
-      else this.require(i);
-    }
-    if (leafCount(n) > MAX_LEAVES) {
-      const widest = [...n.inputs].filter(isInline).sort((a, b) => leafCount(b) - leafCount(a))[0];
-      if (widest) this.require(widest);
-    }
+    this.order.push(n);
   }
 }
 
-function leafCount(n: Node, seen = new Set<Node>()): number {
-  let c = 0;
-  for (const i of n.inputs) {
-    if (seen.has(i)) continue;
-    seen.add(i);
-    c += isInline(i) ? leafCount(i, seen) : 1;
-  }
-  return c;
-}
-
-function countInline(n: Node, seen = new Set<Node>()): number {
-  let c = 1;
-  for (const i of n.inputs)
-    if (!seen.has(i) && isInline(i)) {
-      seen.add(i);
-      c += countInline(i, seen);
+/** The uncomputed nodes n depends on, inputs before their consumers, n last (iteratively). */
+function postOrder(root: Node): Node[] {
+  const out: Node[] = [];
+  const seen = new Set<Node>([root]);
+  const stack: [Node, number][] = [[root, 0]];
+  while (stack.length) {
+    const top = stack[stack.length - 1]!;
+    const [n, i] = top;
+    if (i < n.inputs.length && !n.data) {
+      top[1]++;
+      const c = n.inputs[i]!;
+      if (!c.data && !seen.has(c)) {
+        seen.add(c);
+        stack.push([c, 0]);
+      }
+    } else {
+      stack.pop();
+      out.push(n);
     }
-  return c;
+  }
+  return out;
 }
 
-/** Encodes the plan's kernels into one command buffer. */
-function encode(plan: Plan) {
+/** Generates, compiles (once per structure) and encodes the scheduled kernels into one command buffer. */
+function encode(schedule: Schedule) {
   const dev = memory.device;
   const cmd = dev.commandBuffer();
   let written = new Set<Storage>();
-  for (const step of plan.steps) {
-    const { plan: k, node } = step;
+  for (const node of schedule.order) {
+    const k = (boundaryKernels[node.op] ?? elementwiseKernel)(node);
     const reads = k.inputs.map((d) => d.storage);
     if (reads.some((s) => written.has(s))) {
       cmd.barrier();
@@ -110,7 +124,7 @@ function encode(plan: Plan) {
     if (k.threads > 0) {
       cmd.dispatchThreads(pipelineFor(k.source), { args: args as never, grid: [k.threads, 1, 1], threadgroup: [Math.min(256, k.threads), 1, 1] });
       stats.kernelsDispatched++;
-      if (step.fused > 1) stats.fusedGroups++;
+      if (node.cost > 1) stats.fusedGroups++;
     }
     written.add(out);
   }
@@ -119,32 +133,39 @@ function encode(plan: Plan) {
   return cmd;
 }
 
-function settle(plan: Plan): void {
-  for (const n of plan.computed) n.detachInputs();
+function settle(schedule: Schedule): void {
+  for (const n of schedule.order) n.detachInputs();
+}
+
+/** Decides the kernels that compute the nodes (exported for the scheduling benchmark). */
+export function schedule(nodes: readonly Node[]): Schedule {
+  const s = new Schedule();
+  for (const n of nodes) s.require(n);
+  return s;
+}
+
+/** Runs a schedule's kernels and waits for the device. */
+export function execute(s: Schedule): void {
+  if (s.order.length === 0) return;
+  try {
+    encode(s).wait();
+  } finally {
+    settle(s);
+  }
 }
 
 /** Computes the nodes and waits for the device. */
 export function evalNodes(nodes: readonly Node[]): void {
-  const plan = new Plan();
-  for (const n of nodes) plan.require(n);
-  if (plan.steps.length === 0) return;
-  const cmd = encode(plan);
-  try {
-    cmd.wait();
-  } finally {
-    settle(plan);
-  }
+  execute(schedule(nodes));
 }
 
 /** Computes the nodes; resolves when the device is done. */
 export async function evalNodesAsync(nodes: readonly Node[]): Promise<void> {
-  const plan = new Plan();
-  for (const n of nodes) plan.require(n);
-  if (plan.steps.length === 0) return;
-  const cmd = encode(plan);
+  const s = schedule(nodes);
+  if (s.order.length === 0) return;
   try {
-    await cmd.completed();
+    await encode(s).completed();
   } finally {
-    settle(plan);
+    settle(s);
   }
 }

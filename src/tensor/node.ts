@@ -21,6 +21,9 @@ export class Node {
   data: Data | null = null;
   tensors = 0;
   consumers = 0;
+  // Scratch of the scheduler (src/exec/realize.ts), valid while it plans one evaluation.
+  cost = 0;
+  leaves = 0;
   constructor(
     readonly op: string,
     public inputs: Node[],

@@ -137,6 +137,8 @@ function restride(n: Node, shape: number[], plan: (strides: readonly number[], o
 
 function broadcastNode(op: string, n: Node, shape: number[]): Node {
   if (n.shape.length === shape.length && n.shape.every((d, i) => d === shape[i])) return n;
+  // A scalar has the same value everywhere: give it the shape instead of a view.
+  if (n.op === "scalar" && !n.data && n.tensors === 0 && n.consumers === 0) return new Node("scalar", [], shape, n.dtype, n.attrs);
   broadcastShapes(op, n.shape, shape);
   const lead = shape.length - n.shape.length;
   return restride(n, shape, (strides, offset) => ({
