@@ -50,7 +50,7 @@ const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
 
 class Builder {
-  readonly params: number[] = [0];  // P[0]: the thread count
+  readonly params: number[] = [];
   /** The node the kernel computes: it has memory already, but the kernel writes it, never reads it. */
   constructor(private readonly root: Node) {}
   readonly leaves: Node[] = [];
@@ -193,12 +193,14 @@ function signature(b: Builder, out: Node): string {
   const args = [`constant uint* P [[buffer(0)]]`, `device ${storageType(out.dtype)}* out0 [[buffer(1)]]`];
   b.leaves.forEach((l, i) => args.push(`device const ${storageType(l.dtype)}* in${i} [[buffer(${i + 2})]]`));
   args.push("uint gid [[thread_position_in_grid]]");
-  return `${prelude}\nkernel void k(${args.join(",\n              ")}) {\n  if (gid >= P[0]) return;\n`;
+  // No bounds check: the grid is exactly one thread per element (dispatchThreads), and a kernel
+  // without one compiles to a loop that the host backend can vectorize.
+  return `${prelude}\nkernel void k(${args.join(",\n              ")}) {\n`;
 }
 
 function finish(b: Builder, out: Node, threads: number): KernelPlan {
-  b.params[0] = threads;
   const source = `${signature(b, out)}${b.text()}\n}\n`;
+  if (b.params.length === 0) b.params.push(0); // [[buffer(0)]] must be bound even when unused
   return { source, params: Uint32Array.from(b.params, (x) => x >>> 0), inputs: b.leaves.map((l) => l.data!), threads };
 }
 
