@@ -9,7 +9,7 @@
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import type { DType } from "../tensor/dtype.ts";
+import { type DType, isFloating, isSigned } from "../tensor/dtype.ts";
 import { contiguousStrides } from "../tensor/shape.ts";
 import type { Data, Node } from "../tensor/node.ts";
 import { elementwise, type Value } from "./elementwise.ts";
@@ -37,7 +37,7 @@ function storageType(d: DType): string {
 export function isInline(n: Node): boolean {
   return n.data === null && (n.op in elementwise || INLINE_STRUCTURAL.has(n.op));
 }
-const INLINE_STRUCTURAL = new Set(["scalar", "arange", "eye", "view", "reshape", "cast"]);
+const INLINE_STRUCTURAL = new Set(["scalar", "arange", "eye", "view", "reshape", "cast", "concat", "pad", "take", "takeAlong"]);
 
 export interface KernelPlan {
   source: string;
@@ -179,6 +179,13 @@ class Builder {
         this.line(`int ${j} = ${at};`);
         return this.emit(n.inputs[0]!, j);
       }
+      case "concat":
+        return this.concat(n, idx, v);
+      case "pad":
+        return this.pad(n, idx, v);
+      case "take":
+      case "takeAlong":
+        return this.take(n, idx);
     }
     const op = elementwise[n.op];
     if (!op) throw new Error(`codegen: ${n.op} is not an inline op`);
@@ -186,6 +193,94 @@ class Builder {
     const scalars = (n.attrs.scalars as number[] | undefined)?.map((s) => this.float(s)) ?? [];
     this.line(`${T} ${v} = ${T}(${op(args, n.dtype, scalars)});`);
     return v;
+  }
+
+  /**
+   * concat along attrs.axis: the coordinate on the axis picks the input, and only that input is
+   * computed, inside its branch: computing the others would read them out of bounds.
+   */
+  private concat(n: Node, idx: string, v: string): string {
+    const axis = n.attrs.axis as number;
+    const inner = this.int(n.shape.slice(axis + 1).reduce((a, d) => a * d, 1));
+    const len = this.int(n.shape[axis]!);
+    const [w, c, o] = [this.fresh("w"), this.fresh("c"), this.fresh("o")];
+    this.line(`int ${w} = ${idx} % ${inner}; int ${c} = ${idx} / ${inner}; int ${o} = ${c} / ${len}; ${c} %= ${len};`);
+    this.line(`${computeType(n.dtype)} ${v};`);
+    let start = 0;
+    n.inputs.forEach((x, k) => {
+      const size = x.shape[axis]!;
+      const last = k === n.inputs.length - 1;
+      const open = last ? (k === 0 ? "{" : "} else {") : `${k === 0 ? "if" : "} else if"} (${c} < ${this.int(start + size)}) {`;
+      this.line(open);
+      this.scoped(() => {
+        const j = this.fresh("j");
+        this.line(`int ${j} = (${o} * ${this.int(size)} + ${c} - ${this.int(start)}) * ${inner} + ${w};`);
+        this.line(`${v} = ${this.emit(x, j)};`);
+      });
+      start += size;
+    });
+    this.line("}");
+    return v;
+  }
+
+  /** Constant padding: coordinates outside the input (attrs.before of it per axis) give attrs.value. */
+  private pad(n: Node, idx: string, v: string): string {
+    const x = n.inputs[0]!;
+    const before = n.attrs.before as number[];
+    const T = computeType(n.dtype);
+    // Integers go as int so that values past 2^24 survive; uint32 ones wrap back in T(int).
+    const value = n.attrs.value as number;
+    this.line(`${T} ${v} = ${T}(${isFloating(n.dtype) ? this.float(value) : this.int(value)});`);
+    const strides = contiguousStrides(x.shape);
+    const inside: string[] = [];
+    const at: string[] = ["0"];
+    this.unflatten(n.shape, idx).forEach((id, d) => {
+      const s = this.fresh("s");
+      this.line(`int ${s} = ${id} - ${this.int(before[d]!)};`);
+      inside.push(`uint(${s}) < uint(${this.int(x.shape[d]!)})`);
+      at.push(`${s} * ${this.int(strides[d]!)}`);
+    });
+    this.line(`if (${inside.join(" && ") || "true"}) {`);
+    this.scoped(() => {
+      const j = this.fresh("j");
+      this.line(`int ${j} = ${at.join(" + ")};`);
+      this.line(`${v} = ${this.emit(x, j)};`);
+    });
+    this.line("}");
+    return v;
+  }
+
+  /**
+   * take (inputs: x, indices; output x.shape[:axis] + indices.shape + x.shape[axis + 1:]) and
+   * takeAlong (indices broadcast to the output's shape): the element of x at the loaded index.
+   */
+  private take(n: Node, idx: string): string {
+    const [x, indices] = n.inputs as [Node, Node];
+    const axis = n.attrs.axis as number;
+    const inner = this.int(x.shape.slice(axis + 1).reduce((a, d) => a * d, 1));
+    const span = this.int(n.op === "take" ? indices.size : n.shape[axis]!);
+    const len = this.int(x.shape[axis]!);
+    const [w, i, o] = [this.fresh("w"), this.fresh("t"), this.fresh("o")];
+    this.line(`int ${w} = ${idx} % ${inner}; int ${i} = ${idx} / ${inner}; int ${o} = ${i} / ${span}; ${i} %= ${span};`);
+    const k = this.axisIndex(this.emit(indices, n.op === "take" ? i : idx), indices.dtype, len);
+    const j = this.fresh("j");
+    this.line(`int ${j} = (${o} * ${len} + ${k}) * ${inner} + ${w};`);
+    return this.emit(x, j);
+  }
+
+  /**
+   * An index loaded from a tensor, as a position on an axis of len elements: negatives count from
+   * the end (NumPy), and whatever is still outside [0, len) is clamped into it, so that a bad index
+   * on the device reads or writes a valid element instead of memory it does not own. len > 0.
+   */
+  axisIndex(raw: string, dtype: DType, len: string): string {
+    const k = this.fresh("k");
+    if (isSigned(dtype)) {
+      this.line(`int ${k} = int(${raw}); ${k} = ${k} < 0 ? ${k} + ${len} : ${k}; ${k} = min(max(${k}, 0), ${len} - 1);`);
+    } else {
+      this.line(`int ${k} = int(min(uint(${raw}), uint(${len} - 1)));`);
+    }
+    return k;
   }
 }
 
@@ -328,11 +423,43 @@ export function scanKernel(out: Node): KernelPlan {
   return finish(b, out, lines);
 }
 
+/**
+ * putAlongAxis (inputs: x, indices and values, both broadcast to x's shape with indices.shape[axis]
+ * on the axis): one thread per line along the axis copies x's line, then writes the values in index
+ * order. A line belongs to one thread, so of duplicate indices the last along the axis wins, on
+ * every backend; x, indices and values are computed inline in the loops.
+ */
+export function putAlongKernel(out: Node): KernelPlan {
+  const [x, indices, values] = out.inputs as [Node, Node, Node];
+  const axis = out.attrs.axis as number;
+  const b = new Builder(out);
+  const size = out.shape[axis]!;
+  const inner = b.int(out.shape.slice(axis + 1).reduce((a, d) => a * d, 1));
+  const len = b.int(size);
+  const span = b.int(indices.shape[axis]!);
+  b.line(`int w = int(gid) % ${inner}; int o = int(gid) / ${inner};`);
+  b.line(`for (int t = 0; t < ${len}; ++t) {`);
+  b.scoped(() => {
+    b.line(`int at = (o * ${len} + t) * ${inner} + w;`);
+    b.line(`out0[at] = ${store(out, b.emit(x, "at"))};`);
+  });
+  b.line("}");
+  b.line(`for (int t = 0; t < ${span}; ++t) {`);
+  b.scoped(() => {
+    b.line(`int from = (o * ${span} + t) * ${inner} + w;`);
+    const k = b.axisIndex(b.emit(indices, "from"), indices.dtype, len);
+    b.line(`out0[(o * ${len} + ${k}) * ${inner} + w] = ${store(out, b.emit(values, "from"))};`);
+  });
+  b.line("}");
+  return finish(b, out, size === 0 ? 0 : out.size / size);
+}
+
 /** Ops with kernels of their own (their inputs are computed first, or inlined into their loads). */
 export const boundaryKernels: Record<string, (n: Node) => KernelPlan> = {
   reduce: reduceKernel,
   matmul: matmulKernel,
   scan: scanKernel,
+  putAlong: putAlongKernel,
 };
 /** Boundary ops whose kernels read their inputs from memory instead of computing them inline. */
 export const readsComputedInputs = new Set(["matmul"]);

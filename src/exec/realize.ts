@@ -140,7 +140,16 @@ function settle(schedule: Schedule): void {
 /** Decides the kernels that compute the nodes (exported for the scheduling benchmark). */
 export function schedule(nodes: readonly Node[]): Schedule {
   const s = new Schedule();
-  for (const n of nodes) s.require(n);
+  try {
+    for (const n of nodes) s.require(n);
+  } catch (e) {
+    // Nothing was computed: give the memory back so no node claims data it does not have.
+    for (const n of s.order) {
+      n.data!.storage.release();
+      n.data = null;
+    }
+    throw e;
+  }
   return s;
 }
 

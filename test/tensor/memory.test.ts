@@ -1,0 +1,107 @@
+import { expect, setDefaultTimeout, test } from "bun:test";
+import * as sm from "../../src/index.ts";
+
+setDefaultTimeout(120_000);
+
+test("dispose frees the storage of a computed tensor back to the cache", () => {
+  const before = sm.stats().bytesAllocated;
+  const t = sm.ones([1000]).eval();
+  expect(sm.stats().bytesAllocated).toBeGreaterThan(before);
+  t.dispose();
+  expect(sm.stats().bytesAllocated).toBe(before);
+  expect(t.disposed).toBe(true);
+  expect(() => t.toArray()).toThrow(sm.SmeltError);
+  expect(() => t.toArray()).toThrow(/disposed/);
+});
+
+test("`using` disposes at the end of the block", () => {
+  const before = sm.stats().bytesAllocated;
+  {
+    using t = sm.full([256], 2).eval();
+    using s = t.sum();
+    expect(s.item()).toBe(512);
+  }
+  expect(sm.stats().bytesAllocated).toBe(before);
+});
+
+test("tidy disposes what it created, keeps what it returns (nested in objects too)", () => {
+  const before = sm.stats().bytesAllocated;
+  const kept = sm.tidy(() => {
+    const a = sm.arange(100).astype("float32").eval();
+    const b = a.mul(2).eval();
+    return { c: b.add(1).eval(), list: [a.sum()] };
+  });
+  expect(kept.c.disposed).toBe(false);
+  expect(kept.list[0]!.item()).toBe(4950);
+  expect((kept.c.toArray() as number[])[99]).toBe(199);
+  kept.c.dispose();
+  kept.list[0]!.dispose();
+  expect(sm.stats().bytesAllocated).toBe(before);
+});
+
+test("intermediates of a fused kernel get no memory", () => {
+  const x = sm.ones([4096]).eval();
+  sm.resetStats();
+  const before = sm.stats().bytesAllocated;
+  const y = x.mul(2).add(1).exp().log().sub(1).eval();
+  // one output buffer of 4096 float32 (16 KiB bucket), nothing for the four intermediates
+  expect(sm.stats().bytesAllocated - before).toBe(16384);
+  expect(sm.stats().kernelsDispatched).toBe(1);
+  expect((y.toArray() as number[])[0]).toBeCloseTo(2, 5);
+  x.dispose();
+  y.dispose();
+});
+
+test("a training-style loop of 10,000 steps does not grow tensor memory", () => {
+  let w = sm.zeros([64, 32]).eval();
+  const target = sm.full([64, 32], 3).eval();
+  const sizes: number[] = [];
+  for (let step = 0; step < 10_000; step++) {
+    const next = sm.tidy(() => w.sub(w.sub(target).mul(0.02)).eval());
+    w.dispose();
+    w = next;
+    if (step % 1000 === 999) sizes.push(sm.stats().bytesAllocated);
+  }
+  expect(new Set(sizes).size).toBe(1);
+  expect(w.slice("0, 0").item() as number).toBeCloseTo(3, 4);
+  w.dispose();
+  target.dispose();
+});
+
+test("setMemoryLimit refuses an allocation past the limit with a clear error, and the engine keeps working", () => {
+  const used = sm.stats().bytesAllocated;
+  sm.setMemoryLimit(used + (1 << 20));
+  try {
+    const big = sm.ones([1 << 20]); // 4 MiB
+    expect(() => big.eval()).toThrow(sm.SmeltError);
+    expect(() => big.eval()).toThrow(/limit/);
+    const small = sm.ones([16]).add(1).eval();
+    const total = small.sum();
+    expect(total.item()).toBe(32);
+    small.dispose();
+    total.dispose();
+  } finally {
+    sm.setMemoryLimit(Infinity);
+  }
+  expect(() => sm.setMemoryLimit(-1)).toThrow(/setMemoryLimit/);
+});
+
+test("asyncEval and data() resolve once the device is done", async () => {
+  const a = sm.arange(10).astype("float32").mul(3);
+  const b = a.add(1);
+  await sm.asyncEval(a, [b]);
+  expect(await b.data()).toEqual([1, 4, 7, 10, 13, 16, 19, 22, 25, 28]);
+});
+
+test("a failed evaluation leaves no tensor claiming data it does not have", () => {
+  const x = sm.arange(1 << 16).astype("float32");
+  const y = x.mul(2); // scheduled first, then the reduction's allocation fails
+  const big = sm.ones([1 << 22]).add(y.sum());
+  sm.setMemoryLimit(sm.stats().bytesAllocated + (1 << 19));
+  try {
+    expect(() => sm.eval(y, big)).toThrow(/limit/);
+  } finally {
+    sm.setMemoryLimit(Infinity);
+  }
+  expect((y.toArray() as number[])[3]).toBe(6);
+});
