@@ -103,3 +103,36 @@ template <typename T> inline T smelt_imod(T a, T b) {
 // maximum and minimum propagate NaN, as NumPy's do.
 inline float smelt_fmax(float a, float b) { return (isnan(a) || isnan(b)) ? NAN : max(a, b); }
 inline float smelt_fmin(float a, float b) { return (isnan(a) || isnan(b)) ? NAN : min(a, b); }
+
+// Reductions across the threads of a threadgroup, for kernels that give each row a threadgroup:
+// over each SIMD-group, then the SIMD-groups' results through threadgroup memory, so that every
+// thread ends with the row's result. Only lanes that exist take part, so threadgroups of any
+// size work. NaN propagates through max and min as it does in the elementwise ops.
+struct smelt_fold_sum {
+  static float identity() { return 0.0f; }
+  static float combine(float a, float b) { return a + b; }
+  static float simd(float v) { return simd_sum(v); }
+};
+struct smelt_fold_prod {
+  static float identity() { return 1.0f; }
+  static float combine(float a, float b) { return a * b; }
+  static float simd(float v) { return simd_product(v); }
+};
+struct smelt_fold_max {
+  static float identity() { return -INFINITY; }
+  static float combine(float a, float b) { return smelt_fmax(a, b); }
+  static float simd(float v) { return simd_any(isnan(v)) ? NAN : simd_max(v); }
+};
+struct smelt_fold_min {
+  static float identity() { return INFINITY; }
+  static float combine(float a, float b) { return smelt_fmin(a, b); }
+  static float simd(float v) { return simd_any(isnan(v)) ? NAN : simd_min(v); }
+};
+template <typename Op> inline float smelt_row_fold(float v, threadgroup float* partial, uint lane, uint sg, uint nsg) {
+  v = Op::simd(v);
+  if (lane == 0) partial[sg] = v;
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  float t = Op::simd(lane < nsg ? partial[lane] : Op::identity());
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  return t;
+}

@@ -44,12 +44,14 @@ export interface KernelPlan {
   params: Uint32Array;
   inputs: Data[];    // [[buffer(2 + i)]]
   threads: number;   // one per output element (or per output row, for scans)
+  /** Set for kernels that run a threadgroup per row: threads is then rows * groupSize. */
+  groupSize?: number;
 }
 
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
 
-class Builder {
+export class Builder {
   readonly params: number[] = [];
   /** The node the kernel computes: it has memory already, but the kernel writes it, never reads it. */
   constructor(private readonly root: Node) {}
@@ -130,7 +132,12 @@ class Builder {
   }
 
   /** The variable holding node n's element at flat index idx (an int expression). */
+  /** Nodes whose value the kernel has in a variable already, whatever the index (row reductions). */
+  readonly fixed = new Map<Node, string>();
+
   emit(n: Node, idx: string): string {
+    const f = this.fixed.get(n);
+    if (f) return f;
     const key = `${this.leafKey(n)}@${idx}`;
     const hit = this.memo.get(key);
     if (hit) return hit;
@@ -284,22 +291,33 @@ class Builder {
   }
 }
 
-function signature(b: Builder, out: Node): string {
+// Row kernels (src/exec/rows.ts) take their position as a threadgroup and a thread within it.
+const ELEMENT_POSITION = ["uint gid [[thread_position_in_grid]]"];
+const ROW_POSITION = [
+  "uint row [[threadgroup_position_in_grid]]",
+  "uint tid [[thread_position_in_threadgroup]]",
+  "uint tpg [[threads_per_threadgroup]]",
+  "uint lane [[thread_index_in_simdgroup]]",
+  "uint sg [[simdgroup_index_in_threadgroup]]",
+  "uint nsg [[simdgroups_per_threadgroup]]",
+];
+
+function signature(b: Builder, out: Node, position: string[]): string {
   const args = [`constant uint* P [[buffer(0)]]`, `device ${storageType(out.dtype)}* out0 [[buffer(1)]]`];
   b.leaves.forEach((l, i) => args.push(`device const ${storageType(l.dtype)}* in${i} [[buffer(${i + 2})]]`));
-  args.push("uint gid [[thread_position_in_grid]]");
+  args.push(...position);
   // No bounds check: the grid is exactly one thread per element (dispatchThreads), and a kernel
   // without one compiles to a loop that the host backend can vectorize.
   return `${prelude}\nkernel void k(${args.join(",\n              ")}) {\n`;
 }
 
-function finish(b: Builder, out: Node, threads: number): KernelPlan {
-  const source = `${signature(b, out)}${b.text()}\n}\n`;
+export function finish(b: Builder, out: Node, threads: number, groupSize?: number): KernelPlan {
+  const source = `${signature(b, out, groupSize ? ROW_POSITION : ELEMENT_POSITION)}${b.text()}\n}\n`;
   if (b.params.length === 0) b.params.push(0); // [[buffer(0)]] must be bound even when unused
-  return { source, params: Uint32Array.from(b.params, (x) => x >>> 0), inputs: b.leaves.map((l) => l.data!), threads };
+  return { source, params: Uint32Array.from(b.params, (x) => x >>> 0), inputs: b.leaves.map((l) => l.data!), threads, groupSize };
 }
 
-function store(out: Node, v: string): string {
+export function store(out: Node, v: string): string {
   return out.dtype === "bool" ? `uchar(${v})` : v;
 }
 

@@ -11,6 +11,7 @@ import { itemsize } from "../tensor/dtype.ts";
 import { contiguousStrides } from "../tensor/shape.ts";
 import type { Node } from "../tensor/node.ts";
 import { boundaryKernels, elementwiseKernel, isInline, readsComputedInputs } from "./codegen.ts";
+import { isRowReduce, pendingReductions, type RowGroup, rowGroup, rowKernel } from "./rows.ts";
 import { memory, type Storage, stats } from "./memory.ts";
 
 const pipelines = new Map<string, Pipeline>();
@@ -39,13 +40,16 @@ const MAX_LEAVES = 24;
  */
 class Schedule {
   readonly order: Node[] = [];
+  /** Nodes computed by a row kernel, with the reductions it computes along the way. */
+  readonly rows = new Map<Node, RowGroup>();
 
   require(root: Node): void {
     for (const n of postOrder(root)) {
       if (n.data) continue;
       if (readsComputedInputs.has(n.op)) for (const i of n.inputs) if (!i.data) this.materialize(i);
       if (isInline(n) || boundaryKernels[n.op]) this.weigh(n);
-      if (!isInline(n)) this.materialize(n);
+      // A row reduction waits: the kernel of whatever reads it may compute it along the way.
+      if (!isInline(n) && !isRowReduce(n)) this.materialize(n);
     }
     if (!root.data) this.materialize(root);
   }
@@ -75,6 +79,15 @@ class Schedule {
 
   private materialize(n: Node): void {
     if (n.data) return;
+    const pending = pendingReductions(n);
+    if (pending.length || isRowReduce(n)) {
+      let group = rowGroup(n);
+      if (!group) {
+        for (const r of pending) this.materialize(r);
+        group = isRowReduce(n) ? rowGroup(n) : null;
+      }
+      if (group) this.rows.set(n, group);
+    }
     const storage: Storage = memory.allocate(n.size * itemsize(n.dtype), n.op);
     n.data = { storage, strides: contiguousStrides(n.shape), offset: 0 };
     this.order.push(n);
@@ -104,13 +117,29 @@ function postOrder(root: Node): Node[] {
   return out;
 }
 
+/**
+ * Threads per row of a row kernel. A GPU wants many threads on a row; the host backend runs a
+ * threadgroup's threads as fibers on one CPU thread, where a single thread walking the row in a
+ * loop the compiler can vectorize is fastest (parallelism comes from the rows).
+ */
+function rowThreads(g: RowGroup): number {
+  if (memory.device.backend === "host") return 1;
+  const n = g.rowShape.slice(g.rowShape.length - g.trailing).reduce((a, b) => a * b, 1);
+  let t = 32;
+  while (t < 1024 && t * 8 < n) t *= 2;
+  return t;
+}
+
 /** Generates, compiles (once per structure) and encodes the scheduled kernels into one command buffer. */
 function encode(schedule: Schedule) {
   const dev = memory.device;
   const cmd = dev.commandBuffer();
   let written = new Set<Storage>();
   for (const node of schedule.order) {
-    const k = (boundaryKernels[node.op] ?? elementwiseKernel)(node);
+    const group = schedule.rows.get(node);
+    const k = group
+      ? rowKernel(node, group, rowThreads(group))
+      : (boundaryKernels[node.op] ?? elementwiseKernel)(node);
     const reads = k.inputs.map((d) => d.storage);
     if (reads.some((s) => written.has(s))) {
       cmd.barrier();
@@ -122,7 +151,12 @@ function encode(schedule: Schedule) {
       throw new SmeltError(`eval: the kernel for ${node.op} needs ${k.params.byteLength} bytes of parameters, over 4096`);
     }
     if (k.threads > 0) {
-      cmd.dispatchThreads(pipelineFor(k.source), { args: args as never, grid: [k.threads, 1, 1], threadgroup: [Math.min(256, k.threads), 1, 1] });
+      const pipeline = pipelineFor(k.source);
+      if (k.groupSize) {
+        cmd.dispatchThreadgroups(pipeline, { args: args as never, threadgroups: [k.threads / k.groupSize, 1, 1], threadgroup: [k.groupSize, 1, 1] });
+      } else {
+        cmd.dispatchThreads(pipeline, { args: args as never, grid: [k.threads, 1, 1], threadgroup: [Math.min(256, k.threads), 1, 1] });
+      }
       stats.kernelsDispatched++;
       if (node.cost > 1) stats.fusedGroups++;
     }

@@ -1,0 +1,179 @@
+/**
+ * Row fusion: a reduction over the trailing axes, its elementwise producers, and the elementwise
+ * consumers that broadcast the reduced value back over the same rows, as one kernel with a
+ * threadgroup per row. softmax, RMS norm, layer norm, logsumexp and cross-entropy written from
+ * primitive ops each become a single kernel this way: every reduction of the row is computed in
+ * turn (each pass may use the reductions before it), then the output is written.
+ */
+import { contiguousStrides } from "../tensor/shape.ts";
+import type { Node } from "../tensor/node.ts";
+import { Builder, computeType, finish, isInline, type KernelPlan, store } from "./codegen.ts";
+
+const FOLDS: Record<string, string> = { sum: "smelt_fold_sum", prod: "smelt_fold_prod", max: "smelt_fold_max", min: "smelt_fold_min" };
+
+/** A reduction over trailing axes that a row kernel can compute: float input, sum/prod/max/min. */
+export function isRowReduce(n: Node): boolean {
+  if (n.op !== "reduce" || n.data || !FOLDS[n.attrs.kind as string]) return false;
+  const input = n.inputs[0]!;
+  const nd = input.shape.length;
+  const axes = n.attrs.axes as number[];
+  if (!input.dtype.startsWith("float") && input.dtype !== "bfloat16") return false;
+  if (axes.length === 0 || nd === 0) return false;
+  return axes.every((a, i) => a === nd - axes.length + i) && rowLength(input.shape, axes.length) > 0;
+}
+
+function rowLength(shape: readonly number[], trailing: number): number {
+  return shape.slice(shape.length - trailing).reduce((a, b) => a * b, 1);
+}
+const sameShape = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((d, i) => d === b[i]);
+
+/** Uncomputed reductions that n's kernel would have to read (reached through inline nodes). */
+export function pendingReductions(n: Node): Node[] {
+  const out: Node[] = [];
+  const seen = new Set<Node>();
+  const stack = [...n.inputs];
+  while (stack.length) {
+    const x = stack.pop()!;
+    if (seen.has(x) || x.data) continue;
+    seen.add(x);
+    if (x.op === "reduce") out.push(x);
+    else if (isInline(x)) stack.push(...x.inputs);
+  }
+  return out;
+}
+
+export interface RowGroup {
+  rowShape: number[];   // the shape the row passes walk: rows x row length
+  trailing: number;     // how many trailing axes make a row
+  reductions: Node[];   // in the order they must be computed
+  perRow: boolean;      // the output has one element per row (else one per row element)
+}
+
+/** Every uncomputed reduction reachable from n through inline nodes and through the reductions' own inputs. */
+function allReductions(n: Node): Node[] {
+  const out: Node[] = [];
+  const seen = new Set<Node>();
+  const stack = [n];
+  while (stack.length) {
+    const x = stack.pop()!;
+    if (seen.has(x) || (x.data && x !== n)) continue;
+    seen.add(x);
+    if (x.op === "reduce") out.push(x);
+    if (x === n || x.op === "reduce" || isInline(x)) stack.push(...x.inputs);
+  }
+  return out;
+}
+
+/**
+ * The row group that computes `out` together with the reductions it reads, or null when they do
+ * not line up with rows (they are then computed by kernels of their own first). Inside a group
+ * every node is computed either at a row element (index base + j) or once per row (index row):
+ * the second kind are nodes with one element per row, which reach the row elements only through
+ * a broadcast over the trailing axes.
+ */
+export function rowGroup(out: Node): RowGroup | null {
+  const reductions = allReductions(out);
+  if (reductions.length === 0 || !reductions.every(isRowReduce)) return null;
+  const first = reductions[0]!;
+  const rowShape = first.inputs[0]!.shape;
+  const trailing = (first.attrs.axes as number[]).length;
+  if (!reductions.every((r) => sameShape(r.inputs[0]!.shape, rowShape) && (r.attrs.axes as number[]).length === trailing)) return null;
+  const elements = rowShape.reduce((a, b) => a * b, 1);
+  const rows = elements / rowLength(rowShape, trailing);
+  const isPerRow = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1) === rows;
+  // A shape with one element per row that lines up with the rows: the leading axes, then ones.
+  const rowConstant = (shape: readonly number[]) =>
+    isPerRow(shape) &&
+    (shape.length === rowShape.length - trailing
+      ? sameShape(shape, rowShape.slice(0, rowShape.length - trailing))
+      : shape.length === rowShape.length && shape.every((d, i) => (i < rowShape.length - trailing ? d === rowShape[i] : d === 1)));
+  const checked = new Map<Node, boolean>();
+  const visit = (n: Node, perRow: boolean): boolean => {
+    if (n.data && n !== out) return true;
+    const known = checked.get(n);
+    if (known !== undefined) return known;
+    let ok: boolean;
+    if (n.op === "reduce") {
+      ok = rowConstant(n.shape) && visit(n.inputs[0]!, false);
+    } else if (n !== out && !isInline(n)) {
+      ok = false;
+    } else if (perRow ? !rowConstant(n.shape) : !sameShape(n.shape, rowShape) && n.op !== "reshape") {
+      ok = false;
+    } else if (n.op === "reshape") {
+      const i = n.inputs[0]!;
+      ok = perRow ? rowConstant(i.shape) && visit(i, true) : sameShape(i.shape, rowShape) ? visit(i, false) : noReductions(i);
+    } else if (n.op === "view") {
+      ok = !perRow && isRowBroadcast(n, rowShape, trailing) ? visit(n.inputs[0]!, true) : noReductions(n);
+    } else {
+      ok = n.inputs.every((i) => visit(i, perRow));
+    }
+    checked.set(n, ok);
+    return ok;
+  };
+  const perRow = isPerRow(out.shape) && rowConstant(out.shape);
+  if (!perRow && !sameShape(out.shape, rowShape)) return null;
+  if (!visit(out, perRow)) return null;
+  // Reductions in dependency order: each after the ones its input reads.
+  const order: Node[] = [];
+  const placed = new Set<Node>();
+  const place = (r: Node) => {
+    if (placed.has(r)) return;
+    placed.add(r);
+    for (const d of allReductions(r)) if (d !== r) place(d);
+    order.push(r);
+  };
+  for (const r of reductions) if (r !== out) place(r);
+  return { rowShape: [...rowShape], trailing, reductions: order, perRow };
+}
+
+function noReductions(n: Node): boolean {
+  return pendingReductions(n).length === 0 && !(n.op === "reduce" && !n.data);
+}
+
+/** A view that spreads one value per row over the row's elements (keepdims, then broadcast). */
+function isRowBroadcast(v: Node, rowShape: readonly number[], trailing: number): boolean {
+  if (!sameShape(v.shape, rowShape) || (v.attrs.offset as number) !== 0) return false;
+  const src = v.inputs[0]!;
+  if (src.shape.length !== rowShape.length) return false;
+  const cs = contiguousStrides(src.shape);
+  const strides = v.attrs.strides as number[];
+  return rowShape.every((d, i) =>
+    i >= rowShape.length - trailing ? src.shape[i] === 1 && (strides[i] === 0 || d === 1) : src.shape[i] === d && (strides[i] === cs[i] || d === 1),
+  );
+}
+
+/** The kernel of a row group: one threadgroup of `threads` threads per row. */
+export function rowKernel(out: Node, g: RowGroup, threads: number): KernelPlan {
+  const b = new Builder(out);
+  const n = rowLength(g.rowShape, g.trailing);
+  const rows = g.rowShape.reduce((a, x) => a * x, 1) / n;
+  const len = b.int(n);
+  b.line("threadgroup float partial[32];");
+  b.line(`int base = int(row) * ${len};`);
+  const fold = (r: Node): string => {
+    const acc = b.fresh("acc");
+    const Op = FOLDS[r.attrs.kind as string]!;
+    b.line(`float ${acc} = ${Op}::identity();`);
+    b.line(`for (int j = int(tid); j < ${len}; j += int(tpg)) {`);
+    b.scoped(() => {
+      const x = b.emit(r.inputs[0]!, "(base + j)");
+      b.line(`${acc} = ${Op}::combine(${acc}, float(${x}));`);
+    });
+    b.line("}");
+    b.line(`${acc} = smelt_row_fold<${Op}>(${acc}, partial, lane, sg, nsg);`);
+    return acc;
+  };
+  for (const r of g.reductions) b.fixed.set(r, `${computeType(r.dtype)}(${fold(r)})`);
+  if (g.perRow) {
+    const v = out.op === "reduce" ? `${computeType(out.dtype)}(${fold(out)})` : b.emit(out, "int(row)");
+    b.line(`if (tid == 0) out0[row] = ${store(out, v)};`);
+  } else {
+    b.line(`for (int j = int(tid); j < ${len}; j += int(tpg)) {`);
+    b.scoped(() => {
+      const v = b.emit(out, "(base + j)");
+      b.line(`out0[base + j] = ${store(out, v)};`);
+    });
+    b.line("}");
+  }
+  return finish(b, out, rows * threads, threads);
+}
