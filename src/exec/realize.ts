@@ -123,6 +123,9 @@ function postOrder(root: Node): Node[] {
  * loop the compiler can vectorize is fastest (parallelism comes from the rows).
  */
 function rowThreads(g: RowGroup): number {
+  // SMELT_ROW_THREADS overrides the choice (tests use it to run the GPU's layout on host).
+  const forced = Number(process.env.SMELT_ROW_THREADS);
+  if (forced >= 1 && forced <= 1024) return forced;
   if (memory.device.backend === "host") return 1;
   const n = g.rowShape.slice(g.rowShape.length - g.trailing).reduce((a, b) => a * b, 1);
   let t = 32;
