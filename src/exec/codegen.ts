@@ -14,7 +14,7 @@ import { contiguousStrides } from "../tensor/shape.ts";
 import type { Data, Node } from "../tensor/node.ts";
 import { elementwise, type Value } from "./elementwise.ts";
 
-const prelude = readFileSync(join(import.meta.dir, "../../metal/prelude.metal"), "utf8");
+export const prelude = readFileSync(join(import.meta.dir, "../../metal/prelude.metal"), "utf8");
 
 /** The MSL type a dtype computes in, and the one its storage holds. */
 export function computeType(d: DType): string {
@@ -29,13 +29,15 @@ export function computeType(d: DType): string {
     case "bool": return "bool";
   }
 }
-function storageType(d: DType): string {
+export function storageType(d: DType): string {
   return d === "bool" ? "uchar" : computeType(d);
 }
 
 /** Ops computed inline inside a kernel rather than as kernels of their own. */
 export function isInline(n: Node): boolean {
-  return n.data === null && (n.op in elementwise || INLINE_STRUCTURAL.has(n.op));
+  if (n.data !== null) return false;
+  if (n.op === "matmul") return matmulDepth(n) <= INLINE_MATMUL_DEPTH;
+  return n.op in elementwise || INLINE_STRUCTURAL.has(n.op);
 }
 const INLINE_STRUCTURAL = new Set(["scalar", "arange", "eye", "view", "reshape", "cast", "concat", "pad", "take", "takeAlong"]);
 
@@ -43,9 +45,8 @@ export interface KernelPlan {
   source: string;
   params: Uint32Array;
   inputs: Data[];    // [[buffer(2 + i)]]
-  threads: number;   // one per output element (or per output row, for scans)
-  /** Set for kernels that run a threadgroup per row: threads is then rows * groupSize. */
-  groupSize?: number;
+  /** dispatchThreads(size) or, with threadgroups, dispatchThreadgroups(size), in groups of `group`. */
+  dispatch: { threadgroups: boolean; size: [number, number, number]; group: [number, number, number] };
 }
 
 const f32 = new Float32Array(1);
@@ -90,6 +91,12 @@ export class Builder {
   }
   text(): string {
     return this.lines.join("\n");
+  }
+  /** The lines so far, which are then cleared (to put them in a function of their own). */
+  takeLines(): string {
+    const t = this.text();
+    this.lines = [];
+    return t;
   }
 
   /** Multi-index of the flat (row-major) index idx over shape: one int per dimension. */
@@ -180,6 +187,18 @@ export class Builder {
       }
       case "reshape":
         return this.emit(n.inputs[0]!, idx);
+      case "matmul": {
+        const ids = this.unflatten(n.shape, idx);
+        const nb = n.shape.length - 2;
+        const o = matmulOffsets(this, n, ids.slice(0, nb), ids[nb]!, ids[nb + 1]!);
+        const [A, B] = n.inputs as [Node, Node];
+        const ai = this.leaf(A), bi = this.leaf(B);
+        const acc = this.fresh("dot");
+        this.line(`float ${acc} = 0.0f;`);
+        this.line(`for (int k = 0, pa = ${o.a}, pb = ${o.b}; k < ${this.int(matmulDepth(n))}; ++k, pa += ${o.sak}, pb += ${o.sbk}) ${acc} = fma(float(in${ai}[pa]), float(in${bi}[pb]), ${acc});`);
+        this.line(`${T} ${v} = ${T}(${acc});`);
+        return v;
+      }
       case "view": {
         const at = this.affine(n.shape, n.attrs.strides as number[], n.attrs.offset as number, idx);
         const j = this.fresh("j");
@@ -311,10 +330,14 @@ function signature(b: Builder, out: Node, position: string[]): string {
   return `${prelude}\nkernel void k(${args.join(",\n              ")}) {\n`;
 }
 
+/** The plan of a kernel of one thread per element (or, with groupSize, a threadgroup per row). */
 export function finish(b: Builder, out: Node, threads: number, groupSize?: number): KernelPlan {
   const source = `${signature(b, out, groupSize ? ROW_POSITION : ELEMENT_POSITION)}${b.text()}\n}\n`;
+  const dispatch: KernelPlan["dispatch"] = groupSize
+    ? { threadgroups: true, size: [threads / groupSize, 1, 1], group: [groupSize, 1, 1] }
+    : { threadgroups: false, size: [threads, 1, 1], group: [Math.max(1, Math.min(256, threads)), 1, 1] };
   if (b.params.length === 0) b.params.push(0); // [[buffer(0)]] must be bound even when unused
-  return { source, params: Uint32Array.from(b.params, (x) => x >>> 0), inputs: b.leaves.map((l) => l.data!), threads, groupSize };
+  return { source, params: Uint32Array.from(b.params, (x) => x >>> 0), inputs: b.leaves.map((l) => l.data!), dispatch };
 }
 
 export function store(out: Node, v: string): string {
@@ -387,36 +410,6 @@ export function reduceKernel(out: Node): KernelPlan {
   return finish(b, out, out.size);
 }
 
-/** out[..., i, j] = sum_k a[..., i, k] * b[..., k, j], with a and b computed and batch dims broadcast. */
-export function matmulKernel(out: Node): KernelPlan {
-  const [a, bn] = out.inputs as [Node, Node];
-  const b = new Builder(out);
-  const nd = out.shape.length;
-  const M = out.shape[nd - 2]!, N = out.shape[nd - 1]!, K = a.shape[a.shape.length - 1]!;
-  const ids = b.unflatten(out.shape, "int(gid)");
-  const ai = b.leaf(a), bi = b.leaf(bn);
-  const offset = (x: Node, which: number) => {
-    const d = x.data!;
-    const lead = nd - x.shape.length;
-    const terms = [b.int(d.offset)];
-    for (let k = 0; k < x.shape.length - 2; k++) {
-      if (x.shape[k] !== 1) terms.push(`${ids[lead + k]} * ${b.int(d.strides[k]!)}`);
-    }
-    const row = x.shape.length - 2;
-    terms.push(`${ids[nd - 2 + which]} * ${b.int(d.strides[row + which]!)}`);
-    return terms.join(" + ");
-  };
-  void M;
-  void N;
-  const A = a.dtype.includes("float") ? "float" : computeType(out.dtype);
-  b.line(`int pa = ${offset(a, 0)}; int sa = ${b.int(a.data!.strides[a.shape.length - 1]!)};`);
-  b.line(`int pb = ${offset(bn, 1)}; int sb = ${b.int(bn.data!.strides[bn.shape.length - 2]!)};`);
-  b.line(`${A} acc = ${A}(0);`);
-  b.line(`for (int k = 0; k < ${b.int(K)}; ++k) acc += ${A}(in${ai}[pa + k * sa]) * ${A}(in${bi}[pb + k * sb]);`);
-  b.line(`out0[gid] = ${store(out, `${computeType(out.dtype)}(acc)`)};`);
-  return finish(b, out, out.size);
-}
-
 /** Cumulative sum or product along one axis: one thread per line along the axis. */
 export function scanKernel(out: Node): KernelPlan {
   const input = out.inputs[0]!;
@@ -475,9 +468,39 @@ export function putAlongKernel(out: Node): KernelPlan {
 /** Ops with kernels of their own (their inputs are computed first, or inlined into their loads). */
 export const boundaryKernels: Record<string, (n: Node) => KernelPlan> = {
   reduce: reduceKernel,
-  matmul: matmulKernel,
   scan: scanKernel,
   putAlong: putAlongKernel,
 };
-/** Boundary ops whose kernels read their inputs from memory instead of computing them inline. */
+/** Ops whose kernels read their inputs from memory instead of computing them inline. */
 export const readsComputedInputs = new Set(["matmul"]);
+
+/**
+ * A matmul with a contraction this short is computed inline, as a dot product per element, by the
+ * kernel that reads it (LoRA's low-rank product, say); longer ones get a matmul kernel.
+ */
+export const INLINE_MATMUL_DEPTH = 32;
+export function matmulDepth(n: Node): number {
+  const a = n.inputs[0]!;
+  return a.shape[a.shape.length - 1]!;
+}
+
+/**
+ * Offsets of row i of A and column j of B for output element (batch ids..., i, j) of matmul n:
+ * operands are computed, at any strides, and broadcast over the batch axes.
+ */
+export function matmulOffsets(b: Builder, n: Node, batchIds: readonly string[], i: string, j: string) {
+  const [A, B] = n.inputs as [Node, Node];
+  const nb = n.shape.length - 2;
+  const offset = (x: Node, inner: string, which: number) => {
+    const d = x.data!;
+    const lead = nb - (x.shape.length - 2);
+    const terms = [b.int(d.offset)];
+    for (let k = 0; k < x.shape.length - 2; k++) if (x.shape[k] !== 1) terms.push(`${batchIds[lead + k]} * ${b.int(d.strides[k]!)}`);
+    terms.push(`${inner} * ${b.int(d.strides[x.shape.length - 2 + which]!)}`);
+    return terms.join(" + ");
+  };
+  return {
+    a: offset(A, i, 0), b: offset(B, j, 1),
+    sak: b.int(A.data!.strides[A.shape.length - 1]!), sbk: b.int(B.data!.strides[B.shape.length - 2]!),
+  };
+}

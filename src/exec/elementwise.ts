@@ -32,17 +32,20 @@ export const elementwise: Record<string, Emit> = {
   cos: fn1("cos"),
   tan: fn1("tan"),
   tanh: fn1("tanh"),
-  sigmoid: ([a]) => `1.0f / (1.0f + exp(-${f(a!)}))`,
+  // exp(x) / (1 + exp(x)) for x < 0: 1 / (1 + exp(-x)) would overflow to 0 where the result is
+  // still a (subnormal) float.
+  sigmoid: ([a]) => `${f(a!)} < 0.0f ? exp(${f(a!)}) / (1.0f + exp(${f(a!)})) : 1.0f / (1.0f + exp(-${f(a!)}))`,
   erf: fn1("smelt_erf"),
   erfinv: fn1("smelt_erfinv"),
   floor: ([a]) => (isInt(a!.dtype) ? a!.v : `floor(${f(a!)})`),
   ceil: ([a]) => (isInt(a!.dtype) ? a!.v : `ceil(${f(a!)})`),
   round: ([a]) => (isInt(a!.dtype) ? a!.v : `rint(${f(a!)})`),
-  relu: ([a]) => `max(${a!.v}, decltype(${a!.v})(0))`,
+  // Float max() ignores a NaN operand; relu is maximum(x, 0), which keeps it (MLX, PyTorch).
+  relu: ([a]) => (isInt(a!.dtype) || a!.dtype === "bool" ? `max(${a!.v}, decltype(${a!.v})(0))` : `smelt_fmax(${f(a!)}, 0.0f)`),
   gelu: ([a]) => `0.5f * ${f(a!)} * (1.0f + smelt_erf(${f(a!)} * 0.70710678118654752f))`,
   geluApprox: ([a]) =>
     `0.5f * ${f(a!)} * (1.0f + tanh(0.79788456080286536f * (${f(a!)} + 0.044715f * ${f(a!)} * ${f(a!)} * ${f(a!)})))`,
-  silu: ([a]) => `${f(a!)} / (1.0f + exp(-${f(a!)}))`,
+  silu: ([a]) => `${f(a!)} < 0.0f ? ${f(a!)} * exp(${f(a!)}) / (1.0f + exp(${f(a!)})) : ${f(a!)} / (1.0f + exp(-${f(a!)}))`,
   softplus: ([a]) => `max(${f(a!)}, 0.0f) + smelt_log1p(exp(-fabs(${f(a!)})))`,
   logicalNot: ([a]) => `!bool(${a!.v})`,
   isnan: ([a]) => (isInt(a!.dtype) || a!.dtype === "bool" ? "false" : `isnan(${f(a!)})`),

@@ -12,6 +12,7 @@ import { contiguousStrides } from "../tensor/shape.ts";
 import type { Node } from "../tensor/node.ts";
 import { boundaryKernels, elementwiseKernel, isInline, readsComputedInputs } from "./codegen.ts";
 import { isRowReduce, pendingReductions, type RowGroup, rowGroup, rowKernel } from "./rows.ts";
+import { epilogueOf, type MatmulVariant, matmulKernel, pendingMatmuls } from "./matmul.ts";
 import { memory, type Storage, stats } from "./memory.ts";
 
 const pipelines = new Map<string, Pipeline>();
@@ -42,14 +43,16 @@ class Schedule {
   readonly order: Node[] = [];
   /** Nodes computed by a row kernel, with the reductions it computes along the way. */
   readonly rows = new Map<Node, RowGroup>();
+  /** Nodes computed by a matmul kernel, as its epilogue, with the matmul. */
+  readonly matmuls = new Map<Node, Node>();
 
   require(root: Node): void {
     for (const n of postOrder(root)) {
       if (n.data) continue;
       if (readsComputedInputs.has(n.op)) for (const i of n.inputs) if (!i.data) this.materialize(i);
       if (isInline(n) || boundaryKernels[n.op]) this.weigh(n);
-      // A row reduction waits: the kernel of whatever reads it may compute it along the way.
-      if (!isInline(n) && !isRowReduce(n)) this.materialize(n);
+      // Row reductions and matmuls wait: the kernel of whatever reads them may compute them.
+      if (!isInline(n) && !isRowReduce(n) && n.op !== "matmul") this.materialize(n);
     }
     if (!root.data) this.materialize(root);
   }
@@ -79,6 +82,16 @@ class Schedule {
 
   private materialize(n: Node): void {
     if (n.data) return;
+    const matmuls = pendingMatmuls(n);
+    if (matmuls.length) {
+      const main = pendingReductions(n).length ? null : epilogueOf(n);
+      if (main) {
+        this.matmuls.set(n, main);
+        this.allocate(n);
+        return;
+      }
+      for (const m of matmuls) if (m !== n) this.materialize(m);
+    }
     const pending = pendingReductions(n);
     if (pending.length || isRowReduce(n)) {
       let group = rowGroup(n);
@@ -88,6 +101,10 @@ class Schedule {
       }
       if (group) this.rows.set(n, group);
     }
+    this.allocate(n);
+  }
+
+  private allocate(n: Node): void {
     const storage: Storage = memory.allocate(n.size * itemsize(n.dtype), n.op);
     n.data = { storage, strides: contiguousStrides(n.shape), offset: 0 };
     this.order.push(n);
@@ -133,6 +150,18 @@ function rowThreads(g: RowGroup): number {
   return t;
 }
 
+/**
+ * Which matmul kernel: the simdgroup_matrix tiles on a GPU (one element per thread when M is
+ * small); on the host backend, which emulates simdgroup_matrix slowly, the kernel written for
+ * CPUs. SMELT_MATMUL=simd|dot|column overrides the choice (tests run every variant on host).
+ */
+function matmulVariant(main: Node): MatmulVariant {
+  const forced = process.env.SMELT_MATMUL;
+  if (forced === "simd" || forced === "dot" || forced === "column") return forced;
+  if (memory.device.backend === "host") return "column";
+  return main.shape[main.shape.length - 2]! <= 16 ? "dot" : "simd";
+}
+
 /** Generates, compiles (once per structure) and encodes the scheduled kernels into one command buffer. */
 function encode(schedule: Schedule) {
   const dev = memory.device;
@@ -140,9 +169,12 @@ function encode(schedule: Schedule) {
   let written = new Set<Storage>();
   for (const node of schedule.order) {
     const group = schedule.rows.get(node);
-    const k = group
-      ? rowKernel(node, group, rowThreads(group))
-      : (boundaryKernels[node.op] ?? elementwiseKernel)(node);
+    const main = schedule.matmuls.get(node);
+    const k = main
+      ? matmulKernel(node, main, matmulVariant(main))
+      : group
+        ? rowKernel(node, group, rowThreads(group))
+        : (boundaryKernels[node.op] ?? elementwiseKernel)(node);
     const reads = k.inputs.map((d) => d.storage);
     if (reads.some((s) => written.has(s))) {
       cmd.barrier();
@@ -153,13 +185,11 @@ function encode(schedule: Schedule) {
     if (k.params.byteLength > 4096) {
       throw new SmeltError(`eval: the kernel for ${node.op} needs ${k.params.byteLength} bytes of parameters, over 4096`);
     }
-    if (k.threads > 0) {
+    const d = k.dispatch;
+    if (d.size.every((x) => x > 0)) {
       const pipeline = pipelineFor(k.source);
-      if (k.groupSize) {
-        cmd.dispatchThreadgroups(pipeline, { args: args as never, threadgroups: [k.threads / k.groupSize, 1, 1], threadgroup: [k.groupSize, 1, 1] });
-      } else {
-        cmd.dispatchThreads(pipeline, { args: args as never, grid: [k.threads, 1, 1], threadgroup: [Math.min(256, k.threads), 1, 1] });
-      }
+      if (d.threadgroups) cmd.dispatchThreadgroups(pipeline, { args: args as never, threadgroups: d.size, threadgroup: d.group });
+      else cmd.dispatchThreads(pipeline, { args: args as never, grid: d.size, threadgroup: d.group });
       stats.kernelsDispatched++;
       if (node.cost > 1) stats.fusedGroups++;
     }

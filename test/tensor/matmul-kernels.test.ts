@@ -1,0 +1,148 @@
+// The matmul kernels of metal/matmul.metal, each variant run on host (the simdgroup_matrix one
+// under emulation), against a float64 reference and against each other, with fused epilogues.
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
+import * as sm from "../../src/index.ts";
+
+setDefaultTimeout(120_000);
+
+function data(n: number, seed: number, scale = 1): Float32Array {
+  let s = seed;
+  return Float32Array.from({ length: n }, () => {
+    s = (s * 1103515245 + 12345) % 2147483648;
+    return ((s / 2147483648) * 2 - 1) * scale;
+  });
+}
+
+/** float64 reference of a (batched, broadcast) matmul over row-major arrays. */
+function ref(a: Float32Array, as: number[], b: Float32Array, bs: number[]): { v: number[]; shape: number[] } {
+  const M = as[as.length - 2]!, K = as[as.length - 1]!, N = bs[bs.length - 1]!;
+  const ab = as.slice(0, -2), bb = bs.slice(0, -2);
+  const nb = Math.max(ab.length, bb.length);
+  const batch: number[] = [];
+  for (let d = 0; d < nb; d++) {
+    const x = ab[ab.length - nb + d] ?? 1, y = bb[bb.length - nb + d] ?? 1;
+    batch.push(Math.max(x, y));
+  }
+  const total = batch.reduce((p, q) => p * q, 1);
+  const v: number[] = [];
+  for (let t = 0; t < total; t++) {
+    let rest = t, aOff = 0, bOff = 0, aStride = M * K, bStride = K * N;
+    for (let d = nb - 1; d >= 0; d--) {
+      const id = rest % batch[d]!;
+      rest = Math.floor(rest / batch[d]!);
+      const ad = ab[ab.length - nb + d], bd = bb[bb.length - nb + d];
+      if (ad !== undefined) {
+        if (ad !== 1) aOff += id * aStride;
+        aStride *= ad;
+      }
+      if (bd !== undefined) {
+        if (bd !== 1) bOff += id * bStride;
+        bStride *= bd;
+      }
+    }
+    for (let i = 0; i < M; i++)
+      for (let j = 0; j < N; j++) {
+        let s = 0;
+        for (let k = 0; k < K; k++) s += a[aOff + i * K + k]! * b[bOff + k * N + j]!;
+        v.push(s);
+      }
+  }
+  return { v, shape: [...batch, M, N] };
+}
+
+function close(got: number[], want: number[], tol: number) {
+  expect(got.length).toBe(want.length);
+  let worst = 0;
+  for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!) / (1 + Math.abs(want[i]!)));
+  if (!(worst <= tol)) throw new Error(`worst relative error ${worst} over tolerance ${tol}`);
+}
+
+function withVariant<T>(v: string, fn: () => T): T {
+  process.env.SMELT_MATMUL = v;
+  try {
+    return fn();
+  } finally {
+    delete process.env.SMELT_MATMUL;
+  }
+}
+
+const cases: [number[], number[]][] = [
+  [[37, 45], [45, 29]],
+  [[64, 40], [40, 64]],
+  [[1, 100], [100, 33]],
+  [[5, 70], [70, 3]],
+  [[2, 1, 33, 40], [3, 40, 17]],
+];
+
+describe("every variant against float64", () => {
+  for (const variant of ["column", "dot", "simd"]) {
+    for (const [as, bs] of cases) {
+      test(`${variant}: [${as}] @ [${bs}]`, () => {
+        const a = data(as.reduce((p, q) => p * q, 1), as.length * 7 + as[0]!);
+        const b = data(bs.reduce((p, q) => p * q, 1), bs.length * 11 + bs[0]!);
+        const { v, shape } = ref(a, as, b, bs);
+        const got = withVariant(variant, () =>
+          sm.tidy(() => {
+            const out = sm.matmul(sm.array(a).reshape(as), sm.array(b).reshape(bs));
+            expect(out.shape).toEqual(shape);
+            return out.toArray() as number[];
+          }),
+        );
+        close(got, v, 1e-5);
+      });
+    }
+  }
+});
+
+describe("operands at any strides, read in place", () => {
+  test("a.T @ b.T and a sliced operand, on every variant", () => {
+    const a = data(40 * 37, 3), b = data(29 * 40, 4);
+    const at: number[] = [], bt: number[] = [];
+    for (let i = 0; i < 37; i++) for (let k = 0; k < 40; k++) at.push(a[k * 37 + i]!);
+    for (let k = 0; k < 40; k++) for (let j = 0; j < 29; j++) bt.push(b[j * 40 + k]!);
+    const { v } = ref(Float32Array.from(at), [37, 40], Float32Array.from(bt), [40, 29]);
+    for (const variant of ["column", "dot", "simd"]) {
+      const got = withVariant(variant, () =>
+        sm.tidy(() => sm.matmul(sm.array(a).reshape([40, 37]).T, sm.array(b).reshape([29, 40]).T).toArray() as number[]),
+      );
+      close(got, v, 1e-5);
+    }
+  });
+});
+
+describe("the emulated simdgroup_matrix kernel and the host kernel agree on the same inputs", () => {
+  for (const dtype of ["float32", "float16", "bfloat16"] as const) {
+    test(`${dtype}: [3, 50, 70] @ [70, 41] with a bias, gelu and residual epilogue`, () => {
+      // operands computed up front, so the kernel count is the matmul's alone
+      const a = sm.array(data(3 * 50 * 70, 5)).reshape([3, 50, 70]).astype(dtype).eval();
+      const w = sm.array(data(70 * 41, 6, 0.2)).reshape([70, 41]).astype(dtype).eval();
+      const bias = sm.array(data(41, 7)).astype(dtype).eval();
+      const res = sm.array(data(3 * 50 * 41, 8)).reshape([3, 50, 41]).astype(dtype).eval();
+      const run = (v: string) =>
+        withVariant(v, () => {
+          sm.resetStats();
+          const out = sm.tidy(() => sm.gelu(sm.matmul(a, w).add(bias)).add(res).toArray() as number[]);
+          expect(sm.stats().kernelsDispatched).toBe(1); // the epilogue ran inside the matmul kernel
+          return out;
+        });
+      const simd = run("simd"), column = run("column");
+      close(simd, column, dtype === "float32" ? 1e-5 : dtype === "float16" ? 2e-3 : 1.6e-2);
+    });
+  }
+});
+
+describe("LoRA forward: x@W + s*(x@A)@B", () => {
+  test("the seed configuration runs as 2 kernels and matches float64", () => {
+    const xs = data(4 * 16 * 512, 21), Ws = data(512 * 512, 22, 0.05), As = data(512 * 8, 23, 0.05), Bs = data(8 * 512, 24, 0.05);
+    const x = sm.array(xs).reshape([4, 16, 512]), W = sm.array(Ws).reshape([512, 512]);
+    const A = sm.array(As).reshape([512, 8]), B = sm.array(Bs).reshape([8, 512]);
+    const scale = 16 / 8;
+    sm.resetStats();
+    const got = sm.tidy(() => sm.matmul(x, W).add(sm.matmul(sm.matmul(x, A), B).mul(scale)).toArray() as number[]);
+    expect(sm.stats().kernelsDispatched).toBeLessThanOrEqual(2);
+    const xw = ref(xs, [64, 512], Ws, [512, 512]).v;
+    const xa = ref(xs, [64, 512], As, [512, 8]).v;
+    const xab = ref(Float32Array.from(xa), [64, 8], Bs, [8, 512]).v;
+    close(got, xw.map((v, i) => v + scale * xab[i]!), 1e-5);
+  });
+});
