@@ -7,8 +7,8 @@
 //   smelt_mm_simd    a 32x32 tile per threadgroup of 128 threads (4 SIMD-groups of 16x16), K in
 //                    steps of 16 through threadgroup memory, 8x8 simdgroup_matrix products
 //   smelt_mm_dot     one element per thread: small M (matrix-vector, M of 1..16)
-//   smelt_mm_column  8 rows of one column per thread, for CPUs: adjacent threads take adjacent
-//                    columns, so a vectorized loop over threads is an outer-product kernel
+//   smelt_mm_block   a 6x16 block per thread, for CPUs, when B's rows are contiguous
+//   smelt_mm_column  8 rows of one column per thread, for CPUs, at any strides
 #include <metal_stdlib>
 using namespace metal;
 
@@ -56,8 +56,43 @@ template <typename T, typename E>
 inline void smelt_mm_dot(device const T* A, device const T* B, int K, int sam, int sak, int sbk, int sbn, int i, int j,
                          thread const E& epi) {
   float acc = 0.0f;
-  for (int k = 0; k < K; ++k) acc += float(A[i * sam + k * sak]) * float(B[k * sbk + j * sbn]);
+  for (int k = 0; k < K; ++k) acc = fma(float(A[i * sam + k * sak]), float(B[k * sbk + j * sbn]), acc);
   epi.store(acc, i, j);
+}
+
+// A 6x16 block of C per thread, for CPUs, when B's rows are contiguous (sbn == 1): for each k,
+// one row of 16 B values and six A values update 96 accumulators, an update the compiler turns
+// into vector FMAs (6 rows x 2 vectors of 8 floats fill the 16 AVX registers with room for B).
+template <typename T, typename E>
+inline void smelt_mm_block(device const T* A, device const T* B, int M, int N, int K, int sam, int sak, int sbk,
+                           int i0, int j0, thread const E& epi) {
+  float acc[6][16];
+  int arow[6];
+  for (int r = 0; r < 6; ++r) {
+    arow[r] = min(i0 + r, M - 1) * sam;  // rows past the edge repeat the last one and are not stored
+    for (int c = 0; c < 16; ++c) acc[r][c] = 0.0f;
+  }
+  if (j0 + 16 <= N) {
+    for (int k = 0; k < K; ++k) {
+      device const T* brow = B + k * sbk + j0;
+      float b[16];
+      for (int c = 0; c < 16; ++c) b[c] = float(brow[c]);
+      for (int r = 0; r < 6; ++r) {
+        float a = float(A[arow[r] + k * sak]);
+        for (int c = 0; c < 16; ++c) acc[r][c] = fma(a, b[c], acc[r][c]);
+      }
+    }
+  } else {
+    for (int k = 0; k < K; ++k)
+      for (int c = 0; c < N - j0; ++c) {
+        float b = float(B[k * sbk + j0 + c]);
+        for (int r = 0; r < 6; ++r) acc[r][c] = fma(float(A[arow[r] + k * sak]), b, acc[r][c]);
+      }
+  }
+  for (int r = 0; r < 6; ++r)
+    if (i0 + r < M)
+      for (int c = 0; c < 16; ++c)
+        if (j0 + c < N) epi.store(acc[r][c], i0 + r, j0 + c);
 }
 
 template <typename T, typename E>
@@ -71,7 +106,7 @@ inline void smelt_mm_column(device const T* A, device const T* B, int M, int K, 
   }
   for (int k = 0; k < K; ++k) {
     float b = float(B[k * sbk + j * sbn]);
-    for (int r = 0; r < 8; ++r) acc[r] += float(A[rows[r] + k * sak]) * b;
+    for (int r = 0; r < 8; ++r) acc[r] = fma(float(A[rows[r] + k * sak]), b, acc[r]);
   }
   for (int r = 0; r < 8; ++r)
     if (i0 + r < M) epi.store(acc[r], i0 + r, j);

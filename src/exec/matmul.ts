@@ -10,8 +10,11 @@ import { Builder, isInline, type KernelPlan, matmulDepth, prelude, storageType, 
 
 const library = readFileSync(join(import.meta.dir, "../../metal/matmul.metal"), "utf8");
 
-/** simd: tiles of simdgroup_matrix products (GPUs); dot: an element per thread (small M); column: CPUs. */
-export type MatmulVariant = "simd" | "dot" | "column";
+/**
+ * simd: tiles of simdgroup_matrix products (GPUs); dot: an element per thread (small M); block
+ * (B's rows contiguous) and column (any strides): for CPUs.
+ */
+export type MatmulVariant = "simd" | "dot" | "block" | "column";
 
 /** Uncomputed matmuls too long to inline that n's kernel would read (through inline nodes). */
 export function pendingMatmuls(n: Node): Node[] {
@@ -100,6 +103,11 @@ export function matmulKernel(out: Node, main: Node, variant: MatmulVariant): Ker
     b.line(`smelt_mm_dot(a, bm, ${b.int(K)}, ${strides}, int(gid.y), int(gid.x), epi);`);
     position = ["uint3 gid [[thread_position_in_grid]]"];
     dispatch = { threadgroups: false, size: [N, M, batches], group: [Math.min(N, 64), 1, 1] };
+  } else if (variant === "block") {
+    b.line(`smelt_mm_block(a, bm, ${Mp}, ${Np}, ${b.int(K)}, ${b.int(sa[sa.length - 2]!)}, ${b.int(sa[sa.length - 1]!)}, ${b.int(sb[sb.length - 2]!)}, int(gid.y) * 6, int(gid.x) * 16, epi);`);
+    position = ["uint3 gid [[thread_position_in_grid]]"];
+    // 4 column blocks by 16 row blocks: a threadgroup shares 64 columns of B and 96 rows of A
+    dispatch = { threadgroups: false, size: [Math.ceil(N / 16), Math.ceil(M / 6), batches], group: [Math.min(Math.ceil(N / 16), 4), Math.min(Math.ceil(M / 6), 16), 1] };
   } else {
     b.line(`smelt_mm_column(a, bm, ${Mp}, ${b.int(K)}, ${strides}, int(gid.y) * 8, int(gid.x), epi);`);
     position = ["uint3 gid [[thread_position_in_grid]]"];

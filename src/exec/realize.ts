@@ -153,12 +153,17 @@ function rowThreads(g: RowGroup): number {
 /**
  * Which matmul kernel: the simdgroup_matrix tiles on a GPU (one element per thread when M is
  * small); on the host backend, which emulates simdgroup_matrix slowly, the kernel written for
- * CPUs. SMELT_MATMUL=simd|dot|column overrides the choice (tests run every variant on host).
+ * CPUs. SMELT_MATMUL=simd|dot|block|column overrides the choice (tests run every variant on host).
  */
+function blockable(main: Node): boolean {
+  const b = main.inputs[1]!;
+  return b.data!.strides[b.shape.length - 1] === 1;
+}
 function matmulVariant(main: Node): MatmulVariant {
   const forced = process.env.SMELT_MATMUL;
   if (forced === "simd" || forced === "dot" || forced === "column") return forced;
-  if (memory.device.backend === "host") return "column";
+  if (forced === "block" && blockable(main)) return forced;
+  if (memory.device.backend === "host") return blockable(main) ? "block" : "column";
   return main.shape[main.shape.length - 2]! <= 16 ? "dot" : "simd";
 }
 

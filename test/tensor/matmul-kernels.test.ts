@@ -75,7 +75,7 @@ const cases: [number[], number[]][] = [
 ];
 
 describe("every variant against float64", () => {
-  for (const variant of ["column", "dot", "simd"]) {
+  for (const variant of ["block", "column", "dot", "simd"]) {
     for (const [as, bs] of cases) {
       test(`${variant}: [${as}] @ [${bs}]`, () => {
         const a = data(as.reduce((p, q) => p * q, 1), as.length * 7 + as[0]!);
@@ -125,7 +125,8 @@ describe("the emulated simdgroup_matrix kernel and the host kernel agree on the 
           expect(sm.stats().kernelsDispatched).toBe(1); // the epilogue ran inside the matmul kernel
           return out;
         });
-      const simd = run("simd"), column = run("column");
+      const simd = run("simd"), column = run("column"), block = run("block");
+      close(block, column, dtype === "float32" ? 1e-5 : dtype === "float16" ? 2e-3 : 1.6e-2);
       close(simd, column, dtype === "float32" ? 1e-5 : dtype === "float16" ? 2e-3 : 1.6e-2);
     });
   }
