@@ -42,6 +42,7 @@ export function isInline(n: Node): boolean {
 const INLINE_STRUCTURAL = new Set(["scalar", "arange", "eye", "view", "reshape", "cast", "concat", "pad", "take", "takeAlong"]);
 
 export interface KernelPlan {
+  /** The kernel's MSL after the prelude (which every kernel gets): its structure, and cache key. */
   source: string;
   params: Uint32Array;
   inputs: Data[];    // [[buffer(2 + i)]]
@@ -327,7 +328,7 @@ function signature(b: Builder, out: Node, position: string[]): string {
   args.push(...position);
   // No bounds check: the grid is exactly one thread per element (dispatchThreads), and a kernel
   // without one compiles to a loop that the host backend can vectorize.
-  return `${prelude}\nkernel void k(${args.join(",\n              ")}) {\n`;
+  return `kernel void k(${args.join(",\n              ")}) {\n`;
 }
 
 /** The plan of a kernel of one thread per element (or, with groupSize, a threadgroup per row). */
@@ -438,7 +439,8 @@ export function scanKernel(out: Node): KernelPlan {
  * putAlongAxis (inputs: x, indices and values, both broadcast to x's shape with indices.shape[axis]
  * on the axis): one thread per line along the axis copies x's line, then writes the values in index
  * order. A line belongs to one thread, so of duplicate indices the last along the axis wins, on
- * every backend; x, indices and values are computed inline in the loops.
+ * every backend. Its inputs are computed before it (readsComputedInputs): loaded, not fused, so that
+ * no row or epilogue planner takes this scatter for an op computed element by element.
  */
 export function putAlongKernel(out: Node): KernelPlan {
   const [x, indices, values] = out.inputs as [Node, Node, Node];
@@ -472,7 +474,7 @@ export const boundaryKernels: Record<string, (n: Node) => KernelPlan> = {
   putAlong: putAlongKernel,
 };
 /** Ops whose kernels read their inputs from memory instead of computing them inline. */
-export const readsComputedInputs = new Set(["matmul"]);
+export const readsComputedInputs = new Set(["matmul", "putAlong"]);
 
 /**
  * A matmul with a contraction this short is computed inline, as a dot product per element, by the

@@ -6,7 +6,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Node } from "../tensor/node.ts";
-import { Builder, isInline, type KernelPlan, matmulDepth, prelude, storageType, store } from "./codegen.ts";
+import { Builder, isInline, type KernelPlan, matmulDepth, storageType, store } from "./codegen.ts";
 
 const library = readFileSync(join(import.meta.dir, "../../metal/matmul.metal"), "utf8");
 
@@ -117,7 +117,7 @@ export function matmulKernel(out: Node, main: Node, variant: MatmulVariant): Ker
   b.leaves.forEach((l, i) => args.push(`device const ${storageType(l.dtype)}* in${i} [[buffer(${i + 2})]]`));
   args.push(...position);
   const source =
-    `${prelude}\n${library}\n` +
+    `${library}\n` +
     `struct Epilogue {\n  ${members.join("\n  ")}\n  int batch;\n  void store(float acc, int i, int j) const {\n${epilogue}\n  }\n};\n\n` +
     `kernel void k(${args.join(",\n              ")}) {\n${b.text()}\n}\n`;
   if (b.params.length === 0) b.params.push(0);

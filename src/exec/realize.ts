@@ -10,7 +10,7 @@ import type { Pipeline } from "../runtime/resources.ts";
 import { itemsize } from "../tensor/dtype.ts";
 import { contiguousStrides } from "../tensor/shape.ts";
 import type { Node } from "../tensor/node.ts";
-import { boundaryKernels, elementwiseKernel, isInline, readsComputedInputs } from "./codegen.ts";
+import { boundaryKernels, elementwiseKernel, isInline, prelude, readsComputedInputs } from "./codegen.ts";
 import { isRowReduce, pendingReductions, type RowGroup, rowGroup, rowKernel } from "./rows.ts";
 import { epilogueOf, type MatmulVariant, matmulKernel, pendingMatmuls } from "./matmul.ts";
 import { memory, type Storage, stats } from "./memory.ts";
@@ -24,7 +24,7 @@ function pipelineFor(source: string): Pipeline {
     return p;
   }
   stats.kernelCompiles++;
-  p = memory.device.compile(source).pipeline("k");
+  p = memory.device.compile(`${prelude}\n${source}`).pipeline("k");
   pipelines.set(source, p);
   return p;
 }
