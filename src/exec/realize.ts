@@ -96,7 +96,17 @@ class Schedule {
     if (pending.length || isRowReduce(n)) {
       let group = rowGroup(n);
       if (!group) {
-        for (const r of pending) this.materialize(r);
+        // Rows of another shape inside: compute the inputs of the reductions first (row groups
+        // of their own, like a per-row loss before its mean), then try again; failing that,
+        // compute the reductions on their own.
+        for (const r of [...pending, ...(n.op === "reduce" ? [n] : [])]) {
+          const input = r.inputs[0]!;
+          if (isInline(input) && pendingReductions(input).length) this.materialize(input);
+        }
+        group = rowGroup(n);
+      }
+      if (!group) {
+        for (const r of pendingReductions(n)) this.materialize(r);
         group = isRowReduce(n) ? rowGroup(n) : null;
       }
       if (group) this.rows.set(n, group);

@@ -183,3 +183,33 @@ describe("the GPU's layout (many threads per row) gives the same results", () =>
     });
   }
 });
+
+describe("cross-entropy from logits and integer targets", () => {
+  test("per-row loss with an ignore index is one kernel; the mean over rows is a second", () => {
+    const n = 37, rowsN = 9, ignore = -100;
+    const ls = data(rowsN * n, 31);
+    const ts = [3, 0, 36, ignore, 5, 5, 17, ignore, 1];
+    const logits = sm.array(ls).reshape([rowsN, n]).eval();
+    const targets = sm.array(ts, "int32").reshape([rowsN, 1]).eval();
+    const perRow = lazy(() => {
+      const valid = targets.ne(ignore);
+      const picked = sm.takeAlongAxis(logits, sm.where(valid, targets, 0), -1);
+      return sm.where(valid, sm.logsumexp(logits, -1, true).sub(picked), 0);
+    });
+    expect(perRow.kernels).toBe(1);
+    const want = rows(ls, n).map((r, i) => {
+      if (ts[i] === ignore) return 0;
+      const m = Math.max(...r);
+      return m + Math.log(r.reduce((a, v) => a + Math.exp(v - m), 0)) - r[ts[i]!]!;
+    });
+    expectClose(perRow.values, want, 1e-5);
+    const mean = lazy(() => {
+      const valid = targets.ne(ignore);
+      const picked = sm.takeAlongAxis(logits, sm.where(valid, targets, 0), -1);
+      const loss = sm.where(valid, sm.logsumexp(logits, -1, true).sub(picked), 0);
+      return loss.sum().div(valid.astype("float32").sum());
+    });
+    expect(mean.kernels).toBe(2);
+    expectClose(mean.values, [want.reduce((a, b) => a + b, 0) / ts.filter((t) => t !== ignore).length], 1e-5);
+  });
+});
