@@ -30,8 +30,11 @@ export { DeviceBuffer, Library, Pipeline, type TypedArrayConstructor } from "./r
 export type { DType } from "./tensor/dtype.ts";
 export { Tensor, eager, setDefaultMode, getDefaultMode, tidy, asyncEval, evalTensors as eval } from "./tensor/tensor.ts";
 export * from "./tensor/ops.ts";
+export * from "./tensor/ops-structure.ts";
+export * as random from "./tensor/random.ts";
 export { setMemoryLimit } from "./exec/memory.ts";
 export { stats, resetStats } from "./exec/stats.ts";
+export * as fast from "./tensor/fast.ts";
 import "./tensor/methods.ts";
 
 // Building the native library at import keeps its one-time cost (minutes on a cold Zig cache) out

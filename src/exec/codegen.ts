@@ -34,6 +34,15 @@ export function storageType(d: DType): string {
 }
 
 /** Ops computed inline inside a kernel rather than as kernels of their own. */
+/**
+ * Whether an inline node reads each input at its own element (elementwise ops, casts); views,
+ * reshapes, joins, pads, gathers and inline matmuls read other elements, which matters to the
+ * planners that hold a value fixed per row or per element (rows.ts, matmul.ts).
+ */
+export function readsOwnElement(n: Node): boolean {
+  return n.op in elementwise || n.op === "cast" || n.inputs.length === 0;
+}
+
 export function isInline(n: Node): boolean {
   if (n.data !== null) return false;
   if (n.op === "matmul") return matmulDepth(n) <= INLINE_MATMUL_DEPTH;

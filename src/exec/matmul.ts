@@ -6,7 +6,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Node } from "../tensor/node.ts";
-import { Builder, isInline, type KernelPlan, matmulDepth, storageType, store } from "./codegen.ts";
+import { Builder, isInline, type KernelPlan, matmulDepth, readsOwnElement, storageType, store } from "./codegen.ts";
 
 const library = readFileSync(join(import.meta.dir, "../../metal/matmul.metal"), "utf8");
 
@@ -45,7 +45,7 @@ export function epilogueOf(n: Node): Node | null {
   const aligned = (x: Node): boolean => {
     if (x === main || x.data) return true;
     if (!reaches(x)) return true;
-    if (!isInline(x) || x.op === "view" || x.op === "reshape" || !same(x.shape, main.shape)) return false;
+    if (!isInline(x) || !readsOwnElement(x) || !same(x.shape, main.shape)) return false;
     return x.inputs.every(aligned);
   };
   return aligned(n) ? main : null;

@@ -7,7 +7,7 @@
  */
 import { contiguousStrides } from "../tensor/shape.ts";
 import type { Node } from "../tensor/node.ts";
-import { Builder, computeType, finish, isInline, type KernelPlan, store } from "./codegen.ts";
+import { Builder, computeType, finish, isInline, type KernelPlan, readsOwnElement, store } from "./codegen.ts";
 
 const FOLDS: Record<string, string> = { sum: "smelt_fold_sum", prod: "smelt_fold_prod", max: "smelt_fold_max", min: "smelt_fold_min" };
 
@@ -72,6 +72,7 @@ function allReductions(n: Node): Node[] {
  * a broadcast over the trailing axes.
  */
 export function rowGroup(out: Node): RowGroup | null {
+  if (!isInline(out) && out.op !== "reduce") return null; // a scan or a scatter has its own kernel
   const reductions = allReductions(out);
   if (reductions.length === 0 || !reductions.every(isRowReduce)) return null;
   const first = reductions[0]!;
@@ -104,6 +105,8 @@ export function rowGroup(out: Node): RowGroup | null {
       ok = perRow ? rowConstant(i.shape) && visit(i, true) : sameShape(i.shape, rowShape) ? visit(i, false) : noReductions(i);
     } else if (n.op === "view") {
       ok = !perRow && isRowBroadcast(n, rowShape, trailing) ? visit(n.inputs[0]!, true) : noReductions(n);
+    } else if (!readsOwnElement(n)) {
+      ok = noReductions(n); // other elements than its own: a row value would be the wrong row's
     } else {
       ok = n.inputs.every((i) => visit(i, perRow));
     }
