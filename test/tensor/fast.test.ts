@@ -95,7 +95,7 @@ describe("rope", () => {
   });
 });
 
-function sdpaRef(q: number[], k: number[], v: number[], [B, Hq, L, D]: number[], Hkv: number, S: number, scale: number, mask: "causal" | number[] | null): number[] {
+function sdpaRef(q: number[], k: number[], v: number[], [B, Hq, L, D]: [number, number, number, number], Hkv: number, S: number, scale: number, mask: "causal" | number[] | null): number[] {
   const out: number[] = [];
   const G = Hq / Hkv;
   for (let b = 0; b < B; b++)
@@ -144,7 +144,7 @@ describe("scaledDotProductAttention", () => {
           })
           .toArray() as number[],
       );
-      close(got, sdpaRef(q, k, v, c.shape, c.Hkv, c.S, scale, mask), 1e-5);
+      close(got, sdpaRef(q, k, v, [B, Hq, L, D], c.Hkv, c.S, scale, mask), 1e-5);
     });
   }
   test("mismatched heads are refused", () => {
