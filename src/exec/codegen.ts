@@ -127,11 +127,21 @@ export class Builder {
   }
 
   /** Offset + sum(index_d * stride_d), in elements. */
+  /**
+   * In a row kernel: the index expression of the element being computed, and its parts (the row,
+   * and the position j within it), so that index math splits along them without dividing.
+   */
+  rowIndex: { idx: string; row: string; j: string; shape: readonly number[]; trailing: number } | null = null;
+
   affine(shape: readonly number[], strides: readonly number[], offset: number, idx: string): string {
     if (strides.every((s, d) => s === 0 || shape[d] === 1)) return this.int(offset);  // one element, broadcast
     const contiguous = strides.every((s, d) => s === contiguousStrides(shape)[d] || shape[d] === 1);
     if (contiguous) return offset === 0 ? idx : `(${this.int(offset)} + ${idx})`;
-    const ids = this.unflatten(shape, idx);
+    const r = this.rowIndex;
+    const ids =
+      r && r.idx === idx && shape.length === r.shape.length && shape.every((d, i) => d === r.shape[i])
+        ? [...this.unflatten(shape.slice(0, shape.length - r.trailing), r.row), ...this.unflatten(shape.slice(shape.length - r.trailing), r.j)]
+        : this.unflatten(shape, idx);
     const terms = [this.int(offset)];
     ids.forEach((v, d) => {
       if (strides[d] !== 0 && shape[d] !== 1) terms.push(`${v} * ${this.int(strides[d]!)}`);

@@ -9,6 +9,7 @@ import { contiguousStrides } from "../tensor/shape.ts";
 import type { Node } from "../tensor/node.ts";
 import { Builder, computeType, finish, isInline, type KernelPlan, readsOwnElement, store } from "./codegen.ts";
 
+const CHUNK = 256; // elements a CPU thread computes before folding them (1 KiB of floats)
 const FOLDS: Record<string, string> = { sum: "smelt_fold_sum", prod: "smelt_fold_prod", max: "smelt_fold_max", min: "smelt_fold_min" };
 
 /** A reduction over trailing axes that a row kernel can compute: float input, sum/prod/max/min. */
@@ -46,6 +47,7 @@ export interface RowGroup {
   rowShape: number[];   // the shape the row passes walk: rows x row length
   trailing: number;     // how many trailing axes make a row
   reductions: Node[];   // in the order they must be computed
+  broadcasts: Node[];   // views spreading a per-row value over the row: computed once per row
   perRow: boolean;      // the output has one element per row (else one per row element)
 }
 
@@ -89,6 +91,7 @@ export function rowGroup(out: Node): RowGroup | null {
       ? sameShape(shape, rowShape.slice(0, rowShape.length - trailing))
       : shape.length === rowShape.length && shape.every((d, i) => (i < rowShape.length - trailing ? d === rowShape[i] : d === 1)));
   const checked = new Map<Node, boolean>();
+  const broadcasts: Node[] = [];
   const visit = (n: Node, perRow: boolean): boolean => {
     if (n.data && n !== out) return true;
     const known = checked.get(n);
@@ -104,7 +107,12 @@ export function rowGroup(out: Node): RowGroup | null {
       const i = n.inputs[0]!;
       ok = perRow ? rowConstant(i.shape) && visit(i, true) : sameShape(i.shape, rowShape) ? visit(i, false) : noReductions(i);
     } else if (n.op === "view") {
-      ok = !perRow && isRowBroadcast(n, rowShape, trailing) ? visit(n.inputs[0]!, true) : noReductions(n);
+      if (!perRow && isRowBroadcast(n, rowShape, trailing)) {
+        ok = visit(n.inputs[0]!, true);
+        broadcasts.push(n);
+      } else {
+        ok = noReductions(n);
+      }
     } else if (!readsOwnElement(n)) {
       ok = noReductions(n); // other elements than its own: a row value would be the wrong row's
     } else {
@@ -126,7 +134,7 @@ export function rowGroup(out: Node): RowGroup | null {
     order.push(r);
   };
   for (const r of reductions) if (r !== out) place(r);
-  return { rowShape: [...rowShape], trailing, reductions: order, perRow };
+  return { rowShape: [...rowShape], trailing, reductions: order, broadcasts, perRow };
 }
 
 function noReductions(n: Node): boolean {
@@ -153,25 +161,81 @@ export function rowKernel(out: Node, g: RowGroup, threads: number): KernelPlan {
   const len = b.int(n);
   b.line("threadgroup float partial[32];");
   b.line(`int base = int(row) * ${len};`);
+  b.rowIndex = { idx: "(base + j)", row: "int(row)", j: "j", shape: g.rowShape, trailing: g.trailing };
+  // Per-row values (a mean, an rsqrt of a variance) are computed once per row, as soon as the
+  // reductions they read are known, instead of at every element.
+  const known = new Set<Node>();
+  const pending = [...g.broadcasts];
+  const hoist = () => {
+    for (let i = 0; i < pending.length; ) {
+      const v = pending[i]!;
+      if (allReductions(v.inputs[0]!).every((r) => known.has(r))) {
+        b.fixed.set(v, b.emit(v.inputs[0]!, "int(row)"));
+        pending.splice(i, 1);
+      } else i++;
+    }
+  };
+  const serial = threads === 1;
+  if (serial) b.line(`float chunk[${CHUNK}];`);
+  // A pass over the row computing f(j) for every element j, in one of two shapes: GPU threads
+  // stride over the row together; a single CPU thread computes chunks of elements into a small
+  // array (a loop the compiler vectorizes) and then consumes them.
+  const pass = (f: () => string, use: (v: string) => void) => {
+    if (!serial) {
+      b.line(`for (int j = int(tid); j < ${len}; j += int(tpg)) {`);
+      b.scoped(() => use(f()));
+      b.line("}");
+      return;
+    }
+    b.line(`for (int j0 = 0; j0 < ${len}; j0 += ${CHUNK}) {`);
+    b.scoped(() => {
+      b.line(`int n = min(${CHUNK}, ${len} - j0);`);
+      b.line("for (int c = 0; c < n; ++c) {");
+      b.scoped(() => {
+        b.line("int j = j0 + c;");
+        b.line(`chunk[c] = float(${f()});`);
+      });
+      b.line("}");
+      use("chunk[c]");
+    });
+    b.line("}");
+  };
   const fold = (r: Node): string => {
+    hoist();
     const acc = b.fresh("acc");
     const Op = FOLDS[r.attrs.kind as string]!;
     b.line(`float ${acc} = ${Op}::identity();`);
-    b.line(`for (int j = int(tid); j < ${len}; j += int(tpg)) {`);
-    b.scoped(() => {
-      const x = b.emit(r.inputs[0]!, "(base + j)");
-      b.line(`${acc} = ${Op}::combine(${acc}, float(${x}));`);
-    });
-    b.line("}");
+    if (serial) {
+      // eight running results, combined at the end: independent lanes the compiler can vectorize
+      b.line(`float ${acc}_lanes[8] = {${Array(8).fill(`${Op}::identity()`).join(", ")}};`);
+      pass(
+        () => b.emit(r.inputs[0]!, "(base + j)"),
+        (v) => {
+          b.line("int c = 0;");
+          b.line(`for (; c + 8 <= n; c += 8) for (int u = 0; u < 8; ++u) ${acc}_lanes[u] = ${Op}::combine(${acc}_lanes[u], chunk[c + u]);`);
+          b.line(`for (; c < n; ++c) ${acc} = ${Op}::combine(${acc}, ${v});`);
+        },
+      );
+      b.line(`for (int u = 0; u < 8; ++u) ${acc} = ${Op}::combine(${acc}, ${acc}_lanes[u]);`);
+    } else {
+      pass(
+        () => b.emit(r.inputs[0]!, "(base + j)"),
+        (v) => b.line(`${acc} = ${Op}::combine(${acc}, float(${v}));`),
+      );
+    }
     b.line(`${acc} = smelt_row_fold<${Op}>(${acc}, partial, lane, sg, nsg);`);
     return acc;
   };
-  for (const r of g.reductions) b.fixed.set(r, `${computeType(r.dtype)}(${fold(r)})`);
+  for (const r of g.reductions) {
+    b.fixed.set(r, `${computeType(r.dtype)}(${fold(r)})`);
+    known.add(r);
+  }
+  hoist();
   if (g.perRow) {
     const v = out.op === "reduce" ? `${computeType(out.dtype)}(${fold(out)})` : b.emit(out, "int(row)");
     b.line(`if (tid == 0) out0[row] = ${store(out, v)};`);
   } else {
-    b.line(`for (int j = int(tid); j < ${len}; j += int(tpg)) {`);
+    b.line(`for (int j = int(tid); j < ${len}; j += ${serial ? "1" : "int(tpg)"}) {`);
     b.scoped(() => {
       const v = b.emit(out, "(base + j)");
       b.line(`out0[base + j] = ${store(out, v)};`);
