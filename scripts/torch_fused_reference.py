@@ -90,36 +90,36 @@ for dtype in ["float32", "float16", "bfloat16"]:
     for trad in [False, True]:
         cases.append(case("rope", dtype, {"x": xr}, rope_ref(xr, 16, trad, 10000.0, 0.5, 5), dims=16, traditional=trad, base=10000.0, scale=0.5, offset=5))
 
-logits = rnd([9, 37], "float32", 2)
-targets = torch.tensor([3, 0, 36, -100, 5, 5, 17, -100, 1])
-cases.append(case("crossEntropy", "float32", {"logits": logits, "targets": targets.to(torch.int32)},
-                  F.cross_entropy(logits, targets.long(), ignore_index=-100, reduction="none"), ignore=-100))
-cases.append(case("crossEntropyMean", "float32", {"logits": logits, "targets": targets.to(torch.int32)},
-                  F.cross_entropy(logits, targets.long(), ignore_index=-100), ignore=-100))
+for dtype in ["float32", "float16", "bfloat16"]:
+    logits = rnd([9, 37], dtype, 2)
+    targets = torch.tensor([3, 0, 36, -100, 5, 5, 17, -100, 1])
+    t32 = targets.to(torch.int32)
+    lf = logits.float()
+    cases.append(case("crossEntropy", dtype, {"logits": logits, "targets": t32},
+                      F.cross_entropy(lf, targets.long(), ignore_index=-100, reduction="none").to(logits.dtype), ignore=-100))
+    cases.append(case("crossEntropyMean", dtype, {"logits": logits, "targets": t32},
+                      F.cross_entropy(lf, targets.long(), ignore_index=-100).to(logits.dtype), ignore=-100))
 
-for causal, gqa in [(True, True), (False, False)]:
-    q = rnd([1, 4, 5, 16], "float32")
-    k = rnd([1, 2 if gqa else 4, 7, 16], "float32")
-    v = rnd([1, 2 if gqa else 4, 7, 16], "float32")
-    mask = None if causal else rnd([5, 7], "float32")
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=False, scale=0.3, enable_gqa=gqa) if not causal else None
-    if causal:
+    for causal, gqa in [(True, True), (False, False)]:
+        q = rnd([1, 4, 5, 16], dtype)
+        k = rnd([1, 2 if gqa else 4, 7, 16], dtype)
+        v = rnd([1, 2 if gqa else 4, 7, 16], dtype)
+        L, S = 5, 7
         # PyTorch's is_causal aligns the mask to the top left; smelt (and MLX) align it to the
         # bottom right when there are more keys than queries, so the mask is spelled out.
-        L, S = 5, 7
-        causal_mask = torch.full((L, S), float("-inf")).triu(S - L + 1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask, scale=0.3, enable_gqa=gqa)
-    inputs = {"q": q, "k": k, "v": v}
-    if mask is not None:
-        inputs["mask"] = mask
-    cases.append(case("sdpa", "float32", inputs, out, causal=causal, scale=0.3))
+        mask = torch.full((L, S), float("-inf")).triu(S - L + 1) if causal else rnd([L, S], dtype)
+        out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask.float(), scale=0.3, enable_gqa=gqa).to(q.dtype)
+        inputs = {"q": q, "k": k, "v": v}
+        if not causal:
+            inputs["mask"] = mask
+        cases.append(case("sdpa", dtype, inputs, out, causal=causal, scale=0.3))
 
-x = rnd([4, 16, 512], "float32")
-W = rnd([512, 512], "float32", 0.05)
-A = rnd([512, 8], "float32", 0.05)
-B = rnd([8, 512], "float32", 0.05)
-lora = x @ W + (16 / 8) * ((x @ A) @ B)
-cases.append(case("lora", "float32", {"x": x, "W": W, "A": A, "B": B}, lora, alpha=16, rank=8))
+    x = rnd([4, 16, 512], dtype)
+    W = rnd([512, 512], dtype, 0.05)
+    A = rnd([512, 8], dtype, 0.05)
+    B = rnd([8, 512], dtype, 0.05)
+    lora = (x.float() @ W.float() + (16 / 8) * ((x.float() @ A.float()) @ B.float())).to(x.dtype)
+    cases.append(case("lora", dtype, {"x": x, "W": W, "A": A, "B": B}, lora, alpha=16, rank=8))
 
 os.makedirs(os.path.dirname(OUT), exist_ok=True)
 tmp = OUT + ".tmp"
