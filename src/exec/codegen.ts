@@ -16,6 +16,8 @@ import { elementwise, type Value } from "./elementwise.ts";
 
 export const prelude = readFileSync(join(import.meta.dir, "../../metal/prelude.metal"), "utf8");
 
+const isFloatType = (d: DType) => d === "float32" || d === "float16" || d === "bfloat16";
+
 /** The MSL type a dtype computes in, and the one its storage holds. */
 export function computeType(d: DType): string {
   switch (d) {
@@ -66,6 +68,15 @@ export class Builder {
   readonly params: number[] = [];
   /** The node the kernel computes: it has memory already, but the kernel writes it, never reads it. */
   constructor(private readonly root: Node) {}
+
+  /**
+   * Whether n can be read from memory by this kernel: computed before this evaluation, or by a
+   * kernel that runs before this one in it. A node computed by a later kernel of the same
+   * evaluation (for another consumer) is computed here inline, like any uncomputed node.
+   */
+  computed(n: Node): boolean {
+    return n.data !== null && n !== this.root && (n.step < 0 || n.step < this.root.step);
+  }
   readonly leaves: Node[] = [];
   private lines: string[] = [];
   private vars = 0;
@@ -182,19 +193,26 @@ export class Builder {
   private compute(n: Node, idx: string): string {
     const T = computeType(n.dtype);
     const v = this.fresh();
-    if (n.data && n !== this.root) {
+    if (this.computed(n)) {
       const i = this.leaf(n);
-      const at = this.affine(n.shape, n.data.strides, n.data.offset, idx);
+      const at = this.affine(n.shape, n.data!.strides, n.data!.offset, idx);
       this.line(`${T} ${v} = ${T}(in${i}[${at}]);`);
       return v;
     }
     switch (n.op) {
-      case "scalar":
-        this.line(`${T} ${v} = ${T}(${this.float(n.attrs.value as number)});`);
+      case "scalar": {
+        // Integers pass as their 32 bits: a float would lose everything past 2^24.
+        const value = n.attrs.value as number;
+        this.line(`${T} ${v} = ${T}(${isFloatType(n.dtype) ? this.float(value) : this.int(value)});`);
         return v;
-      case "arange":
-        this.line(`${T} ${v} = ${T}(${this.float(n.attrs.start as number)} + float(${idx}) * ${this.float(n.attrs.step as number)});`);
+      }
+      case "arange": {
+        const start = n.attrs.start as number, step = n.attrs.step as number;
+        if (!isFloatType(n.dtype) && Number.isInteger(start) && Number.isInteger(step))
+          this.line(`${T} ${v} = ${T}(${this.int(start)} + ${idx} * ${this.int(step)});`);
+        else this.line(`${T} ${v} = ${T}(${this.float(start)} + float(${idx}) * ${this.float(step)});`);
         return v;
+      }
       case "eye": {
         const [r, c] = this.unflatten(n.shape, idx);
         this.line(`${T} ${v} = ${T}(${c} - ${r} == ${this.int(n.attrs.k as number)});`);

@@ -117,6 +117,7 @@ class Schedule {
   private allocate(n: Node): void {
     const storage: Storage = memory.allocate(n.size * itemsize(n.dtype), n.op);
     n.data = { storage, strides: contiguousStrides(n.shape), offset: 0 };
+    n.step = this.order.length;
     this.order.push(n);
   }
 }
@@ -216,6 +217,7 @@ function encode(schedule: Schedule) {
 }
 
 function settle(schedule: Schedule): void {
+  for (const n of schedule.order) n.step = -1;
   for (const n of schedule.order) n.detachInputs();
 }
 
@@ -229,6 +231,7 @@ export function schedule(nodes: readonly Node[]): Schedule {
     for (const n of s.order) {
       n.data!.storage.release();
       n.data = null;
+      n.step = -1;
     }
     throw e;
   }

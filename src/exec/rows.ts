@@ -166,10 +166,25 @@ export function rowKernel(out: Node, g: RowGroup, threads: number): KernelPlan {
   // reductions they read are known, instead of at every element.
   const known = new Set<Node>();
   const pending = [...g.broadcasts];
+  const group = new Set(g.reductions);
+  // The group's reductions a per-row value reads (whatever memory they may have by now).
+  const reads = (v: Node): Node[] => {
+    const out: Node[] = [];
+    const seen = new Set<Node>();
+    const stack = [v.inputs[0]!];
+    while (stack.length) {
+      const x = stack.pop()!;
+      if (seen.has(x)) continue;
+      seen.add(x);
+      if (group.has(x)) out.push(x);
+      else if (!b.computed(x)) stack.push(...x.inputs);
+    }
+    return out;
+  };
   const hoist = () => {
     for (let i = 0; i < pending.length; ) {
       const v = pending[i]!;
-      if (allReductions(v.inputs[0]!).every((r) => known.has(r))) {
+      if (reads(v).every((r) => known.has(r))) {
         b.fixed.set(v, b.emit(v.inputs[0]!, "int(row)"));
         pending.splice(i, 1);
       } else i++;

@@ -24,6 +24,8 @@ export class Node {
   // Scratch of the scheduler (src/exec/realize.ts), valid while it plans one evaluation.
   cost = 0;
   leaves = 0;
+  /** While an evaluation is pending: this node's place in its kernel order (else -1). */
+  step = -1;
   constructor(
     readonly op: string,
     public inputs: Node[],

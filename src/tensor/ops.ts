@@ -99,8 +99,12 @@ export function arange(a: number, b?: number, step = 1, dtype?: DType): Tensor {
 }
 export function linspace(start: number, stop: number, num = 50, dtype: DType = "float32"): Tensor {
   if (!Number.isInteger(num) || num < 0) throw new SmeltError(`linspace: num must be a non-negative integer, got ${num}`);
+  const dt = parseDType("linspace", dtype);
   const step = num > 1 ? (stop - start) / (num - 1) : 0;
-  return new Tensor(new Node("arange", [], [num], parseDType("linspace", dtype), { start, step }));
+  const ramp = new Tensor(new Node("arange", [], [num], "float32", { start, step }));
+  if (num < 2) return astype(ramp, dt);
+  // start + i * step in float32 can miss stop by a few ulps; NumPy and MLX end exactly on it.
+  return astype(where(equal(arange(num), num - 1), stop, ramp), dt);
 }
 export function eye(n: number, m?: number, k = 0, dtype: DType = "float32"): Tensor {
   const s = checkShape("eye", [n, m ?? n]);
@@ -252,7 +256,9 @@ export function where(cond: TensorLike, a: TensorLike, b: TensorLike): Tensor {
   const bn = b instanceof Tensor ? b.node("where") : undefined;
   let x = an ?? nodeOf("where", a, bn?.dtype);
   let y = bn ?? nodeOf("where", b, an?.dtype);
-  const dt = an && !bn ? x.dtype : bn && !an ? y.dtype : promoteTypes(x.dtype, y.dtype);
+  // A scalar branch is weak, as in binary ops: it adopts the tensor's dtype unless its kind does
+  // not fit (an int tensor with 0.5 gives float32, not a truncated 0).
+  const dt = an && !bn ? scalarResultType(x.dtype, b as Scalar) : bn && !an ? scalarResultType(y.dtype, a as Scalar) : promoteTypes(x.dtype, y.dtype);
   const shape = broadcastShapes("where", c.shape, x.shape, y.shape);
   x = broadcastNode("where", cast(x, dt), shape);
   y = broadcastNode("where", cast(y, dt), shape);
@@ -283,7 +289,9 @@ function reduce(kind: string, x: TensorLike, axes: Axes, keepdims: boolean, outT
   const ax = normalizeAxes(kind, axes, n.shape.length);
   const dt = outType ? outType(n.dtype) : n.dtype;
   const shape = reducedShape(n.shape, ax, false);
-  let r = new Node("reduce", [n], shape, dt, { kind, axes: ax });
+  // sum and prod of int8, uint8 and bool accumulate in their int32 result, not in the narrow input type.
+  const src = kind === "sum" || kind === "prod" ? cast(n, dt) : n;
+  let r = new Node("reduce", [src], shape, dt, { kind, axes: ax });
   if (keepdims) r = reshapeNode(r, reducedShape(n.shape, ax, true));
   return wrap(r);
 }
@@ -291,15 +299,32 @@ const sumType = (d: DType): DType => (d === "bool" || d === "int8" || d === "uin
 
 export const sum = (x: TensorLike, axis?: Axes, keepdims = false) => reduce("sum", x, axis, keepdims, sumType);
 export const prod = (x: TensorLike, axis?: Axes, keepdims = false) => reduce("prod", x, axis, keepdims, sumType);
-export const max = (x: TensorLike, axis?: Axes, keepdims = false) => reduce("max", x, axis, keepdims);
-export const min = (x: TensorLike, axis?: Axes, keepdims = false) => reduce("min", x, axis, keepdims);
+/** max, min, argmax and argmin have no identity: over a zero-size axis they throw, as NumPy and MLX do. */
+function checkNonEmpty(kind: string, x: TensorLike, axes: Axes): void {
+  const shape = x instanceof Tensor ? x.shape : [];
+  for (const a of normalizeAxes(kind, axes, shape.length))
+    if (shape[a] === 0) throw new SmeltError(`${kind}: cannot reduce over axis ${a} of zero-size shape [${shape}]: ${kind} has no identity`);
+}
+export function max(x: TensorLike, axis?: Axes, keepdims = false): Tensor {
+  checkNonEmpty("max", x, axis);
+  return reduce("max", x, axis, keepdims);
+}
+export function min(x: TensorLike, axis?: Axes, keepdims = false): Tensor {
+  checkNonEmpty("min", x, axis);
+  return reduce("min", x, axis, keepdims);
+}
 export const all = (x: TensorLike, axis?: Axes, keepdims = false) => reduce("all", x, axis, keepdims, () => "bool");
 export const any = (x: TensorLike, axis?: Axes, keepdims = false) => reduce("any", x, axis, keepdims, () => "bool");
 
 function argReduce(kind: "argmax" | "argmin", x: TensorLike, axis?: number, keepdims = false): Tensor {
   const n = nodeOf(kind, x);
-  if (axis === undefined) return argReduce(kind, reshape(x instanceof Tensor ? x : wrap(n), [-1]), 0, keepdims);
+  if (axis === undefined) {
+    // Over the flattened array; keepdims keeps every axis as size 1 (NumPy, MLX).
+    const flat = argReduce(kind, reshape(x instanceof Tensor ? x : wrap(n), [-1]), 0, false);
+    return keepdims ? reshape(flat, n.shape.map(() => 1)) : flat;
+  }
   const ax = normalizeAxis(kind, axis, n.shape.length);
+  checkNonEmpty(kind, x, [ax]);
   return reduce(kind, x, [ax], keepdims, () => "uint32");
 }
 export const argmax = (x: TensorLike, axis?: number, keepdims = false) => argReduce("argmax", x, axis, keepdims);
@@ -312,33 +337,54 @@ function asFloat(x: TensorLike): Tensor {
   const t = x instanceof Tensor ? x : array(x);
   return isFloating(t.dtype) ? t : astype(t, "float32");
 }
-export function mean(x: TensorLike, axis?: Axes, keepdims = false): Tensor {
+/**
+ * Runs a composite reduction of float16/bfloat16 input in float32 and rounds the result once, as
+ * NumPy and PyTorch do: a float16 sum overflows at 65504 where the mean does not, and every
+ * intermediate rounded to 8 or 11 bits would add its error. The casts fuse into the kernels.
+ */
+function inFloat32(op: string, x: TensorLike, axis: Axes, f: (t: Tensor) => Tensor): Tensor {
   const t = asFloat(x);
-  return divide(sum(t, axis, keepdims), reducedCount(t, axis));
+  normalizeAxes(op, axis, t.ndim); // a bad axis is reported under this op's name, not a primitive's
+  return t.dtype === "float32" ? f(t) : astype(f(astype(t, "float32")), t.dtype);
+}
+export function mean(x: TensorLike, axis?: Axes, keepdims = false): Tensor {
+  return inFloat32("mean", x, axis, (t) => divide(sum(t, axis, keepdims), reducedCount(t, axis)));
 }
 /** Variance with ddof degrees of freedom removed from the count (NumPy's ddof). */
 export function variance(x: TensorLike, axis?: Axes, keepdims = false, ddof = 0): Tensor {
-  const t = asFloat(x);
-  const m = mean(t, axis, true);
-  const d = subtract(t, m);
-  return divide(sum(multiply(d, d), axis, keepdims), Math.max(reducedCount(t, axis) - ddof, 0));
+  return inFloat32("variance", x, axis, (t) => {
+    const d = subtract(t, mean(t, axis, true));
+    return divide(sum(multiply(d, d), axis, keepdims), Math.max(reducedCount(t, axis) - ddof, 0));
+  });
 }
-export const std = (x: TensorLike, axis?: Axes, keepdims = false, ddof = 0) => sqrt(variance(x, axis, keepdims, ddof));
+export const std = (x: TensorLike, axis?: Axes, keepdims = false, ddof = 0) =>
+  inFloat32("std", x, axis, (t) => sqrt(variance(t, axis, keepdims, ddof)));
+
+/** x minus its max over axis (0 where the max is ±inf, so rows of -inf stay -inf, not NaN). */
+function shifted(t: Tensor, axis: Axes): Tensor {
+  const m = reduce("max", t, axis, true); // not max(): an empty axis is fine here
+  return subtract(t, where(isinf(m), 0, m));
+}
 export function logsumexp(x: TensorLike, axis?: Axes, keepdims = false): Tensor {
-  const t = asFloat(x);
-  const m = max(t, axis, true);
-  const safe = where(isinf(m), 0, m);
-  const s = add(log(sum(exp(subtract(t, safe)), axis, true)), safe);
-  return keepdims ? s : squeeze(s, normalizeAxes("logsumexp", axis, t.ndim));
+  return inFloat32("logsumexp", x, axis, (t) => {
+    const m = reduce("max", t, axis, true);
+    const safe = where(isinf(m), 0, m);
+    const s = add(log(sum(exp(subtract(t, safe)), axis, true)), safe);
+    return keepdims ? s : squeeze(s, normalizeAxes("logsumexp", axis, t.ndim));
+  });
 }
 export function softmax(x: TensorLike, axis: Axes = -1): Tensor {
-  const t = asFloat(x);
-  const e = exp(subtract(t, max(t, axis, true)));
-  return divide(e, sum(e, axis, true));
+  return inFloat32("softmax", x, axis, (t) => {
+    const e = exp(subtract(t, reduce("max", t, axis, true)));
+    return divide(e, sum(e, axis, true));
+  });
 }
+/** (x - max) - log(sum(exp(x - max))): x - logsumexp(x) would lose the ulps of a large max. */
 export function logSoftmax(x: TensorLike, axis: Axes = -1): Tensor {
-  const t = asFloat(x);
-  return subtract(t, logsumexp(t, axis, true));
+  return inFloat32("logSoftmax", x, axis, (t) => {
+    const z = shifted(t, axis);
+    return subtract(z, log(sum(exp(z), axis, true)));
+  });
 }
 
 function scan(kind: "sum" | "prod", x: TensorLike, axis?: number): Tensor {
@@ -459,7 +505,23 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   if (vecA || vecB) out = reshapeNode(out, [...batch, ...(vecA ? [] : [shape[shape.length - 2]!]), ...(vecB ? [] : [shape[shape.length - 1]!])]);
   return wrap(out);
 }
-export const addmm = (c: TensorLike, a: Tensor, b: Tensor, alpha = 1, beta = 1) =>
-  add(multiply(matmul(a, b), alpha), multiply(c, beta));
+export function addmm(c: TensorLike, a: Tensor, b: Tensor, alpha = 1, beta = 1): Tensor {
+  const ab = matmul(a, b);
+  const cs = c instanceof Tensor ? c.shape : [];
+  const out = broadcastShapes("addmm", cs, ab.shape);
+  if (out.length !== ab.ndim || out.some((d, i) => d !== ab.shape[i]))
+    throw new SmeltError(`addmm: c of shape [${cs}] does not broadcast to the product's shape [${ab.shape}]`);
+  return add(multiply(ab, alpha), multiply(c, beta));
+}
 export const outer = (a: Tensor, b: Tensor) => multiply(reshape(a, [-1, 1]), reshape(b, [1, -1]));
-export const inner = (a: Tensor, b: Tensor) => sum(multiply(a, b), -1);
+/** Sum product over the last axes, of shape a.shape[:-1] + b.shape[:-1] (NumPy, MLX); a scalar multiplies. */
+export function inner(a: Tensor, b: Tensor): Tensor {
+  if (a.ndim === 0 || b.ndim === 0) return multiply(a, b);
+  const K = a.shape[a.ndim - 1]!;
+  if (b.shape[b.ndim - 1] !== K)
+    throw new SmeltError(`inner: shapes [${a.shape}] and [${b.shape}] do not match: last axes of ${K} and ${b.shape[b.ndim - 1]}`);
+  const lead = (t: Tensor) => t.shape.slice(0, -1);
+  const rows = (t: Tensor) => lead(t).reduce((x, y) => x * y, 1);
+  const out = matmul(reshape(a, [rows(a), K]), transpose(reshape(b, [rows(b), K])));
+  return reshape(out, [...lead(a), ...lead(b)]);
+}
