@@ -154,9 +154,14 @@ function collectNodes(xs: unknown[], out: Node[] = []): Node[] {
   for (const x of xs) {
     if (x instanceof Tensor) out.push(x.node("eval"));
     else if (Array.isArray(x)) collectNodes(x, out);
-    else if (x && typeof x === "object") collectNodes(Object.values(x), out);
+    else if (isPlainContainer(x)) collectNodes(Object.values(x), out);
   }
   return out;
+}
+
+/** Objects whose values may hold tensors; typed arrays and buffers (results read back) never do. */
+function isPlainContainer(x: unknown): x is object {
+  return !!x && typeof x === "object" && !ArrayBuffer.isView(x) && !(x instanceof ArrayBuffer);
 }
 
 /**
@@ -176,7 +181,7 @@ export function tidy<T>(fn: () => T): T {
   const mark = (x: unknown) => {
     if (x instanceof Tensor) keep.add(x);
     else if (Array.isArray(x)) x.forEach(mark);
-    else if (x && typeof x === "object") Object.values(x).forEach(mark);
+    else if (isPlainContainer(x)) Object.values(x).forEach(mark);
   };
   mark(result!);
   for (const t of scope) {

@@ -105,3 +105,13 @@ test("a failed evaluation leaves no tensor claiming data it does not have", () =
   }
   expect((y.toArray() as number[])[3]).toBe(6);
 });
+
+test("tidy passes typed arrays through untouched, beside the tensors it keeps", () => {
+  const out = sm.tidy(() => {
+    const t = sm.arange(4).astype("float32").eval();
+    return { values: t.raw(), kept: t, buffer: new ArrayBuffer(8) };
+  });
+  expect(Array.from(out.values)).toEqual([0, 1, 2, 3]);
+  expect(out.kept.disposed).toBe(false);
+  out.kept.dispose();
+});
