@@ -1,16 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import { dev, runGroups, runThreads, sm } from "./helpers.ts";
+import { errorOf } from "../expect-error.ts";
 
 /** The error fn throws; fails the test when it returns. */
-function errorOf(fn: () => unknown): Error {
-  try {
-    fn();
-  } catch (error) {
-    expect(error).toBeInstanceOf(sm.SmeltError);
-    return error as Error;
-  }
-  throw new Error("expected a SmeltError, but the call succeeded");
-}
 
 /** "file:LINE: error" or "file:LINE:COLUMN: error", as compilers print them. */
 const lineError = (line: number) => new RegExp(`(^|[^\\d])${line}:(\\d+:)?\\s*(fatal )?error`, "m");

@@ -1,6 +1,5 @@
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
-import { SmeltError } from "../../src/errors.ts";
 import {
   DTYPES,
   type DType,
@@ -22,16 +21,8 @@ import {
   scalarResultType,
   storageFor,
 } from "../../src/tensor/dtype.ts";
+import { errorOf } from "../expect-error.ts";
 
-function errorOf(fn: () => unknown): SmeltError {
-  try {
-    fn();
-  } catch (error) {
-    expect(error).toBeInstanceOf(SmeltError);
-    return error as SmeltError;
-  }
-  throw new Error("expected a SmeltError, but the call succeeded");
-}
 
 /** f16 bits as the platform's Float16Array rounds a double (it converts straight from float64). */
 const f16 = new Float16Array(1);

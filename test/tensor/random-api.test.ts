@@ -8,6 +8,7 @@ import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import * as sm from "../../src/index.ts";
 import { bf16BitsToNumber, f16BitsToNumber } from "../../src/tensor/dtype.ts";
 import * as rr from "../../src/tensor/random-reference.ts";
+import { errorMessage as errorOf } from "../expect-error.ts";
 
 setDefaultTimeout(120_000);
 
@@ -21,15 +22,6 @@ const SHAPES: number[][] = [[], [1], [3, 5], [0, 4], [2, 1, 7], [4097]];
 const sizeOf = (s: readonly number[]) => s.reduce((a, d) => a * d, 1);
 const raw = (t: sm.Tensor) => Array.from(t.raw());
 
-function errorOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (error) {
-    expect(error).toBeInstanceOf(sm.SmeltError);
-    return (error as Error).message;
-  }
-  throw new Error("expected a SmeltError, but the call succeeded");
-}
 
 function expectClose(got: readonly number[], want: readonly number[], rel: number, abs: number): void {
   expect(got.length).toBe(want.length);

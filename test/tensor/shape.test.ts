@@ -18,16 +18,8 @@ import {
   reducedShape,
   shapeSize,
 } from "../../src/tensor/shape.ts";
+import { errorOf } from "../expect-error.ts";
 
-function errorOf(fn: () => unknown): SmeltError {
-  try {
-    fn();
-  } catch (error) {
-    expect(error).toBeInstanceOf(SmeltError);
-    return error as SmeltError;
-  }
-  throw new Error("expected a SmeltError, but the call succeeded");
-}
 
 /** Every multi-index of `shape` in row-major order. */
 function* indices(shape: Shape): Generator<number[]> {

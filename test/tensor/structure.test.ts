@@ -5,6 +5,7 @@
  */
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import * as sm from "../../src/index.ts";
+import { errorMessage as errorOf } from "../expect-error.ts";
 
 setDefaultTimeout(120_000);
 
@@ -71,15 +72,6 @@ function expectRef(t: sm.Tensor, r: Ref): void {
   expect(t.toArray()).toEqual(r.data);
 }
 
-function errorOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (error) {
-    expect(error).toBeInstanceOf(sm.SmeltError);
-    return (error as Error).message;
-  }
-  throw new Error("expected a SmeltError, but the call succeeded");
-}
 
 const norm = (axis: number, nd: number) => (axis < 0 ? axis + nd : axis);
 
