@@ -7,7 +7,8 @@
 //   smelt_mm_simd    a 32x32 tile per threadgroup of 128 threads (4 SIMD-groups of 16x16), K in
 //                    steps of 16 through threadgroup memory, 8x8 simdgroup_matrix products
 //   smelt_mm_dot     one element per thread: small M (matrix-vector, M of 1..16)
-//   smelt_mm_block   a 6x16 block per thread, for CPUs, when B's rows are contiguous
+//   smelt_mm_pack    for CPUs: copies B into panels of 16 columns, the layout smelt_mm_panel reads
+//   smelt_mm_panel   for CPUs: a 6x16 block per thread from one packed panel
 //   smelt_mm_column  8 rows of one column per thread, for CPUs, at any strides
 #include <metal_stdlib>
 using namespace metal;
@@ -60,34 +61,43 @@ inline void smelt_mm_dot(device const T* A, device const T* B, int K, int sam, i
   epi.store(acc, i, j);
 }
 
-// A 6x16 block of C per thread, for CPUs, when B's rows are contiguous (sbn == 1): for each k,
-// one row of 16 B values and six A values update 96 accumulators, an update the compiler turns
-// into vector FMAs (6 rows x 2 vectors of 8 floats fill the 16 AVX registers with room for B).
+// For CPUs, B is first copied into panels of 16 columns: panel p holds B[k, 16p + c] at
+// panel[k * 16 + c] as float, zero past column N. One call copies rows k0..k0+15 of one panel.
+// Read in this order, every k of a panel is one aligned 64-byte line: without the copy, the rows
+// of a B whose row stride is a multiple of 4 KiB all fall into the same cache sets and evict
+// each other, and a transposed or half B would be converted in the innermost loop.
+template <typename T>
+inline void smelt_mm_pack(device const T* B, device float* panel, int N, int K, int sbk, int sbn, int p, int k0) {
+  int j0 = p * 16, k1 = min(k0 + 16, K);
+  device float* dst = panel + p * K * 16;
+  if (sbn == 1 && j0 + 16 <= N) {
+    for (int k = k0; k < k1; ++k)
+      for (int c = 0; c < 16; ++c) dst[k * 16 + c] = float(B[k * sbk + j0 + c]);
+  } else {
+    for (int k = k0; k < k1; ++k)
+      for (int c = 0; c < 16; ++c) dst[k * 16 + c] = j0 + c < N ? float(B[k * sbk + (j0 + c) * sbn]) : 0.0f;
+  }
+}
+
+// A 6x16 block of C per thread, for CPUs, from one packed panel of B over all of K: for each k,
+// 16 B values (two 8-float vectors) and six A values update 96 accumulators held in registers
+// (12 AVX registers, with room for B and the broadcast A value).
 template <typename T, typename E>
-inline void smelt_mm_block(device const T* A, device const T* B, int M, int N, int K, int sam, int sak, int sbk,
-                           int i0, int j0, thread const E& epi) {
+inline void smelt_mm_panel(device const T* A, device const float* panel, int M, int N, int K, int sam, int sak, int i0,
+                           int j0, thread const E& epi) {
   float acc[6][16];
   int arow[6];
   for (int r = 0; r < 6; ++r) {
     arow[r] = min(i0 + r, M - 1) * sam;  // rows past the edge repeat the last one and are not stored
     for (int c = 0; c < 16; ++c) acc[r][c] = 0.0f;
   }
-  if (j0 + 16 <= N) {
-    for (int k = 0; k < K; ++k) {
-      device const T* brow = B + k * sbk + j0;
-      float b[16];
-      for (int c = 0; c < 16; ++c) b[c] = float(brow[c]);
-      for (int r = 0; r < 6; ++r) {
-        float a = float(A[arow[r] + k * sak]);
-        for (int c = 0; c < 16; ++c) acc[r][c] = fma(a, b[c], acc[r][c]);
-      }
+  for (int k = 0; k < K; ++k) {
+    float b[16];
+    for (int c = 0; c < 16; ++c) b[c] = panel[k * 16 + c];
+    for (int r = 0; r < 6; ++r) {
+      float a = float(A[arow[r] + k * sak]);
+      for (int c = 0; c < 16; ++c) acc[r][c] = fma(a, b[c], acc[r][c]);
     }
-  } else {
-    for (int k = 0; k < K; ++k)
-      for (int c = 0; c < N - j0; ++c) {
-        float b = float(B[k * sbk + j0 + c]);
-        for (int r = 0; r < 6; ++r) acc[r][c] = fma(float(A[arow[r] + k * sak]), b, acc[r][c]);
-      }
   }
   for (int r = 0; r < 6; ++r)
     if (i0 + r < M)

@@ -13,6 +13,7 @@ import { type DType, isFloating, isSigned } from "../tensor/dtype.ts";
 import { contiguousStrides } from "../tensor/shape.ts";
 import type { Data, Node } from "../tensor/node.ts";
 import { elementwise, type Value } from "./elementwise.ts";
+import type { Storage } from "./memory.ts";
 
 export const prelude = readFileSync(join(import.meta.dir, "../../metal/prelude.metal"), "utf8");
 
@@ -59,6 +60,8 @@ export interface KernelPlan {
   inputs: Data[];    // [[buffer(2 + i)]]
   /** dispatchThreads(size) or, with threadgroups, dispatchThreadgroups(size), in groups of `group`. */
   dispatch: { threadgroups: boolean; size: [number, number, number]; group: [number, number, number] };
+  /** A kernel to run first, writing `out` (scratch memory this kernel reads): a matmul's packed B. */
+  pack?: { plan: KernelPlan; out: Storage };
 }
 
 const f32 = new Float32Array(1);
@@ -139,8 +142,8 @@ export class Builder {
 
   /** Offset + sum(index_d * stride_d), in elements. */
   /**
-   * In a row kernel: the index expression of the element being computed, and its parts (the row,
-   * and the position j within it), so that index math splits along them without dividing.
+   * In a row or matmul kernel: the index expression of the element being computed, and its parts
+   * (the row, and the position j within it), so that index math splits along them without dividing.
    */
   rowIndex: { idx: string; row: string; j: string; shape: readonly number[]; trailing: number } | null = null;
 
@@ -148,16 +151,20 @@ export class Builder {
     if (strides.every((s, d) => s === 0 || shape[d] === 1)) return this.int(offset);  // one element, broadcast
     const contiguous = strides.every((s, d) => s === contiguousStrides(shape)[d] || shape[d] === 1);
     if (contiguous) return offset === 0 ? idx : `(${this.int(offset)} + ${idx})`;
-    const r = this.rowIndex;
-    const ids =
-      r && r.idx === idx && shape.length === r.shape.length && shape.every((d, i) => d === r.shape[i])
-        ? [...this.unflatten(shape.slice(0, shape.length - r.trailing), r.row), ...this.unflatten(shape.slice(shape.length - r.trailing), r.j)]
-        : this.unflatten(shape, idx);
+    const ids = this.indices(shape, idx);
     const terms = [this.int(offset)];
     ids.forEach((v, d) => {
       if (strides[d] !== 0 && shape[d] !== 1) terms.push(`${v} * ${this.int(strides[d]!)}`);
     });
     return `(${terms.join(" + ")})`;
+  }
+
+  /** The multi-index of flat index idx over shape, split along rowIndex's parts when idx is its index. */
+  indices(shape: readonly number[], idx: string): string[] {
+    const r = this.rowIndex;
+    return r && r.idx === idx && shape.length === r.shape.length && shape.every((d, i) => d === r.shape[i])
+      ? [...this.unflatten(shape.slice(0, shape.length - r.trailing), r.row), ...this.unflatten(shape.slice(shape.length - r.trailing), r.j)]
+      : this.unflatten(shape, idx);
   }
 
   leaf(n: Node): number {
@@ -226,7 +233,7 @@ export class Builder {
       case "reshape":
         return this.emit(n.inputs[0]!, idx);
       case "matmul": {
-        const ids = this.unflatten(n.shape, idx);
+        const ids = this.indices(n.shape, idx);
         const nb = n.shape.length - 2;
         const o = matmulOffsets(this, n, ids.slice(0, nb), ids[nb]!, ids[nb + 1]!);
         const [A, B] = n.inputs as [Node, Node];

@@ -5,16 +5,18 @@
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import type { Node } from "../tensor/node.ts";
+import type { Data, Node } from "../tensor/node.ts";
 import { Builder, isInline, type KernelPlan, matmulDepth, readsOwnElement, storageType, store } from "./codegen.ts";
+import type { Storage } from "./memory.ts";
 
 const library = readFileSync(join(import.meta.dir, "../../metal/matmul.metal"), "utf8");
 
 /**
- * simd: tiles of simdgroup_matrix products (GPUs); dot: an element per thread (small M); block
- * (B's rows contiguous) and column (any strides): for CPUs.
+ * simd: tiles of simdgroup_matrix products (GPUs); dot: an element per thread (small M); panel
+ * (B copied into panels first, into memory the scheduler provides) and column (in place, for
+ * small M): for CPUs.
  */
-export type MatmulVariant = "simd" | "dot" | "block" | "column";
+export type MatmulVariant = "simd" | "dot" | "panel" | "column";
 
 /** Uncomputed matmuls too long to inline that n's kernel would read (through inline nodes). */
 export function pendingMatmuls(n: Node): Node[] {
@@ -51,19 +53,57 @@ export function epilogueOf(n: Node): Node | null {
   return aligned(n) ? main : null;
 }
 
-/** The kernel computing `out` as the epilogue of matmul `main` (out may be main itself). */
-export function matmulKernel(out: Node, main: Node, variant: MatmulVariant): KernelPlan {
-  const b = new Builder(out);
+const product = (xs: readonly number[]) => xs.reduce((x, y) => x * y, 1);
+
+/**
+ * A matmul's shape as its kernel sees it. When B is one matrix for every batch and A's batches
+ * follow each other at its row stride (x [8, 128, 2048] @ W [2048, 2048]), the batches are just
+ * more rows of a single product: M grows and no batch axes are left.
+ */
+function layoutOf(main: Node) {
   const [A, B] = main.inputs as [Node, Node];
   const nd = main.shape.length;
   const M = main.shape[nd - 2]!, N = main.shape[nd - 1]!, K = matmulDepth(main);
   const batchShape = main.shape.slice(0, nd - 2);
-  const batches = batchShape.reduce((x, y) => x * y, 1);
+  const batches = product(batchShape);
+  const folds = () => {
+    const a = A.data!, r = A.shape.length - 2;
+    if (product(A.shape.slice(0, r)) !== batches) return false;
+    let next = M * a.strides[r]!;
+    for (let d = r - 1; d >= 0; d--) {
+      if (A.shape[d] === 1) continue;
+      if (a.strides[d] !== next) return false;
+      next *= A.shape[d]!;
+    }
+    return true;
+  };
+  if (batches > 1 && product(B.shape.slice(0, -2)) === 1 && folds()) return { M: M * batches, N, K, batchShape: [], batches: 1, folded: true };
+  return { M, N, K, batchShape, batches, folded: false };
+}
+
+/** Bytes of the panels the "panel" variant copies B into: 16 columns by K floats each, per batch of B. */
+export function panelBytes(main: Node): number {
+  const { N, K, folded } = layoutOf(main);
+  const B = main.inputs[1]!;
+  return (folded ? 1 : product(B.shape.slice(0, -2))) * Math.ceil(N / 16) * K * 16 * 4;
+}
+
+/**
+ * The kernel computing `out` as the epilogue of matmul `main` (out may be main itself). The
+ * panel variant comes with the kernel that fills `panels` (panelBytes(main) bytes) before it.
+ */
+export function matmulKernel(out: Node, main: Node, variant: MatmulVariant, panels: Storage | null = null): KernelPlan {
+  const b = new Builder(out);
+  const [A, B] = main.inputs as [Node, Node];
+  const { M, N, K, batchShape, batches, folded } = layoutOf(main);
 
   // The epilogue: out's element at (batch, i, j), with the product's value in acc.
   b.fixed.set(main, "acc");
   const Mp = b.int(M), Np = b.int(N);
-  b.line(`int idx = (batch * ${Mp} + i) * ${Np} + j;`);
+  b.line(`int row = batch * ${Mp} + i;`);
+  b.line(`int idx = row * ${Np} + j;`);
+  // inputs of the epilogue find their element from (row, j), dividing once per row at most
+  b.rowIndex = { idx: "idx", row: "row", j: "j", shape: out.shape, trailing: 1 };
   b.line(`out0[idx] = ${store(out, b.emit(out, "idx"))};`);
   const epilogue = b.takeLines();
 
@@ -71,18 +111,17 @@ export function matmulKernel(out: Node, main: Node, variant: MatmulVariant): Ker
   const ai = b.leaf(A), bi = b.leaf(B);
   b.line(`int batch = int(${variant === "simd" ? "tg.z" : "gid.z"});`);
   const ids = b.unflatten(batchShape, "batch");
-  const offset = (x: Node, which: number) => {
+  const offset = (x: Node) => {
     const d = x.data!;
     const lead = batchShape.length - (x.shape.length - 2);
     const terms = [b.int(d.offset)];
-    for (let k = 0; k < x.shape.length - 2; k++) if (x.shape[k] !== 1) terms.push(`${ids[lead + k]} * ${b.int(d.strides[k]!)}`);
-    void which;
+    if (!folded) for (let k = 0; k < x.shape.length - 2; k++) if (x.shape[k] !== 1) terms.push(`${ids[lead + k]} * ${b.int(d.strides[k]!)}`);
     return terms.join(" + ");
   };
   const sa = A.data!.strides, sb = B.data!.strides;
-  const strides = `${b.int(sa[sa.length - 2]!)}, ${b.int(sa[sa.length - 1]!)}, ${b.int(sb[sb.length - 2]!)}, ${b.int(sb[sb.length - 1]!)}`;
-  b.line(`device const auto* a = in${ai} + (${offset(A, 0)});`);
-  b.line(`device const auto* bm = in${bi} + (${offset(B, 1)});`);
+  const sam = b.int(sa[sa.length - 2]!), sak = b.int(sa[sa.length - 1]!);
+  b.line(`device const auto* a = in${ai} + (${offset(A)});`);
+  if (variant !== "panel") b.line(`device const auto* bm = in${bi} + (${offset(B)});`);
   const members = ["constant uint* P;", `device ${storageType(out.dtype)}* out0;`];
   const init = ["P", "out0"];
   b.leaves.forEach((l, i) => {
@@ -90,9 +129,14 @@ export function matmulKernel(out: Node, main: Node, variant: MatmulVariant): Ker
     init.push(`in${i}`);
   });
   b.line(`Epilogue epi{${init.join(", ")}, batch};`);
+  const args = [`constant uint* P [[buffer(0)]]`, `device ${storageType(out.dtype)}* out0 [[buffer(1)]]`];
+  b.leaves.forEach((l, i) => args.push(`device const ${storageType(l.dtype)}* in${i} [[buffer(${i + 2})]]`));
+  const inputs: Data[] = b.leaves.map((l) => l.data!);
   let position: string[];
   let dispatch: KernelPlan["dispatch"];
+  let pack: KernelPlan["pack"];
   if (variant === "simd") {
+    const strides = `${sam}, ${sak}, ${b.int(sb[sb.length - 2]!)}, ${b.int(sb[sb.length - 1]!)}`;
     b.line("threadgroup float As[512];");
     b.line("threadgroup float Bs[512];");
     b.line("threadgroup float Cs[1024];");
@@ -100,21 +144,38 @@ export function matmulKernel(out: Node, main: Node, variant: MatmulVariant): Ker
     position = ["uint3 tg [[threadgroup_position_in_grid]]", "uint tid [[thread_index_in_threadgroup]]", "uint sg [[simdgroup_index_in_threadgroup]]"];
     dispatch = { threadgroups: true, size: [Math.ceil(N / 32), Math.ceil(M / 32), batches], group: [128, 1, 1] };
   } else if (variant === "dot") {
+    const strides = `${sam}, ${sak}, ${b.int(sb[sb.length - 2]!)}, ${b.int(sb[sb.length - 1]!)}`;
     b.line(`smelt_mm_dot(a, bm, ${b.int(K)}, ${strides}, int(gid.y), int(gid.x), epi);`);
     position = ["uint3 gid [[thread_position_in_grid]]"];
     dispatch = { threadgroups: false, size: [N, M, batches], group: [Math.min(N, 64), 1, 1] };
-  } else if (variant === "block") {
-    b.line(`smelt_mm_block(a, bm, ${Mp}, ${Np}, ${b.int(K)}, ${b.int(sa[sa.length - 2]!)}, ${b.int(sa[sa.length - 1]!)}, ${b.int(sb[sb.length - 2]!)}, int(gid.y) * 6, int(gid.x) * 16, epi);`);
+  } else if (variant === "panel") {
+    if (!panels) throw new Error("matmulKernel: the panel variant needs memory for its panels");
+    // The panels of B's batch for this output batch (B's broadcast axes repeat one batch).
+    const bBatch = B.shape.slice(0, -2);
+    const lead = batchShape.length - bBatch.length;
+    const terms = ["0"];
+    let stride = 1;
+    for (let k = bBatch.length - 1; k >= 0 && !folded; k--) {
+      if (bBatch[k] !== 1) terms.push(`${ids[lead + k]} * ${b.int(stride)}`);
+      stride *= bBatch[k]!;
+    }
+    const Kp = b.int(K), count = b.int(Math.ceil(N / 16));
+    b.line(`device const float* panel = pk + ((${terms.join(" + ")}) * ${count} + int(gid.y)) * ${Kp} * 16;`);
+    b.line(`smelt_mm_panel(a, panel, ${Mp}, ${Np}, ${Kp}, ${sam}, ${sak}, int(gid.x) * 6, int(gid.y) * 16, epi);`);
+    args.push(`device const float* pk [[buffer(${inputs.length + 2})]]`);
+    inputs.push({ storage: panels, strides: [], offset: 0 });
     position = ["uint3 gid [[thread_position_in_grid]]"];
-    // 4 column blocks by 16 row blocks: a threadgroup shares 64 columns of B and 96 rows of A
-    dispatch = { threadgroups: false, size: [Math.ceil(N / 16), Math.ceil(M / 6), batches], group: [Math.min(Math.ceil(N / 16), 4), Math.min(Math.ceil(M / 6), 16), 1] };
+    // Threads walk down the rows of one panel (x fastest): a threadgroup of 8 x 16 shares 48 rows
+    // of A and each panel of B stays in cache while its 8 blocks use it.
+    const rows = Math.ceil(M / 6), cols = Math.ceil(N / 16);
+    dispatch = { threadgroups: false, size: [rows, cols, batches], group: [Math.min(rows, 8), Math.min(cols, 16), 1] };
+    pack = { plan: packKernel(main, folded ? 1 : product(bBatch), N, K), out: panels };
   } else {
+    const strides = `${sam}, ${sak}, ${b.int(sb[sb.length - 2]!)}, ${b.int(sb[sb.length - 1]!)}`;
     b.line(`smelt_mm_column(a, bm, ${Mp}, ${b.int(K)}, ${strides}, int(gid.y) * 8, int(gid.x), epi);`);
     position = ["uint3 gid [[thread_position_in_grid]]"];
     dispatch = { threadgroups: false, size: [N, Math.ceil(M / 8), batches], group: [Math.min(N, 64), 1, 1] };
   }
-  const args = [`constant uint* P [[buffer(0)]]`, `device ${storageType(out.dtype)}* out0 [[buffer(1)]]`];
-  b.leaves.forEach((l, i) => args.push(`device const ${storageType(l.dtype)}* in${i} [[buffer(${i + 2})]]`));
   args.push(...position);
   const source =
     `${library}\n` +
@@ -123,5 +184,30 @@ export function matmulKernel(out: Node, main: Node, variant: MatmulVariant): Ker
   if (b.params.length === 0) b.params.push(0);
   const empty = M === 0 || N === 0 || batches === 0;
   if (empty) dispatch = { threadgroups: false, size: [0, 1, 1], group: [1, 1, 1] };
-  return { source, params: Uint32Array.from(b.params, (x) => x >>> 0), inputs: b.leaves.map((l) => l.data!), dispatch };
+  return { source, params: Uint32Array.from(b.params, (x) => x >>> 0), inputs, dispatch, ...(pack && !empty ? { pack } : {}) };
+}
+
+/** The kernel copying B of matmul `main` into panels: a thread per 16 rows of one panel of one batch of B. */
+function packKernel(main: Node, batches: number, N: number, K: number): KernelPlan {
+  const B = main.inputs[1]!;
+  const b = new Builder(main);
+  const d = B.data!;
+  const bBatch = B.shape.slice(0, -2);
+  const ids = b.unflatten(bBatch, "int(gid.z)");
+  const terms = [b.int(d.offset)];
+  bBatch.forEach((n, k) => n !== 1 && terms.push(`${ids[k]} * ${b.int(d.strides[k]!)}`));
+  const count = Math.ceil(N / 16), depth = Math.ceil(K / 16);
+  const Kp = b.int(K);
+  b.line(`device float* panels = out0 + int(gid.z) * ${b.int(count)} * ${Kp} * 16;`);
+  b.line(
+    `smelt_mm_pack(in0 + (${terms.join(" + ")}), panels, ${b.int(N)}, ${Kp}, ${b.int(d.strides[B.shape.length - 2]!)}, ` +
+      `${b.int(d.strides[B.shape.length - 1]!)}, int(gid.x), int(gid.y) * 16);`,
+  );
+  const source =
+    `${library}\n` +
+    `kernel void k(constant uint* P [[buffer(0)]],\n              device float* out0 [[buffer(1)]],\n` +
+    `              device const ${storageType(B.dtype)}* in0 [[buffer(2)]],\n              uint3 gid [[thread_position_in_grid]]) {\n${b.text()}\n}\n`;
+  // Threads take the panels of the same rows one after another (x fastest), reading B's rows in order.
+  const dispatch: KernelPlan["dispatch"] = { threadgroups: false, size: [count, depth, batches], group: [Math.min(count, 16), Math.min(depth, 4), 1] };
+  return { source, params: Uint32Array.from(b.params, (x) => x >>> 0), inputs: [d], dispatch };
 }

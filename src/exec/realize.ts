@@ -10,9 +10,9 @@ import type { Pipeline } from "../runtime/resources.ts";
 import { itemsize } from "../tensor/dtype.ts";
 import { contiguousStrides } from "../tensor/shape.ts";
 import type { Node } from "../tensor/node.ts";
-import { boundaryKernels, elementwiseKernel, isInline, prelude, readsComputedInputs } from "./codegen.ts";
+import { boundaryKernels, elementwiseKernel, isInline, type KernelPlan, matmulDepth, prelude, readsComputedInputs } from "./codegen.ts";
 import { isRowReduce, pendingReductions, type RowGroup, rowGroup, rowKernel } from "./rows.ts";
-import { epilogueOf, type MatmulVariant, matmulKernel, pendingMatmuls } from "./matmul.ts";
+import { epilogueOf, type MatmulVariant, matmulKernel, panelBytes, pendingMatmuls } from "./matmul.ts";
 import { memory, type Storage, stats } from "./memory.ts";
 
 const pipelines = new Map<string, Pipeline>();
@@ -43,8 +43,8 @@ class Schedule {
   readonly order: Node[] = [];
   /** Nodes computed by a row kernel, with the reductions it computes along the way. */
   readonly rows = new Map<Node, RowGroup>();
-  /** Nodes computed by a matmul kernel, as its epilogue, with the matmul. */
-  readonly matmuls = new Map<Node, Node>();
+  /** Nodes computed by a matmul kernel, as its epilogue: the matmul, its kernel and the memory its B is packed into. */
+  readonly matmuls = new Map<Node, { main: Node; variant: MatmulVariant; panels: Storage | null }>();
 
   require(root: Node): void {
     for (const n of postOrder(root)) {
@@ -86,7 +86,9 @@ class Schedule {
     if (matmuls.length) {
       const main = pendingReductions(n).length ? null : epilogueOf(n);
       if (main) {
-        this.matmuls.set(n, main);
+        const variant = matmulVariant(main);
+        const panels = variant === "panel" ? memory.allocate(panelBytes(main), "matmul") : null;
+        this.matmuls.set(n, { main, variant, panels });
         this.allocate(n);
         return;
       }
@@ -163,19 +165,16 @@ function rowThreads(g: RowGroup): number {
 
 /**
  * Which matmul kernel: the simdgroup_matrix tiles on a GPU (one element per thread when M is
- * small); on the host backend, which emulates simdgroup_matrix slowly, the kernel written for
- * CPUs. SMELT_MATMUL=simd|dot|block|column overrides the choice (tests run every variant on host).
+ * small); on the host backend, which emulates simdgroup_matrix slowly, the kernels written for
+ * CPUs: B packed into panels, unless the product is too small to pay for the copy.
+ * SMELT_MATMUL=simd|dot|panel|column overrides the choice (tests run every variant on host).
  */
-function blockable(main: Node): boolean {
-  const b = main.inputs[1]!;
-  return b.data!.strides[b.shape.length - 1] === 1;
-}
 function matmulVariant(main: Node): MatmulVariant {
   const forced = process.env.SMELT_MATMUL;
-  if (forced === "simd" || forced === "dot" || forced === "column") return forced;
-  if (forced === "block" && blockable(main)) return forced;
-  if (memory.device.backend === "host") return blockable(main) ? "block" : "column";
-  return main.shape[main.shape.length - 2]! <= 16 ? "dot" : "simd";
+  if (forced === "simd" || forced === "dot" || forced === "panel" || forced === "column") return forced;
+  const M = main.shape[main.shape.length - 2]!;
+  if (memory.device.backend === "host") return M < 6 || main.size * matmulDepth(main) < 1 << 15 ? "column" : "panel";
+  return M <= 16 ? "dot" : "simd";
 }
 
 /** Generates, compiles (once per structure) and encodes the scheduled kernels into one command buffer. */
@@ -183,23 +182,15 @@ function encode(schedule: Schedule) {
   const dev = memory.device;
   const cmd = dev.commandBuffer();
   let written = new Set<Storage>();
-  for (const node of schedule.order) {
-    const group = schedule.rows.get(node);
-    const main = schedule.matmuls.get(node);
-    const k = main
-      ? matmulKernel(node, main, matmulVariant(main))
-      : group
-        ? rowKernel(node, group, rowThreads(group))
-        : (boundaryKernels[node.op] ?? elementwiseKernel)(node);
+  const put = (k: KernelPlan, out: Storage, op: string, fused: boolean) => {
     const reads = k.inputs.map((d) => d.storage);
     if (reads.some((s) => written.has(s))) {
       cmd.barrier();
       written = new Set();
     }
-    const out = node.data!.storage;
     const args: unknown[] = [k.params, out.buffer, ...k.inputs.map((d) => d.storage.buffer)];
     if (k.params.byteLength > 4096) {
-      throw new SmeltError(`eval: the kernel for ${node.op} needs ${k.params.byteLength} bytes of parameters, over 4096`);
+      throw new SmeltError(`eval: the kernel for ${op} needs ${k.params.byteLength} bytes of parameters, over 4096`);
     }
     const d = k.dispatch;
     if (d.size.every((x) => x > 0)) {
@@ -207,9 +198,20 @@ function encode(schedule: Schedule) {
       if (d.threadgroups) cmd.dispatchThreadgroups(pipeline, { args: args as never, threadgroups: d.size, threadgroup: d.group });
       else cmd.dispatchThreads(pipeline, { args: args as never, grid: d.size, threadgroup: d.group });
       stats.kernelsDispatched++;
-      if (node.cost > 1) stats.fusedGroups++;
+      if (fused) stats.fusedGroups++;
     }
     written.add(out);
+  };
+  for (const node of schedule.order) {
+    const group = schedule.rows.get(node);
+    const mm = schedule.matmuls.get(node);
+    const k = mm
+      ? matmulKernel(node, mm.main, mm.variant, mm.panels)
+      : group
+        ? rowKernel(node, group, rowThreads(group))
+        : (boundaryKernels[node.op] ?? elementwiseKernel)(node);
+    if (k.pack) put(k.pack.plan, k.pack.out, node.op, false);
+    put(k, node.data!.storage, node.op, node.cost > 1);
   }
   cmd.commit();
   stats.commandBuffers++;
@@ -217,8 +219,15 @@ function encode(schedule: Schedule) {
 }
 
 function settle(schedule: Schedule): void {
+  releasePanels(schedule);
   for (const n of schedule.order) n.step = -1;
   for (const n of schedule.order) n.detachInputs();
+}
+
+/** Scratch memory of packed matmul operands, given back once the kernels that use it are done. */
+function releasePanels(schedule: Schedule): void {
+  for (const mm of schedule.matmuls.values()) mm.panels?.release();
+  schedule.matmuls.clear();
 }
 
 /** Decides the kernels that compute the nodes (exported for the scheduling benchmark). */
@@ -228,6 +237,7 @@ export function schedule(nodes: readonly Node[]): Schedule {
     for (const n of nodes) s.require(n);
   } catch (e) {
     // Nothing was computed: give the memory back so no node claims data it does not have.
+    releasePanels(s);
     for (const n of s.order) {
       n.data!.storage.release();
       n.data = null;
