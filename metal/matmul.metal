@@ -8,7 +8,8 @@
 //                    steps of 16 through threadgroup memory, 8x8 simdgroup_matrix products
 //   smelt_mm_dot     one element per thread: small M (matrix-vector, M of 1..16)
 //   smelt_mm_pack    for CPUs: copies B into panels of 16 columns, the layout smelt_mm_panel reads
-//   smelt_mm_panel   for CPUs: a 6x16 block per thread from one packed panel
+//   smelt_mm_panel   for CPUs: a 6x16 block per thread from one packed panel (with a second
+//                    product summed into the first as more rows of K)
 //   smelt_mm_column  8 rows of one column per thread, for CPUs, at any strides
 #include <metal_stdlib>
 using namespace metal;
@@ -62,33 +63,39 @@ inline void smelt_mm_dot(device const T* A, device const T* B, int K, int sam, i
 }
 
 // For CPUs, B is first copied into panels of 16 columns: panel p holds B[k, 16p + c] at
-// panel[k * 16 + c] as float, zero past column N. One call copies rows k0..k0+15 of one panel.
-// Read in this order, every k of a panel is one aligned 64-byte line: without the copy, the rows
-// of a B whose row stride is a multiple of 4 KiB all fall into the same cache sets and evict
-// each other, and a transposed or half B would be converted in the innermost loop.
+// panel[k * 16 + c] as float, zero past column N. One call copies rows k0..k0+15 (of B's K),
+// times scale, into rows at + k of panel p, in panels of depth rows each (a second product
+// summed into the first goes under the first's K rows). Read in this order, every k of a panel
+// is one aligned 64-byte line: without the copy, the rows of a B whose row stride is a multiple
+// of 4 KiB all fall into the same cache sets and evict each other, and a transposed or half B
+// would be converted in the innermost loop.
 template <typename T>
-inline void smelt_mm_pack(device const T* B, device float* panel, int N, int K, int sbk, int sbn, int p, int k0) {
+inline void smelt_mm_pack(device const T* B, device float* panels, int N, int K, int sbk, int sbn, int p, int k0,
+                          int depth, int at, float scale) {
   int j0 = p * 16, k1 = min(k0 + 16, K);
-  device float* dst = panel + p * K * 16;
+  device float* dst = panels + (p * depth + at) * 16;
   if (sbn == 1 && j0 + 16 <= N) {
     for (int k = k0; k < k1; ++k)
-      for (int c = 0; c < 16; ++c) dst[k * 16 + c] = float(B[k * sbk + j0 + c]);
+      for (int c = 0; c < 16; ++c) dst[k * 16 + c] = float(B[k * sbk + j0 + c]) * scale;
   } else {
     for (int k = k0; k < k1; ++k)
-      for (int c = 0; c < 16; ++c) dst[k * 16 + c] = j0 + c < N ? float(B[k * sbk + (j0 + c) * sbn]) : 0.0f;
+      for (int c = 0; c < 16; ++c) dst[k * 16 + c] = j0 + c < N ? float(B[k * sbk + (j0 + c) * sbn]) * scale : 0.0f;
   }
 }
 
-// A 6x16 block of C per thread, for CPUs, from one packed panel of B over all of K: for each k,
-// 16 B values (two 8-float vectors) and six A values update 96 accumulators held in registers
-// (12 AVX registers, with room for B and the broadcast A value).
-template <typename T, typename E>
-inline void smelt_mm_panel(device const T* A, device const float* panel, int M, int N, int K, int sam, int sak, int i0,
-                           int j0, thread const E& epi) {
+// A 6x16 block of C per thread, for CPUs, from one packed panel: for each k, 16 B values (two
+// 8-float vectors) and six A values update 96 accumulators held in registers (12 AVX registers,
+// with room for B and the broadcast A value). The panel's first K rows pair with A's columns,
+// the K2 after them with A2's (a second product summed into the first; K2 is 0 without one).
+template <typename T, typename T2, typename E>
+inline void smelt_mm_panel(device const T* A, int sam, int sak, int K, device const T2* A2, int sam2, int sak2, int K2,
+                           device const float* panel, int M, int N, int i0, int j0, thread const E& epi) {
   float acc[6][16];
-  int arow[6];
+  int arow[6], arow2[6];
   for (int r = 0; r < 6; ++r) {
-    arow[r] = min(i0 + r, M - 1) * sam;  // rows past the edge repeat the last one and are not stored
+    int i = min(i0 + r, M - 1);  // rows past the edge repeat the last one and are not stored
+    arow[r] = i * sam;
+    arow2[r] = i * sam2;
     for (int c = 0; c < 16; ++c) acc[r][c] = 0.0f;
   }
   for (int k = 0; k < K; ++k) {
@@ -96,6 +103,14 @@ inline void smelt_mm_panel(device const T* A, device const float* panel, int M, 
     for (int c = 0; c < 16; ++c) b[c] = panel[k * 16 + c];
     for (int r = 0; r < 6; ++r) {
       float a = float(A[arow[r] + k * sak]);
+      for (int c = 0; c < 16; ++c) acc[r][c] = fma(a, b[c], acc[r][c]);
+    }
+  }
+  for (int k = 0; k < K2; ++k) {
+    float b[16];
+    for (int c = 0; c < 16; ++c) b[c] = panel[(K + k) * 16 + c];
+    for (int r = 0; r < 6; ++r) {
+      float a = float(A2[arow2[r] + k * sak2]);
       for (int c = 0; c < 16; ++c) acc[r][c] = fma(a, b[c], acc[r][c]);
     }
   }

@@ -81,11 +81,62 @@ function layoutOf(main: Node) {
   return { M, N, K, batchShape, batches, folded: false };
 }
 
-/** Bytes of the panels the "panel" variant copies B into: 16 columns by K floats each, per batch of B. */
-export function panelBytes(main: Node): number {
+/**
+ * A second product summed into `main` in out's epilogue: sum = main + scale * (A2 @ B2), as in a
+ * LoRA forward x@W + s (x@A) @ B. The panel kernel runs it as K2 more steps of the same register
+ * blocks (A2's columns after A's, scale * B2's rows under B's in the panels), instead of a dot
+ * product per output element. Only in float32 (the sum is then the same one, in another order),
+ * for single matrices or batches that fold into rows, and for a constant scale.
+ */
+export interface SummedProduct {
+  sum: Node;
+  product: Node;
+  scale: number;
+}
+export function summedProduct(out: Node, main: Node): SummedProduct | null {
+  const lm = layoutOf(main);
+  if (main.dtype !== "float32" || (lm.batches > 1 && !lm.folded)) return null;
+  const fits = (p: Node): boolean => {
+    if (p.op !== "matmul" || p.data || !isInline(p) || p.dtype !== "float32" || !same(p.shape, main.shape)) return false;
+    if (!p.inputs.every((x) => x.data)) return false;
+    const lp = layoutOf(p);
+    return lp.M === lm.M && (lp.batches === 1 || lp.folded) && product(p.inputs[1]!.shape.slice(0, -2)) === 1;
+  };
+  const constant = (x: Node) => (x.op === "scalar" && !x.data ? (x.attrs.value as number) : null);
+  const term = (t: Node): { product: Node; scale: number } | null => {
+    if (fits(t)) return { product: t, scale: 1 };
+    if (t.op !== "multiply" || t.data || t.dtype !== "float32") return null;
+    const [p, q] = t.inputs as [Node, Node];
+    const c = constant(q) ?? constant(p);
+    const m = constant(q) !== null ? p : q;
+    return c !== null && fits(m) ? { product: m, scale: c } : null;
+  };
+  // the add that reads main, among the inline nodes of out's epilogue
+  const seen = new Set<Node>();
+  const stack = [out];
+  while (stack.length) {
+    const x = stack.pop()!;
+    if (seen.has(x) || x === main || (x !== out && (x.data || !isInline(x)))) continue;
+    seen.add(x);
+    if (x.op === "add" && x.dtype === "float32") {
+      const [p, q] = x.inputs as [Node, Node];
+      const t = p === main ? term(q) : q === main ? term(p) : null;
+      if (t) return { sum: x, ...t };
+    }
+    stack.push(...x.inputs);
+  }
+  return null;
+}
+
+/**
+ * Bytes of the panels the "panel" variant copies B into (16 columns by K floats each, per batch
+ * of B), with the rows of a summed product under them.
+ */
+export function panelBytes(out: Node, main: Node): number {
   const { N, K, folded } = layoutOf(main);
   const B = main.inputs[1]!;
-  return (folded ? 1 : product(B.shape.slice(0, -2))) * Math.ceil(N / 16) * K * 16 * 4;
+  const depth = K + (summedProduct(out, main) ? matmulDepth(summedProduct(out, main)!.product) : 0);
+  return (folded ? 1 : product(B.shape.slice(0, -2))) * Math.ceil(N / 16) * depth * 16 * 4;
 }
 
 /**
@@ -96,9 +147,10 @@ export function matmulKernel(out: Node, main: Node, variant: MatmulVariant, pane
   const b = new Builder(out);
   const [A, B] = main.inputs as [Node, Node];
   const { M, N, K, batchShape, batches, folded } = layoutOf(main);
+  const summed = variant === "panel" ? summedProduct(out, main) : null;
 
-  // The epilogue: out's element at (batch, i, j), with the product's value in acc.
-  b.fixed.set(main, "acc");
+  // The epilogue: out's element at (batch, i, j), with the product's value (or the sum) in acc.
+  b.fixed.set(summed?.sum ?? main, "acc");
   const Mp = b.int(M), Np = b.int(N);
   b.line(`int row = batch * ${Mp} + i;`);
   b.line(`int idx = row * ${Np} + j;`);
@@ -109,6 +161,7 @@ export function matmulKernel(out: Node, main: Node, variant: MatmulVariant, pane
 
   // The kernel: this thread's batch, operand offsets and the library call.
   const ai = b.leaf(A), bi = b.leaf(B);
+  const a2 = summed ? b.leaf(summed.product.inputs[0]!) : -1;
   b.line(`int batch = int(${variant === "simd" ? "tg.z" : "gid.z"});`);
   const ids = b.unflatten(batchShape, "batch");
   const offset = (x: Node) => {
@@ -159,9 +212,16 @@ export function matmulKernel(out: Node, main: Node, variant: MatmulVariant, pane
       if (bBatch[k] !== 1) terms.push(`${ids[lead + k]} * ${b.int(stride)}`);
       stride *= bBatch[k]!;
     }
-    const Kp = b.int(K), count = b.int(Math.ceil(N / 16));
-    b.line(`device const float* panel = pk + ((${terms.join(" + ")}) * ${count} + int(gid.y)) * ${Kp} * 16;`);
-    b.line(`smelt_mm_panel(a, panel, ${Mp}, ${Np}, ${Kp}, ${sam}, ${sak}, int(gid.x) * 6, int(gid.y) * 16, epi);`);
+    const K2 = summed ? matmulDepth(summed.product) : 0;
+    const count = b.int(Math.ceil(N / 16)), depth = b.int(K + K2);
+    b.line(`device const float* panel = pk + ((${terms.join(" + ")}) * ${count} + int(gid.y)) * ${depth} * 16;`);
+    let second = `a, 0, 0, 0`;
+    if (summed) {
+      const A2 = summed.product.inputs[0]!, s2 = A2.data!.strides;
+      b.line(`device const auto* a2 = in${a2} + ${b.int(A2.data!.offset)};`);
+      second = `a2, ${b.int(s2[s2.length - 2]!)}, ${b.int(s2[s2.length - 1]!)}, ${b.int(K2)}`;
+    }
+    b.line(`smelt_mm_panel(a, ${sam}, ${sak}, ${b.int(K)}, ${second}, panel, ${Mp}, ${Np}, int(gid.x) * 6, int(gid.y) * 16, epi);`);
     args.push(`device const float* pk [[buffer(${inputs.length + 2})]]`);
     inputs.push({ storage: panels, strides: [], offset: 0 });
     position = ["uint3 gid [[thread_position_in_grid]]"];
@@ -169,7 +229,7 @@ export function matmulKernel(out: Node, main: Node, variant: MatmulVariant, pane
     // of A and each panel of B stays in cache while its 8 blocks use it.
     const rows = Math.ceil(M / 6), cols = Math.ceil(N / 16);
     dispatch = { threadgroups: false, size: [rows, cols, batches], group: [Math.min(rows, 8), Math.min(cols, 16), 1] };
-    pack = { plan: packKernel(main, folded ? 1 : product(bBatch), N, K), out: panels };
+    pack = { plan: packKernel(main, summed, folded ? 1 : product(bBatch), N), out: panels };
   } else {
     const strides = `${sam}, ${sak}, ${b.int(sb[sb.length - 2]!)}, ${b.int(sb[sb.length - 1]!)}`;
     b.line(`smelt_mm_column(a, bm, ${Mp}, ${b.int(K)}, ${strides}, int(gid.y) * 8, int(gid.x), epi);`);
@@ -187,27 +247,41 @@ export function matmulKernel(out: Node, main: Node, variant: MatmulVariant, pane
   return { source, params: Uint32Array.from(b.params, (x) => x >>> 0), inputs, dispatch, ...(pack && !empty ? { pack } : {}) };
 }
 
-/** The kernel copying B of matmul `main` into panels: a thread per 16 rows of one panel of one batch of B. */
-function packKernel(main: Node, batches: number, N: number, K: number): KernelPlan {
+/**
+ * The kernel copying B of matmul `main` into panels (and scale * B2 of a summed product under
+ * it): a thread per 16 rows of one panel of one batch of B.
+ */
+function packKernel(main: Node, summed: SummedProduct | null, batches: number, N: number): KernelPlan {
   const B = main.inputs[1]!;
+  const B2 = summed?.product.inputs[1];
   const b = new Builder(main);
   const d = B.data!;
   const bBatch = B.shape.slice(0, -2);
   const ids = b.unflatten(bBatch, "int(gid.z)");
   const terms = [b.int(d.offset)];
   bBatch.forEach((n, k) => n !== 1 && terms.push(`${ids[k]} * ${b.int(d.strides[k]!)}`));
-  const count = Math.ceil(N / 16), depth = Math.ceil(K / 16);
-  const Kp = b.int(K);
-  b.line(`device float* panels = out0 + int(gid.z) * ${b.int(count)} * ${Kp} * 16;`);
-  b.line(
-    `smelt_mm_pack(in0 + (${terms.join(" + ")}), panels, ${b.int(N)}, ${Kp}, ${b.int(d.strides[B.shape.length - 2]!)}, ` +
-      `${b.int(d.strides[B.shape.length - 1]!)}, int(gid.x), int(gid.y) * 16);`,
-  );
-  const source =
-    `${library}\n` +
-    `kernel void k(constant uint* P [[buffer(0)]],\n              device float* out0 [[buffer(1)]],\n` +
-    `              device const ${storageType(B.dtype)}* in0 [[buffer(2)]],\n              uint3 gid [[thread_position_in_grid]]) {\n${b.text()}\n}\n`;
+  const K = matmulDepth(main), K2 = summed ? matmulDepth(summed.product) : 0;
+  const count = Math.ceil(N / 16), chunks = Math.ceil(K / 16), chunks2 = Math.ceil(K2 / 16);
+  const depth = b.int(K + K2), Np = b.int(N);
+  const strides = (x: Node) => `${b.int(x.data!.strides[x.shape.length - 2]!)}, ${b.int(x.data!.strides[x.shape.length - 1]!)}`;
+  b.line(`device float* panels = out0 + int(gid.z) * ${b.int(count)} * ${depth} * 16;`);
+  const args = [`constant uint* P [[buffer(0)]]`, `device float* out0 [[buffer(1)]]`, `device const ${storageType(B.dtype)}* in0 [[buffer(2)]]`];
+  const first = `smelt_mm_pack(in0 + (${terms.join(" + ")}), panels, ${Np}, ${b.int(K)}, ${strides(B)}, int(gid.x), int(gid.y) * 16, ${depth}, 0, 1.0f);`;
+  if (B2) {
+    args.push(`device const float* in1 [[buffer(3)]]`);
+    const c1 = b.int(chunks);
+    b.line(`if (int(gid.y) < ${c1}) ${first}`);
+    b.line(
+      `else smelt_mm_pack(in1 + ${b.int(B2.data!.offset)}, panels, ${Np}, ${b.int(K2)}, ${strides(B2)}, int(gid.x), ` +
+        `(int(gid.y) - ${c1}) * 16, ${depth}, ${b.int(K)}, ${b.float(summed!.scale)});`,
+    );
+  } else {
+    b.line(first);
+  }
+  const source = `${library}\nkernel void k(${[...args, "uint3 gid [[thread_position_in_grid]]"].join(",\n              ")}) {\n${b.text()}\n}\n`;
   // Threads take the panels of the same rows one after another (x fastest), reading B's rows in order.
-  const dispatch: KernelPlan["dispatch"] = { threadgroups: false, size: [count, depth, batches], group: [Math.min(count, 16), Math.min(depth, 4), 1] };
-  return { source, params: Uint32Array.from(b.params, (x) => x >>> 0), inputs: [d], dispatch };
+  const rows = chunks + chunks2;
+  const dispatch: KernelPlan["dispatch"] = { threadgroups: false, size: [count, rows, batches], group: [Math.min(count, 16), Math.min(rows, 4), 1] };
+  if (b.params.length === 0) b.params.push(0);
+  return { source, params: Uint32Array.from(b.params, (x) => x >>> 0), inputs: B2 ? [d, B2.data!] : [d], dispatch };
 }

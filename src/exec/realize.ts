@@ -87,7 +87,7 @@ class Schedule {
       const main = pendingReductions(n).length ? null : epilogueOf(n);
       if (main) {
         const variant = matmulVariant(main);
-        const panels = variant === "panel" ? memory.allocate(panelBytes(main), "matmul") : null;
+        const panels = variant === "panel" ? memory.allocate(panelBytes(n, main), "matmul") : null;
         this.matmuls.set(n, { main, variant, panels });
         this.allocate(n);
         return;

@@ -2,6 +2,8 @@
 // under emulation), against a float64 reference and against each other, with fused epilogues.
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import * as sm from "../../src/index.ts";
+import { summedProduct } from "../../src/exec/matmul.ts";
+import { erf } from "./helpers.ts";
 
 setDefaultTimeout(120_000);
 
@@ -146,6 +148,73 @@ describe("panel variant: B packed into 16-column panels first", () => {
     const out = withVariant("panel", () => sm.matmul(a, b).eval());
     expect(sm.stats().bytesAllocated - before).toBe(64 * 64 * 4); // the output alone
     [a, b, out].forEach((t) => t.dispose());
+  });
+});
+
+describe("a second product summed into the first runs as more rows of K (panel variant)", () => {
+  const x = data(3 * 20 * 40, 41), W = data(40 * 35, 42, 0.2), xa = data(3 * 20 * 12, 43), B = data(12 * 35, 44, 0.2);
+  const xw = ref(x, [60, 40], W, [40, 35]).v, xab = ref(xa, [60, 12], B, [12, 35]).v;
+  const t = () => ({
+    x: sm.array(x).reshape([3, 20, 40]), W: sm.array(W).reshape([40, 35]),
+    xa: sm.array(xa).reshape([3, 20, 12]), B: sm.array(B).reshape([12, 35]),
+  });
+  // operands computed first, as x@A is before the product that reads it in a LoRA forward
+  const lazyGraph = (build: (v: ReturnType<typeof t>) => sm.Tensor) => {
+    const v = t();
+    [v.x, v.W, v.xa, v.B].forEach((o) => o.eval());
+    return build(v);
+  };
+
+  test("x@W + 1.5 * (xa@B), the scale on either side or none: 2 kernels, float64 values", () => {
+    const forms: [string, (v: ReturnType<typeof t>) => sm.Tensor, number][] = [
+      ["right", (v) => sm.matmul(v.x, v.W).add(sm.matmul(v.xa, v.B).mul(1.5)), 1.5],
+      ["left", (v) => sm.matmul(v.x, v.W).add(sm.multiply(1.5, sm.matmul(v.xa, v.B))), 1.5],
+      ["none", (v) => sm.matmul(v.xa, v.B).add(sm.matmul(v.x, v.W)), 1],
+    ];
+    for (const [name, build, scale] of forms) {
+      const got = withVariant("panel", () =>
+        sm.tidy(() => {
+          const out = lazyGraph(build);
+          const n = out.node("test");
+          expect(summedProduct(n, n.inputs.find((i) => i.op === "matmul" && i.inputs[0]!.shape.at(-1) === 40)!), name).not.toBeNull();
+          sm.resetStats();
+          const r = out.toArray() as number[];
+          expect(sm.stats().kernelsDispatched).toBe(2); // the pack of W and B*scale, then the product
+          return r;
+        }),
+      );
+      close(got, xw.map((v, i) => v + scale * xab[i]!), 1e-5);
+    }
+  });
+
+  test("with more epilogue after the sum (gelu, a bias): float64 values", () => {
+    const bias = data(35, 45);
+    const got = withVariant("panel", () =>
+      sm.tidy(() => {
+        const out = lazyGraph((v) => sm.gelu(sm.matmul(v.x, v.W).add(sm.matmul(v.xa, v.B).mul(0.5)).add(sm.array(bias))));
+        sm.resetStats();
+        const r = out.toArray() as number[];
+        expect(sm.stats().kernelsDispatched).toBe(2);
+        return r;
+      }),
+    );
+    const gelu = (v: number) => 0.5 * v * (1 + erf(v / Math.SQRT2));
+    close(got, xw.map((v, i) => gelu(v + 0.5 * xab[i]! + bias[i % 35]!)), 1e-5);
+  });
+
+  test("not taken where it would change the arithmetic: float16 products, a tensor scale", () => {
+    sm.tidy(() => {
+      const v = t();
+      const h = sm.matmul(v.x.astype("float16").eval(), v.W.astype("float16").eval()).add(sm.matmul(v.xa.astype("float16").eval(), v.B.astype("float16").eval()));
+      const hn = h.node("test");
+      expect(summedProduct(hn, hn.inputs[0]!)).toBeNull();
+      const s = sm.array([1.5]).eval();
+      [v.x, v.W, v.xa, v.B].forEach((o) => o.eval());
+      const f = sm.matmul(v.x, v.W).add(sm.matmul(v.xa, v.B).mul(s));
+      const fn = f.node("test");
+      expect(summedProduct(fn, fn.inputs[0]!)).toBeNull();
+      close(withVariant("panel", () => f.toArray() as number[]), xw.map((w, i) => w + 1.5 * xab[i]!), 1e-5);
+    });
   });
 });
 
