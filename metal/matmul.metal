@@ -62,18 +62,16 @@ inline void smelt_mm_dot(device const T* A, device const T* B, int K, int sam, i
   epi.store(acc, i, j);
 }
 
-// For CPUs, B is first copied into panels of 16 columns: panel p holds B[k, 16p + c] at
-// panel[k * 16 + c] as float, zero past column N. One call copies rows k0..k0+15 (of B's K),
-// times scale, into rows at + k of panel p, in panels of depth rows each (a second product
-// summed into the first goes under the first's K rows). Read in this order, every k of a panel
-// is one aligned 64-byte line: without the copy, the rows of a B whose row stride is a multiple
-// of 4 KiB all fall into the same cache sets and evict each other, and a transposed or half B
-// would be converted in the innermost loop.
+// For CPUs, B is first copied into panels of 16 columns: panel p holds scale * B[k, 16p + c] at
+// panels[(p * K + k) * 16 + c] as float, zero past column N. One call copies rows k0..k0+15 of
+// panel p. Read in this order, every k of a panel is one aligned 64-byte line: without the copy,
+// the rows of a B whose row stride is a multiple of 4 KiB all fall into the same cache sets and
+// evict each other, and a transposed or half B would be converted in the innermost loop.
 template <typename T>
 inline void smelt_mm_pack(device const T* B, device float* panels, int N, int K, int sbk, int sbn, int p, int k0,
-                          int depth, int at, float scale) {
+                          float scale) {
   int j0 = p * 16, k1 = min(k0 + 16, K);
-  device float* dst = panels + (p * depth + at) * 16;
+  device float* dst = panels + p * K * 16;
   if (sbn == 1 && j0 + 16 <= N) {
     for (int k = k0; k < k1; ++k)
       for (int c = 0; c < 16; ++c) dst[k * 16 + c] = float(B[k * sbk + j0 + c]) * scale;
@@ -85,11 +83,12 @@ inline void smelt_mm_pack(device const T* B, device float* panels, int N, int K,
 
 // A 6x16 block of C per thread, for CPUs, from one packed panel: for each k, 16 B values (two
 // 8-float vectors) and six A values update 96 accumulators held in registers (12 AVX registers,
-// with room for B and the broadcast A value). The panel's first K rows pair with A's columns,
-// the K2 after them with A2's (a second product summed into the first; K2 is 0 without one).
+// with room for B and the broadcast A value). A second product summed into the first goes on
+// in the same accumulators: K2 more steps with A2's columns and the rows of its own panel.
 template <typename T, typename T2, typename E>
-inline void smelt_mm_panel(device const T* A, int sam, int sak, int K, device const T2* A2, int sam2, int sak2, int K2,
-                           device const float* panel, int M, int N, int i0, int j0, thread const E& epi) {
+inline void smelt_mm_panel(device const T* A, int sam, int sak, int K, device const float* panel, device const T2* A2,
+                           int sam2, int sak2, int K2, device const float* panel2, int M, int N, int i0, int j0,
+                           thread const E& epi) {
   float acc[6][16];
   int arow[6], arow2[6];
   for (int r = 0; r < 6; ++r) {
@@ -108,7 +107,7 @@ inline void smelt_mm_panel(device const T* A, int sam, int sak, int K, device co
   }
   for (int k = 0; k < K2; ++k) {
     float b[16];
-    for (int c = 0; c < 16; ++c) b[c] = panel[(K + k) * 16 + c];
+    for (int c = 0; c < 16; ++c) b[c] = panel2[k * 16 + c];
     for (int r = 0; r < 6; ++r) {
       float a = float(A2[arow2[r] + k * sak2]);
       for (int c = 0; c < 16; ++c) acc[r][c] = fma(a, b[c], acc[r][c]);

@@ -60,8 +60,8 @@ export interface KernelPlan {
   inputs: Data[];    // [[buffer(2 + i)]]
   /** dispatchThreads(size) or, with threadgroups, dispatchThreadgroups(size), in groups of `group`. */
   dispatch: { threadgroups: boolean; size: [number, number, number]; group: [number, number, number] };
-  /** A kernel to run first, writing `out` (scratch memory this kernel reads): a matmul's packed B. */
-  pack?: { plan: KernelPlan; out: Storage };
+  /** Kernels to run first, each writing its `out` (scratch memory this kernel reads): a matmul's packed operands. */
+  packs?: { plan: KernelPlan; out: Storage }[];
 }
 
 const f32 = new Float32Array(1);

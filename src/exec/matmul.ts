@@ -84,7 +84,7 @@ function layoutOf(main: Node) {
 /**
  * A second product summed into `main` in out's epilogue: sum = main + scale * (A2 @ B2), as in a
  * LoRA forward x@W + s (x@A) @ B. The panel kernel runs it as K2 more steps of the same register
- * blocks (A2's columns after A's, scale * B2's rows under B's in the panels), instead of a dot
+ * blocks (A2's columns after A's, against panels of scale * B2), instead of a dot
  * product per output element. Only in float32 (the sum is then the same one, in another order),
  * for single matrices or batches that fold into rows, and for a constant scale.
  */
@@ -128,22 +128,29 @@ export function summedProduct(out: Node, main: Node): SummedProduct | null {
   return null;
 }
 
+/** Bytes of the panels the "panel" variant copies B of matmul m into: 16 columns by K floats each, per batch of B. */
+export function panelBytes(m: Node): number {
+  const { N, K, folded } = layoutOf(m);
+  return (folded ? 1 : product(m.inputs[1]!.shape.slice(0, -2))) * Math.ceil(N / 16) * K * 16 * 4;
+}
+
 /**
- * Bytes of the panels the "panel" variant copies B into (16 columns by K floats each, per batch
- * of B), with the rows of a summed product under them.
+ * Memory of the panel variant: B's panels (to be filled by this evaluation unless they were kept
+ * from an earlier one) and those of a summed product's B2.
  */
-export function panelBytes(out: Node, main: Node): number {
-  const { N, K, folded } = layoutOf(main);
-  const B = main.inputs[1]!;
-  const depth = K + (summedProduct(out, main) ? matmulDepth(summedProduct(out, main)!.product) : 0);
-  return (folded ? 1 : product(B.shape.slice(0, -2))) * Math.ceil(N / 16) * depth * 16 * 4;
+export interface Panels {
+  b: Storage;
+  fill: boolean;
+  b2: Storage | null;
+  /** The B storage keeping b, when this evaluation fills it for later ones. */
+  keeper: Storage | null;
 }
 
 /**
  * The kernel computing `out` as the epilogue of matmul `main` (out may be main itself). The
- * panel variant comes with the kernel that fills `panels` (panelBytes(main) bytes) before it.
+ * panel variant comes with the kernels that fill its panels before it.
  */
-export function matmulKernel(out: Node, main: Node, variant: MatmulVariant, panels: Storage | null = null): KernelPlan {
+export function matmulKernel(out: Node, main: Node, variant: MatmulVariant, panels: Panels | null = null): KernelPlan {
   const b = new Builder(out);
   const [A, B] = main.inputs as [Node, Node];
   const { M, N, K, batchShape, batches, folded } = layoutOf(main);
@@ -187,7 +194,7 @@ export function matmulKernel(out: Node, main: Node, variant: MatmulVariant, pane
   const inputs: Data[] = b.leaves.map((l) => l.data!);
   let position: string[];
   let dispatch: KernelPlan["dispatch"];
-  let pack: KernelPlan["pack"];
+  const packs: NonNullable<KernelPlan["packs"]> = [];
   if (variant === "simd") {
     const strides = `${sam}, ${sak}, ${b.int(sb[sb.length - 2]!)}, ${b.int(sb[sb.length - 1]!)}`;
     b.line("threadgroup float As[512];");
@@ -212,24 +219,29 @@ export function matmulKernel(out: Node, main: Node, variant: MatmulVariant, pane
       if (bBatch[k] !== 1) terms.push(`${ids[lead + k]} * ${b.int(stride)}`);
       stride *= bBatch[k]!;
     }
-    const K2 = summed ? matmulDepth(summed.product) : 0;
-    const count = b.int(Math.ceil(N / 16)), depth = b.int(K + K2);
-    b.line(`device const float* panel = pk + ((${terms.join(" + ")}) * ${count} + int(gid.y)) * ${depth} * 16;`);
-    let second = `a, 0, 0, 0`;
-    if (summed) {
-      const A2 = summed.product.inputs[0]!, s2 = A2.data!.strides;
-      b.line(`device const auto* a2 = in${a2} + ${b.int(A2.data!.offset)};`);
-      second = `a2, ${b.int(s2[s2.length - 2]!)}, ${b.int(s2[s2.length - 1]!)}, ${b.int(K2)}`;
-    }
-    b.line(`smelt_mm_panel(a, ${sam}, ${sak}, ${b.int(K)}, ${second}, panel, ${Mp}, ${Np}, int(gid.x) * 6, int(gid.y) * 16, epi);`);
+    const count = b.int(Math.ceil(N / 16)), Kp = b.int(K);
+    b.line(`device const float* panel = pk + ((${terms.join(" + ")}) * ${count} + int(gid.y)) * ${Kp} * 16;`);
     args.push(`device const float* pk [[buffer(${inputs.length + 2})]]`);
-    inputs.push({ storage: panels, strides: [], offset: 0 });
+    inputs.push({ storage: panels.b, strides: [], offset: 0 });
+    if (panels.fill) packs.push({ plan: packKernel(main.inputs[1]!, folded ? 1 : product(bBatch), N, 1), out: panels.b });
+    let second = `a, 0, 0, 0, panel`;
+    if (summed) {
+      if (!panels.b2) throw new Error("matmulKernel: a summed product needs memory for its panels");
+      const [A2, B2] = summed.product.inputs as [Node, Node];
+      const s2 = A2.data!.strides, K2 = b.int(matmulDepth(summed.product));
+      b.line(`device const auto* a2 = in${a2} + ${b.int(A2.data!.offset)};`);
+      b.line(`device const float* panel2 = pk2 + int(gid.y) * ${K2} * 16;`);
+      args.push(`device const float* pk2 [[buffer(${inputs.length + 2})]]`);
+      inputs.push({ storage: panels.b2, strides: [], offset: 0 });
+      packs.push({ plan: packKernel(B2, 1, N, summed.scale), out: panels.b2 });
+      second = `a2, ${b.int(s2[s2.length - 2]!)}, ${b.int(s2[s2.length - 1]!)}, ${K2}, panel2`;
+    }
+    b.line(`smelt_mm_panel(a, ${sam}, ${sak}, ${Kp}, panel, ${second}, ${Mp}, ${Np}, int(gid.x) * 6, int(gid.y) * 16, epi);`);
     position = ["uint3 gid [[thread_position_in_grid]]"];
     // Threads walk down the rows of one panel (x fastest): a threadgroup of 8 x 16 shares 48 rows
     // of A and each panel of B stays in cache while its 8 blocks use it.
     const rows = Math.ceil(M / 6), cols = Math.ceil(N / 16);
     dispatch = { threadgroups: false, size: [rows, cols, batches], group: [Math.min(rows, 8), Math.min(cols, 16), 1] };
-    pack = { plan: packKernel(main, summed, folded ? 1 : product(bBatch), N), out: panels };
   } else {
     const strides = `${sam}, ${sak}, ${b.int(sb[sb.length - 2]!)}, ${b.int(sb[sb.length - 1]!)}`;
     b.line(`smelt_mm_column(a, bm, ${Mp}, ${b.int(K)}, ${strides}, int(gid.y) * 8, int(gid.x), epi);`);
@@ -244,44 +256,30 @@ export function matmulKernel(out: Node, main: Node, variant: MatmulVariant, pane
   if (b.params.length === 0) b.params.push(0);
   const empty = M === 0 || N === 0 || batches === 0;
   if (empty) dispatch = { threadgroups: false, size: [0, 1, 1], group: [1, 1, 1] };
-  return { source, params: Uint32Array.from(b.params, (x) => x >>> 0), inputs, dispatch, ...(pack && !empty ? { pack } : {}) };
+  return { source, params: Uint32Array.from(b.params, (x) => x >>> 0), inputs, dispatch, ...(packs.length && !empty ? { packs } : {}) };
 }
 
-/**
- * The kernel copying B of matmul `main` into panels (and scale * B2 of a summed product under
- * it): a thread per 16 rows of one panel of one batch of B.
- */
-function packKernel(main: Node, summed: SummedProduct | null, batches: number, N: number): KernelPlan {
-  const B = main.inputs[1]!;
-  const B2 = summed?.product.inputs[1];
-  const b = new Builder(main);
+/** The kernel copying scale * B (a matmul's second operand) into panels: a thread per 16 rows of one panel of one batch of B. */
+function packKernel(B: Node, batches: number, N: number, scale: number): KernelPlan {
+  const b = new Builder(B);
   const d = B.data!;
   const bBatch = B.shape.slice(0, -2);
   const ids = b.unflatten(bBatch, "int(gid.z)");
   const terms = [b.int(d.offset)];
   bBatch.forEach((n, k) => n !== 1 && terms.push(`${ids[k]} * ${b.int(d.strides[k]!)}`));
-  const K = matmulDepth(main), K2 = summed ? matmulDepth(summed.product) : 0;
-  const count = Math.ceil(N / 16), chunks = Math.ceil(K / 16), chunks2 = Math.ceil(K2 / 16);
-  const depth = b.int(K + K2), Np = b.int(N);
-  const strides = (x: Node) => `${b.int(x.data!.strides[x.shape.length - 2]!)}, ${b.int(x.data!.strides[x.shape.length - 1]!)}`;
-  b.line(`device float* panels = out0 + int(gid.z) * ${b.int(count)} * ${depth} * 16;`);
-  const args = [`constant uint* P [[buffer(0)]]`, `device float* out0 [[buffer(1)]]`, `device const ${storageType(B.dtype)}* in0 [[buffer(2)]]`];
-  const first = `smelt_mm_pack(in0 + (${terms.join(" + ")}), panels, ${Np}, ${b.int(K)}, ${strides(B)}, int(gid.x), int(gid.y) * 16, ${depth}, 0, 1.0f);`;
-  if (B2) {
-    args.push(`device const float* in1 [[buffer(3)]]`);
-    const c1 = b.int(chunks);
-    b.line(`if (int(gid.y) < ${c1}) ${first}`);
-    b.line(
-      `else smelt_mm_pack(in1 + ${b.int(B2.data!.offset)}, panels, ${Np}, ${b.int(K2)}, ${strides(B2)}, int(gid.x), ` +
-        `(int(gid.y) - ${c1}) * 16, ${depth}, ${b.int(K)}, ${b.float(summed!.scale)});`,
-    );
-  } else {
-    b.line(first);
-  }
-  const source = `${library}\nkernel void k(${[...args, "uint3 gid [[thread_position_in_grid]]"].join(",\n              ")}) {\n${b.text()}\n}\n`;
+  const K = B.shape[B.shape.length - 2]!;
+  const count = Math.ceil(N / 16), chunks = Math.ceil(K / 16);
+  const Kp = b.int(K);
+  b.line(`device float* panels = out0 + int(gid.z) * ${b.int(count)} * ${Kp} * 16;`);
+  b.line(
+    `smelt_mm_pack(in0 + (${terms.join(" + ")}), panels, ${b.int(N)}, ${Kp}, ${b.int(d.strides[B.shape.length - 2]!)}, ` +
+      `${b.int(d.strides[B.shape.length - 1]!)}, int(gid.x), int(gid.y) * 16, ${b.float(scale)});`,
+  );
+  const source =
+    `${library}\n` +
+    `kernel void k(constant uint* P [[buffer(0)]],\n              device float* out0 [[buffer(1)]],\n` +
+    `              device const ${storageType(B.dtype)}* in0 [[buffer(2)]],\n              uint3 gid [[thread_position_in_grid]]) {\n${b.text()}\n}\n`;
   // Threads take the panels of the same rows one after another (x fastest), reading B's rows in order.
-  const rows = chunks + chunks2;
-  const dispatch: KernelPlan["dispatch"] = { threadgroups: false, size: [count, rows, batches], group: [Math.min(count, 16), Math.min(rows, 4), 1] };
-  if (b.params.length === 0) b.params.push(0);
-  return { source, params: Uint32Array.from(b.params, (x) => x >>> 0), inputs: B2 ? [d, B2.data!] : [d], dispatch };
+  const dispatch: KernelPlan["dispatch"] = { threadgroups: false, size: [count, chunks, batches], group: [Math.min(count, 16), Math.min(chunks, 4), 1] };
+  return { source, params: Uint32Array.from(b.params, (x) => x >>> 0), inputs: [d], dispatch };
 }

@@ -28,9 +28,14 @@ export const stats: EngineStats = {
   bytesCached: 0,
 };
 
-/** A device buffer shared by every tensor that views it; returned to the cache at zero refs. */
+/**
+ * A device buffer shared by every tensor that views it; returned to the cache at zero refs. Its
+ * contents never change once computed, so data derived from them (a matmul operand packed into
+ * panels) can be kept beside it, and is freed with it.
+ */
 export class Storage {
   refs = 1;
+  private derived: Map<string, Storage> | null = null;
   constructor(
     readonly buffer: DeviceBuffer,
     readonly bytes: number,
@@ -40,7 +45,24 @@ export class Storage {
     return this;
   }
   release(): void {
-    if (--this.refs === 0) memory.recycle(this);
+    if (--this.refs > 0) return;
+    this.dropDerived();
+    memory.recycle(this);
+  }
+  /** The storage derived under key, made by make() when absent (fresh: its contents are still to be written). */
+  derive(key: string, make: () => Storage): { storage: Storage; fresh: boolean } {
+    const hit = this.derived?.get(key);
+    if (hit) return { storage: hit, fresh: false };
+    const storage = make();
+    (this.derived ??= new Map()).set(key, storage);
+    memory.deriving.add(this);
+    return { storage, fresh: true };
+  }
+  dropDerived(): void {
+    if (!this.derived) return;
+    for (const d of this.derived.values()) d.release();
+    this.derived = null;
+    memory.deriving.delete(this);
   }
 }
 
@@ -55,6 +77,8 @@ class Memory {
   private cache = new Map<number, DeviceBuffer[]>();
   private dev: Device | null = null;
   limit = Infinity;
+  /** Storages holding derived data, which goes first when memory runs short. */
+  readonly deriving = new Set<Storage>();
 
   get device(): Device {
     return (this.dev ??= device());
@@ -62,6 +86,7 @@ class Memory {
 
   allocate(bytes: number, op: string): Storage {
     const bucket = bucketOf(Math.max(bytes, 1));
+    if (stats.bytesAllocated + bucket > this.limit) for (const s of [...this.deriving]) s.dropDerived();
     if (stats.bytesAllocated + bucket > this.limit) {
       this.clearCache();
       throw new SmeltError(

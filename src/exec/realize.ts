@@ -12,7 +12,7 @@ import { contiguousStrides } from "../tensor/shape.ts";
 import type { Node } from "../tensor/node.ts";
 import { boundaryKernels, elementwiseKernel, isInline, type KernelPlan, matmulDepth, prelude, readsComputedInputs } from "./codegen.ts";
 import { isRowReduce, pendingReductions, type RowGroup, rowGroup, rowKernel } from "./rows.ts";
-import { epilogueOf, type MatmulVariant, matmulKernel, panelBytes, pendingMatmuls } from "./matmul.ts";
+import { epilogueOf, type MatmulVariant, matmulKernel, panelBytes, type Panels, pendingMatmuls, summedProduct } from "./matmul.ts";
 import { memory, type Storage, stats } from "./memory.ts";
 
 const pipelines = new Map<string, Pipeline>();
@@ -43,8 +43,8 @@ class Schedule {
   readonly order: Node[] = [];
   /** Nodes computed by a row kernel, with the reductions it computes along the way. */
   readonly rows = new Map<Node, RowGroup>();
-  /** Nodes computed by a matmul kernel, as its epilogue: the matmul, its kernel and the memory its B is packed into. */
-  readonly matmuls = new Map<Node, { main: Node; variant: MatmulVariant; panels: Storage | null }>();
+  /** Nodes computed by a matmul kernel, as its epilogue: the matmul, its kernel and the memory its operands are packed into. */
+  readonly matmuls = new Map<Node, { main: Node; variant: MatmulVariant; panels: Panels | null }>();
 
   require(root: Node): void {
     for (const n of postOrder(root)) {
@@ -87,8 +87,7 @@ class Schedule {
       const main = pendingReductions(n).length ? null : epilogueOf(n);
       if (main) {
         const variant = matmulVariant(main);
-        const panels = variant === "panel" ? memory.allocate(panelBytes(n, main), "matmul") : null;
-        this.matmuls.set(n, { main, variant, panels });
+        this.matmuls.set(n, { main, variant, panels: variant === "panel" ? this.panels(n, main) : null });
         this.allocate(n);
         return;
       }
@@ -114,6 +113,28 @@ class Schedule {
       if (group) this.rows.set(n, group);
     }
     this.allocate(n);
+  }
+
+  /**
+   * Memory for the panels of matmul main computed by n's kernel. The panels of a B computed
+   * before this evaluation (a weight) are kept with it, since its contents never change: later
+   * evaluations skip the copy. Each panel storage holds a reference until the evaluation ends.
+   */
+  private panels(n: Node, main: Node): Panels {
+    const B = main.inputs[1]!;
+    let b: Storage, fill = true, keeper: Storage | null = null;
+    if (B.step < 0) {
+      const d = B.data!;
+      const kept = d.storage.derive(`panels ${B.dtype} ${d.offset} ${d.strides} ${B.shape}`, () => memory.allocate(panelBytes(main), "matmul"));
+      b = kept.storage.retain();
+      fill = kept.fresh;
+      if (fill) keeper = d.storage;
+    } else {
+      b = memory.allocate(panelBytes(main), "matmul");
+    }
+    const summed = summedProduct(n, main);
+    const b2 = summed ? memory.allocate(panelBytes(summed.product), "matmul") : null;
+    return { b, fill, b2, keeper };
   }
 
   private allocate(n: Node): void {
@@ -210,7 +231,7 @@ function encode(schedule: Schedule) {
       : group
         ? rowKernel(node, group, rowThreads(group))
         : (boundaryKernels[node.op] ?? elementwiseKernel)(node);
-    if (k.pack) put(k.pack.plan, k.pack.out, node.op, false);
+    for (const p of k.packs ?? []) put(p.plan, p.out, node.op, false);
     put(k, node.data!.storage, node.op, node.cost > 1);
   }
   cmd.commit();
@@ -218,15 +239,22 @@ function encode(schedule: Schedule) {
   return cmd;
 }
 
-function settle(schedule: Schedule): void {
-  releasePanels(schedule);
+function settle(schedule: Schedule, failed: boolean): void {
+  releasePanels(schedule, failed);
   for (const n of schedule.order) n.step = -1;
   for (const n of schedule.order) n.detachInputs();
 }
 
-/** Scratch memory of packed matmul operands, given back once the kernels that use it are done. */
-function releasePanels(schedule: Schedule): void {
-  for (const mm of schedule.matmuls.values()) mm.panels?.release();
+/**
+ * Scratch memory of packed matmul operands, given back once the kernels that use it are done;
+ * panels this evaluation was to fill for keeping are dropped if it failed.
+ */
+function releasePanels(schedule: Schedule, failed: boolean): void {
+  for (const { panels } of schedule.matmuls.values()) {
+    if (failed) panels?.keeper?.dropDerived();
+    panels?.b.release();
+    panels?.b2?.release();
+  }
   schedule.matmuls.clear();
 }
 
@@ -237,7 +265,7 @@ export function schedule(nodes: readonly Node[]): Schedule {
     for (const n of nodes) s.require(n);
   } catch (e) {
     // Nothing was computed: give the memory back so no node claims data it does not have.
-    releasePanels(s);
+    releasePanels(s, true);
     for (const n of s.order) {
       n.data!.storage.release();
       n.data = null;
@@ -251,10 +279,12 @@ export function schedule(nodes: readonly Node[]): Schedule {
 /** Runs a schedule's kernels and waits for the device. */
 export function execute(s: Schedule): void {
   if (s.order.length === 0) return;
+  let failed = true;
   try {
     encode(s).wait();
+    failed = false;
   } finally {
-    settle(s);
+    settle(s, failed);
   }
 }
 
@@ -267,9 +297,11 @@ export function evalNodes(nodes: readonly Node[]): void {
 export async function evalNodesAsync(nodes: readonly Node[]): Promise<void> {
   const s = schedule(nodes);
   if (s.order.length === 0) return;
+  let failed = true;
   try {
     await encode(s).completed();
+    failed = false;
   } finally {
-    settle(s);
+    settle(s, failed);
   }
 }

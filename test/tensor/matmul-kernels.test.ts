@@ -141,13 +141,55 @@ describe("panel variant: B packed into 16-column panels first", () => {
     }
   });
 
-  test("K of 0 gives zeros; the panels' memory is given back after the evaluation", () => {
+  test("K of 0 gives zeros; panels of a B computed in the same evaluation are freed after it", () => {
     expect(run(() => sm.matmul(sm.zeros([7, 0]), sm.zeros([0, 20])))).toEqual(new Array(140).fill(0));
-    const a = sm.array(data(64 * 64, 37)).reshape([64, 64]).eval(), b = sm.array(data(64 * 64, 38)).reshape([64, 64]).eval();
+    const a = sm.tidy(() => sm.array(data(64 * 64, 37)).reshape([64, 64]).eval());
     const before = sm.stats().bytesAllocated;
-    const out = withVariant("panel", () => sm.matmul(a, b).eval());
+    const out = withVariant("panel", () => sm.tidy(() => sm.matmul(a, sm.array(data(64 * 64, 38)).reshape([64, 64]).add(1)).eval()));
     expect(sm.stats().bytesAllocated - before).toBe(64 * 64 * 4); // the output alone
-    [a, b, out].forEach((t) => t.dispose());
+    [a, out].forEach((t) => t.dispose());
+  });
+
+  test("panels of a B computed earlier are kept with it, reused, and freed with it", () => {
+    // made in tidy: b is then the only handle on its storage
+    const a = sm.tidy(() => sm.array(data(64 * 64, 39)).reshape([64, 64]).eval());
+    const b = sm.tidy(() => sm.array(data(64 * 64, 40)).reshape([64, 64]).eval());
+    const want = ref(Float32Array.from(a.toArray() as number[]), [64, 64], Float32Array.from(b.toArray() as number[]), [64, 64]).v;
+    const before = sm.stats().bytesAllocated;
+    const counts: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      sm.resetStats();
+      close(run(() => sm.matmul(a, b)), want, 1e-5);
+      counts.push(sm.stats().kernelsDispatched);
+    }
+    expect(counts).toEqual([2, 1, 1]); // packed once
+    expect(sm.stats().bytesAllocated - before).toBe(64 * 64 * 4); // b's panels: 4 panels of 64 rows
+    // a view of the same storage at other strides is another layout, with panels of its own
+    sm.resetStats();
+    const bt = Float32Array.from(sm.tidy(() => b.T.toArray() as number[]));
+    close(run(() => sm.matmul(a, b.T)), ref(Float32Array.from(a.toArray() as number[]), [64, 64], bt, [64, 64]).v, 1e-5);
+    expect(sm.stats().kernelsDispatched).toBe(2);
+    expect(sm.stats().bytesAllocated - before).toBe(2 * 64 * 64 * 4);
+    b.dispose();
+    expect(sm.stats().bytesAllocated - before).toBe(-64 * 64 * 4); // b and both its panels are gone
+    a.dispose();
+  });
+
+  test("kept panels give way when the memory limit is reached", () => {
+    const b = sm.tidy(() => sm.array(data(256 * 256, 41)).reshape([256, 256]).eval());
+    const a = sm.tidy(() => sm.array(data(32 * 256, 42)).reshape([32, 256]).eval());
+    run(() => sm.matmul(a, b)); // b's panels (256 KiB) are kept
+    const used = sm.stats().bytesAllocated;
+    sm.setMemoryLimit(used + 64 * 1024);
+    try {
+      // 128 KiB more than the limit allows unless the panels go
+      const big = sm.zeros([32 * 1024]).eval();
+      expect(sm.stats().bytesAllocated).toBeLessThan(used);
+      big.dispose();
+    } finally {
+      sm.setMemoryLimit(Infinity);
+      [a, b].forEach((t) => t.dispose());
+    }
   });
 });
 
@@ -159,13 +201,13 @@ describe("a second product summed into the first runs as more rows of K (panel v
     xa: sm.array(xa).reshape([3, 20, 12]), B: sm.array(B).reshape([12, 35]),
   });
   // operands computed first, as x@A is before the product that reads it in a LoRA forward
-  const lazyGraph = (build: (v: ReturnType<typeof t>) => sm.Tensor) => {
+  const operands = () => {
     const v = t();
     [v.x, v.W, v.xa, v.B].forEach((o) => o.eval());
-    return build(v);
+    return v;
   };
 
-  test("x@W + 1.5 * (xa@B), the scale on either side or none: 2 kernels, float64 values", () => {
+  test("x@W + 1.5 * (xa@B), the scale on either side or none: float64 values, W's panels kept", () => {
     const forms: [string, (v: ReturnType<typeof t>) => sm.Tensor, number][] = [
       ["right", (v) => sm.matmul(v.x, v.W).add(sm.matmul(v.xa, v.B).mul(1.5)), 1.5],
       ["left", (v) => sm.matmul(v.x, v.W).add(sm.multiply(1.5, sm.matmul(v.xa, v.B))), 1.5],
@@ -174,12 +216,17 @@ describe("a second product summed into the first runs as more rows of K (panel v
     for (const [name, build, scale] of forms) {
       const got = withVariant("panel", () =>
         sm.tidy(() => {
-          const out = lazyGraph(build);
+          const v = operands();
+          const out = build(v);
           const n = out.node("test");
           expect(summedProduct(n, n.inputs.find((i) => i.op === "matmul" && i.inputs[0]!.shape.at(-1) === 40)!), name).not.toBeNull();
           sm.resetStats();
           const r = out.toArray() as number[];
-          expect(sm.stats().kernelsDispatched).toBe(2); // the pack of W and B*scale, then the product
+          // W's panels (kept for later evaluations), those of B*scale, then the product
+          expect(sm.stats().kernelsDispatched).toBe(3);
+          sm.resetStats();
+          expect(build(v).toArray()).toEqual(r);
+          expect(sm.stats().kernelsDispatched).toBe(2); // W's panels were kept
           return r;
         }),
       );
@@ -191,11 +238,8 @@ describe("a second product summed into the first runs as more rows of K (panel v
     const bias = data(35, 45);
     const got = withVariant("panel", () =>
       sm.tidy(() => {
-        const out = lazyGraph((v) => sm.gelu(sm.matmul(v.x, v.W).add(sm.matmul(v.xa, v.B).mul(0.5)).add(sm.array(bias))));
-        sm.resetStats();
-        const r = out.toArray() as number[];
-        expect(sm.stats().kernelsDispatched).toBe(2);
-        return r;
+        const v = operands();
+        return sm.gelu(sm.matmul(v.x, v.W).add(sm.matmul(v.xa, v.B).mul(0.5)).add(sm.array(bias))).toArray() as number[];
       }),
     );
     const gelu = (v: number) => 0.5 * v * (1 + erf(v / Math.SQRT2));
@@ -249,8 +293,9 @@ describe("LoRA forward: x@W + s*(x@A)@B", () => {
     const scale = 16 / 8;
     sm.resetStats();
     const got = sm.tidy(() => sm.matmul(x, W).add(sm.matmul(sm.matmul(x, A), B).mul(scale)).toArray() as number[]);
-    // x@A, then x@W with (x@A)@B and the sum in its epilogue; on host each first packs its B
-    expect(sm.stats().kernelsDispatched).toBe(sm.device().backend === "host" ? 4 : 2);
+    // x@A, then x@W with (x@A)@B and the sum in its epilogue; on host the panels of A, W and
+    // scale * B are filled first
+    expect(sm.stats().kernelsDispatched).toBe(sm.device().backend === "host" ? 5 : 2);
     const xw = ref(xs, [64, 512], Ws, [512, 512]).v;
     const xa = ref(xs, [64, 512], As, [512, 8]).v;
     const xab = ref(Float32Array.from(xa), [64, 8], Bs, [8, 512]).v;
