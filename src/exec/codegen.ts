@@ -64,6 +64,12 @@ export interface KernelPlan {
   packs?: { plan: KernelPlan; out: Storage }[];
 }
 
+interface Memo {
+  idx: string;
+  v: string;
+  next: Memo | undefined;
+}
+
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
 
@@ -83,7 +89,8 @@ export class Builder {
   readonly leaves: Node[] = [];
   private lines: string[] = [];
   private vars = 0;
-  private memo = new Map<string, string>();
+  /** The values computed so far: per node, its (index, variable) pairs, newest first. */
+  private memo = new Map<Node, Memo>();
   private indent = "  ";
 
   int(v: number): string {
@@ -176,25 +183,24 @@ export class Builder {
     return i;
   }
 
-  /** The variable holding node n's element at flat index idx (an int expression). */
   /** Nodes whose value the kernel has in a variable already, whatever the index (row reductions). */
   readonly fixed = new Map<Node, string>();
 
+  /** The variable holding node n's element at flat index idx (an int expression). */
   emit(n: Node, idx: string): string {
-    const f = this.fixed.get(n);
-    if (f) return f;
-    const key = `${this.leafKey(n)}@${idx}`;
-    const hit = this.memo.get(key);
-    if (hit) return hit;
+    if (this.fixed.size) {
+      const f = this.fixed.get(n);
+      if (f) return f;
+    }
+    for (let m = this.memo.get(n); m; m = m.next) if (m.idx === idx) return m.v;
     const v = this.compute(n, idx);
-    this.memo.set(key, v);
+    this.bind(n, idx, v);
     return v;
   }
-  private ids = new Map<Node, number>();
-  private leafKey(n: Node): number {
-    let id = this.ids.get(n);
-    if (id === undefined) this.ids.set(n, (id = this.ids.size));
-    return id;
+  /** Records that variable v holds n's element at idx, for the rest of the current scope. */
+  bind(n: Node, idx: string, v: string): void {
+    // A new head: a scope's copy of the map gets it, the list the enclosing scope sees stays.
+    this.memo.set(n, { idx, v, next: this.memo.get(n) });
   }
 
   private compute(n: Node, idx: string): string {

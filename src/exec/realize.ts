@@ -10,7 +10,8 @@ import type { Pipeline } from "../runtime/resources.ts";
 import { itemsize } from "../tensor/dtype.ts";
 import { contiguousStrides } from "../tensor/shape.ts";
 import type { Node } from "../tensor/node.ts";
-import { boundaryKernels, elementwiseKernel, isInline, type KernelPlan, matmulDepth, prelude, readsComputedInputs } from "./codegen.ts";
+import { boundaryKernels, isInline, type KernelPlan, matmulDepth, prelude, readsComputedInputs } from "./codegen.ts";
+import { plainKernel } from "./plans.ts";
 import { isRowReduce, pendingReductions, type RowGroup, rowGroup, rowKernel } from "./rows.ts";
 import { epilogueOf, type MatmulVariant, matmulKernel, panelBytes, type Panels, pendingMatmuls, summedProduct } from "./matmul.ts";
 import { memory, type Storage, stats } from "./memory.ts";
@@ -32,8 +33,12 @@ function pipelineFor(source: string): Pipeline {
 // A fused kernel computes at most this many inline nodes and reads at most this many computed
 // ones (Metal has 31 buffer slots); past either, the widest inline input gets a kernel of its own.
 // Long chains thus become repeated kernels of the same structure, which the cache compiles once.
-const MAX_INLINE = 64;
+// The first bounds a kernel's source and compile time (host: about 0.2 s plus 1.5 ms a node);
+// below it, every kernel more costs each evaluation a dispatch and a pass over memory.
+const MAX_INLINE = 128;
 const MAX_LEAVES = 24;
+/** Stamps for Node.mark: each walk over nodes (postOrder, weigh) marks what it has seen with a new one. */
+let marks = 0;
 
 /**
  * Scheduling: decides which nodes get a kernel (and memory), in an order where every kernel
@@ -50,30 +55,43 @@ class Schedule {
     for (const n of postOrder(root)) {
       if (n.data) continue;
       if (readsComputedInputs.has(n.op)) for (const i of n.inputs) if (!i.data) this.materialize(i);
-      if (isInline(n) || boundaryKernels[n.op]) this.weigh(n);
+      const inline = isInline(n);
+      if (inline || boundaryKernels[n.op]) this.weigh(n, inline);
       // Row reductions and matmuls wait: the kernel of whatever reads them may compute them.
-      if (!isInline(n) && !isRowReduce(n) && n.op !== "matmul") this.materialize(n);
+      if (!inline && !isRowReduce(n) && n.op !== "matmul") this.materialize(n);
     }
     if (!root.data) this.materialize(root);
   }
 
   // n.cost: the inline nodes n's kernel would compute (an upper bound when nodes are shared);
-  // n.leaves: the computed nodes it would read.
-  private weigh(n: Node): void {
+  // n.leaves: the computed nodes it would read, each once, and the shared inline nodes among the
+  // ones it would compute: another consumer may get them a kernel first, and n's then reads them.
+  // So n.leaves.length bounds the buffers n's kernel binds, in time linear in the graph (a list
+  // longer than MAX_LEAVES has its node materialized by the consumer).
+  // n.waits: n is no inline node, or its kernel would read a row reduction or matmul that waits.
+  private weigh(n: Node, inline: boolean): void {
     for (;;) {
-      let cost = 1, leaves = 0, widest: Node | null = null;
+      let cost = 1, widest: Node | null = null, waits = !inline;
+      const leaves: Node[] = [];
+      const mark = ++marks;
       for (const i of n.inputs) {
-        if (i.data) {
-          leaves++;
-          continue;
+        if (i.data || i.consumers > 1) {
+          if (i.mark !== mark) leaves.push(i);
+          i.mark = mark;
+        }
+        if (i.data) continue;
+        for (const l of i.leaves) {
+          if (l.mark !== mark) leaves.push(l);
+          l.mark = mark;
         }
         cost += i.cost;
-        leaves += i.leaves;
+        waits ||= i.waits;
         if (!widest || i.cost > widest.cost) widest = i;
       }
-      if ((cost <= MAX_INLINE && leaves <= MAX_LEAVES) || !widest) {
+      if ((cost <= MAX_INLINE && leaves.length <= MAX_LEAVES) || !widest) {
         n.cost = cost;
         n.leaves = leaves;
+        n.waits = waits;
         return;
       }
       this.materialize(widest);
@@ -82,6 +100,8 @@ class Schedule {
 
   private materialize(n: Node): void {
     if (n.data) return;
+    // An elementwise kernel: no reductions or matmuls to plan around.
+    if (!n.waits) return this.allocate(n);
     const matmuls = pendingMatmuls(n);
     if (matmuls.length) {
       const main = pendingReductions(n).length ? null : epilogueOf(n);
@@ -140,6 +160,7 @@ class Schedule {
   private allocate(n: Node): void {
     const storage: Storage = memory.allocate(n.size * itemsize(n.dtype), n.op);
     n.data = { storage, strides: contiguousStrides(n.shape), offset: 0 };
+    n.leaves = []; // planned: the list would only keep nodes alive
     n.step = this.order.length;
     this.order.push(n);
   }
@@ -148,20 +169,25 @@ class Schedule {
 /** The uncomputed nodes n depends on, inputs before their consumers, n last (iteratively). */
 function postOrder(root: Node): Node[] {
   const out: Node[] = [];
-  const seen = new Set<Node>([root]);
-  const stack: [Node, number][] = [[root, 0]];
+  const seen = ++marks;
+  root.mark = seen;
+  // The stack: nodes, and the next input of each to visit.
+  const stack = [root];
+  const next = [0];
   while (stack.length) {
-    const top = stack[stack.length - 1]!;
-    const [n, i] = top;
+    const top = stack.length - 1;
+    const n = stack[top]!, i = next[top]!;
     if (i < n.inputs.length && !n.data) {
-      top[1]++;
+      next[top] = i + 1;
       const c = n.inputs[i]!;
-      if (!c.data && !seen.has(c)) {
-        seen.add(c);
-        stack.push([c, 0]);
+      if (!c.data && c.mark !== seen) {
+        c.mark = seen;
+        stack.push(c);
+        next.push(0);
       }
     } else {
       stack.pop();
+      next.pop();
       out.push(n);
     }
   }
@@ -230,7 +256,7 @@ function encode(schedule: Schedule) {
       ? matmulKernel(node, mm.main, mm.variant, mm.panels)
       : group
         ? rowKernel(node, group, rowThreads(group))
-        : (boundaryKernels[node.op] ?? elementwiseKernel)(node);
+        : plainKernel(node);
     for (const p of k.packs ?? []) put(p.plan, p.out, node.op, false);
     put(k, node.data!.storage, node.op, node.cost > 1);
   }

@@ -5,9 +5,9 @@
  * primitive ops each become a single kernel this way: every reduction of the row is computed in
  * turn (each pass may use the reductions before it), then the output is written.
  */
-import { contiguousStrides } from "../tensor/shape.ts";
+import { contiguousStrides, sameShape } from "../tensor/shape.ts";
 import type { Node } from "../tensor/node.ts";
-import { Builder, computeType, finish, isInline, type KernelPlan, readsOwnElement, store } from "./codegen.ts";
+import { Builder, computeType, finish, isInline, type KernelPlan, readsOwnElement, storageType, store } from "./codegen.ts";
 
 const CHUNK = 256; // elements a CPU thread computes before folding them (1 KiB of floats)
 const FOLDS: Record<string, string> = { sum: "smelt_fold_sum", prod: "smelt_fold_prod", max: "smelt_fold_max", min: "smelt_fold_min" };
@@ -26,7 +26,6 @@ export function isRowReduce(n: Node): boolean {
 function rowLength(shape: readonly number[], trailing: number): number {
   return shape.slice(shape.length - trailing).reduce((a, b) => a * b, 1);
 }
-const sameShape = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((d, i) => d === b[i]);
 
 /** Uncomputed reductions that n's kernel would have to read (reached through inline nodes). */
 export function pendingReductions(n: Node): Node[] {
@@ -137,6 +136,20 @@ export function rowGroup(out: Node): RowGroup | null {
   return { rowShape: [...rowShape], trailing, reductions: order, broadcasts, perRow };
 }
 
+/** Whether out's element reads e's element at the same index, through elementwise ops. */
+function readsAt(out: Node, e: Node, b: Builder): boolean {
+  const seen = new Set<Node>();
+  const stack = [out];
+  while (stack.length) {
+    const x = stack.pop()!;
+    if (x === e) return true;
+    if (seen.has(x) || b.computed(x) || !readsOwnElement(x)) continue;
+    seen.add(x);
+    stack.push(...x.inputs);
+  }
+  return false;
+}
+
 function noReductions(n: Node): boolean {
   return pendingReductions(n).length === 0 && !(n.op === "reduce" && !n.data);
 }
@@ -192,10 +205,17 @@ export function rowKernel(out: Node, g: RowGroup, threads: number): KernelPlan {
   };
   const serial = threads === 1;
   if (serial) b.line(`float chunk[${CHUNK}];`);
+  // Where the output reads the last reduction's input at its own element (softmax: e / sum(e),
+  // e = exp(x - max)), a CPU thread writes that input to the output in the reduction's pass and
+  // reads it back for the output, instead of computing it twice. The output's storage, float,
+  // holds any float dtype exactly. (GPU threads recompute it: cheaper there than memory.)
+  const last = g.reductions[g.reductions.length - 1];
+  const e = last?.inputs[0];
+  const spilled = serial && !g.perRow && e && storageType(out.dtype) === "float" && !b.computed(e) && readsAt(out, e, b) ? e : null;
   // A pass over the row computing f(j) for every element j, in one of two shapes: GPU threads
   // stride over the row together; a single CPU thread computes chunks of elements into a small
   // array (a loop the compiler vectorizes) and then consumes them.
-  const pass = (f: () => string, use: (v: string) => void) => {
+  const pass = (f: () => string, use: (v: string) => void, spill = false) => {
     if (!serial) {
       b.line(`for (int j = int(tid); j < ${len}; j += int(tpg)) {`);
       b.scoped(() => use(f()));
@@ -209,6 +229,7 @@ export function rowKernel(out: Node, g: RowGroup, threads: number): KernelPlan {
       b.scoped(() => {
         b.line("int j = j0 + c;");
         b.line(`chunk[c] = float(${f()});`);
+        if (spill) b.line("out0[base + j] = chunk[c];");
       });
       b.line("}");
       use("chunk[c]");
@@ -230,6 +251,7 @@ export function rowKernel(out: Node, g: RowGroup, threads: number): KernelPlan {
           b.line(`for (; c + 8 <= n; c += 8) for (int u = 0; u < 8; ++u) ${acc}_lanes[u] = ${Op}::combine(${acc}_lanes[u], chunk[c + u]);`);
           b.line(`for (; c < n; ++c) ${acc} = ${Op}::combine(${acc}, ${v});`);
         },
+        spilled !== null && r === last,
       );
       b.line(`for (int u = 0; u < 8; ++u) ${acc} = ${Op}::combine(${acc}, ${acc}_lanes[u]);`);
     } else {
@@ -252,6 +274,11 @@ export function rowKernel(out: Node, g: RowGroup, threads: number): KernelPlan {
   } else {
     b.line(`for (int j = int(tid); j < ${len}; j += ${serial ? "1" : "int(tpg)"}) {`);
     b.scoped(() => {
+      if (spilled) {
+        const T = computeType(spilled.dtype), s = b.fresh();
+        b.line(`${T} ${s} = ${T}(out0[base + j]);`);
+        b.bind(spilled, "(base + j)", s);
+      }
       const v = b.emit(out, "(base + j)");
       b.line(`out0[base + j] = ${store(out, v)};`);
     });

@@ -17,13 +17,19 @@ export interface Data {
 
 export type Attrs = Record<string, unknown>;
 
+const NONE: readonly Node[] = [];
+const NO_ATTRS: Attrs = Object.freeze({});
+
 export class Node {
   data: Data | null = null;
   tensors = 0;
   consumers = 0;
   // Scratch of the scheduler (src/exec/realize.ts), valid while it plans one evaluation.
   cost = 0;
-  leaves = 0;
+  leaves: readonly Node[] = NONE;
+  mark = 0;
+  /** Whether the node's kernel may have row reductions or matmuls to plan around: until weighed, yes. */
+  waits = true;
   /** While an evaluation is pending: this node's place in its kernel order (else -1). */
   step = -1;
   constructor(
@@ -31,7 +37,7 @@ export class Node {
     public inputs: Node[],
     readonly shape: number[],
     readonly dtype: DType,
-    readonly attrs: Attrs = {},
+    readonly attrs: Attrs = NO_ATTRS,
   ) {
     for (const i of inputs) i.consumers++;
   }

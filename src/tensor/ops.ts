@@ -29,6 +29,7 @@ import {
   permuteShape,
   planIndex,
   reducedShape,
+  sameShape,
 } from "./shape.ts";
 import { Tensor } from "./tensor.ts";
 
@@ -140,7 +141,7 @@ function restride(n: Node, shape: number[], plan: (strides: readonly number[], o
 }
 
 function broadcastNode(op: string, n: Node, shape: number[]): Node {
-  if (n.shape.length === shape.length && n.shape.every((d, i) => d === shape[i])) return n;
+  if (sameShape(n.shape, shape)) return n;
   // A scalar has the same value everywhere: give it the shape instead of a view.
   if (n.op === "scalar" && !n.data && n.tensors === 0 && n.consumers === 0) return new Node("scalar", [], shape, n.dtype, n.attrs);
   broadcastShapes(op, n.shape, shape);
@@ -188,7 +189,8 @@ function binary(op: string, a: TensorLike, b: TensorLike): Tensor {
     return binary(op === "add" ? "logicalOr" : "logicalAnd", a, b);
   }
   if (dt === "bool" && !COMPARE.has(op) && op !== "maximum" && op !== "minimum") dt = "int32";
-  const shape = broadcastShapes(op, x.shape, y.shape);
+  // Operands of one shape, the common case, share it with the result.
+  const shape = sameShape(x.shape, y.shape) ? x.shape : broadcastShapes(op, x.shape, y.shape);
   x = broadcastNode(op, cast(x, dt), shape);
   y = broadcastNode(op, cast(y, dt), shape);
   const out = COMPARE.has(op) ? "bool" : dt;

@@ -30,20 +30,34 @@ export function eager<T>(fn: () => T): T {
   }
 }
 
-const scopes: Set<Tensor>[] = [];
+const scopes: Tensor[][] = [];
 const registry = new FinalizationRegistry<Node>((node) => {
   node.tensors--;
   node.collect();
 });
 
+/** Frees the tensor's node if the handle is dropped without dispose() (set in Tensor, for its private fields). */
+let watch: (t: Tensor) => void;
+
 export class Tensor {
   #node: Node | null;
+  #watched = false;
+  static {
+    watch = (t) => {
+      if (!t.#node) return;
+      t.#watched = true;
+      registry.register(t, t.#node, t);
+    };
+  }
 
   constructor(node: Node) {
     this.#node = node;
     node.tensors++;
-    registry.register(this, node, this);
-    scopes[scopes.length - 1]?.add(this);
+    // A handle made inside tidy() is disposed or handed on when it ends; only the others are
+    // watched for being dropped (registering costs more than the op that made the handle).
+    const scope = scopes[scopes.length - 1];
+    if (scope) scope.push(this);
+    else watch(this);
     if (mode === "eager") evalNodes([node]);
   }
 
@@ -72,7 +86,7 @@ export class Tensor {
     const n = this.#node;
     if (!n) return;
     this.#node = null;
-    registry.unregister(this);
+    if (this.#watched) registry.unregister(this);
     n.tensors--;
     n.collect();
   }
@@ -169,11 +183,15 @@ function isPlainContainer(x: unknown): x is object {
  * arrays and objects too).
  */
 export function tidy<T>(fn: () => T): T {
-  const scope = new Set<Tensor>();
+  const scope: Tensor[] = [];
   scopes.push(scope);
   let result: T;
   try {
     result = fn();
+  } catch (e) {
+    // Nothing is disposed: the handles are left to the finalizer, as if made outside tidy.
+    for (const t of scope) watch(t);
+    throw e;
   } finally {
     scopes.pop();
   }
@@ -183,10 +201,12 @@ export function tidy<T>(fn: () => T): T {
     else if (Array.isArray(x)) x.forEach(mark);
     else if (isPlainContainer(x)) Object.values(x).forEach(mark);
   };
-  mark(result!);
+  mark(result);
+  const outer = scopes[scopes.length - 1];
   for (const t of scope) {
-    if (keep.has(t)) scopes[scopes.length - 1]?.add(t);
-    else t.dispose();
+    if (!keep.has(t)) t.dispose();
+    else if (outer) outer.push(t);
+    else watch(t);
   }
-  return result!;
+  return result;
 }

@@ -1,5 +1,6 @@
 import { expect, setDefaultTimeout, test } from "bun:test";
 import * as sm from "../../src/index.ts";
+import type { Node } from "../../src/tensor/node.ts";
 
 setDefaultTimeout(120_000);
 
@@ -37,6 +38,26 @@ test("tidy disposes what it created, keeps what it returns (nested in objects to
   kept.c.dispose();
   kept.list[0]!.dispose();
   expect(sm.stats().bytesAllocated).toBe(before);
+});
+
+test("handles dropped without dispose are freed once collected: returned by tidy, left by a tidy that threw, or made outside", async () => {
+  // The nodes of the dropped handles, which give up their memory when the finalizer frees them.
+  const nodes: Node[] = [];
+  const drop = () => {
+    nodes.push(sm.tidy(() => sm.ones([4096]).eval()).node("test"));
+    expect(() => sm.tidy(() => {
+      nodes.push(sm.ones([4096]).eval().node("test"));
+      throw new Error("inside tidy");
+    })).toThrow("inside tidy");
+    nodes.push(sm.ones([4096]).eval().node("test"));
+  };
+  drop();
+  expect(nodes.every((n) => n.data !== null)).toBe(true);
+  for (let i = 0; i < 100 && nodes.some((n) => n.data !== null); i++) {
+    Bun.gc(true);
+    await Bun.sleep(5);
+  }
+  expect(nodes.map((n) => n.data)).toEqual([null, null, null]);
 });
 
 test("intermediates of a fused kernel get no memory", () => {

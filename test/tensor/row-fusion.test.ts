@@ -3,6 +3,8 @@
 // the values against a float64 reference (and against eager mode, which runs every op alone).
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import * as sm from "../../src/index.ts";
+import { execute, schedule } from "../../src/exec/realize.ts";
+import { rowKernel } from "../../src/exec/rows.ts";
 
 setDefaultTimeout(120_000);
 
@@ -211,5 +213,60 @@ describe("cross-entropy from logits and integer targets", () => {
     });
     expect(mean.kernels).toBe(2);
     expectClose(mean.values, [want.reduce((a, b) => a + b, 0) / ts.filter((t) => t !== ignore).length], 1e-5);
+  });
+});
+
+describe("a CPU thread computes what the output shares with the last reduction once", () => {
+  /** The MSL of the row kernel computing t, laid out for `threads` threads per row (then it runs). */
+  function rowSource(t: sm.Tensor, threads: number): string {
+    const s = schedule([t.node("test")]);
+    const n = s.order[s.order.length - 1]!;
+    const source = rowKernel(n, s.rows.get(n)!, threads).source;
+    execute(s);
+    return source;
+  }
+  const exps = (source: string) => source.match(/\bexp\(/g)?.length ?? 0;
+  const SPILL = "out0[base + j] = chunk[c];";
+  const softmax = (x: sm.Tensor) => {
+    const e = sm.exp(x.sub(x.max(-1, true)));
+    return e.div(e.sum(-1, true));
+  };
+
+  test("softmax's exp goes to the output in the sum's pass and is divided there after", () => {
+    const n = 700; // chunks of 256, and a partial one
+    const xs = data(5 * n, 41);
+    const x = sm.array(xs).reshape([5, n]).eval();
+    const serial = sm.tidy(() => rowSource(softmax(x), 1));
+    expect(exps(serial)).toBe(1);
+    expect(serial).toContain(SPILL);
+    expect(exps(sm.tidy(() => rowSource(softmax(x), 32)))).toBe(2); // GPU threads recompute it
+    const run = lazy(() => softmax(x));
+    expect(run.kernels).toBe(1);
+    expectClose(run.values, softmaxRef(xs, n), 1e-5);
+    x.dispose();
+  });
+
+  test("not where the output would round it (float16), nor where the output does not read it (log-softmax)", () => {
+    const n = 300;
+    const xs = data(4 * n, 42);
+    const x = sm.array(xs).reshape([4, n]).eval();
+    const half = sm.tidy(() => x.astype("float16").eval());
+    const xh = sm.tidy(() => half.astype("float32").toArray() as number[]);
+    const f16 = (t: sm.Tensor) => softmax(t.astype("float32")).astype("float16");
+    const f16Source = sm.tidy(() => rowSource(f16(half), 1));
+    expect(exps(f16Source)).toBe(2);
+    expect(f16Source).not.toContain(SPILL);
+    const run = lazy(() => f16(half));
+    expect(run.kernels).toBe(1);
+    expectClose(run.values, softmaxRef(Float32Array.from(xh), n), 2 ** -10, 2 ** -24);
+    // log-softmax: z - log(sum(exp(z))) reads z, not the summed exp(z)
+    const logSoftmax = (t: sm.Tensor) => {
+      const z = t.sub(t.max(-1, true));
+      return z.sub(sm.log(sm.exp(z).sum(-1, true)));
+    };
+    expect(sm.tidy(() => rowSource(logSoftmax(x), 1))).not.toContain(SPILL);
+    const logRun = lazy(() => logSoftmax(x));
+    expectClose(logRun.values, softmaxRef(xs, n).map(Math.log), 1e-5, 1e-5);
+    [x, half].forEach((t) => t.dispose());
   });
 });

@@ -1,6 +1,9 @@
 // Scheduling: what one evaluation of several outputs computes, and in which order.
-import { expect, setDefaultTimeout, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import * as sm from "../../src/index.ts";
+import { plainKernel } from "../../src/exec/plans.ts";
+import { execute, schedule } from "../../src/exec/realize.ts";
+import { check, inDType, ref, uniform } from "./helpers.ts";
 
 setDefaultTimeout(120_000);
 
@@ -31,4 +34,82 @@ test("outputs sharing inputs are evaluated in one command buffer", () => {
   sm.eval(outs);
   expect(sm.stats().commandBuffers).toBe(1);
   expect(outs.map((t) => t.toArray())).toEqual([[1, 2, 3, 4, 5, 6], [0, 2, 4, 6, 8, 10], [15]]);
+});
+
+test("a chain of 1,000 ops reading two tensors throughout is 8 kernels of 128 ops, against float64", () => {
+  // Each kernel reads x (or the kernel before), a and b: three inputs, however often it reads them.
+  const xs = inDType("float32", uniform(16, -1, 1, 61));
+  const as = inDType("float32", uniform(16, -0.5, 0.5, 62)), bs = inDType("float32", uniform(16, -0.5, 0.5, 63));
+  const [x, a, b] = [xs, as, bs].map((v) => sm.array(v, "float32").eval()) as [sm.Tensor, sm.Tensor, sm.Tensor];
+  const chain = () => {
+    let y = x;
+    for (let i = 0; i < 1000; i++) y = i % 2 ? y.add(b) : y.mul(a);
+    return y;
+  };
+  sm.resetStats();
+  sm.tidy(() => chain().eval());
+  expect(sm.stats().kernelsDispatched).toBe(8);
+  const want = xs.map((v, j) => {
+    for (let i = 0; i < 1000; i++) v = i % 2 ? v + bs[j]! : v * as[j]!;
+    return v;
+  });
+  sm.tidy(() => check(chain, ref([16], want), "float32", { atol: 1e-6 }));
+  [x, a, b].forEach((t) => t.dispose());
+});
+
+test("a kernel reads at most 24 computed tensors: a sum of 30 is two kernels", () => {
+  const parts = Array.from({ length: 30 }, (_, i) => uniform(5, -1, 1, 70 + i));
+  const xs = parts.map((p) => sm.array(p, "float32").eval());
+  sm.resetStats();
+  const total = sm.tidy(() => xs.reduce((s, x) => s.add(x)).toArray() as number[]);
+  expect(sm.stats().kernelsDispatched).toBe(2);
+  const want = [0, 1, 2, 3, 4].map((j) => parts.reduce((s, p) => Math.fround(s + Math.fround(p[j]!)), 0));
+  expect(total).toEqual(want);
+  xs.forEach((t) => t.dispose());
+});
+
+describe("kernel plans are reused for equal kernels only", () => {
+  /** The plans of the kernels of one evaluation of what fn builds (then evaluated). */
+  function plans(fn: () => sm.Tensor) {
+    return sm.tidy(() => {
+      const s = schedule([fn().node("test")]);
+      const out = s.order.map(plainKernel);
+      execute(s);
+      return out;
+    });
+  }
+  const x = sm.array([1, -2, 3, -4, 5, -6, 7, -8], "float32").eval();
+  const y = sm.array([0.5, 0.25, 2, 4, -1, 3, 1, 8], "float32").eval();
+
+  test("the same graph again gets the same plan, a new scalar a new one", () => {
+    const [first] = plans(() => x.mul(2).add(y));
+    const [again] = plans(() => x.mul(2).add(y));
+    const [other] = plans(() => x.mul(3).add(y));
+    expect(again!.params).toBe(first!.params);
+    expect(other!.params).not.toBe(first!.params);
+    expect(other!.source).toBe(first!.source); // one kernel compiled for both
+  });
+
+  test("values: scalars (-0 is not 0, NaN), operand order, views at other offsets and strides", () => {
+    const read = (fn: () => sm.Tensor) => sm.tidy(() => fn().toArray() as number[]);
+    // toEqual tells -0 from 0
+    for (const s of [2, 3, -0, 0, NaN, 2]) expect(read(() => x.mul(s))).toEqual([1, -2, 3, -4, 5, -6, 7, -8].map((v) => v * s));
+    expect(read(() => x.sub(y))).toEqual([0.5, -2.25, 1, -8, 6, -9, 6, -16]);
+    expect(read(() => y.sub(x))).toEqual([-0.5, 2.25, -1, 8, -6, 9, -6, 16]);
+    expect(read(() => x.slice("1:5").mul(2))).toEqual([-4, 6, -8, 10]);
+    expect(read(() => x.slice("2:6").mul(2))).toEqual([6, -8, 10, -12]);
+    expect(read(() => x.slice("::2").mul(2))).toEqual([2, 6, 10, 14]);
+  });
+
+  test("a node read from memory or computed inline (by a later kernel of the same evaluation)", () => {
+    for (let round = 0; round < 2; round++) {
+      const a = x.mul(2);
+      const b = a.add(1);
+      sm.eval(b, a); // b's kernel computes a inline
+      expect(b.toArray()).toEqual([3, -3, 7, -7, 11, -11, 15, -15]);
+      const c = a.add(1); // now reads a
+      expect(c.toArray()).toEqual([3, -3, 7, -7, 11, -11, 15, -15]);
+      [a, b, c].forEach((t) => t.dispose());
+    }
+  });
 });
