@@ -1,7 +1,14 @@
-// The host backend's executor: a queue of committed command buffers run in order by one thread,
-// which spreads each dispatch's threadgroups over a pool of workers (itself included). Dispatches
-// run one after another, so barriers need no work here; each worker owns its threadgroup memory,
-// SIMD-group exchange area and fibers.
+// The host backend's executor: a queue of committed command buffers run in order, one at a time,
+// by a runner thread of its own or by a thread waiting for one of them, which spreads each
+// dispatch's threadgroups over a pool of workers (itself included) when they are worth waking.
+// Dispatches run one after another, so barriers need no work here; each worker owns its
+// threadgroup memory, SIMD-group exchange area and fibers.
+//
+// Waking a sleeping thread costs the waker several microseconds (an inter-processor interrupt, a
+// VM exit in a VM) and the sleeper about as long again before it runs: for small command buffers
+// and dispatches that is most of their time. So a waiting thread runs its command buffer itself
+// when nothing else runs, rather than be woken when the runner is done, and the other workers are
+// woken only for dispatches long enough to pay for it.
 #include <chrono>
 #include <deque>
 #include <functional>
@@ -12,12 +19,36 @@
 namespace smelt_host {
 namespace {
 
+// The rest of a dispatch goes to the other workers only when it is estimated to take longer than
+// waking them costs the dispatching thread and them (see above), with a margin.
+constexpr double kShareNs = 30000;
+// How long a worker spins after its part of a dispatch before it sleeps: the dispatches of a
+// command buffer follow each other closely, and one that finds the workers awake wakes nobody.
+constexpr auto kSpin = std::chrono::microseconds(20);
+
+// Spins while busy() holds, for at most kSpin.
+template <class F>
+void spin_while(F busy) {
+  auto until = std::chrono::steady_clock::now() + kSpin;
+  while (busy() && std::chrono::steady_clock::now() < until)
+    for (int i = 0; i < 32; ++i) {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#elif defined(__aarch64__)
+      asm volatile("yield");
+#endif
+    }
+}
+
+using Job = std::function<void(unsigned, unsigned, unsigned)>;
+
 // Threadgroup memory of one worker: each [[threadgroup(i)]] slot at a 16-byte aligned offset.
 struct Worker {
   ThreadgroupRunner runner;
   alignas(64) char threadgroup_memory[SMELT_MAX_THREADGROUP_MEMORY + 31 * 16];
 };
 
+// Worker 0 is whichever thread calls run(); one thread at a time does.
 class Pool {
  public:
   explicit Pool(unsigned n) : workers_(n) {
@@ -35,49 +66,86 @@ class Pool {
   Worker& worker(unsigned i) { return *workers_[i]; }
   unsigned size() const { return unsigned(workers_.size()); }
 
-  // Calls fn(worker, first, end) over [0, total) in chunks, on every worker, and returns when done.
-  void run(unsigned total, unsigned chunk, const std::function<void(unsigned, unsigned, unsigned)>& fn) {
-    if (total <= chunk || threads_.empty()) {
+  // Calls fn(worker, first, end) over [0, total) in chunks and returns when every call returned.
+  // The calling thread starts alone on chunks of doubling length and times them: the others are
+  // woken only when the estimated rest is worth it, so that a small dispatch never pays for a wake
+  // and a long one uses every worker however few threadgroups it has.
+  void run(unsigned total, const Job& fn) {
+    if (threads_.empty()) {
       fn(0, 0, total);
       return;
     }
+    using clock = std::chrono::steady_clock;
+    clock::time_point start;
+    if (total > 1) start = clock::now();
+    for (unsigned done = 0, step = 1;;) {
+      unsigned end = total - done > step ? done + step : total;
+      fn(0, done, end);
+      if (end == total) return;
+      done = end;
+      double per_group = std::chrono::duration<double, std::nano>(clock::now() - start).count() / done;
+      if (per_group * (total - done) > kShareNs) {
+        share(done, total, fn);
+        return;
+      }
+      step = done;
+    }
+  }
+
+ private:
+  // Wakes the workers to take chunks of [from, total) with the calling thread, and waits for those
+  // that joined; one that wakes after the calling thread ran out of work does not join.
+  void share(unsigned from, unsigned total, const Job& fn) {
     {
       std::lock_guard<std::mutex> lock(m_);
       job_ = &fn;
       total_ = total;
-      chunk_ = chunk;
-      next_.store(0);
-      pending_ = unsigned(threads_.size());
+      next_.store(from, std::memory_order_relaxed);
+      open_ = true;
       ++generation_;
     }
     wake_.notify_all();
     work(0);
     std::unique_lock<std::mutex> lock(m_);
-    done_.wait(lock, [this] { return pending_ == 0; });
-    job_ = nullptr;
+    open_ = false;
+    if (joined_ != 0) {
+      // The others are on their last chunks, short ones: a sleep would cost more than it waits.
+      lock.unlock();
+      spin_while([this] { return joined_.load(std::memory_order_relaxed) != 0; });
+      lock.lock();
+    }
+    done_.wait(lock, [this] { return joined_ == 0; });
   }
-
- private:
+  // Guided self-scheduling: each chunk is a share of what is left, so chunks are few and long at
+  // first (whole pages and cache lines each) and single threadgroups at the end, where the workers
+  // must finish together.
   void work(unsigned w) {
+    unsigned first = next_.load(std::memory_order_relaxed);
     for (;;) {
-      unsigned first = next_.fetch_add(chunk_);
       if (first >= total_) return;
-      unsigned end = total_ - first < chunk_ ? total_ : first + chunk_;
-      (*job_)(w, first, end);
+      unsigned n = (total_ - first) / (2 * size());
+      unsigned end = first + (n ? n : 1);
+      if (next_.compare_exchange_weak(first, end, std::memory_order_relaxed)) {
+        (*job_)(w, first, end);
+        first = next_.load(std::memory_order_relaxed);
+      }
     }
   }
   void loop(unsigned w) {
     uint64_t seen = 0;
+    std::unique_lock<std::mutex> lock(m_);
     for (;;) {
-      {
-        std::unique_lock<std::mutex> lock(m_);
-        wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
-        if (stop_) return;
-        seen = generation_;
-      }
+      wake_.wait(lock, [&] { return stop_ || (open_ && generation_ != seen); });
+      if (stop_) return;
+      seen = generation_;
+      ++joined_;
+      lock.unlock();
       work(w);
-      std::lock_guard<std::mutex> lock(m_);
-      if (--pending_ == 0) done_.notify_one();
+      lock.lock();
+      if (--joined_ == 0) done_.notify_one();
+      lock.unlock();
+      spin_while([&] { return generation_.load(std::memory_order_relaxed) == seen; });
+      lock.lock();
     }
   }
 
@@ -86,10 +154,11 @@ class Pool {
   std::mutex m_;
   std::condition_variable wake_, done_;
   bool stop_ = false;
-  uint64_t generation_ = 0;
-  unsigned pending_ = 0;
-  const std::function<void(unsigned, unsigned, unsigned)>* job_ = nullptr;
-  unsigned total_ = 0, chunk_ = 1;
+  bool open_ = false;  // the job takes workers
+  std::atomic<uint64_t> generation_{0};  // written under m_, watched without it by spinning workers
+  std::atomic<unsigned> joined_{0};  // workers inside the job; written under m_
+  const Job* job_ = nullptr;
+  unsigned total_ = 0;
   std::atomic<unsigned> next_{0};
 };
 
@@ -101,6 +170,7 @@ struct Executor::Impl {
   std::mutex m;
   std::condition_variable work, finished;
   std::deque<smelt_cmd*> queue;
+  bool running = false;  // a command buffer is being run, by the runner or by a waiting thread
   bool stop = false;
   std::thread runner;
   // The first failure nobody has waited for yet: reported once by the next wait or status.
@@ -129,30 +199,34 @@ struct Executor::Impl {
   }
 
   void loop() {
+    std::unique_lock<std::mutex> lock(m);
     for (;;) {
-      smelt_cmd* cmd;
-      {
-        std::unique_lock<std::mutex> lock(m);
-        work.wait(lock, [this] { return stop || !queue.empty(); });
-        if (queue.empty()) return;
-        cmd = queue.front();
-        queue.pop_front();
-      }
-      execute(cmd);
-      for (auto& d : cmd->items)
-        for (auto* b : d.buffers)
-          if (b) buffer_release(b);
-      {
-        std::lock_guard<std::mutex> lock(m);
-        cmd->state = cmd->error.empty() ? SMELT_CMD_COMPLETED : SMELT_ERROR;
-        if (!cmd->error.empty() && unreported.empty()) {
-          unreported = "command buffer #" + std::to_string(cmd->sequence) + " failed: " + cmd->error;
-          unreported_sequence = cmd->sequence;
-        }
-        __atomic_store_n(dev->completion, cmd->sequence, __ATOMIC_RELEASE);
-      }
-      finished.notify_all();
+      if (!running && !queue.empty()) run_front(lock);
+      else if (stop) return;
+      else work.wait(lock);
     }
+  }
+
+  // Under m with nothing running: runs the first queued command buffer on this thread, with m
+  // released meanwhile, and records its end.
+  void run_front(std::unique_lock<std::mutex>& lock) {
+    smelt_cmd* cmd = queue.front();
+    queue.pop_front();
+    running = true;
+    lock.unlock();
+    execute(cmd);
+    for (auto& d : cmd->items)
+      for (auto* b : d.buffers)
+        if (b) buffer_release(b);
+    lock.lock();
+    running = false;
+    cmd->state = cmd->error.empty() ? SMELT_CMD_COMPLETED : SMELT_ERROR;
+    if (!cmd->error.empty() && unreported.empty()) {
+      unreported = "command buffer #" + std::to_string(cmd->sequence) + " failed: " + cmd->error;
+      unreported_sequence = cmd->sequence;
+    }
+    __atomic_store_n(dev->completion, cmd->sequence, __ATOMIC_RELEASE);
+    finished.notify_all();
   }
 
   void execute(smelt_cmd* cmd) {
@@ -177,13 +251,7 @@ struct Executor::Impl {
     base.grid = &d.grid;
     const KernelCode& code = *d.code;
     unsigned groups = d.grid.groups[0] * d.grid.groups[1] * d.grid.groups[2];
-    unsigned per_group = d.grid.group[0] * d.grid.group[1] * d.grid.group[2];
-    // Enough chunks to balance the workers, each big enough to amortize taking it.
-    unsigned chunk = groups / (pool.size() * 8);
-    unsigned min_chunk = per_group >= 4096 ? 1 : 4096 / per_group;
-    if (chunk < min_chunk) chunk = min_chunk;
-    if (code.info.needs_fibers || !code.loop_fn) chunk = 1;
-    pool.run(groups, chunk, [&](unsigned w, unsigned first, unsigned end) {
+    pool.run(groups, [&](unsigned w, unsigned first, unsigned end) {
       Worker& worker = pool.worker(w);
       smelt_hk_launch launch = base;
       size_t at = 0;
@@ -235,14 +303,29 @@ int Executor::status(smelt_cmd* cmd, std::string& error) {
 }
 
 int Executor::wait(smelt_cmd* cmd, uint64_t timeout_ms, std::string& error) {
-  std::unique_lock<std::mutex> lock(impl_->m);
+  Impl& x = *impl_;
+  std::unique_lock<std::mutex> lock(x.m);
   auto finished = [cmd] { return cmd->state == SMELT_CMD_COMPLETED || cmd->state == SMELT_ERROR; };
   if (timeout_ms == 0) {
-    impl_->finished.wait(lock, finished);
-  } else if (!impl_->finished.wait_for(lock, std::chrono::milliseconds(timeout_ms), finished)) {
-    return SMELT_CMD_TIMEOUT;
+    // Whenever nothing runs, this unfinished command buffer or one before it is first in the
+    // queue: run it on this thread, which would otherwise sleep until the runner (woken by the
+    // commit, but often not yet running) has done it and woken this one in turn.
+    bool ran = false;
+    while (!finished()) {
+      if (x.running) {
+        x.finished.wait(lock);
+      } else {
+        x.run_front(lock);
+        ran = true;
+      }
+    }
+    // The runner may have found this thread running and gone back to sleep: what is still
+    // queued is its again.
+    if (ran && !x.queue.empty()) x.work.notify_one();
+  } else if (!x.finished.wait_for(lock, std::chrono::milliseconds(timeout_ms), finished)) {
+    return SMELT_CMD_TIMEOUT;  // a wait that may give up only sleeps
   }
-  return impl_->outcome(cmd, error);
+  return x.outcome(cmd, error);
 }
 
 }  // namespace smelt_host

@@ -109,8 +109,8 @@ namespace smelt_host {
 void buffer_retain(smelt_buffer* b);
 void buffer_release(smelt_buffer* b);
 
-// Runs committed command buffers in order on a thread of its own, spreading each dispatch's
-// threadgroups over a pool of workers.
+// Runs committed command buffers in order, on a thread of its own or on a thread waiting for
+// them, spreading each dispatch's threadgroups over a pool of workers.
 class Executor {
  public:
   Executor(smelt_device* dev, unsigned threads);
