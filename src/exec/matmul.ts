@@ -239,9 +239,13 @@ export function matmulKernel(out: Node, main: Node, variant: MatmulVariant, pane
     b.line(`smelt_mm_panel(a, ${sam}, ${sak}, ${Kp}, panel, ${second}, ${Mp}, ${Np}, int(gid.x) * 6, int(gid.y) * 16, epi);`);
     position = ["uint3 gid [[thread_position_in_grid]]"];
     // Threads walk down the rows of one panel (x fastest): a threadgroup of 8 x 16 shares 48 rows
-    // of A and each panel of B stays in cache while its 8 blocks use it.
+    // of A and each panel of B stays in cache while its 8 blocks use it. Threadgroups are what the
+    // host spreads over its cores, so a small product gets narrower ones, at least 16 of them.
     const rows = Math.ceil(M / 6), cols = Math.ceil(N / 16);
-    dispatch = { threadgroups: false, size: [rows, cols, batches], group: [Math.min(rows, 8), Math.min(cols, 16), 1] };
+    const gx = Math.ceil(rows / Math.ceil(rows / 8)); // at most 8, the row groups about equal
+    let gy = Math.min(cols, 16);
+    while (gy > 1 && Math.ceil(rows / gx) * Math.ceil(cols / gy) * batches < 16) gy >>= 1;
+    dispatch = { threadgroups: false, size: [rows, cols, batches], group: [gx, gy, 1] };
   } else {
     const strides = `${sam}, ${sak}, ${b.int(sb[sb.length - 2]!)}, ${b.int(sb[sb.length - 1]!)}`;
     b.line(`smelt_mm_column(a, bm, ${Mp}, ${b.int(K)}, ${strides}, int(gid.y) * 8, int(gid.x), epi);`);
