@@ -224,7 +224,7 @@ function doc(run: Run): string {
     "## Caveats",
     "",
     `- The host backend runs the Metal kernels on the CPU: these are CPU numbers, not GPU numbers. No Metal run is recorded here.`,
-    "- The machine was shared: other engineers ran test suites on the same cores during the run, so absolute times are noisy (look at the spread in mitata's table, p75/p99). Lazy and eager of one workload are timed back to back in the same run, which keeps their ratio more stable than either time.",
+    "- The machine is a small shared virtual machine, so absolute times are noisy (look at the spread in mitata's table, p75/p99). Lazy and eager of one workload are timed back to back in the same run, which keeps their ratio more stable than either time.",
     "- Small workloads are dominated by fixed costs per evaluation (scheduling, encoding, waking the worker threads), which is exactly what fusion saves; large ones by memory bandwidth or arithmetic.",
     "",
     "## Reproduce",
