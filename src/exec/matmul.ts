@@ -136,12 +136,12 @@ export function panelBytes(m: Node): number {
 
 /**
  * Memory of the panel variant: B's panels (to be filled by this evaluation unless they were kept
- * from an earlier one) and those of a summed product's B2.
+ * from an earlier one), and the summed product the scheduler found with the panels of its B2.
  */
 export interface Panels {
   b: Storage;
   fill: boolean;
-  b2: Storage | null;
+  summed: (SummedProduct & { panels: Storage }) | null;
   /** The B storage keeping b, when this evaluation fills it for later ones. */
   keeper: Storage | null;
 }
@@ -154,7 +154,7 @@ export function matmulKernel(out: Node, main: Node, variant: MatmulVariant, pane
   const b = new Builder(out);
   const [A, B] = main.inputs as [Node, Node];
   const { M, N, K, batchShape, batches, folded } = layoutOf(main);
-  const summed = variant === "panel" ? summedProduct(out, main) : null;
+  const summed = panels?.summed ?? null;
 
   // The epilogue: out's element at (batch, i, j), with the product's value (or the sum) in acc.
   b.fixed.set(summed?.sum ?? main, "acc");
@@ -180,6 +180,8 @@ export function matmulKernel(out: Node, main: Node, variant: MatmulVariant, pane
   };
   const sa = A.data!.strides, sb = B.data!.strides;
   const sam = b.int(sa[sa.length - 2]!), sak = b.int(sa[sa.length - 1]!);
+  // the variants reading B in place take its strides; the panel variant reads panels instead
+  const strides = variant === "panel" ? "" : `${sam}, ${sak}, ${b.int(sb[sb.length - 2]!)}, ${b.int(sb[sb.length - 1]!)}`;
   b.line(`device const auto* a = in${ai} + (${offset(A)});`);
   if (variant !== "panel") b.line(`device const auto* bm = in${bi} + (${offset(B)});`);
   const members = ["constant uint* P;", `device ${storageType(out.dtype)}* out0;`];
@@ -196,7 +198,6 @@ export function matmulKernel(out: Node, main: Node, variant: MatmulVariant, pane
   let dispatch: KernelPlan["dispatch"];
   const packs: NonNullable<KernelPlan["packs"]> = [];
   if (variant === "simd") {
-    const strides = `${sam}, ${sak}, ${b.int(sb[sb.length - 2]!)}, ${b.int(sb[sb.length - 1]!)}`;
     b.line("threadgroup float As[512];");
     b.line("threadgroup float Bs[512];");
     b.line("threadgroup float Cs[1024];");
@@ -204,7 +205,6 @@ export function matmulKernel(out: Node, main: Node, variant: MatmulVariant, pane
     position = ["uint3 tg [[threadgroup_position_in_grid]]", "uint tid [[thread_index_in_threadgroup]]", "uint sg [[simdgroup_index_in_threadgroup]]"];
     dispatch = { threadgroups: true, size: [Math.ceil(N / 32), Math.ceil(M / 32), batches], group: [128, 1, 1] };
   } else if (variant === "dot") {
-    const strides = `${sam}, ${sak}, ${b.int(sb[sb.length - 2]!)}, ${b.int(sb[sb.length - 1]!)}`;
     b.line(`smelt_mm_dot(a, bm, ${b.int(K)}, ${strides}, int(gid.y), int(gid.x), epi);`);
     position = ["uint3 gid [[thread_position_in_grid]]"];
     dispatch = { threadgroups: false, size: [N, M, batches], group: [Math.min(N, 64), 1, 1] };
@@ -226,14 +226,13 @@ export function matmulKernel(out: Node, main: Node, variant: MatmulVariant, pane
     if (panels.fill) packs.push({ plan: packKernel(main.inputs[1]!, folded ? 1 : product(bBatch), N, 1), out: panels.b });
     let second = `a, 0, 0, 0, panel`;
     if (summed) {
-      if (!panels.b2) throw new Error("matmulKernel: a summed product needs memory for its panels");
       const [A2, B2] = summed.product.inputs as [Node, Node];
       const s2 = A2.data!.strides, K2 = b.int(matmulDepth(summed.product));
       b.line(`device const auto* a2 = in${a2} + ${b.int(A2.data!.offset)};`);
       b.line(`device const float* panel2 = pk2 + int(gid.y) * ${K2} * 16;`);
       args.push(`device const float* pk2 [[buffer(${inputs.length + 2})]]`);
-      inputs.push({ storage: panels.b2, strides: [], offset: 0 });
-      packs.push({ plan: packKernel(B2, 1, N, summed.scale), out: panels.b2 });
+      inputs.push({ storage: summed.panels, strides: [], offset: 0 });
+      packs.push({ plan: packKernel(B2, 1, N, summed.scale), out: summed.panels });
       second = `a2, ${b.int(s2[s2.length - 2]!)}, ${b.int(s2[s2.length - 1]!)}, ${K2}, panel2`;
     }
     b.line(`smelt_mm_panel(a, ${sam}, ${sak}, ${Kp}, panel, ${second}, ${Mp}, ${Np}, int(gid.x) * 6, int(gid.y) * 16, epi);`);
@@ -247,7 +246,6 @@ export function matmulKernel(out: Node, main: Node, variant: MatmulVariant, pane
     while (gy > 1 && Math.ceil(rows / gx) * Math.ceil(cols / gy) * batches < 16) gy >>= 1;
     dispatch = { threadgroups: false, size: [rows, cols, batches], group: [gx, gy, 1] };
   } else {
-    const strides = `${sam}, ${sak}, ${b.int(sb[sb.length - 2]!)}, ${b.int(sb[sb.length - 1]!)}`;
     b.line(`smelt_mm_column(a, bm, ${Mp}, ${b.int(K)}, ${strides}, int(gid.y) * 8, int(gid.x), epi);`);
     position = ["uint3 gid [[thread_position_in_grid]]"];
     dispatch = { threadgroups: false, size: [N, Math.ceil(M / 8), batches], group: [Math.min(N, 64), 1, 1] };

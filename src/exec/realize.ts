@@ -153,8 +153,7 @@ class Schedule {
       b = memory.allocate(panelBytes(main), "matmul");
     }
     const summed = summedProduct(n, main);
-    const b2 = summed ? memory.allocate(panelBytes(summed.product), "matmul") : null;
-    return { b, fill, b2, keeper };
+    return { b, fill, keeper, summed: summed && { ...summed, panels: memory.allocate(panelBytes(summed.product), "matmul") } };
   }
 
   private allocate(n: Node): void {
@@ -279,7 +278,7 @@ function releasePanels(schedule: Schedule, failed: boolean): void {
   for (const { panels } of schedule.matmuls.values()) {
     if (failed) panels?.keeper?.dropDerived();
     panels?.b.release();
-    panels?.b2?.release();
+    panels?.summed?.panels.release();
   }
   schedule.matmuls.clear();
 }
