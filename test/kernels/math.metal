@@ -100,3 +100,11 @@ kernel void math_special(device const float* x [[buffer(0)]],
   o[10] = precise::rsqrt(v);
   o[11] = isnan(v) ? INFINITY : clamp(v, -2.0f, 2.0f);
 }
+
+// tanh and exp alone, for the dense accuracy sweeps.
+kernel void math_sweep(device const float* x [[buffer(0)]],
+                       device float* out [[buffer(1)]],
+                       uint i [[thread_position_in_grid]]) {
+  out[2 * i] = tanh(x[i]);
+  out[2 * i + 1] = exp(x[i]);
+}
