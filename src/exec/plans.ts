@@ -1,21 +1,30 @@
 /**
- * Plans of elementwise and boundary kernels (codegen.ts), kept across evaluations. A plan is a
- * function of what its kernel computes and reads: the nodes' ops, dtypes, shapes, attributes and
- * connections, which of them are read from memory, and where (strides, offset). A description of
- * exactly that, taken in one walk over the nodes, finds the plan made for an equal one; the
- * kernel then only gets the new inputs' memory. This spares generating (and hashing) the source
- * of the same kernels every evaluation, which costs more than building their graph.
+ * Plans of generated kernels (codegen.ts, rows.ts), kept across evaluations. A plan is a function
+ * of what its kernel computes and reads: the nodes' ops, dtypes, shapes, attributes and
+ * connections, which of them are read from memory, and where (strides, offset), plus whatever
+ * else its maker is told (a row kernel's threads per row, a matmul's variant). A description of
+ * exactly that, taken in one walk over the nodes, finds the plan made for an equal one; the kernel
+ * then only gets the new inputs' memory, and the scratch memory of this evaluation (a matmul's
+ * panels). This spares generating (and hashing) the source of the same kernels every evaluation,
+ * which costs more than building their graph.
  */
-import type { Node } from "../tensor/node.ts";
+import type { Data, Node } from "../tensor/node.ts";
 import { boundaryKernels, elementwiseKernel, type KernelPlan } from "./codegen.ts";
+import { type MatmulVariant, matmulKernel, type Panels } from "./matmul.ts";
+import type { Storage } from "./memory.ts";
+import { type RowGroup, rowKernel } from "./rows.ts";
 
 type Word = number | string | boolean | symbol;
 
+/** Where an input's memory comes from: a position in the walk (>= 0), or scratch memory number -1 - slot. */
+type Slot = number;
+
 interface Template {
   words: Word[];
+  /** The plan and the plans of its packs, their memory left out. */
   plan: KernelPlan;
-  /** Positions, in the walk, of the nodes whose memory the plan's inputs are. */
-  leaves: number[];
+  leaves: Slot[];
+  packs: { plan: KernelPlan; leaves: Slot[]; out: number }[];
 }
 
 // Separators no attribute key or value can equal.
@@ -29,13 +38,39 @@ let kept = 0;
 
 /** The plan of the kernel computing `out` (inline producers, or its own kernel for reduce, scan, putAlong). */
 export function plainKernel(out: Node): KernelPlan {
+  return planFor(out, [], () => (boundaryKernels[out.op] ?? elementwiseKernel)(out));
+}
+
+/**
+ * The plan of the row kernel computing `out` with `threads` threads per row. The group is not
+ * described: rows.ts finds it from the nodes the walk describes, so equal walks have equal groups.
+ */
+export function rowPlan(out: Node, group: RowGroup, threads: number): KernelPlan {
+  return planFor(out, ["rows", threads], () => rowKernel(out, group, threads));
+}
+
+/**
+ * The plan of the matmul kernel computing `out` as main's epilogue (with the kernels filling its
+ * panels). Which node is main, and whether the panels are filled or were kept, are described.
+ */
+export function matmulPlan(out: Node, main: Node, variant: MatmulVariant, panels: Panels | null): KernelPlan {
+  const scratch = panels ? [panels.b, ...(panels.summed ? [panels.summed.panels] : [])] : [];
+  const extra: Word[] = ["matmul", variant, panels?.fill ?? "-", scratch.length];
+  return planFor(out, extra, () => matmulKernel(out, main, variant, panels), scratch, main);
+}
+
+/**
+ * The plan kept for a walk from `out` equal to this one (and equal `extra` words, and `marked` at
+ * the same place in it), else make()'s, kept. Its inputs get this walk's memory and `scratch`.
+ */
+function planFor(out: Node, extra: Word[], make: () => KernelPlan, scratch: Storage[] = [], marked?: Node): KernelPlan {
   // Breadth first from out, inputs numbered as found; a node computed before out's kernel
   // (Builder.computed) is read, not walked into.
   const walk = [out];
   const ids = new Map<Node, number>();
-  const words: Word[] = [];
+  const words: Word[] = [...extra];
   // A hash of some of the words (shapes, ops, connections) finds the plans worth comparing.
-  let hash = 0;
+  let hash = extra.length;
   let cacheable = true;
   for (let k = 0; k < walk.length; k++) {
     const n = walk[k]!;
@@ -80,16 +115,32 @@ export function plainKernel(out: Node): KernelPlan {
     }
     words.push(END);
   }
-  const make = boundaryKernels[out.op] ?? elementwiseKernel;
-  if (!cacheable) return make(out);
+  if (marked) words.push(walk.indexOf(marked));
+  if (!cacheable) return make();
+  const memoryOf = (slot: Slot): Data => (slot >= 0 ? walk[slot]!.data! : { storage: scratch[-1 - slot]!, strides: [], offset: 0 });
   const hit = templates.get(hash)?.find((t) => same(t.words, words));
-  if (hit) return { ...hit.plan, inputs: hit.leaves.map((k) => walk[k]!.data!) };
-  const plan = make(out);
-  // Kept with where its inputs were found in the walk (all of them, or it is not kept), not with
-  // the memory of this evaluation's nodes.
+  if (hit) {
+    const plan: KernelPlan = { ...hit.plan, inputs: hit.leaves.map(memoryOf) };
+    if (hit.packs.length) plan.packs = hit.packs.map((p) => ({ plan: { ...p.plan, inputs: p.leaves.map(memoryOf) }, out: scratch[p.out]! }));
+    return plan;
+  }
+  const plan = make();
+  // Kept with where its inputs were found (all of them, or it is not kept), not with the memory of
+  // this evaluation's nodes: a node's memory in the walk, or whole scratch memory.
   const at = new Map(walk.map((n, k) => [n.data, k]));
-  const leaves = plan.inputs.map((d) => at.get(d) ?? -1);
-  if (!leaves.includes(-1)) keep(hash, { words, plan: { ...plan, inputs: [] }, leaves });
+  const slotOf = (d: Data): Slot => {
+    const k = at.get(d);
+    if (k !== undefined) return k;
+    const j = scratch.indexOf(d.storage);
+    return j >= 0 && d.offset === 0 && d.strides.length === 0 ? -1 - j : NaN;
+  };
+  const leaves = plan.inputs.map(slotOf);
+  const packs = (plan.packs ?? []).map((p) => ({ plan: { ...p.plan, inputs: [] }, leaves: p.plan.inputs.map(slotOf), out: scratch.indexOf(p.out) }));
+  const found = leaves.every((k) => !Number.isNaN(k)) && packs.every((p) => p.out >= 0 && p.leaves.every((k) => !Number.isNaN(k)));
+  if (found) {
+    const { packs: _, ...bare } = plan;
+    keep(hash, { words, plan: { ...bare, inputs: [] }, leaves, packs });
+  }
   return plan;
 }
 

@@ -11,9 +11,9 @@ import { itemsize } from "../tensor/dtype.ts";
 import { contiguousStrides } from "../tensor/shape.ts";
 import type { Node } from "../tensor/node.ts";
 import { boundaryKernels, isInline, type KernelPlan, matmulDepth, prelude, readsComputedInputs } from "./codegen.ts";
-import { plainKernel } from "./plans.ts";
-import { isRowReduce, pendingReductions, type RowGroup, rowGroup, rowKernel } from "./rows.ts";
-import { epilogueOf, type MatmulVariant, matmulKernel, panelBytes, type Panels, pendingMatmuls, summedProduct } from "./matmul.ts";
+import { matmulPlan, plainKernel, rowPlan } from "./plans.ts";
+import { isRowReduce, pendingReductions, type RowGroup, rowGroup } from "./rows.ts";
+import { epilogueOf, type MatmulVariant, panelBytes, type Panels, pendingMatmuls, summedProduct } from "./matmul.ts";
 import { memory, type Storage, stats } from "./memory.ts";
 
 const pipelines = new Map<string, Pipeline>();
@@ -252,9 +252,9 @@ function encode(schedule: Schedule) {
     const group = schedule.rows.get(node);
     const mm = schedule.matmuls.get(node);
     const k = mm
-      ? matmulKernel(node, mm.main, mm.variant, mm.panels)
+      ? matmulPlan(node, mm.main, mm.variant, mm.panels)
       : group
-        ? rowKernel(node, group, rowThreads(group))
+        ? rowPlan(node, group, rowThreads(group))
         : plainKernel(node);
     for (const p of k.packs ?? []) put(p.plan, p.out, node.op, false);
     put(k, node.data!.storage, node.op, node.cost > 1);

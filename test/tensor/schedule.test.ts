@@ -1,7 +1,7 @@
 // Scheduling: what one evaluation of several outputs computes, and in which order.
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import * as sm from "../../src/index.ts";
-import { plainKernel } from "../../src/exec/plans.ts";
+import { matmulPlan, plainKernel, rowPlan } from "../../src/exec/plans.ts";
 import { execute, schedule } from "../../src/exec/realize.ts";
 import { check, inDType, ref, uniform } from "./helpers.ts";
 
@@ -69,11 +69,16 @@ test("a kernel reads at most 24 computed tensors: a sum of 30 is two kernels", (
 });
 
 describe("kernel plans are reused for equal kernels only", () => {
-  /** The plans of the kernels of one evaluation of what fn builds (then evaluated). */
-  function plans(fn: () => sm.Tensor) {
+  /** The plans of the kernels of one evaluation of what fn builds (then evaluated); row kernels get `threads` per row. */
+  function plans(fn: () => sm.Tensor, threads = 1) {
     return sm.tidy(() => {
       const s = schedule([fn().node("test")]);
-      const out = s.order.map(plainKernel);
+      const out = s.order.map((n) => {
+        const group = s.rows.get(n);
+        const mm = s.matmuls.get(n);
+        const plan = mm ? matmulPlan(n, mm.main, mm.variant, mm.panels) : group ? rowPlan(n, group, threads) : plainKernel(n);
+        return { plan, panels: mm?.panels ?? null };
+      });
       execute(s);
       return out;
     });
@@ -82,9 +87,9 @@ describe("kernel plans are reused for equal kernels only", () => {
   const y = sm.array([0.5, 0.25, 2, 4, -1, 3, 1, 8], "float32").eval();
 
   test("the same graph again gets the same plan, a new scalar a new one", () => {
-    const [first] = plans(() => x.mul(2).add(y));
-    const [again] = plans(() => x.mul(2).add(y));
-    const [other] = plans(() => x.mul(3).add(y));
+    const [first] = plans(() => x.mul(2).add(y)).map((k) => k.plan);
+    const [again] = plans(() => x.mul(2).add(y)).map((k) => k.plan);
+    const [other] = plans(() => x.mul(3).add(y)).map((k) => k.plan);
     expect(again!.params).toBe(first!.params);
     expect(other!.params).not.toBe(first!.params);
     expect(other!.source).toBe(first!.source); // one kernel compiled for both
@@ -99,6 +104,88 @@ describe("kernel plans are reused for equal kernels only", () => {
     expect(read(() => x.slice("1:5").mul(2))).toEqual([-4, 6, -8, 10]);
     expect(read(() => x.slice("2:6").mul(2))).toEqual([6, -8, 10, -12]);
     expect(read(() => x.slice("::2").mul(2))).toEqual([2, 6, 10, 14]);
+  });
+
+  test("row kernels: the same graph again (other inputs) gets the same plan; other eps, rows or threads do not", () => {
+    const a = sm.array(uniform(24, -3, 3, 91), "float32").reshape([4, 6]).eval();
+    const b = sm.array(uniform(24, -3, 3, 92), "float32").reshape([4, 6]).eval();
+    const wide = sm.array(uniform(24, -3, 3, 93), "float32").reshape([3, 8]).eval();
+    const rms = (t: sm.Tensor, eps: number) => t.mul(sm.rsqrt(t.mul(t).mean(-1, true).add(eps)));
+    const [first] = plans(() => rms(a, 1e-5)).map((k) => k.plan);
+    const [again] = plans(() => rms(b, 1e-5)).map((k) => k.plan);
+    const [eps] = plans(() => rms(a, 1e-3)).map((k) => k.plan);
+    const [rows] = plans(() => rms(wide, 1e-5)).map((k) => k.plan);
+    const [threads] = plans(() => rms(a, 1e-5), 4).map((k) => k.plan);
+    expect(again!.params).toBe(first!.params);
+    expect(again!.inputs[0]!.storage).toBe(b.node("test").data!.storage); // b's memory, not a's
+    expect(eps!.params).not.toBe(first!.params);
+    expect(eps!.source).toBe(first!.source);
+    expect(rows!.params).not.toBe(first!.params);
+    expect(threads!.source).not.toBe(first!.source);
+    // and the reused plans compute the right values: softmax of two inputs in turn, then again
+    for (let round = 0; round < 2; round++) {
+      for (const t of [a, b]) {
+        const got = sm.tidy(() => {
+          const e = sm.exp(t.sub(t.max(-1, true)));
+          return Array.from(e.div(e.sum(-1, true)).raw());
+        });
+        const flat = Array.from(t.raw());
+        for (let i = 0; i < 4; i++) {
+          const row = flat.slice(6 * i, 6 * i + 6);
+          const m = Math.max(...row);
+          const z = row.reduce((s, v) => s + Math.exp(v - m), 0);
+          row.forEach((v, j) => expect(Math.abs(got[6 * i + j]! - Math.exp(v - m) / z)).toBeLessThan(1e-6));
+        }
+      }
+    }
+    [a, b, wide].forEach((t) => t.dispose());
+  });
+
+  // the panel variant is the host's
+  test.skipIf(sm.device().backend !== "host")("matmul kernels (host panels): the same LoRA graph again gets the same plans, with this evaluation's memory", () => {
+    process.env.SMELT_MATMUL = "panel";
+    try {
+      const vals = (n: number, seed: number) => uniform(n, -1, 1, seed);
+      const xs = [0, 1].map((k) => sm.array(vals(16 * 64, 101 + k), "float32").reshape([16, 64]).eval());
+      const W = sm.array(vals(64 * 48, 103), "float32").reshape([64, 48]).eval();
+      const A = sm.array(vals(64 * 4, 104), "float32").reshape([64, 4]).eval();
+      const B = sm.array(vals(4 * 48, 105), "float32").reshape([4, 48]).eval();
+      const lora = (x: sm.Tensor) => sm.matmul(x, W).add(sm.matmul(sm.matmul(x, A), B).mul(2));
+      const runs = [0, 1, 0, 1].map((k) => plans(() => lora(xs[k]!)).at(-1)!);
+      // the first evaluation fills W's panels (kept with W), the later ones only scale B into theirs
+      expect(runs[0]!.plan.packs!.length).toBe(2);
+      expect(runs[1]!.plan.packs!.length).toBe(1);
+      expect(runs[1]!.plan.params).not.toBe(runs[0]!.plan.params);
+      for (const r of runs.slice(2)) {
+        expect(r.plan.params).toBe(runs[1]!.plan.params);
+        expect(r.plan.source).toBe(runs[1]!.plan.source);
+        // inputs and packs get this evaluation's memory: its own panels for the scaled B
+        expect(r.plan.packs![0]!.out).toBe(r.panels!.summed!.panels);
+        expect(r.plan.inputs.at(-1)!.storage).toBe(r.panels!.summed!.panels);
+        expect(r.plan.inputs.at(-2)!.storage).toBe(r.panels!.b);
+      }
+      // and compute the right values, alternating inputs
+      const f64 = (x: ArrayLike<number>) => {
+        const w = W.raw(), a = A.raw(), b = B.raw(), out: number[] = [];
+        for (let i = 0; i < 16; i++) {
+          const xa = [0, 1, 2, 3].map((r) => { let t = 0; for (let k = 0; k < 64; k++) t += x[64 * i + k]! * a[4 * k + r]!; return t; });
+          for (let j = 0; j < 48; j++) {
+            let v = 0;
+            for (let k = 0; k < 64; k++) v += x[64 * i + k]! * w[48 * k + j]!;
+            out.push(v + 2 * xa.reduce((s, t, r) => s + t * b[48 * r + j]!, 0));
+          }
+        }
+        return out;
+      };
+      for (const k of [0, 1, 0, 1]) {
+        const got = sm.tidy(() => Array.from(lora(xs[k]!).raw()));
+        const want = f64(xs[k]!.raw());
+        got.forEach((g, i) => expect(Math.abs(g - want[i]!)).toBeLessThan(1e-5 * Math.max(1, Math.abs(want[i]!))));
+      }
+      [...xs, W, A, B].forEach((t) => t.dispose());
+    } finally {
+      delete process.env.SMELT_MATMUL;
+    }
   });
 
   test("a node read from memory or computed inline (by a later kernel of the same evaluation)", () => {
