@@ -12,8 +12,9 @@
 // below runs one thread per block (a grid of at least half threads; extra threads do nothing) and
 // element i of its output is made from word i of this stream, one 32-bit word per element for every
 // output type.
-#include <metal_stdlib>
-using namespace metal;
+//
+// Compiled after metal/prelude.metal (src/tensor/random.ts), which brings metal_stdlib and the
+// erfinv the normals use.
 
 // ---------------------------------------------------------------------------------------------------
 // Threefry-2x32-20
@@ -185,52 +186,13 @@ template [[host_name("random_uniform_bfloat")]] kernel void random_uniform<bfloa
     constant uint* key [[buffer(0)]], device bfloat* out [[buffer(1)]],
     constant UniformArgs& a [[buffer(2)]], uint j [[thread_position_in_grid]]);
 
-// erfinv for x in (-1, 1), to about 2e-7 relative. With w = -log(1 - x^2):
-//   w < 5:  erfinv(x) = x * P(w - 2.5)
-//   w >= 5: erfinv(x) = x * Q(sqrt(w) - 3)
-// P and Q are degree-9 polynomials fitted for smelt (weighted least squares for relative error at
-// Chebyshev nodes of w in [0, 5] and [5, 17]; w stays below 16.7 for any float x with |x| < 1),
-// evaluated with fma in Horner form. 1 - x^2 is fma(-x, x, 1): rounded once, exact up to that.
-inline float erfinv_poly_small(float t) {
-  float p = -8.941444918e-09f;
-  p = fma(p, t, 2.326478210e-08f);
-  p = fma(p, t, 4.682674160e-07f);
-  p = fma(p, t, -3.463092753e-06f);
-  p = fma(p, t, -4.973071555e-06f);
-  p = fma(p, t, 2.183458855e-04f);
-  p = fma(p, t, -1.252725255e-03f);
-  p = fma(p, t, -4.177388269e-03f);
-  p = fma(p, t, 2.466402799e-01f);
-  p = fma(p, t, 1.501409411e+00f);
-  return p;
-}
-
-inline float erfinv_poly_large(float t) {
-  float p = 1.101428134e-04f;
-  p = fma(p, t, -3.048501385e-04f);
-  p = fma(p, t, -4.810651444e-05f);
-  p = fma(p, t, 1.479093102e-03f);
-  p = fma(p, t, -3.602302400e-03f);
-  p = fma(p, t, 5.689296871e-03f);
-  p = fma(p, t, -7.636175957e-03f);
-  p = fma(p, t, 9.445015341e-03f);
-  p = fma(p, t, 1.001674891e+00f);
-  p = fma(p, t, 2.832976818e+00f);
-  return p;
-}
-
-inline float erfinv_float(float x) {
-  float w = -precise::log(fma(-x, x, 1.0f));
-  float p = w < 5.0f ? erfinv_poly_small(w - 2.5f) : erfinv_poly_large(precise::sqrt(w) - 3.0f);
-  return p * x;
-}
-
 // sqrt(2) rounded to float.
 constant float RANDOM_SQRT2 = 1.41421354f;
 
-// The float uniform in [-1 + 2^-24, 1) whose erfinv times sqrt(2) is a standard normal; never +-1.
+// The float uniform in [-1 + 2^-24, 1) whose erfinv (metal/prelude.metal) times sqrt(2) is a
+// standard normal; never +-1.
 inline float standard_normal(uint bits) {
-  return RANDOM_SQRT2 * erfinv_float(uniform_float(bits, -0.99999994f, 1.0f));
+  return RANDOM_SQRT2 * smelt_erfinv(uniform_float(bits, -0.99999994f, 1.0f));
 }
 
 inline void store(device float* out, uint i, float v) { out[i] = v; }

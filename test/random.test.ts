@@ -5,13 +5,14 @@
  */
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
+import { prelude } from "../src/exec/codegen.ts";
 import * as rr from "../src/tensor/random-reference.ts";
 import { bf16Value, dev, expectClose, expectEqual, fromF16, read, sm, ulp32 } from "./msl/helpers.ts";
 
 let lib: sm.Library | undefined;
 const pipes = new Map<string, sm.Pipeline>();
 function kernel(name: string): sm.Pipeline {
-  lib ??= dev.compile(readFileSync(new URL("../metal/random.metal", import.meta.url), "utf8"));
+  lib ??= dev.compile(`${prelude}\n${readFileSync(new URL("../metal/random.metal", import.meta.url), "utf8")}`);
   let pipe = pipes.get(name);
   if (!pipe) {
     pipe = lib.pipeline(name);

@@ -198,7 +198,7 @@ export function uniform(k: RandomKey, n: number, low: number, high: number, dtyp
   return out;
 }
 
-// The polynomials of erfinv_float in metal/random.metal, highest degree first.
+// The polynomials of smelt_erfinv in metal/prelude.metal, highest degree first.
 const ERFINV_SMALL = [
   -8.941444918e-9, 2.32647821e-8, 4.68267416e-7, -3.463092753e-6, -4.973071555e-6, 2.183458855e-4, -1.252725255e-3,
   -4.177388269e-3, 2.466402799e-1, 1.501409411,
@@ -214,7 +214,7 @@ function horner(coefs: readonly number[], t: number): number {
   return p;
 }
 
-/** The kernel's float32 erfinv for x in (-1, 1); log and sqrt rounded to float32 from doubles. */
+/** The kernels' float32 erfinv (smelt_erfinv) for x in (-1, 1); log and sqrt rounded to float32 from doubles. */
 export function erfinvFloat(x: number): number {
   const w = -f32(Math.log(fmaf(-x, x, 1)));
   const p = w < 5 ? horner(ERFINV_SMALL, f32(w - 2.5)) : horner(ERFINV_LARGE, f32(f32(Math.sqrt(w)) - 3));
