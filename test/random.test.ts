@@ -7,6 +7,7 @@ import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { prelude } from "../src/exec/codegen.ts";
 import * as rr from "../src/tensor/random-reference.ts";
+import { streamArgs } from "../src/tensor/random.ts";
 import { bf16Value, dev, expectClose, expectEqual, fromF16, read, sm, ulp32 } from "./msl/helpers.ts";
 
 let lib: sm.Library | undefined;
@@ -37,21 +38,6 @@ function runStream(name: string, keyArg: KeyArg, out: sm.DeviceBuffer, params: A
 
 const half = (n: number) => Math.ceil(n / 2);
 
-/** Little-endian params struct { uint n; <two 4-byte fields> } as the kernels declare them. */
-function params(n: number, a: number, b: number, kind: "f32" | "i32"): Uint8Array {
-  const bytes = new Uint8Array(12);
-  const v = new DataView(bytes.buffer);
-  v.setUint32(0, n, true);
-  if (kind === "f32") {
-    v.setFloat32(4, a, true);
-    v.setFloat32(8, b, true);
-  } else {
-    v.setInt32(4, a, true);
-    v.setInt32(8, b, true);
-  }
-  return bytes;
-}
-
 function gpuBits(key: KeyArg, n: number): Uint32Array {
   const out = dev.buffer(4 * n);
   runStream("random_bits", key, out, new Uint32Array([n]), half(n));
@@ -61,20 +47,20 @@ function gpuBits(key: KeyArg, n: number): Uint32Array {
 function gpuUniform(key: Uint32Array, n: number, low: number, high: number, dtype: rr.RandomFloatDtype) {
   const name = { float32: "random_uniform_float", float16: "random_uniform_half", bfloat16: "random_uniform_bfloat" }[dtype];
   const out = dev.buffer((dtype === "float32" ? 4 : 2) * n);
-  runStream(name, key, out, params(n, low, high, "f32"), half(n));
+  runStream(name, key, out, streamArgs(n, low, high, "float"), half(n));
   return out;
 }
 
 function gpuNormal(key: Uint32Array, n: number, loc: number, scale: number, dtype: rr.RandomFloatDtype) {
   const name = { float32: "random_normal_float", float16: "random_normal_half", bfloat16: "random_normal_bfloat" }[dtype];
   const out = dev.buffer((dtype === "float32" ? 4 : 2) * n);
-  runStream(name, key, out, params(n, loc, scale, "f32"), half(n));
+  runStream(name, key, out, streamArgs(n, loc, scale, "float"), half(n));
   return out;
 }
 
 function gpuRandint(key: Uint32Array, n: number, low: number, high: number): Int32Array {
   const out = dev.buffer(4 * n);
-  runStream("random_randint", key, out, params(n, low, high, "i32"), half(n));
+  runStream("random_randint", key, out, streamArgs(n, low, high, "int"), half(n));
   return read(out, Int32Array);
 }
 

@@ -160,20 +160,15 @@ function stepDown16(b: number, v: number): number {
   return 0x8001;
 }
 
-/** Half bits of a float32 uniform v kept below high after rounding (store_below in the kernel). */
-function halfBelowBits(v: number, high: number): number {
-  const h = halfBits(v);
-  if (halfValue(h) < high) return h;
-  const hh = halfBits(high);
-  const hv = halfValue(hh);
-  return hv < high ? hh : stepDown16(hh, hv);
-}
-
-function bfloatBelowBits(v: number, high: number): number {
-  const h = bfloatBits(v);
-  if (bfloatValue(h) < high) return h;
-  const hh = bfloatBits(high);
-  const hv = bfloatValue(hh);
+/**
+ * The bits of a float32 uniform v rounded to a 16-bit type (its bits and value functions) and
+ * kept below high after rounding (store_below in the kernel).
+ */
+function belowBits(toBits: (x: number) => number, value: (b: number) => number, v: number, high: number): number {
+  const h = toBits(v);
+  if (value(h) < high) return h;
+  const hh = toBits(high);
+  const hv = value(hh);
   return hv < high ? hh : stepDown16(hh, hv);
 }
 
@@ -193,8 +188,8 @@ export function uniform(k: RandomKey, n: number, low: number, high: number, dtyp
     return out;
   }
   const out = new Uint16Array(n);
-  const below = dtype === "float16" ? halfBelowBits : bfloatBelowBits;
-  forEachWord(k, n, (i, bits) => (out[i] = below(uniformFloat(bits, low, hi), hi)));
+  const [toBits, value] = dtype === "float16" ? [halfBits, halfValue] : [bfloatBits, bfloatValue];
+  forEachWord(k, n, (i, bits) => (out[i] = belowBits(toBits, value, uniformFloat(bits, low, hi), hi)));
   return out;
 }
 

@@ -79,8 +79,8 @@ function pipeline(name: string): Pipeline {
   return p;
 }
 
-/** The struct { uint n; two 4-byte fields } the stream kernels take at buffer(2). */
-function streamArgs(n: number, a: number, b: number, kind: "float" | "int"): Uint8Array {
+/** @internal The struct { uint n; two 4-byte fields } the stream kernels take at buffer(2) (also used by test/random.test.ts). */
+export function streamArgs(n: number, a: number, b: number, kind: "float" | "int"): Uint8Array {
   const bytes = new Uint8Array(12);
   const v = new DataView(bytes.buffer);
   v.setUint32(0, n, true);
