@@ -79,8 +79,9 @@ struct smelt_device {
 
 struct smelt_buffer {
   smelt_device* dev;
-  void* memory;
+  void* memory;     // the contents: `mapping`, or a staggered offset into it (smelt_buffer_new)
   uint64_t length;  // as requested
+  void* mapping;
   size_t mapped;    // page-rounded, at least one page
   std::atomic<int> refs{1};
 };

@@ -142,7 +142,9 @@ SMELT_API int smelt_device_stats_get(smelt_device* dev, smelt_device_stats* out)
  * read at any time; it only grows. Valid until the device is closed. */
 SMELT_API const volatile uint64_t* smelt_device_completion_counter(smelt_device* dev);
 
-/* Buffers: zero-filled, page-aligned shared memory; contents is the memory the device uses. */
+/* Buffers: zero-filled shared memory; contents is the memory the device uses. Page-aligned on
+ * Metal; the host backend starts buffers of 1 MiB or more 256 * (0..15) bytes into their first
+ * page, in turn, so that streams between them do not alias within 4 KiB pages. */
 SMELT_API smelt_buffer* smelt_buffer_new(smelt_device* dev, uint64_t length, char* err, size_t errlen);
 SMELT_API void* smelt_buffer_contents(smelt_buffer* buf);
 SMELT_API uint64_t smelt_buffer_length(smelt_buffer* buf);
