@@ -37,7 +37,7 @@ const templates = new Map<number, Template[]>();
 let kept = 0;
 
 /** The plan of the kernel computing `out` (inline producers, or its own kernel for reduce, scan, putAlong). */
-export function plainKernel(out: Node): KernelPlan {
+export function plainPlan(out: Node): KernelPlan {
   return planFor(out, [], () => (boundaryKernels[out.op] ?? elementwiseKernel)(out));
 }
 

@@ -11,7 +11,7 @@ import { itemsize } from "../tensor/dtype.ts";
 import { contiguousStrides } from "../tensor/shape.ts";
 import type { Node } from "../tensor/node.ts";
 import { boundaryKernels, isInline, type KernelPlan, matmulDepth, prelude, readsComputedInputs } from "./codegen.ts";
-import { matmulPlan, plainKernel, rowPlan } from "./plans.ts";
+import { matmulPlan, plainPlan, rowPlan } from "./plans.ts";
 import { isRowReduce, pendingReductions, type RowGroup, rowGroup } from "./rows.ts";
 import { epilogueOf, type MatmulVariant, panelBytes, type Panels, pendingMatmuls, summedProduct } from "./matmul.ts";
 import { memory, type Storage, stats } from "./memory.ts";
@@ -223,6 +223,14 @@ function matmulVariant(main: Node): MatmulVariant {
   return M <= 16 ? "dot" : "simd";
 }
 
+/** The plan of the kernel the schedule gives node: a matmul's, a row group's, or a plain one. */
+export function planOf(schedule: Schedule, node: Node): KernelPlan {
+  const mm = schedule.matmuls.get(node);
+  if (mm) return matmulPlan(node, mm.main, mm.variant, mm.panels);
+  const group = schedule.rows.get(node);
+  return group ? rowPlan(node, group, rowThreads(group)) : plainPlan(node);
+}
+
 /** Generates, compiles (once per structure) and encodes the scheduled kernels into one command buffer. */
 function encode(schedule: Schedule) {
   const dev = memory.device;
@@ -249,13 +257,7 @@ function encode(schedule: Schedule) {
     written.add(out);
   };
   for (const node of schedule.order) {
-    const group = schedule.rows.get(node);
-    const mm = schedule.matmuls.get(node);
-    const k = mm
-      ? matmulPlan(node, mm.main, mm.variant, mm.panels)
-      : group
-        ? rowPlan(node, group, rowThreads(group))
-        : plainKernel(node);
+    const k = planOf(schedule, node);
     for (const p of k.packs ?? []) put(p.plan, p.out, node.op, false);
     put(k, node.data!.storage, node.op, node.cost > 1);
   }

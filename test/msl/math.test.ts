@@ -1,5 +1,5 @@
 import { describe, test } from "bun:test";
-import { dev, expectClose, expectEqual, kernelFile, read, runThreads, uniform } from "./helpers.ts";
+import { bitsF32, dev, expectClose, expectEqual, f32Bits, kernelFile, read, runThreads, uniform } from "./helpers.ts";
 
 const kernel = kernelFile("math.metal");
 const fr = Math.fround;
@@ -141,19 +141,13 @@ describe("math.metal", () => {
   // program when the host's tanh was last changed, its largest error was 2.43 ulp.) exp is swept
   // the same way over its finite, normal range.
   const sweep = (lo: number, hi: number, stride: number, signs: number[]): Float32Array => {
-    const bits = new Uint32Array(1);
-    const f = new Float32Array(bits.buffer);
     const out: number[] = [];
-    for (let b = lo; b <= hi; b += stride) {
-      bits[0] = b;
-      for (const s of signs) out.push(s * f[0]!);
-    }
+    for (let b = lo; b <= hi; b += stride) for (const s of signs) out.push(s * bitsF32(b));
     return new Float32Array(out);
   };
-  const floatBits = (v: number) => new Uint32Array(new Float32Array([v]).buffer)[0]!;
 
   test("tanh within 2.5 ulp of float64 over a sweep of every binade up to 11", () => {
-    const x = sweep(1, floatBits(11), 1009, [1, -1]);
+    const x = sweep(1, f32Bits(11), 1009, [1, -1]);
     const got = run("math_sweep", x, null, 2, 256).filter((_, j) => j % 2 === 0);
     expectClose("tanh", got, Array.from(x, Math.tanh), { ulps: 2.5, label: (i) => `x=${x[i]}` });
     // where tanh rounds to +-1 in float it must be exactly that (gelu(-inf) = -inf * 0 = NaN needs it)
@@ -163,8 +157,8 @@ describe("math.metal", () => {
   });
 
   test("exp within 2 ulp of float64 over a sweep of [-103, 88.7]", () => {
-    const pos = sweep(1, floatBits(88.7), 1009, [1]);
-    const neg = sweep(1, floatBits(103), 1009, [-1]);
+    const pos = sweep(1, f32Bits(88.7), 1009, [1]);
+    const neg = sweep(1, f32Bits(103), 1009, [-1]);
     const x = new Float32Array([...pos, ...neg]);
     const got = run("math_sweep", x, null, 2, 256).filter((_, j) => j % 2 === 1);
     expectClose("exp", got, Array.from(x, Math.exp), { ulps: 2, label: (i) => `x=${x[i]}` });

@@ -1,8 +1,7 @@
 // Scheduling: what one evaluation of several outputs computes, and in which order.
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import * as sm from "../../src/index.ts";
-import { matmulPlan, plainKernel, rowPlan } from "../../src/exec/plans.ts";
-import { execute, schedule } from "../../src/exec/realize.ts";
+import { execute, planOf, schedule } from "../../src/exec/realize.ts";
 import { check, inDType, ref, uniform } from "./helpers.ts";
 
 setDefaultTimeout(120_000);
@@ -69,19 +68,19 @@ test("a kernel reads at most 24 computed tensors: a sum of 30 is two kernels", (
 });
 
 describe("kernel plans are reused for equal kernels only", () => {
-  /** The plans of the kernels of one evaluation of what fn builds (then evaluated); row kernels get `threads` per row. */
-  function plans(fn: () => sm.Tensor, threads = 1) {
-    return sm.tidy(() => {
-      const s = schedule([fn().node("test")]);
-      const out = s.order.map((n) => {
-        const group = s.rows.get(n);
-        const mm = s.matmuls.get(n);
-        const plan = mm ? matmulPlan(n, mm.main, mm.variant, mm.panels) : group ? rowPlan(n, group, threads) : plainKernel(n);
-        return { plan, panels: mm?.panels ?? null };
+  /** The plans of the kernels of one evaluation of what fn builds (then evaluated); row kernels get `threads` per row if given. */
+  function plans(fn: () => sm.Tensor, threads?: number) {
+    if (threads) process.env.SMELT_ROW_THREADS = String(threads);
+    try {
+      return sm.tidy(() => {
+        const s = schedule([fn().node("test")]);
+        const out = s.order.map((n) => ({ plan: planOf(s, n), panels: s.matmuls.get(n)?.panels ?? null }));
+        execute(s);
+        return out;
       });
-      execute(s);
-      return out;
-    });
+    } finally {
+      if (threads) delete process.env.SMELT_ROW_THREADS;
+    }
   }
   const x = sm.array([1, -2, 3, -4, 5, -6, 7, -8], "float32").eval();
   const y = sm.array([0.5, 0.25, 2, 4, -1, 3, 1, 8], "float32").eval();
