@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { type DType, isFloating, isSigned } from "../tensor/dtype.ts";
 import { contiguousStrides } from "../tensor/shape.ts";
 import type { Data, Node } from "../tensor/node.ts";
+import { attrsOf, type ElementwiseOp, type KernelOp, OPS, type ReduceKind } from "../tensor/op.ts";
 import { elementwise, type Value } from "./elementwise.ts";
 import type { Storage } from "./memory.ts";
 
@@ -36,22 +37,22 @@ export function storageType(d: DType): string {
   return d === "bool" ? "uchar" : computeType(d);
 }
 
-/** Ops computed inline inside a kernel rather than as kernels of their own. */
 /**
  * Whether an inline node reads each input at its own element (elementwise ops, casts); views,
  * reshapes, joins, pads, gathers and inline matmuls read other elements, which matters to the
  * planners that hold a value fixed per row or per element (rows.ts, matmul.ts).
  */
 export function readsOwnElement(n: Node): boolean {
-  return n.op in elementwise || n.op === "cast" || n.inputs.length === 0;
+  const kind = OPS[n.op].kind;
+  return kind === "elementwise" || kind === "cast" || kind === "generator";
 }
 
+/** Whether n is computed inside the kernel of a consumer rather than by a kernel of its own. */
 export function isInline(n: Node): boolean {
   if (n.data !== null) return false;
   if (n.op === "matmul") return matmulDepth(n) <= INLINE_MATMUL_DEPTH;
-  return n.op in elementwise || INLINE_STRUCTURAL.has(n.op);
+  return OPS[n.op].inline;
 }
-const INLINE_STRUCTURAL = new Set(["scalar", "arange", "eye", "view", "reshape", "cast", "concat", "pad", "take", "takeAlong"]);
 
 export interface KernelPlan {
   /** The kernel's MSL after the prelude (which every kernel gets): its structure, and cache key. */
@@ -215,12 +216,12 @@ export class Builder {
     switch (n.op) {
       case "scalar": {
         // Integers pass as their 32 bits: a float would lose everything past 2^24.
-        const value = n.attrs.value as number;
+        const value = attrsOf(n, "scalar").value;
         this.line(`${T} ${v} = ${T}(${isFloatType(n.dtype) ? this.float(value) : this.int(value)});`);
         return v;
       }
       case "arange": {
-        const start = n.attrs.start as number, step = n.attrs.step as number;
+        const { start, step } = attrsOf(n, "arange");
         if (!isFloatType(n.dtype) && Number.isInteger(start) && Number.isInteger(step))
           this.line(`${T} ${v} = ${T}(${this.int(start)} + ${idx} * ${this.int(step)});`);
         else this.line(`${T} ${v} = ${T}(${this.float(start)} + float(${idx}) * ${this.float(step)});`);
@@ -228,7 +229,7 @@ export class Builder {
       }
       case "eye": {
         const [r, c] = this.unflatten(n.shape, idx);
-        this.line(`${T} ${v} = ${T}(${c} - ${r} == ${this.int(n.attrs.k as number)});`);
+        this.line(`${T} ${v} = ${T}(${c} - ${r} == ${this.int(attrsOf(n, "eye").k)});`);
         return v;
       }
       case "cast": {
@@ -251,7 +252,8 @@ export class Builder {
         return v;
       }
       case "view": {
-        const at = this.affine(n.shape, n.attrs.strides as number[], n.attrs.offset as number, idx);
+        const map = attrsOf(n, "view");
+        const at = this.affine(n.shape, map.strides, map.offset, idx);
         const j = this.fresh("j");
         this.line(`int ${j} = ${at};`);
         return this.emit(n.inputs[0]!, j);
@@ -264,10 +266,10 @@ export class Builder {
       case "takeAlong":
         return this.take(n, idx);
     }
-    const op = elementwise[n.op];
-    if (!op) throw new Error(`codegen: ${n.op} is not an inline op`);
+    if (OPS[n.op].kind !== "elementwise") throw new Error(`codegen: ${n.op} is not an inline op`);
+    const op = elementwise[n.op as ElementwiseOp];
     const args: Value[] = n.inputs.map((x) => ({ v: this.emit(x, idx), dtype: x.dtype }));
-    const scalars = (n.attrs.scalars as number[] | undefined)?.map((s) => this.float(s)) ?? [];
+    const scalars = n.op === "nanToNum" ? attrsOf(n, "nanToNum").scalars.map((s) => this.float(s)) : [];
     this.line(`${T} ${v} = ${T}(${op(args, n.dtype, scalars)});`);
     return v;
   }
@@ -277,7 +279,7 @@ export class Builder {
    * computed, inside its branch: computing the others would read them out of bounds.
    */
   private concat(n: Node, idx: string, v: string): string {
-    const axis = n.attrs.axis as number;
+    const axis = attrsOf(n, "concat").axis;
     const inner = this.int(n.shape.slice(axis + 1).reduce((a, d) => a * d, 1));
     const len = this.int(n.shape[axis]!);
     const [w, c, o] = [this.fresh("w"), this.fresh("c"), this.fresh("o")];
@@ -303,10 +305,9 @@ export class Builder {
   /** Constant padding: coordinates outside the input (attrs.before of it per axis) give attrs.value. */
   private pad(n: Node, idx: string, v: string): string {
     const x = n.inputs[0]!;
-    const before = n.attrs.before as number[];
+    const { before, value } = attrsOf(n, "pad");
     const T = computeType(n.dtype);
     // Integers go as int so that values past 2^24 survive; uint32 ones wrap back in T(int).
-    const value = n.attrs.value as number;
     this.line(`${T} ${v} = ${T}(${isFloating(n.dtype) ? this.float(value) : this.int(value)});`);
     const strides = contiguousStrides(x.shape);
     const inside: string[] = [];
@@ -333,7 +334,7 @@ export class Builder {
    */
   private take(n: Node, idx: string): string {
     const [x, indices] = n.inputs as [Node, Node];
-    const axis = n.attrs.axis as number;
+    const axis = n.op === "take" ? attrsOf(n, "take").axis : attrsOf(n, "takeAlong").axis;
     const inner = this.int(x.shape.slice(axis + 1).reduce((a, d) => a * d, 1));
     const span = this.int(n.op === "take" ? indices.size : n.shape[axis]!);
     const len = this.int(x.shape[axis]!);
@@ -403,13 +404,10 @@ export function elementwiseKernel(out: Node): KernelPlan {
   return finish(b, out, out.size);
 }
 
-export type ReduceKind = "sum" | "prod" | "max" | "min" | "argmax" | "argmin" | "all" | "any";
-
 /** One thread per output element, looping over the reduced elements of the (inline) input. */
 export function reduceKernel(out: Node): KernelPlan {
   const input = out.inputs[0]!;
-  const axes = out.attrs.axes as number[];
-  const kind = out.attrs.kind as ReduceKind;
+  const { axes, kind } = attrsOf(out, "reduce");
   const kept = input.shape.map((_, d) => d).filter((d) => !axes.includes(d));
   const strides = contiguousStrides(input.shape);
   const b = new Builder(out);
@@ -464,8 +462,7 @@ export function reduceKernel(out: Node): KernelPlan {
 /** Cumulative sum or product along one axis: one thread per line along the axis. */
 export function scanKernel(out: Node): KernelPlan {
   const input = out.inputs[0]!;
-  const axis = out.attrs.axis as number;
-  const kind = out.attrs.kind as "sum" | "prod";
+  const { axis, kind } = attrsOf(out, "scan");
   const b = new Builder(out);
   const strides = contiguousStrides(out.shape);
   const others = out.shape.map((_, d) => d).filter((d) => d !== axis);
@@ -494,7 +491,7 @@ export function scanKernel(out: Node): KernelPlan {
  */
 export function putAlongKernel(out: Node): KernelPlan {
   const [x, indices, values] = out.inputs as [Node, Node, Node];
-  const axis = out.attrs.axis as number;
+  const axis = attrsOf(out, "putAlong").axis;
   const b = new Builder(out);
   const size = out.shape[axis]!;
   const inner = b.int(out.shape.slice(axis + 1).reduce((a, d) => a * d, 1));
@@ -518,13 +515,11 @@ export function putAlongKernel(out: Node): KernelPlan {
 }
 
 /** Ops with kernels of their own (their inputs are computed first, or inlined into their loads). */
-export const boundaryKernels: Record<string, (n: Node) => KernelPlan> = {
+export const boundaryKernels: Record<KernelOp, (n: Node) => KernelPlan> = {
   reduce: reduceKernel,
   scan: scanKernel,
   putAlong: putAlongKernel,
 };
-/** Ops whose kernels read their inputs from memory instead of computing them inline. */
-export const readsComputedInputs = new Set(["matmul", "putAlong"]);
 
 /**
  * A matmul with a contraction this short is computed inline, as a dot product per element, by the

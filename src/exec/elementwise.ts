@@ -4,6 +4,7 @@
  * run one by one (eager mode) round at the same places and agree bit for bit.
  */
 import type { DType } from "../tensor/dtype.ts";
+import type { ElementwiseOp } from "../tensor/op.ts";
 
 export interface Value {
   v: string;
@@ -15,7 +16,7 @@ const isInt = (d: DType) => d !== "bool" && !d.startsWith("float") && d !== "bfl
 const f = (a: Value) => `float(${a.v})`;
 const fn1 = (name: string): Emit => ([a]) => `${name}(${f(a!)})`;
 
-export const elementwise: Record<string, Emit> = {
+export const elementwise: Record<ElementwiseOp, Emit> = {
   // unary arithmetic
   negative: ([a]) => `-${a!.v}`,
   abs: ([a]) => (a!.dtype === "bool" || a!.dtype.startsWith("uint") ? a!.v : `abs(${a!.v})`),

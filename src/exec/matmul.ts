@@ -6,6 +6,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Data, Node } from "../tensor/node.ts";
+import { attrsOf } from "../tensor/op.ts";
 import { Builder, isInline, type KernelPlan, matmulDepth, readsOwnElement, storageType, store } from "./codegen.ts";
 import type { Storage } from "./memory.ts";
 
@@ -102,7 +103,7 @@ export function summedProduct(out: Node, main: Node): SummedProduct | null {
     const lp = layoutOf(p);
     return lp.M === lm.M && (lp.batches === 1 || lp.folded) && product(p.inputs[1]!.shape.slice(0, -2)) === 1;
   };
-  const constant = (x: Node) => (x.op === "scalar" && !x.data ? (x.attrs.value as number) : null);
+  const constant = (x: Node) => (x.op === "scalar" && !x.data ? attrsOf(x, "scalar").value : null);
   const term = (t: Node): { product: Node; scale: number } | null => {
     if (fits(t)) return { product: t, scale: 1 };
     if (t.op !== "multiply" || t.data || t.dtype !== "float32") return null;

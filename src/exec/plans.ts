@@ -9,6 +9,7 @@
  * which costs more than building their graph.
  */
 import type { Data, Node } from "../tensor/node.ts";
+import { type KernelOp, OPS } from "../tensor/op.ts";
 import { boundaryKernels, elementwiseKernel, type KernelPlan } from "./codegen.ts";
 import { type MatmulVariant, matmulKernel, type Panels } from "./matmul.ts";
 import type { Storage } from "./memory.ts";
@@ -38,7 +39,7 @@ let kept = 0;
 
 /** The plan of the kernel computing `out` (inline producers, or its own kernel for reduce, scan, putAlong). */
 export function plainPlan(out: Node): KernelPlan {
-  return planFor(out, [], () => (boundaryKernels[out.op] ?? elementwiseKernel)(out));
+  return planFor(out, [], () => (OPS[out.op].kind === "kernel" ? boundaryKernels[out.op as KernelOp] : elementwiseKernel)(out));
 }
 
 /**
@@ -88,8 +89,9 @@ function planFor(out: Node, extra: Word[], make: () => KernelPlan, scratch: Stor
     if (read) continue;
     words.push(n.op);
     hash = mix(hash, n.op.length);
-    for (const key in n.attrs) {
-      const v = n.attrs[key];
+    const attrs = n.attrs as Record<string, unknown>;
+    for (const key in attrs) {
+      const v = attrs[key];
       if (Array.isArray(v)) {
         words.push(key, LIST, v.length);
         for (const x of v) {

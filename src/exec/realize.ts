@@ -10,7 +10,8 @@ import type { Pipeline } from "../runtime/resources.ts";
 import { itemsize } from "../tensor/dtype.ts";
 import { contiguousStrides } from "../tensor/shape.ts";
 import type { Node } from "../tensor/node.ts";
-import { boundaryKernels, isInline, type KernelPlan, matmulDepth, prelude, readsComputedInputs } from "./codegen.ts";
+import { OPS } from "../tensor/op.ts";
+import { isInline, type KernelPlan, matmulDepth, prelude } from "./codegen.ts";
 import { matmulPlan, plainPlan, rowPlan } from "./plans.ts";
 import { isRowReduce, pendingReductions, type RowGroup, rowGroup } from "./rows.ts";
 import { epilogueOf, type MatmulVariant, panelBytes, type Panels, pendingMatmuls, summedProduct } from "./matmul.ts";
@@ -54,9 +55,9 @@ class Schedule {
   require(root: Node): void {
     for (const n of postOrder(root)) {
       if (n.data) continue;
-      if (readsComputedInputs.has(n.op)) for (const i of n.inputs) if (!i.data) this.materialize(i);
+      if (OPS[n.op].readsComputedInputs) for (const i of n.inputs) if (!i.data) this.materialize(i);
       const inline = isInline(n);
-      if (inline || boundaryKernels[n.op]) this.weigh(n, inline);
+      if (inline || OPS[n.op].kind === "kernel") this.weigh(n, inline);
       // Row reductions and matmuls wait: the kernel of whatever reads them may compute them.
       if (!inline && !isRowReduce(n) && n.op !== "matmul") this.materialize(n);
     }

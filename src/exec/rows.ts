@@ -7,17 +7,18 @@
  */
 import { contiguousStrides, sameShape } from "../tensor/shape.ts";
 import type { Node } from "../tensor/node.ts";
+import { attrsOf, type ReduceKind } from "../tensor/op.ts";
 import { Builder, computeType, finish, isInline, type KernelPlan, readsOwnElement, storageType, store } from "./codegen.ts";
 
 const CHUNK = 256; // elements a CPU thread computes before folding them (1 KiB of floats)
-const FOLDS: Record<string, string> = { sum: "smelt_fold_sum", prod: "smelt_fold_prod", max: "smelt_fold_max", min: "smelt_fold_min" };
+const FOLDS: Partial<Record<ReduceKind, string>> = { sum: "smelt_fold_sum", prod: "smelt_fold_prod", max: "smelt_fold_max", min: "smelt_fold_min" };
 
 /** A reduction over trailing axes that a row kernel can compute: float input, sum/prod/max/min. */
 export function isRowReduce(n: Node): boolean {
-  if (n.op !== "reduce" || n.data || !FOLDS[n.attrs.kind as string]) return false;
+  if (n.op !== "reduce" || n.data || !FOLDS[attrsOf(n, "reduce").kind]) return false;
   const input = n.inputs[0]!;
   const nd = input.shape.length;
-  const axes = n.attrs.axes as number[];
+  const axes = attrsOf(n, "reduce").axes;
   if (!input.dtype.startsWith("float") && input.dtype !== "bfloat16") return false;
   if (axes.length === 0 || nd === 0) return false;
   return axes.every((a, i) => a === nd - axes.length + i) && rowLength(input.shape, axes.length) > 0;
@@ -78,8 +79,8 @@ export function rowGroup(out: Node): RowGroup | null {
   if (reductions.length === 0 || !reductions.every(isRowReduce)) return null;
   const first = reductions[0]!;
   const rowShape = first.inputs[0]!.shape;
-  const trailing = (first.attrs.axes as number[]).length;
-  if (!reductions.every((r) => sameShape(r.inputs[0]!.shape, rowShape) && (r.attrs.axes as number[]).length === trailing)) return null;
+  const trailing = attrsOf(first, "reduce").axes.length;
+  if (!reductions.every((r) => sameShape(r.inputs[0]!.shape, rowShape) && attrsOf(r, "reduce").axes.length === trailing)) return null;
   const elements = rowShape.reduce((a, b) => a * b, 1);
   const rows = elements / rowLength(rowShape, trailing);
   const isPerRow = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1) === rows;
@@ -156,11 +157,12 @@ function noReductions(n: Node): boolean {
 
 /** A view that spreads one value per row over the row's elements (keepdims, then broadcast). */
 function isRowBroadcast(v: Node, rowShape: readonly number[], trailing: number): boolean {
-  if (!sameShape(v.shape, rowShape) || (v.attrs.offset as number) !== 0) return false;
+  const map = attrsOf(v, "view");
+  if (!sameShape(v.shape, rowShape) || map.offset !== 0) return false;
   const src = v.inputs[0]!;
   if (src.shape.length !== rowShape.length) return false;
   const cs = contiguousStrides(src.shape);
-  const strides = v.attrs.strides as number[];
+  const strides = map.strides;
   return rowShape.every((d, i) =>
     i >= rowShape.length - trailing ? src.shape[i] === 1 && (strides[i] === 0 || d === 1) : src.shape[i] === d && (strides[i] === cs[i] || d === 1),
   );
@@ -239,7 +241,7 @@ export function rowKernel(out: Node, g: RowGroup, threads: number): KernelPlan {
   const fold = (r: Node): string => {
     hoist();
     const acc = b.fresh("acc");
-    const Op = FOLDS[r.attrs.kind as string]!;
+    const Op = FOLDS[attrsOf(r, "reduce").kind]!;
     b.line(`float ${acc} = ${Op}::identity();`);
     if (serial) {
       // eight running results, combined at the end: independent lanes the compiler can vectorize

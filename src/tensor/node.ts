@@ -8,6 +8,7 @@
  */
 import type { DType } from "./dtype.ts";
 import type { Storage } from "../exec/memory.ts";
+import type { AttrsOf, Op } from "./op.ts";
 
 export interface Data {
   storage: Storage;
@@ -15,12 +16,13 @@ export interface Data {
   offset: number;
 }
 
-export type Attrs = Record<string, unknown>;
-
 const NONE: readonly Node[] = [];
-const NO_ATTRS: Attrs = Object.freeze({});
+const NO_ATTRS = Object.freeze({}) as AttrsOf<Op>;
 
-export class Node {
+/** The attributes argument: required for ops that have some, optional for the others. */
+type AttrsArg<O extends Op> = Record<string, never> extends AttrsOf<O> ? [attrs?: AttrsOf<O>] : [attrs: AttrsOf<O>];
+
+export class Node<O extends Op = Op> {
   data: Data | null = null;
   tensors = 0;
   consumers = 0;
@@ -32,12 +34,13 @@ export class Node {
   waits = true;
   /** While an evaluation is pending: this node's place in its kernel order (else -1). */
   step = -1;
+  constructor(op: O, inputs: Node[], shape: number[], dtype: DType, ...attrs: AttrsArg<O>);
   constructor(
-    readonly op: string,
+    readonly op: O,
     public inputs: Node[],
     readonly shape: number[],
     readonly dtype: DType,
-    readonly attrs: Attrs = NO_ATTRS,
+    readonly attrs: AttrsOf<O> = NO_ATTRS as AttrsOf<O>,
   ) {
     for (const i of inputs) i.consumers++;
   }

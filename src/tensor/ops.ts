@@ -16,6 +16,7 @@ import {
   scalarResultType,
 } from "./dtype.ts";
 import { Node } from "./node.ts";
+import { attrsOf, type BinaryOp, OPS, type ReduceKind, type UnaryOp } from "./op.ts";
 import {
   broadcastShapes,
   checkShape,
@@ -132,7 +133,7 @@ function cast(n: Node, dtype: DType): Node {
 function restride(n: Node, shape: number[], plan: (strides: readonly number[], offset: number) => { strides: number[]; offset: number }): Node {
   if (n.data) {
     const p = plan(n.data.strides, n.data.offset);
-    const v = new Node("view", [], shape, n.dtype);
+    const v = new Node("view", [], shape, n.dtype, p);
     v.data = { storage: n.data.storage.retain(), strides: p.strides, offset: p.offset };
     return v;
   }
@@ -143,7 +144,7 @@ function restride(n: Node, shape: number[], plan: (strides: readonly number[], o
 function broadcastNode(op: string, n: Node, shape: number[]): Node {
   if (sameShape(n.shape, shape)) return n;
   // A scalar has the same value everywhere: give it the shape instead of a view.
-  if (n.op === "scalar" && !n.data && n.tensors === 0 && n.consumers === 0) return new Node("scalar", [], shape, n.dtype, n.attrs);
+  if (n.op === "scalar" && !n.data && n.tensors === 0 && n.consumers === 0) return new Node("scalar", [], shape, n.dtype, attrsOf(n, "scalar"));
   broadcastShapes(op, n.shape, shape);
   const lead = shape.length - n.shape.length;
   return restride(n, shape, (strides, offset) => ({
@@ -160,24 +161,15 @@ function wrap(n: Node): Tensor {
 // elementwise
 // ---------------------------------------------------------------------------------------------
 
-const FLOAT_ONLY = new Set([
-  "sqrt", "rsqrt", "exp", "expm1", "log", "log1p", "log2", "sin", "cos", "tan", "tanh", "sigmoid", "erf", "erfinv",
-  "gelu", "geluApprox", "silu", "softplus",
-]);
-const PREDICATE = new Set(["logicalNot", "isnan", "isinf"]);
-
-function unary(op: string, x: TensorLike, attrs: Record<string, unknown> = {}): Tensor {
+function unary(op: Exclude<UnaryOp, "nanToNum">, x: TensorLike): Tensor {
   let n = nodeOf(op, x);
-  if (FLOAT_ONLY.has(op) && !isFloating(n.dtype)) n = cast(n, "float32");
-  if ((op === "negative" || op === "abs" || op === "sign" || op === "square") && n.dtype === "bool")
-    throw new SmeltError(`${op}: not defined for bool tensors; cast with astype first`);
-  const out = PREDICATE.has(op) ? "bool" : n.dtype;
-  return wrap(new Node(op, [n], n.shape, out, attrs));
+  const info = OPS[op];
+  if (info.floatOnly && !isFloating(n.dtype)) n = cast(n, "float32");
+  if (info.noBool && n.dtype === "bool") throw new SmeltError(`${op}: not defined for bool tensors; cast with astype first`);
+  return wrap(new Node(op, [n], n.shape, info.predicate ? "bool" : n.dtype));
 }
 
-const COMPARE = new Set(["equal", "notEqual", "less", "lessEqual", "greater", "greaterEqual", "logicalAnd", "logicalOr"]);
-
-function binary(op: string, a: TensorLike, b: TensorLike): Tensor {
+function binary(op: BinaryOp, a: TensorLike, b: TensorLike): Tensor {
   const an = a instanceof Tensor ? a.node(op) : undefined;
   const bn = b instanceof Tensor ? b.node(op) : undefined;
   let x = an ?? nodeOf(op, a, bn?.dtype);
@@ -188,12 +180,12 @@ function binary(op: string, a: TensorLike, b: TensorLike): Tensor {
     // NumPy: bool + bool is logical or, bool * bool is logical and.
     return binary(op === "add" ? "logicalOr" : "logicalAnd", a, b);
   }
-  if (dt === "bool" && !COMPARE.has(op) && op !== "maximum" && op !== "minimum") dt = "int32";
+  if (dt === "bool" && !OPS[op].predicate && op !== "maximum" && op !== "minimum") dt = "int32";
   // Operands of one shape, the common case, share it with the result.
   const shape = sameShape(x.shape, y.shape) ? x.shape : broadcastShapes(op, x.shape, y.shape);
   x = broadcastNode(op, cast(x, dt), shape);
   y = broadcastNode(op, cast(y, dt), shape);
-  const out = COMPARE.has(op) ? "bool" : dt;
+  const out = OPS[op].predicate ? "bool" : dt;
   return wrap(new Node(op, [x, y], shape, out));
 }
 
@@ -249,7 +241,7 @@ export function nanToNum(x: TensorLike, nan = 0, posinf?: number, neginf?: numbe
   const n = nodeOf("nanToNum", x);
   if (!isFloating(n.dtype)) return x instanceof Tensor ? x : wrap(n);
   const max = n.dtype === "float16" ? 65504 : n.dtype === "bfloat16" ? 3.3895313892515355e38 : 3.4028234663852886e38;
-  return unary("nanToNum", x, { scalars: [nan, posinf ?? max, neginf ?? -max] });
+  return wrap(new Node("nanToNum", [n], n.shape, n.dtype, { scalars: [nan, posinf ?? max, neginf ?? -max] }));
 }
 
 export function where(cond: TensorLike, a: TensorLike, b: TensorLike): Tensor {
@@ -286,14 +278,14 @@ export function astype(x: Tensor, dtype: DType): Tensor {
 
 type Axes = number | readonly number[] | null | undefined;
 
-function reduce(kind: string, x: TensorLike, axes: Axes, keepdims: boolean, outType?: (d: DType) => DType): Tensor {
+function reduce(kind: ReduceKind, x: TensorLike, axes: Axes, keepdims: boolean, outType?: (d: DType) => DType): Tensor {
   const n = nodeOf(kind, x);
   const ax = normalizeAxes(kind, axes, n.shape.length);
   const dt = outType ? outType(n.dtype) : n.dtype;
   const shape = reducedShape(n.shape, ax, false);
   // sum and prod of int8, uint8 and bool accumulate in their int32 result, not in the narrow input type.
   const src = kind === "sum" || kind === "prod" ? cast(n, dt) : n;
-  let r = new Node("reduce", [src], shape, dt, { kind, axes: ax });
+  let r: Node = new Node("reduce", [src], shape, dt, { kind, axes: ax });
   if (keepdims) r = reshapeNode(r, reducedShape(n.shape, ax, true));
   return wrap(r);
 }
@@ -408,8 +400,9 @@ export const cumprod = (x: TensorLike, axis?: number) => scan("prod", x, axis);
 
 function reshapeNode(n: Node, shape: number[]): Node {
   if (n.data && isRowContiguous(n.shape, n.data.strides)) {
-    const v = new Node("view", [], shape, n.dtype);
-    v.data = { storage: n.data.storage.retain(), strides: contiguousStrides(shape), offset: n.data.offset };
+    const map = { strides: contiguousStrides(shape), offset: n.data.offset };
+    const v = new Node("view", [], shape, n.dtype, map);
+    v.data = { storage: n.data.storage.retain(), ...map };
     return v;
   }
   return new Node("reshape", [n], shape, n.dtype);
@@ -503,7 +496,7 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   const batch = broadcastShapes("matmul", x.shape.slice(0, -2), y.shape.slice(0, -2));
   const dt = promoteTypes(x.dtype, y.dtype) === "bool" ? "int32" : promoteTypes(x.dtype, y.dtype);
   const shape = [...batch, x.shape[x.shape.length - 2]!, y.shape[y.shape.length - 1]!];
-  let out = new Node("matmul", [cast(x, dt), cast(y, dt)], shape, dt);
+  let out: Node = new Node("matmul", [cast(x, dt), cast(y, dt)], shape, dt);
   if (vecA || vecB) out = reshapeNode(out, [...batch, ...(vecA ? [] : [shape[shape.length - 2]!]), ...(vecB ? [] : [shape[shape.length - 1]!])]);
   return wrap(out);
 }
