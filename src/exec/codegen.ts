@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { type DType, isFloating, isSigned } from "../tensor/dtype.ts";
 import { contiguousStrides } from "../tensor/shape.ts";
 import type { Data, Node } from "../tensor/node.ts";
-import { attrsOf, type ElementwiseOp, type KernelOp, OPS, type ReduceKind } from "../tensor/op.ts";
+import { attrsOf, type ElementwiseOp, type KernelOp, OPS, type ReduceKind, viewMapOf } from "../tensor/op.ts";
 import { elementwise, type Value } from "./elementwise.ts";
 import type { Storage } from "./memory.ts";
 
@@ -238,6 +238,8 @@ export class Builder {
         return v;
       }
       case "reshape":
+      case "squeeze":
+      case "expandDims":
         return this.emit(n.inputs[0]!, idx);
       case "matmul": {
         const ids = this.indices(n.shape, idx);
@@ -251,8 +253,10 @@ export class Builder {
         this.line(`${T} ${v} = ${T}(${acc});`);
         return v;
       }
-      case "view": {
-        const map = attrsOf(n, "view");
+      case "broadcast":
+      case "permute":
+      case "slice": {
+        const map = viewMapOf(n);
         const at = this.affine(n.shape, map.strides, map.offset, idx);
         const j = this.fresh("j");
         this.line(`int ${j} = ${at};`);

@@ -7,7 +7,7 @@
  */
 import { contiguousStrides, sameShape } from "../tensor/shape.ts";
 import type { Node } from "../tensor/node.ts";
-import { attrsOf, type ReduceKind } from "../tensor/op.ts";
+import { attrsOf, OPS, type ReduceKind, viewMapOf } from "../tensor/op.ts";
 import { Builder, computeType, finish, isInline, type KernelPlan, readsOwnElement, storageType, store } from "./codegen.ts";
 
 const CHUNK = 256; // elements a CPU thread computes before folding them (1 KiB of floats)
@@ -101,12 +101,12 @@ export function rowGroup(out: Node): RowGroup | null {
       ok = rowConstant(n.shape) && visit(n.inputs[0]!, false);
     } else if (n !== out && !isInline(n)) {
       ok = false;
-    } else if (perRow ? !rowConstant(n.shape) : !sameShape(n.shape, rowShape) && n.op !== "reshape") {
+    } else if (perRow ? !rowConstant(n.shape) : !sameShape(n.shape, rowShape) && OPS[n.op].kind !== "reshape") {
       ok = false;
-    } else if (n.op === "reshape") {
+    } else if (OPS[n.op].kind === "reshape") {
       const i = n.inputs[0]!;
       ok = perRow ? rowConstant(i.shape) && visit(i, true) : sameShape(i.shape, rowShape) ? visit(i, false) : noReductions(i);
-    } else if (n.op === "view") {
+    } else if (OPS[n.op].kind === "view") {
       if (!perRow && isRowBroadcast(n, rowShape, trailing)) {
         ok = visit(n.inputs[0]!, true);
         broadcasts.push(n);
@@ -157,7 +157,7 @@ function noReductions(n: Node): boolean {
 
 /** A view that spreads one value per row over the row's elements (keepdims, then broadcast). */
 function isRowBroadcast(v: Node, rowShape: readonly number[], trailing: number): boolean {
-  const map = attrsOf(v, "view");
+  const map = viewMapOf(v);
   if (!sameShape(v.shape, rowShape) || map.offset !== 0) return false;
   const src = v.inputs[0]!;
   if (src.shape.length !== rowShape.length) return false;

@@ -16,9 +16,9 @@ export type ElementwiseOp = UnaryOp | BinaryOp | "where";
 /** Nodes without inputs whose elements are a function of their index. */
 export type GeneratorOp = "scalar" | "arange" | "eye";
 /** Views that reorder, repeat or pick elements: an index map of strides and an offset over the base. */
-export type StridedViewOp = "view";
+export type StridedViewOp = "broadcast" | "permute" | "slice";
 /** Views that keep the row-major order of the elements and only change the shape. */
-export type ReshapeOp = "reshape";
+export type ReshapeOp = "reshape" | "squeeze" | "expandDims";
 export type ViewOp = StridedViewOp | ReshapeOp;
 /** Inline ops that read other elements of their inputs than their own. */
 export type GatherOp = "concat" | "pad" | "take" | "takeAlong";
@@ -38,7 +38,16 @@ type None = Record<string, never>;
 /** The attributes of each op; ops not named here have none. */
 interface OpAttrTable {
   scalar: { value: number };
-  view: ViewMap;
+  /** Its arguments are the shapes: the base's and its own. */
+  broadcast: ViewMap;
+  /** axes[i]: the base axis that becomes axis i. */
+  permute: ViewMap & { axes: number[] };
+  /** Any basic index (ranges with steps, integers, new axes) comes down to its map. */
+  slice: ViewMap;
+  /** The base axes of size 1 that are dropped. */
+  squeeze: { axes: number[] };
+  /** The axes of size 1 that are inserted, as positions in the result. */
+  expandDims: { axes: number[] };
   arange: { start: number; step: number };
   eye: { k: number };
   nanToNum: { scalars: number[] };
@@ -97,8 +106,12 @@ export const OPS: Readonly<Record<Op, Readonly<OpInfo>>> = {
   arange: { kind: "generator", arity: 0, inline: true },
   eye: { kind: "generator", arity: 0, inline: true },
 
-  view: { kind: "view", arity: 1, inline: true },
+  broadcast: { kind: "view", arity: 1, inline: true },
+  permute: { kind: "view", arity: 1, inline: true },
+  slice: { kind: "view", arity: 1, inline: true },
   reshape: { kind: "reshape", arity: 1, inline: true },
+  squeeze: { kind: "reshape", arity: 1, inline: true },
+  expandDims: { kind: "reshape", arity: 1, inline: true },
 
   concat: { kind: "gather", arity: -1, inline: true },
   pad: { kind: "gather", arity: 1, inline: true },
@@ -113,6 +126,12 @@ export const OPS: Readonly<Record<Op, Readonly<OpInfo>>> = {
   data: { kind: "data", arity: 0, inline: false },
   random: { kind: "random", arity: 0, inline: false },
 };
+
+/** The index map of a strided view (broadcast, permute, slice). */
+export function viewMapOf(n: { readonly op: Op; readonly attrs: Attrs }): ViewMap {
+  if (OPS[n.op].kind !== "view") throw new Error(`viewMapOf: a ${n.op} node is not a strided view`);
+  return n.attrs as ViewMap;
+}
 
 /** n's attributes as op's, for a node known to be one (throws otherwise: a scheduler bug, not user input). */
 export function attrsOf<O extends Op>(n: { readonly op: Op; readonly attrs: Attrs }, op: O): AttrsOf<O> {

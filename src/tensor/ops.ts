@@ -16,7 +16,7 @@ import {
   scalarResultType,
 } from "./dtype.ts";
 import { Node } from "./node.ts";
-import { attrsOf, type BinaryOp, OPS, type ReduceKind, type UnaryOp } from "./op.ts";
+import { attrsOf, type BinaryOp, OPS, type ReduceKind, type UnaryOp, type ViewMap } from "./op.ts";
 import {
   broadcastShapes,
   checkShape,
@@ -129,16 +129,20 @@ function cast(n: Node, dtype: DType): Node {
   return n.dtype === dtype ? n : new Node("cast", [n], n.shape, dtype);
 }
 
-/** A view: new shape, strides and offset (in the units of base) over n's elements. */
-function restride(n: Node, shape: number[], plan: (strides: readonly number[], offset: number) => { strides: number[]; offset: number }): Node {
+type Restride = (strides: readonly number[], offset: number) => ViewMap;
+
+/**
+ * A strided view of n, made by `make` from its index map over n's row-major layout. The view
+ * keeps n as its input whether or not n is computed (a backward pass walks through it); over
+ * computed data it is computed at once: the same storage at the strides `plan` gives over n's.
+ */
+function restride(n: Node, plan: Restride, make: (map: ViewMap) => Node): Node {
+  const v = make(plan(contiguousStrides(n.shape), 0));
   if (n.data) {
     const p = plan(n.data.strides, n.data.offset);
-    const v = new Node("view", [], shape, n.dtype, p);
     v.data = { storage: n.data.storage.retain(), strides: p.strides, offset: p.offset };
-    return v;
   }
-  const p = plan(contiguousStrides(n.shape), 0);
-  return new Node("view", [n], shape, n.dtype, { strides: p.strides, offset: p.offset });
+  return v;
 }
 
 function broadcastNode(op: string, n: Node, shape: number[]): Node {
@@ -147,10 +151,11 @@ function broadcastNode(op: string, n: Node, shape: number[]): Node {
   if (n.op === "scalar" && !n.data && n.tensors === 0 && n.consumers === 0) return new Node("scalar", [], shape, n.dtype, attrsOf(n, "scalar"));
   broadcastShapes(op, n.shape, shape);
   const lead = shape.length - n.shape.length;
-  return restride(n, shape, (strides, offset) => ({
-    strides: shape.map((d, i) => (i < lead || n.shape[i - lead] === 1 ? 0 : strides[i - lead]!)),
+  const plan: Restride = (strides, offset) => ({
+    strides: shape.map((_, i) => (i < lead || n.shape[i - lead] === 1 ? 0 : strides[i - lead]!)),
     offset,
-  }));
+  });
+  return restride(n, plan, (map) => new Node("broadcast", [n], shape, n.dtype, map));
 }
 
 function wrap(n: Node): Tensor {
@@ -286,7 +291,7 @@ function reduce(kind: ReduceKind, x: TensorLike, axes: Axes, keepdims: boolean, 
   // sum and prod of int8, uint8 and bool accumulate in their int32 result, not in the narrow input type.
   const src = kind === "sum" || kind === "prod" ? cast(n, dt) : n;
   let r: Node = new Node("reduce", [src], shape, dt, { kind, axes: ax });
-  if (keepdims) r = reshapeNode(r, reducedShape(n.shape, ax, true));
+  if (keepdims) r = reshapeNode(r, reducedShape(n.shape, ax, true), { op: "expandDims", axes: ax });
   return wrap(r);
 }
 const sumType = (d: DType): DType => (d === "bool" || d === "int8" || d === "uint8" ? "int32" : d);
@@ -398,14 +403,12 @@ export const cumprod = (x: TensorLike, axis?: number) => scan("prod", x, axis);
 // shapes and views
 // ---------------------------------------------------------------------------------------------
 
-function reshapeNode(n: Node, shape: number[]): Node {
-  if (n.data && isRowContiguous(n.shape, n.data.strides)) {
-    const map = { strides: contiguousStrides(shape), offset: n.data.offset };
-    const v = new Node("view", [], shape, n.dtype, map);
-    v.data = { storage: n.data.storage.retain(), ...map };
-    return v;
-  }
-  return new Node("reshape", [n], shape, n.dtype);
+/** A reshape of n (squeeze or expandDims when given the axes): of row-major computed data, the same storage at once. */
+function reshapeNode(n: Node, shape: number[], kind?: { op: "squeeze" | "expandDims"; axes: number[] }): Node {
+  const v = kind ? new Node(kind.op, [n], shape, n.dtype, { axes: kind.axes }) : new Node("reshape", [n], shape, n.dtype);
+  if (n.data && isRowContiguous(n.shape, n.data.strides))
+    v.data = { storage: n.data.storage.retain(), strides: contiguousStrides(shape), offset: n.data.offset };
+  return v;
 }
 
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
@@ -429,7 +432,8 @@ export function flatten(x: Tensor, startAxis = 0, endAxis = -1): Tensor {
 export function transpose(x: Tensor, axes?: readonly number[]): Tensor {
   const n = x.node("transpose");
   const perm = permuteShape("transpose", n.shape.length, axes);
-  return wrap(restride(n, perm.map((p) => n.shape[p]!), (strides, offset) => ({ strides: perm.map((p) => strides[p]!), offset })));
+  const shape = perm.map((p) => n.shape[p]!);
+  return wrap(restride(n, (strides, offset) => ({ strides: perm.map((p) => strides[p]!), offset }), (map) => new Node("permute", [n], shape, n.dtype, { ...map, axes: perm })));
 }
 export function swapaxes(x: Tensor, a: number, b: number): Tensor {
   const nd = x.ndim;
@@ -451,14 +455,15 @@ export function expandDims(x: Tensor, axis: number | readonly number[]): Tensor 
   const norm = normalizeAxes("expandDims", axes, nd);
   const shape: number[] = [];
   let k = 0;
-  for (let d = 0; d < nd; d++) shape.push(norm.includes(d) ? 1 : x.shape[k++]!);
-  return reshape(x, shape);
+  const n = x.node("expandDims");
+  for (let d = 0; d < nd; d++) shape.push(norm.includes(d) ? 1 : n.shape[k++]!);
+  return wrap(reshapeNode(n, shape, { op: "expandDims", axes: norm }));
 }
 export function squeeze(x: Tensor, axis?: number | readonly number[]): Tensor {
   const sh = x.shape;
   const axes = axis === undefined ? sh.flatMap((d, i) => (d === 1 ? [i] : [])) : normalizeAxes("squeeze", axis, sh.length);
   for (const a of axes) if (sh[a] !== 1) throw new SmeltError(`squeeze: axis ${a} has size ${sh[a]}, only size-1 axes can be squeezed`);
-  return reshape(x, sh.filter((_, i) => !axes.includes(i)));
+  return wrap(reshapeNode(x.node("squeeze"), sh.filter((_, i) => !axes.includes(i)), { op: "squeeze", axes }));
 }
 export function broadcastTo(x: TensorLike, shape: readonly number[]): Tensor {
   const n = nodeOf("broadcastTo", x);
@@ -476,8 +481,13 @@ export function slice(x: Tensor, ...items: (IndexItem | string)[]): Tensor {
   const n = x.node("slice");
   const list: IndexItem[] =
     items.length === 1 && typeof items[0] === "string" && items[0] !== "..." ? parseSliceString("slice", items[0]) : (items as IndexItem[]);
-  const p = planIndex("slice", n.shape, n.data ? n.data.strides : contiguousStrides(n.shape), n.data ? n.data.offset : 0, list);
-  return wrap(restride(n, p.shape, () => ({ strides: p.strides, offset: p.offset })));
+  let shape: number[] = [];
+  const plan: Restride = (strides, offset) => {
+    const p = planIndex("slice", n.shape, strides, offset, list);
+    shape = p.shape;
+    return { strides: p.strides, offset: p.offset };
+  };
+  return wrap(restride(n, plan, (map) => new Node("slice", [n], shape, n.dtype, map)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -488,8 +498,8 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   let x = a.node("matmul"), y = b.node("matmul");
   if (x.shape.length === 0 || y.shape.length === 0) throw new SmeltError("matmul: scalars are not allowed; use multiply");
   const vecA = x.shape.length === 1, vecB = y.shape.length === 1;
-  if (vecA) x = reshapeNode(x, [1, x.shape[0]!]);
-  if (vecB) y = reshapeNode(y, [y.shape[0]!, 1]);
+  if (vecA) x = reshapeNode(x, [1, x.shape[0]!], { op: "expandDims", axes: [0] });
+  if (vecB) y = reshapeNode(y, [y.shape[0]!, 1], { op: "expandDims", axes: [1] });
   const K = x.shape[x.shape.length - 1]!;
   if (y.shape[y.shape.length - 2] !== K)
     throw new SmeltError(`matmul: shapes [${a.shape}] and [${b.shape}] do not match: ${K} columns against ${y.shape[y.shape.length - 2]} rows`);
@@ -497,7 +507,10 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   const dt = promoteTypes(x.dtype, y.dtype) === "bool" ? "int32" : promoteTypes(x.dtype, y.dtype);
   const shape = [...batch, x.shape[x.shape.length - 2]!, y.shape[y.shape.length - 1]!];
   let out: Node = new Node("matmul", [cast(x, dt), cast(y, dt)], shape, dt);
-  if (vecA || vecB) out = reshapeNode(out, [...batch, ...(vecA ? [] : [shape[shape.length - 2]!]), ...(vecB ? [] : [shape[shape.length - 1]!])]);
+  if (vecA || vecB) {
+    const dropped = [...(vecA ? [batch.length] : []), ...(vecB ? [shape.length - 1] : [])];
+    out = reshapeNode(out, shape.filter((_, d) => !dropped.includes(d)), { op: "squeeze", axes: dropped });
+  }
   return wrap(out);
 }
 export function addmm(c: TensorLike, a: Tensor, b: Tensor, alpha = 1, beta = 1): Tensor {
