@@ -33,6 +33,15 @@ export function computeType(d: DType): string {
     case "bool": return "bool";
   }
 }
+/**
+ * Whether an arange computes in integers: an integer dtype with integer start and step (an
+ * integer past 2^24 would lose bits in float). Part of the kernel's structure, not its arguments.
+ */
+export function arangeInInts(n: Node): boolean {
+  const { start, step } = attrsOf(n, "arange");
+  return !isFloatType(n.dtype) && Number.isInteger(start) && Number.isInteger(step);
+}
+
 export function storageType(d: DType): string {
   return d === "bool" ? "uchar" : computeType(d);
 }
@@ -54,10 +63,22 @@ export function isInline(n: Node): boolean {
   return OPS[n.op].inline;
 }
 
+/** A parameter holding a node's scalar attribute (OpInfo.scalars): which node, which value, as float or int. */
+export interface ScalarArg {
+  node: Node;
+  attr: string;
+  /** Position within an array attribute (nanToNum's), else 0. */
+  index: number;
+  slot: number;
+  float: boolean;
+}
+
 export interface KernelPlan {
   /** The kernel's MSL after the prelude (which every kernel gets): its structure, and cache key. */
   source: string;
   params: Uint32Array;
+  /** The parameters that are nodes' scalar attributes, for a plan kept across evaluations to take new values. */
+  args?: ScalarArg[];
   inputs: Data[];    // [[buffer(2 + i)]]
   /** dispatchThreads(size) or, with threadgroups, dispatchThreadgroups(size), in groups of `group`. */
   dispatch: { threadgroups: boolean; size: [number, number, number]; group: [number, number, number] };
@@ -76,6 +97,7 @@ const u32 = new Uint32Array(f32.buffer);
 
 export class Builder {
   readonly params: number[] = [];
+  readonly args: ScalarArg[] = [];
   /** The node the kernel computes: it has memory already, but the kernel writes it, never reads it. */
   constructor(private readonly root: Node) {}
 
@@ -102,6 +124,13 @@ export class Builder {
     f32[0] = v;
     this.params.push(u32[0]!);
     return `as_type<float>(P[${this.params.length - 1}])`;
+  }
+  /** A parameter holding scalar attribute attr (element index of an array one) of node n. */
+  arg(n: Node, attr: string, index = 0, float: boolean): string {
+    const a = (n.attrs as Record<string, number | number[]>)[attr]!;
+    const v = typeof a === "number" ? a : a[index]!;
+    this.args.push({ node: n, attr, index, slot: this.params.length, float });
+    return float ? this.float(v) : this.int(v);
   }
   fresh(prefix = "v"): string {
     return `${prefix}${this.vars++}`;
@@ -216,20 +245,18 @@ export class Builder {
     switch (n.op) {
       case "scalar": {
         // Integers pass as their 32 bits: a float would lose everything past 2^24.
-        const value = attrsOf(n, "scalar").value;
-        this.line(`${T} ${v} = ${T}(${isFloatType(n.dtype) ? this.float(value) : this.int(value)});`);
+        this.line(`${T} ${v} = ${T}(${this.arg(n, "value", 0, isFloatType(n.dtype))});`);
         return v;
       }
       case "arange": {
-        const { start, step } = attrsOf(n, "arange");
-        if (!isFloatType(n.dtype) && Number.isInteger(start) && Number.isInteger(step))
-          this.line(`${T} ${v} = ${T}(${this.int(start)} + ${idx} * ${this.int(step)});`);
-        else this.line(`${T} ${v} = ${T}(${this.float(start)} + float(${idx}) * ${this.float(step)});`);
+        if (arangeInInts(n))
+          this.line(`${T} ${v} = ${T}(${this.arg(n, "start", 0, false)} + ${idx} * ${this.arg(n, "step", 0, false)});`);
+        else this.line(`${T} ${v} = ${T}(${this.arg(n, "start", 0, true)} + float(${idx}) * ${this.arg(n, "step", 0, true)});`);
         return v;
       }
       case "eye": {
         const [r, c] = this.unflatten(n.shape, idx);
-        this.line(`${T} ${v} = ${T}(${c} - ${r} == ${this.int(attrsOf(n, "eye").k)});`);
+        this.line(`${T} ${v} = ${T}(${c} - ${r} == ${this.arg(n, "k", 0, false)});`);
         return v;
       }
       case "cast": {
@@ -273,7 +300,7 @@ export class Builder {
     if (OPS[n.op].kind !== "elementwise") throw new Error(`codegen: ${n.op} is not an inline op`);
     const op = elementwise[n.op as ElementwiseOp];
     const args: Value[] = n.inputs.map((x) => ({ v: this.emit(x, idx), dtype: x.dtype }));
-    const scalars = n.op === "nanToNum" ? attrsOf(n, "nanToNum").scalars.map((s) => this.float(s)) : [];
+    const scalars = n.op === "nanToNum" ? [0, 1, 2].map((i) => this.arg(n, "scalars", i, true)) : [];
     this.line(`${T} ${v} = ${T}(${op(args, n.dtype, scalars)});`);
     return v;
   }
@@ -309,10 +336,10 @@ export class Builder {
   /** Constant padding: coordinates outside the input (attrs.before of it per axis) give attrs.value. */
   private pad(n: Node, idx: string, v: string): string {
     const x = n.inputs[0]!;
-    const { before, value } = attrsOf(n, "pad");
+    const { before } = attrsOf(n, "pad");
     const T = computeType(n.dtype);
     // Integers go as int so that values past 2^24 survive; uint32 ones wrap back in T(int).
-    this.line(`${T} ${v} = ${T}(${isFloating(n.dtype) ? this.float(value) : this.int(value)});`);
+    this.line(`${T} ${v} = ${T}(${this.arg(n, "value", 0, isFloating(n.dtype))});`);
     const strides = contiguousStrides(x.shape);
     const inside: string[] = [];
     const at: string[] = ["0"];
@@ -393,7 +420,7 @@ export function finish(b: Builder, out: Node, threads: number, groupSize?: numbe
     ? { threadgroups: true, size: [threads / groupSize, 1, 1], group: [groupSize, 1, 1] }
     : { threadgroups: false, size: [threads, 1, 1], group: [Math.max(1, Math.min(256, threads)), 1, 1] };
   if (b.params.length === 0) b.params.push(0); // [[buffer(0)]] must be bound even when unused
-  return { source, params: Uint32Array.from(b.params, (x) => x >>> 0), inputs: b.leaves.map((l) => l.data!), dispatch };
+  return { source, params: Uint32Array.from(b.params, (x) => x >>> 0), args: b.args, inputs: b.leaves.map((l) => l.data!), dispatch };
 }
 
 export function store(out: Node, v: string): string {

@@ -6,7 +6,6 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Data, Node } from "../tensor/node.ts";
-import { attrsOf } from "../tensor/op.ts";
 import { Builder, isInline, type KernelPlan, matmulDepth, readsOwnElement, storageType, store } from "./codegen.ts";
 import type { Storage } from "./memory.ts";
 
@@ -92,7 +91,8 @@ function layoutOf(main: Node) {
 export interface SummedProduct {
   sum: Node;
   product: Node;
-  scale: number;
+  /** The scalar node scaling the second product, or null for 1. */
+  scale: Node | null;
 }
 export function summedProduct(out: Node, main: Node): SummedProduct | null {
   const lm = layoutOf(main);
@@ -103,9 +103,9 @@ export function summedProduct(out: Node, main: Node): SummedProduct | null {
     const lp = layoutOf(p);
     return lp.M === lm.M && (lp.batches === 1 || lp.folded) && product(p.inputs[1]!.shape.slice(0, -2)) === 1;
   };
-  const constant = (x: Node) => (x.op === "scalar" && !x.data ? attrsOf(x, "scalar").value : null);
-  const term = (t: Node): { product: Node; scale: number } | null => {
-    if (fits(t)) return { product: t, scale: 1 };
+  const constant = (x: Node) => (x.op === "scalar" && !x.data ? x : null);
+  const term = (t: Node): { product: Node; scale: Node | null } | null => {
+    if (fits(t)) return { product: t, scale: null };
     if (t.op !== "multiply" || t.data || t.dtype !== "float32") return null;
     const [p, q] = t.inputs as [Node, Node];
     const c = constant(q) ?? constant(p);
@@ -224,7 +224,7 @@ export function matmulKernel(out: Node, main: Node, variant: MatmulVariant, pane
     b.line(`device const float* panel = pk + ((${terms.join(" + ")}) * ${count} + int(gid.y)) * ${Kp} * 16;`);
     args.push(`device const float* pk [[buffer(${inputs.length + 2})]]`);
     inputs.push({ storage: panels.b, strides: [], offset: 0 });
-    if (panels.fill) packs.push({ plan: packKernel(main.inputs[1]!, folded ? 1 : product(bBatch), N, 1), out: panels.b });
+    if (panels.fill) packs.push({ plan: packKernel(main.inputs[1]!, folded ? 1 : product(bBatch), N, null), out: panels.b });
     let second = `a, 0, 0, 0, panel`;
     if (summed) {
       const [A2, B2] = summed.product.inputs as [Node, Node];
@@ -259,11 +259,11 @@ export function matmulKernel(out: Node, main: Node, variant: MatmulVariant, pane
   if (b.params.length === 0) b.params.push(0);
   const empty = M === 0 || N === 0 || batches === 0;
   if (empty) dispatch = { threadgroups: false, size: [0, 1, 1], group: [1, 1, 1] };
-  return { source, params: Uint32Array.from(b.params, (x) => x >>> 0), inputs, dispatch, ...(packs.length && !empty ? { packs } : {}) };
+  return { source, params: Uint32Array.from(b.params, (x) => x >>> 0), args: b.args, inputs, dispatch, ...(packs.length && !empty ? { packs } : {}) };
 }
 
 /** The kernel copying scale * B (a matmul's second operand) into panels: a thread per 16 rows of one panel of one batch of B. */
-function packKernel(B: Node, batches: number, N: number, scale: number): KernelPlan {
+function packKernel(B: Node, batches: number, N: number, scale: Node | null): KernelPlan {
   const b = new Builder(B);
   const d = B.data!;
   const bBatch = B.shape.slice(0, -2);
@@ -276,7 +276,7 @@ function packKernel(B: Node, batches: number, N: number, scale: number): KernelP
   b.line(`device float* panels = out0 + int(gid.z) * ${b.int(count)} * ${Kp} * 16;`);
   b.line(
     `smelt_mm_pack(in0 + (${terms.join(" + ")}), panels, ${b.int(N)}, ${Kp}, ${b.int(d.strides[B.shape.length - 2]!)}, ` +
-      `${b.int(d.strides[B.shape.length - 1]!)}, int(gid.x), int(gid.y) * 16, ${b.float(scale)});`,
+      `${b.int(d.strides[B.shape.length - 1]!)}, int(gid.x), int(gid.y) * 16, ${scale ? b.arg(scale, "value", 0, true) : b.float(1)});`,
   );
   const source =
     `${library}\n` +
@@ -284,5 +284,5 @@ function packKernel(B: Node, batches: number, N: number, scale: number): KernelP
     `              device const ${storageType(B.dtype)}* in0 [[buffer(2)]],\n              uint3 gid [[thread_position_in_grid]]) {\n${b.text()}\n}\n`;
   // Threads take the panels of the same rows one after another (x fastest), reading B's rows in order.
   const dispatch: KernelPlan["dispatch"] = { threadgroups: false, size: [count, chunks, batches], group: [Math.min(count, 16), Math.min(chunks, 4), 1] };
-  return { source, params: Uint32Array.from(b.params, (x) => x >>> 0), inputs: [d], dispatch };
+  return { source, params: Uint32Array.from(b.params, (x) => x >>> 0), args: b.args, inputs: [d], dispatch };
 }

@@ -10,7 +10,7 @@
  */
 import type { Data, Node } from "../tensor/node.ts";
 import { type KernelOp, OPS } from "../tensor/op.ts";
-import { boundaryKernels, elementwiseKernel, type KernelPlan } from "./codegen.ts";
+import { arangeInInts, boundaryKernels, elementwiseKernel, type KernelPlan, type ScalarArg } from "./codegen.ts";
 import { type MatmulVariant, matmulKernel, type Panels } from "./matmul.ts";
 import type { Storage } from "./memory.ts";
 import { type RowGroup, rowKernel } from "./rows.ts";
@@ -20,19 +20,28 @@ type Word = number | string | boolean | symbol;
 /** Where an input's memory comes from: a position in the walk (>= 0), or scratch memory number -1 - slot. */
 type Slot = number;
 
+/** A parameter taking a value of the walk's scalars (at `value`), as float bits or an int. */
+interface Bound {
+  slot: number;
+  value: number;
+  float: boolean;
+}
+
 interface Template {
   words: Word[];
   /** The plan and the plans of its packs, their memory left out. */
   plan: KernelPlan;
   leaves: Slot[];
-  packs: { plan: KernelPlan; leaves: Slot[]; out: number }[];
+  bound: Bound[];
+  packs: { plan: KernelPlan; leaves: Slot[]; bound: Bound[]; out: number }[];
 }
 
 // Separators no attribute key or value can equal.
 const LIST = Symbol("list");
 const END = Symbol("end");
-// Plans kept at most (scalars that change every step, like a decaying rate, make new ones); the
-// oldest go first.
+const SCALAR = Symbol("scalar");
+// Plans kept at most; the oldest go first. Scalars that change every step (a decaying rate) are
+// arguments, not part of a plan's description, so they make no new ones.
 const LIMIT = 512;
 const templates = new Map<number, Template[]>();
 let kept = 0;
@@ -73,6 +82,10 @@ function planFor(out: Node, extra: Word[], make: () => KernelPlan, scratch: Stor
   // A hash of some of the words (shapes, ops, connections) finds the plans worth comparing.
   let hash = extra.length;
   let cacheable = true;
+  // The values of scalar attributes (OpInfo.scalars), in walk order, and where each node's start.
+  const values: number[] = [];
+  const valued: Node[] = [];
+  const valuedAt: number[] = [];
   for (let k = 0; k < walk.length; k++) {
     const n = walk[k]!;
     const read = n.data !== null && n !== out && (n.step < 0 || n.step < out.step);
@@ -90,9 +103,19 @@ function planFor(out: Node, extra: Word[], make: () => KernelPlan, scratch: Stor
     words.push(n.op);
     hash = mix(hash, n.op.length);
     const attrs = n.attrs as Record<string, unknown>;
+    const scalars = OPS[n.op].scalars;
+    if (scalars) {
+      valued.push(n);
+      valuedAt.push(values.length);
+      if (n.op === "arange") words.push(arangeInInts(n));
+    }
     for (const key in attrs) {
       const v = attrs[key];
-      if (Array.isArray(v)) {
+      if (scalars?.includes(key)) {
+        words.push(key, SCALAR);
+        if (Array.isArray(v)) for (const x of v) values.push(x);
+        else values.push(v as number);
+      } else if (Array.isArray(v)) {
         words.push(key, LIST, v.length);
         for (const x of v) {
           words.push(x);
@@ -122,8 +145,9 @@ function planFor(out: Node, extra: Word[], make: () => KernelPlan, scratch: Stor
   const memoryOf = (slot: Slot): Data => (slot >= 0 ? walk[slot]!.data! : { storage: scratch[-1 - slot]!, strides: [], offset: 0 });
   const hit = templates.get(hash)?.find((t) => same(t.words, words));
   if (hit) {
-    const plan: KernelPlan = { ...hit.plan, inputs: hit.leaves.map(memoryOf) };
-    if (hit.packs.length) plan.packs = hit.packs.map((p) => ({ plan: { ...p.plan, inputs: p.leaves.map(memoryOf) }, out: scratch[p.out]! }));
+    const plan: KernelPlan = { ...hit.plan, params: bind(hit.plan.params, hit.bound, values), inputs: hit.leaves.map(memoryOf) };
+    if (hit.packs.length)
+      plan.packs = hit.packs.map((p) => ({ plan: { ...p.plan, params: bind(p.plan.params, p.bound, values), inputs: p.leaves.map(memoryOf) }, out: scratch[p.out]! }));
     return plan;
   }
   const plan = make();
@@ -137,16 +161,65 @@ function planFor(out: Node, extra: Word[], make: () => KernelPlan, scratch: Stor
     return j >= 0 && d.offset === 0 && d.strides.length === 0 ? -1 - j : NaN;
   };
   const leaves = plan.inputs.map(slotOf);
-  const packs = (plan.packs ?? []).map((p) => ({ plan: { ...p.plan, inputs: [] }, leaves: p.plan.inputs.map(slotOf), out: scratch.indexOf(p.out) }));
-  const found = leaves.every((k) => !Number.isNaN(k)) && packs.every((p) => p.out >= 0 && p.leaves.every((k) => !Number.isNaN(k)));
+  // Each scalar argument as a position in `values`: its node's first value, then the attribute's.
+  const boundOf = (args: ScalarArg[] | undefined): Bound[] =>
+    (args ?? []).map((a) => {
+      const k = valued.indexOf(a.node);
+      if (k < 0) return { slot: a.slot, value: NaN, float: a.float };
+      let at = valuedAt[k]!;
+      for (const key of OPS[a.node.op].scalars!) {
+        if (key === a.attr) break;
+        const v = (a.node.attrs as Record<string, number | number[]>)[key]!;
+        at += typeof v === "number" ? 1 : v.length;
+      }
+      return { slot: a.slot, value: at + a.index, float: a.float };
+    });
+  const bound = boundOf(plan.args);
+  const packs = (plan.packs ?? []).map((p) => ({
+    plan: { ...p.plan, inputs: [], args: [] },
+    leaves: p.plan.inputs.map(slotOf),
+    bound: boundOf(p.plan.args),
+    out: scratch.indexOf(p.out),
+  }));
+  const all = [bound, ...packs.map((p) => p.bound)].flat();
+  const found =
+    leaves.every((k) => !Number.isNaN(k)) &&
+    packs.every((p) => p.out >= 0 && p.leaves.every((k) => !Number.isNaN(k))) &&
+    all.every((b) => !Number.isNaN(b.value));
   if (found) {
     const { packs: _, ...bare } = plan;
-    keep(hash, { words, plan: { ...bare, inputs: [] }, leaves, packs });
+    // Kept without the nodes its arguments came from: a hit binds this walk's values instead.
+    keep(hash, { words, plan: { ...bare, inputs: [], args: [] }, leaves, bound, packs });
   }
   return plan;
 }
 
 const mix = (hash: number, x: number) => Math.imul(hash ^ x, 0x9e3779b1);
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+/** A value as the parameter word a kernel reads it from. */
+function word(v: number, float: boolean): number {
+  if (!float) return v >>> 0;
+  f32[0] = v;
+  return u32[0]!;
+}
+
+/**
+ * params with the bound slots holding this walk's values: the kept array itself while they are
+ * the same (constants such as an epsilon), else a copy (the kept plan's stay as they are).
+ */
+function bind(params: Uint32Array, bound: readonly Bound[], values: readonly number[]): Uint32Array {
+  let out = params;
+  for (const b of bound) {
+    const w = word(values[b.value]!, b.float);
+    if (out[b.slot] === w) continue;
+    if (out === params) out = params.slice();
+    out[b.slot] = w;
+  }
+  return out;
+}
 
 function isWord(x: unknown): boolean {
   return typeof x === "number" || typeof x === "string" || typeof x === "boolean";
@@ -157,6 +230,11 @@ function same(a: readonly Word[], b: readonly Word[]): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) return false;
   return true;
+}
+
+/** @internal How many plans are kept (for tests: a loop whose scalars change must not add any). */
+export function keptPlans(): number {
+  return kept;
 }
 
 function keep(hash: number, t: Template): void {

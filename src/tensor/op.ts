@@ -79,6 +79,11 @@ export interface OpInfo {
   noBool?: boolean;
   /** Its kernel loads its inputs from memory: they are computed before it, not fused into it. */
   readsComputedInputs?: boolean;
+  /**
+   * Attributes whose values are kernel arguments, not structure: a kernel reads them from its
+   * parameters, so a new value (a learning rate each step) reuses the kernel and its plan.
+   */
+  scalars?: readonly string[];
 }
 
 const unary = (extra: Partial<OpInfo> = {}): OpInfo => ({ kind: "elementwise", arity: 1, inline: true, ...extra });
@@ -93,7 +98,7 @@ export const OPS: Readonly<Record<Op, Readonly<OpInfo>>> = {
   floor: unary(), ceil: unary(), round: unary(), relu: unary(),
   gelu: float1, geluApprox: float1, silu: float1, softplus: float1,
   logicalNot: unary({ predicate: true }), isnan: unary({ predicate: true }), isinf: unary({ predicate: true }),
-  nanToNum: unary(),
+  nanToNum: unary({ scalars: ["scalars"] }),
 
   add: binary(), subtract: binary(), multiply: binary(), divide: binary(), floorDivide: binary(), remainder: binary(),
   power: binary(), maximum: binary(), minimum: binary(),
@@ -102,9 +107,9 @@ export const OPS: Readonly<Record<Op, Readonly<OpInfo>>> = {
   where: { kind: "elementwise", arity: 3, inline: true },
 
   cast: { kind: "cast", arity: 1, inline: true },
-  scalar: { kind: "generator", arity: 0, inline: true },
-  arange: { kind: "generator", arity: 0, inline: true },
-  eye: { kind: "generator", arity: 0, inline: true },
+  scalar: { kind: "generator", arity: 0, inline: true, scalars: ["value"] },
+  arange: { kind: "generator", arity: 0, inline: true, scalars: ["start", "step"] },
+  eye: { kind: "generator", arity: 0, inline: true, scalars: ["k"] },
 
   broadcast: { kind: "view", arity: 1, inline: true },
   permute: { kind: "view", arity: 1, inline: true },
@@ -114,7 +119,7 @@ export const OPS: Readonly<Record<Op, Readonly<OpInfo>>> = {
   expandDims: { kind: "reshape", arity: 1, inline: true },
 
   concat: { kind: "gather", arity: -1, inline: true },
-  pad: { kind: "gather", arity: 1, inline: true },
+  pad: { kind: "gather", arity: 1, inline: true, scalars: ["value"] },
   take: { kind: "gather", arity: 2, inline: true },
   takeAlong: { kind: "gather", arity: 2, inline: true },
 
