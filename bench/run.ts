@@ -14,6 +14,7 @@ import { mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { cpus, hostname, totalmem } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { backendList, isBackendName } from "../src/runtime/native.ts";
 import type { Result } from "./measure.ts";
 
 const USAGE = "usage: bun run bench [--quick] [--filter REGEX] [--json] [--backend host|metal] [--peer torch] [--out FILE]";
@@ -38,8 +39,8 @@ if (values.help) {
   console.log(USAGE);
   process.exit(0);
 }
-if (values.backend !== undefined && values.backend !== "host" && values.backend !== "metal") {
-  console.error(`bench: --backend must be host or metal, got ${values.backend}`);
+if (values.backend !== undefined && !isBackendName(values.backend)) {
+  console.error(`bench: --backend must be ${backendList()}, got ${values.backend}`);
   process.exit(2);
 }
 if (values.peer !== undefined && values.peer !== "torch") {

@@ -5,6 +5,7 @@
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import type { MatmulLayout } from "../runtime/target.ts";
 import type { Data, Node } from "../tensor/node.ts";
 import { Builder, isInline, type KernelPlan, matmulDepth, readsOwnElement, storageType, store } from "./codegen.ts";
 import type { Storage } from "./memory.ts";
@@ -16,7 +17,7 @@ const library = readFileSync(join(import.meta.dir, "../../metal/matmul.metal"), 
  * (B copied into panels first, into memory the scheduler provides) and column (in place, for
  * small M): for CPUs.
  */
-export type MatmulVariant = "simd" | "dot" | "panel" | "column";
+export type MatmulVariant = MatmulLayout;
 
 /** Uncomputed matmuls too long to inline that n's kernel would read (through inline nodes). */
 export function pendingMatmuls(n: Node): Node[] {

@@ -7,6 +7,7 @@
  */
 import { SmeltError } from "../errors.ts";
 import type { Pipeline } from "../runtime/resources.ts";
+import { type Target, targetOf } from "../runtime/target.ts";
 import { itemsize } from "../tensor/dtype.ts";
 import { contiguousStrides } from "../tensor/shape.ts";
 import type { Node } from "../tensor/node.ts";
@@ -46,6 +47,7 @@ let marks = 0;
  * comes after the kernels it reads. Linear in the size of the graph.
  */
 class Schedule {
+  readonly target = targetOf(memory.device);
   readonly order: Node[] = [];
   /** Nodes computed by a row kernel, with the reductions it computes along the way. */
   readonly rows = new Map<Node, RowGroup>();
@@ -107,7 +109,7 @@ class Schedule {
     if (matmuls.length) {
       const main = pendingReductions(n).length ? null : epilogueOf(n);
       if (main) {
-        const variant = matmulVariant(main);
+        const variant = matmulVariant(this.target, main);
         this.matmuls.set(n, { main, variant, panels: variant === "panel" ? this.panels(n, main) : null });
         this.allocate(n);
         return;
@@ -194,34 +196,23 @@ function postOrder(root: Node): Node[] {
   return out;
 }
 
-/**
- * Threads per row of a row kernel. A GPU wants many threads on a row; the host backend runs a
- * threadgroup's threads as fibers on one CPU thread, where a single thread walking the row in a
- * loop the compiler can vectorize is fastest (parallelism comes from the rows).
- */
-function rowThreads(g: RowGroup): number {
-  // SMELT_ROW_THREADS overrides the choice (tests use it to run the GPU's layout on host).
-  const forced = Number(process.env.SMELT_ROW_THREADS);
-  if (forced >= 1 && forced <= 1024) return forced;
-  if (memory.device.backend === "host") return 1;
+/** Threads per row of a row kernel: the target's, or on a GPU a SIMD group per 8 elements or so of the row. */
+function rowThreads(target: Target, g: RowGroup): number {
+  if (target.rowThreads > 0) return target.rowThreads;
   const n = g.rowShape.slice(g.rowShape.length - g.trailing).reduce((a, b) => a * b, 1);
-  let t = 32;
-  while (t < 1024 && t * 8 < n) t *= 2;
+  let t = target.simdWidth;
+  while (t < target.maxThreadsPerThreadgroup && t * 8 < n) t *= 2;
   return t;
 }
 
 /**
- * Which matmul kernel: the simdgroup_matrix tiles on a GPU (one element per thread when M is
- * small); on the host backend, which emulates simdgroup_matrix slowly, the kernels written for
- * CPUs: B packed into panels, unless the product is too small to pay for the copy.
- * SMELT_MATMUL=simd|dot|panel|column overrides the choice (tests run every variant on host).
+ * Which matmul kernel: the target's layout for small products, where a wider one would not pay
+ * for itself (packing B into panels, tiles of 8 x 8), else its layout for large ones.
  */
-function matmulVariant(main: Node): MatmulVariant {
-  const forced = process.env.SMELT_MATMUL;
-  if (forced === "simd" || forced === "dot" || forced === "panel" || forced === "column") return forced;
+function matmulVariant(target: Target, main: Node): MatmulVariant {
   const M = main.shape[main.shape.length - 2]!;
-  if (memory.device.backend === "host") return M < 6 || main.size * matmulDepth(main) < 1 << 15 ? "column" : "panel";
-  return M <= 16 ? "dot" : "simd";
+  const { small, large, smallRows, smallWork } = target.matmul;
+  return M <= smallRows || main.size * matmulDepth(main) < smallWork ? small : large;
 }
 
 /** The plan of the kernel the schedule gives node: a matmul's, a row group's, or a plain one. */
@@ -229,7 +220,7 @@ export function planOf(schedule: Schedule, node: Node): KernelPlan {
   const mm = schedule.matmuls.get(node);
   if (mm) return matmulPlan(node, mm.main, mm.variant, mm.panels);
   const group = schedule.rows.get(node);
-  return group ? rowPlan(node, group, rowThreads(group)) : plainPlan(node);
+  return group ? rowPlan(node, group, rowThreads(schedule.target, group)) : plainPlan(node);
 }
 
 /** Generates, compiles (once per structure) and encodes the scheduled kernels into one command buffer. */

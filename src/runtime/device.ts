@@ -6,12 +6,14 @@ import { CommandBuffer } from "./command.ts";
 import { DeviceCore } from "./core.ts";
 import {
   type BackendName,
+  backendList,
   clearErr,
   cstr,
   errBuf,
   errLen,
   errText,
   handleOf,
+  isBackendName,
   loadNative,
   platformBackend,
   requestedBackend,
@@ -239,8 +241,8 @@ export function prepareDefaultBackend(): void {
 
 /** Opens a device of its own (its objects cannot mix with another device's). */
 export function openDevice(options: OpenDeviceOptions = {}): Device {
-  if (options.backend !== undefined && options.backend !== "metal" && options.backend !== "host") {
-    throw new SmeltError(`openDevice: backend must be "metal" or "host", got ${JSON.stringify(options.backend)}`);
+  if (options.backend !== undefined && !isBackendName(options.backend)) {
+    throw new SmeltError(`openDevice: backend must be ${backendList()}, got ${JSON.stringify(options.backend)}`);
   }
   const backend = options.backend ?? defaultBackend();
   const explicit = options.backend !== undefined || requestedBackend() !== undefined;

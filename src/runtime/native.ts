@@ -7,7 +7,12 @@ import { existsSync, readdirSync, statSync, utimesSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { SmeltError } from "../errors.ts";
 
-export type BackendName = "metal" | "host";
+/** Every backend, once: whether its devices are CPUs (until smelt_device_limits reports it). */
+export const BACKENDS = { metal: { cpu: false }, host: { cpu: true } } as const;
+export type BackendName = keyof typeof BACKENDS;
+export const isBackendName = (v: unknown): v is BackendName => typeof v === "string" && Object.hasOwn(BACKENDS, v);
+/** The backends as an error message lists them: "metal" or "host". */
+export const backendList = (): string => Object.keys(BACKENDS).map((b) => `"${b}"`).join(" or ");
 
 /** The ABI version this TypeScript was written against (SMELT_ABI_VERSION). */
 export const ABI_VERSION = 1;
@@ -199,8 +204,8 @@ export function loadNative(backend: BackendName): Native {
 export function requestedBackend(): BackendName | undefined {
   const value = process.env.SMELT_BACKEND;
   if (value === undefined || value === "") return undefined;
-  if (value === "metal" || value === "host") return value;
-  throw new SmeltError(`SMELT_BACKEND must be "metal" or "host", got "${value}"`);
+  if (isBackendName(value)) return value;
+  throw new SmeltError(`SMELT_BACKEND must be ${backendList()}, got "${value}"`);
 }
 
 /** Metal where Apple's GPUs live, host everywhere else. */

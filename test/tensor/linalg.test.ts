@@ -1,5 +1,6 @@
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import * as sm from "../../src/index.ts";
+import { withTargetEnv } from "../../src/runtime/target.ts";
 import {
   type DType,
   type Layout,
@@ -106,16 +107,11 @@ describe("matmul", () => {
     check(() => sm.matmul(sm.array(a).reshape([2, 3]), sm.array(b).reshape([3, 2])), ref([2, 2], [NaN, NaN, Infinity, Infinity]), "float32");
   });
   test("matmul in every kernel variant of the host backend (SMELT_MATMUL)", () => {
-    const saved = process.env.SMELT_MATMUL;
-    try {
-      for (const v of ["simd", "dot", "block", "column"]) {
-        process.env.SMELT_MATMUL = v;
+    for (const v of ["simd", "dot", "block", "column"]) {
+      withTargetEnv(sm.device(), { SMELT_MATMUL: v }, () => {
         matmulCase([2, 9, 40], [40, 10], "float32", "contiguous", "contiguous", 20);
         matmulCase([17, 35], [35, 9], "float32", "transposed", "strided", 21);
-      }
-    } finally {
-      if (saved === undefined) delete process.env.SMELT_MATMUL;
-      else process.env.SMELT_MATMUL = saved;
+      });
     }
   });
 });

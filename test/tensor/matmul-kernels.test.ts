@@ -3,6 +3,7 @@
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import * as sm from "../../src/index.ts";
 import { summedProduct } from "../../src/exec/matmul.ts";
+import { withTargetEnv } from "../../src/runtime/target.ts";
 import { erf } from "./helpers.ts";
 
 setDefaultTimeout(120_000);
@@ -60,12 +61,7 @@ function close(got: number[], want: number[], tol: number) {
 }
 
 function withVariant<T>(v: string, fn: () => T): T {
-  process.env.SMELT_MATMUL = v;
-  try {
-    return fn();
-  } finally {
-    delete process.env.SMELT_MATMUL;
-  }
+  return withTargetEnv(sm.device(), { SMELT_MATMUL: v }, fn);
 }
 
 const cases: [number[], number[]][] = [

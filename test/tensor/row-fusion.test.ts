@@ -5,6 +5,7 @@ import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import * as sm from "../../src/index.ts";
 import { execute, schedule } from "../../src/exec/realize.ts";
 import { rowKernel } from "../../src/exec/rows.ts";
+import { withTargetEnv } from "../../src/runtime/target.ts";
 
 setDefaultTimeout(120_000);
 
@@ -166,20 +167,20 @@ describe("the GPU's layout (many threads per row) gives the same results", () =>
       const n = 1000;
       const xs = data(3 * n, 21);
       const x = sm.array(xs).reshape([3, n]);
-      process.env.SMELT_ROW_THREADS = String(threads);
       try {
-        const run = lazy(() => sm.softmax(x, -1));
-        expect(run.kernels).toBe(1);
-        expectClose(run.values, softmaxRef(xs, n), 1e-5);
-        const rms = lazy(() => x.mul(sm.rsqrt(x.mul(x).mean(-1, true).add(1e-5))));
-        expect(rms.kernels).toBe(1);
-        const want = rows(xs, n).flatMap((r) => {
-          const ms = r.reduce((a, v) => a + v * v, 0) / n;
-          return [...r.map((v) => v / Math.sqrt(ms + 1e-5))];
+        withTargetEnv(sm.device(), { SMELT_ROW_THREADS: String(threads) }, () => {
+          const run = lazy(() => sm.softmax(x, -1));
+          expect(run.kernels).toBe(1);
+          expectClose(run.values, softmaxRef(xs, n), 1e-5);
+          const rms = lazy(() => x.mul(sm.rsqrt(x.mul(x).mean(-1, true).add(1e-5))));
+          expect(rms.kernels).toBe(1);
+          const want = rows(xs, n).flatMap((r) => {
+            const ms = r.reduce((a, v) => a + v * v, 0) / n;
+            return [...r.map((v) => v / Math.sqrt(ms + 1e-5))];
+          });
+          expectClose(rms.values, want, 1e-5);
         });
-        expectClose(rms.values, want, 1e-5);
       } finally {
-        delete process.env.SMELT_ROW_THREADS;
         x.dispose();
       }
     });

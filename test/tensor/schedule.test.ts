@@ -2,6 +2,7 @@
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import * as sm from "../../src/index.ts";
 import { execute, planOf, schedule } from "../../src/exec/realize.ts";
+import { withTargetEnv } from "../../src/runtime/target.ts";
 import { check, inDType, ref, uniform } from "./helpers.ts";
 
 setDefaultTimeout(120_000);
@@ -70,17 +71,14 @@ test("a kernel reads at most 24 computed tensors: a sum of 30 is two kernels", (
 describe("kernel plans are reused for equal kernels only", () => {
   /** The plans of the kernels of one evaluation of what fn builds (then evaluated); row kernels get `threads` per row if given. */
   function plans(fn: () => sm.Tensor, threads?: number) {
-    if (threads) process.env.SMELT_ROW_THREADS = String(threads);
-    try {
-      return sm.tidy(() => {
+    return withTargetEnv(sm.device(), threads ? { SMELT_ROW_THREADS: String(threads) } : {}, () =>
+      sm.tidy(() => {
         const s = schedule([fn().node("test")]);
         const out = s.order.map((n) => ({ plan: planOf(s, n), panels: s.matmuls.get(n)?.panels ?? null }));
         execute(s);
         return out;
-      });
-    } finally {
-      if (threads) delete process.env.SMELT_ROW_THREADS;
-    }
+      }),
+    );
   }
   const x = sm.array([1, -2, 3, -4, 5, -6, 7, -8], "float32").eval();
   const y = sm.array([0.5, 0.25, 2, 4, -1, 3, 1, 8], "float32").eval();

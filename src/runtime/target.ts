@@ -1,0 +1,78 @@
+/**
+ * The target: what the scheduler needs to know about a device to lay out its kernels, and
+ * nothing else about it. Built once per device from the limits it reports, the backend's kind
+ * (a CPU or a GPU) and the test-only overrides SMELT_ROW_THREADS and SMELT_MATMUL.
+ */
+import type { Device } from "./device.ts";
+import { BACKENDS } from "./native.ts";
+
+/** The matmul kernels: simdgroup_matrix tiles, a dot product per element, and the CPU kernels (B in panels, or by columns). */
+export type MatmulLayout = "simd" | "dot" | "panel" | "column";
+const MATMUL_LAYOUTS: readonly string[] = ["simd", "dot", "panel", "column"] satisfies MatmulLayout[];
+
+export interface Target {
+  /** The device is a CPU: a threadgroup's threads run one after another on one core. */
+  cpu: boolean;
+  /** The CPU and the device share memory. */
+  unifiedMemory: boolean;
+  simdWidth: number;
+  maxThreadsPerThreadgroup: number;
+  /**
+   * Threads per row of a row kernel, or 0 for as many as suit the row's length. A CPU wants one
+   * thread walking the row in a loop the compiler vectorizes (parallelism comes from the rows).
+   */
+  rowThreads: number;
+  /**
+   * The matmul layout for small products (at most `smallRows` rows, or fewer than `smallWork`
+   * multiply-adds) and for the others.
+   */
+  matmul: { small: MatmulLayout; large: MatmulLayout; smallRows: number; smallWork: number };
+}
+
+type Env = Record<string, string | undefined>;
+
+/** The target of a device; env supplies the overrides (process.env unless a test gives its own). */
+export function makeTarget(device: Pick<Device, "backend" | "limits">, env: Env = process.env): Target {
+  const cpu = BACKENDS[device.backend].cpu;
+  const forcedRows = Number(env.SMELT_ROW_THREADS);
+  const forcedMatmul = env.SMELT_MATMUL;
+  const matmul: Target["matmul"] = cpu
+    ? { small: "column", large: "panel", smallRows: 5, smallWork: 1 << 15 }
+    : { small: "dot", large: "simd", smallRows: 16, smallWork: 0 };
+  if (forcedMatmul !== undefined && MATMUL_LAYOUTS.includes(forcedMatmul)) {
+    matmul.small = matmul.large = forcedMatmul as MatmulLayout;
+  }
+  return {
+    cpu,
+    unifiedMemory: device.limits.unifiedMemory,
+    simdWidth: device.limits.simdWidth,
+    maxThreadsPerThreadgroup: device.limits.maxThreadsPerThreadgroup,
+    rowThreads: forcedRows >= 1 && forcedRows <= 1024 ? forcedRows : cpu ? 1 : 0,
+    matmul,
+  };
+}
+
+const targets = new WeakMap<Device, Target>();
+let replaced: { device: Device; target: Target } | null = null;
+
+/** The device's target, made on first use. */
+export function targetOf(device: Device): Target {
+  if (replaced?.device === device) return replaced.target;
+  let t = targets.get(device);
+  if (!t) {
+    t = makeTarget(device);
+    targets.set(device, t);
+  }
+  return t;
+}
+
+/** @internal For tests: runs fn with device's target made with env's overrides added to process.env's. */
+export function withTargetEnv<T>(device: Device, env: Env, fn: () => T): T {
+  const saved = replaced;
+  replaced = { device, target: makeTarget(device, { ...process.env, ...env }) };
+  try {
+    return fn();
+  } finally {
+    replaced = saved;
+  }
+}

@@ -1,0 +1,59 @@
+/**
+ * The scheduler knows a device through its Target: what the device reports, its backend's kind,
+ * and the test-only overrides, read once when the target is made.
+ */
+import { describe, expect, test } from "bun:test";
+import * as sm from "../../src/index.ts";
+import { execute, planOf, schedule } from "../../src/exec/realize.ts";
+import { BACKENDS, isBackendName } from "../../src/runtime/native.ts";
+import { makeTarget, targetOf, withTargetEnv } from "../../src/runtime/target.ts";
+
+const limits = { unifiedMemory: true, simdWidth: 32, maxThreadsPerThreadgroup: 1024, maxThreadgroupMemory: 32768, maxBufferLength: 2 ** 32, maxBufferSlots: 31 };
+
+describe("Target", () => {
+  test("a GPU and a CPU get their own layouts; the device's limits pass through", () => {
+    const gpu = makeTarget({ backend: "metal", limits }, {});
+    expect(gpu).toEqual({
+      cpu: false, unifiedMemory: true, simdWidth: 32, maxThreadsPerThreadgroup: 1024, rowThreads: 0,
+      matmul: { small: "dot", large: "simd", smallRows: 16, smallWork: 0 },
+    });
+    const cpu = makeTarget({ backend: "host", limits: { ...limits, simdWidth: 8, unifiedMemory: false } }, {});
+    expect([cpu.cpu, cpu.rowThreads, cpu.simdWidth, cpu.unifiedMemory, cpu.matmul.small, cpu.matmul.large]).toEqual([true, 1, 8, false, "column", "panel"]);
+  });
+
+  test("SMELT_ROW_THREADS and SMELT_MATMUL are read when the target is made; bad values are ignored", () => {
+    const t = makeTarget({ backend: "host", limits }, { SMELT_ROW_THREADS: "64", SMELT_MATMUL: "dot" });
+    expect([t.rowThreads, t.matmul.small, t.matmul.large]).toEqual([64, "dot", "dot"]);
+    const bad = makeTarget({ backend: "metal", limits }, { SMELT_ROW_THREADS: "0", SMELT_MATMUL: "block" });
+    expect([bad.rowThreads, bad.matmul.small, bad.matmul.large]).toEqual([0, "dot", "simd"]);
+  });
+
+  test("the scheduler reads the target, not the environment", () => {
+    const x = sm.array(Array.from({ length: 4 * 300 }, (_, i) => Math.sin(i)), "float32").reshape([4, 300]).eval();
+    const plan = () =>
+      sm.tidy(() => {
+        const s = schedule([sm.softmax(x, -1).node("test")]);
+        const p = planOf(s, s.order[0]!);
+        execute(s);
+        return p;
+      });
+    const before = plan();
+    targetOf(sm.device()); // made already: the variable below comes too late
+    process.env.SMELT_ROW_THREADS = "32";
+    try {
+      expect(plan().dispatch.group).toEqual(before.dispatch.group);
+    } finally {
+      delete process.env.SMELT_ROW_THREADS;
+    }
+    const wide = withTargetEnv(sm.device(), { SMELT_ROW_THREADS: "32" }, plan);
+    expect(wide.dispatch.group).toEqual([32, 1, 1]);
+    expect(before.dispatch.group).toEqual([targetOf(sm.device()).cpu ? 1 : 32 * 2, 1, 1]);
+    x.dispose();
+  });
+
+  test("the backends are listed once", () => {
+    expect(Object.keys(BACKENDS).sort()).toEqual(["host", "metal"]);
+    expect(["host", "metal", "cuda", ""].map(isBackendName)).toEqual([true, true, false, false]);
+    expect(() => sm.openDevice({ backend: "cuda" as never })).toThrow('openDevice: backend must be "metal" or "host", got "cuda"');
+  });
+});
