@@ -84,6 +84,11 @@ export interface KernelPlan {
   dispatch: { threadgroups: boolean; size: [number, number, number]; group: [number, number, number] };
   /** Kernels to run first, each writing its `out` (scratch memory this kernel reads): a matmul's packed operands. */
   packs?: { plan: KernelPlan; out: Storage }[];
+  /**
+   * A kernel of a library in metal/ (source is the library) rather than a generated one: the
+   * function to run, bound as (key, out, params); the key is these words, or else inputs[0].
+   */
+  library?: { entry: string; key: Uint32Array | null };
 }
 
 interface Memo {
@@ -550,7 +555,26 @@ export const boundaryKernels: Record<KernelOp, (n: Node) => KernelPlan> = {
   reduce: reduceKernel,
   scan: scanKernel,
   putAlong: putAlongKernel,
+  random: randomKernel,
 };
+
+const randomLibrary = readFileSync(join(import.meta.dir, "../../metal/random.metal"), "utf8");
+
+/**
+ * A stream kernel of metal/random.metal (docs/random.md, "Kernels"): one thread per Threefry
+ * block, ceil(size / 2) of them, reading the key from host words or from the key node's memory.
+ */
+export function randomKernel(out: Node): KernelPlan {
+  const { kernel, params, key } = attrsOf(out, "random");
+  const threads = Math.ceil(out.size / 2);
+  return {
+    source: randomLibrary,
+    params: Uint32Array.from(params),
+    inputs: key ? [] : [out.inputs[0]!.data!],
+    dispatch: { threadgroups: false, size: [threads, 1, 1], group: [Math.max(1, Math.min(256, threads)), 1, 1] },
+    library: { entry: kernel, key: key ? Uint32Array.from(key) : null },
+  };
+}
 
 /**
  * A matmul with a contraction this short is computed inline, as a dot product per element, by the

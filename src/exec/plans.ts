@@ -48,6 +48,8 @@ let kept = 0;
 
 /** The plan of the kernel computing `out` (inline producers, or its own kernel for reduce, scan, putAlong). */
 export function plainPlan(out: Node): KernelPlan {
+  // A library kernel: nothing to generate, and its key and arguments change every call.
+  if (out.op === "random") return boundaryKernels.random(out);
   return planFor(out, [], () => (OPS[out.op].kind === "kernel" ? boundaryKernels[out.op as KernelOp] : elementwiseKernel)(out));
 }
 

@@ -6,7 +6,7 @@
  * memory; reductions take their inline producers into their loads the same way.
  */
 import { SmeltError } from "../errors.ts";
-import type { Pipeline } from "../runtime/resources.ts";
+import type { Library, Pipeline } from "../runtime/resources.ts";
 import { type Target, targetOf } from "../runtime/target.ts";
 import { itemsize } from "../tensor/dtype.ts";
 import { contiguousStrides } from "../tensor/shape.ts";
@@ -19,6 +19,23 @@ import { epilogueOf, type MatmulVariant, panelBytes, type Panels, pendingMatmuls
 import { memory, type Storage, stats } from "./memory.ts";
 
 const pipelines = new Map<string, Pipeline>();
+/** Libraries of metal/ (random.metal) by source, each compiled once, with their pipelines by function. */
+const libraries = new Map<string, { library: Library; pipelines: Map<string, Pipeline> }>();
+
+function libraryPipeline(source: string, entry: string): Pipeline {
+  let lib = libraries.get(source);
+  if (!lib) {
+    stats.kernelCompiles++;
+    lib = { library: memory.device.compile(`${prelude}\n${source}`), pipelines: new Map() };
+    libraries.set(source, lib);
+  }
+  let p = lib.pipelines.get(entry);
+  if (!p) {
+    p = lib.library.pipeline(entry);
+    lib.pipelines.set(entry, p);
+  }
+  return p;
+}
 
 function pipelineFor(source: string): Pipeline {
   let p = pipelines.get(source);
@@ -234,13 +251,16 @@ function encode(schedule: Schedule) {
       cmd.barrier();
       written = new Set();
     }
-    const args: unknown[] = [k.params, out.buffer, ...k.inputs.map((d) => d.storage.buffer)];
+    const lib = k.library;
+    const args: unknown[] = lib
+      ? [lib.key ?? { buffer: k.inputs[0]!.storage.buffer, offset: k.inputs[0]!.offset * 4 }, out.buffer, k.params]
+      : [k.params, out.buffer, ...k.inputs.map((d) => d.storage.buffer)];
     if (k.params.byteLength > 4096) {
       throw new SmeltError(`eval: the kernel for ${op} needs ${k.params.byteLength} bytes of parameters, over 4096`);
     }
     const d = k.dispatch;
     if (d.size.every((x) => x > 0)) {
-      const pipeline = pipelineFor(k.source);
+      const pipeline = lib ? libraryPipeline(k.source, lib.entry) : pipelineFor(k.source);
       if (d.threadgroups) cmd.dispatchThreadgroups(pipeline, { args: args as never, threadgroups: d.size, threadgroup: d.group });
       else cmd.dispatchThreads(pipeline, { args: args as never, grid: d.size, threadgroup: d.group });
       stats.kernelsDispatched++;

@@ -22,9 +22,9 @@ export type ReshapeOp = "reshape" | "squeeze" | "expandDims";
 export type ViewOp = StridedViewOp | ReshapeOp;
 /** Inline ops that read other elements of their inputs than their own. */
 export type GatherOp = "concat" | "pad" | "take" | "takeAlong";
-/** Ops that always get a kernel of their own. */
-export type KernelOp = "reduce" | "scan" | "putAlong";
-export type Op = ElementwiseOp | GeneratorOp | ViewOp | GatherOp | KernelOp | "cast" | "matmul" | "data" | "random";
+/** Ops that always get a kernel of their own (random's is a kernel of metal/random.metal). */
+export type KernelOp = "reduce" | "scan" | "putAlong" | "random";
+export type Op = ElementwiseOp | GeneratorOp | ViewOp | GatherOp | KernelOp | "cast" | "matmul" | "data";
 
 export type ReduceKind = "sum" | "prod" | "max" | "min" | "argmax" | "argmin" | "all" | "any";
 
@@ -58,16 +58,20 @@ interface OpAttrTable {
   take: { axis: number };
   takeAlong: { axis: number };
   putAlong: { axis: number };
+  /**
+   * A stream kernel of metal/random.metal, its argument struct as uint32 words, and the key's
+   * words when it is known on the host (the global key); else the key is the node's input.
+   */
+  random: { kernel: string; params: number[]; key: number[] | null };
 }
 export type AttrsOf<O extends Op> = O extends keyof OpAttrTable ? OpAttrTable[O] : None;
 export type Attrs = AttrsOf<Op>;
 
-export type OpKind =
-  | "elementwise" | "cast" | "generator" | "view" | "reshape" | "gather" | "matmul" | "kernel" | "data" | "random";
+export type OpKind = "elementwise" | "cast" | "generator" | "view" | "reshape" | "gather" | "matmul" | "kernel" | "data";
 
 export interface OpInfo {
   kind: OpKind;
-  /** Inputs the node has; -1: any number (concat). */
+  /** Inputs the node has; -1: any number (concat; random, whose key may be an input). */
   arity: number;
   /** Computed inline, inside the kernel of a consumer, unless computed already (matmul: when short). */
   inline: boolean;
@@ -128,8 +132,9 @@ export const OPS: Readonly<Record<Op, Readonly<OpInfo>>> = {
   scan: { kind: "kernel", arity: 1, inline: false },
   putAlong: { kind: "kernel", arity: 3, inline: false, readsComputedInputs: true },
 
+  random: { kind: "kernel", arity: -1, inline: false, readsComputedInputs: true },
+
   data: { kind: "data", arity: 0, inline: false },
-  random: { kind: "random", arity: 0, inline: false },
 };
 
 /** The index map of a strided view (broadcast, permute, slice). */

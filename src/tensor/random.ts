@@ -1,24 +1,20 @@
 /**
  * sm.random: MLX's mlx.core.random over the Threefry kernels of metal/random.metal (docs/random.md
  * defines the streams). A key is a uint32 tensor of shape [2]; the same key gives the same numbers
- * on every backend. Random tensors are leaves: they are computed when the op is called, by one
- * dispatch of a library kernel, and a lazy key is evaluated first.
+ * on every backend. A random tensor is a graph node like any other, computed by a kernel of its
+ * own (a stream kernel of metal/random.metal) in the evaluation that needs it: a dropout mask in a
+ * training step costs no device sync of its own, and a lazy key is computed in the same one.
  *
  * Without a key, an op takes one from the global key, which is split on every use as MLX does:
  * global, sub = split(global); the op uses sub. seed(s) resets the global key to key(s); until then
  * it is seeded from the clock.
  */
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import { SmeltError } from "../errors.ts";
-import { prelude } from "../exec/codegen.ts";
-import { memory, stats } from "../exec/memory.ts";
-import type { Library, Pipeline } from "../runtime/resources.ts";
-import { type DType, isFloating, itemsize, parseDType } from "./dtype.ts";
+import { type DType, isFloating, parseDType } from "./dtype.ts";
 import { Node } from "./node.ts";
 import { add, argmax, array, astype, less, log, moveaxis, negative, reshape } from "./ops.ts";
 import * as reference from "./random-reference.ts";
-import { broadcastShapes, checkShape, contiguousStrides, normalizeAxis, shapeSize } from "./shape.ts";
+import { broadcastShapes, checkShape, normalizeAxis, shapeSize } from "./shape.ts";
 import { Tensor, tidy } from "./tensor.ts";
 
 const fmt = (s: readonly number[]) => `[${s.join(", ")}]`;
@@ -44,8 +40,10 @@ export function key(seed: number | bigint): Tensor {
   return array(reference.key(checkSeed("key", seed)), "uint32");
 }
 
-/** The key words an op runs with: the given key's, read back after evaluating it, or the next global subkey. */
-function keyWords(op: string, k: unknown): Uint32Array {
+/** The key an op runs with: the next global subkey's words, or the given key's node (lazy or computed). */
+type Key = Uint32Array | Node;
+
+function keyOf(op: string, k: unknown): Key {
   if (k === undefined) {
     // The global key lives on the host; the reference's split is the kernel's, bit for bit.
     const pair = reference.split(globalKey, 2);
@@ -56,28 +54,14 @@ function keyWords(op: string, k: unknown): Uint32Array {
     const got = k instanceof Tensor ? `dtype ${k.dtype} and shape ${fmt(k.shape)}` : String(k);
     throw new SmeltError(`random.${op}: key must be a uint32 tensor of shape [2] (from random.key or random.split), got ${got}`);
   }
-  return Uint32Array.from(k.raw());
+  const n = k.node(`random.${op}`);
+  // The kernel reads the two words from memory in a row: a key at other strides is copied first.
+  return n.data && n.data.strides[0] !== 1 ? new Node("reshape", [n], [2], "uint32") : n;
 }
 
 // ---------------------------------------------------------------------------------------------
-// running a kernel of metal/random.metal
+// nodes computed by a kernel of metal/random.metal
 // ---------------------------------------------------------------------------------------------
-
-let library: Library | undefined;
-const pipelines = new Map<string, Pipeline>();
-
-function pipeline(name: string): Pipeline {
-  let p = pipelines.get(name);
-  if (!p) {
-    if (!library) {
-      stats.kernelCompiles++;
-      library = memory.device.compile(`${prelude}\n${readFileSync(join(import.meta.dir, "../../metal/random.metal"), "utf8")}`);
-    }
-    p = library.pipeline(name);
-    pipelines.set(name, p);
-  }
-  return p;
-}
 
 /** @internal The struct { uint n; two 4-byte fields } the stream kernels take at buffer(2) (also used by test/random.test.ts). */
 export function streamArgs(n: number, a: number, b: number, kind: "float" | "int"): Uint8Array {
@@ -94,41 +78,19 @@ export function streamArgs(n: number, a: number, b: number, kind: "float" | "int
   return bytes;
 }
 
-/**
- * A leaf tensor of shape and dtype written by one stream kernel: one thread per Threefry block,
- * ceil(size / 2) of them (docs/random.md, "Kernels").
- */
-function generate(op: string, kernel: string, k: Uint32Array, shape: number[], dtype: DType, args: ArrayBufferView): Tensor {
+/** A tensor of shape and dtype written by stream kernel `kernel` under key k, with its argument struct `args`. */
+function generate(op: string, kernel: string, k: Key, shape: number[], dtype: DType, args: ArrayBufferView): Tensor {
   const size = shapeSize(shape);
   if (size >= 2 ** 32) throw new SmeltError(`random.${op}: at most 2^32 - 1 elements per call, got ${size}`);
-  const storage = memory.allocate(size * itemsize(dtype), `random.${op}`);
-  try {
-    if (size > 0) {
-      const threads = Math.ceil(size / 2);
-      const cmd = memory.device.commandBuffer();
-      cmd.dispatchThreads(pipeline(kernel), {
-        args: [k, storage.buffer, args],
-        grid: [threads, 1, 1],
-        threadgroup: [Math.min(256, threads), 1, 1],
-      });
-      cmd.commit();
-      stats.commandBuffers++;
-      stats.kernelsDispatched++;
-      cmd.wait();
-    }
-  } catch (error) {
-    storage.release();
-    throw error;
-  }
-  const n = new Node("random", [], shape, dtype);
-  n.data = { storage, strides: contiguousStrides(shape), offset: 0 };
-  return new Tensor(n);
+  const params = Array.from(new Uint32Array(args.buffer, args.byteOffset, args.byteLength / 4));
+  const attrs = { kernel, params, key: k instanceof Node ? null : Array.from(k) };
+  return new Tensor(new Node("random", k instanceof Node ? [k] : [], shape, dtype, attrs));
 }
 
 /** num new keys as a [num, 2] uint32 tensor: row i is key i, words 2i and 2i + 1 of key's stream. */
 export function split(key: Tensor, num = 2): Tensor {
   if (!Number.isSafeInteger(num) || num < 1) throw new SmeltError(`random.split: num must be a positive integer, got ${num}`);
-  return generate("split", "random_split", keyWords("split", key), [num, 2], "uint32", new Uint32Array([num]));
+  return generate("split", "random_split", keyOf("split", key), [num, 2], "uint32", new Uint32Array([num]));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -149,7 +111,7 @@ function finite(op: string, what: string, v: unknown): number {
   return v;
 }
 
-function uniformWith(op: string, k: Uint32Array, low: number, high: number, shape: number[], dtype: unknown): Tensor {
+function uniformWith(op: string, k: Key, low: number, high: number, shape: number[], dtype: unknown): Tensor {
   const [dt, kernel] = floatKernel(op, "random_uniform", dtype);
   return generate(op, kernel, k, shape, dt, streamArgs(shapeSize(shape), low, high, "float"));
 }
@@ -164,7 +126,7 @@ export function uniform(low = 0, high = 1, shape: readonly number[] = [], dtype:
   const hi = Math.fround(finite(op, "high", high));
   if (!(lo < hi)) throw new SmeltError(`random.${op}: low (${low}) must be less than high (${high}) in float32`);
   const s = checkShape(`random.${op}`, shape);
-  return uniformWith(op, keyWords(op, key), lo, hi, s, dtype);
+  return uniformWith(op, keyOf(op, key), lo, hi, s, dtype);
 }
 
 /** Normal numbers with mean loc and standard deviation scale. */
@@ -173,7 +135,7 @@ export function normal(shape: readonly number[] = [], dtype: DType = "float32", 
   const [dt, kernel] = floatKernel(op, "random_normal", dtype);
   const s = checkShape(`random.${op}`, shape);
   const args = streamArgs(shapeSize(s), finite(op, "loc", loc), finite(op, "scale", scale), "float");
-  return generate(op, kernel, keyWords(op, key), s, dt, args);
+  return generate(op, kernel, keyOf(op, key), s, dt, args);
 }
 
 /**
@@ -189,7 +151,7 @@ export function bernoulli(p: number | Tensor = 0.5, shape?: readonly number[], k
     if (b.length !== s.length || b.some((d, i) => d !== s[i])) {
       throw new SmeltError(`random.${op}: p of shape ${fmt(p.shape)} cannot be broadcast to shape ${fmt(s)}`);
     }
-    const k = keyWords(op, key);
+    const k = keyOf(op, key);
     return tidy(() => less(uniformWith(op, k, 0, 1, s, "float32"), p));
   }
   if (typeof p !== "number" || !(p >= 0 && p <= 1)) throw new SmeltError(`random.${op}: p must be a probability in [0, 1], got ${String(p)}`);
@@ -197,7 +159,7 @@ export function bernoulli(p: number | Tensor = 0.5, shape?: readonly number[], k
   const args = new Uint8Array(8);
   new DataView(args.buffer).setUint32(0, shapeSize(s), true);
   new DataView(args.buffer).setFloat32(4, p, true);
-  return generate(op, "random_bernoulli", keyWords(op, key), s, "bool", args);
+  return generate(op, "random_bernoulli", keyOf(op, key), s, "bool", args);
 }
 
 // The values each integer dtype holds: low may be the least, high (exclusive) one past the greatest.
@@ -229,7 +191,7 @@ export function randint(low: number, high: number, shape: readonly number[] = []
   const s = checkShape(`random.${op}`, shape);
   // The kernel works in uint32 arithmetic, so bounds past int32 pass as the same 32 bits.
   const args = streamArgs(shapeSize(s), low | 0, high | 0, "int");
-  const k = keyWords(op, key);
+  const k = keyOf(op, key);
   if (dt === "int32" || dt === "uint32") return generate(op, "random_randint", k, s, dt, args);
   return tidy(() => astype(generate(op, "random_randint", k, s, "int32", args), dt));
 }
@@ -266,7 +228,7 @@ export function categorical(logits: Tensor, axis = -1, shapeOrNumSamples?: reado
       throw new SmeltError(`random.${op}: the distributions (shape ${fmt(batch)}) cannot be broadcast to shape ${fmt(out)}`);
     }
   }
-  const k = keyWords(op, key);
+  const k = keyOf(op, key);
   return tidy(() => {
     const l = reshape(moveaxis(isFloating(logits.dtype) ? logits : astype(logits, "float32"), ax, -1), [...lifted, classes]);
     const u = uniformWith(op, k, 0, 1, [...out, classes], "float32");
