@@ -9,7 +9,7 @@
  * which costs more than building their graph.
  */
 import type { Data, Node } from "../tensor/node.ts";
-import { type KernelOp, OPS } from "../tensor/op.ts";
+import { attrsOf, type KernelOp, OPS } from "../tensor/op.ts";
 import { arangeInInts, boundaryKernels, elementwiseKernel, type KernelPlan, type ScalarArg } from "./codegen.ts";
 import { type MatmulVariant, matmulKernel, type Panels } from "./matmul.ts";
 import type { Storage } from "./memory.ts";
@@ -32,6 +32,8 @@ interface Template {
   /** The plan and the plans of its packs, their memory left out. */
   plan: KernelPlan;
   leaves: Slot[];
+  /** The scalar values the plan's parameters were made with. */
+  values: number[];
   bound: Bound[];
   packs: { plan: KernelPlan; leaves: Slot[]; bound: Bound[]; out: number }[];
 }
@@ -84,13 +86,11 @@ function planFor(out: Node, extra: Word[], make: () => KernelPlan, scratch: Stor
   // A hash of some of the words (shapes, ops, connections) finds the plans worth comparing.
   let hash = extra.length;
   let cacheable = true;
-  // The values of scalar attributes (OpInfo.scalars), in walk order, and where each node's start.
+  // The values of scalar attributes (OpInfo.scalars) in walk order: the kernel's arguments.
   const values: number[] = [];
-  const valued: Node[] = [];
-  const valuedAt: number[] = [];
   for (let k = 0; k < walk.length; k++) {
     const n = walk[k]!;
-    const read = n.data !== null && n !== out && (n.step < 0 || n.step < out.step);
+    const read = isRead(n, out);
     words.push(n.dtype, read ? 2 : n.data ? 1 : 0, n.shape.length);
     hash = mix(hash, n.shape.length);
     for (const d of n.shape) {
@@ -104,28 +104,31 @@ function planFor(out: Node, extra: Word[], make: () => KernelPlan, scratch: Stor
     if (read) continue;
     words.push(n.op);
     hash = mix(hash, n.op.length);
-    const attrs = n.attrs as Record<string, unknown>;
-    const scalars = OPS[n.op].scalars;
-    if (scalars) {
-      valued.push(n);
-      valuedAt.push(values.length);
-      if (n.op === "arange") words.push(arangeInInts(n));
-    }
-    for (const key in attrs) {
-      const v = attrs[key];
-      if (scalars?.includes(key)) {
-        words.push(key, SCALAR);
-        if (Array.isArray(v)) for (const x of v) values.push(x);
-        else values.push(v as number);
-      } else if (Array.isArray(v)) {
-        words.push(key, LIST, v.length);
-        for (const x of v) {
-          words.push(x);
-          cacheable &&= isWord(x);
+    if (n.op === "scalar") {
+      // The commonest node, whose one attribute is an argument.
+      values.push(attrsOf(n, "scalar").value);
+      words.push(SCALAR);
+    } else {
+      const attrs = n.attrs as Record<string, unknown>;
+      const scalars = OPS[n.op].scalars;
+      if (scalars) {
+        pushValues(n, scalars, values);
+        if (n.op === "arange") words.push(arangeInInts(n));
+      }
+      for (const key in attrs) {
+        const v = attrs[key];
+        if (scalars?.includes(key)) {
+          words.push(SCALAR);
+        } else if (Array.isArray(v)) {
+          words.push(key, LIST, v.length);
+          for (const x of v) {
+            words.push(x);
+            cacheable &&= isWord(x);
+          }
+        } else {
+          words.push(key, v as Word);
+          cacheable &&= isWord(v);
         }
-      } else {
-        words.push(key, v as Word);
-        cacheable &&= isWord(v);
       }
     }
     words.push(END);
@@ -147,9 +150,11 @@ function planFor(out: Node, extra: Word[], make: () => KernelPlan, scratch: Stor
   const memoryOf = (slot: Slot): Data => (slot >= 0 ? walk[slot]!.data! : { storage: scratch[-1 - slot]!, strides: [], offset: 0 });
   const hit = templates.get(hash)?.find((t) => same(t.words, words));
   if (hit) {
-    const plan: KernelPlan = { ...hit.plan, params: bind(hit.plan.params, hit.bound, values), inputs: hit.leaves.map(memoryOf) };
+    // Unchanged scalars (constants such as an epsilon) keep the kept parameters themselves.
+    const fresh = sameValues(hit.values, values) ? null : values;
+    const plan: KernelPlan = { ...hit.plan, params: bind(hit.plan.params, hit.bound, fresh), inputs: hit.leaves.map(memoryOf) };
     if (hit.packs.length)
-      plan.packs = hit.packs.map((p) => ({ plan: { ...p.plan, params: bind(p.plan.params, p.bound, values), inputs: p.leaves.map(memoryOf) }, out: scratch[p.out]! }));
+      plan.packs = hit.packs.map((p) => ({ plan: { ...p.plan, params: bind(p.plan.params, p.bound, fresh), inputs: p.leaves.map(memoryOf) }, out: scratch[p.out]! }));
     return plan;
   }
   const plan = make();
@@ -163,18 +168,22 @@ function planFor(out: Node, extra: Word[], make: () => KernelPlan, scratch: Stor
     return j >= 0 && d.offset === 0 && d.strides.length === 0 ? -1 - j : NaN;
   };
   const leaves = plan.inputs.map(slotOf);
-  // Each scalar argument as a position in `values`: its node's first value, then the attribute's.
+  // Each scalar argument as a position in `values`: where its node's start, then its attribute's.
+  const starts = new Map<Node, number>();
+  let count = 0;
+  for (const n of walk) {
+    const scalars = OPS[n.op].scalars;
+    if (!scalars || isRead(n, out) || starts.has(n)) continue;
+    starts.set(n, count);
+    count += valueCount(n, scalars);
+  }
   const boundOf = (args: ScalarArg[] | undefined): Bound[] =>
     (args ?? []).map((a) => {
-      const k = valued.indexOf(a.node);
-      if (k < 0) return { slot: a.slot, value: NaN, float: a.float };
-      let at = valuedAt[k]!;
-      for (const key of OPS[a.node.op].scalars!) {
-        if (key === a.attr) break;
-        const v = (a.node.attrs as Record<string, number | number[]>)[key]!;
-        at += typeof v === "number" ? 1 : v.length;
-      }
-      return { slot: a.slot, value: at + a.index, float: a.float };
+      const start = starts.get(a.node);
+      if (start === undefined) return { slot: a.slot, value: NaN, float: a.float };
+      const scalars = OPS[a.node.op].scalars!;
+      const before = valueCount(a.node, scalars.slice(0, scalars.indexOf(a.attr)));
+      return { slot: a.slot, value: start + before + a.index, float: a.float };
     });
   const bound = boundOf(plan.args);
   const packs = (plan.packs ?? []).map((p) => ({
@@ -191,12 +200,38 @@ function planFor(out: Node, extra: Word[], make: () => KernelPlan, scratch: Stor
   if (found) {
     const { packs: _, ...bare } = plan;
     // Kept without the nodes its arguments came from: a hit binds this walk's values instead.
-    keep(hash, { words, plan: { ...bare, inputs: [], args: [] }, leaves, bound, packs });
+    keep(hash, { words, plan: { ...bare, inputs: [], args: [] }, leaves, values, bound, packs });
   }
   return plan;
 }
 
 const mix = (hash: number, x: number) => Math.imul(hash ^ x, 0x9e3779b1);
+
+/** Whether out's kernel reads n from memory (Builder.computed): then n is not walked into. */
+function isRead(n: Node, out: Node): boolean {
+  return n.data !== null && n !== out && (n.step < 0 || n.step < out.step);
+}
+
+/** Appends the values of n's scalar attributes `keys`, in their order. */
+function pushValues(n: Node, keys: readonly string[], values: number[]): void {
+  const attrs = n.attrs as Record<string, number | number[]>;
+  for (const key of keys) {
+    const v = attrs[key]!;
+    if (typeof v === "number") values.push(v);
+    else for (const x of v) values.push(x);
+  }
+}
+
+/** How many values n's scalar attributes `keys` hold. */
+function valueCount(n: Node, keys: readonly string[]): number {
+  const attrs = n.attrs as Record<string, number | number[]>;
+  let c = 0;
+  for (const key of keys) {
+    const v = attrs[key]!;
+    c += typeof v === "number" ? 1 : v.length;
+  }
+  return c;
+}
 
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
@@ -209,10 +244,11 @@ function word(v: number, float: boolean): number {
 }
 
 /**
- * params with the bound slots holding this walk's values: the kept array itself while they are
- * the same (constants such as an epsilon), else a copy (the kept plan's stay as they are).
+ * params with the bound slots holding this walk's values (null: those it was made with): the
+ * kept array itself while they are the same, else a copy (the kept plan's stay as they are).
  */
-function bind(params: Uint32Array, bound: readonly Bound[], values: readonly number[]): Uint32Array {
+function bind(params: Uint32Array, bound: readonly Bound[], values: readonly number[] | null): Uint32Array {
+  if (values === null) return params;
   let out = params;
   for (const b of bound) {
     const w = word(values[b.value]!, b.float);
@@ -228,6 +264,12 @@ function isWord(x: unknown): boolean {
 }
 
 // Object.is: a scalar -0 is not 0 (nor NaN unequal to itself).
+function sameValues(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) return false;
+  return true;
+}
+
 function same(a: readonly Word[], b: readonly Word[]): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) return false;

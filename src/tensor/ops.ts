@@ -131,16 +131,27 @@ function cast(n: Node, dtype: DType): Node {
 
 type Restride = (strides: readonly number[], offset: number) => ViewMap;
 
+/** Whether n is computed in row-major order from the start of its storage: its views' maps then locate their data too. */
+function rowMajor(n: Node): boolean {
+  const d = n.data;
+  return d !== null && d.offset === 0 && isRowContiguous(n.shape, d.strides);
+}
+
+/** The index map `plan` gives over n's row-major layout. */
+function mapOf<M extends ViewMap>(n: Node, plan: (strides: readonly number[], offset: number) => M, direct: boolean): M {
+  return plan(direct ? n.data!.strides : contiguousStrides(n.shape), 0);
+}
+
 /**
- * A strided view of n, made by `make` from its index map over n's row-major layout. The view
- * keeps n as its input whether or not n is computed (a backward pass walks through it); over
- * computed data it is computed at once: the same storage at the strides `plan` gives over n's.
+ * View v (of map `map`) of n keeps n as its input whether or not n is computed (a backward pass
+ * walks through it); over computed data it is computed at once: the same storage at the strides
+ * `plan` gives over n's (the map's own when `direct`).
  */
-function restride(n: Node, plan: Restride, make: (map: ViewMap) => Node): Node {
-  const v = make(plan(contiguousStrides(n.shape), 0));
-  if (n.data) {
-    const p = plan(n.data.strides, n.data.offset);
-    v.data = { storage: n.data.storage.retain(), strides: p.strides, offset: p.offset };
+function restride<V extends Node>(v: V, n: Node, plan: Restride, map: ViewMap, direct: boolean): V {
+  const d = n.data;
+  if (d) {
+    const p = direct ? map : plan(d.strides, d.offset);
+    v.data = { storage: d.storage.retain(), strides: p.strides, offset: p.offset };
   }
   return v;
 }
@@ -155,7 +166,9 @@ function broadcastNode(op: string, n: Node, shape: number[]): Node {
     strides: shape.map((_, i) => (i < lead || n.shape[i - lead] === 1 ? 0 : strides[i - lead]!)),
     offset,
   });
-  return restride(n, plan, (map) => new Node("broadcast", [n], shape, n.dtype, map));
+  const direct = rowMajor(n);
+  const map = mapOf(n, plan, direct);
+  return restride(new Node("broadcast", [n], shape, n.dtype, map), n, plan, map, direct);
 }
 
 function wrap(n: Node): Tensor {
@@ -433,7 +446,10 @@ export function transpose(x: Tensor, axes?: readonly number[]): Tensor {
   const n = x.node("transpose");
   const perm = permuteShape("transpose", n.shape.length, axes);
   const shape = perm.map((p) => n.shape[p]!);
-  return wrap(restride(n, (strides, offset) => ({ strides: perm.map((p) => strides[p]!), offset }), (map) => new Node("permute", [n], shape, n.dtype, { ...map, axes: perm })));
+  const plan = (strides: readonly number[], offset: number) => ({ strides: perm.map((p) => strides[p]!), offset, axes: perm });
+  const direct = rowMajor(n);
+  const map = mapOf(n, plan, direct);
+  return wrap(restride(new Node("permute", [n], shape, n.dtype, map), n, plan, map, direct));
 }
 export function swapaxes(x: Tensor, a: number, b: number): Tensor {
   const nd = x.ndim;
@@ -487,7 +503,9 @@ export function slice(x: Tensor, ...items: (IndexItem | string)[]): Tensor {
     shape = p.shape;
     return { strides: p.strides, offset: p.offset };
   };
-  return wrap(restride(n, plan, (map) => new Node("slice", [n], shape, n.dtype, map)));
+  const direct = rowMajor(n);
+  const map = mapOf(n, plan, direct);
+  return wrap(restride(new Node("slice", [n], shape, n.dtype, map), n, plan, map, direct));
 }
 
 // ---------------------------------------------------------------------------------------------
