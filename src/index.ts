@@ -27,7 +27,7 @@ export type { OpenDeviceOptions } from "./runtime/options.ts";
 export { DeviceBuffer, Library, Pipeline, type TypedArrayConstructor } from "./runtime/resources.ts";
 
 // The tensor engine.
-export type { DType } from "./tensor/dtype.ts";
+export type { DType } from "./graph/dtype.ts";
 export { Tensor, eager, setDefaultMode, getDefaultMode, tidy, asyncEval, evalTensors as eval } from "./tensor/tensor.ts";
 export * from "./tensor/ops.ts";
 export * from "./tensor/ops-structure.ts";

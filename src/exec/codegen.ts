@@ -9,10 +9,10 @@
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { type DType, isFloating, isSigned } from "../tensor/dtype.ts";
-import { contiguousStrides } from "../tensor/shape.ts";
-import type { Data, Node } from "../tensor/node.ts";
-import { attrsOf, type ElementwiseOp, type KernelOp, OPS, type ReduceKind, viewMapOf } from "../tensor/op.ts";
+import { type DType, isFloating, isSigned } from "../graph/dtype.ts";
+import { contiguousStrides } from "../graph/shape.ts";
+import type { Data, Node } from "../graph/node.ts";
+import { attrsOf, type ElementwiseOp, type KernelOp, OPS, type ReduceKind, viewMapOf } from "../graph/op.ts";
 import { elementwise, type Value } from "./elementwise.ts";
 import type { Storage } from "./memory.ts";
 
@@ -112,7 +112,7 @@ export class Builder {
    * evaluation (for another consumer) is computed here inline, like any uncomputed node.
    */
   computed(n: Node): boolean {
-    return n.data !== null && n !== this.root && (n.step < 0 || n.step < this.root.step);
+    return n.data !== null && n !== this.root && (n.schedOrder < 0 || n.schedOrder < this.root.schedOrder);
   }
   readonly leaves: Node[] = [];
   private lines: string[] = [];

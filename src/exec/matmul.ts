@@ -6,7 +6,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { MatmulLayout } from "../runtime/target.ts";
-import type { Data, Node } from "../tensor/node.ts";
+import type { Data, Node } from "../graph/node.ts";
 import { Builder, isInline, type KernelPlan, matmulDepth, readsOwnElement, storageType, store } from "./codegen.ts";
 import type { Storage } from "./memory.ts";
 

@@ -8,8 +8,8 @@
  * panels). This spares generating (and hashing) the source of the same kernels every evaluation,
  * which costs more than building their graph.
  */
-import type { Data, Node } from "../tensor/node.ts";
-import { attrsOf, type KernelOp, OPS } from "../tensor/op.ts";
+import type { Data, Node } from "../graph/node.ts";
+import { attrsOf, type KernelOp, OPS } from "../graph/op.ts";
 import { arangeInInts, boundaryKernels, elementwiseKernel, type KernelPlan, type ScalarArg } from "./codegen.ts";
 import { type MatmulVariant, matmulKernel, type Panels } from "./matmul.ts";
 import type { Storage } from "./memory.ts";
@@ -209,7 +209,7 @@ const mix = (hash: number, x: number) => Math.imul(hash ^ x, 0x9e3779b1);
 
 /** Whether out's kernel reads n from memory (Builder.computed): then n is not walked into. */
 function isRead(n: Node, out: Node): boolean {
-  return n.data !== null && n !== out && (n.step < 0 || n.step < out.step);
+  return n.data !== null && n !== out && (n.schedOrder < 0 || n.schedOrder < out.schedOrder);
 }
 
 /** Appends the values of n's scalar attributes `keys`, in their order. */

@@ -8,10 +8,10 @@
 import { SmeltError } from "../errors.ts";
 import type { Library, Pipeline } from "../runtime/resources.ts";
 import { type Target, targetOf } from "../runtime/target.ts";
-import { itemsize } from "../tensor/dtype.ts";
-import { contiguousStrides } from "../tensor/shape.ts";
-import type { Node } from "../tensor/node.ts";
-import { OPS } from "../tensor/op.ts";
+import { itemsize } from "../graph/dtype.ts";
+import { contiguousStrides } from "../graph/shape.ts";
+import type { Node } from "../graph/node.ts";
+import { OPS } from "../graph/op.ts";
 import { isInline, type KernelPlan, matmulDepth, prelude } from "./codegen.ts";
 import { matmulPlan, plainPlan, rowPlan } from "./plans.ts";
 import { isRowReduce, pendingReductions, type RowGroup, rowGroup } from "./rows.ts";
@@ -56,7 +56,7 @@ function pipelineFor(source: string): Pipeline {
 // below it, every kernel more costs each evaluation a dispatch and a pass over memory.
 const MAX_INLINE = 128;
 const MAX_LEAVES = 24;
-/** Stamps for Node.mark: each walk over nodes (postOrder, weigh) marks what it has seen with a new one. */
+/** Stamps for Node.schedMark: each walk over nodes (postOrder, weigh) marks what it has seen with a new one. */
 let marks = 0;
 
 /**
@@ -83,12 +83,12 @@ class Schedule {
     if (!root.data) this.materialize(root);
   }
 
-  // n.cost: the inline nodes n's kernel would compute (an upper bound when nodes are shared);
-  // n.leaves: the computed nodes it would read, each once, and the shared inline nodes among the
+  // n.schedInlineCount: the inline nodes n's kernel would compute (an upper bound when nodes are shared);
+  // n.schedReads: the computed nodes it would read, each once, and the shared inline nodes among the
   // ones it would compute: another consumer may get them a kernel first, and n's then reads them.
-  // So n.leaves.length bounds the buffers n's kernel binds, in time linear in the graph (a list
+  // So n.schedReads.length bounds the buffers n's kernel binds, in time linear in the graph (a list
   // longer than MAX_LEAVES has its node materialized by the consumer).
-  // n.waits: n is no inline node, or its kernel would read a row reduction or matmul that waits.
+  // n.schedPlansAround: n is no inline node, or its kernel would read a row reduction or matmul that waits.
   private weigh(n: Node, inline: boolean): void {
     for (;;) {
       let cost = 1, widest: Node | null = null, waits = !inline;
@@ -96,22 +96,22 @@ class Schedule {
       const mark = ++marks;
       for (const i of n.inputs) {
         if (i.data || i.consumers > 1) {
-          if (i.mark !== mark) leaves.push(i);
-          i.mark = mark;
+          if (i.schedMark !== mark) leaves.push(i);
+          i.schedMark = mark;
         }
         if (i.data) continue;
-        for (const l of i.leaves) {
-          if (l.mark !== mark) leaves.push(l);
-          l.mark = mark;
+        for (const l of i.schedReads) {
+          if (l.schedMark !== mark) leaves.push(l);
+          l.schedMark = mark;
         }
-        cost += i.cost;
-        waits ||= i.waits;
-        if (!widest || i.cost > widest.cost) widest = i;
+        cost += i.schedInlineCount;
+        waits ||= i.schedPlansAround;
+        if (!widest || i.schedInlineCount > widest.schedInlineCount) widest = i;
       }
       if ((cost <= MAX_INLINE && leaves.length <= MAX_LEAVES) || !widest) {
-        n.cost = cost;
-        n.leaves = leaves;
-        n.waits = waits;
+        n.schedInlineCount = cost;
+        n.schedReads = leaves;
+        n.schedPlansAround = waits;
         return;
       }
       this.materialize(widest);
@@ -121,7 +121,7 @@ class Schedule {
   private materialize(n: Node): void {
     if (n.data) return;
     // An elementwise kernel: no reductions or matmuls to plan around.
-    if (!n.waits) return this.allocate(n);
+    if (!n.schedPlansAround) return this.allocate(n);
     const matmuls = pendingMatmuls(n);
     if (matmuls.length) {
       const main = pendingReductions(n).length ? null : epilogueOf(n);
@@ -163,7 +163,7 @@ class Schedule {
   private panels(n: Node, main: Node): Panels {
     const B = main.inputs[1]!;
     let b: Storage, fill = true, keeper: Storage | null = null;
-    if (B.step < 0) {
+    if (B.schedOrder < 0) {
       const d = B.data!;
       const kept = d.storage.derive(`panels ${B.dtype} ${d.offset} ${d.strides} ${B.shape}`, () => memory.allocate(panelBytes(main), "matmul"));
       b = kept.storage.retain();
@@ -179,8 +179,8 @@ class Schedule {
   private allocate(n: Node): void {
     const storage: Storage = memory.allocate(n.size * itemsize(n.dtype), n.op);
     n.data = { storage, strides: contiguousStrides(n.shape), offset: 0 };
-    n.leaves = []; // planned: the list would only keep nodes alive
-    n.step = this.order.length;
+    n.schedReads = []; // planned: the list would only keep nodes alive
+    n.schedOrder = this.order.length;
     this.order.push(n);
   }
 }
@@ -189,7 +189,7 @@ class Schedule {
 function postOrder(root: Node): Node[] {
   const out: Node[] = [];
   const seen = ++marks;
-  root.mark = seen;
+  root.schedMark = seen;
   // The stack: nodes, and the next input of each to visit.
   const stack = [root];
   const next = [0];
@@ -199,8 +199,8 @@ function postOrder(root: Node): Node[] {
     if (i < n.inputs.length && !n.data) {
       next[top] = i + 1;
       const c = n.inputs[i]!;
-      if (!c.data && c.mark !== seen) {
-        c.mark = seen;
+      if (!c.data && c.schedMark !== seen) {
+        c.schedMark = seen;
         stack.push(c);
         next.push(0);
       }
@@ -271,7 +271,7 @@ function encode(schedule: Schedule) {
   for (const node of schedule.order) {
     const k = planOf(schedule, node);
     for (const p of k.packs ?? []) put(p.plan, p.out, node.op, false);
-    put(k, node.data!.storage, node.op, node.cost > 1);
+    put(k, node.data!.storage, node.op, node.schedInlineCount > 1);
   }
   cmd.commit();
   stats.commandBuffers++;
@@ -280,7 +280,7 @@ function encode(schedule: Schedule) {
 
 function settle(schedule: Schedule, failed: boolean): void {
   releasePanels(schedule, failed);
-  for (const n of schedule.order) n.step = -1;
+  for (const n of schedule.order) n.schedOrder = -1;
   for (const n of schedule.order) n.detachInputs();
 }
 
@@ -308,7 +308,7 @@ export function schedule(nodes: readonly Node[]): Schedule {
     for (const n of s.order) {
       n.data!.storage.release();
       n.data = null;
-      n.step = -1;
+      n.schedOrder = -1;
     }
     throw e;
   }

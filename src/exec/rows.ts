@@ -5,9 +5,9 @@
  * primitive ops each become a single kernel this way: every reduction of the row is computed in
  * turn (each pass may use the reductions before it), then the output is written.
  */
-import { contiguousStrides, sameShape } from "../tensor/shape.ts";
-import type { Node } from "../tensor/node.ts";
-import { attrsOf, OPS, type ReduceKind, viewMapOf } from "../tensor/op.ts";
+import { contiguousStrides, sameShape } from "../graph/shape.ts";
+import type { Node } from "../graph/node.ts";
+import { attrsOf, OPS, type ReduceKind, viewMapOf } from "../graph/op.ts";
 import { Builder, computeType, finish, isInline, type KernelPlan, readsOwnElement, storageType, store } from "./codegen.ts";
 
 const CHUNK = 256; // elements a CPU thread computes before folding them (1 KiB of floats)

@@ -5,7 +5,7 @@
  * its composition from primitives by construction.
  */
 import { SmeltError } from "../errors.ts";
-import type { DType } from "./dtype.ts";
+import type { DType } from "../graph/dtype.ts";
 import * as ops from "./ops.ts";
 import { concatenate } from "./ops-structure.ts";
 import { Tensor } from "./tensor.ts";

@@ -1,6 +1,6 @@
 /** The common ops as Tensor methods: x.add(y), x.mul(2), x.sum(-1), x.reshape([2, 3]). */
-import type { DType } from "./dtype.ts";
-import type { IndexItem } from "./shape.ts";
+import type { DType } from "../graph/dtype.ts";
+import type { IndexItem } from "../graph/shape.ts";
 import * as ops from "./ops.ts";
 import { Tensor } from "./tensor.ts";
 

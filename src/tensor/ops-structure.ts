@@ -6,10 +6,10 @@
  * No elements are copied on the host (indices given as numbers are uploaded as an int32 tensor).
  */
 import { SmeltError } from "../errors.ts";
-import { type DType, isInteger, promoteTypes } from "./dtype.ts";
-import { Node } from "./node.ts";
+import { type DType, isInteger, promoteTypes } from "../graph/dtype.ts";
+import { Node } from "../graph/node.ts";
 import { array, broadcastTo, expandDims, full, reshape, slice, type Scalar } from "./ops.ts";
-import { broadcastShapes, normalizeAxis, shapeSize } from "./shape.ts";
+import { broadcastShapes, normalizeAxis, shapeSize } from "../graph/shape.ts";
 import { Tensor, tidy } from "./tensor.ts";
 
 /** Integers known on the host: a number or nested arrays of them. */

@@ -14,9 +14,9 @@ import {
   parseDType,
   promoteTypes,
   scalarResultType,
-} from "./dtype.ts";
-import { Node } from "./node.ts";
-import { attrsOf, type BinaryOp, OPS, type ReduceKind, type UnaryOp, type ViewMap } from "./op.ts";
+} from "../graph/dtype.ts";
+import { Node } from "../graph/node.ts";
+import { attrsOf, type BinaryOp, OPS, type ReduceKind, type UnaryOp, type ViewMap } from "../graph/op.ts";
 import {
   broadcastShapes,
   checkShape,
@@ -31,7 +31,7 @@ import {
   planIndex,
   reducedShape,
   sameShape,
-} from "./shape.ts";
+} from "../graph/shape.ts";
 import { Tensor } from "./tensor.ts";
 
 export type Scalar = number | boolean;

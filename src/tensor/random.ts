@@ -10,11 +10,11 @@
  * it is seeded from the clock.
  */
 import { SmeltError } from "../errors.ts";
-import { type DType, isFloating, parseDType } from "./dtype.ts";
-import { Node } from "./node.ts";
+import { type DType, isFloating, parseDType } from "../graph/dtype.ts";
+import { Node } from "../graph/node.ts";
 import { add, argmax, array, astype, less, log, moveaxis, negative, reshape } from "./ops.ts";
 import * as reference from "./random-reference.ts";
-import { broadcastShapes, checkShape, normalizeAxis, shapeSize } from "./shape.ts";
+import { broadcastShapes, checkShape, normalizeAxis, shapeSize } from "../graph/shape.ts";
 import { Tensor, tidy } from "./tensor.ts";
 
 const fmt = (s: readonly number[]) => `[${s.join(", ")}]`;

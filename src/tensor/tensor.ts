@@ -5,9 +5,9 @@
  */
 import { SmeltError } from "../errors.ts";
 import { evalNodes, evalNodesAsync } from "../exec/realize.ts";
-import { decode, type DType, itemsize, storageFor } from "./dtype.ts";
-import { contiguousStrides, isRowContiguous } from "./shape.ts";
-import type { Node } from "./node.ts";
+import { decode, type DType, itemsize, storageFor } from "../graph/dtype.ts";
+import { contiguousStrides, isRowContiguous } from "../graph/shape.ts";
+import type { Node } from "../graph/node.ts";
 
 export type Mode = "lazy" | "eager";
 let mode: Mode = "lazy";

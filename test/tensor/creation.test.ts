@@ -1,6 +1,6 @@
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import * as sm from "../../src/index.ts";
-import { type DType, DTYPES } from "../../src/tensor/dtype.ts";
+import { type DType, DTYPES } from "../../src/graph/dtype.ts";
 import { both, check, expectClose, expectSmeltError, inDType, ref, roundTo, uniform } from "./helpers.ts";
 
 setDefaultTimeout(120_000);

@@ -20,7 +20,7 @@ import {
   promoteTypes,
   scalarResultType,
   storageFor,
-} from "../../src/tensor/dtype.ts";
+} from "../../src/graph/dtype.ts";
 import { errorOf } from "../expect-error.ts";
 
 

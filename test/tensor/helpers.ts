@@ -5,7 +5,7 @@
  */
 import { expect } from "bun:test";
 import * as sm from "../../src/index.ts";
-import { bf16BitsToNumber, f16BitsToNumber, numberToBf16Bits, numberToF16Bits } from "../../src/tensor/dtype.ts";
+import { bf16BitsToNumber, f16BitsToNumber, numberToBf16Bits, numberToF16Bits } from "../../src/graph/dtype.ts";
 
 export type DType = sm.DType;
 export const FLOATS: readonly DType[] = ["float32", "float16", "bfloat16"];

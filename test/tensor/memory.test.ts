@@ -1,6 +1,6 @@
 import { expect, setDefaultTimeout, test } from "bun:test";
 import * as sm from "../../src/index.ts";
-import type { Node } from "../../src/tensor/node.ts";
+import type { Node } from "../../src/graph/node.ts";
 
 setDefaultTimeout(120_000);
 

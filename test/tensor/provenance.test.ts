@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import * as sm from "../../src/index.ts";
-import type { Node } from "../../src/tensor/node.ts";
+import type { Node } from "../../src/graph/node.ts";
 import { permuteRef, ref } from "./helpers.ts";
 
 const VALUES = Array.from({ length: 24 }, (_, i) => i * 0.5 - 3);

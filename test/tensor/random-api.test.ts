@@ -6,7 +6,7 @@
  */
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import * as sm from "../../src/index.ts";
-import { bf16BitsToNumber, f16BitsToNumber } from "../../src/tensor/dtype.ts";
+import { bf16BitsToNumber, f16BitsToNumber } from "../../src/graph/dtype.ts";
 import * as rr from "../../src/tensor/random-reference.ts";
 import { errorMessage as errorOf } from "../expect-error.ts";
 

@@ -17,7 +17,7 @@ import {
   planIndex,
   reducedShape,
   shapeSize,
-} from "../../src/tensor/shape.ts";
+} from "../../src/graph/shape.ts";
 import { errorOf } from "../expect-error.ts";
 
 

@@ -27,13 +27,16 @@ export class Node<O extends Op = Op> {
   tensors = 0;
   consumers = 0;
   // Scratch of the scheduler (src/exec/realize.ts), valid while it plans one evaluation.
-  cost = 0;
-  leaves: readonly Node[] = NONE;
-  mark = 0;
+  /** The inline nodes this node's kernel would compute. */
+  schedInlineCount = 0;
+  /** The nodes this node's kernel would read from memory. */
+  schedReads: readonly Node[] = NONE;
+  /** The stamp of the last walk over the graph that saw this node. */
+  schedMark = 0;
   /** Whether the node's kernel may have row reductions or matmuls to plan around: until weighed, yes. */
-  waits = true;
+  schedPlansAround = true;
   /** While an evaluation is pending: this node's place in its kernel order (else -1). */
-  step = -1;
+  schedOrder = -1;
   constructor(op: O, inputs: Node[], shape: number[], dtype: DType, ...attrs: AttrsArg<O>);
   constructor(
     readonly op: O,
