@@ -11,7 +11,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { SmeltError } from "../errors.ts";
-import { prelude } from "../exec/codegen.ts";
+import { compileLibrary } from "../exec/kernels.ts";
 import { memory, stats } from "../exec/memory.ts";
 import type { Library, Pipeline } from "../runtime/resources.ts";
 import { type DType, isFloating, itemsize, parseDType } from "./dtype.ts";
@@ -70,8 +70,7 @@ function pipeline(name: string): Pipeline {
   let p = pipelines.get(name);
   if (!p) {
     if (!library) {
-      stats.kernelCompiles++;
-      library = memory.device.compile(`${prelude}\n${readFileSync(join(import.meta.dir, "../../metal/random.metal"), "utf8")}`);
+      library = compileLibrary(readFileSync(join(import.meta.dir, "../../metal/random.metal"), "utf8"));
     }
     p = library.pipeline(name);
     pipelines.set(name, p);
