@@ -87,6 +87,18 @@ export class DeviceBuffer extends NativeObject {
     return new ctor(out, 0, count);
   }
 
+  /**
+   * @internal For code that only reads what it gets at once (the engine's readback): the buffer's
+   * own memory where the CPU sees it, else a copy. Never written to nor kept past the next dispatch.
+   */
+  peek<T>(ctor: TypedArrayConstructor<T>, byteOffset = 0, length?: number): T {
+    const call = `DeviceBuffer.peek(${ctor.name})`;
+    this.handleFor(call);
+    if (!this.#memory) return this.read(ctor, byteOffset, length);
+    const [offset, count] = this.#range(call, ctor, byteOffset, length);
+    return new ctor(this.#memory, offset, count);
+  }
+
   /** Copies `data` into the buffer at `byteOffset`. Wait for command buffers that use those bytes first. */
   write(data: ByteSource, byteOffset = 0): void {
     const call = "DeviceBuffer.write";

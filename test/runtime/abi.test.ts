@@ -110,6 +110,35 @@ describe("buffers the CPU cannot see", () => {
     expect(Array.from(x.read(Uint32Array))).toEqual([0, 5, 6, 9]);
   });
 
+  test("peek() is the buffer's own memory where visible and a copy elsewhere", () => {
+    using shown = sm.openDevice({ backend: "host" });
+    using hidden = sm.openDevice({ backend: "host", hostVisible: false });
+    for (const dev of [shown, hidden]) {
+      const x = dev.buffer(new Int32Array([1, 2, 3]));
+      const p = x.peek(Int32Array, 4);
+      expect(Array.from(p)).toEqual([2, 3]);
+      p[0] = 20;
+      expect(x.read(Int32Array)[1]).toBe(dev === shown ? 20 : 2);
+    }
+  });
+
+  test("the tensor engine runs on a device whose buffers the CPU cannot see (SMELT_HOST_VISIBLE=0)", () => {
+    const script = `
+      import * as sm from "./src/index.ts";
+      const a = sm.array([[1, 2, 3], [4, 5, 6]]);
+      const out = { visible: sm.device().limits.hostVisible, sum: sm.sum(a.mul(2), 0).toArray(), t: a.transpose().toArray() };
+      console.log(JSON.stringify(out));`;
+    const child = Bun.spawnSync({
+      cmd: [process.execPath, "-e", script],
+      cwd: join(import.meta.dir, "..", ".."),
+      env: { ...process.env, SMELT_BACKEND: "host", SMELT_HOST_VISIBLE: "0" },
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    expect(child.stderr.toString()).toBe("");
+    expect(JSON.parse(child.stdout.toString().trim())).toEqual({ visible: false, sum: [10, 14, 18], t: [1, 4, 2, 5, 3, 6] });
+  });
+
   test("out-of-bounds copies are refused by TS and by the backend", () => {
     using dev = sm.openDevice({ backend: "host", hostVisible: false });
     const x = dev.buffer(16);
