@@ -197,6 +197,10 @@ describe("a runaway kernel", () => {
     behind.dispatchThreads(spin, { args: [flagBuffer, out], grid: [1], threadgroup: [1] });
     behind.commit();
     expect(message(() => cmd.wait(100))).toContain("did not finish within 100 ms");
+    // Handles taken now, to call the backend past the TS guard once the device is lost.
+    const behindHandle = behind.handleFor("test");
+    const outHandle = out.handleFor("test");
+    const libHandle = spin.library.handleFor("test");
 
     const text = cmd.abandon()!;
     expect(text).toMatch(/^device lost: command buffer #1 was abandoned unfinished in kernel 'spin'/);
@@ -207,6 +211,18 @@ describe("a runaway kernel", () => {
     expect(message(() => dev.buffer(4))).toContain(`Device.buffer: ${text}`);
     expect(message(() => dev.commandBuffer())).toContain(text);
     expect(message(() => dev.compile(KERNELS))).toContain(text);
+
+    // The backend itself fails fast: the command buffer queued behind the runaway was dropped.
+    const native = loadNative("host").symbols;
+    const waited = performance.now();
+    expect(native.smelt_cmd_wait(behindHandle, 0, errBuf, errLen)).toBe(-1);
+    expect(errText()).toBe(text);
+    expect(native.smelt_cmd_status(behindHandle, errBuf, errLen)).toBe(-1);
+    expect(native.smelt_buffer_write(outHandle, 0, new Uint8Array(4), 4, errBuf, errLen)).toBe(-1);
+    expect(errText()).toBe(text);
+    expect(native.smelt_pipeline_new(libHandle, new TextEncoder().encode("spin\0"), errBuf, errLen)).toBeNull();
+    expect(errText()).toBe(text);
+    expect(performance.now() - waited).toBeLessThan(1000);
 
     const disposing = performance.now();
     dev.dispose();
