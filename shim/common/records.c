@@ -27,6 +27,13 @@ static void say(char* err, size_t errlen, const char* fmt, ...) {
 
 static uint64_t round16(uint64_t n) { return (n + 15u) & ~(uint64_t)15u; }
 
+/* Index of the lowest set bit of a nonzero mask (no compiler builtins: any C compiler builds this). */
+static unsigned lowest_bit(uint32_t mask) {
+  unsigned i = 0;
+  while (!(mask & 1u)) mask >>= 1, i++;
+  return i;
+}
+
 /* Where the threadgroup lengths and the constant bytes of a record start. */
 static size_t tgmem_offset(uint32_t nbindings) { return HEADER + (size_t)nbindings * BINDING; }
 static size_t data_offset(uint32_t nbindings, uint32_t ntgmem) {
@@ -140,8 +147,8 @@ static int check_dispatch(const uint8_t* p, size_t at, const smelt_record* h, co
   }
   uint32_t missing = facts.buffer_mask & ~bound;
   if (missing != 0) {
-    say(err, errlen, "record at byte %zu (%s): the kernel uses [[buffer(%d)]] but the record binds nothing there", at,
-        k, __builtin_ctz(missing));
+    say(err, errlen, "record at byte %zu (%s): the kernel uses [[buffer(%u)]] but the record binds nothing there", at,
+        k, lowest_bit(missing));
     return -1;
   }
 
@@ -150,8 +157,8 @@ static int check_dispatch(const uint8_t* p, size_t at, const smelt_record* h, co
     if (d.tgmem[i] > 0) tg_set |= 1u << i;
   uint32_t tg_missing = facts.threadgroup_mask & ~tg_set;
   if (tg_missing != 0) {
-    say(err, errlen, "record at byte %zu (%s): the kernel uses [[threadgroup(%d)]] but the record gives it no length",
-        at, k, __builtin_ctz(tg_missing));
+    say(err, errlen, "record at byte %zu (%s): the kernel uses [[threadgroup(%u)]] but the record gives it no length",
+        at, k, lowest_bit(tg_missing));
     return -1;
   }
   uint64_t tg_total = smelt_dispatch_threadgroup_bytes(&d) + facts.static_threadgroup_memory;
