@@ -4,6 +4,12 @@
 //!   zig build metal                Metal backend (libsmelt_metal.dylib), see docs/metal.md
 const std = @import("std");
 
+/// The parts every backend shares (shim/common), in portable C.
+const common_sources = [_][]const u8{
+    "records.c",
+};
+const common_flags = [_][]const u8{ "-std=c11", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden" };
+
 const host_sources = [_][]const u8{
     "abi.cpp",
     "compiler.cpp",
@@ -29,6 +35,7 @@ pub fn build(b: *std.Build) void {
         .files = &host_sources,
         .flags = &.{ "-std=c++17", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-fno-exceptions" },
     });
+    host_mod.addCSourceFiles(.{ .root = b.path("shim/common"), .files = &common_sources, .flags = &common_flags });
     const host = b.addLibrary(.{ .linkage = .dynamic, .name = "smelt_host", .root_module = host_mod });
     // Export exactly the smelt.h functions, not the statically linked C++ runtime's symbols.
     if (target.result.os.tag != .macos) host.setVersionScript(b.path("shim/host/exports.map"));
@@ -97,6 +104,15 @@ fn addMetal(b: *std.Build, step: *std.Build.Step, sdk_option: ?[]const u8, optim
         .files = &metal_sources,
         .flags = flags.items,
         .language = .objective_c,
+    });
+    var c_flags: std.ArrayList([]const u8) = .empty;
+    c_flags.appendSlice(b.allocator, &common_flags) catch @panic("OOM");
+    c_flags.appendSlice(b.allocator, &.{ "-isysroot", sdk_root }) catch @panic("OOM");
+    mod.addCSourceFiles(.{
+        .root = b.path("shim/common"),
+        .files = &common_sources,
+        .flags = c_flags.items,
+        .language = .c,
     });
     mod.linkFramework("Metal", .{});
     mod.linkFramework("Foundation", .{});

@@ -77,6 +77,21 @@ for src in "$root"/shim/metal/*.m; do
   fi
   objects+=("$obj")
 done
+# The parts every backend shares, in C.
+for src in "$root"/shim/common/*.c; do
+  obj="$work/common-$(basename "${src%.c}").o"
+  if ! zig cc "${cflags[@]}" -std=c11 -x c -c "$src" -o "$obj" 2>"$work/log"; then
+    cat "$work/log" >&2
+    fail "compiling ${src#"$root"/}"
+  fi
+  if [ -s "$work/log" ]; then
+    cat "$work/log" >&2
+    fail "compiling ${src#"$root"/} printed warnings"
+  fi
+  objects+=("$obj")
+  grep -q "\"$(basename "$src")\"" "$root/build.zig" ||
+    fail "${src#"$root"/} is not in build.zig's common_sources, so zig build would leave it out"
+done
 [ ${#objects[@]} -gt 0 ] || fail "no shim/metal/*.m files"
 for src in "$root"/shim/metal/*.m; do
   grep -q "\"$(basename "$src")\"" "$root/build.zig" ||
@@ -95,7 +110,7 @@ if [ -s "$work/log" ]; then
   cat "$work/log" >&2
   fail "linking libsmelt_metal.dylib printed warnings"
 fi
-echo "check:metal: compiled ${#objects[@]} files and linked libsmelt_metal.dylib (arm64-apple-macos13) against $sdk"
+echo "check:metal: compiled ${#objects[@]} files (shim/metal, shim/common) and linked libsmelt_metal.dylib (arm64-apple-macos13) against $sdk"
 
 # ---- what the dylib is ----
 

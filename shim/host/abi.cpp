@@ -11,6 +11,7 @@
 #include <sstream>
 #include <thread>
 
+#include "../common/records.h"
 #include "host.h"
 
 using namespace smelt_host;
@@ -28,7 +29,7 @@ void buffer_retain(smelt_buffer* b) { b->refs.fetch_add(1); }
 
 void buffer_release(smelt_buffer* b) {
   if (b->refs.fetch_sub(1) == 1) {
-    munmap(b->mapping, b->mapped);
+    if (b->mapping) munmap(b->mapping, b->mapped);
     delete b;
   }
 }
@@ -67,8 +68,10 @@ bool parse_options(const char* text, Options& o, std::string& why) {
       o.cxx = value;
     } else if (key == "include") {
       o.include = value;
+    } else if (key == "host_visible") {
+      o.host_visible = value != "0";
     } else if (key != "commit_every") {
-      why = "unknown device option '" + key + "' (known: threads, debug, cache, cxx, include, commit_every)";
+      why = "unknown device option '" + key + "' (known: threads, debug, cache, cxx, include, commit_every, host_visible)";
       return false;
     }
   }
@@ -102,135 +105,129 @@ void release_items(std::vector<Dispatch>& items) {
       }
 }
 
-// Decodes and checks one dispatch record (see smelt.h) into d.
-bool decode_dispatch(smelt_device* dev, const uint8_t* rec, const smelt_record& h, Dispatch& d, std::string& why) {
-  auto* pipe = (smelt_pipeline*)(uintptr_t)h.pipeline;
-  if (!pipe || !live_pipeline(dev, pipe)) {
-    why = "dispatch: the pipeline is not a live pipeline of this device";
-    return false;
-  }
+int facts_of(void* ctx, uint64_t handle, smelt_kernel_facts* out) {
+  auto* pipe = (smelt_pipeline*)(uintptr_t)handle;
+  if (!live_pipeline((smelt_device*)ctx, pipe)) return -1;
   const KernelInfo& info = pipe->code->info;
-  const std::string k = "dispatch of '" + info.name + "': ";
-  uint64_t per_group = uint64_t(h.threadgroup[0]) * h.threadgroup[1] * h.threadgroup[2];
-  if (per_group == 0) {
-    why = k + "threadgroup size has a zero dimension";
-    return false;
-  }
-  if (per_group > SMELT_MAX_THREADS_PER_THREADGROUP) {
-    why = k + "threadgroup of " + std::to_string(per_group) + " threads is over the limit of " +
-          std::to_string(SMELT_MAX_THREADS_PER_THREADGROUP);
-    return false;
-  }
-  uint64_t groups = 1;
+  out->name = info.name.c_str();
+  out->buffer_mask = info.buffer_mask;
+  out->threadgroup_mask = info.threadgroup_mask;
+  out->static_threadgroup_memory = pipe->code->static_threadgroup.load();  // known after a first run
+  out->max_threads_per_threadgroup = SMELT_MAX_THREADS_PER_THREADGROUP;
+  return 0;
+}
+
+int length_of(void* ctx, uint64_t handle, uint64_t* length) {
+  auto* buf = (smelt_buffer*)(uintptr_t)handle;
+  if (!live_buffer((smelt_device*)ctx, buf)) return -1;
+  *length = buf->length;
+  return 0;
+}
+
+// A checked dispatch record as the executor runs it, with its buffers retained.
+Dispatch to_dispatch(const smelt_dispatch& r) {
+  Dispatch d;
+  auto* pipe = (smelt_pipeline*)(uintptr_t)r.pipeline;
+  d.code = pipe->code;
   for (int i = 0; i < 3; ++i) {
-    if (h.size[i] == 0) {
-      why = k + "grid has a zero dimension";
-      return false;
-    }
-    uint64_t g = h.kind == SMELT_REC_DISPATCH_THREADS ? (uint64_t(h.size[i]) + h.threadgroup[i] - 1) / h.threadgroup[i]
-                                                      : h.size[i];
-    uint64_t threads = h.kind == SMELT_REC_DISPATCH_THREADS ? h.size[i] : uint64_t(h.size[i]) * h.threadgroup[i];
-    if (threads > 0xffffffffull) {
-      why = k + "grid is over 2^32 threads in a dimension";
-      return false;
-    }
-    d.grid.groups[i] = unsigned(g);
-    d.grid.group[i] = h.threadgroup[i];
-    d.grid.threads[i] = unsigned(threads);
-    groups *= g;
-  }
-  if (groups > 0xffffffffull) {
-    why = k + "grid is over 2^32 threadgroups";
-    return false;
-  }
-  const auto* bind = (const smelt_binding*)(rec + sizeof(smelt_record));
-  size_t tg_at = sizeof(smelt_record) + h.nbindings * sizeof(smelt_binding);
-  if (h.nbindings > 31 || h.ntgmem > 31 || tg_at + h.ntgmem * 4 > h.record_bytes) {
-    why = k + "malformed record (binding or threadgroup memory counts)";
-    return false;
+    bool by_threads = r.kind == SMELT_REC_DISPATCH_THREADS;
+    d.grid.groups[i] = by_threads ? (r.size[i] + r.threadgroup[i] - 1) / r.threadgroup[i] : r.size[i];
+    d.grid.group[i] = r.threadgroup[i];
+    d.grid.threads[i] = by_threads ? r.size[i] : r.size[i] * r.threadgroup[i];
   }
   std::fill(std::begin(d.bytes_at), std::end(d.bytes_at), -1);
-  uint32_t bound = 0;
-  std::vector<std::pair<int, const uint8_t*>> byte_sources;
   size_t byte_total = 0;
-  for (uint32_t i = 0; i < h.nbindings; ++i) {
-    const smelt_binding& b = bind[i];
-    if (b.index >= 31) {
-      why = k + "[[buffer(" + std::to_string(b.index) + ")]] is past Metal's 31 buffer slots";
-      return false;
-    }
-    if (bound & (1u << b.index)) {
-      why = k + "[[buffer(" + std::to_string(b.index) + ")]] is bound twice";
-      return false;
-    }
-    bound |= 1u << b.index;
+  for (uint32_t i = 0; i < r.nbindings; ++i) {
+    const smelt_binding& b = r.bindings[i];
     if (b.kind == SMELT_BIND_BUFFER) {
       auto* buf = (smelt_buffer*)(uintptr_t)b.a;
-      if (!buf || !live_buffer(dev, buf)) {
-        why = k + "[[buffer(" + std::to_string(b.index) + ")]] is not a live buffer of this device";
-        return false;
-      }
-      if (b.b > buf->length) {
-        why = k + "[[buffer(" + std::to_string(b.index) + ")]] offset " + std::to_string(b.b) +
-              " is past the buffer's " + std::to_string(buf->length) + " bytes";
-        return false;
-      }
       buffer_retain(buf);
       d.buffers[b.index] = buf;
       d.offsets[b.index] = b.b;
-    } else if (b.kind == SMELT_BIND_BYTES) {
-      if (b.b > SMELT_MAX_BYTES_BINDING) {
-        why = k + "[[buffer(" + std::to_string(b.index) + ")]] has " + std::to_string(b.b) +
-              " constant bytes, over Metal's 4096";
-        return false;
-      }
-      if (b.a + b.b > h.record_bytes) {
-        why = k + "malformed record (constant bytes out of the record)";
-        return false;
-      }
+    } else {
       d.bytes_at[b.index] = int(byte_total);
       d.bytes_len[b.index] = b.b;
-      byte_sources.push_back({int(b.index), rec + b.a});
       byte_total += (b.b + 15) & ~size_t(15);
-    } else {
-      why = k + "unknown binding kind " + std::to_string(b.kind);
-      return false;
     }
   }
   d.bytes.assign((byte_total + 7) / 8 + 1, 0);
-  for (auto& s : byte_sources) std::memcpy((char*)d.bytes.data() + d.bytes_at[s.first], s.second, d.bytes_len[s.first]);
-  uint32_t missing = info.buffer_mask & ~bound;
-  if (missing) {
-    int slot = __builtin_ctz(missing);
-    why = k + "the kernel reads [[buffer(" + std::to_string(slot) + ")]] but nothing is bound there";
-    return false;
-  }
-  const auto* tg = (const uint32_t*)(rec + tg_at);
-  uint64_t tg_total = 0;
-  d.ntgmem = h.ntgmem;
-  for (uint32_t i = 0; i < h.ntgmem; ++i) {
-    d.tgmem[i] = tg[i];
-    tg_total += (uint64_t(tg[i]) + 15) & ~uint64_t(15);
-  }
-  for (uint32_t m = info.threadgroup_mask; m; m &= m - 1) {
-    int slot = __builtin_ctz(m);
-    if (uint32_t(slot) >= h.ntgmem || tg[slot] == 0) {
-      why = k + "the kernel uses [[threadgroup(" + std::to_string(slot) + ")]] but no threadgroup memory length was set for it";
-      return false;
-    }
-  }
-  uint32_t fixed = pipe->code->static_threadgroup.load();  // known after a first run
-  if (tg_total + fixed > SMELT_MAX_THREADGROUP_MEMORY) {
-    why = k + std::to_string(tg_total) + " bytes of threadgroup memory requested" +
-          (fixed ? " besides the " + std::to_string(fixed) + " the kernel declares" : std::string()) +
-          ", over Metal's limit of " + std::to_string(SMELT_MAX_THREADGROUP_MEMORY);
-    return false;
-  }
-  d.code = pipe->code;
+  for (uint32_t i = 0; i < r.nbindings; ++i)
+    if (r.bytes[i]) std::memcpy((char*)d.bytes.data() + d.bytes_at[r.bindings[i].index], r.bytes[i], r.bindings[i].b);
+  d.ntgmem = r.ntgmem;
+  std::copy(r.tgmem, r.tgmem + r.ntgmem, d.tgmem);
+  return d;
+}
+
+// Fails a call on a device that smelt_cmd_abandon marked lost, with the text it recorded.
+bool lost(smelt_device* dev, char* err, size_t errlen) {
+  if (!dev->lost.load(std::memory_order_acquire)) return false;
+  set_error(err, errlen, dev->lost_text);
   return true;
 }
 
+bool in_buffer(const char* call, smelt_buffer* buf, uint64_t offset, const void* host, uint64_t length, char* err,
+               size_t errlen) {
+  if (!live_buffer(buf->dev, buf)) {
+    set_error(err, errlen, std::string(call) + ": not a live buffer");
+    return false;
+  }
+  if (offset > buf->length || length > buf->length - offset) {
+    set_error(err, errlen, std::string(call) + ": bytes " + std::to_string(offset) + ".." +
+                               std::to_string(offset + length) + " are outside the buffer's " +
+                               std::to_string(buf->length) + " bytes");
+    return false;
+  }
+  if (!host && length) {
+    set_error(err, errlen, std::string(call) + ": the host pointer is NULL");
+    return false;
+  }
+  return true;
+}
+
+bool parse_library_options(const char* options, bool& fast_math, std::string& why) {
+  fast_math = false;
+  std::stringstream in(options ? options : "");
+  for (std::string item; std::getline(in, item, ';');) {
+    if (item.empty()) continue;
+    if (item == "fast_math=1") fast_math = true;
+    else if (item != "fast_math=0") {
+      why = "library option '" + item + "' is unknown (known: fast_math=0|1)";
+      return false;
+    }
+  }
+  return true;
+}
+
+// Translates and compiles a library; safe on any thread, several at once.
+smelt_library* make_library(smelt_device* dev, const std::string& source, bool fast_math, std::string& why) {
+  Translation t = translate_msl(source, dev->options.debug);
+  if (!t.ok) {
+    why = "MSL compilation failed:\n" + t.error;
+    return nullptr;
+  }
+  CompileResult c = compile_module(dev->options, dev->header_hash, t.cpp, fast_math);
+  if (!c.module) {
+    why = c.error;
+    return nullptr;
+  }
+  auto* lib = new smelt_library{dev, c.module, t.kernels};
+  std::lock_guard<std::mutex> lock(dev->live_mutex);
+  ++dev->libraries;
+  ++(c.cache_hit ? dev->cache_hits : dev->compiles);
+  return lib;
+}
+
 }  // namespace
+
+struct smelt_compile {
+  smelt_device* dev;
+  std::string source;
+  bool fast_math;
+  std::thread thread;
+  std::atomic<bool> done{false};
+  smelt_library* library = nullptr;
+  std::string error;
+};
 
 extern "C" {
 
@@ -275,6 +272,9 @@ SMELT_API smelt_device* smelt_device_open(const char* options, char* err, size_t
 
 SMELT_API void smelt_device_close(smelt_device* dev) {
   if (!dev) return;
+  // A thread is stuck in a runaway kernel and would never join: leave it the executor, the
+  // completion page and the device it uses, rather than free what it still touches.
+  if (dev->lost.load()) return;
   dev->executor.reset();  // runs what was committed, then stops
   munmap((void*)dev->completion, page_size());
   delete dev;
@@ -295,6 +295,7 @@ SMELT_API int smelt_device_limits(smelt_device* dev, smelt_limits* out) {
   out->max_buffer_slots = SMELT_MAX_BUFFER_SLOTS;
   out->simd_width = SMELT_SIMD_WIDTH;
   out->unified_memory = 1;
+  out->host_visible = dev->options.host_visible ? 1 : 0;
   return SMELT_OK;
 }
 
@@ -316,7 +317,7 @@ SMELT_API const volatile uint64_t* smelt_device_completion_counter(smelt_device*
 }
 
 SMELT_API smelt_buffer* smelt_buffer_new(smelt_device* dev, uint64_t length, char* err, size_t errlen) {
-  if (!dev) return nullptr;
+  if (!dev || lost(dev, err, errlen)) return nullptr;
   if (length > physical_memory()) {
     set_error(err, errlen, "buffer of " + std::to_string(length) + " bytes is over the device's maximum of " +
                                std::to_string(physical_memory()));
@@ -342,7 +343,9 @@ SMELT_API smelt_buffer* smelt_buffer_new(smelt_device* dev, uint64_t length, cha
   return b;
 }
 
-SMELT_API void* smelt_buffer_contents(smelt_buffer* buf) { return buf ? buf->memory : nullptr; }
+SMELT_API void* smelt_buffer_contents(smelt_buffer* buf) {
+  return buf && buf->dev->options.host_visible ? buf->memory : nullptr;
+}
 
 SMELT_API uint64_t smelt_buffer_length(smelt_buffer* buf) { return buf ? buf->length : 0; }
 
@@ -356,34 +359,72 @@ SMELT_API void smelt_buffer_free(smelt_buffer* buf) {
   buffer_release(buf);  // a command buffer still using it holds its own reference
 }
 
+SMELT_API int smelt_buffer_write(smelt_buffer* buf, uint64_t offset, const void* src, uint64_t length, char* err,
+                                 size_t errlen) {
+  if (!buf || lost(buf->dev, err, errlen) || !in_buffer("smelt_buffer_write", buf, offset, src, length, err, errlen))
+    return SMELT_ERROR;
+  if (length) std::memcpy((char*)buf->memory + offset, src, length);
+  return SMELT_OK;
+}
+
+SMELT_API int smelt_buffer_read(smelt_buffer* buf, uint64_t offset, void* dst, uint64_t length, char* err,
+                                size_t errlen) {
+  if (!buf || lost(buf->dev, err, errlen) || !in_buffer("smelt_buffer_read", buf, offset, dst, length, err, errlen))
+    return SMELT_ERROR;
+  if (length) std::memcpy(dst, (const char*)buf->memory + offset, length);
+  return SMELT_OK;
+}
+
+SMELT_API smelt_buffer* smelt_buffer_wrap(smelt_device* dev, void* memory, uint64_t length, char* err, size_t errlen) {
+  if (!dev || lost(dev, err, errlen)) return nullptr;
+  if (!memory) {
+    set_error(err, errlen, "smelt_buffer_wrap: memory is NULL");
+    return nullptr;
+  }
+  // The CPU is the device: its kernels use the caller's memory where it lies.
+  auto* b = new smelt_buffer{dev, memory, length, nullptr, 0, {1}};
+  std::lock_guard<std::mutex> lock(dev->live_mutex);
+  dev->buffers.insert(b);
+  dev->buffer_bytes += length;
+  return b;
+}
+
 SMELT_API smelt_library* smelt_library_new(smelt_device* dev, const char* source, size_t source_len,
                                            const char* options, char* err, size_t errlen) {
-  if (!dev || !source) return nullptr;
-  bool fast_math = false;
-  std::string opts = options ? options : "";
-  std::stringstream in(opts);
-  for (std::string item; std::getline(in, item, ';');) {
-    if (item.empty()) continue;
-    if (item == "fast_math=1") fast_math = true;
-    else if (item != "fast_math=0") {
-      set_error(err, errlen, "library option '" + item + "' is unknown (known: fast_math=0|1)");
-      return nullptr;
-    }
-  }
-  Translation t = translate_msl(std::string(source, source_len), dev->options.debug);
-  if (!t.ok) {
-    set_error(err, errlen, "MSL compilation failed:\n" + t.error);
+  if (!dev || !source || lost(dev, err, errlen)) return nullptr;
+  bool fast_math;
+  std::string why;
+  smelt_library* lib = nullptr;
+  if (parse_library_options(options, fast_math, why)) lib = make_library(dev, std::string(source, source_len), fast_math, why);
+  if (!lib) set_error(err, errlen, why);
+  return lib;
+}
+
+SMELT_API smelt_compile* smelt_library_new_async(smelt_device* dev, const char* source, size_t source_len,
+                                                 const char* options, char* err, size_t errlen) {
+  if (!dev || !source || lost(dev, err, errlen)) return nullptr;
+  bool fast_math;
+  std::string why;
+  if (!parse_library_options(options, fast_math, why)) {
+    set_error(err, errlen, why);
     return nullptr;
   }
-  CompileResult c = compile_module(dev->options, dev->header_hash, t.cpp, fast_math);
-  if (!c.module) {
-    set_error(err, errlen, c.error);
-    return nullptr;
-  }
-  auto* lib = new smelt_library{dev, c.module, t.kernels};
-  std::lock_guard<std::mutex> lock(dev->live_mutex);
-  ++dev->libraries;
-  ++(c.cache_hit ? dev->cache_hits : dev->compiles);
+  auto* job = new smelt_compile{dev, std::string(source, source_len), fast_math, {}, {false}, nullptr, {}};
+  job->thread = std::thread([job] {
+    job->library = make_library(job->dev, job->source, job->fast_math, job->error);
+    job->done.store(true, std::memory_order_release);
+  });
+  return job;
+}
+
+SMELT_API int smelt_compile_done(smelt_compile* job) { return job && job->done.load(std::memory_order_acquire) ? 1 : 0; }
+
+SMELT_API smelt_library* smelt_compile_finish(smelt_compile* job, char* err, size_t errlen) {
+  if (!job) return nullptr;
+  job->thread.join();
+  smelt_library* lib = job->library;
+  if (!lib) set_error(err, errlen, job->error);
+  delete job;
   return lib;
 }
 
@@ -397,7 +438,7 @@ SMELT_API void smelt_library_free(smelt_library* lib) {
 }
 
 SMELT_API smelt_pipeline* smelt_pipeline_new(smelt_library* lib, const char* function_name, char* err, size_t errlen) {
-  if (!lib || !function_name) return nullptr;
+  if (!lib || !function_name || lost(lib->dev, err, errlen)) return nullptr;
   std::string name = function_name;
   const KernelInfo* info = nullptr;
   std::string names;
@@ -407,6 +448,11 @@ SMELT_API smelt_pipeline* smelt_pipeline_new(smelt_library* lib, const char* fun
   }
   if (!info) {
     set_error(err, errlen, "the library has no kernel named '" + name + "' (it has: " + (names.empty() ? "none" : names) + ")");
+    return nullptr;
+  }
+  if (info->threadgroup_mask >> SMELT_MAX_THREADGROUP_SLOTS) {
+    set_error(err, errlen, "kernel " + name + ": a [[threadgroup(i)]] argument is past Metal's " +
+                               std::to_string(SMELT_MAX_THREADGROUP_SLOTS) + " threadgroup memory slots");
     return nullptr;
   }
   auto code = std::make_shared<KernelCode>();
@@ -449,6 +495,7 @@ SMELT_API smelt_cmd* smelt_cmd_new(smelt_device* dev, char* err, size_t errlen) 
     set_error(err, errlen, "no device");
     return nullptr;
   }
+  if (lost(dev, err, errlen)) return nullptr;
   auto* cmd = new smelt_cmd();
   cmd->dev = dev;
   std::lock_guard<std::mutex> lock(dev->live_mutex);
@@ -462,44 +509,27 @@ SMELT_API int smelt_cmd_encode(smelt_cmd* cmd, const void* records, size_t lengt
     set_error(err, errlen, "encode: the command buffer was already committed");
     return SMELT_ERROR;
   }
-  const auto* p = (const uint8_t*)records;
-  std::vector<Dispatch> batch;
-  std::string why;
-  for (size_t at = 0; at < length;) {
-    smelt_record h;
-    if (length - at < sizeof h) {
-      why = "encode: truncated record";
-      break;
-    }
-    std::memcpy(&h, p + at, sizeof h);
-    if (h.record_bytes < sizeof h || h.record_bytes % 8 != 0 || h.record_bytes > length - at) {
-      why = "encode: malformed record length " + std::to_string(h.record_bytes);
-      break;
-    }
-    Dispatch d;
-    if (h.kind == SMELT_REC_BARRIER) {
-      d.barrier = true;
-    } else if (h.kind == SMELT_REC_DISPATCH_THREADS || h.kind == SMELT_REC_DISPATCH_THREADGROUPS) {
-      bool ok = decode_dispatch(cmd->dev, p + at, h, d, why);
-      if (!ok) {
-        std::vector<Dispatch> one;
-        one.push_back(std::move(d));
-        release_items(one);
-        break;
-      }
-    } else {
-      why = "encode: unknown record kind " + std::to_string(h.kind);
-      break;
-    }
-    batch.push_back(std::move(d));
-    at += h.record_bytes;
-  }
-  if (!why.empty()) {
-    release_items(batch);
-    set_error(err, errlen, why);
+  if (lost(cmd->dev, err, errlen)) return SMELT_ERROR;
+  smelt_record_env env{};
+  env.ctx = cmd->dev;
+  env.max_threadgroup_memory = SMELT_MAX_THREADGROUP_MEMORY;
+  env.pipeline = facts_of;
+  env.buffer = length_of;
+  std::string why(512, '\0');
+  if (smelt_records_check(records, length, &env, &why[0], why.size()) != 0) {
+    set_error(err, errlen, "encode: " + std::string(why.c_str()));
     return SMELT_ERROR;
   }
-  for (auto& d : batch) cmd->items.push_back(std::move(d));
+  smelt_dispatch r;
+  for (size_t at = 0; smelt_records_next(records, length, &at, &r);) {
+    if (r.kind == SMELT_REC_BARRIER) {
+      Dispatch d;
+      d.barrier = true;
+      cmd->items.push_back(std::move(d));
+    } else {
+      cmd->items.push_back(to_dispatch(r));
+    }
+  }
   return SMELT_OK;
 }
 
@@ -509,6 +539,7 @@ SMELT_API uint64_t smelt_cmd_commit(smelt_cmd* cmd, char* err, size_t errlen) {
     set_error(err, errlen, "commit: the command buffer was already committed");
     return 0;
   }
+  if (lost(cmd->dev, err, errlen)) return 0;
   cmd->sequence = ++cmd->dev->next_sequence;
   cmd->dev->executor->submit(cmd);
   return cmd->sequence;
@@ -535,10 +566,24 @@ SMELT_API int smelt_cmd_wait(smelt_cmd* cmd, uint64_t timeout_ms, char* err, siz
   return s;
 }
 
+SMELT_API int smelt_cmd_abandon(smelt_cmd* cmd, char* err, size_t errlen) {
+  if (!cmd) return SMELT_ERROR;
+  if (cmd->state == SMELT_CMD_RECORDING) {
+    set_error(err, errlen, "abandon: the command buffer was never committed");
+    return SMELT_ERROR;
+  }
+  std::string error;
+  int s = cmd->dev->executor->abandon(cmd, error);
+  if (s == SMELT_ERROR) set_error(err, errlen, error);
+  return s;
+}
+
 SMELT_API void smelt_cmd_free(smelt_cmd* cmd) {
   if (!cmd) return;
   if (cmd->state == SMELT_CMD_RECORDING) release_items(cmd->items);
-  else {
+  else if (cmd->dev->lost.load() && !cmd->dev->executor->released(cmd)) {
+    return;  // the stuck thread still uses it: leaked with the device (smelt_device_close)
+  } else {
     std::string ignored;  // a failure nobody waited for stays for the next wait on the device
     cmd->dev->executor->wait(cmd, 0, ignored);
   }

@@ -171,6 +171,9 @@ struct Executor::Impl {
   std::condition_variable work, finished;
   std::deque<smelt_cmd*> queue;
   bool running = false;  // a command buffer is being run, by the runner or by a waiting thread
+  smelt_cmd* running_cmd = nullptr;
+  // The kernel being run, for the text of a lost device; its code lives in running_cmd's items.
+  std::atomic<const KernelCode*> running_code{nullptr};
   bool stop = false;
   std::thread runner;
   // The first failure nobody has waited for yet: reported once by the next wait or status.
@@ -201,7 +204,7 @@ struct Executor::Impl {
   void loop() {
     std::unique_lock<std::mutex> lock(m);
     for (;;) {
-      if (!running && !queue.empty()) run_front(lock);
+      if (!running && !queue.empty() && !dev->lost.load()) run_front(lock);
       else if (stop) return;
       else work.wait(lock);
     }
@@ -213,6 +216,7 @@ struct Executor::Impl {
     smelt_cmd* cmd = queue.front();
     queue.pop_front();
     running = true;
+    running_cmd = cmd;
     lock.unlock();
     execute(cmd);
     for (auto& d : cmd->items)
@@ -220,6 +224,8 @@ struct Executor::Impl {
         if (b) buffer_release(b);
     lock.lock();
     running = false;
+    running_cmd = nullptr;
+    running_code.store(nullptr);
     cmd->state = cmd->error.empty() ? SMELT_CMD_COMPLETED : SMELT_ERROR;
     if (!cmd->error.empty() && unreported.empty()) {
       unreported = "command buffer #" + std::to_string(cmd->sequence) + " failed: " + cmd->error;
@@ -232,6 +238,7 @@ struct Executor::Impl {
   void execute(smelt_cmd* cmd) {
     for (auto& d : cmd->items) {
       if (d.barrier) continue;
+      running_code.store(d.code.get());
       run_dispatch(cmd, d);
       if (!cmd->error.empty()) return;  // the rest of a failed command buffer is not run
     }
@@ -299,19 +306,61 @@ void Executor::submit(smelt_cmd* cmd) {
 
 int Executor::status(smelt_cmd* cmd, std::string& error) {
   std::lock_guard<std::mutex> lock(impl_->m);
+  if (cmd->state == SMELT_CMD_COMMITTED && impl_->dev->lost.load()) {
+    error = impl_->dev->lost_text;
+    return SMELT_ERROR;
+  }
   return impl_->outcome(cmd, error);
+}
+
+int Executor::abandon(smelt_cmd* cmd, std::string& error) {
+  Impl& x = *impl_;
+  std::lock_guard<std::mutex> lock(x.m);
+  if (cmd->state == SMELT_CMD_COMPLETED || cmd->state == SMELT_ERROR) return SMELT_OK;
+  if (!x.dev->lost.load()) {
+    std::string text = "device lost: command buffer #" + std::to_string(cmd->sequence) + " was abandoned unfinished";
+    const KernelCode* code = x.running_code.load();
+    if (x.running_cmd && code) {
+      text += x.running_cmd == cmd ? " in kernel '" + code->info.name + "'"
+                                   : " behind command buffer #" + std::to_string(x.running_cmd->sequence) +
+                                         ", in kernel '" + code->info.name + "'";
+    }
+    text += " (a kernel that never returns); open a new device";
+    x.dev->lost_text = text;
+    x.dev->lost.store(true, std::memory_order_release);
+    // Nothing queued will run: give back what it holds, so its buffers can be freed.
+    for (smelt_cmd* queued : x.queue) {
+      for (auto& d : queued->items)
+        for (auto*& b : d.buffers)
+          if (b) buffer_release(b), b = nullptr;
+      queued->error = text;
+      queued->state = SMELT_ERROR;
+    }
+    x.queue.clear();
+  }
+  x.finished.notify_all();
+  error = x.dev->lost_text;
+  return SMELT_ERROR;
+}
+
+bool Executor::released(smelt_cmd* cmd) {
+  std::lock_guard<std::mutex> lock(impl_->m);
+  return cmd->state == SMELT_CMD_COMPLETED || cmd->state == SMELT_ERROR;
 }
 
 int Executor::wait(smelt_cmd* cmd, uint64_t timeout_ms, std::string& error) {
   Impl& x = *impl_;
   std::unique_lock<std::mutex> lock(x.m);
   auto finished = [cmd] { return cmd->state == SMELT_CMD_COMPLETED || cmd->state == SMELT_ERROR; };
+  // A lost device's runaway command buffer never finishes, and nothing queued behind it runs.
+  auto gave_up = [&x] { return x.dev->lost.load(); };
+  auto settled = [&] { return finished() || gave_up(); };
   if (timeout_ms == 0) {
     // Whenever nothing runs, this unfinished command buffer or one before it is first in the
     // queue: run it on this thread, which would otherwise sleep until the runner (woken by the
     // commit, but often not yet running) has done it and woken this one in turn.
     bool ran = false;
-    while (!finished()) {
+    while (!settled()) {
       if (x.running) {
         x.finished.wait(lock);
       } else {
@@ -322,8 +371,12 @@ int Executor::wait(smelt_cmd* cmd, uint64_t timeout_ms, std::string& error) {
     // The runner may have found this thread running and gone back to sleep: what is still
     // queued is its again.
     if (ran && !x.queue.empty()) x.work.notify_one();
-  } else if (!x.finished.wait_for(lock, std::chrono::milliseconds(timeout_ms), finished)) {
+  } else if (!x.finished.wait_for(lock, std::chrono::milliseconds(timeout_ms), settled)) {
     return SMELT_CMD_TIMEOUT;  // a wait that may give up only sleeps
+  }
+  if (!finished()) {
+    error = x.dev->lost_text;
+    return SMELT_ERROR;
   }
   return x.outcome(cmd, error);
 }

@@ -29,6 +29,7 @@ struct Options {
   std::string cache;
   std::string cxx = "c++";
   std::string include;
+  bool host_visible = true;  // host_visible=0 hides contents, as a discrete GPU would
 };
 
 // A loaded kernel module; unloaded when the last library or pipeline using it goes.
@@ -70,6 +71,9 @@ struct smelt_device {
   std::unique_ptr<smelt_host::Executor> executor;
   volatile uint64_t* completion = nullptr;  // page shared with the caller
   std::atomic<uint64_t> next_sequence{0};
+  // Set once by smelt_cmd_abandon, after lost_text, which never changes again.
+  std::atomic<bool> lost{false};
+  std::string lost_text;
 
   std::mutex live_mutex;  // guards the live sets and counters below
   std::unordered_set<const smelt_buffer*> buffers;
@@ -81,7 +85,7 @@ struct smelt_buffer {
   smelt_device* dev;
   void* memory;     // the contents: `mapping`, or a staggered offset into it (smelt_buffer_new)
   uint64_t length;  // as requested
-  void* mapping;
+  void* mapping;    // null for a wrapped buffer: the caller owns the memory
   size_t mapped;    // page-rounded, at least one page
   std::atomic<int> refs{1};
 };
@@ -121,6 +125,11 @@ class Executor {
   // command buffer's failure, or another's that no wait has reported yet (smelt.h).
   int wait(smelt_cmd* cmd, uint64_t timeout_ms, std::string& error);
   int status(smelt_cmd* cmd, std::string& error);
+  // smelt_cmd_abandon: SMELT_OK when cmd already finished, else marks the device lost, drops
+  // the queue, wakes every waiter, and returns SMELT_ERROR with the lost text in error.
+  int abandon(smelt_cmd* cmd, std::string& error);
+  // True when the executor no longer refers to cmd (finished, or dropped from the queue).
+  bool released(smelt_cmd* cmd);
 
  private:
   struct Impl;

@@ -15,6 +15,10 @@
  * from its own smelt_cmd_wait and smelt_cmd_status. A failure that no wait or status has reported
  * yet is also reported once, as "command buffer #N failed: ...", by the next wait or status of
  * any other command buffer of the device, so that work depending on it does not pass silently.
+ *
+ * A device is lost once smelt_cmd_abandon gave up on one of its command buffers: from then on
+ * every call on it that would start or wait for work fails at once with the same text, and only
+ * freeing its objects and closing it remain useful. Open a new device to go on.
  */
 #ifndef SMELT_H
 #define SMELT_H
@@ -26,7 +30,7 @@
 extern "C" {
 #endif
 
-#define SMELT_ABI_VERSION 1u
+#define SMELT_ABI_VERSION 2u
 
 #if defined(__GNUC__) || defined(__clang__)
 #define SMELT_API __attribute__((visibility("default")))
@@ -39,6 +43,7 @@ typedef struct smelt_buffer smelt_buffer;
 typedef struct smelt_library smelt_library;
 typedef struct smelt_pipeline smelt_pipeline;
 typedef struct smelt_cmd smelt_cmd;
+typedef struct smelt_compile smelt_compile;
 
 /* Return codes. Functions returning int return SMELT_OK or SMELT_ERROR unless they say otherwise;
  * functions returning a handle return NULL on failure. In both cases err holds the reason. */
@@ -63,6 +68,7 @@ typedef struct smelt_cmd smelt_cmd;
 
 /* Metal's fixed limits, enforced by every backend so that a kernel that runs on one runs on all. */
 #define SMELT_MAX_BUFFER_SLOTS 31u
+#define SMELT_MAX_THREADGROUP_SLOTS 31u /* [[threadgroup(0)]]..[[threadgroup(30)]] */
 #define SMELT_MAX_BYTES_BINDING 4096u
 #define SMELT_MAX_THREADGROUP_MEMORY 32768u
 #define SMELT_MAX_THREADS_PER_THREADGROUP 1024u
@@ -74,7 +80,7 @@ typedef struct smelt_limits {
   uint32_t max_buffer_slots;            /* 31 */
   uint32_t simd_width;                  /* 32 */
   uint32_t unified_memory;              /* 1 when the CPU and the device share memory */
-  uint32_t reserved;
+  uint32_t host_visible;                /* 1 when smelt_buffer_contents gives the buffers' memory */
 } smelt_limits;
 
 typedef struct smelt_pipeline_info {
@@ -132,8 +138,12 @@ SMELT_API const char* smelt_backend_name(void); /* static string: "metal" or "ho
  *   cache=DIR       host: directory of the compiled-kernel cache
  *   cxx=CMD ARGS    host: C++ compiler command, gcc-style flags (e.g. "zig cc", "g++")
  *   include=DIR     host: directory holding the metal_stdlib compatibility header
- *   commit_every=N  metal: commit the encoder's work to the GPU every N dispatches */
+ *   commit_every=N  metal: commit the encoder's work to the GPU every N dispatches
+ *   host_visible=0  host: act like a discrete GPU (contents NULL, host_visible 0) to test the
+ *                   copy paths of smelt_buffer_write and smelt_buffer_read */
 SMELT_API smelt_device* smelt_device_open(const char* options, char* err, size_t errlen);
+/* Runs what was committed, then closes. A lost device returns at once: the thread stuck in a
+ * runaway kernel cannot be stopped, so it and the device's memory are deliberately leaked. */
 SMELT_API void smelt_device_close(smelt_device* dev);
 SMELT_API int smelt_device_name(smelt_device* dev, char* out, size_t outlen);
 SMELT_API int smelt_device_limits(smelt_device* dev, smelt_limits* out);
@@ -142,19 +152,43 @@ SMELT_API int smelt_device_stats_get(smelt_device* dev, smelt_device_stats* out)
  * read at any time; it only grows. Valid until the device is closed. */
 SMELT_API const volatile uint64_t* smelt_device_completion_counter(smelt_device* dev);
 
-/* Buffers: zero-filled shared memory; contents is the memory the device uses. Page-aligned on
- * Metal; the host backend starts buffers of 1 MiB or more 256 * (0..15) bytes into their first
- * page, in turn, so that streams between them do not alias within 4 KiB pages. */
+/* Buffers: zero-filled device memory. Where smelt_limits.host_visible is 1, contents is the memory
+ * the device uses (page-aligned on Metal; the host backend starts buffers of 1 MiB or more
+ * 256 * (0..15) bytes into their first page, in turn, so that streams between them do not alias
+ * within 4 KiB pages). Where it is 0 (a discrete GPU), contents returns NULL and only
+ * smelt_buffer_write and smelt_buffer_read reach the bytes. */
 SMELT_API smelt_buffer* smelt_buffer_new(smelt_device* dev, uint64_t length, char* err, size_t errlen);
 SMELT_API void* smelt_buffer_contents(smelt_buffer* buf);
 SMELT_API uint64_t smelt_buffer_length(smelt_buffer* buf);
 SMELT_API void smelt_buffer_free(smelt_buffer* buf);
+/* Copy length bytes into or out of the buffer at a byte offset; offset + length must lie within
+ * the buffer. They do not wait for command buffers: wait for those that use the bytes first. */
+SMELT_API int smelt_buffer_write(smelt_buffer* buf, uint64_t offset, const void* src, uint64_t length, char* err,
+                                 size_t errlen);
+SMELT_API int smelt_buffer_read(smelt_buffer* buf, uint64_t offset, void* dst, uint64_t length, char* err,
+                                size_t errlen);
+/* A buffer over length bytes at memory that the caller owns (weights, a memory-mapped file).
+ * Without a copy where the backend can (host: always; Metal: when memory is page-aligned, else
+ * the bytes are copied at this call). Where there is no copy, the device reads and writes that
+ * memory, and the caller keeps it mapped until the buffer is freed and every command buffer
+ * using it finished; kernels must not write memory mapped read-only. */
+SMELT_API smelt_buffer* smelt_buffer_wrap(smelt_device* dev, void* memory, uint64_t length, char* err,
+                                          size_t errlen);
 
 /* Libraries from MSL source. options: "fast_math=0|1". On failure err holds the compiler's
  * messages, with line numbers of the MSL source. */
 SMELT_API smelt_library* smelt_library_new(smelt_device* dev, const char* source, size_t source_len,
                                            const char* options, char* err, size_t errlen);
 SMELT_API void smelt_library_free(smelt_library* lib);
+/* The same compilation, off the calling thread: returns at once with a job that a native thread
+ * (or Metal) completes. Poll it with smelt_compile_done (1 when finished), then take the result
+ * with smelt_compile_finish, which waits if it has not finished, frees the job, and returns the
+ * library or NULL with the compiler's messages in err. Every job is finished, once, before its
+ * device is closed. Nothing is called back. */
+SMELT_API smelt_compile* smelt_library_new_async(smelt_device* dev, const char* source, size_t source_len,
+                                                 const char* options, char* err, size_t errlen);
+SMELT_API int smelt_compile_done(smelt_compile* job);
+SMELT_API smelt_library* smelt_compile_finish(smelt_compile* job, char* err, size_t errlen);
 SMELT_API smelt_pipeline* smelt_pipeline_new(smelt_library* lib, const char* function_name, char* err,
                                              size_t errlen);
 SMELT_API int smelt_pipeline_info_get(smelt_pipeline* pipe, smelt_pipeline_info* out);
@@ -169,7 +203,14 @@ SMELT_API uint64_t smelt_cmd_commit(smelt_cmd* cmd, char* err, size_t errlen);
 SMELT_API int smelt_cmd_status(smelt_cmd* cmd, char* err, size_t errlen);
 /* Blocks until the command buffer finishes or timeout_ms passes (0 waits without limit). */
 SMELT_API int smelt_cmd_wait(smelt_cmd* cmd, uint64_t timeout_ms, char* err, size_t errlen);
-/* Frees the command buffer; one still running is waited for first. */
+/* Gives up on a committed command buffer that has not finished (after a wait timed out): a kernel
+ * cannot be stopped safely, so the device is marked lost with a text naming the command buffer
+ * and its kernel, work queued behind it is dropped, and every waiter returns that error. Returns
+ * SMELT_OK with nothing done when the command buffer already finished, else SMELT_ERROR with the
+ * lost text in err. */
+SMELT_API int smelt_cmd_abandon(smelt_cmd* cmd, char* err, size_t errlen);
+/* Frees the command buffer; one still running is waited for first, except on a lost device,
+ * where the runaway one is left to its thread (its memory is kept, never freed). */
 SMELT_API void smelt_cmd_free(smelt_cmd* cmd);
 
 #ifdef __cplusplus

@@ -8,13 +8,13 @@
  */
 #import "internal.h"
 
+#include "../common/records.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-_Static_assert(sizeof(smelt_record) == 48, "smelt_record is 48 bytes in the ABI");
-_Static_assert(sizeof(smelt_binding) == 24, "smelt_binding is 24 bytes in the ABI");
 
 @implementation SmeltCompletion
 
@@ -175,8 +175,10 @@ SMELT_API smelt_cmd* smelt_cmd_new(smelt_device* handle, char* err, size_t errle
       return NULL;
     }
     SmeltDevice* dev = (__bridge SmeltDevice*)(void*)handle;
+    if (smelt_device_lost(dev, err, errlen)) return NULL;
     SmeltCmd* cmd = [SmeltCmd new];
     cmd->device = dev;
+    cmd->kernels = [NSMutableOrderedSet orderedSet];
     cmd->completion = [SmeltCompletion new];
     cmd->completion->core = dev->core;
     smelt_count_add(&dev->core->n_cmds, 1);
@@ -184,165 +186,68 @@ SMELT_API smelt_cmd* smelt_cmd_new(smelt_device* handle, char* err, size_t errle
   }
 }
 
-/* ---- record validation ---- */
+/* ---- record validation: shim/common/records.c, with what only Metal knows ---- */
 
-static uint32_t round16(uint32_t n) { return (n + 15u) & ~15u; }
-
-static int check_dispatch(SmeltCmd* cmd, const uint8_t* rec, const smelt_record* r, size_t at, char* err,
-                          size_t errlen) {
-  SmeltDevice* dev = cmd->device;
-  void* pipe_ptr = (void*)(uintptr_t)r->pipeline;
-  if (pipe_ptr == NULL) {
-    smelt_err(err, errlen, "record at byte %zu: dispatch without a pipeline", at);
-    return -1;
-  }
-  if (!smelt_device_knows(dev, pipe_ptr, [SmeltPipeline class])) {
-    smelt_err(err, errlen, "record at byte %zu: 0x%llx is not a live pipeline of this device", at,
-              (unsigned long long)r->pipeline);
-    return -1;
-  }
+static int pipeline_facts(void* ctx, uint64_t handle, smelt_kernel_facts* facts) {
+  SmeltDevice* dev = (__bridge SmeltDevice*)ctx;
+  void* ptr = (void*)(uintptr_t)handle;
+  if (!smelt_device_knows(dev, ptr, [SmeltPipeline class])) return -1;
   /* Records hold plain pointers to handles that JS keeps alive for the call: no retains. */
-  __unsafe_unretained SmeltPipeline* pipe = (__bridge SmeltPipeline*)pipe_ptr;
-  if (pipe->library->device != dev) {
-    smelt_err(err, errlen, "record at byte %zu: the pipeline belongs to another device", at);
-    return -1;
-  }
+  __unsafe_unretained SmeltPipeline* pipe = (__bridge SmeltPipeline*)ptr;
+  if (pipe->library->device != dev) return -1;
   __unsafe_unretained SmeltPipelineState* st = pipe->state;
-  const char* kname = st->function_name.UTF8String;
+  facts->name = st->function_name.UTF8String;
+  facts->buffer_mask = st->used_buffer_mask;
+  facts->threadgroup_mask = st->used_threadgroup_mask;
+  facts->static_threadgroup_memory = st->info.static_threadgroup_memory;
+  facts->max_threads_per_threadgroup = st->info.max_threads_per_threadgroup;
+  return 0;
+}
 
-  if (r->nbindings > SMELT_MAX_BUFFER_SLOTS) {
-    smelt_err(err, errlen, "record at byte %zu (%s): %u bindings; there are %u slots", at, kname, r->nbindings,
-              SMELT_MAX_BUFFER_SLOTS);
-    return -1;
-  }
-  if (r->ntgmem > 32) {
-    smelt_err(err, errlen, "record at byte %zu (%s): %u threadgroup memory lengths; at most 32", at, kname,
-              r->ntgmem);
-    return -1;
-  }
-  uint64_t tables_end = sizeof(smelt_record) + (uint64_t)r->nbindings * sizeof(smelt_binding) +
-                        (uint64_t)r->ntgmem * sizeof(uint32_t);
-  tables_end = (tables_end + 7u) & ~(uint64_t)7u;
-  if (tables_end > r->record_bytes) {
-    smelt_err(err, errlen,
-              "record at byte %zu (%s): %u bindings and %u threadgroup lengths need %llu bytes; record_bytes is %u",
-              at, kname, r->nbindings, r->ntgmem, (unsigned long long)tables_end, r->record_bytes);
-    return -1;
-  }
+static int buffer_length(void* ctx, uint64_t handle, uint64_t* length) {
+  SmeltDevice* dev = (__bridge SmeltDevice*)ctx;
+  void* ptr = (void*)(uintptr_t)handle;
+  if (!smelt_device_knows(dev, ptr, [SmeltBuffer class])) return -1;
+  __unsafe_unretained SmeltBuffer* buf = (__bridge SmeltBuffer*)ptr;
+  if (buf->device != dev) return -1;
+  *length = buf->length;
+  return 0;
+}
 
-  uint32_t bound = 0;
-  for (uint32_t i = 0; i < r->nbindings; i++) {
-    smelt_binding b;
-    memcpy(&b, rec + sizeof(smelt_record) + i * sizeof(smelt_binding), sizeof b);
-    if (b.index >= SMELT_MAX_BUFFER_SLOTS) {
-      smelt_err(err, errlen, "record at byte %zu (%s): binding %u is [[buffer(%u)]]; slots are 0..%u", at, kname, i,
-                b.index, SMELT_MAX_BUFFER_SLOTS - 1);
+/* Metal's own rules for a dispatch that passed the common checks. */
+static int metal_checks(void* ctx, const smelt_dispatch* d, const smelt_kernel_facts* facts, char* why,
+                        size_t whylen) {
+  (void)facts;
+  SmeltDevice* dev = (__bridge SmeltDevice*)ctx;
+  __unsafe_unretained SmeltPipeline* pipe = (__bridge SmeltPipeline*)(void*)(uintptr_t)d->pipeline;
+  __unsafe_unretained SmeltPipelineState* st = pipe->state;
+  for (uint32_t i = 0; i < d->nbindings; i++) {
+    const smelt_binding* b = &d->bindings[i];
+    if (b->kind != SMELT_BIND_BUFFER) continue;
+    __unsafe_unretained SmeltBuffer* buf = (__bridge SmeltBuffer*)(void*)(uintptr_t)b->a;
+    /* The offset may equal the length (an empty view), but Metal needs it inside the
+     * allocation, which is whole pages and at least one. */
+    if (b->b >= buf->mapped_bytes) {
+      snprintf(why, whylen, "[[buffer(%u)]] offset %llu is at the end of the buffer's %llu mapped bytes", b->index,
+               (unsigned long long)b->b, (unsigned long long)buf->mapped_bytes);
       return -1;
     }
-    if (bound & (1u << b.index)) {
-      smelt_err(err, errlen, "record at byte %zu (%s): [[buffer(%u)]] is bound twice", at, kname, b.index);
+    uint32_t align = st->buffer_alignment[b->index];
+    if (align > 1 && b->b % align != 0) {
+      snprintf(why, whylen, "[[buffer(%u)]] offset %llu is not a multiple of %u", b->index, (unsigned long long)b->b,
+               align);
       return -1;
     }
-    bound |= 1u << b.index;
-    if (b.kind == SMELT_BIND_BUFFER) {
-      void* buf_ptr = (void*)(uintptr_t)b.a;
-      if (buf_ptr == NULL || !smelt_device_knows(dev, buf_ptr, [SmeltBuffer class])) {
-        smelt_err(err, errlen, "record at byte %zu (%s): [[buffer(%u)]]: 0x%llx is not a live buffer of this device",
-                  at, kname, b.index, (unsigned long long)b.a);
-        return -1;
-      }
-      __unsafe_unretained SmeltBuffer* buf = (__bridge SmeltBuffer*)buf_ptr;
-      if (buf->device != dev) {
-        smelt_err(err, errlen, "record at byte %zu (%s): [[buffer(%u)]] belongs to another device", at, kname,
-                  b.index);
-        return -1;
-      }
-      /* The offset may equal the length (an empty view), but Metal needs it inside the
-       * allocation, which is whole pages and at least one. */
-      if (b.b > buf->length || b.b >= buf->mapped_bytes) {
-        smelt_err(err, errlen, "record at byte %zu (%s): [[buffer(%u)]] offset %llu is past the buffer's %llu bytes",
-                  at, kname, b.index, (unsigned long long)b.b, (unsigned long long)buf->length);
-        return -1;
-      }
-      uint32_t align = st->buffer_alignment[b.index];
-      if (align > 1 && b.b % align != 0) {
-        smelt_err(err, errlen, "record at byte %zu (%s): [[buffer(%u)]] offset %llu is not a multiple of %u",
-                  at, kname, b.index, (unsigned long long)b.b, align);
-        return -1;
-      }
-    } else if (b.kind == SMELT_BIND_BYTES) {
-      if (b.b == 0 || b.b > SMELT_MAX_BYTES_BINDING) {
-        smelt_err(err, errlen, "record at byte %zu (%s): [[buffer(%u)]] has %llu constant bytes; 1 to %u allowed",
-                  at, kname, b.index, (unsigned long long)b.b, SMELT_MAX_BYTES_BINDING);
-        return -1;
-      }
-      if (b.a < tables_end || b.a > r->record_bytes || b.b > r->record_bytes - b.a) {
-        smelt_err(err, errlen,
-                  "record at byte %zu (%s): [[buffer(%u)]] bytes at %llu..%llu are outside the record's data "
-                  "(%llu..%u)",
-                  at, kname, b.index, (unsigned long long)b.a, (unsigned long long)(b.a + b.b),
-                  (unsigned long long)tables_end, r->record_bytes);
-        return -1;
-      }
-    } else {
-      smelt_err(err, errlen, "record at byte %zu (%s): binding %u has unknown kind %u", at, kname, i, b.kind);
-      return -1;
-    }
-  }
-  uint32_t missing = st->used_buffer_mask & ~bound;
-  if (missing != 0) {
-    smelt_err(err, errlen, "record at byte %zu (%s): the kernel uses [[buffer(%d)]] but the record binds nothing there",
-              at, kname, __builtin_ctz(missing));
-    return -1;
-  }
-
-  uint64_t tg_total = st->info.static_threadgroup_memory;
-  uint32_t tg_set = 0;
-  for (uint32_t i = 0; i < r->ntgmem; i++) {
-    uint32_t len;
-    memcpy(&len, rec + sizeof(smelt_record) + r->nbindings * sizeof(smelt_binding) + i * sizeof(uint32_t),
-           sizeof len);
-    if (len > 0) tg_set |= 1u << i;
-    tg_total += round16(len);
-  }
-  uint32_t tg_missing = st->used_threadgroup_mask & ~tg_set;
-  if (tg_missing != 0) {
-    smelt_err(err, errlen, "record at byte %zu (%s): the kernel uses [[threadgroup(%d)]] but the record gives it no length",
-              at, kname, __builtin_ctz(tg_missing));
-    return -1;
-  }
-  uint64_t tg_limit = dev->mtl.maxThreadgroupMemoryLength;
-  if (tg_limit > SMELT_MAX_THREADGROUP_MEMORY) tg_limit = SMELT_MAX_THREADGROUP_MEMORY;
-  if (tg_total > tg_limit) {
-    smelt_err(err, errlen,
-              "record at byte %zu (%s): %llu bytes of threadgroup memory (%u declared in the kernel); the limit is %llu",
-              at, kname, (unsigned long long)tg_total, st->info.static_threadgroup_memory,
-              (unsigned long long)tg_limit);
-    return -1;
-  }
-
-  if (r->size[0] == 0 || r->size[1] == 0 || r->size[2] == 0) {
-    smelt_err(err, errlen, "record at byte %zu (%s): empty grid %ux%ux%u", at, kname, r->size[0], r->size[1],
-              r->size[2]);
-    return -1;
-  }
-  uint64_t tg_threads = (uint64_t)r->threadgroup[0] * r->threadgroup[1] * r->threadgroup[2];
-  if (tg_threads == 0 || tg_threads > st->info.max_threads_per_threadgroup) {
-    smelt_err(err, errlen, "record at byte %zu (%s): threadgroup %ux%ux%u; this pipeline allows 1 to %u threads", at,
-              kname, r->threadgroup[0], r->threadgroup[1], r->threadgroup[2], st->info.max_threads_per_threadgroup);
-    return -1;
   }
   MTLSize dims = dev->mtl.maxThreadsPerThreadgroup;
-  if (r->threadgroup[0] > dims.width || r->threadgroup[1] > dims.height || r->threadgroup[2] > dims.depth) {
-    smelt_err(err, errlen, "record at byte %zu (%s): threadgroup %ux%ux%u exceeds the device's %lux%lux%lu", at, kname,
-              r->threadgroup[0], r->threadgroup[1], r->threadgroup[2], (unsigned long)dims.width,
-              (unsigned long)dims.height, (unsigned long)dims.depth);
+  if (d->threadgroup[0] > dims.width || d->threadgroup[1] > dims.height || d->threadgroup[2] > dims.depth) {
+    snprintf(why, whylen, "threadgroup %ux%ux%u exceeds the device's %lux%lux%lu", d->threadgroup[0],
+             d->threadgroup[1], d->threadgroup[2], (unsigned long)dims.width, (unsigned long)dims.height,
+             (unsigned long)dims.depth);
     return -1;
   }
-  if (r->kind == SMELT_REC_DISPATCH_THREADS && !dev->nonuniform) {
-    smelt_err(err, errlen,
-              "record at byte %zu (%s): this GPU has no non-uniform threadgroups; dispatch threadgroups instead", at,
-              kname);
+  if (d->kind == SMELT_REC_DISPATCH_THREADS && !dev->nonuniform) {
+    snprintf(why, whylen, "this GPU has no non-uniform threadgroups; dispatch threadgroups instead");
     return -1;
   }
   return 0;
@@ -350,45 +255,24 @@ static int check_dispatch(SmeltCmd* cmd, const uint8_t* rec, const smelt_record*
 
 /* Checks the whole stream before anything is encoded, so a rejected call encodes nothing. */
 static int check_stream(SmeltCmd* cmd, const uint8_t* p, size_t length, char* err, size_t errlen) {
-  size_t at = 0;
-  while (at < length) {
-    if (length - at < sizeof(smelt_record)) {
-      smelt_err(err, errlen, "record at byte %zu: only %zu bytes left; a record header is %zu", at, length - at,
-                sizeof(smelt_record));
-      return -1;
-    }
-    smelt_record r;
-    memcpy(&r, p + at, sizeof r);
-    if (r.record_bytes < sizeof(smelt_record) || r.record_bytes % 8 != 0 || r.record_bytes > length - at) {
-      smelt_err(err, errlen,
-                "record at byte %zu: record_bytes %u must be a multiple of 8, at least %zu, and within the %zu "
-                "bytes left",
-                at, r.record_bytes, sizeof(smelt_record), length - at);
-      return -1;
-    }
-    switch (r.kind) {
-      case SMELT_REC_BARRIER:
-        if (r.pipeline != 0 || r.nbindings != 0 || r.ntgmem != 0) {
-          smelt_err(err, errlen, "record at byte %zu: a barrier has no pipeline, bindings or threadgroup memory", at);
-          return -1;
-        }
-        break;
-      case SMELT_REC_DISPATCH_THREADS:
-      case SMELT_REC_DISPATCH_THREADGROUPS:
-        if (check_dispatch(cmd, p + at, &r, at, err, errlen) != 0) return -1;
-        break;
-      default:
-        smelt_err(err, errlen, "record at byte %zu: unknown record kind %u", at, r.kind);
-        return -1;
-    }
-    at += r.record_bytes;
-  }
-  return 0;
+  SmeltDevice* dev = cmd->device;
+  uint64_t tg_limit = dev->mtl.maxThreadgroupMemoryLength;
+  if (tg_limit > SMELT_MAX_THREADGROUP_MEMORY) tg_limit = SMELT_MAX_THREADGROUP_MEMORY;
+  smelt_record_env env = {
+      .ctx = (__bridge void*)dev,
+      .max_threadgroup_memory = (uint32_t)tg_limit,
+      .pipeline = pipeline_facts,
+      .buffer = buffer_length,
+      .dispatch = metal_checks,
+  };
+  return smelt_records_check(p, length, &env, err, errlen);
 }
 
 /* ---- encoding (the stream is known to be valid) ---- */
 
-static int encode_dispatch(SmeltCmd* cmd, const uint8_t* rec, const smelt_record* r, char* err, size_t errlen) {
+static uint32_t round16(uint32_t n) { return (n + 15u) & ~15u; }
+
+static int encode_dispatch(SmeltCmd* cmd, const smelt_dispatch* r, char* err, size_t errlen) {
   SmeltDevice* dev = cmd->device;
   if (cmd->enc == nil && begin_part(cmd, 1, err, errlen) != 0) return -1;
   id<MTLComputeCommandEncoder> enc = cmd->enc;
@@ -397,23 +281,20 @@ static int encode_dispatch(SmeltCmd* cmd, const uint8_t* rec, const smelt_record
   if (cmd->bound_state != st) {
     [enc setComputePipelineState:st->pso];
     cmd->bound_state = st;
+    [cmd->kernels addObject:st->function_name];
   }
   for (uint32_t i = 0; i < r->nbindings; i++) {
-    smelt_binding b;
-    memcpy(&b, rec + sizeof(smelt_record) + i * sizeof(smelt_binding), sizeof b);
-    if (b.kind == SMELT_BIND_BUFFER) {
-      __unsafe_unretained SmeltBuffer* buf = (__bridge SmeltBuffer*)(void*)(uintptr_t)b.a;
-      [enc setBuffer:buf->mtl offset:(NSUInteger)b.b atIndex:b.index];
+    const smelt_binding* b = &r->bindings[i];
+    if (b->kind == SMELT_BIND_BUFFER) {
+      __unsafe_unretained SmeltBuffer* buf = (__bridge SmeltBuffer*)(void*)(uintptr_t)b->a;
+      [enc setBuffer:buf->mtl offset:(NSUInteger)b->b atIndex:b->index];
     } else {
-      [enc setBytes:rec + b.a length:(NSUInteger)b.b atIndex:b.index];
+      [enc setBytes:r->bytes[i] length:(NSUInteger)b->b atIndex:b->index];
     }
   }
   for (uint32_t i = 0; i < r->ntgmem; i++) {
-    uint32_t len;
-    memcpy(&len, rec + sizeof(smelt_record) + r->nbindings * sizeof(smelt_binding) + i * sizeof(uint32_t),
-           sizeof len);
     /* Metal wants threadgroup memory lengths in multiples of 16 bytes. */
-    if (len > 0) [enc setThreadgroupMemoryLength:round16(len) atIndex:i];
+    if (r->tgmem[i] > 0) [enc setThreadgroupMemoryLength:round16(r->tgmem[i]) atIndex:i];
   }
   if (dev->debug) {
     [enc insertDebugSignpost:[NSString stringWithFormat:@"dispatch %llu: %@",
@@ -451,14 +332,14 @@ SMELT_API int smelt_cmd_encode(smelt_cmd* handle, const void* records, size_t le
       smelt_err(err, errlen, "smelt_cmd_encode: records is NULL");
       return SMELT_ERROR;
     }
+    if (smelt_device_lost(cmd->device, err, errlen)) return SMELT_ERROR;
     const uint8_t* p = records;
     if (check_stream(cmd, p, length, err, errlen) != 0) return SMELT_ERROR;
     /* Pointers in records are only trusted for the length of one call. */
     cmd->bound_state = nil;
     size_t at = 0;
-    while (at < length) {
-      smelt_record r;
-      memcpy(&r, p + at, sizeof r);
+    smelt_dispatch r;
+    while (smelt_records_next(p, length, &at, &r)) {
       if (r.kind == SMELT_REC_BARRIER) {
         /* Dispatches in a concurrent encoder may overlap; the barrier orders the buffer writes
          * of those before it against those after. Nothing to order at the start of a part:
@@ -467,14 +348,13 @@ SMELT_API int smelt_cmd_encode(smelt_cmd* handle, const void* records, size_t le
           [cmd->enc memoryBarrierWithScope:MTLBarrierScopeBuffers];
           cmd->unfenced_writes = 0;
         }
-      } else if (encode_dispatch(cmd, p + at, &r, err, errlen) != 0) {
+      } else if (encode_dispatch(cmd, &r, err, errlen) != 0) {
         /* Only Metal failing to create a command buffer or encoder gets here. Dispatches of
          * the open part are lost, so the smelt_cmd can no longer be committed. */
         abandon_part(cmd);
         cmd->incomplete = 1;
         return SMELT_ERROR;
       }
-      at += r.record_bytes;
     }
     return SMELT_OK;
   }
@@ -496,6 +376,7 @@ SMELT_API uint64_t smelt_cmd_commit(smelt_cmd* handle, char* err, size_t errlen)
                              "dispatches; free this command buffer and encode a new one");
       return 0;
     }
+    if (smelt_device_lost(cmd->device, err, errlen)) return 0;
     /* With nothing left open, the last part is an empty MTLCommandBuffer: it carries the
      * sequence number, and the smelt_cmd is done when it and every earlier part have finished. */
     if (cmd->cb == nil && begin_part(cmd, 0, err, errlen) != 0) return 0;
@@ -531,7 +412,7 @@ SMELT_API int smelt_cmd_status(smelt_cmd* handle, char* err, size_t errlen) {
     int sealed = c->sealed, done = c->done;
     pthread_mutex_unlock(&c->lock);
     if (!sealed) return SMELT_CMD_RECORDING;
-    if (!done) return SMELT_CMD_COMMITTED;
+    if (!done) return smelt_device_lost(cmd_of(handle)->device, err, errlen) ? SMELT_ERROR : SMELT_CMD_COMMITTED;
     return finished_state(c, err, errlen);
   }
 }
@@ -547,6 +428,11 @@ SMELT_API int smelt_cmd_wait(smelt_cmd* handle, uint64_t timeout_ms, char* err, 
     if (!c->sealed) {
       pthread_mutex_unlock(&c->lock);
       smelt_err(err, errlen, "smelt_cmd_wait: the command buffer was not committed");
+      return SMELT_ERROR;
+    }
+    /* Only the GPU's own watchdog ends a runaway kernel: a lost device's waits do not wait. */
+    if (!c->done && smelt_device_lost(cmd_of(handle)->device, err, errlen)) {
+      pthread_mutex_unlock(&c->lock);
       return SMELT_ERROR;
     }
     if (timeout_ms == 0) {
@@ -575,6 +461,35 @@ SMELT_API int smelt_cmd_wait(smelt_cmd* handle, uint64_t timeout_ms, char* err, 
   }
 }
 
+SMELT_API int smelt_cmd_abandon(smelt_cmd* handle, char* err, size_t errlen) {
+  @autoreleasepool {
+    if (handle == NULL) {
+      smelt_err(err, errlen, "smelt_cmd_abandon: no command buffer");
+      return SMELT_ERROR;
+    }
+    SmeltCmd* cmd = cmd_of(handle);
+    SmeltCompletion* c = cmd->completion;
+    pthread_mutex_lock(&c->lock);
+    int sealed = c->sealed, done = c->done;
+    uint64_t seq = c->seq;
+    pthread_mutex_unlock(&c->lock);
+    if (!sealed) {
+      smelt_err(err, errlen, "smelt_cmd_abandon: the command buffer was never committed");
+      return SMELT_ERROR;
+    }
+    if (done) return SMELT_OK;
+    NSString* names = cmd->kernels.count > 0 ? [cmd->kernels.array componentsJoinedByString:@"', '"] : @"";
+    NSString* text = [NSString
+        stringWithFormat:@"device lost: command buffer #%llu was abandoned unfinished%@ (a kernel that never "
+                         @"returns); open a new device",
+                         (unsigned long long)seq,
+                         names.length > 0 ? [NSString stringWithFormat:@" in kernel '%@'", names] : @""];
+    [cmd->device->core loseWithText:text.UTF8String];
+    smelt_device_lost(cmd->device, err, errlen);
+    return SMELT_ERROR;
+  }
+}
+
 SMELT_API void smelt_cmd_free(smelt_cmd* handle) {
   @autoreleasepool {
     if (handle == NULL) return;
@@ -583,9 +498,13 @@ SMELT_API void smelt_cmd_free(smelt_cmd* handle) {
      * endEncoding before an encoder goes away) and drop it. */
     abandon_part(cmd);
     SmeltCompletion* c = cmd->completion;
-    pthread_mutex_lock(&c->lock);
-    while (c->outstanding > 0) pthread_cond_wait(&c->cond, &c->lock);
-    pthread_mutex_unlock(&c->lock);
+    /* On a lost device nothing waits: the completion record, held by the handlers, outlives
+     * the smelt_cmd, and Metal keeps its command buffers until they end. */
+    if (!smelt_device_lost(cmd->device, NULL, 0)) {
+      pthread_mutex_lock(&c->lock);
+      while (c->outstanding > 0) pthread_cond_wait(&c->cond, &c->lock);
+      pthread_mutex_unlock(&c->lock);
+    }
     smelt_count_sub(&cmd->device->core->n_cmds, 1);
   }
 }

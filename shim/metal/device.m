@@ -28,6 +28,16 @@ SMELT_API const char* smelt_backend_name(void) { return "metal"; }
 - (void)dealloc {
   pthread_mutex_destroy(&lock);
   free(unreported_error);
+  free(lost_text);
+}
+
+- (void)loseWithText:(const char*)text {
+  pthread_mutex_lock(&lock);
+  if (lost_text == NULL) {
+    lost_text = strdup(text);
+    if (lost_text != NULL) __atomic_store_n(&lost, 1, __ATOMIC_RELEASE);
+  }
+  pthread_mutex_unlock(&lock);
 }
 
 - (void)finishSequence:(uint64_t)seq error:(const char*)error {
@@ -89,6 +99,13 @@ SMELT_API const char* smelt_backend_name(void) { return "metal"; }
 
 @end
 
+int smelt_device_lost(SmeltDevice* dev, char* err, size_t errlen) {
+  SmeltDeviceCore* core = dev->core;
+  if (!__atomic_load_n(&core->lost, __ATOMIC_ACQUIRE)) return 0;
+  smelt_copy_text(err, errlen, core->lost_text);
+  return 1;
+}
+
 void smelt_device_register(SmeltDevice* dev, const void* handle) {
   if (dev->live_handles != NULL) CFSetAddValue(dev->live_handles, handle);
 }
@@ -134,9 +151,11 @@ static int parse_device_option(void* ctx, const char* key, size_t keylen, const 
   }
   /* Accepted everywhere, meaningful only to the host backend. */
   if (smelt_key_is(key, keylen, "threads") || smelt_key_is(key, keylen, "cache") ||
-      smelt_key_is(key, keylen, "cxx") || smelt_key_is(key, keylen, "include"))
+      smelt_key_is(key, keylen, "cxx") || smelt_key_is(key, keylen, "include") ||
+      smelt_key_is(key, keylen, "host_visible"))
     return 0;
-  smelt_err(err, errlen, "unknown device option '%.*s' (known: threads, debug, cache, cxx, include, commit_every)",
+  smelt_err(err, errlen,
+            "unknown device option '%.*s' (known: threads, debug, cache, cxx, include, commit_every, host_visible)",
             (int)keylen, key);
   return -1;
 }
@@ -219,6 +238,8 @@ SMELT_API int smelt_device_limits(smelt_device* handle, smelt_limits* out) {
     out->max_buffer_slots = SMELT_MAX_BUFFER_SLOTS;
     out->simd_width = 32;
     out->unified_memory = mtl.hasUnifiedMemory ? 1u : 0u;
+    /* Every buffer is in shared storage (buffer.m), so its contents pointer is always usable. */
+    out->host_visible = 1;
     return SMELT_OK;
   }
 }

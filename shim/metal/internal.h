@@ -59,9 +59,16 @@ SMELT_PRIVATE int smelt_parse_u64(const char* value, size_t valuelen, uint64_t* 
   uint64_t unreported_seq;
   pthread_mutex_t lock;
 
+  /* Set once by smelt_cmd_abandon (see smelt.h): lost_text (malloc'd, never changed again) is
+   * written before lost is stored with release order. */
+  char* lost_text;
+  int lost;
+
   /* Live-object and compile counts (smelt_device_stats); updated with __atomic builtins. */
   uint64_t n_buffers, n_buffer_bytes, n_libraries, n_pipelines, n_cmds, n_compiles;
 }
+/* Marks the device lost with text, unless it already is. */
+- (void)loseWithText:(const char*)text;
 /* Marks seq finished (failed or not) and moves the counter; error: Metal's text or NULL. */
 - (void)finishSequence:(uint64_t)seq error:(const char*)error;
 /* Moves the unreported failure, if any, into err; returns 1 when there was one. */
@@ -87,6 +94,10 @@ SMELT_PRIVATE int smelt_parse_u64(const char* value, size_t valuelen, uint64_t* 
   CFMutableSetRef live_handles;
 }
 @end
+
+/* 1 with the lost text in err when smelt_cmd_abandon lost the device (every call that starts or
+ * waits for work begins here), else 0. */
+SMELT_PRIVATE int smelt_device_lost(SmeltDevice* dev, char* err, size_t errlen);
 
 SMELT_PRIVATE void smelt_device_register(SmeltDevice* dev, const void* handle);
 SMELT_PRIVATE void smelt_device_unregister(SmeltDevice* dev, const void* handle);
@@ -114,6 +125,18 @@ static inline void smelt_count_sub(uint64_t* counter, uint64_t amount) {
 @end
 
 /* ---- libraries and pipelines (library.m) ---- */
+
+/* A compilation of smelt_library_new_async, completed by Metal's completion handler. */
+@interface SmeltCompileJob : NSObject {
+ @public
+  SmeltDevice* device;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  int done; /* read without the lock by smelt_compile_done, with __atomic builtins */
+  id<MTLLibrary> library;
+  char* error; /* malloc'd compiler log when library is nil */
+}
+@end
 
 @interface SmeltLibrary : NSObject {
  @public
@@ -171,6 +194,7 @@ static inline void smelt_count_sub(uint64_t* counter, uint64_t amount) {
   int unfenced_writes;                /* a dispatch since the last barrier in this encoder */
   SmeltPipelineState* bound_state;    /* last pipeline set on enc */
   uint64_t records_encoded;           /* dispatch records over all encode calls */
+  NSMutableOrderedSet<NSString*>* kernels; /* names of the kernels encoded, for a lost device's text */
   int incomplete; /* Metal failed mid-encode and dispatches were dropped: commit refuses */
 }
 @end

@@ -4,6 +4,7 @@
  */
 #import "internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 @implementation SmeltLibrary
@@ -31,6 +32,55 @@ static int parse_library_option(void* ctx, const char* key, size_t keylen, const
   return -1;
 }
 
+/* What smelt_library_new and smelt_library_new_async share: the checks of their arguments, the
+ * source as an NSString and Metal's compile options. Returns nil with err on bad arguments. */
+static NSString* compile_request(SmeltDevice* dev, const char* source, size_t source_len, const char* options,
+                                 MTLCompileOptions** out, char* err, size_t errlen) {
+  if (source == NULL && source_len > 0) {
+    smelt_err(err, errlen, "smelt_library_new: source is NULL");
+    return nil;
+  }
+  if (smelt_device_lost(dev, err, errlen)) return nil;
+  BOOL fast_math = NO;
+  if (smelt_options_walk(options, parse_library_option, &fast_math, err, errlen) != 0) return nil;
+  NSString* text = [[NSString alloc] initWithBytes:source != NULL ? source : ""
+                                           length:source_len
+                                         encoding:NSUTF8StringEncoding];
+  if (text == nil) {
+    smelt_err(err, errlen, "smelt_library_new: the MSL source is not valid UTF-8");
+    return nil;
+  }
+  MTLCompileOptions* compile = [MTLCompileOptions new];
+  /* Stated rather than left to the SDK's default. MSL 3.1 (macOS 14) is the first with
+   * bfloat, which smelt's bfloat16 kernels need; macOS 13 gets 3.0 and bfloat kernels fail to
+   * compile there with Metal's message. The 13.3 SDK has no name for 3.1: (3 << 16) | 1. */
+  if (@available(macOS 14.0, *)) {
+    compile.languageVersion = (MTLLanguageVersion)((3u << 16) | 1u);
+  } else {
+    compile.languageVersion = MTLLanguageVersion3_0;
+  }
+  /* Metal's default is fast math on; smelt wants IEEE results unless asked. */
+  compile.fastMathEnabled = fast_math;
+  *out = compile;
+  return text;
+}
+
+/* The compiler's log, with program_source:LINE:COLUMN for each diagnostic (malloc'd). */
+static char* compile_log(NSError* error) {
+  NSString* log = error.localizedDescription;
+  return smelt_strdup_ns(log != nil ? log : @"MSL compilation failed with no message");
+}
+
+static smelt_library* library_handle(SmeltDevice* dev, id<MTLLibrary> mtl) {
+  SmeltLibrary* lib = [SmeltLibrary new];
+  lib->device = dev;
+  lib->mtl = mtl;
+  lib->pipelines = [NSMutableDictionary dictionary];
+  smelt_count_add(&dev->core->n_compiles, 1);
+  smelt_count_add(&dev->core->n_libraries, 1);
+  return (__bridge_retained smelt_library*)lib;
+}
+
 SMELT_API smelt_library* smelt_library_new(smelt_device* handle, const char* source, size_t source_len,
                                            const char* options, char* err, size_t errlen) {
   @autoreleasepool {
@@ -38,50 +88,86 @@ SMELT_API smelt_library* smelt_library_new(smelt_device* handle, const char* sou
       smelt_err(err, errlen, "smelt_library_new: no device");
       return NULL;
     }
-    if (source == NULL && source_len > 0) {
-      smelt_err(err, errlen, "smelt_library_new: source is NULL");
-      return NULL;
-    }
     SmeltDevice* dev = (__bridge SmeltDevice*)(void*)handle;
-    BOOL fast_math = NO;
-    if (smelt_options_walk(options, parse_library_option, &fast_math, err, errlen) != 0) return NULL;
-
-    NSString* text = [[NSString alloc] initWithBytes:source != NULL ? source : ""
-                                             length:source_len
-                                           encoding:NSUTF8StringEncoding];
-    if (text == nil) {
-      smelt_err(err, errlen, "smelt_library_new: the MSL source is not valid UTF-8");
-      return NULL;
-    }
-    MTLCompileOptions* compile = [MTLCompileOptions new];
-    /* Stated rather than left to the SDK's default. MSL 3.1 (macOS 14) is the first with
-     * bfloat, which smelt's bfloat16 kernels need; macOS 13 gets 3.0 and bfloat kernels fail to
-     * compile there with Metal's message. The 13.3 SDK has no name for 3.1: (3 << 16) | 1. */
-    if (@available(macOS 14.0, *)) {
-      compile.languageVersion = (MTLLanguageVersion)((3u << 16) | 1u);
-    } else {
-      compile.languageVersion = MTLLanguageVersion3_0;
-    }
-    /* Metal's default is fast math on; smelt wants IEEE results unless asked. */
-    compile.fastMathEnabled = fast_math;
-
+    MTLCompileOptions* compile = nil;
+    NSString* text = compile_request(dev, source, source_len, options, &compile, err, errlen);
+    if (text == nil) return NULL;
     NSError* error = nil;
     id<MTLLibrary> mtl = [dev->mtl newLibraryWithSource:text options:compile error:&error];
     if (mtl == nil) {
-      /* The compiler's log, with program_source:LINE:COLUMN for each diagnostic. */
-      NSString* log = error.localizedDescription;
-      const char* utf8 = log != nil ? log.UTF8String : NULL;
-      smelt_err(err, errlen, "%s", utf8 != NULL ? utf8 : "MSL compilation failed with no message");
+      char* log = compile_log(error);
+      smelt_copy_text(err, errlen, log);
+      free(log);
       return NULL;
     }
+    return library_handle(dev, mtl);
+  }
+}
 
-    SmeltLibrary* lib = [SmeltLibrary new];
-    lib->device = dev;
-    lib->mtl = mtl;
-    lib->pipelines = [NSMutableDictionary dictionary];
-    smelt_count_add(&dev->core->n_compiles, 1);
-    smelt_count_add(&dev->core->n_libraries, 1);
-    return (__bridge_retained smelt_library*)lib;
+@implementation SmeltCompileJob
+
+- (instancetype)init {
+  if ((self = [super init]) == nil) return nil;
+  pthread_mutex_init(&lock, NULL);
+  pthread_cond_init(&cond, NULL);
+  return self;
+}
+
+- (void)dealloc {
+  pthread_cond_destroy(&cond);
+  pthread_mutex_destroy(&lock);
+  free(error);
+}
+
+@end
+
+SMELT_API smelt_compile* smelt_library_new_async(smelt_device* handle, const char* source, size_t source_len,
+                                                 const char* options, char* err, size_t errlen) {
+  @autoreleasepool {
+    if (handle == NULL) {
+      smelt_err(err, errlen, "smelt_library_new_async: no device");
+      return NULL;
+    }
+    SmeltDevice* dev = (__bridge SmeltDevice*)(void*)handle;
+    MTLCompileOptions* compile = nil;
+    NSString* text = compile_request(dev, source, source_len, options, &compile, err, errlen);
+    if (text == nil) return NULL;
+    SmeltCompileJob* job = [SmeltCompileJob new];
+    job->device = dev;
+    /* The handler runs on a thread Metal owns and only fills the job; JS polls it. */
+    [dev->mtl newLibraryWithSource:text
+                           options:compile
+                 completionHandler:^(id<MTLLibrary> library, NSError* error) {
+                   char* log = library == nil ? compile_log(error) : NULL;
+                   pthread_mutex_lock(&job->lock);
+                   job->library = library;
+                   job->error = log;
+                   __atomic_store_n(&job->done, 1, __ATOMIC_RELEASE);
+                   pthread_cond_broadcast(&job->cond);
+                   pthread_mutex_unlock(&job->lock);
+                 }];
+    return (__bridge_retained smelt_compile*)job;
+  }
+}
+
+SMELT_API int smelt_compile_done(smelt_compile* handle) {
+  if (handle == NULL) return 0;
+  SmeltCompileJob* job = (__bridge SmeltCompileJob*)(void*)handle;
+  return __atomic_load_n(&job->done, __ATOMIC_ACQUIRE) ? 1 : 0;
+}
+
+SMELT_API smelt_library* smelt_compile_finish(smelt_compile* handle, char* err, size_t errlen) {
+  @autoreleasepool {
+    if (handle == NULL) return NULL;
+    SmeltCompileJob* job = (__bridge_transfer SmeltCompileJob*)(void*)handle;
+    pthread_mutex_lock(&job->lock);
+    while (!job->done) pthread_cond_wait(&job->cond, &job->lock);
+    pthread_mutex_unlock(&job->lock);
+    if (job->library == nil) {
+      smelt_copy_text(err, errlen, job->error != NULL ? job->error : "MSL compilation failed with no message");
+      return NULL;
+    }
+    return library_handle(job->device, job->library);
   }
 }
 
@@ -121,9 +207,11 @@ static int read_bindings(SmeltPipelineState* st, NSArray<id<MTLBinding>>* bindin
         break;
       }
       case MTLBindingTypeThreadgroupMemory:
-        if (index >= 32) {
-          smelt_err(err, errlen, "kernel %s: argument '%s' is [[threadgroup(%lu)]]; smelt binds indices 0..31",
-                    st->function_name.UTF8String, b.name.UTF8String, (unsigned long)index);
+        if (index >= SMELT_MAX_THREADGROUP_SLOTS) {
+          smelt_err(err, errlen,
+                    "kernel %s: argument '%s' is [[threadgroup(%lu)]]; Metal has %u threadgroup memory slots (0..%u)",
+                    st->function_name.UTF8String, b.name.UTF8String, (unsigned long)index,
+                    SMELT_MAX_THREADGROUP_SLOTS, SMELT_MAX_THREADGROUP_SLOTS - 1);
           return -1;
         }
         st->info.threadgroup_mask |= 1u << index;
@@ -190,6 +278,7 @@ SMELT_API smelt_pipeline* smelt_pipeline_new(smelt_library* handle, const char* 
       return NULL;
     }
     SmeltLibrary* lib = (__bridge SmeltLibrary*)(void*)handle;
+    if (smelt_device_lost(lib->device, err, errlen)) return NULL;
     NSString* name = [NSString stringWithUTF8String:function_name];
     if (name == nil) {
       smelt_err(err, errlen, "smelt_pipeline_new: the function name is not valid UTF-8");

@@ -10,6 +10,7 @@ export interface EngineStats {
   kernelsDispatched: number;
   commandBuffers: number;
   kernelCompiles: number;
+  kernelDiskCacheHits: number;
   kernelCacheHits: number;
   fusedGroups: number;
   bytesAllocated: number;
@@ -21,6 +22,7 @@ export const stats: EngineStats = {
   kernelsDispatched: 0,
   commandBuffers: 0,
   kernelCompiles: 0,
+  kernelDiskCacheHits: 0,
   kernelCacheHits: 0,
   fusedGroups: 0,
   bytesAllocated: 0,

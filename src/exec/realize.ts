@@ -6,48 +6,17 @@
  * memory; reductions take their inline producers into their loads the same way.
  */
 import { SmeltError } from "../errors.ts";
-import type { Library, Pipeline } from "../runtime/resources.ts";
 import { type Target, targetOf } from "../runtime/target.ts";
 import { itemsize } from "../graph/dtype.ts";
 import { contiguousStrides } from "../graph/shape.ts";
 import type { Node } from "../graph/node.ts";
 import { OPS } from "../graph/op.ts";
-import { isInline, type KernelPlan, matmulDepth, prelude } from "./codegen.ts";
+import { isInline, type KernelPlan, matmulDepth } from "./codegen.ts";
 import { matmulPlan, plainPlan, rowPlan } from "./plans.ts";
 import { isRowReduce, pendingReductions, type RowGroup, rowGroup } from "./rows.ts";
 import { epilogueOf, type MatmulVariant, panelBytes, type Panels, pendingMatmuls, summedProduct } from "./matmul.ts";
 import { memory, type Storage, stats } from "./memory.ts";
-
-const pipelines = new Map<string, Pipeline>();
-/** Libraries of metal/ (random.metal) by source, each compiled once, with their pipelines by function. */
-const libraries = new Map<string, { library: Library; pipelines: Map<string, Pipeline> }>();
-
-function libraryPipeline(source: string, entry: string): Pipeline {
-  let lib = libraries.get(source);
-  if (!lib) {
-    stats.kernelCompiles++;
-    lib = { library: memory.device.compile(`${prelude}\n${source}`), pipelines: new Map() };
-    libraries.set(source, lib);
-  }
-  let p = lib.pipelines.get(entry);
-  if (!p) {
-    p = lib.library.pipeline(entry);
-    lib.pipelines.set(entry, p);
-  }
-  return p;
-}
-
-function pipelineFor(source: string): Pipeline {
-  let p = pipelines.get(source);
-  if (p) {
-    stats.kernelCacheHits++;
-    return p;
-  }
-  stats.kernelCompiles++;
-  p = memory.device.compile(`${prelude}\n${source}`).pipeline("k");
-  pipelines.set(source, p);
-  return p;
-}
+import { compileMissing, libraryPipeline, pipelineFor } from "./kernels.ts";
 
 // A fused kernel computes at most this many inline nodes and reads at most this many computed
 // ones (Metal has 31 buffer slots); past either, the widest inline input gets a kernel of its own.
@@ -240,6 +209,15 @@ export function planOf(schedule: Schedule, node: Node): KernelPlan {
   return group ? rowPlan(node, group, rowThreads(schedule.target, group)) : plainPlan(node);
 }
 
+/** The sources of the kernels that encode() will dispatch. */
+function kernelSources(schedule: Schedule): string[] {
+  const plans = schedule.order.flatMap((n) => {
+    const k = planOf(schedule, n);
+    return [k, ...(k.packs ?? []).map((p) => p.plan)];
+  });
+  return plans.filter((k) => !k.library && k.dispatch.size.every((x) => x > 0)).map((k) => k.source);
+}
+
 /** Generates, compiles (once per structure) and encodes the scheduled kernels into one command buffer. */
 function encode(schedule: Schedule) {
   const dev = memory.device;
@@ -338,6 +316,8 @@ export async function evalNodesAsync(nodes: readonly Node[]): Promise<void> {
   if (s.order.length === 0) return;
   let failed = true;
   try {
+    // The kernels the evaluation lacks compile together, off the JS thread, before encoding.
+    await compileMissing(kernelSources(s));
     await encode(s).completed();
     failed = false;
   } finally {

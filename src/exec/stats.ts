@@ -9,6 +9,7 @@ export function resetStats(): void {
   counters.kernelsDispatched = 0;
   counters.commandBuffers = 0;
   counters.kernelCompiles = 0;
+  counters.kernelDiskCacheHits = 0;
   counters.kernelCacheHits = 0;
   counters.fusedGroups = 0;
   counters.peakBytes = counters.bytesAllocated;

@@ -13,14 +13,18 @@ import {
   errText,
   SMELT_CMD_COMPLETED,
   SMELT_CMD_TIMEOUT,
+  SMELT_OK,
 } from "./native.ts";
 import {
   BIND_BUFFER,
   BIND_BYTES,
   type Binding,
+  MAX_BUFFER_SLOTS,
+  MAX_THREADGROUP_SLOTS,
   REC_DISPATCH_THREADGROUPS,
   REC_DISPATCH_THREADS,
   RecordStream,
+  tooManyThreadgroupSlots,
 } from "./records.ts";
 import { DeviceBuffer, Pipeline } from "./resources.ts";
 
@@ -57,7 +61,6 @@ export interface DispatchThreadgroupsOptions extends DispatchCommon {
 
 export type CommandBufferState = "recording" | "committed" | "completed" | "failed" | "disposed";
 
-const MAX_BUFFER_SLOTS = 31;
 const MAX_BYTES_BINDING = 4096;
 const MAX_DIM = 4294967295;
 /** Records batched in JS before one smelt_cmd_encode call. */
@@ -121,9 +124,32 @@ export class CommandBuffer extends NativeObject {
     clearErr();
     const status = this.core.native.smelt_cmd_wait(this.handleFor(call), timeoutMs, errBuf, errLen);
     if (status === SMELT_CMD_TIMEOUT) {
-      throw new SmeltError(`${call}: the command buffer did not finish within ${timeoutMs} ms`);
+      throw new SmeltError(
+        `${call}: the command buffer did not finish within ${timeoutMs} ms (abandon() gives up on it and loses the device)`,
+      );
     }
     this.#settle(call, status);
+  }
+
+  /**
+   * Gives up on a committed command buffer that has not finished, typically after wait(ms) timed
+   * out on a kernel that never returns. A running kernel cannot be stopped, so the device becomes
+   * lost: every later call on it throws the returned text, dispose() returns without waiting, and
+   * sm.device() opens a fresh device. Returns undefined when the command buffer had finished.
+   */
+  abandon(): string | undefined {
+    const call = "abandon";
+    const cmd = this.handleFor(call);
+    if (this.#state === "recording") throw new SmeltError(`${call}: the command buffer was not committed`);
+    if (this.#state !== "committed") return undefined;
+    clearErr();
+    if (this.core.native.smelt_cmd_abandon(cmd, errBuf, errLen) === SMELT_OK) return undefined;
+    const text = errText();
+    this.core.markLost(text);
+    this.#failure = text;
+    this.#state = "failed";
+    this.releaseNative();
+    return text;
   }
 
   /** Resolves when the device finished the command buffer; rejects when it failed. */
@@ -248,6 +274,7 @@ export class CommandBuffer extends NativeObject {
     const mask = pipeline.threadgroupMask;
     const lengths = given ?? [];
     if (!Array.isArray(lengths)) throw new SmeltError(`${call}: threadgroupMemory must be an array of byte lengths`);
+    if (lengths.length > MAX_THREADGROUP_SLOTS) throw new SmeltError(`${call}: ${tooManyThreadgroupSlots(lengths.length)}`);
     let total = pipeline.staticThreadgroupMemory;
     for (let i = 0; i < lengths.length; i++) {
       const len = lengths[i];
@@ -264,7 +291,7 @@ export class CommandBuffer extends NativeObject {
       // Metal allocates threadgroup memory in 16-byte units, so the limit applies to rounded lengths.
       total += Math.ceil(len / 16) * 16;
     }
-    for (let i = lengths.length; i < 32; i++) {
+    for (let i = lengths.length; i < MAX_THREADGROUP_SLOTS; i++) {
       if ((mask >>> i) & 1) {
         throw new SmeltError(
           `${call}: kernel "${pipeline.name}" has a [[threadgroup(${i})]] argument, but threadgroupMemory[${i}] is missing ` +

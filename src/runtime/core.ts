@@ -10,9 +10,12 @@
 import type { Pointer } from "bun:ffi";
 import { toArrayBuffer } from "bun:ffi";
 import { SmeltError } from "../errors.ts";
-import { type BackendName, handleOf, type NativeSymbols } from "./native.ts";
+import { type BackendName, clearErr, errBuf, errLen, errText, handleOf, type NativeSymbols } from "./native.ts";
 
 type Kind = "cmd" | "pipeline" | "library" | "buffer";
+
+/** Wrapped memory of lost devices, which their stuck kernels may read for as long as the process lives. */
+const keptForLostDevices: unknown[] = [];
 
 /** Device close frees in this order: work first, then what work uses. */
 const closeOrder: readonly Kind[] = ["cmd", "pipeline", "library", "buffer"];
@@ -25,6 +28,8 @@ interface Entry {
   released: boolean;
   /** Handles this object pinned; unpinned when it is freed. */
   readonly deps: Set<number>;
+  /** Memory the native object uses without owning it (a wrapped ArrayBuffer), kept until it is freed. */
+  readonly keep: unknown;
 }
 
 export class DeviceCore {
@@ -32,6 +37,9 @@ export class DeviceCore {
   readonly handle: Pointer;
   readonly backend: BackendName;
   #closed = false;
+  #lost: string | undefined;
+  /** Compilations still running natively; each is finished before the device closes. */
+  readonly #jobs = new Set<Pointer>();
   readonly #live = new Map<number, Entry>();
   readonly #registry = new FinalizationRegistry<number>((handle) => this.#onCollected(handle));
   readonly #counter: Uint32Array;
@@ -49,21 +57,51 @@ export class DeviceCore {
     return this.#closed;
   }
 
-  /** Throws when the device was disposed; every public call starts here. */
+  /** Throws when the device was disposed or lost; every public call starts here. */
   check(call: string): void {
     if (this.#closed) throw new SmeltError(`${call}: the device was disposed`);
+    if (this.#lost !== undefined) throw new SmeltError(`${call}: ${this.#lost}`);
+  }
+
+  /** Why the device is lost (smelt_cmd_abandon), or undefined. */
+  get lost(): string | undefined {
+    return this.#lost;
+  }
+
+  markLost(text: string): void {
+    this.#lost ??= text;
+  }
+
+  /** Starts compiling off the JS thread (smelt_library_new_async); resolves with the library handle. */
+  async compileAsync(call: string, source: Uint8Array, length: number, options: Uint8Array): Promise<Pointer> {
+    clearErr();
+    const job = handleOf(this.native.smelt_library_new_async(this.handle, source, length, options, errBuf, errLen));
+    if (!job) throw new SmeltError(`${call}: ${errText()}`);
+    this.#jobs.add(job);
+    // Compiles take tens of milliseconds or more: a poll each millisecond costs nothing next to them.
+    while (this.#jobs.has(job) && this.native.smelt_compile_done(job) === 0) await Bun.sleep(1);
+    if (!this.#jobs.delete(job)) throw new SmeltError(`${call}: the device was disposed while compiling`);
+    clearErr();
+    const lib = handleOf(this.native.smelt_compile_finish(job, errBuf, errLen));
+    if (!lib) throw new SmeltError(`${call}: ${errText()}`);
+    if (this.#closed || this.#lost !== undefined) {
+      this.native.smelt_library_free(lib);
+      this.check(call);
+    }
+    return lib;
   }
 
   /** Command buffers finished so far (smelt_device_completion_counter), read without a native call. */
   completedCount(): number {
-    if (this.#closed) return Number.MAX_SAFE_INTEGER;
+    // Nothing more finishes on a lost device: waiters stop counting and find the error.
+    if (this.#closed || this.#lost !== undefined) return Number.MAX_SAFE_INTEGER;
     // Little-endian uint64; the high word matters only after 2^32 command buffers.
     return this.#counter[0]! + this.#counter[1]! * 4294967296;
   }
 
   /** Starts tracking a native object; `owner` is the JS object whose collection releases it. */
-  track(handle: Pointer, kind: Kind, owner: NativeObject, deps: readonly Pointer[] = []): void {
-    const entry: Entry = { kind, owner: new WeakRef(owner), pins: 0, released: false, deps: new Set() };
+  track(handle: Pointer, kind: Kind, owner: NativeObject, deps: readonly Pointer[] = [], keep?: unknown): void {
+    const entry: Entry = { kind, owner: new WeakRef(owner), pins: 0, released: false, deps: new Set(), keep };
     this.#live.set(handle, entry);
     for (const dep of deps) this.depend(handle, dep);
     this.#registry.register(owner, handle, owner);
@@ -116,14 +154,24 @@ export class DeviceCore {
     else n.smelt_buffer_free(handle);
   }
 
-  /** Frees every native object still alive (waiting for running work), then the device. */
+  /**
+   * Frees every native object still alive (waiting for running work), then the device. A lost
+   * device returns at once: the backend leaves its runaway work to itself (smelt.h).
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    for (const job of this.#jobs) {
+      const lib = handleOf(this.native.smelt_compile_finish(job, null, 0));
+      if (lib) this.native.smelt_library_free(lib);
+    }
+    this.#jobs.clear();
     for (const entry of this.#live.values()) entry.owner.deref()?.closedWithDevice();
     for (const kind of closeOrder) {
       for (const [handle, entry] of this.#live) {
         if (entry.kind !== kind) continue;
+        // A runaway kernel of a lost device may still use wrapped memory: it is never let go.
+        if (this.#lost !== undefined && entry.keep !== undefined) keptForLostDevices.push(entry.keep);
         this.#live.delete(handle);
         this.#freeNative(handle as Pointer, kind);
       }
@@ -143,11 +191,18 @@ export abstract class NativeObject {
   #disposed = false;
   #released = false;
 
-  protected constructor(core: DeviceCore, handle: Pointer, kind: Kind, what: string, deps: readonly Pointer[] = []) {
+  protected constructor(
+    core: DeviceCore,
+    handle: Pointer,
+    kind: Kind,
+    what: string,
+    deps: readonly Pointer[] = [],
+    keep?: unknown,
+  ) {
     this.core = core;
     this.#handle = handle;
     this.#what = what;
-    core.track(handle, kind, this, deps);
+    core.track(handle, kind, this, deps, keep);
   }
 
   /** True once dispose() was called (or the device was disposed). */

@@ -20,7 +20,7 @@ import {
   SMELT_OK,
 } from "./native.ts";
 import { deviceOptions, type OpenDeviceOptions } from "./options.ts";
-import { DeviceBuffer, Library } from "./resources.ts";
+import { bytesOf, DeviceBuffer, Library } from "./resources.ts";
 
 export interface DeviceLimits {
   maxThreadsPerThreadgroup: number;
@@ -28,8 +28,10 @@ export interface DeviceLimits {
   maxThreadgroupMemory: number;
   /** Bytes. */
   maxBufferLength: number;
-  /** True when the CPU and the device share memory (buffer views are then free). */
+  /** True when the CPU and the device share memory. */
   unifiedMemory: boolean;
+  /** True when buffers have a CPU view (DeviceBuffer.view); read() and write() work either way. */
+  hostVisible: boolean;
   simdWidth: number;
   maxBufferSlots: number;
 }
@@ -86,6 +88,7 @@ export class Device {
       maxBufferSlots: v.getUint32(16, true),
       simdWidth: v.getUint32(20, true),
       unifiedMemory: v.getUint32(24, true) !== 0,
+      hostVisible: v.getUint32(28, true) !== 0,
     });
     abandoned.register(this, core, this);
   }
@@ -94,25 +97,38 @@ export class Device {
     return this.#core.closed;
   }
 
+  /** Why the device is lost (a command buffer was abandoned), or undefined; a lost device only disposes. */
+  get lost(): string | undefined {
+    return this.#core.lost;
+  }
+
   /** Compiles MSL source; a compile error throws with the compiler's messages and line numbers. */
   compile(source: string, options: CompileOptions = {}): Library {
     const call = "Device.compile";
+    const [text, opts] = this.#compileArgs(call, source, options);
+    clearErr();
+    const handle = handleOf(this.#core.native.smelt_library_new(this.#core.handle, text, text.byteLength - 1, opts, errBuf, errLen));
+    if (!handle) throw new SmeltError(`${call}: ${errText()}`);
+    return new Library(this, this.#core, handle);
+  }
+
+  /**
+   * Compiles MSL source on a native thread, leaving the JS thread free meanwhile; several may run
+   * at once. Rejects with the compiler's messages as compile() throws them.
+   */
+  async compileAsync(source: string, options: CompileOptions = {}): Promise<Library> {
+    const call = "Device.compileAsync";
+    const [text, opts] = this.#compileArgs(call, source, options);
+    const handle = await this.#core.compileAsync(call, text, text.byteLength - 1, opts);
+    return new Library(this, this.#core, handle);
+  }
+
+  #compileArgs(call: string, source: string, options: CompileOptions): [Uint8Array, Uint8Array] {
     this.#core.check(call);
     if (typeof source !== "string") throw new SmeltError(`${call}: the source must be a string of MSL`);
     const fastMath = options.fastMath ?? false;
     if (typeof fastMath !== "boolean") throw new SmeltError(`${call}: fastMath must be a boolean`);
-    const text = cstr(source);
-    clearErr();
-    const handle = handleOf(this.#core.native.smelt_library_new(
-      this.#core.handle,
-      text,
-      text.byteLength - 1,
-      cstr(`fast_math=${fastMath ? 1 : 0}`),
-      errBuf,
-      errLen,
-    ));
-    if (!handle) throw new SmeltError(`${call}: ${errText()}`);
-    return new Library(this, this.#core, handle);
+    return [cstr(source), cstr(`fast_math=${fastMath ? 1 : 0}`)];
   }
 
   /** A zero-filled buffer of `byteLength` bytes, or a buffer holding a copy of `data`. */
@@ -142,8 +158,31 @@ export class Device {
     const handle = handleOf(this.#core.native.smelt_buffer_new(this.#core.handle, Math.max(1, byteLength), errBuf, errLen));
     if (!handle) throw new SmeltError(`${call}(${byteLength} bytes): ${errText()}`);
     const buffer = new DeviceBuffer(this, this.#core, handle, byteLength);
-    if (data && byteLength > 0) buffer.view(Uint8Array).set(data);
+    if (data && byteLength > 0) buffer.write(data);
     return buffer;
+  }
+
+  /**
+   * A buffer over `data`'s own memory (weights, a file from Bun.mmap), without a copy where the
+   * backend can (host: always; Metal: page-aligned memory); kernels then read and write `data`
+   * itself. The buffer keeps `data` alive; memory mapped read-only must not be written by kernels.
+   */
+  wrap(data: BufferSource): DeviceBuffer {
+    const call = "Device.wrap";
+    this.#core.check(call);
+    if (!ArrayBuffer.isView(data) && !(data instanceof ArrayBuffer)) {
+      throw new SmeltError(`${call}: expected a typed array, ArrayBuffer or DataView, got ${typeof data}`);
+    }
+    const bytes = bytesOf(data);
+    if (bytes.byteLength === 0 || bytes.byteLength > this.limits.maxBufferLength) {
+      throw new SmeltError(
+        `${call}: the data must be 1 to maxBufferLength (${this.limits.maxBufferLength}) bytes, got ${bytes.byteLength}`,
+      );
+    }
+    clearErr();
+    const handle = handleOf(this.#core.native.smelt_buffer_wrap(this.#core.handle, bytes, bytes.byteLength, errBuf, errLen));
+    if (!handle) throw new SmeltError(`${call}(${bytes.byteLength} bytes): ${errText()}`);
+    return new DeviceBuffer(this, this.#core, handle, bytes.byteLength, bytes.buffer as ArrayBuffer);
   }
 
   /** A new command buffer to record dispatches into. */
@@ -176,7 +215,10 @@ export class Device {
     };
   }
 
-  /** Waits for running work, frees everything made from this device, and closes it. */
+  /**
+   * Waits for running work, frees everything made from this device, and closes it. A lost device
+   * closes at once; the thread stuck in its runaway kernel and the memory it uses are left behind.
+   */
   dispose(): void {
     if (this.#core.closed) return;
     abandoned.unregister(this);
@@ -259,8 +301,9 @@ export function openDevice(options: OpenDeviceOptions = {}): Device {
 
 let shared: Device | undefined;
 
-/** The process's shared device, opened on first use (again after it was disposed). */
+/** The process's shared device, opened on first use (again after it was disposed or lost). */
 export function device(): Device {
+  if (shared?.lost !== undefined) shared.dispose();
   shared ??= openDevice();
   return shared;
 }

@@ -15,7 +15,7 @@ export const isBackendName = (v: unknown): v is BackendName => typeof v === "str
 export const backendList = (): string => Object.keys(BACKENDS).map((b) => `"${b}"`).join(" or ");
 
 /** The ABI version this TypeScript was written against (SMELT_ABI_VERSION). */
-export const ABI_VERSION = 1;
+export const ABI_VERSION = 2;
 
 export const packageRoot = resolve(import.meta.dir, "..", "..");
 
@@ -34,8 +34,14 @@ const symbols = {
   smelt_buffer_contents: { args: [ptr], returns: ptr },
   smelt_buffer_length: { args: [ptr], returns: u64_fast },
   smelt_buffer_free: { args: [ptr], returns: FFIType.void },
+  smelt_buffer_write: { args: [ptr, u64, ptr, u64, ptr, u64], returns: i32 },
+  smelt_buffer_read: { args: [ptr, u64, ptr, u64, ptr, u64], returns: i32 },
+  smelt_buffer_wrap: { args: [ptr, ptr, u64, ptr, u64], returns: ptr },
   smelt_library_new: { args: [ptr, ptr, u64, ptr, ptr, u64], returns: ptr },
   smelt_library_free: { args: [ptr], returns: FFIType.void },
+  smelt_library_new_async: { args: [ptr, ptr, u64, ptr, ptr, u64], returns: ptr },
+  smelt_compile_done: { args: [ptr], returns: i32 },
+  smelt_compile_finish: { args: [ptr, ptr, u64], returns: ptr },
   smelt_pipeline_new: { args: [ptr, ptr, ptr, u64], returns: ptr },
   smelt_pipeline_info_get: { args: [ptr, ptr], returns: i32 },
   smelt_pipeline_free: { args: [ptr], returns: FFIType.void },
@@ -44,6 +50,7 @@ const symbols = {
   smelt_cmd_commit: { args: [ptr, ptr, u64], returns: u64_fast },
   smelt_cmd_status: { args: [ptr, ptr, u64], returns: i32 },
   smelt_cmd_wait: { args: [ptr, u64, ptr, u64], returns: i32 },
+  smelt_cmd_abandon: { args: [ptr, ptr, u64], returns: i32 },
   smelt_cmd_free: { args: [ptr], returns: FFIType.void },
 } as const;
 

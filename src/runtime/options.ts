@@ -19,6 +19,9 @@ export interface OpenDeviceOptions {
   cxx?: string;
   /** metal: commit the encoder's work every N dispatches (default SMELT_COMMIT_EVERY). */
   commitEvery?: number;
+  /** host: false hides buffer memory from the CPU, as on a discrete GPU, to test the copy paths
+   * (default: SMELT_HOST_VISIBLE=0 hides it). */
+  hostVisible?: boolean;
 }
 
 function positiveInt(what: string, value: unknown): string {
@@ -58,6 +61,7 @@ export function deviceOptions(backend: BackendName, opts: OpenDeviceOptions): st
     if (debug) pairs.push("debug=1");
     const threads = opts.threads ?? env.SMELT_HOST_THREADS;
     if (threads !== undefined && threads !== "") pairs.push(`threads=${positiveInt("threads", threads)}`);
+    if ((opts.hostVisible ?? env.SMELT_HOST_VISIBLE !== "0") === false) pairs.push("host_visible=0");
   } else {
     const commitEvery = opts.commitEvery ?? env.SMELT_COMMIT_EVERY;
     if (commitEvery !== undefined && commitEvery !== "") {

@@ -10,6 +10,17 @@ export const REC_DISPATCH_THREADGROUPS = 2;
 export const REC_BARRIER = 3;
 export const BIND_BUFFER = 1;
 export const BIND_BYTES = 2;
+/** Metal's argument tables, as smelt.h states them (SMELT_MAX_BUFFER_SLOTS, SMELT_MAX_THREADGROUP_SLOTS). */
+export const MAX_BUFFER_SLOTS = 31;
+export const MAX_THREADGROUP_SLOTS = 31;
+
+/** The words shim/common/records.c uses for a dispatch with too many threadgroup memory lengths. */
+export function tooManyThreadgroupSlots(count: number): string {
+  return (
+    `${count} threadgroup memory lengths; Metal has ${MAX_THREADGROUP_SLOTS} threadgroup memory slots, ` +
+    `[[threadgroup(0)]]..[[threadgroup(${MAX_THREADGROUP_SLOTS - 1})]]`
+  );
+}
 
 const HEADER_BYTES = 48;
 const BINDING_BYTES = 24;

@@ -15,6 +15,8 @@ export interface Target {
   cpu: boolean;
   /** The CPU and the device share memory. */
   unifiedMemory: boolean;
+  /** The CPU can read and write buffer memory in place (else data moves through the ABI's copies). */
+  hostVisible: boolean;
   simdWidth: number;
   maxThreadsPerThreadgroup: number;
   /**
@@ -45,6 +47,7 @@ export function makeTarget(device: Pick<Device, "backend" | "limits">, env: Env 
   return {
     cpu,
     unifiedMemory: device.limits.unifiedMemory,
+    hostVisible: device.limits.hostVisible,
     simdWidth: device.limits.simdWidth,
     maxThreadsPerThreadgroup: device.limits.maxThreadsPerThreadgroup,
     rowThreads: forcedRows >= 1 && forcedRows <= 1024 ? forcedRows : cpu ? 1 : 0,

@@ -76,7 +76,7 @@ function fromValues(values: ArrayLike<number | boolean>, shape: number[], dtype:
   const n = new Node("data", [], shape, dtype);
   const bytes = encode(dtype, values);
   const storage = memory.allocate(bytes.byteLength, "array");
-  storage.buffer.view(Uint8Array, 0, bytes.byteLength).set(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+  storage.buffer.write(bytes);
   n.data = { storage, strides: contiguousStrides(shape), offset: 0 };
   return new Tensor(n);
 }

@@ -143,7 +143,7 @@ function readRaw(n: Node): ArrayLike<number> {
   const d = n.data!;
   const Ctor = storageFor(n.dtype);
   const size = n.size;
-  const all = d.storage.buffer.view(Ctor as never, 0, d.storage.bytes / itemsize(n.dtype)) as unknown as ArrayLike<number> & {
+  const all = d.storage.buffer.peek(Ctor as never, 0, d.storage.bytes / itemsize(n.dtype)) as unknown as ArrayLike<number> & {
     slice(a: number, b: number): ArrayLike<number>;
   };
   if (isRowContiguous(n.shape, d.strides)) return all.slice(d.offset, d.offset + size);

@@ -8,13 +8,13 @@ import { execute, planOf, schedule } from "../../src/exec/realize.ts";
 import { BACKENDS, isBackendName } from "../../src/runtime/native.ts";
 import { makeTarget, targetOf, withTargetEnv } from "../../src/runtime/target.ts";
 
-const limits = { unifiedMemory: true, simdWidth: 32, maxThreadsPerThreadgroup: 1024, maxThreadgroupMemory: 32768, maxBufferLength: 2 ** 32, maxBufferSlots: 31 };
+const limits = { unifiedMemory: true, hostVisible: true, simdWidth: 32, maxThreadsPerThreadgroup: 1024, maxThreadgroupMemory: 32768, maxBufferLength: 2 ** 32, maxBufferSlots: 31 };
 
 describe("Target", () => {
   test("a GPU and a CPU get their own layouts; the device's limits pass through", () => {
     const gpu = makeTarget({ backend: "metal", limits }, {});
     expect(gpu).toEqual({
-      cpu: false, unifiedMemory: true, simdWidth: 32, maxThreadsPerThreadgroup: 1024, rowThreads: 0,
+      cpu: false, unifiedMemory: true, hostVisible: true, simdWidth: 32, maxThreadsPerThreadgroup: 1024, rowThreads: 0,
       matmul: { small: "dot", large: "simd", smallRows: 16, smallWork: 0 },
     });
     const cpu = makeTarget({ backend: "host", limits: { ...limits, simdWidth: 8, unifiedMemory: false } }, {});
