@@ -20,7 +20,8 @@ const pipelines = new Map<string, Pipeline>();
 
 function pipelineFor(source: string): Pipeline {
   let p = pipelines.get(source);
-  if (p) {
+  // A pipeline of a disposed shared device is compiled again on the one that replaced it.
+  if (p && !p.disposed) {
     stats.kernelCacheHits++;
     return p;
   }
@@ -236,8 +237,10 @@ function encode(schedule: Schedule) {
   const dev = memory.device;
   const cmd = dev.commandBuffer();
   let written = new Set<Storage>();
+  const used: Storage[] = [];
   const put = (k: KernelPlan, out: Storage, op: string, fused: boolean) => {
     const reads = k.inputs.map((d) => d.storage);
+    used.push(out, ...reads);
     if (reads.some((s) => written.has(s))) {
       cmd.barrier();
       written = new Set();
@@ -263,6 +266,8 @@ function encode(schedule: Schedule) {
   }
   cmd.commit();
   stats.commandBuffers++;
+  // Disposed while the device still uses them (asyncEval), they must not be reused before it is done.
+  for (const s of used) s.busy = cmd.sequence;
   return cmd;
 }
 
