@@ -107,7 +107,11 @@ class Memory {
     const free = this.cache.get(bucket);
     let buffer = free?.pop();
     if (buffer) stats.bytesCached -= bucket;
-    else buffer = this.device.buffer(bucket);
+    else {
+      // The limit bounds what the device holds: cached buffers give way before a new one passes it.
+      if (stats.bytesAllocated + stats.bytesCached + bucket > this.limit) this.clearCache();
+      buffer = this.device.buffer(bucket);
+    }
     stats.bytesAllocated += bucket;
     stats.peakBytes = Math.max(stats.peakBytes, stats.bytesAllocated);
     return new Storage(buffer, bucket);

@@ -239,6 +239,22 @@ test("clearCache frees the cached buffers; setCacheLimit bounds the cache", () =
   expect(() => sm.setCacheLimit(-1)).toThrow(/setCacheLimit/);
 });
 
+test("setMemoryLimit also bounds the cache: cached buffers are freed before a new buffer would pass it", () => {
+  sm.clearCache();
+  const base = sm.getActiveMemory();
+  const previous = sm.setMemoryLimit(base + (1 << 16));
+  try {
+    sm.full([4096], 1).eval().dispose(); // 16 KiB
+    sm.full([8192], 1).eval().dispose(); // 32 KiB: in use and cached stay within the limit
+    expect(sm.getCacheMemory()).toBe(3 << 14);
+    using c = sm.full([16384], 1).eval(); // 64 KiB: only fits once the cache is empty
+    expect(sm.getCacheMemory()).toBe(0);
+    expect(sm.getActiveMemory()).toBe(base + (1 << 16));
+  } finally {
+    sm.setMemoryLimit(previous);
+  }
+});
+
 test("getActiveMemory, getPeakMemory and resetPeakMemory follow stats()", () => {
   const base = sm.getActiveMemory();
   expect(base).toBe(sm.stats().bytesAllocated);
