@@ -113,8 +113,9 @@ export class Tensor {
     return decode(n.dtype, readRaw(n) as never);
   }
   async data(): Promise<number[] | boolean[]> {
+    await evalNodesAsync([this.node("data")]);
+    // Asked again: the tensor may have been disposed while the device computed it.
     const n = this.node("data");
-    await evalNodesAsync([n]);
     return decode(n.dtype, readRaw(n) as never);
   }
   item(): number | boolean {

@@ -289,6 +289,13 @@ test("a tensor disposed while its evaluation is pending keeps its buffer from re
   again.dispose();
 });
 
+test("data() of a tensor disposed while it is computed rejects with a SmeltError", async () => {
+  const t = sm.sum(sm.sin(sm.reshape(sm.arange(1 << 22), [16, -1]).astype("float32")), 1);
+  const reading = t.data();
+  t.dispose();
+  await expect(reading).rejects.toThrow(/data: the tensor was disposed/);
+});
+
 test("the shared device refuses disposal while tensors hold memory on it; once disposed, ops use the next one", () => {
   const script = `
     import * as sm from ${JSON.stringify(`${import.meta.dir}/../../src/index.ts`)};
