@@ -326,3 +326,38 @@ test("the shared device refuses disposal while tensors hold memory on it; once d
   expect(out.normal).toBeCloseTo(Math.sqrt(2 / Math.PI), 1);
   expect(out.newDevice).toBe(true);
 });
+
+test("no op of sm or sm.fast leaves a handle of its own behind (sweep over the exports, eager)", () => {
+  // Functions that are not ops, or whose arguments are no tensors.
+  const skip = new Set(["openDevice", "device", "tidy", "eager", "asyncEval", "eval", "setDefaultMode", "stats", "resetStats"]);
+  const tried: string[] = [];
+  const leaks: string[] = [];
+  const ops = [
+    ...Object.entries(sm).map(([k, f]) => [k, f] as const),
+    ...Object.entries(sm.fast).map(([k, f]) => [`fast.${k}`, f] as const),
+  ].filter(([k, f]) => typeof f === "function" && !skip.has(k) && !/^[A-Z]/.test(k));
+  for (const [name, f] of ops) {
+    for (const args of [(x: sm.Tensor) => [x], (x: sm.Tensor) => [x, -1], (x: sm.Tensor) => [x, x], (x: sm.Tensor) => [x, 2]]) {
+      const before = bytes();
+      const x = f32([4, 6], 21);
+      let out: unknown;
+      try {
+        out = sm.eager(() => (f as (...a: unknown[]) => unknown)(...args(x)));
+      } catch {
+        x.dispose();
+        continue;
+      }
+      const results = (Array.isArray(out) ? out : [out]).filter((t): t is sm.Tensor => t instanceof sm.Tensor);
+      for (const t of results) t.dispose();
+      x.dispose();
+      if (!results.length) continue;
+      tried.push(name);
+      if (bytes() !== before) leaks.push(`${name}: ${bytes() - before} bytes`);
+      break;
+    }
+  }
+  expect(tried.length).toBeGreaterThan(60);
+  expect(tried).toContain("softmax");
+  expect(tried).toContain("fast.rmsNorm");
+  expect(leaks).toEqual([]);
+});
