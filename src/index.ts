@@ -32,7 +32,15 @@ export { Tensor, eager, setDefaultMode, getDefaultMode, tidy, asyncEval, evalTen
 export * from "./tensor/ops.ts";
 export * from "./tensor/ops-structure.ts";
 export * as random from "./tensor/random.ts";
-export { setMemoryLimit } from "./exec/memory.ts";
+export {
+  clearCache,
+  getActiveMemory,
+  getCacheMemory,
+  getPeakMemory,
+  resetPeakMemory,
+  setCacheLimit,
+  setMemoryLimit,
+} from "./exec/memory.ts";
 export { stats, resetStats } from "./exec/stats.ts";
 export * as fast from "./tensor/fast.ts";
 import "./tensor/methods.ts";

@@ -40,7 +40,8 @@ export function compileLibrary(source: string): Library {
 /** The pipeline of kernel `k` in `source`, compiled once per source. */
 export function pipelineFor(source: string): Pipeline {
   let p = pipelines.get(source);
-  if (p) {
+  // A pipeline of a disposed shared device is compiled again on the one that replaced it.
+  if (p && !p.disposed) {
     stats.kernelCacheHits++;
     return p;
   }
@@ -55,7 +56,7 @@ const libraries = new Map<string, { library: Library; pipelines: Map<string, Pip
 /** The pipeline of function `entry` of a hand-written library. */
 export function libraryPipeline(source: string, entry: string): Pipeline {
   let lib = libraries.get(source);
-  if (!lib) {
+  if (!lib || lib.library.disposed) {
     lib = { library: compileLibrary(source), pipelines: new Map() };
     libraries.set(source, lib);
   }
@@ -69,7 +70,7 @@ export function libraryPipeline(source: string, entry: string): Pipeline {
 
 /** Compiles every source not compiled yet, all at once and off the JS thread. */
 export async function compileMissing(sources: Iterable<string>): Promise<void> {
-  const missing = [...new Set(sources)].filter((s) => !pipelines.has(s));
+  const missing = [...new Set(sources)].filter((s) => !pipelines.get(s) || pipelines.get(s)!.disposed);
   if (missing.length === 0) return;
   const dev = memory.device;
   const libraries = await counted(() =>
@@ -77,6 +78,6 @@ export async function compileMissing(sources: Iterable<string>): Promise<void> {
   );
   libraries.forEach((r, i) => {
     // A failed compile is left for encoding to repeat and report at the kernel that needs it.
-    if (r.status === "fulfilled" && !pipelines.has(missing[i]!)) pipelines.set(missing[i]!, r.value.pipeline("k"));
+    if (r.status === "fulfilled") pipelines.set(missing[i]!, r.value.pipeline("k"));
   });
 }

@@ -1,9 +1,10 @@
 /**
  * Device memory for tensors: reference-counted storages carved from a size-bucketed cache of
- * device buffers, a memory limit, and the counters sm.stats() reports.
+ * device buffers (kept from reuse while a running command buffer uses them), the memory and
+ * cache limits, and the counters sm.stats() reports.
  */
 import { SmeltError } from "../errors.ts";
-import { device, type Device } from "../runtime/device.ts";
+import { device, type Device, guardSharedDevice } from "../runtime/device.ts";
 import type { DeviceBuffer } from "../runtime/resources.ts";
 
 export interface EngineStats {
@@ -37,6 +38,8 @@ export const stats: EngineStats = {
  */
 export class Storage {
   refs = 1;
+  /** The sequence number of the last command buffer that reads or writes it (0: none). */
+  busy = 0;
   private derived: Map<string, Storage> | null = null;
   constructor(
     readonly buffer: DeviceBuffer,
@@ -77,17 +80,26 @@ function bucketOf(bytes: number): number {
 
 class Memory {
   private cache = new Map<number, DeviceBuffer[]>();
+  /** Freed storages that a command buffer still running reads or writes: reusable once it is done. */
+  private pending: Storage[] = [];
+  /** Command buffers of the device known to be done, so most checks need not read the counter. */
+  private completed = 0;
   private dev: Device | null = null;
   limit = Infinity;
+  cacheLimit = Infinity;
   /** Storages holding derived data, which goes first when memory runs short. */
   readonly deriving = new Set<Storage>();
 
+  /** The shared device: after it was disposed, the one that device() opens next. */
   get device(): Device {
+    // A lost device (a runaway command buffer was abandoned) is replaced by a fresh one.
+    if (this.dev?.lost !== undefined) device();
     return (this.dev ??= device());
   }
 
   allocate(bytes: number, op: string): Storage {
     const bucket = bucketOf(Math.max(bytes, 1));
+    if (this.pending.length) this.reap();
     if (stats.bytesAllocated + bucket > this.limit) for (const s of [...this.deriving]) s.dropDerived();
     if (stats.bytesAllocated + bucket > this.limit) {
       this.clearCache();
@@ -99,30 +111,123 @@ class Memory {
     const free = this.cache.get(bucket);
     let buffer = free?.pop();
     if (buffer) stats.bytesCached -= bucket;
-    else buffer = this.device.buffer(bucket);
+    else {
+      // The limit bounds what the device holds: cached buffers give way before a new one passes it.
+      if (stats.bytesAllocated + stats.bytesCached + bucket > this.limit) this.clearCache();
+      buffer = this.device.buffer(bucket);
+    }
     stats.bytesAllocated += bucket;
     stats.peakBytes = Math.max(stats.peakBytes, stats.bytesAllocated);
     return new Storage(buffer, bucket);
   }
 
+  /** A storage nothing refers to: cached for reuse, once no command buffer in flight uses it. */
   recycle(s: Storage): void {
     stats.bytesAllocated -= s.bytes;
-    stats.bytesCached += s.bytes;
-    let list = this.cache.get(s.bytes);
-    if (!list) this.cache.set(s.bytes, (list = []));
-    list.push(s.buffer);
+    // Memory of a device that was lost and replaced goes with that device.
+    if (s.buffer.disposed) return;
+    if (s.busy > this.completed && s.busy > (this.completed = this.dev?.completedCount() ?? Infinity)) {
+      stats.bytesCached += s.bytes;
+      this.pending.push(s);
+      return;
+    }
+    this.keep(s.buffer, s.bytes);
   }
 
+  private keep(buffer: DeviceBuffer, bytes: number): void {
+    if (stats.bytesCached + bytes > this.cacheLimit) {
+      buffer.dispose();
+      return;
+    }
+    stats.bytesCached += bytes;
+    let list = this.cache.get(bytes);
+    if (!list) this.cache.set(bytes, (list = []));
+    list.push(buffer);
+  }
+
+  /** Moves the pending storages whose command buffers are done to the cache. */
+  private reap(): void {
+    const done = (this.completed = this.dev?.completedCount() ?? Infinity);
+    const still: Storage[] = [];
+    for (const s of this.pending) {
+      if (s.busy > done) still.push(s);
+      else {
+        stats.bytesCached -= s.bytes;
+        this.keep(s.buffer, s.bytes);
+      }
+    }
+    this.pending = still;
+  }
+
+  /** Frees every cached buffer (the device frees those still in use by a command buffer once it is done). */
   clearCache(): void {
     for (const list of this.cache.values()) for (const b of list) b.dispose();
+    for (const s of this.pending) s.buffer.dispose();
     this.cache.clear();
+    this.pending = [];
     stats.bytesCached = 0;
+  }
+
+  /** Frees cached buffers until the cache fits the cache limit, largest first. */
+  trim(): void {
+    const sizes = [...this.cache.keys()].sort((a, b) => b - a);
+    for (const size of sizes) {
+      const list = this.cache.get(size)!;
+      while (list.length && stats.bytesCached > this.cacheLimit) {
+        list.pop()!.dispose();
+        stats.bytesCached -= size;
+      }
+    }
+  }
+
+  /**
+   * Called as the shared device is disposed: refused while tensors hold memory on it; otherwise
+   * the engine lets it go (closing it frees the cached buffers) and moves to the next one.
+   */
+  deviceClosing(dev: Device): void {
+    if (this.dev !== dev) return;
+    if (stats.bytesAllocated > 0 && dev.lost === undefined) {
+      throw new SmeltError(
+        `Device.dispose: tensors still hold ${stats.bytesAllocated} bytes on the shared device (sm.getActiveMemory()); ` +
+          "dispose them first (dispose(), `using`, sm.tidy). Once it is disposed, tensor ops use the device sm.device() opens next",
+      );
+    }
+    this.cache.clear();
+    this.pending = [];
+    stats.bytesCached = 0;
+    this.completed = 0;
+    this.dev = null;
   }
 }
 
 export const memory = new Memory();
+guardSharedDevice((d) => memory.deviceClosing(d));
 
-export function setMemoryLimit(bytes: number): void {
+/** Caps the bytes of tensor memory in use; returns the previous limit. */
+export function setMemoryLimit(bytes: number): number {
   if (!(bytes > 0)) throw new SmeltError(`setMemoryLimit: the limit must be a positive number of bytes, got ${bytes}`);
+  const previous = memory.limit;
   memory.limit = bytes;
+  return previous;
+}
+/** Caps the bytes of freed buffers kept for reuse (0 keeps none); returns the previous limit. */
+export function setCacheLimit(bytes: number): number {
+  if (!(bytes >= 0)) throw new SmeltError(`setCacheLimit: the limit must be a non-negative number of bytes, got ${bytes}`);
+  const previous = memory.cacheLimit;
+  memory.cacheLimit = bytes;
+  memory.trim();
+  return previous;
+}
+/** Frees every cached buffer. */
+export function clearCache(): void {
+  memory.clearCache();
+}
+/** Bytes of tensor memory in use (stats().bytesAllocated). */
+export const getActiveMemory = (): number => stats.bytesAllocated;
+/** Bytes of freed buffers kept for reuse (stats().bytesCached). */
+export const getCacheMemory = (): number => stats.bytesCached;
+/** The most tensor memory in use at once since the start or resetPeakMemory(). */
+export const getPeakMemory = (): number => stats.peakBytes;
+export function resetPeakMemory(): void {
+  stats.peakBytes = stats.bytesAllocated;
 }

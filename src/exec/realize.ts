@@ -223,8 +223,16 @@ function encode(schedule: Schedule) {
   const dev = memory.device;
   const cmd = dev.commandBuffer();
   let written = new Set<Storage>();
+  const used: Storage[] = [];
   const put = (k: KernelPlan, out: Storage, op: string, fused: boolean) => {
     const reads = k.inputs.map((d) => d.storage);
+    for (const r of reads) {
+      if (r.buffer.device !== dev) {
+        const why = r.buffer.device.lost ?? "it was disposed";
+        throw new SmeltError(`eval: ${op} reads a tensor whose memory was on a device that is gone (${why}); compute it again from its sources`);
+      }
+    }
+    used.push(out, ...reads);
     if (reads.some((s) => written.has(s))) {
       cmd.barrier();
       written = new Set();
@@ -253,13 +261,24 @@ function encode(schedule: Schedule) {
   }
   cmd.commit();
   stats.commandBuffers++;
+  // Disposed while the device still uses them (asyncEval), they must not be reused before it is done.
+  for (const s of used) s.busy = cmd.sequence;
   return cmd;
 }
 
 function settle(schedule: Schedule, failed: boolean): void {
   releasePanels(schedule, failed);
   for (const n of schedule.order) n.schedOrder = -1;
-  for (const n of schedule.order) n.detachInputs();
+  if (!failed) {
+    for (const n of schedule.order) n.detachInputs();
+    return;
+  }
+  // What a failed command buffer was to compute is unknown: the nodes go back to uncomputed,
+  // with their inputs, so that reading one evaluates it again (or reports why it cannot).
+  for (const n of schedule.order) {
+    n.data!.storage.release();
+    n.data = null;
+  }
 }
 
 /**

@@ -85,6 +85,11 @@ export class CommandBuffer extends NativeObject {
     return this.disposed ? "disposed" : this.#state;
   }
 
+  /** Its place in the device's commit order, compared with Device.completedCount() (0 until committed). */
+  get sequence(): number {
+    return this.#sequence;
+  }
+
   dispatchThreads(pipeline: Pipeline, options: DispatchThreadsOptions): void {
     this.#dispatch("dispatchThreads", REC_DISPATCH_THREADS, pipeline, options, options?.grid, "grid");
   }

@@ -102,6 +102,11 @@ export class Device {
     return this.#core.lost;
   }
 
+  /** Command buffers of this device finished so far, in commit order (every one once disposed). */
+  completedCount(): number {
+    return this.#core.completedCount();
+  }
+
   /** Compiles MSL source; a compile error throws with the compiler's messages and line numbers. */
   compile(source: string, options: CompileOptions = {}): Library {
     const call = "Device.compile";
@@ -221,6 +226,7 @@ export class Device {
    */
   dispose(): void {
     if (this.#core.closed) return;
+    if (shared === this) sharedGuard?.(this);
     abandoned.unregister(this);
     this.#core.close();
     if (shared === this) shared = undefined;
@@ -300,6 +306,15 @@ export function openDevice(options: OpenDeviceOptions = {}): Device {
 }
 
 let shared: Device | undefined;
+let sharedGuard: ((d: Device) => void) | undefined;
+
+/**
+ * @internal The tensor engine's say before the shared device is disposed: it throws to refuse
+ * while its tensors live there, else lets the device go.
+ */
+export function guardSharedDevice(guard: (d: Device) => void): void {
+  sharedGuard = guard;
+}
 
 /** The process's shared device, opened on first use (again after it was disposed or lost). */
 export function device(): Device {

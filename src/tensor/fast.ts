@@ -8,13 +8,12 @@ import { SmeltError } from "../errors.ts";
 import type { DType } from "../graph/dtype.ts";
 import * as ops from "./ops.ts";
 import { concatenate } from "./ops-structure.ts";
-import { Tensor } from "./tensor.ts";
+import { composite, Tensor } from "./tensor.ts";
 
 const isHalf = (d: DType) => d === "float16" || d === "bfloat16";
 /** Norms compute in float32 and give back the input's dtype, as MLX's do. */
 function inFloat(x: Tensor, fn: (xf: Tensor) => Tensor): Tensor {
-  if (!isHalf(x.dtype)) return fn(x);
-  return ops.astype(fn(ops.astype(x, "float32")), x.dtype);
+  return composite(() => (isHalf(x.dtype) ? ops.astype(fn(ops.astype(x, "float32")), x.dtype) : fn(x)));
 }
 
 function checkLast(op: string, x: Tensor, t: Tensor | null | undefined, name: string) {
@@ -97,23 +96,30 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   if (Hq % Hkv !== 0) throw new SmeltError(`${op}: ${Hq} query heads are not a multiple of ${Hkv} key/value heads`);
   const scale = opts.scale ?? 1 / Math.sqrt(D);
   const G = Hq / Hkv;
+  return composite(() => attention(q, k, v, opts.mask, scale, G));
+}
+
+function attention(q: Tensor, k: Tensor, v: Tensor, mask: "causal" | Tensor | null | undefined, scale: number, G: number): Tensor {
+  const op = "scaledDotProductAttention";
+  const [B, Hq, L, D] = q.shape as [number, number, number, number];
+  const [, Hkv, S] = k.shape as [number, number, number, number];
   // Query heads grouped by the key/value head they share: batch broadcasting does the rest.
   const qg = q.reshape([B, Hkv, G, L, D]);
   const kg = k.reshape([B, Hkv, 1, S, D]);
   const vg = v.reshape([B, Hkv, 1, S, v.shape[3]!]);
   let s = ops.matmul(qg, ops.swapaxes(kg, -1, -2)).mul(scale);
-  if (opts.mask === "causal") {
+  if (mask === "causal") {
     const row = ops.arange(L).reshape([L, 1]).add(S - L);
     const col = ops.arange(S).reshape([1, S]);
     s = ops.where(ops.greater(col, row), -Infinity, s);
-  } else if (opts.mask instanceof Tensor) {
-    const m = opts.mask;
+  } else if (mask instanceof Tensor) {
+    const m = mask;
     if (m.ndim < 2 || m.ndim > 4) throw new SmeltError(`${op}: mask must broadcast to [${B}, ${Hq}, ${L}, ${S}], got [${m.shape}]`);
     const m4 = m.reshape([...Array(4 - m.ndim).fill(1), ...m.shape]);
     const [mb, mh, ml, ms] = m4.shape as [number, number, number, number];
     if (mh !== 1 && mh !== Hq) throw new SmeltError(`${op}: mask's head axis has ${mh} heads, expected 1 or ${Hq}`);
     s = s.add(m4.reshape([mb, mh === 1 ? 1 : Hkv, mh === 1 ? 1 : G, ml, ms]));
-  } else if (opts.mask != null) {
+  } else if (mask != null) {
     throw new SmeltError(`${op}: mask must be "causal", a tensor or null`);
   }
   const p = ops.softmax(s, -1);

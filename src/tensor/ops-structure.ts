@@ -10,7 +10,7 @@ import { type DType, isInteger, promoteTypes } from "../graph/dtype.ts";
 import { Node } from "../graph/node.ts";
 import { array, broadcastTo, expandDims, full, reshape, slice, type Scalar } from "./ops.ts";
 import { broadcastShapes, normalizeAxis, shapeSize } from "../graph/shape.ts";
-import { Tensor, tidy } from "./tensor.ts";
+import { composite, Tensor } from "./tensor.ts";
 
 /** Integers known on the host: a number or nested arrays of them. */
 export type HostIndices = number | readonly HostIndices[];
@@ -97,7 +97,7 @@ export function stack(xs: readonly Tensor[], axis = 0): Tensor {
     }
   });
   const ax = normalizeAxis(op, axis, first.length + 1);
-  return tidy(() => concatenate(xs.map((x) => expandDims(x, ax)), ax));
+  return composite(() => concatenate(xs.map((x) => expandDims(x, ax)), ax));
 }
 
 /**
@@ -175,7 +175,7 @@ export function tile(x: Tensor, reps: number | readonly number[]): Tensor {
   const nd = Math.max(n.shape.length, r.length);
   const shape = [...Array(nd - n.shape.length).fill(1), ...n.shape] as number[];
   const times = [...Array(nd - r.length).fill(1), ...r] as number[];
-  return tidy(() => {
+  return composite(() => {
     const lifted = reshape(x, shape.flatMap((d) => [1, d]));
     const wide = broadcastTo(lifted, shape.flatMap((d, i) => [times[i]!, d]));
     return reshape(wide, shape.map((d, i) => d * times[i]!));
@@ -190,7 +190,7 @@ export function repeat(x: Tensor, repeats: number, axis?: number): Tensor {
   const op = "repeat";
   const n = tensorNode(op, x, "x");
   const times = checkCount(op, "repeats", repeats);
-  return tidy(() => {
+  return composite(() => {
     const src = axis === undefined ? reshape(x, [-1]) : x;
     const ax = axis === undefined ? 0 : normalizeAxis(op, axis, n.shape.length);
     const s = src.shape;
@@ -237,7 +237,7 @@ function checkNotEmpty(op: string, len: number, axis: number, indices: Tensor): 
 export function take(x: Tensor, indices: Indices, axis?: number): Tensor {
   const op = "take";
   const n = tensorNode(op, x, "x");
-  return tidy(() => {
+  return composite(() => {
     const src = axis === undefined ? reshape(x, [-1]) : x;
     const ax = axis === undefined ? 0 : normalizeAxis(op, axis, n.shape.length);
     const s = src.shape;
@@ -274,7 +274,7 @@ function alongShape(op: string, x: readonly number[], indices: readonly number[]
 export function takeAlongAxis(x: Tensor, indices: Indices, axis?: number): Tensor {
   const op = "takeAlongAxis";
   const n = tensorNode(op, x, "x");
-  return tidy(() => {
+  return composite(() => {
     const src = axis === undefined ? reshape(x, [-1]) : x;
     const ax = axis === undefined ? 0 : normalizeAxis(op, axis, n.shape.length);
     const len = src.shape[ax]!;
@@ -300,7 +300,7 @@ export function takeAlongAxis(x: Tensor, indices: Indices, axis?: number): Tenso
 export function putAlongAxis(x: Tensor, indices: Indices, values: Tensor | Nested, axis?: number): Tensor {
   const op = "putAlongAxis";
   const n = tensorNode(op, x, "x");
-  return tidy(() => {
+  return composite(() => {
     const src = axis === undefined ? reshape(x, [-1]) : x;
     const ax = axis === undefined ? 0 : normalizeAxis(op, axis, n.shape.length);
     const s = src.shape;

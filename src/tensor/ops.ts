@@ -32,7 +32,7 @@ import {
   reducedShape,
   sameShape,
 } from "../graph/shape.ts";
-import { Tensor } from "./tensor.ts";
+import { composite, Tensor } from "./tensor.ts";
 
 export type Scalar = number | boolean;
 export type TensorLike = Tensor | Scalar;
@@ -103,10 +103,12 @@ export function linspace(start: number, stop: number, num = 50, dtype: DType = "
   if (!Number.isInteger(num) || num < 0) throw new SmeltError(`linspace: num must be a non-negative integer, got ${num}`);
   const dt = parseDType("linspace", dtype);
   const step = num > 1 ? (stop - start) / (num - 1) : 0;
-  const ramp = new Tensor(new Node("arange", [], [num], "float32", { start, step }));
-  if (num < 2) return astype(ramp, dt);
-  // start + i * step in float32 can miss stop by a few ulps; NumPy and MLX end exactly on it.
-  return astype(where(equal(arange(num), num - 1), stop, ramp), dt);
+  return composite(() => {
+    const ramp = new Tensor(new Node("arange", [], [num], "float32", { start, step }));
+    if (num < 2) return astype(ramp, dt);
+    // start + i * step in float32 can miss stop by a few ulps; NumPy and MLX end exactly on it.
+    return astype(where(equal(arange(num), num - 1), stop, ramp), dt);
+  });
 }
 export function eye(n: number, m?: number, k = 0, dtype: DType = "float32"): Tensor {
   const s = checkShape("eye", [n, m ?? n]);
@@ -279,10 +281,12 @@ export function where(cond: TensorLike, a: TensorLike, b: TensorLike): Tensor {
 
 export function clip(x: TensorLike, lo: TensorLike | null, hi: TensorLike | null): Tensor {
   if (lo === null && hi === null) throw new SmeltError("clip: at least one of the bounds must be given");
-  let r = x instanceof Tensor ? x : array(x as Scalar);
-  if (lo !== null) r = maximum(r, lo);
-  if (hi !== null) r = minimum(r, hi);
-  return r;
+  return composite(() => {
+    let r = x instanceof Tensor ? x : array(x as Scalar);
+    if (lo !== null) r = maximum(r, lo);
+    if (hi !== null) r = minimum(r, hi);
+    return r;
+  });
 }
 
 export function astype(x: Tensor, dtype: DType): Tensor {
@@ -332,8 +336,10 @@ function argReduce(kind: "argmax" | "argmin", x: TensorLike, axis?: number, keep
   const n = nodeOf(kind, x);
   if (axis === undefined) {
     // Over the flattened array; keepdims keeps every axis as size 1 (NumPy, MLX).
-    const flat = argReduce(kind, reshape(x instanceof Tensor ? x : wrap(n), [-1]), 0, false);
-    return keepdims ? reshape(flat, n.shape.map(() => 1)) : flat;
+    return composite(() => {
+      const flat = argReduce(kind, reshape(x instanceof Tensor ? x : wrap(n), [-1]), 0, false);
+      return keepdims ? reshape(flat, n.shape.map(() => 1)) : flat;
+    });
   }
   const ax = normalizeAxis(kind, axis, n.shape.length);
   checkNonEmpty(kind, x, [ax]);
@@ -355,9 +361,11 @@ function asFloat(x: TensorLike): Tensor {
  * intermediate rounded to 8 or 11 bits would add its error. The casts fuse into the kernels.
  */
 function inFloat32(op: string, x: TensorLike, axis: Axes, f: (t: Tensor) => Tensor): Tensor {
-  const t = asFloat(x);
-  normalizeAxes(op, axis, t.ndim); // a bad axis is reported under this op's name, not a primitive's
-  return t.dtype === "float32" ? f(t) : astype(f(astype(t, "float32")), t.dtype);
+  return composite(() => {
+    const t = asFloat(x);
+    normalizeAxes(op, axis, t.ndim); // a bad axis is reported under this op's name, not a primitive's
+    return t.dtype === "float32" ? f(t) : astype(f(astype(t, "float32")), t.dtype);
+  });
 }
 export function mean(x: TensorLike, axis?: Axes, keepdims = false): Tensor {
   return inFloat32("mean", x, axis, (t) => divide(sum(t, axis, keepdims), reducedCount(t, axis)));
@@ -400,14 +408,16 @@ export function logSoftmax(x: TensorLike, axis: Axes = -1): Tensor {
 }
 
 function scan(kind: "sum" | "prod", x: TensorLike, axis?: number): Tensor {
-  let t = x instanceof Tensor ? x : array(x);
-  if (axis === undefined) {
-    t = reshape(t, [-1]);
-    axis = 0;
-  }
-  const n = t.node(`cum${kind}`);
-  const ax = normalizeAxis(`cum${kind}`, axis, n.shape.length);
-  return wrap(new Node("scan", [n], n.shape, sumType(n.dtype), { kind, axis: ax }));
+  return composite(() => {
+    let t = x instanceof Tensor ? x : array(x);
+    if (axis === undefined) {
+      t = reshape(t, [-1]);
+      axis = 0;
+    }
+    const n = t.node(`cum${kind}`);
+    const ax = normalizeAxis(`cum${kind}`, axis, n.shape.length);
+    return wrap(new Node("scan", [n], n.shape, sumType(n.dtype), { kind, axis: ax }));
+  });
 }
 export const cumsum = (x: TensorLike, axis?: number) => scan("sum", x, axis);
 export const cumprod = (x: TensorLike, axis?: number) => scan("prod", x, axis);
@@ -532,14 +542,16 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   return wrap(out);
 }
 export function addmm(c: TensorLike, a: Tensor, b: Tensor, alpha = 1, beta = 1): Tensor {
-  const ab = matmul(a, b);
-  const cs = c instanceof Tensor ? c.shape : [];
-  const out = broadcastShapes("addmm", cs, ab.shape);
-  if (out.length !== ab.ndim || out.some((d, i) => d !== ab.shape[i]))
-    throw new SmeltError(`addmm: c of shape [${cs}] does not broadcast to the product's shape [${ab.shape}]`);
-  return add(multiply(ab, alpha), multiply(c, beta));
+  return composite(() => {
+    const ab = matmul(a, b);
+    const cs = c instanceof Tensor ? c.shape : [];
+    const out = broadcastShapes("addmm", cs, ab.shape);
+    if (out.length !== ab.ndim || out.some((d, i) => d !== ab.shape[i]))
+      throw new SmeltError(`addmm: c of shape [${cs}] does not broadcast to the product's shape [${ab.shape}]`);
+    return add(multiply(ab, alpha), multiply(c, beta));
+  });
 }
-export const outer = (a: Tensor, b: Tensor) => multiply(reshape(a, [-1, 1]), reshape(b, [1, -1]));
+export const outer = (a: Tensor, b: Tensor) => composite(() => multiply(reshape(a, [-1, 1]), reshape(b, [1, -1])));
 /** Sum product over the last axes, of shape a.shape[:-1] + b.shape[:-1] (NumPy, MLX); a scalar multiplies. */
 export function inner(a: Tensor, b: Tensor): Tensor {
   if (a.ndim === 0 || b.ndim === 0) return multiply(a, b);
@@ -548,6 +560,8 @@ export function inner(a: Tensor, b: Tensor): Tensor {
     throw new SmeltError(`inner: shapes [${a.shape}] and [${b.shape}] do not match: last axes of ${K} and ${b.shape[b.ndim - 1]}`);
   const lead = (t: Tensor) => t.shape.slice(0, -1);
   const rows = (t: Tensor) => lead(t).reduce((x, y) => x * y, 1);
-  const out = matmul(reshape(a, [rows(a), K]), transpose(reshape(b, [rows(b), K])));
-  return reshape(out, [...lead(a), ...lead(b)]);
+  return composite(() => {
+    const out = matmul(reshape(a, [rows(a), K]), transpose(reshape(b, [rows(b), K])));
+    return reshape(out, [...lead(a), ...lead(b)]);
+  });
 }

@@ -15,7 +15,7 @@ import { Node } from "../graph/node.ts";
 import { add, argmax, array, astype, less, log, moveaxis, negative, reshape } from "./ops.ts";
 import * as reference from "./random-reference.ts";
 import { broadcastShapes, checkShape, normalizeAxis, shapeSize } from "../graph/shape.ts";
-import { Tensor, tidy } from "./tensor.ts";
+import { composite, Tensor } from "./tensor.ts";
 
 const fmt = (s: readonly number[]) => `[${s.join(", ")}]`;
 
@@ -152,7 +152,7 @@ export function bernoulli(p: number | Tensor = 0.5, shape?: readonly number[], k
       throw new SmeltError(`random.${op}: p of shape ${fmt(p.shape)} cannot be broadcast to shape ${fmt(s)}`);
     }
     const k = keyOf(op, key);
-    return tidy(() => less(uniformWith(op, k, 0, 1, s, "float32"), p));
+    return composite(() => less(uniformWith(op, k, 0, 1, s, "float32"), p));
   }
   if (typeof p !== "number" || !(p >= 0 && p <= 1)) throw new SmeltError(`random.${op}: p must be a probability in [0, 1], got ${String(p)}`);
   const s = checkShape(`random.${op}`, shape ?? []);
@@ -193,7 +193,7 @@ export function randint(low: number, high: number, shape: readonly number[] = []
   const args = streamArgs(shapeSize(s), low | 0, high | 0, "int");
   const k = keyOf(op, key);
   if (dt === "int32" || dt === "uint32") return generate(op, "random_randint", k, s, dt, args);
-  return tidy(() => astype(generate(op, "random_randint", k, s, "int32", args), dt));
+  return composite(() => astype(generate(op, "random_randint", k, s, "int32", args), dt));
 }
 
 /**
@@ -229,7 +229,7 @@ export function categorical(logits: Tensor, axis = -1, shapeOrNumSamples?: reado
     }
   }
   const k = keyOf(op, key);
-  return tidy(() => {
+  return composite(() => {
     const l = reshape(moveaxis(isFloating(logits.dtype) ? logits : astype(logits, "float32"), ax, -1), [...lifted, classes]);
     const u = uniformWith(op, k, 0, 1, [...out, classes], "float32");
     return argmax(add(l, negative(log(negative(log(u))))), -1);

@@ -113,8 +113,9 @@ export class Tensor {
     return decode(n.dtype, readRaw(n) as never);
   }
   async data(): Promise<number[] | boolean[]> {
+    await evalNodesAsync([this.node("data")]);
+    // Asked again: the tensor may have been disposed while the device computed it.
     const n = this.node("data");
-    await evalNodesAsync([n]);
     return decode(n.dtype, readRaw(n) as never);
   }
   item(): number | boolean {
@@ -180,7 +181,8 @@ function isPlainContainer(x: unknown): x is object {
 
 /**
  * Runs fn and disposes every tensor it created, except those it returns (found in returned
- * arrays and objects too).
+ * arrays and objects too). fn must be synchronous: the scope ends when fn returns, and a handle
+ * made after an await could land in whichever scope is open at that moment.
  */
 export function tidy<T>(fn: () => T): T {
   const scope: Tensor[] = [];
@@ -195,6 +197,14 @@ export function tidy<T>(fn: () => T): T {
   } finally {
     scopes.pop();
   }
+  if (typeof (result as { then?: unknown } | null)?.then === "function") {
+    // The async function still runs and may use what it made before its first await.
+    for (const t of scope) watch(t);
+    throw new SmeltError(
+      "tidy: the function returned a Promise; tidy scopes synchronous code only. Inside an async function, " +
+        "wrap each synchronous step in its own tidy, or dispose the tensors (dispose(), `using`) after the await",
+    );
+  }
   const keep = new Set<Tensor>();
   const mark = (x: unknown) => {
     if (x instanceof Tensor) keep.add(x);
@@ -202,11 +212,45 @@ export function tidy<T>(fn: () => T): T {
     else if (isPlainContainer(x)) Object.values(x).forEach(mark);
   };
   mark(result);
-  const outer = scopes[scopes.length - 1];
   for (const t of scope) {
     if (!keep.has(t)) t.dispose();
-    else if (outer) outer.push(t);
-    else watch(t);
+    else handOn(t);
   }
+  return result;
+}
+
+/** A handle that outlives the scope it was made in goes to the enclosing scope, else to the finalizer. */
+function handOn(t: Tensor): void {
+  const outer = scopes[scopes.length - 1];
+  if (outer) outer.push(t);
+  else watch(t);
+}
+
+/**
+ * Builds a composite op (softmax from max, exp, sum and divide; variance from mean...): the
+ * handles fn makes for intermediates are disposed when it returns, so only the graph keeps their
+ * nodes alive and disposing the result frees them all. Left to the finalizer instead, they would
+ * hold their inputs' memory until the JS loop yields. Cheaper than tidy: one result, no search.
+ */
+export function composite(fn: () => Tensor): Tensor {
+  const scope: Tensor[] = [];
+  scopes.push(scope);
+  let result: Tensor;
+  try {
+    result = fn();
+  } catch (e) {
+    // The intermediates never reached the caller, so nothing else can hold them.
+    scopes.pop();
+    for (const t of scope) t.dispose();
+    throw e;
+  }
+  scopes.pop();
+  let made = false;
+  for (const t of scope) {
+    if (t !== result) t.dispose();
+    else made = true;
+  }
+  // A result that is one of the inputs (a no-op cast) stays as the caller has it.
+  if (made) handOn(result);
   return result;
 }
