@@ -276,7 +276,7 @@ function settle(schedule: Schedule, failed: boolean): void {
   // What a failed command buffer was to compute is unknown: the nodes go back to uncomputed,
   // with their inputs, so that reading one evaluates it again (or reports why it cannot).
   for (const n of schedule.order) {
-    n.data!.storage.release();
+    n.data?.storage.release();
     n.data = null;
   }
 }
@@ -333,6 +333,9 @@ export function evalNodes(nodes: readonly Node[]): void {
 export async function evalNodesAsync(nodes: readonly Node[]): Promise<void> {
   const s = schedule(nodes);
   if (s.order.length === 0) return;
+  // The user may dispose these tensors while the evaluation awaits (compiling, then the device):
+  // a hold like a handle's keeps each node and its memory until the evaluation is settled.
+  for (const n of s.order) n.tensors++;
   let failed = true;
   try {
     // The kernels the evaluation lacks compile together, off the JS thread, before encoding.
@@ -341,5 +344,9 @@ export async function evalNodesAsync(nodes: readonly Node[]): Promise<void> {
     failed = false;
   } finally {
     settle(s, failed);
+    for (const n of s.order) {
+      n.tensors--;
+      n.collect();
+    }
   }
 }
