@@ -8,6 +8,7 @@ const host_sources = [_][]const u8{
     "abi.cpp",
     "compiler.cpp",
     "executor.cpp",
+    "fault.cpp",
     "fiber.cpp",
     "translate.cpp",
 };
