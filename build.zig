@@ -13,6 +13,10 @@ const host_sources = [_][]const u8{
     "translate.cpp",
 };
 
+const translate_sources = [_][]const u8{
+    "msl_front.cpp",
+};
+
 pub fn build(b: *std.Build) void {
     const target = b.standardTargetOptions(.{});
     // Release by default: the first `import "smelt"` runs a plain `zig build`.
@@ -25,11 +29,11 @@ pub fn build(b: *std.Build) void {
         .link_libcpp = true,
     });
     host_mod.addIncludePath(b.path("shim/include"));
-    host_mod.addCSourceFiles(.{
-        .root = b.path("shim/host"),
-        .files = &host_sources,
-        .flags = &.{ "-std=c++17", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-fno-exceptions" },
-    });
+    host_mod.addIncludePath(b.path("shim/translate"));
+    const host_flags = [_][]const u8{ "-std=c++17", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-fno-exceptions" };
+    host_mod.addCSourceFiles(.{ .root = b.path("shim/host"), .files = &host_sources, .flags = &host_flags });
+    // The MSL front end, shared with any other backend that translates MSL.
+    host_mod.addCSourceFiles(.{ .root = b.path("shim/translate"), .files = &translate_sources, .flags = &host_flags });
     const host = b.addLibrary(.{ .linkage = .dynamic, .name = "smelt_host", .root_module = host_mod });
     // Export exactly the smelt.h functions, not the statically linked C++ runtime's symbols.
     if (target.result.os.tag != .macos) host.setVersionScript(b.path("shim/host/exports.map"));
