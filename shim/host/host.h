@@ -80,7 +80,7 @@ struct smelt_device {
 
 struct smelt_buffer {
   smelt_device* dev;
-  void* memory;     // the contents: `mapping`, or a staggered offset into it (smelt_buffer_new)
+  void* memory;     // the contents, inside `mapping` (smelt_buffer_new says where)
   uint64_t length;  // as requested
   void* mapping;
   size_t mapped;    // page-rounded, at least one page, and the guard page after it
