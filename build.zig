@@ -14,8 +14,13 @@ const host_sources = [_][]const u8{
     "abi.cpp",
     "compiler.cpp",
     "executor.cpp",
+    "fault.cpp",
     "fiber.cpp",
     "translate.cpp",
+};
+
+const translate_sources = [_][]const u8{
+    "msl_front.cpp",
 };
 
 pub fn build(b: *std.Build) void {
@@ -30,11 +35,11 @@ pub fn build(b: *std.Build) void {
         .link_libcpp = true,
     });
     host_mod.addIncludePath(b.path("shim/include"));
-    host_mod.addCSourceFiles(.{
-        .root = b.path("shim/host"),
-        .files = &host_sources,
-        .flags = &.{ "-std=c++17", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-fno-exceptions" },
-    });
+    host_mod.addIncludePath(b.path("shim/translate"));
+    const host_flags = [_][]const u8{ "-std=c++17", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-fno-exceptions" };
+    host_mod.addCSourceFiles(.{ .root = b.path("shim/host"), .files = &host_sources, .flags = &host_flags });
+    // The MSL front end, shared with any other backend that translates MSL.
+    host_mod.addCSourceFiles(.{ .root = b.path("shim/translate"), .files = &translate_sources, .flags = &host_flags });
     host_mod.addCSourceFiles(.{ .root = b.path("shim/common"), .files = &common_sources, .flags = &common_flags });
     const host = b.addLibrary(.{ .linkage = .dynamic, .name = "smelt_host", .root_module = host_mod });
     // Export exactly the smelt.h functions, not the statically linked C++ runtime's symbols.

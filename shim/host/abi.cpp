@@ -327,16 +327,29 @@ SMELT_API smelt_buffer* smelt_buffer_new(smelt_device* dev, uint64_t length, cha
   // buffers all share the low 12 bits of their addresses, so a kernel streaming one buffer into
   // another made the CPU hold loads back behind stores to the same offset in a 4 KiB page of the
   // other ("4K aliasing"): the 64M-element chain benchmark ran 1.4x slower.
+  //
+  // A PROT_NONE guard page follows every buffer, so that a kernel running past the end faults at
+  // once and fault.cpp names it, rather than reading or corrupting whatever lies beyond. Smaller
+  // buffers end at the guard: they start kBufferAlign-aligned rather than on a page (Metal gives
+  // pages; MSL types need at most 32 bytes, long4), so one element past the end is caught whenever
+  // the length is a multiple of kBufferAlign. Staggered buffers end up to a page before the guard.
+  constexpr size_t kBufferAlign = 32;
   static std::atomic<unsigned> turn{0};
-  size_t stagger = length >= (uint64_t(1) << 20) ? size_t(turn.fetch_add(1) % 16) * 256 : 0;
+  bool staggered = length >= (uint64_t(1) << 20);
+  size_t stagger = staggered ? size_t(turn.fetch_add(1) % 16) * 256 : 0;
   size_t page = page_size();
-  size_t mapped = length == 0 ? page : size_t((length + stagger + page - 1) / page * page);
-  void* m = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  size_t used = size_t((length + kBufferAlign - 1) / kBufferAlign * kBufferAlign);
+  size_t data = length == 0 ? page : (stagger + used + page - 1) / page * page;
+  size_t start = staggered ? stagger : data - used;
+  void* m = mmap(nullptr, data + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (m == MAP_FAILED) {
     set_error(err, errlen, "cannot allocate a buffer of " + std::to_string(length) + " bytes");
     return nullptr;
   }
-  auto* b = new smelt_buffer{dev, static_cast<char*>(m) + stagger, length, m, mapped, {1}};
+  // Without the guard (a process at its limit of mappings) the buffer still works.
+  mprotect(static_cast<char*>(m) + data, page, PROT_NONE);
+  install_fault_handler();
+  auto* b = new smelt_buffer{dev, static_cast<char*>(m) + start, length, m, data + page, {1}};
   std::lock_guard<std::mutex> lock(dev->live_mutex);
   dev->buffers.insert(b);
   dev->buffer_bytes += length;

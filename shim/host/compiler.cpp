@@ -2,6 +2,14 @@
 // default) once per distinct source, keeping the result in an on-disk cache keyed by the source,
 // the compiler command, its flags and the compatibility headers. Cache entries are written under
 // a temporary name and renamed, so a crash or a concurrent process never sees half a file.
+//
+// A module is trusted only with a checksum beside it (KEY.sum, written after KEY.so is in place):
+// a file damaged later (a full disk, a copy cut short, a bad sector) would otherwise fail to load,
+// or crash the loader, on every run until deleted by hand. An entry without a matching checksum is
+// compiled again and replaced. Two processes compiling one kernel at once both succeed: each
+// renames its own complete files into place, and a reader that sees the module of one and the
+// checksum of the other (or none yet) compiles once more rather than load something unverified.
+#include <dirent.h>
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <spawn.h>
@@ -11,7 +19,11 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <ctime>
 #include <fstream>
+#include <mutex>
+#include <set>
 #include <sstream>
 
 #include "host.h"
@@ -68,6 +80,62 @@ bool write_file(const std::string& path, const std::string& data) {
   return bool(out);
 }
 
+// Checksum of a compiled module's bytes: its length and a hash over 8-byte words, so that checking
+// a cache hit costs far less than the dlopen it guards.
+std::string module_checksum(const std::string& bytes) {
+  uint64_t h1 = 0x9e3779b97f4a7c15ull ^ bytes.size(), h2 = 0xc2b2ae3d27d4eb4full;
+  size_t n = bytes.size() / 8 * 8;
+  for (size_t i = 0; i < n; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, bytes.data() + i, 8);
+    h1 = (h1 ^ w) * 0x100000001b3ull;
+    h1 ^= h1 >> 32;
+    h2 = (h2 + w) * 0xff51afd7ed558ccdull;
+    h2 ^= h2 >> 29;
+  }
+  for (size_t i = n; i < bytes.size(); ++i) h1 = (h1 ^ (unsigned char)bytes[i]) * 0x100000001b3ull;
+  char out[64];
+  std::snprintf(out, sizeof out, "%zu %016llx%016llx\n", bytes.size(), (unsigned long long)h1, (unsigned long long)h2);
+  return out;
+}
+
+// Whether the module at path is the one its checksum file describes.
+bool verified(const std::string& path, const std::string& sum_path) {
+  std::ifstream sum(sum_path, std::ios::binary);
+  if (!sum) return false;
+  std::stringstream expected;
+  expected << sum.rdbuf();
+  std::ifstream so(path, std::ios::binary);
+  if (!so) return false;
+  std::stringstream bytes;
+  bytes << so.rdbuf();
+  return expected.str() == module_checksum(bytes.str());
+}
+
+// A compile killed midway leaves its tmp-* files behind. Those older than this are removed; a
+// younger one may belong to a compile still running in another process.
+constexpr time_t kStaleTmpSeconds = 15 * 60;
+
+// Removes stale tmp-* files from the cache directory, once per directory per process.
+void clean_stale_tmp(const std::string& dir) {
+  static std::mutex m;
+  static std::set<std::string> cleaned;
+  {
+    std::lock_guard<std::mutex> lock(m);
+    if (!cleaned.insert(dir).second) return;
+  }
+  DIR* d = opendir(dir.c_str());
+  if (!d) return;
+  time_t now = time(nullptr);
+  while (dirent* e = readdir(d)) {
+    if (std::strncmp(e->d_name, "tmp-", 4) != 0) continue;
+    std::string path = dir + "/" + e->d_name;
+    struct stat st;
+    if (lstat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && now - st.st_mtime > kStaleTmpSeconds) unlink(path.c_str());
+  }
+  closedir(d);
+}
+
 // Runs argv with stdout and stderr into log; returns the exit status, or -1 if it did not start.
 int run(const std::vector<std::string>& argv, const std::string& log) {
   std::vector<char*> args;
@@ -120,9 +188,9 @@ CompileResult compile_module(const Options& o, const std::string& header_hash, c
     r.error = "host backend: cannot create the kernel cache directory " + o.cache;
     return r;
   }
-  std::string final_path = o.cache + "/" + key + ".so";
-  struct stat st;
-  if (stat(final_path.c_str(), &st) == 0) {
+  clean_stale_tmp(o.cache);
+  std::string final_path = o.cache + "/" + key + ".so", sum_path = o.cache + "/" + key + ".sum";
+  if (verified(final_path, sum_path)) {
     r.cache_hit = true;
   } else {
     static std::atomic<unsigned> counter{0};
@@ -146,11 +214,14 @@ CompileResult compile_module(const Options& o, const std::string& header_hash, c
                        : "MSL compilation failed:\n" + messages;
       return r;
     }
+    std::string sum = module_checksum(read_file(out)), sum_tmp = tmp + ".sum";
     if (rename(out.c_str(), final_path.c_str()) != 0) {
       unlink(out.c_str());
       r.error = "host backend: cannot move the compiled kernel into " + final_path;
       return r;
     }
+    // Without its checksum the module is compiled again next time, which is slower but safe.
+    if (!write_file(sum_tmp, sum) || rename(sum_tmp.c_str(), sum_path.c_str()) != 0) unlink(sum_tmp.c_str());
   }
   void* h = dlopen(final_path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!h) {

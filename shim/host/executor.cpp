@@ -266,13 +266,13 @@ struct Executor::Impl {
         launch.threadgroup[i] = worker.threadgroup_memory + at;
         at += (d.tgmem[i] + 15u) & ~15u;
       }
-      set_dispatch_context(cmd, &code);
+      set_dispatch_context(cmd, &code, &launch);
       if (!code.info.needs_fibers && code.loop_fn) {
         code.loop_fn(&launch, first, end);
       } else {
         for (unsigned g = first; g < end; ++g) worker.runner.run(code.thread_fn, &launch, g);
       }
-      set_dispatch_context(nullptr, nullptr);
+      set_dispatch_context(nullptr, nullptr, nullptr);
     });
     uint32_t dynamic = 0;
     for (uint32_t i = 0; i < d.ntgmem; ++i) dynamic += (d.tgmem[i] + 15u) & ~15u;

@@ -158,20 +158,18 @@ unsigned api_simd_active_mask() {
   return s->simd_active[s->index(s->current) / SMELT_SIMD_WIDTH];
 }
 
-struct DispatchContext {
-  smelt_cmd* cmd = nullptr;
-  const KernelCode* code = nullptr;
-};
 thread_local DispatchContext t_dispatch;
+std::atomic<int> g_running_dispatches{0};  // threads with a dispatch context set
 std::mutex g_fault_mutex;
 
-void api_out_of_bounds(unsigned slot, unsigned long long index, unsigned long long count, int write) {
+void api_out_of_bounds(unsigned slot, unsigned long long index, unsigned long long count, int access) {
   if (!t_dispatch.cmd) return;
   std::lock_guard<std::mutex> lock(g_fault_mutex);
   if (!t_dispatch.cmd->error.empty()) return;
+  const char* kind = access == SMELT_ACCESS_READ ? "read of" : "read or write of";
   std::string what = count == 0 && index == 0
                          ? "buffer(" + std::to_string(slot) + ") is smaller than the type bound to it"
-                         : std::string(write ? "write" : "access") + " to element " +
+                         : std::string(kind) + " element " +
                                std::to_string((long long)index) + " of buffer(" + std::to_string(slot) +
                                "), which holds " + std::to_string(count) + " elements";
   t_dispatch.cmd->error = "kernel '" + t_dispatch.code->info.name + "': out-of-bounds " + what +
@@ -191,9 +189,16 @@ const smelt_hk_api g_api = {api_threadgroup_barrier, api_simdgroup_barrier, api_
 
 const smelt_hk_api* kernel_api() { return &g_api; }
 
-void set_dispatch_context(smelt_cmd* cmd, const KernelCode* code) {
+void set_dispatch_context(smelt_cmd* cmd, const KernelCode* code, const smelt_hk_launch* launch) {
+  if (cmd && !t_dispatch.cmd) g_running_dispatches.fetch_add(1, std::memory_order_relaxed);
+  if (!cmd && t_dispatch.cmd) g_running_dispatches.fetch_sub(1, std::memory_order_relaxed);
   t_dispatch.cmd = cmd;
   t_dispatch.code = code;
+  t_dispatch.launch = launch;
+}
+
+const DispatchContext* running_dispatch() {
+  return g_running_dispatches.load(std::memory_order_relaxed) ? &t_dispatch : nullptr;
 }
 
 ThreadgroupRunner::ThreadgroupRunner() : s_(new State()) {

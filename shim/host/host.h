@@ -4,6 +4,7 @@
 //   compiler.cpp  C++ to a loaded native module, with the on-disk cache
 //   executor.cpp  the queue of command buffers and the worker pool that runs dispatches
 //   fiber.cpp     fibers, and the scheduler that runs one threadgroup with exact barriers
+//   fault.cpp     names the kernel that ran into a buffer's guard page
 #pragma once
 
 #include <atomic>
@@ -83,10 +84,10 @@ struct smelt_device {
 
 struct smelt_buffer {
   smelt_device* dev;
-  void* memory;     // the contents: `mapping`, or a staggered offset into it (smelt_buffer_new)
+  void* memory;     // the contents, inside `mapping` (smelt_buffer_new says where)
   uint64_t length;  // as requested
   void* mapping;    // null for a wrapped buffer: the caller owns the memory
-  size_t mapped;    // page-rounded, at least one page
+  size_t mapped;    // page-rounded, at least one page, and the guard page after it
   std::atomic<int> refs{1};
 };
 
@@ -153,8 +154,19 @@ class ThreadgroupRunner {
 
 // The table of runtime functions given to every kernel module.
 const smelt_hk_api* kernel_api();
-// The dispatch a worker thread is running, for what kernels report through kernel_api().
-void set_dispatch_context(smelt_cmd* cmd, const KernelCode* code);
+// The dispatch a worker thread is running, for what kernels report through kernel_api() and for
+// naming the kernel when it faults.
+struct DispatchContext {
+  smelt_cmd* cmd = nullptr;
+  const KernelCode* code = nullptr;
+  const smelt_hk_launch* launch = nullptr;
+};
+void set_dispatch_context(smelt_cmd* cmd, const KernelCode* code, const smelt_hk_launch* launch);
+// This thread's dispatch, or null while no thread runs a kernel: a signal handler may call it,
+// and must not touch thread-local storage a thread has never used (its first use may allocate).
+const DispatchContext* running_dispatch();
+// Reports faults at a buffer's guard page as the running kernel's (fault.cpp); idempotent.
+void install_fault_handler();
 
 struct CompileResult {
   std::shared_ptr<Module> module;

@@ -1,5 +1,6 @@
 // MSL source to a C++ module for the host backend: kernel signatures become native launchers,
-// address spaces become plain C++, and constructs that Metal rejects are rejected here too.
+// address spaces become plain C++, and constructs that Metal rejects are rejected here too (by the
+// front end, shim/translate/msl_front.h; translate.cpp is the C++ back end).
 #pragma once
 
 #include <cstdint>
@@ -18,12 +19,9 @@ struct KernelInfo {
 struct Translation {
   bool ok = false;
   std::string cpp;    // the module's C++ source
-  std::string error;  // "kernel.metal:LINE: error: ..." lines when !ok
+  std::string error;  // the front end's "kernel.metal:LINE: error: ..." lines when !ok
   std::vector<KernelInfo> kernels;
 };
-
-// The file name compiler messages use for the MSL source.
-constexpr const char* kSourceName = "kernel.metal";
 
 Translation translate_msl(const std::string& msl, bool bounds_checks);
 

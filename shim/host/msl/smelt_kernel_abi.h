@@ -12,6 +12,10 @@
 #define SMELT_SIMD_WIDTH 32u
 #define SMELT_SIMD_SLOT_BYTES 64u /* one lane's value in a SIMD-group exchange */
 
+/* What an out-of-bounds access did, as far as the checked pointer can tell. */
+#define SMELT_ACCESS_READ 0
+#define SMELT_ACCESS_READ_OR_WRITE 1
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -26,8 +30,8 @@ typedef struct smelt_hk_api {
   unsigned (*simd_lane)(void);
   /* Lanes that took part in the last exchange of this SIMD-group (bit i: lane i). */
   unsigned (*simd_active_mask)(void);
-  /* Debug builds: an access outside a bound buffer. write=1 for stores. */
-  void (*out_of_bounds)(unsigned slot, unsigned long long index, unsigned long long count, int write);
+  /* Debug builds: an access outside a bound buffer, of one of the SMELT_ACCESS_ kinds. */
+  void (*out_of_bounds)(unsigned slot, unsigned long long index, unsigned long long count, int access);
   /* Bytes of threadgroup memory the kernel has declared so far, reported at each declaration. */
   void (*threadgroup_static_bytes)(unsigned long long bytes);
 } smelt_hk_api;
