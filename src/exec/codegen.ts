@@ -14,6 +14,7 @@ import { contiguousStrides } from "../tensor/shape.ts";
 import type { Data, Node } from "../tensor/node.ts";
 import { elementwise, type Value } from "./elementwise.ts";
 import type { Storage } from "./memory.ts";
+import { argsortKernel } from "./sort.ts";
 
 export const prelude = readFileSync(join(import.meta.dir, "../../metal/prelude.metal"), "utf8");
 
@@ -522,6 +523,7 @@ export const boundaryKernels: Record<string, (n: Node) => KernelPlan> = {
   reduce: reduceKernel,
   scan: scanKernel,
   putAlong: putAlongKernel,
+  argsort: argsortKernel,
 };
 /** Ops whose kernels read their inputs from memory instead of computing them inline. */
 export const readsComputedInputs = new Set(["matmul", "putAlong"]);

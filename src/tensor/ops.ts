@@ -214,7 +214,7 @@ function wrap(n: Node): Tensor {
 // ---------------------------------------------------------------------------------------------
 
 const FLOAT_ONLY = new Set([
-  "sqrt", "rsqrt", "exp", "expm1", "log", "log1p", "log2", "sin", "cos", "tan", "tanh", "sigmoid", "erf", "erfinv",
+  "sqrt", "rsqrt", "exp", "expm1", "log", "log1p", "log2", "log10", "sin", "cos", "tan", "tanh", "sigmoid", "erf", "erfinv",
   "gelu", "geluApprox", "silu", "softplus",
 ]);
 const PREDICATE = new Set(["logicalNot", "isnan", "isinf"]);
@@ -279,6 +279,7 @@ export const expm1 = (x: TensorLike) => unary("expm1", x);
 export const log = (x: TensorLike) => unary("log", x);
 export const log1p = (x: TensorLike) => unary("log1p", x);
 export const log2 = (x: TensorLike) => unary("log2", x);
+export const log10 = (x: TensorLike) => unary("log10", x);
 export const sin = (x: TensorLike) => unary("sin", x);
 export const cos = (x: TensorLike) => unary("cos", x);
 export const tan = (x: TensorLike) => unary("tan", x);
