@@ -30,12 +30,12 @@ export function argsortKernel(out: Node): KernelPlan {
   b.line("for (int t = 0; t < n; ++t) out0[base + t * st] = uint(t);");
   // Two phases in one loop, so the sift-down (and its loads of the input) is emitted once: first
   // heapify from the last parent down to the root, then move the largest out to the end n-1 times.
-  b.line("int half = n / 2;");
-  b.line("for (int step = 0; step < half + n - 1; ++step) {");
+  b.line("int parents = n / 2;");
+  b.line("for (int step = 0; step < parents + n - 1; ++step) {");
   b.scoped(() => {
     b.line("int root = 0; int end = n;");
-    b.line("if (step < half) { root = half - 1 - step; }");
-    b.line("else { end = n - 1 - (step - half); uint top = out0[base]; out0[base] = out0[base + end * st]; out0[base + end * st] = top; }");
+    b.line("if (step < parents) { root = parents - 1 - step; }");
+    b.line("else { end = n - 1 - (step - parents); uint top = out0[base]; out0[base] = out0[base + end * st]; out0[base + end * st] = top; }");
     b.line("while (2 * root + 1 < end) {");
     b.scoped(() => {
       b.line("int child = 2 * root + 1;");
