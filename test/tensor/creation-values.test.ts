@@ -36,7 +36,7 @@ describe("typed arrays keep their natural dtype", () => {
     expect(sm.array(new Float64Array([1.7, -2.5]), "int32").toArray()).toEqual([1, -2]);
     expect(sm.array(new Float32Array([0.1, 65520]), "float16").toArray()).toEqual([0.0999755859375, Infinity]);
     expect(sm.array(new Int32Array([300, -1]), "uint8").toArray()).toEqual([44, 255]);
-    expect(sm.array(new Float32Array([0, 2]), "bool").toArray()).toEqual([false, true]);
+    expect(sm.array(new Float32Array([0, 2]), "bool").toArray<boolean>()).toEqual([false, true]);
     expectSmeltError(() => sm.array(new BigInt64Array(2) as never), "array", "BigInt64Array");
   });
   test("a view into a larger buffer reads only its own elements", () => {
@@ -90,7 +90,7 @@ describe("loading bytes", () => {
     expect(sm.fromBytes(b.buffer, [2], "bfloat16").toArray()).toEqual([3, bf16BitsToNumber(numberToBf16Bits(-1e30))]);
     const f = new Float32Array([1, 2, 3, 4, 5, 6]);
     expect(sm.fromBytes(new Uint8Array(f.buffer), [3, 2], "float32").tolist()).toEqual([[1, 2], [3, 4], [5, 6]]);
-    expect(sm.fromBytes(new Uint8Array([0, 1]), [2], "bool").toArray()).toEqual([false, true]);
+    expect(sm.fromBytes(new Uint8Array([0, 1]), [2], "bool").toArray<boolean>()).toEqual([false, true]);
     // A typed array that is a window onto a larger buffer contributes only its bytes.
     const window = new Int32Array([7, 8, 9, 10]).subarray(1, 3);
     expect(sm.fromBytes(window, [2], "int32").toArray()).toEqual([8, 9]);

@@ -20,7 +20,7 @@ describe("array", () => {
     expect(sm.array(3).shape).toEqual([]);
     expect(sm.array(3).item()).toBe(3);
     expect(sm.array(2.5).item()).toBe(2.5);
-    expect(sm.array(true).item()).toBe(true);
+    expect(sm.array(true).item<boolean>()).toBe(true);
     // Integers past int32 become float32 rather than wrapping (smelt has no int64).
     expect(sm.array([2 ** 31]).dtype).toBe("float32");
   });
@@ -42,7 +42,7 @@ describe("array", () => {
     expect(sm.array([255, 0, 3.7, -0.5], "uint8").toArray()).toEqual([255, 0, 3, 0]);
     expect(sm.array([127, -128, -3.7], "int8").toArray()).toEqual([127, -128, -3]);
     expect(sm.array([0, 2 ** 32 - 1], "uint32").toArray()).toEqual([0, 4294967295]);
-    expect(sm.array([0, 2, NaN, -0], "bool").toArray()).toEqual([false, true, true, false]);
+    expect(sm.array([0, 2, NaN, -0], "bool").toArray<boolean>()).toEqual([false, true, true, false]);
   });
   test("NaN and inf in data are values, not errors", () => {
     const t = sm.array([NaN, Infinity, -Infinity]);
@@ -208,7 +208,7 @@ describe("reading tensors", () => {
     expect(t.tolist()).toEqual([[1.5, 2.5], [3.5, 4.5]]);
     expect(t.eval()).toBe(t);
     expect(sm.sum(t).item()).toBe(12);
-    expect(sm.array([true, false]).toArray()).toEqual([true, false]);
+    expect(sm.array([true, false]).toArray<boolean>()).toEqual([true, false]);
     expect(sm.array([1, 2], "float16").toArray()).toEqual([1, 2]);
     expectSmeltError(() => t.item(), "item", "4 elements");
     expectSmeltError(() => sm.zeros([0]).item(), "item");

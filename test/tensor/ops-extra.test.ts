@@ -82,7 +82,7 @@ describe("tril, triu, flip, roll", () => {
       check(() => sm.tril(sm.array(vals).reshape([2, 3, 4]), k), ref([2, 3, 4], lower), "int32", {}, `tril ${k}`);
       check(() => sm.triu(sm.array(vals, "float16").reshape([2, 3, 4]), k), ref([2, 3, 4], upper), "float16", {}, `triu ${k}`);
     }
-    expect(sm.tril(sm.ones([2, 2], "bool")).toArray()).toEqual([true, false, true, true]);
+    expect(sm.tril(sm.ones([2, 2], "bool")).toArray<boolean>()).toEqual([true, false, true, true]);
     expectSmeltError(() => sm.tril(sm.array([1, 2])), "tril", "2 axes");
     expectSmeltError(() => sm.triu(sm.ones([2, 2]), 0.5), "triu", "k");
   });
@@ -110,8 +110,8 @@ describe("isclose, allclose, log10, reciprocal", () => {
     expect(both(() => sm.isclose(sm.array(a), sm.array(b))).values).toEqual([true, false, true, false, false, false, true, true]);
     expect(both(() => sm.isclose(sm.array(a), sm.array(b), 0, 0, true)).values).toEqual([false, false, true, false, true, false, false, true]);
     expect(both(() => sm.isclose(sm.array([1, 2, 3]), 2, 0, 1)).values).toEqual([true, true, true]);
-    expect(sm.allclose(sm.array([1, 2]), sm.array([1, 2.00001])).item()).toBe(true);
-    expect(sm.allclose(sm.array([1, 2]), sm.array([1, 2.1])).item()).toBe(false);
+    expect(sm.allclose(sm.array([1, 2]), sm.array([1, 2.00001])).item<boolean>()).toBe(true);
+    expect(sm.allclose(sm.array([1, 2]), sm.array([1, 2.1])).item<boolean>()).toBe(false);
     expect(sm.allclose(sm.array([1, 2]), sm.array([1, 2.1])).shape).toEqual([]);
     expectSmeltError(() => sm.isclose(sm.array([1]), sm.array([1]), -1), "isclose", "rtol");
   });
