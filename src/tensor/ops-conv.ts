@@ -2,8 +2,9 @@
  * Convolutions in MLX's channels-last layout: input [N, ..., Cin], weight [Cout, ..., Cin / groups],
  * output [N, ..., Cout]. Lowered to a matmul over patches: each kernel tap is a strided view of the
  * padded input, the taps are joined along the channel axis, and one matmul per group multiplies
- * them by the flattened weight. The joins and the padding are index math inside the kernel that
- * packs the matmul's operand, so no patch tensor is built element by element on the host.
+ * them by the flattened weight. One kernel writes the patch matrix (the padding and the joins are
+ * index math in it); a direct convolution kernel would save that memory, but this reuses the
+ * matmul kernels and their tests.
  */
 import { SmeltError } from "../errors.ts";
 import { matmul, reshape, slice, transpose } from "./ops.ts";
