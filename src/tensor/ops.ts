@@ -43,7 +43,8 @@ import { Tensor } from "./tensor.ts";
 
 export type Scalar = number | boolean;
 export type TensorLike = Tensor | Scalar;
-type Nested = Scalar | readonly Nested[];
+/** Numbers and booleans, nested in arrays; typed arrays may stand for the innermost rows. */
+type Nested = Scalar | ArrayBufferView | readonly Nested[];
 
 // ---------------------------------------------------------------------------------------------
 // creation
@@ -56,13 +57,16 @@ type Nested = Scalar | readonly Nested[];
  * integers truncate and wrap). Plain numbers with an explicit integer dtype truncate toward zero and
  * must then fit the dtype (checkConstant), as NumPy 2 checks Python ints.
  */
-export function array(data: Nested | ArrayBufferView | Tensor, dtype?: DType): Tensor {
+export function array(data: Nested | Tensor, dtype?: DType): Tensor {
   if (data instanceof Tensor) return dtype ? astype(data, dtype) : data;
   const dt = dtype === undefined ? undefined : parseDType("array", dtype);
   if (ArrayBuffer.isView(data)) return fromTypedArray(data, dt);
   const shape: number[] = [];
   const flat: (number | boolean)[] = [];
+  // Rows given as float typed arrays make the tensor float even where their values are integral.
+  let floatRows = false;
   const walk = (x: unknown, d: number) => {
+    if (ArrayBuffer.isView(x) && isFloating(typedArrayDType("array", x))) floatRows = true;
     if (Array.isArray(x) || ArrayBuffer.isView(x)) {
       const arr = x as ArrayLike<unknown>;
       if (shape.length === d) shape.push(arr.length);
@@ -78,7 +82,7 @@ export function array(data: Nested | ArrayBufferView | Tensor, dtype?: DType): T
   };
   walk(data, 0);
   if (dt !== undefined && isInteger(dt)) for (const v of flat) checkConstant("array", v, dt);
-  const type = dt ?? inferDType(flat);
+  const type = dt ?? (floatRows ? "float32" : inferDType(flat));
   const n = new Node("data", [], shape, type);
   n.data = upload("array", shape, type, encode(type, flat));
   return new Tensor(n);

@@ -39,6 +39,11 @@ describe("typed arrays keep their natural dtype", () => {
     expect(sm.array(new Float32Array([0, 2]), "bool").toArray<boolean>()).toEqual([false, true]);
     expectSmeltError(() => sm.array(new BigInt64Array(2) as never), "array", "BigInt64Array");
   });
+  test("nested rows that are float typed arrays give float32", () => {
+    const t = sm.array([new Float32Array([1, 2]), new Float32Array([3, 4])]);
+    expect([t.dtype, t.shape, t.toArray()]).toEqual(["float32", [2, 2], [1, 2, 3, 4]]);
+    expect(sm.array([new Int32Array([1, 2])]).dtype).toBe("int32");
+  });
   test("a view into a larger buffer reads only its own elements", () => {
     const backing = new Float32Array([9, 1, 2, 3, 9]);
     expect(sm.array(backing.subarray(1, 4)).toArray()).toEqual([1, 2, 3]);
