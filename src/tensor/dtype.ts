@@ -142,6 +142,11 @@ const RANGE: Partial<Record<DType, readonly [number, number]>> = {
   uint8: [0, 255],
 };
 
+/** The smallest and largest value of an integer dtype (undefined for floats and bool). */
+export function integerRange(d: DType): readonly [number, number] | undefined {
+  return RANGE[d];
+}
+
 /**
  * A JS number given as a constant of dtype d (full, array with an explicit dtype, a scalar operand
  * of an integer tensor), in the form stored: integer dtypes truncate toward zero as NumPy's astype

@@ -12,6 +12,7 @@ import {
   defaultDTypeOf,
   encode,
   inferDType,
+  integerRange,
   isFloating,
   isInteger,
   itemsize,
@@ -234,9 +235,30 @@ function unary(op: string, x: TensorLike, attrs: Record<string, unknown> = {}): 
 
 const COMPARE = new Set(["equal", "notEqual", "less", "lessEqual", "greater", "greaterEqual", "logicalAnd", "logicalOr"]);
 
+const ORDER: Record<string, (x: number, y: number) => boolean> = {
+  equal: (x, y) => x === y, notEqual: (x, y) => x !== y, less: (x, y) => x < y,
+  lessEqual: (x, y) => x <= y, greater: (x, y) => x > y, greaterEqual: (x, y) => x >= y,
+};
+
+/**
+ * An integer tensor compared with an integer its dtype cannot hold: every element compares the
+ * same way as the nearest end of the range, so the result is a constant (NumPy 2 answers these
+ * comparisons too, where arithmetic with the scalar raises).
+ */
+function outOfRangeCompare(op: string, t: Node, scalar: TensorLike, tensorFirst: boolean): Tensor | undefined {
+  const range = integerRange(t.dtype);
+  const cmp = ORDER[op];
+  if (!cmp || !range || typeof scalar !== "number" || !Number.isInteger(scalar)) return undefined;
+  if (scalar >= range[0] && scalar <= range[1]) return undefined;
+  const end = scalar < range[0] ? range[0] : range[1];
+  return full(t.shape, tensorFirst ? cmp(end, scalar) : cmp(scalar, end), "bool");
+}
+
 function binary(op: string, a: TensorLike, b: TensorLike): Tensor {
   const an = a instanceof Tensor ? a.node(op) : undefined;
   const bn = b instanceof Tensor ? b.node(op) : undefined;
+  const constant = an && !bn ? outOfRangeCompare(op, an, b, true) : bn && !an ? outOfRangeCompare(op, bn, a, false) : undefined;
+  if (constant) return constant;
   let x = an ?? nodeOf(op, a, bn?.dtype);
   let y = bn ?? nodeOf(op, b, an?.dtype);
   let dt = an && bn ? promoteTypes(x.dtype, y.dtype) : an ? scalarResultType(x.dtype, b as Scalar) : bn ? scalarResultType(y.dtype, a as Scalar) : promoteTypes(x.dtype, y.dtype);

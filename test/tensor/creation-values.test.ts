@@ -78,6 +78,15 @@ describe("constants an integer dtype cannot hold", () => {
     expectSmeltError(() => sm.array([1], "int8").add(300), "add", "300", "int8");
     expectSmeltError(() => sm.multiply(sm.array([1], "uint8"), -1), "multiply", "-1", "uint8");
     expectSmeltError(() => sm.where(sm.array([true]), sm.array([1], "uint8"), 256), "where", "256", "uint8");
+    // Comparisons have an answer, as in NumPy 2: every element is below 300 and none equals -1.
+    const u = () => sm.array([0, 7, 255], "uint8");
+    expect(both(() => u().lt(300)).values).toEqual([true, true, true]);
+    expect(both(() => u().ge(300)).values).toEqual([false, false, false]);
+    expect(both(() => u().eq(-1)).values).toEqual([false, false, false]);
+    expect(both(() => u().ne(-1)).values).toEqual([true, true, true]);
+    expect(both(() => sm.greater(300, u())).values).toEqual([true, true, true]);
+    expect(both(() => sm.lessEqual(2 ** 40, sm.array([1, -5]))).values).toEqual([false, false]);
+    expect(both(() => sm.greater(sm.array([1, -5], "int8"), -1000)).shape).toEqual([2]);
     // In range, and float scalars (which promote to float32), stay as they were.
     expect(both(() => sm.array([1], "int8").add(126)).values).toEqual([127]);
     expect(both(() => sm.array([1], "uint8").add(0.5)).values).toEqual([1.5]);
