@@ -24,7 +24,7 @@ describe("array", () => {
     // Integers past int32 become float32 rather than wrapping (smelt has no int64).
     expect(sm.array([2 ** 31]).dtype).toBe("float32");
   });
-  test("typed arrays: Float32Array stays float32; integer typed arrays are int32", () => {
+  test("typed arrays: Float32Array stays float32; integer typed arrays keep their integer type", () => {
     expect(sm.array(new Float32Array([1, 2.5])).dtype).toBe("float32");
     expect(sm.array(new Float32Array([1, 2.5])).toArray()).toEqual([1, 2.5]);
     expect(sm.array(new Int32Array([1, -2])).dtype).toBe("int32");
