@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test", "fixtures", "torch")
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int32": torch.int32}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int32": torch.int32, "bool": torch.bool}
 
 
 def encode_number(v, dtype):
-    if dtype == "int32":
+    if dtype in ("int32", "bool"):
         return int(v)
     v = float(v)
     if math.isnan(v):
@@ -39,7 +39,7 @@ def encode_number(v, dtype):
 def encode(t):
     dtype = {v: k for k, v in DTYPES.items()}[t.dtype]
     flat = t.detach().reshape(-1)
-    values = flat.tolist() if dtype == "int32" else flat.to(torch.float32).tolist()
+    values = flat.tolist() if dtype in ("int32", "bool") else flat.to(torch.float32).tolist()
     return {"shape": list(t.shape), "dtype": dtype, "data": [encode_number(v, dtype) for v in values]}
 
 
@@ -162,10 +162,104 @@ def matmuls():
     return cases
 
 
+def ordering():
+    """sort/argsort/topk (stable, NaN last), triangles, flips and rolls; indices as int32."""
+    cases = []
+    x = torch.round(randn([4, 9], 60, "float32", 2.0) * 2) / 2  # halves: many ties
+    x[1, 3] = float("nan")
+    x[2, 0] = float("nan")
+    x[3, 5] = -0.0
+    for dim in [-1, 0]:
+        cases.append(case(f"sort dim={dim}", "sort", [x], torch.sort(x, dim=dim, stable=True).values, axis=dim))
+        idx = torch.sort(x, dim=dim, stable=True).indices.to(torch.int32)
+        cases.append(case(f"argsort dim={dim}", "argsort", [x], idx, axis=dim))
+    i = torch.tensor([[5, -3, 5, 0, 7, -3, 2, 2]], dtype=torch.int32)
+    cases.append(case("sort int32", "sort", [i], torch.sort(i, dim=-1, stable=True).values, axis=-1))
+    cases.append(case("argsort int32", "argsort", [i], torch.sort(i, dim=-1, stable=True).indices.to(torch.int32), axis=-1))
+    h = randn([3, 40], 61, "bfloat16")
+    cases.append(case("sort bfloat16", "sort", [h], torch.sort(h, dim=-1, stable=True).values, axis=-1))
+    y = randn([3, 50], 62, "float32")  # no ties: PyTorch leaves the order of equal values open
+    for k in [1, 5, 50]:
+        cases.append(case(f"topk k={k}", "topk", [y], torch.topk(y, k, dim=-1, largest=True, sorted=True).values, k=k, axis=-1))
+    cases.append(case("topk dim=0", "topk", [y], torch.topk(y, 2, dim=0, largest=True, sorted=True).values, k=2, axis=0))
+    m = randn([2, 4, 5], 63, "float32")
+    for k in [-1, 0, 2]:
+        cases.append(case(f"tril k={k}", "tril", [m], torch.tril(m, diagonal=k), k=k))
+        cases.append(case(f"triu k={k}", "triu", [m], torch.triu(m, diagonal=k), k=k))
+    for dims in [[0], [1, 2], [0, 1, 2]]:
+        cases.append(case(f"flip {dims}", "flip", [m], torch.flip(m, dims=dims), axis=dims))
+    cases.append(case("roll 3 dim 2", "roll", [m], torch.roll(m, 3, 2), shift=3, axis=2))
+    cases.append(case("roll [1, -2] dims [0, 1]", "roll", [m], torch.roll(m, (1, -2), (0, 1)), shift=[1, -2], axis=[0, 1]))
+    cases.append(case("roll flattened 7", "roll", [m], torch.roll(m, 7), shift=7))
+    return cases
+
+
+def elementwise_extra():
+    cases = []
+    p = torch.cat([uniform([30], 70, 1e-3, 1e4), torch.tensor([1.0, 10.0, 1000.0, 0.0, float("inf"), -1.0, float("nan")])])
+    cases.append(case("log10 float32", "log10", [p], torch.log10(p)))
+    r = torch.cat([randn([30], 71, "float32", 3.0), torch.tensor([0.0, -0.0, float("inf"), 1e-30])])
+    cases.append(case("reciprocal float32", "reciprocal", [r], torch.reciprocal(r)))
+    a = torch.tensor([1.0, 1.0, 1.0, 0.0, 1e-9, float("inf"), float("inf"), float("nan"), float("nan"), 100.0, 100.0, -1.0])
+    b = torch.tensor([1.0, 1.00002, 1.000005, 1e-9, 0.0, float("inf"), -float("inf"), float("nan"), 1.0, 100.0009, 100.002, 1.0])
+    cases.append(case("isclose", "isclose", [a, b], torch.isclose(a, b)))
+    cases.append(case("isclose equal_nan", "isclose", [a, b], torch.isclose(a, b, equal_nan=True), equalNan=True))
+    cases.append(case("isclose rtol=1e-3 atol=0.1", "isclose", [a, b], torch.isclose(a, b, rtol=1e-3, atol=0.1), rtol=1e-3, atol=0.1))
+    return cases
+
+
+def contractions():
+    cases = []
+    specs = [
+        ("ij,jk->ik", [[3, 5], [5, 4]]),
+        ("bij,bjk->bik", [[2, 3, 5], [2, 5, 4]]),
+        ("i,j->ij", [[4], [3]]),
+        ("ij->ji", [[3, 4]]),
+        ("ijk->j", [[2, 3, 4]]),
+        ("ij,ij->i", [[3, 6], [3, 6]]),
+        ("bhqd,bhkd->bhqk", [[2, 2, 3, 8], [2, 2, 5, 8]]),
+        ("ij,jk,kl->il", [[2, 3], [3, 4], [4, 5]]),
+        ("ab,cb", [[3, 4], [2, 4]]),
+    ]
+    for n, (spec, shapes) in enumerate(specs):
+        xs = [randn(s, 80 + 10 * n + k) for k, s in enumerate(shapes)]
+        cases.append(case(f"einsum {spec}", "einsum", xs, torch.einsum(spec, *xs), subscripts=spec))
+    a, b = randn([3, 4, 5], 120), randn([4, 5, 2], 121)
+    cases.append(case("tensordot axes=2", "tensordot", [a, b], torch.tensordot(a, b, dims=2), axes=2))
+    a, b = randn([4, 3, 5], 122), randn([3, 4, 6], 123)
+    cases.append(case("tensordot axes=[[0, 1], [1, 0]]", "tensordot", [a, b], torch.tensordot(a, b, dims=([0, 1], [1, 0])), axes=[[0, 1], [1, 0]]))
+    return cases
+
+
+def convolutions():
+    """Inputs and outputs in MLX's channels-last layout; PyTorch computes on permuted copies."""
+    cases = []
+    for n, (shape, wshape, stride, padding, dilation, groups) in enumerate([
+        ([2, 11, 3], [4, 3, 3], 1, 0, 1, 1),
+        ([1, 12, 4], [6, 3, 2], 2, 1, 1, 2),
+        ([2, 10, 2], [3, 2, 2], 1, 2, 3, 1),
+    ]):
+        x, w = randn(shape, 130 + n), randn(wshape, 140 + n)
+        y = torch.nn.functional.conv1d(x.permute(0, 2, 1), w.permute(0, 2, 1), stride=stride, padding=padding, dilation=dilation, groups=groups)
+        cases.append(case(f"conv1d {wshape} s={stride} p={padding} d={dilation} g={groups}", "conv1d", [x, w], y.permute(0, 2, 1),
+                          stride=stride, padding=padding, dilation=dilation, groups=groups))
+    for n, (shape, wshape, stride, padding, dilation, groups) in enumerate([
+        ([2, 7, 6, 3], [4, 3, 3, 3], [1, 1], [0, 0], [1, 1], 1),
+        ([1, 8, 9, 4], [4, 3, 2, 2], [2, 1], [1, 2], [1, 1], 2),
+        ([1, 9, 9, 2], [2, 3, 3, 2], [1, 2], [2, 1], [2, 1], 1),
+    ]):
+        x, w = randn(shape, 150 + n), randn(wshape, 160 + n)
+        y = torch.nn.functional.conv2d(x.permute(0, 3, 1, 2), w.permute(0, 3, 1, 2), stride=stride, padding=padding, dilation=dilation, groups=groups)
+        cases.append(case(f"conv2d {wshape} s={stride} p={padding} d={dilation} g={groups}", "conv2d", [x, w], y.permute(0, 2, 3, 1),
+                          stride=stride, padding=padding, dilation=dilation, groups=groups))
+    return cases
+
+
 def main():
     torch.manual_seed(0)
     os.makedirs(OUT, exist_ok=True)
-    groups = {"activations": activations, "reductions": reductions, "softmax": softmax, "arithmetic": arithmetic, "scans": scans, "matmul": matmuls}
+    groups = {"activations": activations, "reductions": reductions, "softmax": softmax, "arithmetic": arithmetic, "scans": scans, "matmul": matmuls,
+              "ordering": ordering, "elementwise-extra": elementwise_extra, "contractions": contractions, "convolutions": convolutions}
     total = 0
     for name, make in groups.items():
         body = {"torch": torch.__version__, "cases": make()}

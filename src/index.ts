@@ -31,6 +31,12 @@ export type { DType } from "./graph/dtype.ts";
 export { Tensor, eager, setDefaultMode, getDefaultMode, tidy, asyncEval, evalTensors as eval } from "./tensor/tensor.ts";
 export * from "./tensor/ops.ts";
 export * from "./tensor/ops-structure.ts";
+export * from "./tensor/ops-sort.ts";
+export * from "./tensor/ops-extra.ts";
+export * from "./tensor/ops-contract.ts";
+export * from "./tensor/ops-conv.ts";
+// MLX's name for variance; `var` is a reserved word, so it can only be an export name.
+export { variance as var } from "./tensor/ops.ts";
 export * as random from "./tensor/random.ts";
 export {
   clearCache,

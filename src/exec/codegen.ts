@@ -15,6 +15,7 @@ import type { Data, Node } from "../graph/node.ts";
 import { attrsOf, type ElementwiseOp, type KernelOp, OPS, type ReduceKind, viewMapOf } from "../graph/op.ts";
 import { elementwise, type Value } from "./elementwise.ts";
 import type { Storage } from "./memory.ts";
+import { argsortKernel } from "./sort.ts";
 
 export const prelude = readFileSync(join(import.meta.dir, "../../metal/prelude.metal"), "utf8");
 
@@ -556,6 +557,7 @@ export const boundaryKernels: Record<KernelOp, (n: Node) => KernelPlan> = {
   scan: scanKernel,
   putAlong: putAlongKernel,
   random: randomKernel,
+  argsort: argsortKernel,
 };
 
 const randomLibrary = readFileSync(join(import.meta.dir, "../../metal/random.metal"), "utf8");

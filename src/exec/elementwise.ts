@@ -29,6 +29,7 @@ export const elementwise: Record<ElementwiseOp, Emit> = {
   log: fn1("log"),
   log1p: fn1("smelt_log1p"),
   log2: fn1("log2"),
+  log10: fn1("log10"),
   sin: fn1("sin"),
   cos: fn1("cos"),
   tan: fn1("tan"),

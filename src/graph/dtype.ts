@@ -135,6 +135,49 @@ export function inferDType(values: ArrayLike<number | boolean>): DType {
   return allBool ? "bool" : "int32";
 }
 
+const RANGE: Partial<Record<DType, readonly [number, number]>> = {
+  int32: [INT32_MIN, INT32_MAX],
+  uint32: [0, 2 ** 32 - 1],
+  int8: [-128, 127],
+  uint8: [0, 255],
+};
+
+/** The smallest and largest value of an integer dtype (undefined for floats and bool). */
+export function integerRange(d: DType): readonly [number, number] | undefined {
+  return RANGE[d];
+}
+
+/**
+ * A JS number given as a constant of dtype d (full, array with an explicit dtype, a scalar operand
+ * of an integer tensor), in the form stored: integer dtypes truncate toward zero as NumPy's astype
+ * does, and a value that does not fit after that is an error naming the op (NumPy 2 raises
+ * OverflowError for `np.array([1], np.int8) + 300`), never a silently wrapped number.
+ */
+export function checkConstant(op: string, value: number | boolean, d: DType): number {
+  const v = Number(value);
+  const range = RANGE[d];
+  if (!range || typeof value === "boolean") return v;
+  const t = Math.trunc(v);
+  if (!Number.isFinite(v) || t < range[0] || t > range[1])
+    throw new SmeltError(`${op}: the value ${v} is out of range for ${d} (${range[0]} to ${range[1]})`);
+  return t === 0 ? 0 : t;
+}
+
+/**
+ * The dtype a typed array's elements have as values: its own type where smelt has it; Float64Array
+ * becomes float32 (as MLX takes float64 input); Int16Array and Uint16Array become int32, the
+ * smallest smelt type holding all their values (16-bit float bits go through fromBytes instead).
+ */
+export function typedArrayDType(op: string, a: ArrayBufferView): DType {
+  if (a instanceof Float32Array || a instanceof Float64Array) return "float32";
+  if (typeof Float16Array !== "undefined" && a instanceof Float16Array) return "float16";
+  if (a instanceof Int32Array || a instanceof Int16Array || a instanceof Uint16Array) return "int32";
+  if (a instanceof Uint32Array) return "uint32";
+  if (a instanceof Int8Array) return "int8";
+  if (a instanceof Uint8Array || a instanceof Uint8ClampedArray) return "uint8";
+  throw new SmeltError(`${op}: ${a.constructor.name} is not supported (smelt has no 64-bit types); convert it to a Float32Array or Int32Array`);
+}
+
 export function storageFor(d: DType): TypedArrayConstructor {
   return INFO[d].storage;
 }

@@ -6,7 +6,7 @@
  */
 
 export type UnaryOp =
-  | "negative" | "abs" | "sign" | "square" | "sqrt" | "rsqrt" | "exp" | "expm1" | "log" | "log1p" | "log2"
+  | "negative" | "abs" | "sign" | "square" | "sqrt" | "rsqrt" | "exp" | "expm1" | "log" | "log1p" | "log2" | "log10"
   | "sin" | "cos" | "tan" | "tanh" | "sigmoid" | "erf" | "erfinv" | "floor" | "ceil" | "round" | "relu"
   | "gelu" | "geluApprox" | "silu" | "softplus" | "logicalNot" | "isnan" | "isinf" | "nanToNum";
 export type BinaryOp =
@@ -23,7 +23,7 @@ export type ViewOp = StridedViewOp | ReshapeOp;
 /** Inline ops that read other elements of their inputs than their own. */
 export type GatherOp = "concat" | "pad" | "take" | "takeAlong";
 /** Ops that always get a kernel of their own (random's is a kernel of metal/random.metal). */
-export type KernelOp = "reduce" | "scan" | "putAlong" | "random";
+export type KernelOp = "reduce" | "scan" | "putAlong" | "random" | "argsort";
 export type Op = ElementwiseOp | GeneratorOp | ViewOp | GatherOp | KernelOp | "cast" | "matmul" | "data";
 
 export type ReduceKind = "sum" | "prod" | "max" | "min" | "argmax" | "argmin" | "all" | "any";
@@ -58,6 +58,7 @@ interface OpAttrTable {
   take: { axis: number };
   takeAlong: { axis: number };
   putAlong: { axis: number };
+  argsort: { axis: number };
   /**
    * A stream kernel of metal/random.metal, its argument struct as uint32 words, and the key's
    * words when it is known on the host (the global key); else the key is the node's input.
@@ -97,7 +98,7 @@ const compare = binary({ predicate: true });
 
 export const OPS: Readonly<Record<Op, Readonly<OpInfo>>> = {
   negative: unary({ noBool: true }), abs: unary({ noBool: true }), sign: unary({ noBool: true }), square: unary({ noBool: true }),
-  sqrt: float1, rsqrt: float1, exp: float1, expm1: float1, log: float1, log1p: float1, log2: float1,
+  sqrt: float1, rsqrt: float1, exp: float1, expm1: float1, log: float1, log1p: float1, log2: float1, log10: float1,
   sin: float1, cos: float1, tan: float1, tanh: float1, sigmoid: float1, erf: float1, erfinv: float1,
   floor: unary(), ceil: unary(), round: unary(), relu: unary(),
   gelu: float1, geluApprox: float1, silu: float1, softplus: float1,
@@ -131,6 +132,7 @@ export const OPS: Readonly<Record<Op, Readonly<OpInfo>>> = {
   reduce: { kind: "kernel", arity: 1, inline: false },
   scan: { kind: "kernel", arity: 1, inline: false },
   putAlong: { kind: "kernel", arity: 3, inline: false, readsComputedInputs: true },
+  argsort: { kind: "kernel", arity: 1, inline: false },
 
   random: { kind: "kernel", arity: -1, inline: false, readsComputedInputs: true },
 

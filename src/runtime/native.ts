@@ -149,7 +149,7 @@ function build(backend: BackendName, lib: string): void {
   const zig = zigCommand();
   if (!zig) throw new SmeltError(ZIG_REQUIRED);
   const args = backend === "metal" ? ["build", "metal"] : ["build"];
-  process.stderr.write(`smelt: building the native ${backend} library (${["zig", ...args].join(" ")}) in ${packageRoot}\n`);
+  process.stderr.write(`smelt: building the native ${backend} library, once per checkout: \`${[...zig, ...args].join(" ")}\` in ${packageRoot} ...\n`);
   const started = new Date();
   const result = Bun.spawnSync({ cmd: [...zig, ...args], cwd: packageRoot, stdout: "pipe", stderr: "pipe" });
   if (result.exitCode !== 0 || !existsSync(lib)) {
@@ -162,6 +162,7 @@ function build(backend: BackendName, lib: string): void {
   // Zig leaves an unchanged artifact untouched; stamping it with the build's start time keeps the
   // staleness check from rebuilding on every import, yet still sees files edited during the build.
   utimesSync(lib, started, started);
+  process.stderr.write(`smelt: built ${lib} in ${((Date.now() - started.getTime()) / 1000).toFixed(1)} s\n`);
 }
 
 export interface Native {

@@ -2,6 +2,8 @@
 import type { DType } from "../graph/dtype.ts";
 import type { IndexItem } from "../graph/shape.ts";
 import * as ops from "./ops.ts";
+import { reciprocal } from "./ops-extra.ts";
+import { split } from "./ops-structure.ts";
 import { Tensor } from "./tensor.ts";
 
 type T = ops.TensorLike;
@@ -14,6 +16,8 @@ declare module "./tensor.ts" {
     eq(b: T): Tensor; ne(b: T): Tensor; lt(b: T): Tensor; le(b: T): Tensor; gt(b: T): Tensor; ge(b: T): Tensor;
     neg(): Tensor; abs(): Tensor; square(): Tensor; sqrt(): Tensor; rsqrt(): Tensor; exp(): Tensor; log(): Tensor;
     sin(): Tensor; cos(): Tensor; tanh(): Tensor; sigmoid(): Tensor; relu(): Tensor;
+    round(): Tensor; floor(): Tensor; ceil(): Tensor; log1p(): Tensor; log2(): Tensor; log10(): Tensor; reciprocal(): Tensor;
+    split(indicesOrSections: number | readonly number[], axis?: number): Tensor[];
     sum(axis?: Axes, keepdims?: boolean): Tensor; mean(axis?: Axes, keepdims?: boolean): Tensor;
     prod(axis?: Axes, keepdims?: boolean): Tensor; max(axis?: Axes, keepdims?: boolean): Tensor;
     min(axis?: Axes, keepdims?: boolean): Tensor; argmax(axis?: number, keepdims?: boolean): Tensor;
@@ -32,7 +36,8 @@ declare module "./tensor.ts" {
 const p = Tensor.prototype as unknown as Record<string, unknown>;
 const bin = { add: ops.add, sub: ops.subtract, mul: ops.multiply, div: ops.divide, pow: ops.power, floorDiv: ops.floorDivide, mod: ops.remainder, maximum: ops.maximum, minimum: ops.minimum, eq: ops.equal, ne: ops.notEqual, lt: ops.less, le: ops.lessEqual, gt: ops.greater, ge: ops.greaterEqual } as const;
 for (const [k, f] of Object.entries(bin)) p[k] = function (this: Tensor, b: T) { return f(this, b); };
-const un = { neg: ops.negative, abs: ops.abs, square: ops.square, sqrt: ops.sqrt, rsqrt: ops.rsqrt, exp: ops.exp, log: ops.log, sin: ops.sin, cos: ops.cos, tanh: ops.tanh, sigmoid: ops.sigmoid, relu: ops.relu } as const;
+const un = { neg: ops.negative, abs: ops.abs, square: ops.square, sqrt: ops.sqrt, rsqrt: ops.rsqrt, exp: ops.exp, log: ops.log, sin: ops.sin, cos: ops.cos, tanh: ops.tanh, sigmoid: ops.sigmoid, relu: ops.relu,
+  round: ops.round, floor: ops.floor, ceil: ops.ceil, log1p: ops.log1p, log2: ops.log2, log10: ops.log10, reciprocal } as const;
 for (const [k, f] of Object.entries(un)) p[k] = function (this: Tensor) { return f(this); };
 const rest: Record<string, (x: Tensor, ...a: never[]) => Tensor> = {
   sum: ops.sum, mean: ops.mean, prod: ops.prod, max: ops.max, min: ops.min, argmax: ops.argmax, argmin: ops.argmin,
@@ -41,5 +46,6 @@ const rest: Record<string, (x: Tensor, ...a: never[]) => Tensor> = {
   moveaxis: ops.moveaxis, expandDims: ops.expandDims, squeeze: ops.squeeze, broadcastTo: ops.broadcastTo,
   slice: ops.slice, matmul: ops.matmul, astype: ops.astype,
 };
+p.split = function (this: Tensor, indicesOrSections: number | readonly number[], axis?: number) { return split(this, indicesOrSections, axis); };
 for (const [k, f] of Object.entries(rest)) p[k] = function (this: Tensor, ...a: never[]) { return f(this, ...a); };
 Object.defineProperty(Tensor.prototype, "T", { get(this: Tensor) { return ops.transpose(this); } });

@@ -127,7 +127,7 @@ export function split(x: Tensor, indicesOrSections: number | readonly number[], 
   }
   const lead = Array.from({ length: ax }, () => ({}));
   const edges: (number | null)[] = [null, ...cuts, null];
-  return edges.slice(1).map((stop, i) => slice(x, ...lead, { start: edges[i], stop }));
+  return edges.slice(1).map((stop, i) => slice(x, ...lead, { start: edges[i]!, stop }));
 }
 
 // ---------------------------------------------------------------------------------------------

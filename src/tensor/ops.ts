@@ -7,15 +7,23 @@
 import { SmeltError } from "../errors.ts";
 import { memory } from "../exec/memory.ts";
 import {
+  checkConstant,
   type DType,
+  defaultDTypeOf,
   encode,
   inferDType,
+  integerRange,
   isFloating,
+  isInteger,
+  itemsize,
   parseDType,
   promoteTypes,
   scalarResultType,
+  storageFor,
+  type TypedArrayConstructor,
+  typedArrayDType,
 } from "../graph/dtype.ts";
-import { Node } from "../graph/node.ts";
+import { type Data, Node } from "../graph/node.ts";
 import { attrsOf, type BinaryOp, OPS, type ReduceKind, type UnaryOp, type ViewMap } from "../graph/op.ts";
 import {
   broadcastShapes,
@@ -31,60 +39,117 @@ import {
   planIndex,
   reducedShape,
   sameShape,
+  shapeSize,
 } from "../graph/shape.ts";
 import { composite, Tensor } from "./tensor.ts";
 
 export type Scalar = number | boolean;
 export type TensorLike = Tensor | Scalar;
-type Nested = Scalar | readonly Nested[];
+/** Numbers and booleans, nested in arrays; typed arrays may stand for the innermost rows. */
+type Nested = Scalar | ArrayBufferView | readonly Nested[];
 
 // ---------------------------------------------------------------------------------------------
 // creation
 // ---------------------------------------------------------------------------------------------
 
-/** A tensor from nested arrays, a number, a boolean or a typed array, copied to the device. */
-export function array(data: Nested | ArrayLike<number> | Tensor, dtype?: DType): Tensor {
+/**
+ * A tensor from nested arrays, a number, a boolean or a typed array, copied to the device. A typed
+ * array keeps its natural dtype (typedArrayDType) and is copied in one native set() when no dtype or
+ * a non-16-bit dtype is given; with an explicit dtype it converts as astype does (floats round,
+ * integers truncate and wrap). Plain numbers with an explicit integer dtype truncate toward zero and
+ * must then fit the dtype (checkConstant), as NumPy 2 checks Python ints.
+ */
+export function array(data: Nested | Tensor, dtype?: DType): Tensor {
   if (data instanceof Tensor) return dtype ? astype(data, dtype) : data;
   const dt = dtype === undefined ? undefined : parseDType("array", dtype);
+  if (ArrayBuffer.isView(data)) return fromTypedArray(data, dt);
   const shape: number[] = [];
   const flat: (number | boolean)[] = [];
-  if (ArrayBuffer.isView(data)) {
-    shape.push((data as unknown as ArrayLike<number>).length);
-    for (let i = 0; i < shape[0]!; i++) flat.push((data as unknown as ArrayLike<number>)[i]!);
-  } else {
-    const walk = (x: unknown, d: number) => {
-      if (Array.isArray(x) || ArrayBuffer.isView(x)) {
-        const arr = x as ArrayLike<unknown>;
-        if (shape.length === d) shape.push(arr.length);
-        else if (shape[d] !== arr.length)
-          throw new SmeltError(`array: ragged nested arrays: length ${arr.length} at depth ${d}, expected ${shape[d]}`);
-        for (let i = 0; i < arr.length; i++) walk(arr[i], d + 1);
-      } else if (typeof x === "number" || typeof x === "boolean") {
-        if (d !== shape.length) throw new SmeltError(`array: ragged nested arrays: a scalar at depth ${d}, expected ${shape.length}`);
-        flat.push(x);
-      } else {
-        throw new SmeltError(`array: expected numbers, booleans or arrays of them, got ${typeof x}`);
-      }
-    };
-    walk(data, 0);
-  }
-  const type = dt ?? (ArrayBuffer.isView(data) && data instanceof Float32Array ? "float32" : inferDType(flat));
-  return fromValues(flat, shape, type);
+  // Rows given as float typed arrays make the tensor float even where their values are integral.
+  let floatRows = false;
+  const walk = (x: unknown, d: number) => {
+    if (ArrayBuffer.isView(x) && isFloating(typedArrayDType("array", x))) floatRows = true;
+    if (Array.isArray(x) || ArrayBuffer.isView(x)) {
+      const arr = x as ArrayLike<unknown>;
+      if (shape.length === d) shape.push(arr.length);
+      else if (shape[d] !== arr.length)
+        throw new SmeltError(`array: ragged nested arrays: length ${arr.length} at depth ${d}, expected ${shape[d]}`);
+      for (let i = 0; i < arr.length; i++) walk(arr[i], d + 1);
+    } else if (typeof x === "number" || typeof x === "boolean") {
+      if (d !== shape.length) throw new SmeltError(`array: ragged nested arrays: a scalar at depth ${d}, expected ${shape.length}`);
+      flat.push(x);
+    } else {
+      throw new SmeltError(`array: expected numbers, booleans or arrays of them, got ${typeof x}`);
+    }
+  };
+  walk(data, 0);
+  if (dt !== undefined && isInteger(dt)) for (const v of flat) checkConstant("array", v, dt);
+  const type = dt ?? (floatRows ? "float32" : inferDType(flat));
+  const n = new Node("data", [], shape, type);
+  n.data = upload("array", shape, type, encode(type, flat));
+  return new Tensor(n);
 }
 
-function fromValues(values: ArrayLike<number | boolean>, shape: number[], dtype: DType): Tensor {
-  const n = new Node("data", [], shape, dtype);
-  const bytes = encode(dtype, values);
-  const storage = memory.allocate(bytes.byteLength, "array");
-  storage.buffer.write(bytes);
-  n.data = { storage, strides: contiguousStrides(shape), offset: 0 };
+function fromTypedArray(data: ArrayBufferView, dtype: DType | undefined): Tensor {
+  const natural = typedArrayDType("array", data);
+  const type = dtype ?? natural;
+  const values = data as unknown as ArrayLike<number>;
+  const shape = [values.length];
+  let src: ArrayLike<number>;
+  if (type === "float16" && natural === "float16") src = new Uint16Array(data.buffer, data.byteOffset, values.length);
+  // Typed-array stores round floats and truncate-and-wrap integers, exactly encode's conversions.
+  else if (type !== "float16" && type !== "bfloat16" && type !== "bool") src = values;
+  else src = encode(type, values);
+  const n = new Node("data", [], shape, type);
+  n.data = upload("array", shape, type, src);
   return new Tensor(n);
+}
+
+/**
+ * A tensor of the given shape and dtype whose storage is exactly these bytes (little-endian, row
+ * major): float16 and bfloat16 as their bit patterns, bool as bytes of 0 or 1. One copy into the
+ * device buffer; what weight loaders read from a file.
+ */
+export function fromBytes(bytes: ArrayBuffer | ArrayBufferView, shape: readonly number[], dtype: DType): Tensor {
+  const dt = parseDType("fromBytes", dtype);
+  const s = checkShape("fromBytes", shape);
+  let u8: Uint8Array;
+  if (bytes instanceof ArrayBuffer) u8 = new Uint8Array(bytes);
+  else if (ArrayBuffer.isView(bytes)) u8 = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  else throw new SmeltError(`fromBytes: bytes must be an ArrayBuffer or a typed array, got ${bytes === null ? "null" : typeof bytes}`);
+  const want = shapeSize(s) * itemsize(dt);
+  if (u8.byteLength !== want)
+    throw new SmeltError(`fromBytes: shape [${s}] of ${dt} needs ${want} bytes, got ${u8.byteLength}`);
+  if (dt === "bool" && u8.some((b) => b > 1)) throw new SmeltError("fromBytes: bool bytes must be 0 or 1");
+  const n = new Node("data", [], s, dt);
+  n.data = upload("fromBytes", s, dt, u8, Uint8Array);
+  return new Tensor(n);
+}
+
+/**
+ * The one place host values enter device storage: a native set() of src into a view of the new
+ * buffer, which converts element types when src's type is not the view's.
+ */
+function upload(op: string, shape: number[], dtype: DType, src: ArrayLike<number>, view: TypedArrayConstructor = storageFor(dtype)): Data {
+  const bytes = shapeSize(shape) * itemsize(dtype);
+  const storage = memory.allocate(bytes, op);
+  const count = bytes / view.BYTES_PER_ELEMENT;
+  if (storage.buffer.device.limits.hostVisible) (storage.buffer.view(view as never, 0, count) as Uint8Array).set(src);
+  else {
+    // Memory the CPU cannot see (a discrete GPU): converted on the host, then one copy across.
+    const staged = new (view as unknown as new (n: number) => Uint8Array)(count);
+    staged.set(src);
+    storage.buffer.write(staged);
+  }
+  return { storage, strides: contiguousStrides(shape), offset: 0 };
 }
 
 export function full(shape: readonly number[], value: Scalar, dtype?: DType): Tensor {
   const s = checkShape("full", shape);
-  const dt = dtype ? parseDType("full", dtype) : typeof value === "boolean" ? "bool" : Number.isInteger(value) ? "int32" : "float32";
-  return new Tensor(new Node("scalar", [], s, dt, { value: Number(value) }));
+  if (typeof value !== "number" && typeof value !== "boolean")
+    throw new SmeltError(`full: value must be a number or a boolean, got ${value === null ? "null" : typeof value}`);
+  const dt = dtype ? parseDType("full", dtype) : defaultDTypeOf(value);
+  return new Tensor(new Node("scalar", [], s, dt, { value: checkConstant("full", value, dt) }));
 }
 export const zeros = (shape: readonly number[], dtype: DType = "float32") => full(shape, 0, dtype);
 export const ones = (shape: readonly number[], dtype: DType = "float32") => full(shape, 1, dtype);
@@ -123,8 +188,8 @@ function nodeOf(op: string, x: TensorLike, like?: DType): Node {
   if (x instanceof Tensor) return x.node(op);
   if (typeof x !== "number" && typeof x !== "boolean")
     throw new SmeltError(`${op}: expected a tensor or a number, got ${x === null ? "null" : typeof x}`);
-  const dt = like ? scalarResultType(like, x) : typeof x === "boolean" ? "bool" : Number.isInteger(x) ? "int32" : "float32";
-  return new Node("scalar", [], [], dt, { value: Number(x) });
+  const dt = like ? scalarResultType(like, x) : defaultDTypeOf(x);
+  return new Node("scalar", [], [], dt, { value: checkConstant(op, x, dt) });
 }
 
 function cast(n: Node, dtype: DType): Node {
@@ -189,9 +254,30 @@ function unary(op: Exclude<UnaryOp, "nanToNum">, x: TensorLike): Tensor {
   return wrap(new Node(op, [n], n.shape, info.predicate ? "bool" : n.dtype));
 }
 
+const ORDER: Partial<Record<BinaryOp, (x: number, y: number) => boolean>> = {
+  equal: (x, y) => x === y, notEqual: (x, y) => x !== y, less: (x, y) => x < y,
+  lessEqual: (x, y) => x <= y, greater: (x, y) => x > y, greaterEqual: (x, y) => x >= y,
+};
+
+/**
+ * An integer tensor compared with an integer its dtype cannot hold: every element compares the
+ * same way as the nearest end of the range, so the result is a constant (NumPy 2 answers these
+ * comparisons too, where arithmetic with the scalar raises).
+ */
+function outOfRangeCompare(op: BinaryOp, t: Node, scalar: TensorLike, tensorFirst: boolean): Tensor | undefined {
+  const range = integerRange(t.dtype);
+  const cmp = ORDER[op];
+  if (!cmp || !range || typeof scalar !== "number" || !Number.isInteger(scalar)) return undefined;
+  if (scalar >= range[0] && scalar <= range[1]) return undefined;
+  const end = scalar < range[0] ? range[0] : range[1];
+  return full(t.shape, tensorFirst ? cmp(end, scalar) : cmp(scalar, end), "bool");
+}
+
 function binary(op: BinaryOp, a: TensorLike, b: TensorLike): Tensor {
   const an = a instanceof Tensor ? a.node(op) : undefined;
   const bn = b instanceof Tensor ? b.node(op) : undefined;
+  const constant = an && !bn ? outOfRangeCompare(op, an, b, true) : bn && !an ? outOfRangeCompare(op, bn, a, false) : undefined;
+  if (constant) return constant;
   let x = an ?? nodeOf(op, a, bn?.dtype);
   let y = bn ?? nodeOf(op, b, an?.dtype);
   let dt = an && bn ? promoteTypes(x.dtype, y.dtype) : an ? scalarResultType(x.dtype, b as Scalar) : bn ? scalarResultType(y.dtype, a as Scalar) : promoteTypes(x.dtype, y.dtype);
@@ -238,6 +324,7 @@ export const expm1 = (x: TensorLike) => unary("expm1", x);
 export const log = (x: TensorLike) => unary("log", x);
 export const log1p = (x: TensorLike) => unary("log1p", x);
 export const log2 = (x: TensorLike) => unary("log2", x);
+export const log10 = (x: TensorLike) => unary("log10", x);
 export const sin = (x: TensorLike) => unary("sin", x);
 export const cos = (x: TensorLike) => unary("cos", x);
 export const tan = (x: TensorLike) => unary("tan", x);

@@ -5,7 +5,8 @@
  */
 import { SmeltError } from "../errors.ts";
 import { evalNodes, evalNodesAsync } from "../exec/realize.ts";
-import { decode, type DType, itemsize, storageFor } from "../graph/dtype.ts";
+import { bf16BitsToNumber, decode, type DType, f16BitsToNumber, itemsize, numberToBf16Bits, numberToF16Bits, storageFor } from "../graph/dtype.ts";
+import { formatTensor } from "./format.ts";
 import { contiguousStrides, isRowContiguous } from "../graph/shape.ts";
 import type { Node } from "../graph/node.ts";
 
@@ -106,22 +107,33 @@ export class Tensor {
     evalNodes([n]);
     return readRaw(n);
   }
-  /** Flat elements as numbers (booleans for bool), evaluating first. */
-  toArray(): number[] | boolean[] {
+  /**
+   * Flat elements as numbers (booleans for a bool tensor), evaluating first. The element type is
+   * not tracked by the compiler: it is number unless given, as in `mask.toArray<boolean>()`.
+   */
+  toArray<T extends number | boolean = number>(): T[] {
     const n = this.node("toArray");
     evalNodes([n]);
-    return decode(n.dtype, readRaw(n) as never);
+    return decode(n.dtype, readRaw(n) as never) as T[];
   }
-  async data(): Promise<number[] | boolean[]> {
+  /** The elements as float32 values in row-major order (bool as 0/1), evaluating first. */
+  toFloat32Array(): Float32Array {
+    const n = this.node("toFloat32Array");
+    evalNodes([n]);
+    const raw = readRaw(n);
+    if (n.dtype === "float32") return raw as Float32Array;
+    return Float32Array.from(decode(n.dtype, raw as never) as ArrayLike<number | boolean>, Number);
+  }
+  async data<T extends number | boolean = number>(): Promise<T[]> {
     await evalNodesAsync([this.node("data")]);
     // Asked again: the tensor may have been disposed while the device computed it.
     const n = this.node("data");
-    return decode(n.dtype, readRaw(n) as never);
+    return decode(n.dtype, readRaw(n) as never) as T[];
   }
-  item(): number | boolean {
+  item<T extends number | boolean = number>(): T {
     const n = this.node("item");
     if (n.size !== 1) throw new SmeltError(`item: the tensor has ${n.size} elements, item() needs exactly one (shape [${n.shape}])`);
-    return this.toArray()[0]!;
+    return this.toArray<T>()[0]!;
   }
   /** Nested arrays of the tensor's shape. */
   tolist(): unknown {
@@ -134,10 +146,27 @@ export class Tensor {
     };
     return build(0, 0);
   }
+  /** NumPy's repr: `array([[1, 2],\n       [3, 4]], dtype=int32)`, evaluating the tensor (src/tensor/format.ts). */
   toString(): string {
-    return `Tensor(shape=[${this.shape}], dtype=${this.dtype})`;
+    const n = this.#node;
+    if (!n) return "array(<disposed>)";
+    evalNodes([n]);
+    const raw = readRaw(n);
+    const at = (i: number) => (n.dtype === "bool" ? raw[i] !== 0 : n.dtype === "float16" ? f16BitsToNumber(raw[i]!) : n.dtype === "bfloat16" ? bf16BitsToNumber(raw[i]!) : raw[i]!);
+    return formatTensor(n.shape, n.dtype, at, ROUND[n.dtype] ?? ((v) => v));
+  }
+  /** What console.log and Bun.inspect print: the same as toString(). */
+  [Symbol.for("nodejs.util.inspect.custom")](): string {
+    return this.toString();
   }
 }
+
+/** Rounding to a float dtype, with which the printer finds the shortest digits that read back. */
+const ROUND: Partial<Record<DType, (v: number) => number>> = {
+  float32: Math.fround,
+  float16: (v) => f16BitsToNumber(numberToF16Bits(v)),
+  bfloat16: (v) => bf16BitsToNumber(numberToBf16Bits(v)),
+};
 
 /** Copies a computed node's elements out of its storage in row-major order. */
 function readRaw(n: Node): ArrayLike<number> {

@@ -150,17 +150,17 @@ for (const [mode, run] of MODES) {
         for (const p of [0, 0.3, 0.5, 1]) {
           const t = run(() => sm.random.bernoulli(p, shape, key()));
           expect([t.shape, t.dtype]).toEqual([shape, "bool"]);
-          expect(t.toArray()).toEqual(Array.from(rr.bernoulli(k, sizeOf(shape), p), (b) => b === 1));
+          expect(t.toArray<boolean>()).toEqual(Array.from(rr.bernoulli(k, sizeOf(shape), p), (b) => b === 1));
         }
       }
-      expect(run(() => sm.random.bernoulli(undefined, [5], key())).toArray()).toEqual(Array.from(rr.bernoulli(k, 5, 0.5), (b) => b === 1));
+      expect(run(() => sm.random.bernoulli(undefined, [5], key())).toArray<boolean>()).toEqual(Array.from(rr.bernoulli(k, 5, 0.5), (b) => b === 1));
       const probs = [0.1, 0.5, 0.9];
       const u = rr.uniform(k, 12, 0, 1, "float32");
       const broadcast = run(() => sm.random.bernoulli(sm.reshape(sm.array(probs), [3, 1]), [3, 4], key()));
-      expect(broadcast.toArray()).toEqual(Array.from(u, (x, i) => x < Math.fround(probs[Math.floor(i / 4)]!)));
+      expect(broadcast.toArray<boolean>()).toEqual(Array.from(u, (x, i) => x < Math.fround(probs[Math.floor(i / 4)]!)));
       const own = run(() => sm.random.bernoulli(sm.array(probs), undefined, key()));
       const u3 = rr.uniform(k, 3, 0, 1, "float32");
-      expect([own.shape, own.toArray()]).toEqual([[3], probs.map((p, i) => u3[i]! < Math.fround(p))]);
+      expect([own.shape, own.toArray<boolean>()]).toEqual([[3], probs.map((p, i) => u3[i]! < Math.fround(p))]);
       // The tensor form and the kernel agree for a constant p.
       const viaTensor = run(() => sm.random.bernoulli(sm.full([7, 3], 0.3), undefined, key()));
       expect(viaTensor.toArray()).toEqual(run(() => sm.random.bernoulli(0.3, [7, 3], key())).toArray());

@@ -136,7 +136,7 @@ describe("concatenate", () => {
         const ints = sm.concatenate([sm.array([1, 2], "int8"), sm.array([300], "int32")]);
         expect([ints.dtype, ints.toArray()]).toEqual(["int32", [1, 2, 300]]);
         const bools = sm.concatenate([sm.array([true]), sm.array([false, true])]);
-        expect([bools.dtype, bools.toArray()]).toEqual(["bool", [true, false, true]]);
+        expect([bools.dtype, bools.toArray<boolean>()]).toEqual(["bool", [true, false, true]]);
       });
     });
 
@@ -292,7 +292,7 @@ describe("pad", () => {
         const u = sm.pad(sm.array([1], "uint32"), [0, 1], 2 ** 32 - 1);
         expect(u.toArray()).toEqual([1, 2 ** 32 - 1]);
         const b = sm.pad(sm.array([false]), 1, true);
-        expect([b.dtype, b.toArray()]).toEqual(["bool", [true, false, true]]);
+        expect([b.dtype, b.toArray<boolean>()]).toEqual(["bool", [true, false, true]]);
         const h = sm.pad(sm.array([1.5], "float16"), [1, 0], -2);
         expect([h.dtype, h.toArray()]).toEqual(["float16", [-2, 1.5]]);
       });
@@ -562,7 +562,7 @@ describe("takeAlongAxis and putAlongAxis", () => {
         const ints = sm.putAlongAxis(sm.array([[1, 2, 3]], "int32"), [[2]], sm.array([[7.9]]), 1);
         expect([ints.dtype, ints.toArray()]).toEqual(["int32", [1, 2, 7]]);
         const bools = sm.putAlongAxis(sm.array([false, false]), [1], true, 0);
-        expect([bools.dtype, bools.toArray()]).toEqual(["bool", [false, true]]);
+        expect([bools.dtype, bools.toArray<boolean>()]).toEqual(["bool", [false, true]]);
         // x itself is unchanged.
         expect(x.toArray()).toEqual(ref.data);
       });
