@@ -5,7 +5,7 @@
 import { SmeltError } from "../errors.ts";
 import { matmul, multiply, reshape, sum, transpose } from "./ops.ts";
 import { normalizeAxis } from "../graph/shape.ts";
-import { Tensor, tidy } from "./tensor.ts";
+import { composite, Tensor } from "./tensor.ts";
 
 const product = (xs: readonly number[]) => xs.reduce((a, b) => a * b, 1);
 
@@ -43,7 +43,7 @@ export function tensordot(a: Tensor, b: Tensor, axes: number | readonly [readonl
   });
   const freeA = x.shape.map((_, d) => d).filter((d) => !ax.includes(d));
   const freeB = y.shape.map((_, d) => d).filter((d) => !bx.includes(d));
-  return tidy(() => {
+  return composite(() => {
     const k = product(ax.map((d) => x.shape[d]!));
     const m = reshape(transpose(x, [...freeA, ...ax]), [product(freeA.map((d) => x.shape[d]!)), k]);
     const n = reshape(transpose(y, [...bx, ...freeB]), [k, product(freeB.map((d) => y.shape[d]!))]);
@@ -121,7 +121,7 @@ export function einsum(subscripts: string, ...operands: Tensor[]): Tensor {
   if (!out.every((l) => /[a-zA-Z]/.test(l))) throw new SmeltError(`${op}: subscripts may only be letters, got ${JSON.stringify(arrow[1])}`);
   if (new Set(out).size !== out.length) throw new SmeltError(`${op}: output label repeated in ${JSON.stringify(subscripts)}`);
   for (const l of out) if (!sizes.has(l)) throw new SmeltError(`${op}: output label ${l} is not in any operand`);
-  return tidy(() => {
+  return composite(() => {
     const neededAfter = (i: number) => new Set([...out, ...terms.slice(i + 1).flatMap((t) => t.labels)]);
     let acc = sumUnneeded(terms[0]!, neededAfter(0));
     for (let i = 1; i < terms.length; i++) {

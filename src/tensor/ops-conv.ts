@@ -9,7 +9,7 @@
 import { SmeltError } from "../errors.ts";
 import { matmul, reshape, slice, transpose } from "./ops.ts";
 import { concatenate, pad } from "./ops-structure.ts";
-import { Tensor, tidy } from "./tensor.ts";
+import { composite, Tensor } from "./tensor.ts";
 
 type Pair = number | readonly [number, number];
 
@@ -35,7 +35,7 @@ function conv(op: string, input: Tensor, weight: Tensor, stride: Pair, padding: 
   const OW = Math.floor((W + 2 * pw - dw * (KW - 1) - 1) / sw) + 1;
   if (OH < 1 || OW < 1)
     throw new SmeltError(`${op}: the kernel (size ${KH === 1 && op === "conv1d" ? KW : `${KH}x${KW}`}, dilation applied) is larger than the padded input`);
-  return tidy(() => {
+  return composite(() => {
     const padded = ph || pw ? pad(input, [[0, 0], [ph, ph], [pw, pw], [0, 0]]) : input;
     const outs: Tensor[] = [];
     for (let g = 0; g < groups; g++) {
@@ -76,7 +76,7 @@ export function conv1d(input: Tensor, weight: Tensor, stride = 1, padding = 0, d
   if (!(weight instanceof Tensor) || weight.ndim !== 3) throw new SmeltError(`${op}: weight must be a 3-D tensor [Cout, K, Cin], got ${describe(weight)}`);
   for (const [v, what, min] of [[stride, "stride", 1], [padding, "padding", 0], [dilation, "dilation", 1]] as const)
     if (typeof v !== "number") throw new SmeltError(`${op}: ${what} must be an integer >= ${min}, got ${JSON.stringify(v)}`);
-  return tidy(() => {
+  return composite(() => {
     const [N, L, C] = input.shape as [number, number, number];
     const [O, K, CG] = weight.shape as [number, number, number];
     const out = conv(op, reshape(input, [N, 1, L, C]), reshape(weight, [O, 1, K, CG]), [1, stride], [0, padding], [1, dilation], groups);

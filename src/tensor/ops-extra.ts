@@ -10,7 +10,7 @@ import {
 } from "./ops.ts";
 import { concatenate } from "./ops-structure.ts";
 import { normalizeAxes, normalizeAxis } from "../graph/shape.ts";
-import { Tensor } from "./tensor.ts";
+import { composite, Tensor } from "./tensor.ts";
 
 function tensorArg(op: string, x: unknown, what = "x"): Tensor {
   if (x instanceof Tensor) return x;
@@ -23,13 +23,15 @@ function intArg(op: string, v: unknown, what: string): number {
 
 /** Keeps the elements of the last two axes where (column - row) compares with k; zeros elsewhere. */
 function triangle(op: "tril" | "triu", x: Tensor, k: number): Tensor {
-  const t = tensorArg(op, x);
-  intArg(op, k, "k");
-  if (t.ndim < 2) throw new SmeltError(`${op}: x must have at least 2 axes, got shape [${t.shape}]`);
-  const [rows, cols] = t.shape.slice(-2) as [number, number];
-  const offset = subtract(reshape(arange(cols), [1, cols]), reshape(arange(rows), [rows, 1]));
-  const keep = op === "tril" ? lessEqual(offset, k) : lessEqual(k, offset);
-  return where(keep, t, full([], 0, t.dtype));
+  return composite(() => {
+    const t = tensorArg(op, x);
+    intArg(op, k, "k");
+    if (t.ndim < 2) throw new SmeltError(`${op}: x must have at least 2 axes, got shape [${t.shape}]`);
+    const [rows, cols] = t.shape.slice(-2) as [number, number];
+    const offset = subtract(reshape(arange(cols), [1, cols]), reshape(arange(rows), [rows, 1]));
+    const keep = op === "tril" ? lessEqual(offset, k) : lessEqual(k, offset);
+    return where(keep, t, full([], 0, t.dtype));
+  });
 }
 /** The lower triangle of the last two axes: elements on and below diagonal k (k > 0 above the main one). */
 export const tril = (x: Tensor, k = 0) => triangle("tril", x, k);
@@ -38,9 +40,11 @@ export const triu = (x: Tensor, k = 0) => triangle("triu", x, k);
 
 /** x reversed along the given axes (all when none are given), as NumPy's flip; a view. */
 export function flip(x: Tensor, axes?: number | readonly number[] | null): Tensor {
-  const t = tensorArg("flip", x);
-  const ax = normalizeAxes("flip", axes, t.ndim);
-  return slice(t, ...t.shape.map((_, d) => (ax.includes(d) ? { step: -1 } : {})));
+  return composite(() => {
+    const t = tensorArg("flip", x);
+    const ax = normalizeAxes("flip", axes, t.ndim);
+    return slice(t, ...t.shape.map((_, d) => (ax.includes(d) ? { step: -1 } : {})));
+  });
 }
 
 /**
@@ -49,28 +53,30 @@ export function flip(x: Tensor, axes?: number | readonly number[] | null): Tenso
  * flattened, rolled and given its shape back.
  */
 export function roll(x: Tensor, shift: number | readonly number[], axis?: number | readonly number[]): Tensor {
-  const op = "roll";
-  const t = tensorArg(op, x);
-  const shifts = typeof shift === "number" ? [shift] : Array.isArray(shift) ? [...shift] : null;
-  if (!shifts || shifts.length === 0) throw new SmeltError(`${op}: shift must be an integer or a non-empty array of integers, got ${String(shift)}`);
-  shifts.forEach((s, i) => intArg(op, s, `shift[${i}]`));
-  if (axis === undefined) {
-    if (shifts.length !== 1) throw new SmeltError(`${op}: without an axis, shift must be one integer, got ${shifts.length}`);
-    return reshape(roll(reshape(t, [-1]), shifts[0]!, 0), t.shape);
-  }
-  const axes = typeof axis === "number" ? [axis] : [...axis];
-  if (axes.length !== shifts.length && shifts.length !== 1)
-    throw new SmeltError(`${op}: shift and axis must have the same length, got ${shifts.length} and ${axes.length}`);
-  let r = t;
-  axes.forEach((a, i) => {
-    const d = normalizeAxis(op, a, t.ndim);
-    const n = t.shape[d]!;
-    const s = n === 0 ? 0 : ((shifts[shifts.length === 1 ? 0 : i]! % n) + n) % n;
-    if (s === 0) return;
-    const lead = Array.from({ length: d }, () => ({}));
-    r = concatenate([slice(r, ...lead, { start: n - s }), slice(r, ...lead, { stop: n - s })], d);
+  return composite(() => {
+    const op = "roll";
+    const t = tensorArg(op, x);
+    const shifts = typeof shift === "number" ? [shift] : Array.isArray(shift) ? [...shift] : null;
+    if (!shifts || shifts.length === 0) throw new SmeltError(`${op}: shift must be an integer or a non-empty array of integers, got ${String(shift)}`);
+    shifts.forEach((s, i) => intArg(op, s, `shift[${i}]`));
+    if (axis === undefined) {
+      if (shifts.length !== 1) throw new SmeltError(`${op}: without an axis, shift must be one integer, got ${shifts.length}`);
+      return reshape(roll(reshape(t, [-1]), shifts[0]!, 0), t.shape);
+    }
+    const axes = typeof axis === "number" ? [axis] : [...axis];
+    if (axes.length !== shifts.length && shifts.length !== 1)
+      throw new SmeltError(`${op}: shift and axis must have the same length, got ${shifts.length} and ${axes.length}`);
+    let r = t;
+    axes.forEach((a, i) => {
+      const d = normalizeAxis(op, a, t.ndim);
+      const n = t.shape[d]!;
+      const s = n === 0 ? 0 : ((shifts[shifts.length === 1 ? 0 : i]! % n) + n) % n;
+      if (s === 0) return;
+      const lead = Array.from({ length: d }, () => ({}));
+      r = concatenate([slice(r, ...lead, { start: n - s }), slice(r, ...lead, { stop: n - s })], d);
+    });
+    return r;
   });
-  return r;
 }
 
 /**
@@ -79,25 +85,29 @@ export function roll(x: Tensor, shift: number | readonly number[], axis?: number
  * NaN to nothing unless equalNan.
  */
 export function isclose(a: TensorLike, b: TensorLike, rtol = 1e-5, atol = 1e-8, equalNan = false): Tensor {
-  const op = "isclose";
-  for (const [v, what] of [[rtol, "rtol"], [atol, "atol"]] as const)
-    if (typeof v !== "number" || !(v >= 0)) throw new SmeltError(`${op}: ${what} must be a non-negative number, got ${String(v)}`);
-  const dt = (x: TensorLike) => (x instanceof Tensor ? x.dtype : "float32");
-  if (!(a instanceof Tensor) && !(b instanceof Tensor)) throw new SmeltError(`${op}: at least one of a and b must be a Tensor`);
-  const common = promoteTypes(dt(a), dt(b));
-  const f = isFloating(common) ? common : "float32";
-  const x = a instanceof Tensor ? astype(a, f) : a;
-  const y = b instanceof Tensor ? astype(b, f) : b;
-  const finite = (v: TensorLike) => logicalNot(logicalOr(isnan(v), isinf(v)));
-  const near = lessEqual(abs(subtract(x, y)), add(multiply(abs(y), rtol), atol));
-  let close = logicalOr(equal(x, y), logicalAnd(logicalAnd(finite(x), finite(y)), near));
-  if (equalNan) close = logicalOr(close, logicalAnd(isnan(x), isnan(y)));
-  return close;
+  return composite(() => {
+    const op = "isclose";
+    for (const [v, what] of [[rtol, "rtol"], [atol, "atol"]] as const)
+      if (typeof v !== "number" || !(v >= 0)) throw new SmeltError(`${op}: ${what} must be a non-negative number, got ${String(v)}`);
+    const dt = (x: TensorLike) => (x instanceof Tensor ? x.dtype : "float32");
+    if (!(a instanceof Tensor) && !(b instanceof Tensor)) throw new SmeltError(`${op}: at least one of a and b must be a Tensor`);
+    const common = promoteTypes(dt(a), dt(b));
+    const f = isFloating(common) ? common : "float32";
+    const x = a instanceof Tensor ? astype(a, f) : a;
+    const y = b instanceof Tensor ? astype(b, f) : b;
+    const finite = (v: TensorLike) => logicalNot(logicalOr(isnan(v), isinf(v)));
+    const near = lessEqual(abs(subtract(x, y)), add(multiply(abs(y), rtol), atol));
+    let close = logicalOr(equal(x, y), logicalAnd(logicalAnd(finite(x), finite(y)), near));
+    if (equalNan) close = logicalOr(close, logicalAnd(isnan(x), isnan(y)));
+    return close;
+  });
 }
 
 /** Whether every element of a is close to b (isclose), as a bool scalar tensor, as MLX's allclose. */
 export function allclose(a: TensorLike, b: TensorLike, rtol = 1e-5, atol = 1e-8, equalNan = false): Tensor {
-  return all(isclose(a, b, rtol, atol, equalNan));
+  return composite(() => {
+    return all(isclose(a, b, rtol, atol, equalNan));
+  });
 }
 
 /** 1 / x; integer and bool inputs give float32, as divide does. */

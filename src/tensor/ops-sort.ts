@@ -7,7 +7,7 @@ import { Node } from "../graph/node.ts";
 import { full, reshape, slice, type TensorLike } from "./ops.ts";
 import { takeAlongAxis } from "./ops-structure.ts";
 import { normalizeAxis } from "../graph/shape.ts";
-import { Tensor } from "./tensor.ts";
+import { composite, Tensor } from "./tensor.ts";
 
 function asTensor(op: string, x: TensorLike): Tensor {
   if (x instanceof Tensor) return x;
@@ -27,16 +27,20 @@ function line(op: string, a: TensorLike, axis: number | null): [Tensor, number] 
  * NaN sorts after everything, as in NumPy. axis null sorts the flattened tensor.
  */
 export function argsort(a: TensorLike, axis: number | null = -1): Tensor {
-  const [t, ax] = line("argsort", a, axis);
-  if (t.size === 0) return full(t.shape, 0, "uint32");
-  const n = t.node("argsort");
-  return new Tensor(new Node("argsort", [n], n.shape, "uint32", { axis: ax }));
+  return composite(() => {
+    const [t, ax] = line("argsort", a, axis);
+    if (t.size === 0) return full(t.shape, 0, "uint32");
+    const n = t.node("argsort");
+    return new Tensor(new Node("argsort", [n], n.shape, "uint32", { axis: ax }));
+  });
 }
 
 /** a sorted ascending along axis (stable, NaN last); axis null sorts the flattened tensor. */
 export function sort(a: TensorLike, axis: number | null = -1): Tensor {
-  const [t, ax] = line("sort", a, axis);
-  return takeAlongAxis(t, argsort(t, ax), ax);
+  return composite(() => {
+    const [t, ax] = line("sort", a, axis);
+    return takeAlongAxis(t, argsort(t, ax), ax);
+  });
 }
 
 /**
@@ -45,11 +49,13 @@ export function sort(a: TensorLike, axis: number | null = -1): Tensor {
  * comes first. k may be 0 up to the axis length; axis null works on the flattened tensor.
  */
 export function topk(a: TensorLike, k: number, axis: number | null = -1): Tensor {
-  const [t, ax] = line("topk", a, axis);
-  const len = t.shape[ax]!;
-  if (typeof k !== "number" || !Number.isInteger(k) || k < 0 || k > len)
-    throw new SmeltError(`topk: k must be an integer from 0 to ${len} (the size of axis ${ax}), got ${String(k)}`);
-  const lead = Array.from({ length: ax }, () => ({}));
-  const last = slice(argsort(t, ax), ...lead, { start: -1, stop: k === len ? null : -k - 1, step: -1 });
-  return takeAlongAxis(t, last, ax);
+  return composite(() => {
+    const [t, ax] = line("topk", a, axis);
+    const len = t.shape[ax]!;
+    if (typeof k !== "number" || !Number.isInteger(k) || k < 0 || k > len)
+      throw new SmeltError(`topk: k must be an integer from 0 to ${len} (the size of axis ${ax}), got ${String(k)}`);
+    const lead = Array.from({ length: ax }, () => ({}));
+    const last = slice(argsort(t, ax), ...lead, { start: -1, stop: k === len ? null : -k - 1, step: -1 });
+    return takeAlongAxis(t, last, ax);
+  });
 }
