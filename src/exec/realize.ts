@@ -8,7 +8,7 @@
 import { SmeltError } from "../errors.ts";
 import type { Pipeline } from "../runtime/resources.ts";
 import { itemsize } from "../tensor/dtype.ts";
-import { contiguousStrides } from "../tensor/shape.ts";
+import { contiguousStrides, MAX_ELEMENTS } from "../tensor/shape.ts";
 import type { Node } from "../tensor/node.ts";
 import { boundaryKernels, isInline, type KernelPlan, matmulDepth, prelude, readsComputedInputs } from "./codegen.ts";
 import { matmulPlan, plainPlan, rowPlan } from "./plans.ts";
@@ -219,7 +219,11 @@ function matmulVariant(main: Node): MatmulVariant {
   const forced = process.env.SMELT_MATMUL;
   if (forced === "simd" || forced === "dot" || forced === "panel" || forced === "column") return forced;
   const M = main.shape[main.shape.length - 2]!;
-  if (memory.device.backend === "host") return M < 6 || main.size * matmulDepth(main) < 1 << 15 ? "column" : "panel";
+  if (memory.device.backend === "host") {
+    // Panels pad B's columns to 16: past MAX_ELEMENTS their 32-bit indices would overflow.
+    const small = M < 6 || main.size * matmulDepth(main) < 1 << 15;
+    return small || panelBytes(main) / 4 > MAX_ELEMENTS ? "column" : "panel";
+  }
   return M <= 16 ? "dot" : "simd";
 }
 

@@ -8,6 +8,7 @@
  */
 import type { DType } from "./dtype.ts";
 import type { Storage } from "../exec/memory.ts";
+import { checkSize } from "./shape.ts";
 
 export interface Data {
   storage: Storage;
@@ -39,6 +40,8 @@ export class Node {
     readonly dtype: DType,
     readonly attrs: Attrs = NO_ATTRS,
   ) {
+    // Ops whose shape no shape.ts check sees (concat, pad, take, matmul, arange) are caught here.
+    checkSize(op, shape);
     for (const i of inputs) i.consumers++;
   }
 
