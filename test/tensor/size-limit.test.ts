@@ -27,10 +27,11 @@ describe("results past the 32-bit element limit are rejected at graph build", ()
       [() => sm.where(sm.ones([2 ** 16, 1], "bool"), sm.ones([2 ** 16]), 0), "where:", "[65536,65536]"],
       [() => sm.broadcastTo(sm.ones([1]), [2 ** 31]), "broadcastTo:", "[2147483648]"],
       [() => sm.matmul(sm.ones([2 ** 16, 1]), sm.ones([1, 2 ** 16])), "matmul:", "[65536,65536]"],
-      [() => sm.concatenate([half, half]), "concat:", "[2147483648]"],
-      [() => sm.stack([half, half]), "concat:", "[2,1073741824]"],
+      [() => sm.concatenate([half, half]), "concatenate:", "[2147483648]"],
+      [() => sm.stack([half, half]), "stack:", "[2,1073741824]"],
       [() => sm.pad(half, [0, 2 ** 30]), "pad:", "[2147483648]"],
-      [() => sm.tile(sm.ones([2 ** 20]), [2 ** 11]), "broadcastTo:", "[2048,1048576]"],
+      [() => sm.tile(sm.ones([2 ** 20]), [2 ** 11]), "tile:", "[2147483648]"],
+      [() => sm.repeat(sm.ones([2 ** 20]), 2 ** 11), "repeat:", "[2147483648]"],
     ];
     for (const [f, op, shape] of cases) expectSmeltError(f, op, shape);
   });
