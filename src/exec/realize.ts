@@ -12,7 +12,7 @@ import { contiguousStrides, MAX_ELEMENTS } from "../tensor/shape.ts";
 import type { Node } from "../tensor/node.ts";
 import { boundaryKernels, isInline, type KernelPlan, matmulDepth, prelude, readsComputedInputs } from "./codegen.ts";
 import { matmulPlan, plainPlan, rowPlan } from "./plans.ts";
-import { isRowReduce, pendingReductions, type RowGroup, rowGroup } from "./rows.ts";
+import { isRowReduce, pendingReductions, type RowGroup, rowGroup, splitRow } from "./rows.ts";
 import { epilogueOf, type MatmulVariant, panelBytes, type Panels, pendingMatmuls, summedProduct } from "./matmul.ts";
 import { memory, type Storage, stats } from "./memory.ts";
 
@@ -112,6 +112,15 @@ class Schedule {
         return;
       }
       for (const m of matmuls) if (m !== n) this.materialize(m);
+    }
+    // A single value (a loss, a mean) computed from long single-row reductions: they first get
+    // their partials computed (rows.ts splitRow). Where the kernel also writes the row's elements
+    // (softmax of one row), it stays one kernel.
+    if (n.size === 1) {
+      for (const r of [...pendingReductions(n), n]) {
+        const partial = splitRow(r);
+        if (partial) this.materialize(partial);
+      }
     }
     const pending = pendingReductions(n);
     if (pending.length || isRowReduce(n)) {

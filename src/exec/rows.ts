@@ -6,7 +6,7 @@
  * turn (each pass may use the reductions before it), then the output is written.
  */
 import { contiguousStrides, sameShape } from "../tensor/shape.ts";
-import type { Node } from "../tensor/node.ts";
+import { Node } from "../tensor/node.ts";
 import { Builder, computeType, finish, isInline, type KernelPlan, readsOwnElement, storageType, store } from "./codegen.ts";
 
 const CHUNK = 256; // elements a CPU thread computes before folding them (1 KiB of floats)
@@ -41,6 +41,37 @@ export function pendingReductions(n: Node): Node[] {
     else if (isInline(x)) stack.push(...x.inputs);
   }
   return out;
+}
+
+// A reduction of a single row this long is split in two stages; into at most MAX_PARTS parts.
+const SPLIT_ROW = 1 << 16;
+const MAX_PARTS = 256;
+
+/**
+ * A reduction to a single value over n >= SPLIT_ROW elements, with nothing else to reduce in its
+ * input, rewired as two stages: the input is reshaped to [parts, n / parts] and reduced per part
+ * (a row kernel of `parts` rows, which a GPU or the host's cores run in parallel), and r then
+ * folds the parts. One thread would otherwise walk the whole row. Returns the partials (which
+ * must be computed before r), or null when r is not such a reduction or n has no power-of-two
+ * divisor of at least 16 to split it by. Partials of float16 and bfloat16 are kept in float32.
+ */
+export function splitRow(r: Node): Node | null {
+  if (!isRowReduce(r)) return null;
+  const input = r.inputs[0]!;
+  const trailing = (r.attrs.axes as number[]).length;
+  const n = input.size;
+  if (n < SPLIT_ROW || rowLength(input.shape, trailing) !== n) return null;
+  if (input.op === "reduce" || pendingReductions(input).length) return null;
+  let parts = MAX_PARTS;
+  while (parts >= 16 && n % parts !== 0) parts >>= 1;
+  if (parts < 16) return null;
+  const dtype = input.dtype === "float32" ? r.dtype : "float32";
+  const partial = new Node("reduce", [new Node("reshape", [input], [parts, n / parts], input.dtype)], [parts], dtype, { kind: r.attrs.kind, axes: [1] });
+  // The partials along r's first reduced axis (the others 1), so that r's axes stay as they are.
+  const first = input.shape.length - trailing;
+  r.inputs = [new Node("reshape", [partial], input.shape.map((_, d) => (d === first ? parts : 1)), dtype)];
+  input.consumers--; // read by the partials now, not by r
+  return partial;
 }
 
 export interface RowGroup {

@@ -112,3 +112,39 @@ describe("sums of 2^24 float32 elements are within 1e-6 of float64", () => {
     x.dispose();
   });
 });
+
+describe("a single value from a long row is a two-stage reduction", () => {
+  const kernels = (f: () => number) => {
+    sm.resetStats();
+    const v = f();
+    return { v, kernels: sm.stats().kernelsDispatched };
+  };
+
+  test("sum, mean and max of 2^24 elements: partials, then the final fold", () => {
+    const { xs, sum } = values;
+    const x = sm.array(xs);
+    for (const mode of ["lazy", "eager"] as const) {
+      const run = (f: () => number) => kernels(() => (mode === "lazy" ? f() : sm.eager(f)));
+      const s = run(() => x.sum().item() as number);
+      expect(s.kernels).toBe(2);
+      expect(relErr(s.v, sum)).toBeLessThanOrEqual(1e-6);
+      const m = run(() => x.mean().item() as number);
+      expect(relErr(m.v, sum / N)).toBeLessThanOrEqual(1e-6);
+      let max = -Infinity;
+      for (let i = 0; i < N; i += 1) max = Math.max(max, xs[i]!);
+      const mx = run(() => x.reshape([4096, 4096]).max().item() as number);
+      expect(mx.kernels).toBe(2);
+      expect(mx.v).toBe(max);
+    }
+    expect(kernels(() => x.mean().item() as number).kernels).toBe(2);
+    x.dispose();
+  });
+
+  test("a bfloat16 sum is split too; a row with no divisor to split by stays one kernel", () => {
+    const b = kernels(() => sm.full([1 << 20], 0.5, "bfloat16").sum().item() as number);
+    expect(b).toEqual({ v: 2 ** 19, kernels: 2 });
+    const prime = 65537;
+    const p = kernels(() => sm.full([prime], 0.25).sum().item() as number);
+    expect(p).toEqual({ v: prime / 4, kernels: 1 });
+  });
+});
