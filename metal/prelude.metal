@@ -166,6 +166,38 @@ struct smelt_fold_min {
   static float combine(float a, float b) { return smelt_fmin(a, b); }
   static float simd(float v) { return simd_any(isnan(v)) ? NAN : simd_min(v); }
 };
+// Pairwise accumulation within a thread: the results of equal blocks of elements are pushed
+// like the digits of a binary counter, two of a level combining into one of the next, so an
+// element passes through about log2(blocks) additions after its block instead of one per block
+// (float32 error growing like log n, not n). level holds one partial result per bit of count.
+template <typename Op> inline void smelt_pairwise_push(thread float* level, thread uint& count, float v) {
+  uint k = count++;
+  int l = 0;
+  for (; (k & 1u) != 0u; k >>= 1, ++l) v = Op::combine(level[l], v);
+  level[l] = v;
+}
+template <typename Op> inline float smelt_pairwise_total(thread const float* level, uint count) {
+  float s = Op::identity();
+  for (int l = 0; l < 32; ++l) if (((count >> l) & 1u) != 0u) s = Op::combine(level[l], s);
+  return s;
+}
+// The same for eight running results at once (a CPU thread's vector lanes): level holds 8 per bit.
+template <typename Op> inline void smelt_pairwise_push8(thread float* level, thread uint& count, thread float* v) {
+  uint k = count++;
+  int l = 0;
+  for (; (k & 1u) != 0u; k >>= 1, ++l)
+    for (int u = 0; u < 8; ++u) v[u] = Op::combine(level[l * 8 + u], v[u]);
+  for (int u = 0; u < 8; ++u) level[l * 8 + u] = v[u];
+}
+template <typename Op> inline float smelt_pairwise_total8(thread const float* level, uint count) {
+  float lanes[8];
+  for (int u = 0; u < 8; ++u) lanes[u] = Op::identity();
+  for (int l = 0; l < 32; ++l)
+    if (((count >> l) & 1u) != 0u)
+      for (int u = 0; u < 8; ++u) lanes[u] = Op::combine(level[l * 8 + u], lanes[u]);
+  return Op::combine(Op::combine(Op::combine(lanes[0], lanes[1]), Op::combine(lanes[2], lanes[3])),
+                     Op::combine(Op::combine(lanes[4], lanes[5]), Op::combine(lanes[6], lanes[7])));
+}
 template <typename Op> inline float smelt_row_fold(float v, threadgroup float* partial, uint lane, uint sg, uint nsg) {
   v = Op::simd(v);
   if (lane == 0) partial[sg] = v;

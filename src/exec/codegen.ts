@@ -9,6 +9,7 @@
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { SmeltError } from "../errors.ts";
 import { type DType, isFloating, isSigned } from "../graph/dtype.ts";
 import { contiguousStrides } from "../graph/shape.ts";
 import type { Data, Node } from "../graph/node.ts";
@@ -303,8 +304,9 @@ export class Builder {
       case "takeAlong":
         return this.take(n, idx);
     }
-    if (OPS[n.op].kind !== "elementwise") throw new Error(`codegen: ${n.op} is not an inline op`);
-    const op = elementwise[n.op as ElementwiseOp];
+    const op = OPS[n.op].kind === "elementwise" ? elementwise[n.op as ElementwiseOp] : undefined;
+    // The scheduler gives every other op a kernel of its own before a consumer's kernel reads it.
+    if (!op) throw new SmeltError(`eval: internal error: ${n.op} (shape [${n.shape}]) reached codegen as an inline op; please report it`);
     const args: Value[] = n.inputs.map((x) => ({ v: this.emit(x, idx), dtype: x.dtype }));
     const scalars = n.op === "nanToNum" ? [0, 1, 2].map((i) => this.arg(n, "scalars", i, true)) : [];
     this.line(`${T} ${v} = ${T}(${op(args, n.dtype, scalars)});`);
@@ -441,6 +443,9 @@ export function elementwiseKernel(out: Node): KernelPlan {
   return finish(b, out, out.size);
 }
 
+/** Elements a reduction thread folds in order before a pairwise combine (see reduceKernel). */
+const REDUCE_BLOCK = 16;
+
 /** One thread per output element, looping over the reduced elements of the (inline) input. */
 export function reduceKernel(out: Node): KernelPlan {
   const input = out.inputs[0]!;
@@ -465,9 +470,21 @@ export function reduceKernel(out: Node): KernelPlan {
     argmax: A === "float" ? "-INFINITY" : `metal::numeric_limits<${A}>::lowest()`,
     argmin: A === "float" ? "INFINITY" : `metal::numeric_limits<${A}>::max()`,
   };
+  // Float sums are pairwise: blocks of REDUCE_BLOCK elements added in order, their results combined
+  // as in smelt_pairwise_push. Every rounding of a product is relative to the whole product, so
+  // no order helps it; the other kinds are exact in any order.
+  const pairwise = A === "float" && kind === "sum" ? "smelt_fold_sum" : null;
   b.line(`${A} ${acc} = ${init[kind]};`);
   b.line(`int ${arg} = 0;`);
-  b.line(`for (int r = 0; r < ${count}; ++r) {`);
+  if (pairwise) {
+    b.line(`float ${acc}_level[32];`);
+    b.line(`uint ${acc}_count = 0;`);
+    b.line(`for (int r0 = 0; r0 < ${count}; r0 += ${REDUCE_BLOCK}) {`);
+    b.line(`  ${acc} = ${init[kind]};`);
+    b.line(`  for (int r = r0; r < min(r0 + ${REDUCE_BLOCK}, ${count}); ++r) {`);
+  } else {
+    b.line(`for (int r = 0; r < ${count}; ++r) {`);
+  }
   b.scoped(() => {
     const redIds = b.unflatten(redShape, "r");
     const at = b.fresh("at");
@@ -491,6 +508,11 @@ export function reduceKernel(out: Node): KernelPlan {
     }
   });
   b.line("}");
+  if (pairwise) {
+    b.line(`  smelt_pairwise_push<${pairwise}>(${acc}_level, ${acc}_count, ${acc});`);
+    b.line("}");
+    b.line(`${acc} = smelt_pairwise_total<${pairwise}>(${acc}_level, ${acc}_count);`);
+  }
   const result = kind === "argmax" || kind === "argmin" ? arg : acc;
   b.line(`out0[gid] = ${store(out, `${computeType(out.dtype)}(${result})`)};`);
   return finish(b, out, out.size);

@@ -5,6 +5,7 @@
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { SmeltError } from "../errors.ts";
 import type { MatmulLayout } from "../runtime/target.ts";
 import type { Data, Node } from "../graph/node.ts";
 import { Builder, isInline, type KernelPlan, matmulDepth, readsOwnElement, storageType, store } from "./codegen.ts";
@@ -44,6 +45,9 @@ export function epilogueOf(n: Node): Node | null {
   const mms = pendingMatmuls(n);
   if (mms.length !== 1) return null;
   const main = mms[0]!;
+  // A kernel of its own (a reduction, a scan) reads the product at other elements than its own:
+  // pendingMatmuls walks into its inputs, but no matmul kernel can compute it.
+  if (n !== main && !isInline(n)) return null;
   const reaches = (x: Node): boolean => x === main || (isInline(x) && x.inputs.some(reaches));
   const aligned = (x: Node): boolean => {
     if (x === main || x.data) return true;
@@ -211,7 +215,7 @@ export function matmulKernel(out: Node, main: Node, variant: MatmulVariant, pane
     position = ["uint3 gid [[thread_position_in_grid]]"];
     dispatch = { threadgroups: false, size: [N, M, batches], group: [Math.min(N, 64), 1, 1] };
   } else if (variant === "panel") {
-    if (!panels) throw new Error("matmulKernel: the panel variant needs memory for its panels");
+    if (!panels) throw new SmeltError("eval: internal error: a panel matmul kernel was planned without memory for its panels; please report it");
     // The panels of B's batch for this output batch (B's broadcast axes repeat one batch).
     const bBatch = B.shape.slice(0, -2);
     const lead = batchShape.length - bBatch.length;

@@ -8,12 +8,12 @@
 import { SmeltError } from "../errors.ts";
 import { type Target, targetOf } from "../runtime/target.ts";
 import { itemsize } from "../graph/dtype.ts";
-import { contiguousStrides } from "../graph/shape.ts";
+import { contiguousStrides, MAX_ELEMENTS } from "../graph/shape.ts";
 import type { Node } from "../graph/node.ts";
 import { OPS } from "../graph/op.ts";
 import { isInline, type KernelPlan, matmulDepth } from "./codegen.ts";
 import { matmulPlan, plainPlan, rowPlan } from "./plans.ts";
-import { isRowReduce, pendingReductions, type RowGroup, rowGroup } from "./rows.ts";
+import { isRowReduce, pendingReductions, type RowGroup, rowGroup, splitRow } from "./rows.ts";
 import { epilogueOf, type MatmulVariant, panelBytes, type Panels, pendingMatmuls, summedProduct } from "./matmul.ts";
 import { memory, type Storage, stats } from "./memory.ts";
 import { compileMissing, libraryPipeline, pipelineFor } from "./kernels.ts";
@@ -101,6 +101,15 @@ class Schedule {
         return;
       }
       for (const m of matmuls) if (m !== n) this.materialize(m);
+    }
+    // A single value (a loss, a mean) computed from long single-row reductions: they first get
+    // their partials computed (rows.ts splitRow). Where the kernel also writes the row's elements
+    // (softmax of one row), it stays one kernel.
+    if (n.size === 1) {
+      for (const r of [...pendingReductions(n), n]) {
+        const partial = splitRow(r);
+        if (partial) this.materialize(partial);
+      }
     }
     const pending = pendingReductions(n);
     if (pending.length || isRowReduce(n)) {
@@ -198,7 +207,9 @@ function rowThreads(target: Target, g: RowGroup): number {
 function matmulVariant(target: Target, main: Node): MatmulVariant {
   const M = main.shape[main.shape.length - 2]!;
   const { small, large, smallRows, smallWork } = target.matmul;
-  return M <= smallRows || main.size * matmulDepth(main) < smallWork ? small : large;
+  const layout = M <= smallRows || main.size * matmulDepth(main) < smallWork ? small : large;
+  // Panels pad B's columns to 16: past MAX_ELEMENTS their 32-bit indices would overflow.
+  return layout === "panel" && panelBytes(main) / 4 > MAX_ELEMENTS ? "column" : layout;
 }
 
 /** The plan of the kernel the schedule gives node: a matmul's, a row group's, or a plain one. */

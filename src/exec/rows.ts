@@ -6,11 +6,12 @@
  * turn (each pass may use the reductions before it), then the output is written.
  */
 import { contiguousStrides, sameShape } from "../graph/shape.ts";
-import type { Node } from "../graph/node.ts";
+import { Node } from "../graph/node.ts";
 import { attrsOf, OPS, type ReduceKind, viewMapOf } from "../graph/op.ts";
 import { Builder, computeType, finish, isInline, type KernelPlan, readsOwnElement, storageType, store } from "./codegen.ts";
 
 const CHUNK = 256; // elements a CPU thread computes before folding them (1 KiB of floats)
+const PAIRWISE_BLOCK = 32; // strided elements a GPU thread folds in order before a pairwise push
 const FOLDS: Partial<Record<ReduceKind, string>> = { sum: "smelt_fold_sum", prod: "smelt_fold_prod", max: "smelt_fold_max", min: "smelt_fold_min" };
 
 /** A reduction over trailing axes that a row kernel can compute: float input, sum/prod/max/min. */
@@ -41,6 +42,37 @@ export function pendingReductions(n: Node): Node[] {
     else if (isInline(x)) stack.push(...x.inputs);
   }
   return out;
+}
+
+// A reduction of a single row this long is split in two stages; into at most MAX_PARTS parts.
+const SPLIT_ROW = 1 << 16;
+const MAX_PARTS = 256;
+
+/**
+ * A reduction to a single value over n >= SPLIT_ROW elements, with nothing else to reduce in its
+ * input, rewired as two stages: the input is reshaped to [parts, n / parts] and reduced per part
+ * (a row kernel of `parts` rows, which a GPU or the host's cores run in parallel), and r then
+ * folds the parts. One thread would otherwise walk the whole row. Returns the partials (which
+ * must be computed before r), or null when r is not such a reduction or n has no power-of-two
+ * divisor of at least 16 to split it by. Partials of float16 and bfloat16 are kept in float32.
+ */
+export function splitRow(r: Node): Node | null {
+  if (!isRowReduce(r)) return null;
+  const input = r.inputs[0]!;
+  const trailing = attrsOf(r, "reduce").axes.length;
+  const n = input.size;
+  if (n < SPLIT_ROW || rowLength(input.shape, trailing) !== n) return null;
+  if (input.op === "reduce" || pendingReductions(input).length) return null;
+  let parts = MAX_PARTS;
+  while (parts >= 16 && n % parts !== 0) parts >>= 1;
+  if (parts < 16) return null;
+  const dtype = input.dtype === "float32" ? r.dtype : "float32";
+  const partial = new Node("reduce", [new Node("reshape", [input], [parts, n / parts], input.dtype)], [parts], dtype, { kind: attrsOf(r, "reduce").kind, axes: [1] });
+  // The partials along r's first reduced axis (the others 1), so that r's axes stay as they are.
+  const first = input.shape.length - trailing;
+  r.inputs = [new Node("reshape", [partial], input.shape.map((_, d) => (d === first ? parts : 1)), dtype)];
+  input.consumers--; // read by the partials now, not by r
+  return partial;
 }
 
 export interface RowGroup {
@@ -214,16 +246,9 @@ export function rowKernel(out: Node, g: RowGroup, threads: number): KernelPlan {
   const last = g.reductions[g.reductions.length - 1];
   const e = last?.inputs[0];
   const spilled = serial && !g.perRow && e && storageType(out.dtype) === "float" && !b.computed(e) && readsAt(out, e, b) ? e : null;
-  // A pass over the row computing f(j) for every element j, in one of two shapes: GPU threads
-  // stride over the row together; a single CPU thread computes chunks of elements into a small
-  // array (a loop the compiler vectorizes) and then consumes them.
+  // A CPU thread's pass over the row: chunks of elements computed into a small array (a loop the
+  // compiler vectorizes), each then consumed by use().
   const pass = (f: () => string, use: (v: string) => void, spill = false) => {
-    if (!serial) {
-      b.line(`for (int j = int(tid); j < ${len}; j += int(tpg)) {`);
-      b.scoped(() => use(f()));
-      b.line("}");
-      return;
-    }
     b.line(`for (int j0 = 0; j0 < ${len}; j0 += ${CHUNK}) {`);
     b.scoped(() => {
       b.line(`int n = min(${CHUNK}, ${len} - j0);`);
@@ -238,31 +263,47 @@ export function rowKernel(out: Node, g: RowGroup, threads: number): KernelPlan {
     });
     b.line("}");
   };
+  // Every fold is pairwise (metal/prelude.metal): a CPU thread pushes its eight lanes at the end of
+  // each chunk (smelt_pairwise_push8), a GPU thread the result of each PAIRWISE_BLOCK of its
+  // strided elements (smelt_pairwise_push); the threads' results then meet in a tree (smelt_row_fold).
   const fold = (r: Node): string => {
     hoist();
     const acc = b.fresh("acc");
     const Op = FOLDS[attrsOf(r, "reduce").kind]!;
-    b.line(`float ${acc} = ${Op}::identity();`);
+    const id = `${Op}::identity()`;
     if (serial) {
-      // eight running results, combined at the end: independent lanes the compiler can vectorize
-      b.line(`float ${acc}_lanes[8] = {${Array(8).fill(`${Op}::identity()`).join(", ")}};`);
+      // Eight running results (independent lanes the compiler can vectorize), pushed as they are
+      // at the end of each chunk; the last chunk's elements past a multiple of 8 go to rest.
+      b.line(`float ${acc}_level[32 * 8];`);
+      b.line(`uint ${acc}_count = 0;`);
+      b.line(`float ${acc}_rest = ${id};`);
       pass(
         () => b.emit(r.inputs[0]!, "(base + j)"),
         (v) => {
+          b.line(`float lanes[8] = {${Array(8).fill(id).join(", ")}};`);
           b.line("int c = 0;");
-          b.line(`for (; c + 8 <= n; c += 8) for (int u = 0; u < 8; ++u) ${acc}_lanes[u] = ${Op}::combine(${acc}_lanes[u], chunk[c + u]);`);
-          b.line(`for (; c < n; ++c) ${acc} = ${Op}::combine(${acc}, ${v});`);
+          b.line(`for (; c + 8 <= n; c += 8) for (int u = 0; u < 8; ++u) lanes[u] = ${Op}::combine(lanes[u], chunk[c + u]);`);
+          b.line(`for (; c < n; ++c) ${acc}_rest = ${Op}::combine(${acc}_rest, ${v});`);
+          b.line(`smelt_pairwise_push8<${Op}>(${acc}_level, ${acc}_count, lanes);`);
         },
         spilled !== null && r === last,
       );
-      b.line(`for (int u = 0; u < 8; ++u) ${acc} = ${Op}::combine(${acc}, ${acc}_lanes[u]);`);
+      b.line(`float ${acc}_total = ${Op}::combine(smelt_pairwise_total8<${Op}>(${acc}_level, ${acc}_count), ${acc}_rest);`);
     } else {
-      pass(
-        () => b.emit(r.inputs[0]!, "(base + j)"),
-        (v) => b.line(`${acc} = ${Op}::combine(${acc}, float(${v}));`),
-      );
+      b.line(`float ${acc}_level[32];`);
+      b.line(`uint ${acc}_count = 0;`);
+      b.line(`for (int j0 = int(tid); j0 < ${len}; j0 += int(tpg) * ${PAIRWISE_BLOCK}) {`);
+      b.scoped(() => {
+        b.line(`float block = ${Op}::identity();`);
+        b.line(`for (int j = j0, t = 0; t < ${PAIRWISE_BLOCK} && j < ${len}; ++t, j += int(tpg)) {`);
+        b.scoped(() => b.line(`block = ${Op}::combine(block, float(${b.emit(r.inputs[0]!, "(base + j)")}));`));
+        b.line("}");
+        b.line(`smelt_pairwise_push<${Op}>(${acc}_level, ${acc}_count, block);`);
+      });
+      b.line("}");
+      b.line(`float ${acc}_total = smelt_pairwise_total<${Op}>(${acc}_level, ${acc}_count);`);
     }
-    b.line(`${acc} = smelt_row_fold<${Op}>(${acc}, partial, lane, sg, nsg);`);
+    b.line(`float ${acc} = smelt_row_fold<${Op}>(${acc}_total, partial, lane, sg, nsg);`);
     return acc;
   };
   for (const r of g.reductions) {

@@ -9,6 +9,7 @@
 import type { DType } from "./dtype.ts";
 import type { Storage } from "../exec/memory.ts";
 import type { AttrsOf, Op } from "./op.ts";
+import { checkSize } from "./shape.ts";
 
 export interface Data {
   storage: Storage;
@@ -45,6 +46,8 @@ export class Node<O extends Op = Op> {
     readonly dtype: DType,
     readonly attrs: AttrsOf<O> = NO_ATTRS as AttrsOf<O>,
   ) {
+    // Ops whose shape no shape.ts check sees (concat, pad, take, matmul, arange) are caught here.
+    checkSize(op, shape);
     for (const i of inputs) i.consumers++;
   }
 

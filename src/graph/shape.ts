@@ -45,6 +45,22 @@ export function contiguousStrides(shape: Shape): number[] {
   return strides;
 }
 
+/**
+ * The most elements a tensor may have. Kernels index elements with 32-bit signed integers, and
+ * their loops step up to one block of a threadgroup (2^15 elements) past the last index before
+ * they stop; the margin keeps that step inside the int range too.
+ */
+export const MAX_ELEMENTS = 2 ** 31 - 2 ** 16;
+
+/** Throws, naming op, when a tensor of this shape would have more elements than MAX_ELEMENTS. */
+export function checkSize(op: string, shape: Shape): void {
+  let n = 1;
+  for (const d of shape) n *= d;
+  if (n > MAX_ELEMENTS) {
+    throw new SmeltError(`${op}: shape ${fmt(shape)} has ${n} elements, more than a tensor may have (2^31 - 2^16 = ${MAX_ELEMENTS}: kernels index with 32-bit integers)`);
+  }
+}
+
 export function checkShape(op: string, shape: unknown, arg = "shape"): number[] {
   if (!Array.isArray(shape)) {
     throw new SmeltError(`${op}: ${arg} must be an array of non-negative integers, got ${describe(shape)}`);
@@ -56,7 +72,9 @@ export function checkShape(op: string, shape: unknown, arg = "shape"): number[] 
       );
     }
   }
-  return (shape as number[]).map((d) => d + 0); // + 0 turns -0 into 0
+  const out = (shape as number[]).map((d) => d + 0); // + 0 turns -0 into 0
+  checkSize(op, out);
+  return out;
 }
 
 function joinShapes(shapes: readonly Shape[]): string {
@@ -79,6 +97,7 @@ export function broadcastShapes(op: string, ...shapes: Shape[]): number[] {
       out[lead + j] = d;
     }
   }
+  checkSize(op, out);
   return out;
 }
 

@@ -9,7 +9,7 @@ import { SmeltError } from "../errors.ts";
 import { type DType, isInteger, promoteTypes } from "../graph/dtype.ts";
 import { Node } from "../graph/node.ts";
 import { array, broadcastTo, expandDims, full, reshape, slice, type Scalar } from "./ops.ts";
-import { broadcastShapes, normalizeAxis, shapeSize } from "../graph/shape.ts";
+import { broadcastShapes, checkSize, normalizeAxis, shapeSize } from "../graph/shape.ts";
 import { composite, Tensor } from "./tensor.ts";
 
 /** Integers known on the host: a number or nested arrays of them. */
@@ -81,6 +81,7 @@ export function concatenate(xs: readonly Tensor[], axis = 0): Tensor {
   const dtype = nodes.map((n) => n.dtype).reduce(promoteTypes);
   const shape = [...first];
   shape[ax] = nodes.reduce((a, n) => a + n.shape[ax]!, 0);
+  checkSize(op, shape);
   if (shapeSize(shape) === 0) return full(shape, 0, dtype);
   // Inputs empty along the axis contribute nothing (and a kernel branch for them would be dead).
   return new Tensor(concatNodes(nodes.filter((n) => n.size > 0).map((n) => castNode(n, dtype)), ax));
@@ -97,6 +98,7 @@ export function stack(xs: readonly Tensor[], axis = 0): Tensor {
     }
   });
   const ax = normalizeAxis(op, axis, first.length + 1);
+  checkSize(op, [...first.slice(0, ax), nodes.length, ...first.slice(ax)]);
   return composite(() => concatenate(xs.map((x) => expandDims(x, ax)), ax));
 }
 
@@ -175,6 +177,7 @@ export function tile(x: Tensor, reps: number | readonly number[]): Tensor {
   const nd = Math.max(n.shape.length, r.length);
   const shape = [...Array(nd - n.shape.length).fill(1), ...n.shape] as number[];
   const times = [...Array(nd - r.length).fill(1), ...r] as number[];
+  checkSize(op, shape.map((d, i) => d * times[i]!));
   return composite(() => {
     const lifted = reshape(x, shape.flatMap((d) => [1, d]));
     const wide = broadcastTo(lifted, shape.flatMap((d, i) => [times[i]!, d]));
@@ -190,6 +193,7 @@ export function repeat(x: Tensor, repeats: number, axis?: number): Tensor {
   const op = "repeat";
   const n = tensorNode(op, x, "x");
   const times = checkCount(op, "repeats", repeats);
+  checkSize(op, [n.size * times]);
   return composite(() => {
     const src = axis === undefined ? reshape(x, [-1]) : x;
     const ax = axis === undefined ? 0 : normalizeAxis(op, axis, n.shape.length);
