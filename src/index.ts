@@ -35,6 +35,7 @@ export * as random from "./tensor/random.ts";
 export { setMemoryLimit } from "./exec/memory.ts";
 export { stats, resetStats } from "./exec/stats.ts";
 export * as fast from "./tensor/fast.ts";
+export { checkpoint, grad, jvp, stopGradient, valueAndGrad, vjp } from "./autograd/transforms.ts";
 import "./tensor/methods.ts";
 
 // Building the native library at import keeps its one-time cost (minutes on a cold Zig cache) out

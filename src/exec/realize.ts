@@ -281,7 +281,7 @@ function encode(schedule: Schedule) {
 function settle(schedule: Schedule, failed: boolean): void {
   releasePanels(schedule, failed);
   for (const n of schedule.order) n.schedOrder = -1;
-  for (const n of schedule.order) n.detachInputs();
+  for (const n of schedule.order) n.settleInputs();
 }
 
 /**
