@@ -214,3 +214,15 @@ describe("properties", () => {
     );
   });
 });
+
+describe("ties", () => {
+  test("maximum and minimum split the gradient of equal operands; max and min reductions share it among ties", () => {
+    const [ga, gb] = sm.grad((a: T, b: T) => sm.sum(sm.maximum(a, b)), [0, 1])(f32([1, 2, 3]), f32([1, 5, 0]));
+    close(ga, [0.5, 0, 1]);
+    close(gb, [0.5, 1, 0]);
+    const [gc] = sm.grad((a: T, b: T) => sm.sum(sm.minimum(a, b)), [0, 1])(f32([4, 2]), f32([4, 5]));
+    close(gc, [0.5, 1]);
+    close(sm.grad((x: T) => sm.max(x))(f32([3, 1, 3, 3])), [1 / 3, 0, 1 / 3, 1 / 3]);
+    close(sm.grad((x: T) => sm.sum(sm.min(x, 1)))(f32([1, 1, 2, 0, 5, 0], [2, 3])), [0.5, 0.5, 0, 0.5, 0, 0.5]);
+  });
+});
