@@ -70,7 +70,7 @@ describe("binary rules, with broadcasting", () => {
   test("where", () => {
     const cond = [true, false, true, false, false, true];
     const c = sm.array(cond).reshape(S);
-    const ref = (a: Ref, b: Ref) => mapN([a, b], (x, y) => 0).data.length ? { shape: S, data: cond.map((k, i) => (k ? a.data[i]! : b.data[i % 3]!)) } : a;
+    const ref = (a: Ref, b: Ref): Ref => ({ shape: S, data: cond.map((k, i) => (k ? a.data[i]! : b.data[i % 3]!)) });
     gradCheck((a, b) => sm.where(c, a, b), ref, [{ shape: S }, { shape: [3] }]);
   });
 });
@@ -83,19 +83,19 @@ describe("views", () => {
     gradCheck((x) => sm.squeeze(x, 1), (x) => ({ shape: [2, 3], data: x.data }), [{ shape: [2, 1, 3] }]);
     gradCheck((x) => sm.expandDims(x, [0, 2]), (x) => ({ shape: [1, 2, 1, 3], data: x.data }), [{ shape: S }]);
   });
-  const slices: [string, number[], (string | sm.IndexItem)[]][] = [
-    ["1:3, ::2", [4, 5], ["1:3, ::2"]],
-    ["::-1, 1", [4, 5], ["::-1, 1"]],
-    ["None, ..., -2:0:-2", [3, 6], ["None, ..., -2:0:-2"]],
-    ["1, None, 1:", [3, 4, 5], ["1, None, 1:"]],
-    ["::3, ::-2, 2", [7, 5, 3], ["::3, ::-2, 2"]],
+  const slices: [string, number[]][] = [
+    ["1:3, ::2", [4, 5]],
+    ["::-1, 1", [4, 5]],
+    ["None, ..., -2:0:-2", [3, 6]],
+    ["1, None, 1:", [3, 4, 5]],
+    ["::3, ::-2, 2", [7, 5, 3]],
   ];
-  for (const [name, shape, items] of slices) {
+  for (const [name, shape] of slices) {
     test(`slice ${name}`, () => {
       // The reference: the view of an arange gives each element's flat source index.
-      const where = sm.slice(sm.arange(shape.reduce((a, b) => a * b, 1)).reshape(shape), ...(items as sm.IndexItem[]));
+      const where = sm.slice(sm.arange(shape.reduce((a, b) => a * b, 1)).reshape(shape), name);
       const src = where.toArray() as number[];
-      gradCheck((x) => sm.slice(x, ...(items as sm.IndexItem[])), (x) => ({ shape: where.shape, data: src.map((s) => x.data[s]!) }), [{ shape }]);
+      gradCheck((x) => sm.slice(x, name), (x) => ({ shape: where.shape, data: src.map((s) => x.data[s]!) }), [{ shape }]);
     });
   }
   test("slice of a slice of a transpose", () => {
