@@ -79,7 +79,8 @@ function refill(tree: Tree, grads: Tensor[]): unknown {
   return mapTree(tree, () => grads[k++]);
 }
 
-function valueAndGradOf(op: string, fn: (...args: never[]) => unknown, argnums: number | readonly number[]) {
+/** The transform; without keepValue, fn's outputs made inside it are disposed with the rest. */
+function valueAndGradOf(op: string, fn: (...args: never[]) => unknown, argnums: number | readonly number[], keepValue: boolean) {
   const nums = checkArgnums(op, argnums);
   return (...args: unknown[]): [unknown, unknown] =>
     traced(() => {
@@ -97,7 +98,7 @@ function valueAndGradOf(op: string, fn: (...args: never[]) => unknown, argnums: 
       const grads = backward([value.node(op)], [ops.onesLike(value)], leaves.map((l) => l.node(op)));
       let k = 0;
       const trees = chosen.map((c) => refill(args[nums[k++]!], grads.splice(0, c.leaves.length)));
-      return [result, typeof argnums === "number" ? trees[0] : trees];
+      return [keepValue ? result : null, typeof argnums === "number" ? trees[0] : trees];
     });
 }
 
@@ -107,18 +108,14 @@ function valueAndGradOf(op: string, fn: (...args: never[]) => unknown, argnums: 
  * whose first element is the scalar (the rest are passed through).
  */
 export function valueAndGrad<A extends unknown[]>(fn: (...args: A) => unknown, argnums: number | readonly number[] = 0) {
-  const f = valueAndGradOf("valueAndGrad", fn as never, argnums);
+  const f = valueAndGradOf("valueAndGrad", fn as never, argnums, true);
   return (...args: A) => f(...args) as [any, any];
 }
 
 /** The gradient of fn's scalar output with respect to the arguments argnums picks. */
 export function grad<A extends unknown[]>(fn: (...args: A) => unknown, argnums: number | readonly number[] = 0) {
-  const f = valueAndGradOf("grad", fn as never, argnums);
-  return (...args: A): any => {
-    const [value, grads] = f(...args);
-    for (const t of leavesOf(value)) t.dispose();
-    return grads;
-  };
+  const f = valueAndGradOf("grad", fn as never, argnums, false);
+  return (...args: A): any => f(...args)[1];
 }
 
 function outputsOf(op: string, out: unknown): Tensor[] {
