@@ -1,5 +1,6 @@
 /** Every gradient rule against float64 central finite differences (test/autograd/helpers.ts). */
 import { describe, test } from "bun:test";
+import fc from "fast-check";
 import * as sm from "../../src/index.ts";
 import { gatherRef, gradCheck } from "./helpers.ts";
 import {
@@ -287,5 +288,42 @@ describe("lazy and eager agree", () => {
       return reduceRef(r, [1], false, (v) => Math.log(v.reduce((a, b) => a + Math.exp(b), 0)));
     };
     for (const mode of ["lazy", "eager"] as const) gradCheck(f, ref, [{ shape: [3, 4] }, { shape: [5, 2] }], { mode });
+  });
+});
+
+describe("properties", () => {
+  test("broadcast binary ops then a reduction over random axes, random shapes", () => {
+    const ops: [(a: T, b: T) => T, (a: number, b: number) => number][] = [
+      [sm.multiply, (a, b) => a * b],
+      [sm.divide, (a, b) => a / b],
+      [sm.subtract, (a, b) => a - b],
+    ];
+    const reductions: [(x: T, axes: number[]) => T, (v: number[]) => number][] = [
+      [(x, axes) => sm.sum(x, axes), (v) => v.reduce((a, b) => a + b, 0)],
+      [(x, axes) => sm.logsumexp(x, axes), (v) => Math.log(v.reduce((a, b) => a + Math.exp(b), 0))],
+      [(x, axes) => sm.prod(x, axes, true), (v) => v.reduce((a, b) => a * b, 1)],
+    ];
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 1, max: 3 }), { minLength: 1, maxLength: 3 }),
+        fc.array(fc.boolean(), { minLength: 3, maxLength: 3 }),
+        fc.integer({ min: 1, max: 2 ** 3 - 1 }),
+        fc.integer({ min: 0, max: 2 }),
+        fc.integer({ min: 0, max: 2 }),
+        (shape, ones, axisBits, opIndex, redIndex) => {
+          const bshape = shape.slice(1).map((d, i) => (ones[i] ? 1 : d));
+          const axes = shape.flatMap((_, i) => ((axisBits >> i) & 1 ? [i] : []));
+          const [op, opRef] = ops[opIndex]!;
+          const [red, redRef] = reductions[redIndex]!;
+          const keep = redIndex === 2;
+          gradCheck(
+            (a, b) => red(op(a, b), axes),
+            (a, b) => reduceRef(mapN([a, b], opRef), axes, keep, redRef),
+            [{ shape, lo: 0.5, hi: 1.5 }, { shape: bshape, lo: 0.5, hi: 1.5 }],
+          );
+        },
+      ),
+      { numRuns: 30 },
+    );
   });
 });
