@@ -46,8 +46,10 @@ export function unbroadcast(g: Tensor, shape: readonly number[]): Tensor {
 
 /** Indices as positions on an axis of len elements, as the kernels read them (src/exec/codegen.ts: axisIndex). */
 function positions(ids: Tensor, len: number): Tensor {
-  if (ids.dtype === "uint32" || ids.dtype === "uint8") return ops.minimum(ids, len - 1);
-  return ops.clip(where(less(ids, 0), add(ids, len), ids), 0, len - 1);
+  if (ids.dtype === "uint32") return ops.minimum(ids, len - 1);
+  // In int32: an int8 index plus an axis length over 127 would wrap.
+  const k = ops.astype(ids, "int32");
+  return ops.clip(where(less(k, 0), add(k, len), k), 0, len - 1);
 }
 
 /**

@@ -178,6 +178,8 @@ describe("structure ops", () => {
     gradCheck((x) => sm.take(x, ids, 1), (x) => gatherRef(x, [3, 3, 2], ([i, a, b]) => [i!, norm(ids[a!]![b!]!)]), [{ shape: [3, 4] }]);
     gradCheck((x) => sm.take(x, sm.array([3, 3, 0], "int32")), (x) => gatherRef(x, [3], ([a]) => [[1, 1, 0][a!]!, [0, 0, 0][a!]!]), [{ shape: [2, 3] }]);
     gradCheck((x) => sm.gather(x, sm.array([1, 1, 0, 1], "uint32")), (x) => gatherRef(x, [4, 3], ([a, j]) => [[1, 1, 0, 1][a!]!, j!]), [{ shape: [2, 3] }]);
+    // int8 indices against an axis longer than int8 reaches: -1 is the last of 200.
+    gradCheck((x) => sm.take(x, sm.array([-1, 3, -1], "int8"), 1), (x) => gatherRef(x, [2, 3], ([i, a]) => [i!, [199, 3, 199][a!]!]), [{ shape: [2, 200] }]);
   });
   test("takeAlongAxis, with broadcast indices", () => {
     const ids = [[0, 2, 2], [1, 1, 0]];
