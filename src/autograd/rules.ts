@@ -181,47 +181,46 @@ function putAlongRule(c: Ctx, i: number): Tensor | null {
 }
 
 const SQRT_PI = Math.sqrt(Math.PI);
-const unary = (f: (c: Ctx) => Tensor): Rule => (c) => f(c);
 
 export const RULES: Readonly<Record<Op, Rule | "none">> = {
-  negative: unary((c) => negative(c.ct)),
-  abs: unary((c) => multiply(c.ct, ops.sign(c.x(0)))),
+  negative: (c) => negative(c.ct),
+  abs: (c) => multiply(c.ct, ops.sign(c.x(0))),
   // Piecewise constant: zero wherever the derivative exists (PyTorch and MLX alike).
   sign: zeros, floor: zeros, ceil: zeros, round: zeros,
-  square: unary((c) => multiply(c.ct, multiply(c.x(0), 2))),
-  sqrt: unary((c) => divide(multiply(c.ct, 0.5), c.y())),
-  rsqrt: unary((c) => multiply(multiply(c.ct, -0.5), divide(c.y(), c.x(0)))),
-  exp: unary((c) => multiply(c.ct, c.y())),
-  expm1: unary((c) => multiply(c.ct, add(c.y(), 1))),
-  log: unary((c) => divide(c.ct, c.x(0))),
-  log1p: unary((c) => divide(c.ct, add(c.x(0), 1))),
-  log2: unary((c) => divide(c.ct, multiply(c.x(0), Math.LN2))),
-  sin: unary((c) => multiply(c.ct, ops.cos(c.x(0)))),
-  cos: unary((c) => negative(multiply(c.ct, ops.sin(c.x(0))))),
-  tan: unary((c) => multiply(c.ct, add(ops.square(c.y()), 1))),
-  tanh: unary((c) => multiply(c.ct, subtract(1, ops.square(c.y())))),
-  sigmoid: unary((c) => multiply(c.ct, multiply(c.y(), subtract(1, c.y())))),
-  erf: unary((c) => multiply(c.ct, multiply(ops.exp(negative(ops.square(c.x(0)))), 2 / SQRT_PI))),
-  erfinv: unary((c) => multiply(c.ct, multiply(ops.exp(ops.square(c.y())), SQRT_PI / 2))),
-  relu: unary((c) => where(greater(c.x(0), 0), c.ct, 0)),
-  gelu: unary((c) => {
+  square: (c) => multiply(c.ct, multiply(c.x(0), 2)),
+  sqrt: (c) => divide(multiply(c.ct, 0.5), c.y()),
+  rsqrt: (c) => multiply(multiply(c.ct, -0.5), divide(c.y(), c.x(0))),
+  exp: (c) => multiply(c.ct, c.y()),
+  expm1: (c) => multiply(c.ct, add(c.y(), 1)),
+  log: (c) => divide(c.ct, c.x(0)),
+  log1p: (c) => divide(c.ct, add(c.x(0), 1)),
+  log2: (c) => divide(c.ct, multiply(c.x(0), Math.LN2)),
+  sin: (c) => multiply(c.ct, ops.cos(c.x(0))),
+  cos: (c) => negative(multiply(c.ct, ops.sin(c.x(0)))),
+  tan: (c) => multiply(c.ct, add(ops.square(c.y()), 1)),
+  tanh: (c) => multiply(c.ct, subtract(1, ops.square(c.y()))),
+  sigmoid: (c) => multiply(c.ct, multiply(c.y(), subtract(1, c.y()))),
+  erf: (c) => multiply(c.ct, multiply(ops.exp(negative(ops.square(c.x(0)))), 2 / SQRT_PI)),
+  erfinv: (c) => multiply(c.ct, multiply(ops.exp(ops.square(c.y())), SQRT_PI / 2)),
+  relu: (c) => where(greater(c.x(0), 0), c.ct, 0),
+  gelu: (c) => {
     const x = c.x(0);
     const cdf = multiply(add(ops.erf(multiply(x, Math.SQRT1_2)), 1), 0.5);
     const pdf = multiply(ops.exp(multiply(ops.square(x), -0.5)), 1 / Math.sqrt(2 * Math.PI));
     return multiply(c.ct, add(cdf, multiply(x, pdf)));
-  }),
-  geluApprox: unary((c) => {
+  },
+  geluApprox: (c) => {
     const x = c.x(0), k = Math.sqrt(2 / Math.PI);
     const t = ops.tanh(multiply(add(x, multiply(ops.power(x, 3), 0.044715)), k));
     const du = multiply(add(multiply(ops.square(x), 3 * 0.044715), 1), k);
     return multiply(c.ct, add(multiply(add(t, 1), 0.5), multiply(multiply(x, 0.5), multiply(subtract(1, ops.square(t)), du))));
-  }),
-  silu: unary((c) => {
+  },
+  silu: (c) => {
     const x = c.x(0), s = ops.sigmoid(x);
     return multiply(c.ct, multiply(s, add(multiply(x, subtract(1, s)), 1)));
-  }),
-  softplus: unary((c) => multiply(c.ct, ops.sigmoid(c.x(0)))),
-  nanToNum: unary((c) => where(ops.logicalOr(ops.isnan(c.x(0)), ops.isinf(c.x(0))), 0, c.ct)),
+  },
+  softplus: (c) => multiply(c.ct, ops.sigmoid(c.x(0))),
+  nanToNum: (c) => where(ops.logicalOr(ops.isnan(c.x(0)), ops.isinf(c.x(0))), 0, c.ct),
   logicalNot: "none", isnan: "none", isinf: "none",
 
   add: (c) => c.ct,
