@@ -41,6 +41,9 @@ export function unbroadcast(g: Tensor, shape: readonly number[]): Tensor {
   const axes: number[] = [];
   for (let d = 0; d < g.ndim; d++) if (d < lead || (shape[d - lead] === 1 && g.shape[d] !== 1)) axes.push(d);
   if (axes.length === 0 && lead === 0) return g;
+  // Only leading axes (a bias or weight gradient summed over rows): the sum has the shape already,
+  // and a reshape of a reduction would cost a copy kernel of its own.
+  if (axes.every((d) => d < lead)) return sum(g, axes);
   return reshape(sum(g, axes, true), shape);
 }
 

@@ -30,6 +30,6 @@ test("the backward of softmax, logSoftmax, logsumexp and RMS norm (dx) is one ro
 // Not yet one row kernel each (docs/ARCHITECTURE.md, "Autograd"): these bound today's counts.
 test("the backward of layer norm and the weight gradients stay within today's kernel counts", () => {
   expect(kernels(dx((x) => sm.fast.layerNorm(x, w, b)))).toBeLessThanOrEqual(3);
-  expect(kernels(() => sm.vjp((x: T, w: T) => sm.fast.rmsNorm(x, w), [x, w], [ct])[1] as T[])).toBeLessThanOrEqual(4);
-  expect(kernels(() => sm.vjp((x: T, w: T, b: T) => sm.fast.layerNorm(x, w, b), [x, w, b], [ct])[1] as T[])).toBeLessThanOrEqual(9);
+  expect(kernels(() => sm.vjp((x: T, w: T) => sm.fast.rmsNorm(x, w), [x, w], [ct])[1] as T[])).toBeLessThanOrEqual(3);
+  expect(kernels(() => sm.vjp((x: T, w: T, b: T) => sm.fast.layerNorm(x, w, b), [x, w, b], [ct])[1] as T[])).toBeLessThanOrEqual(7);
 });
