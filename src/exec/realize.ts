@@ -281,7 +281,7 @@ function settle(schedule: Schedule, failed: boolean): void {
   releasePanels(schedule, failed);
   for (const n of schedule.order) n.schedOrder = -1;
   if (!failed) {
-    for (const n of schedule.order) n.detachInputs();
+    for (const n of schedule.order) n.settleInputs();
     return;
   }
   // What a failed command buffer was to compute is unknown: the nodes go back to uncomputed,

@@ -23,6 +23,16 @@ const NO_ATTRS = Object.freeze({}) as AttrsOf<Op>;
 /** The attributes argument: required for ops that have some, optional for the others. */
 type AttrsArg<O extends Op> = Record<string, never> extends AttrsOf<O> ? [attrs?: AttrsOf<O>] : [attrs: AttrsOf<O>];
 
+/** Transforms being traced (nested: grad of grad), and the computed nodes whose inputs they hold. */
+export const tracing = { depth: 0, held: [] as Node[] };
+
+/** Cuts the edges held while tracing, once no transform needs them (computed nodes only). */
+export function releaseHeld(): void {
+  const held = tracing.held;
+  tracing.held = [];
+  for (const n of held) if (n.data) n.detachInputs();
+}
+
 export class Node<O extends Op = Op> {
   data: Data | null = null;
   tensors = 0;
@@ -57,7 +67,17 @@ export class Node<O extends Op = Op> {
     return n;
   }
 
-  /** Called once `data` is set and the device is done with the inputs: they are not needed any more. */
+  /**
+   * Called once `data` is set and the device is done with the inputs. While a transform traces
+   * (src/autograd), the edges are the graph its backward pass walks: they are held until the
+   * outermost transform has built that pass, then cut by releaseHeld().
+   */
+  settleInputs(): void {
+    if (tracing.depth > 0) tracing.held.push(this);
+    else this.detachInputs();
+  }
+
+  /** Lets go of the inputs: they are not needed any more. */
   detachInputs(): void {
     const inputs = this.inputs;
     this.inputs = [];
@@ -67,13 +87,22 @@ export class Node<O extends Op = Op> {
     }
   }
 
-  /** Frees what nothing refers to any more. */
+  /**
+   * Frees what nothing refers to any more. A loop, not recursion: a lazy chain as long as a
+   * training run (a loss summed over every step) would otherwise overflow the stack.
+   */
   collect(): void {
     if (this.tensors > 0 || this.consumers > 0) return;
-    if (this.data) {
-      this.data.storage.release();
-      this.data = null;
+    const free: Node[] = [this];
+    while (free.length) {
+      const n = free.pop()!;
+      if (n.data) {
+        n.data.storage.release();
+        n.data = null;
+      }
+      const inputs = n.inputs;
+      n.inputs = [];
+      for (const i of inputs) if (--i.consumers === 0 && i.tensors === 0) free.push(i);
     }
-    this.detachInputs();
   }
 }

@@ -390,3 +390,15 @@ test("after a runaway kernel on the shared device is abandoned, tensor ops move 
   expect(out.fresh).toBe(12);
   expect(out.newDevice).toBe(true);
 });
+
+test("a lazy chain of 200,000 ops is freed without overflowing the stack", () => {
+  const before = bytes();
+  let total = sm.zeros([4]);
+  for (let i = 0; i < 200_000; i++) {
+    const next = total.add(1);
+    total.dispose();
+    total = next;
+  }
+  total.dispose();
+  expect(bytes()).toBe(before);
+});

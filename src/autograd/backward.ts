@@ -1,0 +1,106 @@
+/**
+ * The reverse walk: from output nodes and their cotangents back to chosen leaf nodes, applying
+ * each node's rule (rules.ts). It only builds graph; nothing is evaluated here (in eager mode
+ * each op it builds is, as any op). The forward graph is intact while it runs because a transform
+ * traces with Node's `tracing` depth raised (computed nodes keep their inputs).
+ */
+import { isFloating, type DType } from "../graph/dtype.ts";
+import type { Node } from "../graph/node.ts";
+import { OPS } from "../graph/op.ts";
+import * as ops from "../tensor/ops.ts";
+import { Tensor } from "../tensor/tensor.ts";
+import { type Ctx, RULES } from "./rules.ts";
+
+/** Nodes made by stopGradient: the walk treats them as constants. */
+export const stopped = new WeakSet<Node>();
+
+/**
+ * Outputs of sm.checkpoint: the walk does not enter the graph that computed them; it asks
+ * `vjp` to recompute it from `args` and give their cotangents.
+ */
+export interface Boundary {
+  args: readonly Node[];
+  vjp(args: Tensor[], ct: Tensor): (Tensor | null)[];
+}
+export const boundaries = new WeakMap<Node, Boundary>();
+
+const isHalf = (d: DType) => d === "float16" || d === "bfloat16";
+
+/**
+ * The cotangents of `leaves` (zeros where no path leads) given those of `outputs`. The tensors it
+ * makes on the way belong to the caller's tidy scope.
+ */
+export function backward(outputs: readonly Node[], cts: readonly Tensor[], leaves: readonly Node[]): Tensor[] {
+  const leafSet = new Set(leaves);
+  const edges = (n: Node): readonly Node[] => boundaries.get(n)?.args ?? n.inputs;
+  // Post-order over what the outputs depend on, stopping at leaves and stopped nodes; a node is
+  // relevant when a leaf lies below it.
+  const order: Node[] = [];
+  const relevant = new Set<Node>();
+  const seen = new Set<Node>();
+  for (const root of outputs) {
+    if (seen.has(root)) continue;
+    seen.add(root);
+    const stack: [Node, number][] = [[root, 0]];
+    while (stack.length) {
+      const top = stack[stack.length - 1]!;
+      const [n, i] = top;
+      const ins = leafSet.has(n) || stopped.has(n) ? [] : edges(n);
+      if (i < ins.length) {
+        top[1]++;
+        const c = ins[i]!;
+        if (!seen.has(c)) {
+          seen.add(c);
+          stack.push([c, 0]);
+        }
+        continue;
+      }
+      stack.pop();
+      order.push(n);
+      if (leafSet.has(n) || ins.some((c) => relevant.has(c))) relevant.add(n);
+    }
+  }
+
+  const handles = new Map<Node, Tensor>();
+  const wrap = (n: Node) => {
+    let t = handles.get(n);
+    if (!t) handles.set(n, (t = new Tensor(n)));
+    return t;
+  };
+  const grads = new Map<Node, Tensor>();
+  const accumulate = (n: Node, g: Tensor) => {
+    if (g.dtype !== n.dtype) g = ops.astype(g, n.dtype);
+    const prev = grads.get(n);
+    grads.set(n, prev ? ops.add(prev, g) : g);
+  };
+  outputs.forEach((o, k) => {
+    if (relevant.has(o) && isFloating(o.dtype)) accumulate(o, cts[k]!);
+  });
+
+  for (let k = order.length - 1; k >= 0; k--) {
+    const n = order[k]!;
+    const ct = grads.get(n);
+    if (!ct || leafSet.has(n) || stopped.has(n) || !isFloating(n.dtype)) continue;
+    const boundary = boundaries.get(n);
+    if (boundary) {
+      const gs = boundary.vjp(boundary.args.map(wrap), ct);
+      boundary.args.forEach((a, i) => {
+        const g = gs[i];
+        if (g && relevant.has(a) && isFloating(a.dtype)) accumulate(a, g);
+      });
+      continue;
+    }
+    const rule = RULES[n.op];
+    if (rule === "none") continue;
+    // float16/bfloat16 elementwise rules compute in float32: (1 - y^2) and friends lose the
+    // few bits a half has when rounded at each step.
+    const up = OPS[n.op].kind === "elementwise" && isHalf(n.dtype) ? (t: Tensor) => (isFloating(t.dtype) ? ops.astype(t, "float32") : t) : (t: Tensor) => t;
+    const ctx: Ctx = { node: n, x: (i) => up(wrap(n.inputs[i]!)), y: () => up(wrap(n)), ct: up(ct) };
+    n.inputs.forEach((input, i) => {
+      if (!relevant.has(input) || !isFloating(input.dtype)) return;
+      const g = rule(ctx, i);
+      if (g) accumulate(input, g);
+    });
+  }
+  return leaves.map((l) => grads.get(l) ?? ops.zeros(l.shape, l.dtype));
+}
