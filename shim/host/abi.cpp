@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "../common/records.h"
+#include "msl_front.h"
 #include "host.h"
 
 using namespace smelt_host;
@@ -184,14 +185,22 @@ bool in_buffer(const char* call, smelt_buffer* buf, uint64_t offset, const void*
   return true;
 }
 
-bool parse_library_options(const char* options, bool& fast_math, std::string& why) {
-  fast_math = false;
+struct LibraryOptions {
+  bool fast_math = false;
+  int version = smelt_msl::kMslVersion31;  // the newest the Metal shim selects
+};
+
+bool parse_library_options(const char* options, LibraryOptions& lo, std::string& why) {
+  lo = LibraryOptions{};
   std::stringstream in(options ? options : "");
   for (std::string item; std::getline(in, item, ';');) {
     if (item.empty()) continue;
-    if (item == "fast_math=1") fast_math = true;
-    else if (item != "fast_math=0") {
-      why = "library option '" + item + "' is unknown (known: fast_math=0|1)";
+    if (item == "fast_math=1") lo.fast_math = true;
+    else if (item == "fast_math=0") lo.fast_math = false;
+    else if (item == "msl=3.0") lo.version = smelt_msl::kMslVersion30;
+    else if (item == "msl=3.1") lo.version = smelt_msl::kMslVersion31;
+    else {
+      why = "library option '" + item + "' is unknown (known: fast_math=0|1, msl=3.0|3.1)";
       return false;
     }
   }
@@ -199,8 +208,9 @@ bool parse_library_options(const char* options, bool& fast_math, std::string& wh
 }
 
 // Translates and compiles a library; safe on any thread, several at once.
-smelt_library* make_library(smelt_device* dev, const std::string& source, bool fast_math, std::string& why) {
-  Translation t = translate_msl(source, dev->options.debug);
+smelt_library* make_library(smelt_device* dev, const std::string& source, const LibraryOptions& lo, std::string& why) {
+  bool fast_math = lo.fast_math;
+  Translation t = translate_msl(source, dev->options.debug, lo.version);
   if (!t.ok) {
     why = "MSL compilation failed:\n" + t.error;
     return nullptr;
@@ -222,7 +232,7 @@ smelt_library* make_library(smelt_device* dev, const std::string& source, bool f
 struct smelt_compile {
   smelt_device* dev;
   std::string source;
-  bool fast_math;
+  LibraryOptions options;
   std::thread thread;
   std::atomic<bool> done{false};
   smelt_library* library = nullptr;
@@ -405,10 +415,10 @@ SMELT_API smelt_buffer* smelt_buffer_wrap(smelt_device* dev, void* memory, uint6
 SMELT_API smelt_library* smelt_library_new(smelt_device* dev, const char* source, size_t source_len,
                                            const char* options, char* err, size_t errlen) {
   if (!dev || !source || lost(dev, err, errlen)) return nullptr;
-  bool fast_math;
+  LibraryOptions lo;
   std::string why;
   smelt_library* lib = nullptr;
-  if (parse_library_options(options, fast_math, why)) lib = make_library(dev, std::string(source, source_len), fast_math, why);
+  if (parse_library_options(options, lo, why)) lib = make_library(dev, std::string(source, source_len), lo, why);
   if (!lib) set_error(err, errlen, why);
   return lib;
 }
@@ -416,15 +426,15 @@ SMELT_API smelt_library* smelt_library_new(smelt_device* dev, const char* source
 SMELT_API smelt_compile* smelt_library_new_async(smelt_device* dev, const char* source, size_t source_len,
                                                  const char* options, char* err, size_t errlen) {
   if (!dev || !source || lost(dev, err, errlen)) return nullptr;
-  bool fast_math;
+  LibraryOptions lo;
   std::string why;
-  if (!parse_library_options(options, fast_math, why)) {
+  if (!parse_library_options(options, lo, why)) {
     set_error(err, errlen, why);
     return nullptr;
   }
-  auto* job = new smelt_compile{dev, std::string(source, source_len), fast_math, {}, {false}, nullptr, {}};
+  auto* job = new smelt_compile{dev, std::string(source, source_len), lo, {}, {false}, nullptr, {}};
   job->thread = std::thread([job] {
-    job->library = make_library(job->dev, job->source, job->fast_math, job->error);
+    job->library = make_library(job->dev, job->source, job->options, job->error);
     job->done.store(true, std::memory_order_release);
   });
   return job;

@@ -50,7 +50,7 @@ const std::map<std::string, std::string>& attribute_fields() {
 
 class CppBackEnd {
  public:
-  CppBackEnd(const smelt_msl::Source& s, bool checks) : s_(s), checks_(checks) {}
+  CppBackEnd(const smelt_msl::Source& s, bool checks, int version) : s_(s), checks_(checks), version_(version) {}
 
   std::string run(std::vector<KernelInfo>& kernels) {
     for (auto& m : s_.markers) replace(m.first, m.last, m.kernel ? kKernelSpecifiers : "");
@@ -78,6 +78,7 @@ class CppBackEnd {
  private:
   const smelt_msl::Source& s_;
   bool checks_;
+  int version_;
   std::vector<Edit> edits_;
 
   // Replaces tokens [first, last] by text, keeping the lines they spanned.
@@ -151,6 +152,16 @@ class CppBackEnd {
     return "smelt_detail::index_arg{" + (field.empty() ? std::string("SMELT_SIMD_WIDTH") : "T->" + field) + "}";
   }
 
+  // What Apple's compiler predefines at the version. Before 3.1 bfloat does not exist: its names
+  // become ones no declaration has, so a kernel using them fails at its own line, naming why.
+  std::string version_macros() const {
+    std::string m = "#define __METAL_VERSION__ " + std::to_string(version_) + "\n";
+    if (version_ >= smelt_msl::kMslVersion31) return m + "#define __HAVE_BFLOAT__ 1\n";
+    for (const char* n : {"bfloat", "bfloat2", "bfloat3", "bfloat4"})
+      m += "#define " + std::string(n) + " " + n + "_needs_MSL_3_1\n";
+    return m;
+  }
+
   std::string assemble(std::vector<KernelInfo>& kernels) {
     std::sort(edits_.begin(), edits_.end(), [](const Edit& a, const Edit& b) { return a.begin < b.begin; });
     std::string body;
@@ -162,7 +173,7 @@ class CppBackEnd {
     }
     body.append(s_.text, at, std::string::npos);
 
-    std::string out = "#include <metal_stdlib>\n#line 1 \"" + std::string(smelt_msl::kSourceName) + "\"\n" + body +
+    std::string out = "#include <metal_stdlib>\n" + version_macros() + "#line 1 \"" + std::string(smelt_msl::kSourceName) + "\"\n" + body +
                       "\n#line 1 \"smelt-launchers\"\n"
                       "extern \"C\" {\n"
                       "const smelt_hk_api* smelt_api = 0;\n"
@@ -197,14 +208,16 @@ class CppBackEnd {
 
 }  // namespace
 
-Translation translate_msl(const std::string& msl, bool bounds_checks) {
+Translation translate_msl(const std::string& msl, bool bounds_checks, int version) {
   Translation out;
-  smelt_msl::Source source = smelt_msl::parse(msl, "the host backend");
+  std::string selected = smelt_msl::select_version(msl, version, out.error);
+  if (!out.error.empty()) return out;
+  smelt_msl::Source source = smelt_msl::parse(selected, "the host backend");
   if (!source.errors.empty()) {
     out.error = source.errors;
     return out;
   }
-  out.cpp = CppBackEnd(source, bounds_checks).run(out.kernels);
+  out.cpp = CppBackEnd(source, bounds_checks, version).run(out.kernels);
   out.ok = true;
   return out;
 }
