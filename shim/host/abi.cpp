@@ -303,7 +303,7 @@ SMELT_API int smelt_device_limits(smelt_device* dev, smelt_limits* out) {
   out->max_threads_per_threadgroup = SMELT_MAX_THREADS_PER_THREADGROUP;
   out->max_threadgroup_memory = SMELT_MAX_THREADGROUP_MEMORY;
   out->max_buffer_slots = SMELT_MAX_BUFFER_SLOTS;
-  out->simd_width = SMELT_SIMD_WIDTH;
+  out->simd_width = __SMELT_SIMD_WIDTH;
   out->unified_memory = 1;
   out->host_visible = dev->options.host_visible ? 1 : 0;
   return SMELT_OK;
@@ -481,8 +481,8 @@ SMELT_API smelt_pipeline* smelt_pipeline_new(smelt_library* lib, const char* fun
   auto code = std::make_shared<KernelCode>();
   code->module = lib->module;
   code->info = *info;
-  code->thread_fn = (smelt_hk_thread_fn)dlsym(lib->module->handle, ("smelt_kthread_" + name).c_str());
-  if (!info->needs_fibers) code->loop_fn = (smelt_hk_loop_fn)dlsym(lib->module->handle, ("smelt_kloop_" + name).c_str());
+  code->thread_fn = (__smelt_hk_thread_fn)dlsym(lib->module->handle, ("__smelt_kthread_" + name).c_str());
+  if (!info->needs_fibers) code->loop_fn = (__smelt_hk_loop_fn)dlsym(lib->module->handle, ("__smelt_kloop_" + name).c_str());
   if (!code->thread_fn || (!info->needs_fibers && !code->loop_fn)) {
     set_error(err, errlen, "host backend: the compiled module lacks the launchers of '" + name + "'");
     return nullptr;
@@ -497,7 +497,7 @@ SMELT_API int smelt_pipeline_info_get(smelt_pipeline* pipe, smelt_pipeline_info*
   if (!pipe || !out) return SMELT_ERROR;
   std::memset(out, 0, sizeof *out);
   out->max_threads_per_threadgroup = SMELT_MAX_THREADS_PER_THREADGROUP;
-  out->thread_execution_width = SMELT_SIMD_WIDTH;
+  out->thread_execution_width = __SMELT_SIMD_WIDTH;
   out->static_threadgroup_memory = pipe->code->static_threadgroup.load();  // 0 until the kernel has run
   out->buffer_mask = pipe->code->info.buffer_mask;
   out->threadgroup_mask = pipe->code->info.threadgroup_mask;

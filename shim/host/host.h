@@ -42,8 +42,8 @@ struct Module {
 struct KernelCode {
   std::shared_ptr<Module> module;
   KernelInfo info;
-  smelt_hk_thread_fn thread_fn = nullptr;
-  smelt_hk_loop_fn loop_fn = nullptr;  // only for kernels that run without fibers
+  __smelt_hk_thread_fn thread_fn = nullptr;
+  __smelt_hk_loop_fn loop_fn = nullptr;  // only for kernels that run without fibers
   // Threadgroup memory declared in the kernel body: known once the kernel has run.
   mutable std::atomic<uint32_t> static_threadgroup{0};
 };
@@ -52,7 +52,7 @@ struct KernelCode {
 struct Dispatch {
   bool barrier = false;
   std::shared_ptr<const KernelCode> code;
-  smelt_hk_grid grid{};
+  __smelt_hk_grid grid{};
   smelt_buffer* buffers[31] = {};  // retained until the command buffer finishes
   uint64_t offsets[31] = {};
   int bytes_at[31];                // offset into bytes, or -1
@@ -144,7 +144,7 @@ class ThreadgroupRunner {
   ~ThreadgroupRunner();
   ThreadgroupRunner(const ThreadgroupRunner&) = delete;
   ThreadgroupRunner& operator=(const ThreadgroupRunner&) = delete;
-  void run(smelt_hk_thread_fn fn, const smelt_hk_launch* launch, unsigned group);
+  void run(__smelt_hk_thread_fn fn, const __smelt_hk_launch* launch, unsigned group);
 
   struct State;
 
@@ -153,15 +153,15 @@ class ThreadgroupRunner {
 };
 
 // The table of runtime functions given to every kernel module.
-const smelt_hk_api* kernel_api();
+const __smelt_hk_api* kernel_api();
 // The dispatch a worker thread is running, for what kernels report through kernel_api() and for
 // naming the kernel when it faults.
 struct DispatchContext {
   smelt_cmd* cmd = nullptr;
   const KernelCode* code = nullptr;
-  const smelt_hk_launch* launch = nullptr;
+  const __smelt_hk_launch* launch = nullptr;
 };
-void set_dispatch_context(smelt_cmd* cmd, const KernelCode* code, const smelt_hk_launch* launch);
+void set_dispatch_context(smelt_cmd* cmd, const KernelCode* code, const __smelt_hk_launch* launch);
 // This thread's dispatch, or null while no thread runs a kernel: a signal handler may call it,
 // and must not touch thread-local storage a thread has never used (its first use may allocate).
 const DispatchContext* running_dispatch();
