@@ -61,6 +61,13 @@ bool parse_options(const char* text, Options& o, std::string& why) {
         return false;
       }
       o.threads = unsigned(n);
+    } else if (key == "max_threads") {
+      long n = std::strtol(value.c_str(), nullptr, 10);
+      if (n < 1 || n > long(SMELT_MAX_THREADS_PER_THREADGROUP)) {
+        why = "device option max_threads=" + value + " must be a number from 1 to 1024";
+        return false;
+      }
+      o.max_threads = unsigned(n);
     } else if (key == "debug") {
       o.debug = value == "1" || value == "true";
     } else if (key == "cache") {
@@ -72,7 +79,7 @@ bool parse_options(const char* text, Options& o, std::string& why) {
     } else if (key == "host_visible") {
       o.host_visible = value != "0";
     } else if (key != "commit_every") {
-      why = "unknown device option '" + key + "' (known: threads, debug, cache, cxx, include, commit_every, host_visible)";
+      why = "unknown device option '" + key + "' (known: threads, max_threads, debug, cache, cxx, include, commit_every, host_visible)";
       return false;
     }
   }
@@ -114,7 +121,7 @@ int facts_of(void* ctx, uint64_t handle, smelt_kernel_facts* out) {
   out->buffer_mask = info.buffer_mask;
   out->threadgroup_mask = info.threadgroup_mask;
   out->static_threadgroup_memory = pipe->code->static_threadgroup.load();  // known after a first run
-  out->max_threads_per_threadgroup = SMELT_MAX_THREADS_PER_THREADGROUP;
+  out->max_threads_per_threadgroup = pipe->dev->options.max_threads;
   return 0;
 }
 
@@ -496,7 +503,7 @@ SMELT_API smelt_pipeline* smelt_pipeline_new(smelt_library* lib, const char* fun
 SMELT_API int smelt_pipeline_info_get(smelt_pipeline* pipe, smelt_pipeline_info* out) {
   if (!pipe || !out) return SMELT_ERROR;
   std::memset(out, 0, sizeof *out);
-  out->max_threads_per_threadgroup = SMELT_MAX_THREADS_PER_THREADGROUP;
+  out->max_threads_per_threadgroup = pipe->dev->options.max_threads;
   out->thread_execution_width = __SMELT_SIMD_WIDTH;
   out->static_threadgroup_memory = pipe->code->static_threadgroup.load();  // 0 until the kernel has run
   out->buffer_mask = pipe->code->info.buffer_mask;

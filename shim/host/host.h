@@ -31,6 +31,9 @@ struct Options {
   std::string cxx = "c++";
   std::string include;
   bool host_visible = true;  // host_visible=0 hides contents, as a discrete GPU would
+  // Every pipeline's maxTotalThreadsPerThreadgroup. Metal lowers it below 1024 for kernels that
+  // use many registers; max_threads=N lets tests make the host do the same.
+  unsigned max_threads = SMELT_MAX_THREADS_PER_THREADGROUP;
 };
 
 // A loaded kernel module; unloaded when the last library or pipeline using it goes.
