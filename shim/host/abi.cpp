@@ -520,6 +520,13 @@ SMELT_API void smelt_pipeline_free(smelt_pipeline* pipe) {
   delete pipe;  // a command buffer using it holds its own reference to the code
 }
 
+static void close_open(smelt_cmd* cmd) {
+  if (!cmd->open) return;
+  std::lock_guard<std::mutex> lock(cmd->dev->live_mutex);
+  --cmd->dev->open_command_buffers;
+  cmd->open = false;
+}
+
 SMELT_API smelt_cmd* smelt_cmd_new(smelt_device* dev, char* err, size_t errlen) {
   if (!dev) {
     set_error(err, errlen, "no device");
@@ -551,6 +558,22 @@ SMELT_API int smelt_cmd_encode(smelt_cmd* cmd, const void* records, size_t lengt
     return SMELT_ERROR;
   }
   smelt_dispatch r;
+  if (!cmd->open) {
+    bool dispatches = false;
+    for (size_t at = 0; !dispatches && smelt_records_next(records, length, &at, &r);) dispatches = r.kind != SMELT_REC_BARRIER;
+    if (dispatches) {
+      // Metal's queue would block the caller forever past this many uncommitted command buffers.
+      std::lock_guard<std::mutex> lock(cmd->dev->live_mutex);
+      if (cmd->dev->open_command_buffers >= SMELT_MAX_OPEN_COMMAND_BUFFERS) {
+        set_error(err, errlen, "encode: " + std::to_string(SMELT_MAX_OPEN_COMMAND_BUFFERS) +
+                                   " command buffers of this device hold uncommitted dispatches (the most Metal's queue "
+                                   "allows without blocking); commit or free one first");
+        return SMELT_ERROR;
+      }
+      ++cmd->dev->open_command_buffers;
+      cmd->open = true;
+    }
+  }
   for (size_t at = 0; smelt_records_next(records, length, &at, &r);) {
     if (r.kind == SMELT_REC_BARRIER) {
       Dispatch d;
@@ -570,6 +593,7 @@ SMELT_API uint64_t smelt_cmd_commit(smelt_cmd* cmd, char* err, size_t errlen) {
     return 0;
   }
   if (lost(cmd->dev, err, errlen)) return 0;
+  close_open(cmd);
   cmd->sequence = ++cmd->dev->next_sequence;
   cmd->dev->executor->submit(cmd);
   return cmd->sequence;
@@ -610,6 +634,7 @@ SMELT_API int smelt_cmd_abandon(smelt_cmd* cmd, char* err, size_t errlen) {
 
 SMELT_API void smelt_cmd_free(smelt_cmd* cmd) {
   if (!cmd) return;
+  close_open(cmd);
   if (cmd->state == SMELT_CMD_RECORDING) release_items(cmd->items);
   else if (cmd->dev->lost.load() && !cmd->dev->executor->released(cmd)) {
     return;  // the stuck thread still uses it: leaked with the device (smelt_device_close)

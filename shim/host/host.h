@@ -83,6 +83,7 @@ struct smelt_device {
   std::unordered_set<const smelt_buffer*> buffers;
   std::unordered_set<const smelt_pipeline*> pipelines;
   uint64_t buffer_bytes = 0, libraries = 0, command_buffers = 0, compiles = 0, cache_hits = 0;
+  uint32_t open_command_buffers = 0;  // smelt_cmds holding uncommitted dispatches
 };
 
 struct smelt_buffer {
@@ -111,6 +112,7 @@ struct smelt_cmd {
   int state = SMELT_CMD_RECORDING;  // guarded by the executor's mutex once committed
   std::string error;                // first failure, sticky
   uint64_t sequence = 0;
+  bool open = false;  // holds dispatches and is not committed: counts toward open_command_buffers
 };
 
 namespace smelt_host {

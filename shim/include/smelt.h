@@ -72,6 +72,9 @@ typedef struct smelt_compile smelt_compile;
 #define SMELT_MAX_BYTES_BINDING 4096u
 #define SMELT_MAX_THREADGROUP_MEMORY 32768u
 #define SMELT_MAX_THREADS_PER_THREADGROUP 1024u
+/* Command buffers of one device holding dispatches not yet committed: Metal's queue blocks the
+ * caller, forever, past its limit of unfinished ones; every backend refuses the next encode. */
+#define SMELT_MAX_OPEN_COMMAND_BUFFERS 255u
 
 typedef struct smelt_limits {
   uint64_t max_buffer_length;           /* bytes */
