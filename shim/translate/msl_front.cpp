@@ -426,6 +426,9 @@ class Parser {
         auto r = rejected.find(s);
         if (r != rejected.end()) error(t.line, "'" + s + "': " + r->second);
         else if (s == "std" && is(i + 1, "::")) error(t.line, "the C++ standard library (std::) is not available in MSL");
+      } else if (is(i, "(") && is(i + 1, "*") && ident(i + 2) && is(i + 3, ")") && is(i + 4, "(")) {
+        // `T (*f)(args)` declares a function pointer, and `(*f)(args)` calls through one
+        error(t.line, "function pointers are not supported by Metal");
       } else if (is(i, "[") && !is(i + 1, "[") && (i == 0 || !is(i - 1, "[")) && (is(i + 1, "]") || is(i + 1, "&") || is(i + 1, "="))) {
         bool after_value = i > 0 && (ident(i - 1) || is(i - 1, ")") || is(i - 1, "]") || s_.tokens[i - 1].kind == TokenKind::Number);
         if (!after_value) error(t.line, "lambda expressions are not supported by Metal");
