@@ -134,6 +134,7 @@ inline half half_below(float high) {
   return as_type<half>(ushort(0x8001));
 }
 
+#if __METAL_VERSION__ >= 310  // bfloat is MSL 3.1 (macOS 14); macOS 13 compiles this file as 3.0
 inline bfloat bfloat_below(float high) {
   bfloat h = bfloat(high);
   if (float(h) < high) return h;
@@ -142,6 +143,7 @@ inline bfloat bfloat_below(float high) {
   if (float(h) < 0.0f) return as_type<bfloat>(ushort(b + 1));
   return as_type<bfloat>(ushort(0x8001));
 }
+#endif
 
 inline void store_below(device float* out, uint i, float v, float high) {
   out[i] = v;
@@ -152,10 +154,12 @@ inline void store_below(device half* out, uint i, float v, float high) {
   out[i] = float(h) < high ? h : half_below(high);
 }
 
+#if __METAL_VERSION__ >= 310
 inline void store_below(device bfloat* out, uint i, float v, float high) {
   bfloat h = bfloat(v);
   out[i] = float(h) < high ? h : bfloat_below(high);
 }
+#endif
 
 struct UniformArgs {
   uint n;
@@ -182,9 +186,11 @@ template [[host_name("random_uniform_float")]] kernel void random_uniform<float>
 template [[host_name("random_uniform_half")]] kernel void random_uniform<half>(
     constant uint* key [[buffer(0)]], device half* out [[buffer(1)]],
     constant UniformArgs& a [[buffer(2)]], uint j [[thread_position_in_grid]]);
+#if __METAL_VERSION__ >= 310
 template [[host_name("random_uniform_bfloat")]] kernel void random_uniform<bfloat>(
     constant uint* key [[buffer(0)]], device bfloat* out [[buffer(1)]],
     constant UniformArgs& a [[buffer(2)]], uint j [[thread_position_in_grid]]);
+#endif
 
 // sqrt(2) rounded to float.
 constant float RANDOM_SQRT2 = 1.41421354f;
@@ -197,7 +203,9 @@ inline float standard_normal(uint bits) {
 
 inline void store(device float* out, uint i, float v) { out[i] = v; }
 inline void store(device half* out, uint i, float v) { out[i] = half(v); }
+#if __METAL_VERSION__ >= 310
 inline void store(device bfloat* out, uint i, float v) { out[i] = bfloat(v); }
+#endif
 
 struct NormalArgs {
   uint n;
@@ -224,9 +232,11 @@ template [[host_name("random_normal_float")]] kernel void random_normal<float>(
 template [[host_name("random_normal_half")]] kernel void random_normal<half>(
     constant uint* key [[buffer(0)]], device half* out [[buffer(1)]],
     constant NormalArgs& a [[buffer(2)]], uint j [[thread_position_in_grid]]);
+#if __METAL_VERSION__ >= 310
 template [[host_name("random_normal_bfloat")]] kernel void random_normal<bfloat>(
     constant uint* key [[buffer(0)]], device bfloat* out [[buffer(1)]],
     constant NormalArgs& a [[buffer(2)]], uint j [[thread_position_in_grid]]);
+#endif
 
 // ---------------------------------------------------------------------------------------------------
 // Integers and booleans

@@ -204,3 +204,18 @@ if [ "$host_done" -eq 1 ]; then
 else
   echo "check:metal: $n symbols match smelt.h (host library not compared)"
 fi
+
+# ---- the shipped MSL, with Apple's language rules as far as Linux allows ----
+# The host translator front end refuses what Metal refuses (double, recursion, function pointers,
+# lambdas, exceptions), its metal_stdlib refuses Metal's implicit-conversion errors, and at MSL 3.0
+# bfloat does not exist: every file of metal/ must compile at both versions the shim selects.
+if [ "$host_done" -eq 1 ] && command -v bun >/dev/null; then
+  if (cd "$root" && bun test test/msl/versions.test.ts test/msl/conversions.test.ts) >"$work/msl.log" 2>&1; then
+    echo "check:metal: every metal/*.metal compiles through the host translator at MSL 3.0 and 3.1"
+  else
+    cat "$work/msl.log" >&2
+    fail "the shipped MSL does not compile through the host translator (test/msl/versions.test.ts)"
+  fi
+else
+  echo "check:metal: shipped MSL not compiled (needs the host library and bun)"
+fi

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "../common/records.h"
+#include "msl_front.h"
 #include "host.h"
 
 using namespace smelt_host;
@@ -60,6 +61,13 @@ bool parse_options(const char* text, Options& o, std::string& why) {
         return false;
       }
       o.threads = unsigned(n);
+    } else if (key == "max_threads") {
+      long n = std::strtol(value.c_str(), nullptr, 10);
+      if (n < 1 || n > long(SMELT_MAX_THREADS_PER_THREADGROUP)) {
+        why = "device option max_threads=" + value + " must be a number from 1 to 1024";
+        return false;
+      }
+      o.max_threads = unsigned(n);
     } else if (key == "debug") {
       o.debug = value == "1" || value == "true";
     } else if (key == "cache") {
@@ -71,7 +79,7 @@ bool parse_options(const char* text, Options& o, std::string& why) {
     } else if (key == "host_visible") {
       o.host_visible = value != "0";
     } else if (key != "commit_every") {
-      why = "unknown device option '" + key + "' (known: threads, debug, cache, cxx, include, commit_every, host_visible)";
+      why = "unknown device option '" + key + "' (known: threads, max_threads, debug, cache, cxx, include, commit_every, host_visible)";
       return false;
     }
   }
@@ -113,7 +121,7 @@ int facts_of(void* ctx, uint64_t handle, smelt_kernel_facts* out) {
   out->buffer_mask = info.buffer_mask;
   out->threadgroup_mask = info.threadgroup_mask;
   out->static_threadgroup_memory = pipe->code->static_threadgroup.load();  // known after a first run
-  out->max_threads_per_threadgroup = SMELT_MAX_THREADS_PER_THREADGROUP;
+  out->max_threads_per_threadgroup = pipe->dev->options.max_threads;
   return 0;
 }
 
@@ -184,14 +192,22 @@ bool in_buffer(const char* call, smelt_buffer* buf, uint64_t offset, const void*
   return true;
 }
 
-bool parse_library_options(const char* options, bool& fast_math, std::string& why) {
-  fast_math = false;
+struct LibraryOptions {
+  bool fast_math = false;
+  int version = smelt_msl::kMslVersion31;  // the newest the Metal shim selects
+};
+
+bool parse_library_options(const char* options, LibraryOptions& lo, std::string& why) {
+  lo = LibraryOptions{};
   std::stringstream in(options ? options : "");
   for (std::string item; std::getline(in, item, ';');) {
     if (item.empty()) continue;
-    if (item == "fast_math=1") fast_math = true;
-    else if (item != "fast_math=0") {
-      why = "library option '" + item + "' is unknown (known: fast_math=0|1)";
+    if (item == "fast_math=1") lo.fast_math = true;
+    else if (item == "fast_math=0") lo.fast_math = false;
+    else if (item == "msl=3.0") lo.version = smelt_msl::kMslVersion30;
+    else if (item == "msl=3.1") lo.version = smelt_msl::kMslVersion31;
+    else {
+      why = "library option '" + item + "' is unknown (known: fast_math=0|1, msl=3.0|3.1)";
       return false;
     }
   }
@@ -199,8 +215,9 @@ bool parse_library_options(const char* options, bool& fast_math, std::string& wh
 }
 
 // Translates and compiles a library; safe on any thread, several at once.
-smelt_library* make_library(smelt_device* dev, const std::string& source, bool fast_math, std::string& why) {
-  Translation t = translate_msl(source, dev->options.debug);
+smelt_library* make_library(smelt_device* dev, const std::string& source, const LibraryOptions& lo, std::string& why) {
+  bool fast_math = lo.fast_math;
+  Translation t = translate_msl(source, dev->options.debug, lo.version);
   if (!t.ok) {
     why = "MSL compilation failed:\n" + t.error;
     return nullptr;
@@ -222,7 +239,7 @@ smelt_library* make_library(smelt_device* dev, const std::string& source, bool f
 struct smelt_compile {
   smelt_device* dev;
   std::string source;
-  bool fast_math;
+  LibraryOptions options;
   std::thread thread;
   std::atomic<bool> done{false};
   smelt_library* library = nullptr;
@@ -293,7 +310,7 @@ SMELT_API int smelt_device_limits(smelt_device* dev, smelt_limits* out) {
   out->max_threads_per_threadgroup = SMELT_MAX_THREADS_PER_THREADGROUP;
   out->max_threadgroup_memory = SMELT_MAX_THREADGROUP_MEMORY;
   out->max_buffer_slots = SMELT_MAX_BUFFER_SLOTS;
-  out->simd_width = SMELT_SIMD_WIDTH;
+  out->simd_width = __SMELT_SIMD_WIDTH;
   out->unified_memory = 1;
   out->host_visible = dev->options.host_visible ? 1 : 0;
   return SMELT_OK;
@@ -405,10 +422,10 @@ SMELT_API smelt_buffer* smelt_buffer_wrap(smelt_device* dev, void* memory, uint6
 SMELT_API smelt_library* smelt_library_new(smelt_device* dev, const char* source, size_t source_len,
                                            const char* options, char* err, size_t errlen) {
   if (!dev || !source || lost(dev, err, errlen)) return nullptr;
-  bool fast_math;
+  LibraryOptions lo;
   std::string why;
   smelt_library* lib = nullptr;
-  if (parse_library_options(options, fast_math, why)) lib = make_library(dev, std::string(source, source_len), fast_math, why);
+  if (parse_library_options(options, lo, why)) lib = make_library(dev, std::string(source, source_len), lo, why);
   if (!lib) set_error(err, errlen, why);
   return lib;
 }
@@ -416,15 +433,15 @@ SMELT_API smelt_library* smelt_library_new(smelt_device* dev, const char* source
 SMELT_API smelt_compile* smelt_library_new_async(smelt_device* dev, const char* source, size_t source_len,
                                                  const char* options, char* err, size_t errlen) {
   if (!dev || !source || lost(dev, err, errlen)) return nullptr;
-  bool fast_math;
+  LibraryOptions lo;
   std::string why;
-  if (!parse_library_options(options, fast_math, why)) {
+  if (!parse_library_options(options, lo, why)) {
     set_error(err, errlen, why);
     return nullptr;
   }
-  auto* job = new smelt_compile{dev, std::string(source, source_len), fast_math, {}, {false}, nullptr, {}};
+  auto* job = new smelt_compile{dev, std::string(source, source_len), lo, {}, {false}, nullptr, {}};
   job->thread = std::thread([job] {
-    job->library = make_library(job->dev, job->source, job->fast_math, job->error);
+    job->library = make_library(job->dev, job->source, job->options, job->error);
     job->done.store(true, std::memory_order_release);
   });
   return job;
@@ -471,8 +488,8 @@ SMELT_API smelt_pipeline* smelt_pipeline_new(smelt_library* lib, const char* fun
   auto code = std::make_shared<KernelCode>();
   code->module = lib->module;
   code->info = *info;
-  code->thread_fn = (smelt_hk_thread_fn)dlsym(lib->module->handle, ("smelt_kthread_" + name).c_str());
-  if (!info->needs_fibers) code->loop_fn = (smelt_hk_loop_fn)dlsym(lib->module->handle, ("smelt_kloop_" + name).c_str());
+  code->thread_fn = (__smelt_hk_thread_fn)dlsym(lib->module->handle, ("__smelt_kthread_" + name).c_str());
+  if (!info->needs_fibers) code->loop_fn = (__smelt_hk_loop_fn)dlsym(lib->module->handle, ("__smelt_kloop_" + name).c_str());
   if (!code->thread_fn || (!info->needs_fibers && !code->loop_fn)) {
     set_error(err, errlen, "host backend: the compiled module lacks the launchers of '" + name + "'");
     return nullptr;
@@ -486,8 +503,8 @@ SMELT_API smelt_pipeline* smelt_pipeline_new(smelt_library* lib, const char* fun
 SMELT_API int smelt_pipeline_info_get(smelt_pipeline* pipe, smelt_pipeline_info* out) {
   if (!pipe || !out) return SMELT_ERROR;
   std::memset(out, 0, sizeof *out);
-  out->max_threads_per_threadgroup = SMELT_MAX_THREADS_PER_THREADGROUP;
-  out->thread_execution_width = SMELT_SIMD_WIDTH;
+  out->max_threads_per_threadgroup = pipe->dev->options.max_threads;
+  out->thread_execution_width = __SMELT_SIMD_WIDTH;
   out->static_threadgroup_memory = pipe->code->static_threadgroup.load();  // 0 until the kernel has run
   out->buffer_mask = pipe->code->info.buffer_mask;
   out->threadgroup_mask = pipe->code->info.threadgroup_mask;
@@ -501,6 +518,13 @@ SMELT_API void smelt_pipeline_free(smelt_pipeline* pipe) {
     if (!pipe->dev->pipelines.erase(pipe)) return;
   }
   delete pipe;  // a command buffer using it holds its own reference to the code
+}
+
+static void close_open(smelt_cmd* cmd) {
+  if (!cmd->open) return;
+  std::lock_guard<std::mutex> lock(cmd->dev->live_mutex);
+  --cmd->dev->open_command_buffers;
+  cmd->open = false;
 }
 
 SMELT_API smelt_cmd* smelt_cmd_new(smelt_device* dev, char* err, size_t errlen) {
@@ -534,6 +558,22 @@ SMELT_API int smelt_cmd_encode(smelt_cmd* cmd, const void* records, size_t lengt
     return SMELT_ERROR;
   }
   smelt_dispatch r;
+  if (!cmd->open) {
+    bool dispatches = false;
+    for (size_t at = 0; !dispatches && smelt_records_next(records, length, &at, &r);) dispatches = r.kind != SMELT_REC_BARRIER;
+    if (dispatches) {
+      // Metal's queue would block the caller forever past this many uncommitted command buffers.
+      std::lock_guard<std::mutex> lock(cmd->dev->live_mutex);
+      if (cmd->dev->open_command_buffers >= SMELT_MAX_OPEN_COMMAND_BUFFERS) {
+        set_error(err, errlen, "encode: " + std::to_string(SMELT_MAX_OPEN_COMMAND_BUFFERS) +
+                                   " command buffers of this device hold uncommitted dispatches (the most Metal's queue "
+                                   "allows without blocking); commit or free one first");
+        return SMELT_ERROR;
+      }
+      ++cmd->dev->open_command_buffers;
+      cmd->open = true;
+    }
+  }
   for (size_t at = 0; smelt_records_next(records, length, &at, &r);) {
     if (r.kind == SMELT_REC_BARRIER) {
       Dispatch d;
@@ -553,6 +593,7 @@ SMELT_API uint64_t smelt_cmd_commit(smelt_cmd* cmd, char* err, size_t errlen) {
     return 0;
   }
   if (lost(cmd->dev, err, errlen)) return 0;
+  close_open(cmd);
   cmd->sequence = ++cmd->dev->next_sequence;
   cmd->dev->executor->submit(cmd);
   return cmd->sequence;
@@ -593,6 +634,7 @@ SMELT_API int smelt_cmd_abandon(smelt_cmd* cmd, char* err, size_t errlen) {
 
 SMELT_API void smelt_cmd_free(smelt_cmd* cmd) {
   if (!cmd) return;
+  close_open(cmd);
   if (cmd->state == SMELT_CMD_RECORDING) release_items(cmd->items);
   else if (cmd->dev->lost.load() && !cmd->dev->executor->released(cmd)) {
     return;  // the stuck thread still uses it: leaked with the device (smelt_device_close)

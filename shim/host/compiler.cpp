@@ -228,10 +228,10 @@ CompileResult compile_module(const Options& o, const std::string& header_hash, c
     r.error = std::string("host backend: cannot load compiled kernels: ") + dlerror();
     return r;
   }
-  auto init = (smelt_hk_init_fn)dlsym(h, "smelt_module_init");
+  auto init = (__smelt_hk_init_fn)dlsym(h, "__smelt_module_init");
   if (!init) {
     dlclose(h);
-    r.error = "host backend: compiled module has no smelt_module_init";
+    r.error = "host backend: compiled module has no __smelt_module_init";
     return r;
   }
   init(kernel_api());

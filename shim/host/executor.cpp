@@ -245,7 +245,7 @@ struct Executor::Impl {
   }
 
   void run_dispatch(smelt_cmd* cmd, Dispatch& d) {
-    smelt_hk_launch base{};
+    __smelt_hk_launch base{};
     for (int i = 0; i < 31; ++i) {
       if (d.buffers[i]) {
         base.buffers[i] = (char*)d.buffers[i]->memory + d.offsets[i];
@@ -260,7 +260,7 @@ struct Executor::Impl {
     unsigned groups = d.grid.groups[0] * d.grid.groups[1] * d.grid.groups[2];
     pool.run(groups, [&](unsigned w, unsigned first, unsigned end) {
       Worker& worker = pool.worker(w);
-      smelt_hk_launch launch = base;
+      __smelt_hk_launch launch = base;
       size_t at = 0;
       for (uint32_t i = 0; i < d.ntgmem; ++i) {
         launch.threadgroup[i] = worker.threadgroup_memory + at;

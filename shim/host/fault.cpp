@@ -40,7 +40,7 @@ struct Line {
 // The buffer slot whose guard page holds addr: from the end of the bound range to the end of the
 // guard page after it (a buffer of a MiB or more may end before its last page ends, see
 // smelt_buffer_new), or -1.
-int guarded_slot(const smelt_hk_launch* launch, uintptr_t addr) {
+int guarded_slot(const __smelt_hk_launch* launch, uintptr_t addr) {
   for (int i = 0; i < 31; ++i) {
     if (!launch->buffers[i]) continue;
     uintptr_t end = uintptr_t(launch->buffers[i]) + launch->lengths[i];

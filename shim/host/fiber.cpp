@@ -91,7 +91,7 @@ namespace {
 constexpr size_t kStackBytes = 128 * 1024;
 constexpr size_t kGuardBytes = 4096;
 constexpr unsigned kMaxThreads = SMELT_MAX_THREADS_PER_THREADGROUP;
-constexpr unsigned kMaxSimdgroups = kMaxThreads / SMELT_SIMD_WIDTH;
+constexpr unsigned kMaxSimdgroups = kMaxThreads / __SMELT_SIMD_WIDTH;
 
 enum FiberState : uint8_t { kReady, kAtBarrier, kAtSimdBarrier, kDone };
 
@@ -106,23 +106,23 @@ struct ThreadgroupRunner::State {
   char* stacks = nullptr;  // kMaxThreads stacks, each below a guard page
   size_t stacks_bytes = 0;
   Fiber fibers[kMaxThreads];
-  smelt_hk_thread threads[kMaxThreads];
+  __smelt_hk_thread threads[kMaxThreads];
   void* scheduler_sp = nullptr;
   Fiber* current = nullptr;
-  smelt_hk_thread_fn fn = nullptr;
-  const smelt_hk_launch* launch = nullptr;
+  __smelt_hk_thread_fn fn = nullptr;
+  const __smelt_hk_launch* launch = nullptr;
 
   unsigned alive = 0, at_barrier = 0;
   unsigned simd_alive[kMaxSimdgroups], simd_waiting[kMaxSimdgroups];
   unsigned simd_arrived[kMaxSimdgroups], simd_active[kMaxSimdgroups];
-  alignas(64) char slots[kMaxSimdgroups * SMELT_SIMD_WIDTH * SMELT_SIMD_SLOT_BYTES];
+  alignas(64) char slots[kMaxSimdgroups * __SMELT_SIMD_WIDTH * __SMELT_SIMD_SLOT_BYTES];
 
   unsigned index(const Fiber* f) const { return unsigned(f - fibers); }
   void yield(Fiber* f) { smelt_fiber_switch(&f->sp, scheduler_sp); }
   void release_simdgroup(unsigned sg) {
     simd_active[sg] = simd_arrived[sg];
-    for (unsigned l = 0; l < SMELT_SIMD_WIDTH; ++l)
-      if ((simd_arrived[sg] >> l) & 1u) fibers[sg * SMELT_SIMD_WIDTH + l].state = kReady;
+    for (unsigned l = 0; l < __SMELT_SIMD_WIDTH; ++l)
+      if ((simd_arrived[sg] >> l) & 1u) fibers[sg * __SMELT_SIMD_WIDTH + l].state = kReady;
     simd_waiting[sg] = 0;
     simd_arrived[sg] = 0;
   }
@@ -141,21 +141,21 @@ void api_threadgroup_barrier() {
 void api_simdgroup_barrier() {
   ThreadgroupRunner::State* s = t_state;
   Fiber* f = s->current;
-  unsigned i = s->index(f), sg = i / SMELT_SIMD_WIDTH;
+  unsigned i = s->index(f), sg = i / __SMELT_SIMD_WIDTH;
   f->state = kAtSimdBarrier;
   ++s->simd_waiting[sg];
-  s->simd_arrived[sg] |= 1u << (i % SMELT_SIMD_WIDTH);
+  s->simd_arrived[sg] |= 1u << (i % __SMELT_SIMD_WIDTH);
   s->yield(f);
 }
 void* api_simd_slots() {
   ThreadgroupRunner::State* s = t_state;
-  unsigned sg = s->index(s->current) / SMELT_SIMD_WIDTH;
-  return s->slots + size_t(sg) * SMELT_SIMD_WIDTH * SMELT_SIMD_SLOT_BYTES;
+  unsigned sg = s->index(s->current) / __SMELT_SIMD_WIDTH;
+  return s->slots + size_t(sg) * __SMELT_SIMD_WIDTH * __SMELT_SIMD_SLOT_BYTES;
 }
-unsigned api_simd_lane() { return t_state->index(t_state->current) % SMELT_SIMD_WIDTH; }
+unsigned api_simd_lane() { return t_state->index(t_state->current) % __SMELT_SIMD_WIDTH; }
 unsigned api_simd_active_mask() {
   ThreadgroupRunner::State* s = t_state;
-  return s->simd_active[s->index(s->current) / SMELT_SIMD_WIDTH];
+  return s->simd_active[s->index(s->current) / __SMELT_SIMD_WIDTH];
 }
 
 thread_local DispatchContext t_dispatch;
@@ -166,7 +166,7 @@ void api_out_of_bounds(unsigned slot, unsigned long long index, unsigned long lo
   if (!t_dispatch.cmd) return;
   std::lock_guard<std::mutex> lock(g_fault_mutex);
   if (!t_dispatch.cmd->error.empty()) return;
-  const char* kind = access == SMELT_ACCESS_READ ? "read of" : "read or write of";
+  const char* kind = access == __SMELT_ACCESS_READ ? "read of" : "read or write of";
   std::string what = count == 0 && index == 0
                          ? "buffer(" + std::to_string(slot) + ") is smaller than the type bound to it"
                          : std::string(kind) + " element " +
@@ -182,14 +182,14 @@ void api_threadgroup_static_bytes(unsigned long long bytes) {
     code->static_threadgroup.store(uint32_t(bytes), std::memory_order_relaxed);
 }
 
-const smelt_hk_api g_api = {api_threadgroup_barrier, api_simdgroup_barrier, api_simd_slots,
+const __smelt_hk_api g_api = {api_threadgroup_barrier, api_simdgroup_barrier, api_simd_slots,
                             api_simd_lane,           api_simd_active_mask,  api_out_of_bounds,
                             api_threadgroup_static_bytes};
 }  // namespace
 
-const smelt_hk_api* kernel_api() { return &g_api; }
+const __smelt_hk_api* kernel_api() { return &g_api; }
 
-void set_dispatch_context(smelt_cmd* cmd, const KernelCode* code, const smelt_hk_launch* launch) {
+void set_dispatch_context(smelt_cmd* cmd, const KernelCode* code, const __smelt_hk_launch* launch) {
   if (cmd && !t_dispatch.cmd) g_running_dispatches.fetch_add(1, std::memory_order_relaxed);
   if (!cmd && t_dispatch.cmd) g_running_dispatches.fetch_sub(1, std::memory_order_relaxed);
   t_dispatch.cmd = cmd;
@@ -214,17 +214,17 @@ ThreadgroupRunner::~ThreadgroupRunner() {
   if (s_->stacks) munmap(s_->stacks, s_->stacks_bytes);
 }
 
-void ThreadgroupRunner::run(smelt_hk_thread_fn fn, const smelt_hk_launch* launch, unsigned group) {
+void ThreadgroupRunner::run(__smelt_hk_thread_fn fn, const __smelt_hk_launch* launch, unsigned group) {
   State& s = *s_;
   if (!s.stacks) return;
   t_state = &s;
   s.fn = fn;
   s.launch = launch;
-  unsigned n = smelt_hk_group_threads(launch->grid, group, &s.threads[0]);
-  unsigned simdgroups = (n + SMELT_SIMD_WIDTH - 1) / SMELT_SIMD_WIDTH;
+  unsigned n = __smelt_hk_group_threads(launch->grid, group, &s.threads[0]);
+  unsigned simdgroups = (n + __SMELT_SIMD_WIDTH - 1) / __SMELT_SIMD_WIDTH;
   for (unsigned i = 0; i < n; ++i) {
     if (i) s.threads[i] = s.threads[0];
-    smelt_hk_thread_at(launch->grid, &s.threads[i], i);
+    __smelt_hk_thread_at(launch->grid, &s.threads[i], i);
     char* top = s.stacks + size_t(i + 1) * (kStackBytes + kGuardBytes);
     void** sp = (void**)(top - 16 - kFrameBytes);
     init_frame(sp, &s.fibers[i]);
@@ -232,8 +232,8 @@ void ThreadgroupRunner::run(smelt_hk_thread_fn fn, const smelt_hk_launch* launch
     s.fibers[i].state = kReady;
   }
   for (unsigned g = 0; g < simdgroups; ++g) {
-    unsigned lanes = n - g * SMELT_SIMD_WIDTH;
-    s.simd_alive[g] = lanes < SMELT_SIMD_WIDTH ? lanes : SMELT_SIMD_WIDTH;
+    unsigned lanes = n - g * __SMELT_SIMD_WIDTH;
+    s.simd_alive[g] = lanes < __SMELT_SIMD_WIDTH ? lanes : __SMELT_SIMD_WIDTH;
     s.simd_waiting[g] = 0;
     s.simd_arrived[g] = 0;
     s.simd_active[g] = 0;
@@ -277,7 +277,7 @@ extern "C" __attribute__((used)) void smelt_fiber_main(smelt_host::Fiber* f) {
   s->fn(s->launch, &s->threads[i]);
   f->state = smelt_host::kDone;
   --s->alive;
-  --s->simd_alive[i / SMELT_SIMD_WIDTH];
+  --s->simd_alive[i / __SMELT_SIMD_WIDTH];
   smelt_fiber_switch(&f->sp, s->scheduler_sp);
   __builtin_trap();
 }

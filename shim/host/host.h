@@ -31,6 +31,9 @@ struct Options {
   std::string cxx = "c++";
   std::string include;
   bool host_visible = true;  // host_visible=0 hides contents, as a discrete GPU would
+  // Every pipeline's maxTotalThreadsPerThreadgroup. Metal lowers it below 1024 for kernels that
+  // use many registers; max_threads=N lets tests make the host do the same.
+  unsigned max_threads = SMELT_MAX_THREADS_PER_THREADGROUP;
 };
 
 // A loaded kernel module; unloaded when the last library or pipeline using it goes.
@@ -42,8 +45,8 @@ struct Module {
 struct KernelCode {
   std::shared_ptr<Module> module;
   KernelInfo info;
-  smelt_hk_thread_fn thread_fn = nullptr;
-  smelt_hk_loop_fn loop_fn = nullptr;  // only for kernels that run without fibers
+  __smelt_hk_thread_fn thread_fn = nullptr;
+  __smelt_hk_loop_fn loop_fn = nullptr;  // only for kernels that run without fibers
   // Threadgroup memory declared in the kernel body: known once the kernel has run.
   mutable std::atomic<uint32_t> static_threadgroup{0};
 };
@@ -52,7 +55,7 @@ struct KernelCode {
 struct Dispatch {
   bool barrier = false;
   std::shared_ptr<const KernelCode> code;
-  smelt_hk_grid grid{};
+  __smelt_hk_grid grid{};
   smelt_buffer* buffers[31] = {};  // retained until the command buffer finishes
   uint64_t offsets[31] = {};
   int bytes_at[31];                // offset into bytes, or -1
@@ -80,6 +83,7 @@ struct smelt_device {
   std::unordered_set<const smelt_buffer*> buffers;
   std::unordered_set<const smelt_pipeline*> pipelines;
   uint64_t buffer_bytes = 0, libraries = 0, command_buffers = 0, compiles = 0, cache_hits = 0;
+  uint32_t open_command_buffers = 0;  // smelt_cmds holding uncommitted dispatches
 };
 
 struct smelt_buffer {
@@ -108,6 +112,7 @@ struct smelt_cmd {
   int state = SMELT_CMD_RECORDING;  // guarded by the executor's mutex once committed
   std::string error;                // first failure, sticky
   uint64_t sequence = 0;
+  bool open = false;  // holds dispatches and is not committed: counts toward open_command_buffers
 };
 
 namespace smelt_host {
@@ -144,7 +149,7 @@ class ThreadgroupRunner {
   ~ThreadgroupRunner();
   ThreadgroupRunner(const ThreadgroupRunner&) = delete;
   ThreadgroupRunner& operator=(const ThreadgroupRunner&) = delete;
-  void run(smelt_hk_thread_fn fn, const smelt_hk_launch* launch, unsigned group);
+  void run(__smelt_hk_thread_fn fn, const __smelt_hk_launch* launch, unsigned group);
 
   struct State;
 
@@ -153,15 +158,15 @@ class ThreadgroupRunner {
 };
 
 // The table of runtime functions given to every kernel module.
-const smelt_hk_api* kernel_api();
+const __smelt_hk_api* kernel_api();
 // The dispatch a worker thread is running, for what kernels report through kernel_api() and for
 // naming the kernel when it faults.
 struct DispatchContext {
   smelt_cmd* cmd = nullptr;
   const KernelCode* code = nullptr;
-  const smelt_hk_launch* launch = nullptr;
+  const __smelt_hk_launch* launch = nullptr;
 };
-void set_dispatch_context(smelt_cmd* cmd, const KernelCode* code, const smelt_hk_launch* launch);
+void set_dispatch_context(smelt_cmd* cmd, const KernelCode* code, const __smelt_hk_launch* launch);
 // This thread's dispatch, or null while no thread runs a kernel: a signal handler may call it,
 // and must not touch thread-local storage a thread has never used (its first use may allocate).
 const DispatchContext* running_dispatch();

@@ -27,7 +27,7 @@ struct Edit {
 // A kernel becomes an ordinary function that its launchers inline.
 const char* const kKernelSpecifiers = "static inline __attribute__((always_inline))";
 
-// Where the launcher finds each thread attribute: a field of smelt_hk_thread (smelt_kernel_abi.h),
+// Where the launcher finds each thread attribute: a field of __smelt_hk_thread (smelt_kernel_abi.h),
 // the dispatch's threadgroup size ("grid"), or the SIMD width (empty).
 const std::map<std::string, std::string>& attribute_fields() {
   static const std::map<std::string, std::string> m = {
@@ -50,7 +50,7 @@ const std::map<std::string, std::string>& attribute_fields() {
 
 class CppBackEnd {
  public:
-  CppBackEnd(const smelt_msl::Source& s, bool checks) : s_(s), checks_(checks) {}
+  CppBackEnd(const smelt_msl::Source& s, bool checks, int version) : s_(s), checks_(checks), version_(version) {}
 
   std::string run(std::vector<KernelInfo>& kernels) {
     for (auto& m : s_.markers) replace(m.first, m.last, m.kernel ? kKernelSpecifiers : "");
@@ -78,6 +78,7 @@ class CppBackEnd {
  private:
   const smelt_msl::Source& s_;
   bool checks_;
+  int version_;
   std::vector<Edit> edits_;
 
   // Replaces tokens [first, last] by text, keeping the lines they spanned.
@@ -100,7 +101,7 @@ class CppBackEnd {
     for (auto& p : f.params) {
       std::string decl = p.type + " " + p.name;
       if (p.kind == ParamKind::Buffer && p.pointer && checks_)
-        decl = "smelt_detail::checked<" + p.type.substr(0, p.type.size() - 1) + "> " + p.name;
+        decl = "__smelt_detail::checked<" + p.type.substr(0, p.type.size() - 1) + "> " + p.name;
       sig += (sig.empty() ? "" : ", ") + decl;
     }
     replace(f.params_open, f.params_close, "(" + sig + ")");
@@ -123,15 +124,15 @@ class CppBackEnd {
   // on the same worker thread, so thread_local storage is exactly that.
   void rewrite_threadgroup_storage(const Function& f) {
     for (auto& d : f.threadgroup) {
-      std::string storage = "smelt_tg_" + d.name;
+      std::string storage = "__smelt_tg_" + d.name;
       std::string sum;
-      for (auto& n : d.in_scope) sum += (sum.empty() ? "" : " + ") + std::string("sizeof(smelt_tg_") + n + ")";
+      for (auto& n : d.in_scope) sum += (sum.empty() ? "" : " + ") + std::string("sizeof(__smelt_tg_") + n + ")";
       // The size is checked here at compile time, and reported at run time so that the runtime can
       // check it together with the dispatch's [[threadgroup(i)]] memory.
       std::string out = "static thread_local " + d.type + " " + storage + d.dims + "; auto& " + d.name + " = " + storage +
                         "; static_assert(" + sum +
                         " <= 32768, \"threadgroup memory declared in this function exceeds Metal's 32 KiB\"); "
-                        "smelt_api->threadgroup_static_bytes(" + sum + ");";
+                        "__smelt_api->threadgroup_static_bytes(" + sum + ");";
       replace(d.first, d.last, out);
     }
   }
@@ -141,14 +142,24 @@ class CppBackEnd {
   std::string argument(const Param& p) const {
     std::string slot = std::to_string(p.index);
     if (p.kind == ParamKind::Buffer)
-      return std::string(p.pointer ? "smelt_detail::buffer_ptr" : "smelt_detail::buffer_ref") + "{L, " + slot + "u, " +
+      return std::string(p.pointer ? "__smelt_detail::buffer_ptr" : "__smelt_detail::buffer_ref") + "{L, " + slot + "u, " +
              (checks_ ? "true" : "false") + "}";
     if (p.kind == ParamKind::Threadgroup)
-      return std::string(p.pointer ? "smelt_detail::raw_ptr" : "smelt_detail::raw_ref") + "{L->threadgroup[" + slot + "]}";
+      return std::string(p.pointer ? "__smelt_detail::raw_ptr" : "__smelt_detail::raw_ref") + "{L->threadgroup[" + slot + "]}";
     const std::string& field = attribute_fields().at(p.attr);
     if (p.kind == ParamKind::Position)
-      return "smelt_detail::position_arg{" + (field == "grid" ? std::string("L->grid->group") : "T->" + field) + "}";
-    return "smelt_detail::index_arg{" + (field.empty() ? std::string("SMELT_SIMD_WIDTH") : "T->" + field) + "}";
+      return "__smelt_detail::position_arg{" + (field == "grid" ? std::string("L->grid->group") : "T->" + field) + "}";
+    return "__smelt_detail::index_arg{" + (field.empty() ? std::string("__SMELT_SIMD_WIDTH") : "T->" + field) + "}";
+  }
+
+  // What Apple's compiler predefines at the version. Before 3.1 bfloat does not exist: its names
+  // become ones no declaration has, so a kernel using them fails at its own line, naming why.
+  std::string version_macros() const {
+    std::string m = "#define __METAL_VERSION__ " + std::to_string(version_) + "\n";
+    if (version_ >= smelt_msl::kMslVersion31) return m + "#define __HAVE_BFLOAT__ 1\n";
+    for (const char* n : {"bfloat", "bfloat2", "bfloat3", "bfloat4"})
+      m += "#define " + std::string(n) + " " + n + "_needs_MSL_3_1\n";
+    return m;
   }
 
   std::string assemble(std::vector<KernelInfo>& kernels) {
@@ -162,11 +173,11 @@ class CppBackEnd {
     }
     body.append(s_.text, at, std::string::npos);
 
-    std::string out = "#include <metal_stdlib>\n#line 1 \"" + std::string(smelt_msl::kSourceName) + "\"\n" + body +
+    std::string out = "#include <metal_stdlib>\n" + version_macros() + "#line 1 \"" + std::string(smelt_msl::kSourceName) + "\"\n" + body +
                       "\n#line 1 \"smelt-launchers\"\n"
                       "extern \"C\" {\n"
-                      "const smelt_hk_api* smelt_api = 0;\n"
-                      "__attribute__((visibility(\"default\"))) void smelt_module_init(const smelt_hk_api* a) { smelt_api = a; }\n";
+                      "const __smelt_hk_api* __smelt_api = 0;\n"
+                      "__attribute__((visibility(\"default\"))) void __smelt_module_init(const __smelt_hk_api* a) { __smelt_api = a; }\n";
     // Kernels that synchronize run their threads as fibers (fiber.cpp); the others also get a
     // plain loop over whole threadgroups.
     auto launcher = [&](const Function& f, const std::string& host, const std::string& call) {
@@ -179,12 +190,12 @@ class CppBackEnd {
         if (p.kind == ParamKind::Buffer) k.buffer_mask |= 1u << p.index;
         if (p.kind == ParamKind::Threadgroup) k.threadgroup_mask |= 1u << p.index;
       }
-      out += "__attribute__((visibility(\"default\"))) void smelt_kthread_" + host +
-             "(const smelt_hk_launch* L, const smelt_hk_thread* T) { (void)L; (void)T; " + call + "(" + args + "); }\n";
+      out += "__attribute__((visibility(\"default\"))) void __smelt_kthread_" + host +
+             "(const __smelt_hk_launch* L, const __smelt_hk_thread* T) { (void)L; (void)T; " + call + "(" + args + "); }\n";
       if (!k.needs_fibers)
-        out += "__attribute__((visibility(\"default\"))) void smelt_kloop_" + host +
-               "(const smelt_hk_launch* L, unsigned first, unsigned end) { smelt_detail::run_groups(L, first, end, "
-               "[L](const smelt_hk_thread* T) { (void)T; " + call + "(" + args + "); }); }\n";
+        out += "__attribute__((visibility(\"default\"))) void __smelt_kloop_" + host +
+               "(const __smelt_hk_launch* L, unsigned first, unsigned end) { __smelt_detail::run_groups(L, first, end, "
+               "[L](const __smelt_hk_thread* T) { (void)T; " + call + "(" + args + "); }); }\n";
       kernels.push_back(k);
     };
     for (auto& f : s_.functions)
@@ -197,14 +208,16 @@ class CppBackEnd {
 
 }  // namespace
 
-Translation translate_msl(const std::string& msl, bool bounds_checks) {
+Translation translate_msl(const std::string& msl, bool bounds_checks, int version) {
   Translation out;
-  smelt_msl::Source source = smelt_msl::parse(msl, "the host backend");
+  std::string selected = smelt_msl::select_version(msl, version, out.error);
+  if (!out.error.empty()) return out;
+  smelt_msl::Source source = smelt_msl::parse(selected, "the host backend");
   if (!source.errors.empty()) {
     out.error = source.errors;
     return out;
   }
-  out.cpp = CppBackEnd(source, bounds_checks).run(out.kernels);
+  out.cpp = CppBackEnd(source, bounds_checks, version).run(out.kernels);
   out.ok = true;
   return out;
 }

@@ -23,6 +23,7 @@ struct Translation {
   std::vector<KernelInfo> kernels;
 };
 
-Translation translate_msl(const std::string& msl, bool bounds_checks);
+// version: smelt_msl::kMslVersion30 or kMslVersion31, the language the kernels are compiled as.
+Translation translate_msl(const std::string& msl, bool bounds_checks, int version);
 
 }  // namespace smelt_host

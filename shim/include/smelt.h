@@ -16,9 +16,11 @@
  * yet is also reported once, as "command buffer #N failed: ...", by the next wait or status of
  * any other command buffer of the device, so that work depending on it does not pass silently.
  *
- * A device is lost once smelt_cmd_abandon gave up on one of its command buffers: from then on
- * every call on it that would start or wait for work fails at once with the same text, and only
- * freeing its objects and closing it remain useful. Open a new device to go on.
+ * A device is lost once smelt_cmd_abandon gave up on one of its command buffers, and on Metal
+ * once a command buffer failed (later passes wait on a fence it may never have updated): from
+ * then on every call on it that would start or wait for work fails at once with the same text,
+ * which begins "device lost:", and only freeing its objects and closing it remain useful. Open a
+ * new device to go on.
  */
 #ifndef SMELT_H
 #define SMELT_H
@@ -72,6 +74,9 @@ typedef struct smelt_compile smelt_compile;
 #define SMELT_MAX_BYTES_BINDING 4096u
 #define SMELT_MAX_THREADGROUP_MEMORY 32768u
 #define SMELT_MAX_THREADS_PER_THREADGROUP 1024u
+/* Command buffers of one device holding dispatches not yet committed: Metal's queue blocks the
+ * caller, forever, past its limit of unfinished ones; every backend refuses the next encode. */
+#define SMELT_MAX_OPEN_COMMAND_BUFFERS 255u
 
 typedef struct smelt_limits {
   uint64_t max_buffer_length;           /* bytes */

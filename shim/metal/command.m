@@ -56,7 +56,7 @@ static char* describe_failure(id<MTLCommandBuffer> cb, uint32_t part) {
   NSError* error = cb.error;
   NSString* what = error.localizedDescription;
   NSMutableString* text =
-      [NSMutableString stringWithFormat:@"Metal command buffer failed (part %u, code %ld): %@", part,
+      [NSMutableString stringWithFormat:@"device lost: Metal command buffer failed (part %u, code %ld): %@", part,
                                         (long)error.code, what != nil ? what : @"no description"];
   NSArray* infos = error.userInfo[MTLCommandBufferEncoderInfoErrorKey];
   if ([infos isKindOfClass:[NSArray class]]) {
@@ -71,6 +71,11 @@ static char* describe_failure(id<MTLCommandBuffer> cb, uint32_t part) {
 
 static void part_finished(SmeltCompletion* c, id<MTLCommandBuffer> cb, uint32_t part) {
   char* failure = cb.status == MTLCommandBufferStatusError ? describe_failure(cb, part) : NULL;
+  /* Every later pass waits on the device fence, which a failed command buffer may never update:
+   * they could wait forever. So the failure is sticky at device level, before the counter moves:
+   * the device is lost with this text, later calls are refused with it, waits do not wait, and JS
+   * opens a new device (a failure is rare: a GPU fault or the watchdog). */
+  if (failure != NULL) [c->core loseWithText:failure];
   pthread_mutex_lock(&c->lock);
   if (failure != NULL && c->error == NULL) {
     c->error = failure;
@@ -82,11 +87,12 @@ static void part_finished(SmeltCompletion* c, id<MTLCommandBuffer> cb, uint32_t 
   pthread_mutex_unlock(&c->lock);
   free(failure);
   if (finished) {
-    /* Every part has finished, so nothing writes c->error any more. */
-    [c->core finishSequence:seq error:c->error];
+    /* done before the counter moves: whoever sees the counter pass seq then reads a final
+     * status. Every part has finished, so nothing writes c->error any more. */
     pthread_mutex_lock(&c->lock);
     c->done = 1;
     pthread_mutex_unlock(&c->lock);
+    [c->core finishSequence:seq error:c->error];
   }
   /* Also wakes smelt_cmd_free waiting for early parts of a smelt_cmd never committed. */
   pthread_cond_broadcast(&c->cond);
@@ -96,6 +102,17 @@ static void part_finished(SmeltCompletion* c, id<MTLCommandBuffer> cb, uint32_t 
 
 static int begin_part(SmeltCmd* cmd, int with_encoder, char* err, size_t errlen) {
   SmeltDevice* dev = cmd->device;
+  /* The queue holds at most QUEUE_DEPTH unfinished command buffers and creating one more blocks
+   * until one finishes; uncommitted ones never do, so JS would wait forever. A part with dispatches
+   * is refused at the portable cap instead, which leaves room for the empty last part a commit
+   * may need. */
+  if (with_encoder && __atomic_load_n(&dev->open_parts, __ATOMIC_ACQUIRE) >= SMELT_MAX_OPEN_COMMAND_BUFFERS) {
+    smelt_err(err, errlen,
+              "%u command buffers of this device hold uncommitted dispatches (the most Metal's queue allows "
+              "without blocking); commit or free one first",
+              SMELT_MAX_OPEN_COMMAND_BUFFERS);
+    return -1;
+  }
   id<MTLCommandBuffer> cb;
   if (dev->debug) {
     MTLCommandBufferDescriptor* desc = [MTLCommandBufferDescriptor new];
@@ -111,6 +128,7 @@ static int begin_part(SmeltCmd* cmd, int with_encoder, char* err, size_t errlen)
     smelt_err(err, errlen, "Metal could not create a command buffer");
     return -1;
   }
+  __atomic_add_fetch(&dev->open_parts, 1, __ATOMIC_ACQ_REL);
   cmd->parts++;
   if (dev->debug) cb.label = [NSString stringWithFormat:@"smelt part %u", cmd->parts];
   if (with_encoder) {
@@ -155,6 +173,7 @@ static void commit_part(SmeltCmd* cmd, uint64_t seq) {
     }
   }];
   [cmd->cb commit];
+  __atomic_sub_fetch(&dev->open_parts, 1, __ATOMIC_ACQ_REL);
   cmd->cb = nil;
   cmd->enc = nil;
   cmd->bound_state = nil;
@@ -162,6 +181,7 @@ static void commit_part(SmeltCmd* cmd, uint64_t seq) {
 
 /* Closes an open part without committing it: its commands are dropped. */
 static void abandon_part(SmeltCmd* cmd) {
+  if (cmd->cb != nil) __atomic_sub_fetch(&cmd->device->open_parts, 1, __ATOMIC_ACQ_REL);
   if (cmd->enc != nil) [cmd->enc endEncoding];
   cmd->enc = nil;
   cmd->cb = nil;
@@ -270,7 +290,9 @@ static int check_stream(SmeltCmd* cmd, const uint8_t* p, size_t length, char* er
 
 /* ---- encoding (the stream is known to be valid) ---- */
 
-static uint32_t round16(uint32_t n) { return (n + 15u) & ~15u; }
+/* Lengths were checked against the limit by smelt_records_check before any rounding; the sum is
+ * still taken in 64 bits so that no length can wrap. */
+static NSUInteger round16(uint32_t n) { return ((NSUInteger)n + 15u) & ~(NSUInteger)15u; }
 
 static int encode_dispatch(SmeltCmd* cmd, const smelt_dispatch* r, char* err, size_t errlen) {
   SmeltDevice* dev = cmd->device;

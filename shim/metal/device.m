@@ -10,7 +10,8 @@
 
 #define DEFAULT_COMMIT_EVERY 64u
 #define MAX_COMMIT_EVERY (1u << 20)
-#define QUEUE_DEPTH 256u
+/* One more than the uncommitted command buffers smelt allows, for a commit's empty last part. */
+#define QUEUE_DEPTH (SMELT_MAX_OPEN_COMMAND_BUFFERS + 1u)
 
 SMELT_API uint32_t smelt_abi_version(void) { return SMELT_ABI_VERSION; }
 

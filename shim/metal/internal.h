@@ -89,6 +89,7 @@ SMELT_PRIVATE int smelt_parse_u64(const char* value, size_t valuelen, uint64_t* 
   uint32_t commit_every; /* dispatches per MTLCommandBuffer before it is committed early */
   int debug;             /* debug=1: handle registry, binding checks, encoder error reports */
   int nonuniform;        /* dispatchThreads (non-uniform threadgroups) is supported */
+  uint32_t open_parts;   /* MTLCommandBuffers created and not yet committed (atomic) */
   /* debug=1 only: every live buffer and pipeline handle of this device, so that a stale or
    * foreign pointer in a record is an error rather than a crash. Pointer set, no retains. */
   CFMutableSetRef live_handles;

@@ -16,19 +16,35 @@
 @implementation SmeltPipeline
 @end
 
+typedef struct library_options {
+  BOOL fast_math;
+  unsigned minor; /* MSL 3.minor; 0 until the options name one, then 0 or 1 */
+  BOOL version_given;
+} library_options;
+
 static int parse_library_option(void* ctx, const char* key, size_t keylen, const char* value, size_t valuelen,
                                 char* err, size_t errlen) {
-  BOOL* fast_math = ctx;
+  library_options* o = ctx;
   if (smelt_key_is(key, keylen, "fast_math")) {
     uint64_t v;
     if (smelt_parse_u64(value, valuelen, &v) != 0 || v > 1) {
       smelt_err(err, errlen, "library option fast_math=%.*s: expected 0 or 1", (int)valuelen, value);
       return -1;
     }
-    *fast_math = v == 1 ? YES : NO;
+    o->fast_math = v == 1 ? YES : NO;
     return 0;
   }
-  smelt_err(err, errlen, "unknown library option '%.*s' (known: fast_math)", (int)keylen, key);
+  if (smelt_key_is(key, keylen, "msl")) {
+    if (valuelen == 3 && memcmp(value, "3.0", 3) == 0) o->minor = 0;
+    else if (valuelen == 3 && memcmp(value, "3.1", 3) == 0) o->minor = 1;
+    else {
+      smelt_err(err, errlen, "library option msl=%.*s: expected 3.0 or 3.1", (int)valuelen, value);
+      return -1;
+    }
+    o->version_given = YES;
+    return 0;
+  }
+  smelt_err(err, errlen, "unknown library option '%.*s' (known: fast_math, msl)", (int)keylen, key);
   return -1;
 }
 
@@ -41,8 +57,8 @@ static NSString* compile_request(SmeltDevice* dev, const char* source, size_t so
     return nil;
   }
   if (smelt_device_lost(dev, err, errlen)) return nil;
-  BOOL fast_math = NO;
-  if (smelt_options_walk(options, parse_library_option, &fast_math, err, errlen) != 0) return nil;
+  library_options o = {NO, 0, NO};
+  if (smelt_options_walk(options, parse_library_option, &o, err, errlen) != 0) return nil;
   NSString* text = [[NSString alloc] initWithBytes:source != NULL ? source : ""
                                            length:source_len
                                          encoding:NSUTF8StringEncoding];
@@ -54,13 +70,16 @@ static NSString* compile_request(SmeltDevice* dev, const char* source, size_t so
   /* Stated rather than left to the SDK's default. MSL 3.1 (macOS 14) is the first with
    * bfloat, which smelt's bfloat16 kernels need; macOS 13 gets 3.0 and bfloat kernels fail to
    * compile there with Metal's message. The 13.3 SDK has no name for 3.1: (3 << 16) | 1. */
-  if (@available(macOS 14.0, *)) {
-    compile.languageVersion = (MTLLanguageVersion)((3u << 16) | 1u);
-  } else {
-    compile.languageVersion = MTLLanguageVersion3_0;
+  BOOL has31 = NO;
+  if (@available(macOS 14.0, *)) has31 = YES;
+  if (o.version_given && o.minor == 1 && !has31) {
+    smelt_err(err, errlen, "library option msl=3.1: this macOS offers MSL 3.0 only (3.1 needs macOS 14)");
+    return nil;
   }
+  BOOL use31 = o.version_given ? o.minor == 1 : has31;
+  compile.languageVersion = use31 ? (MTLLanguageVersion)((3u << 16) | 1u) : MTLLanguageVersion3_0;
   /* Metal's default is fast math on; smelt wants IEEE results unless asked. */
-  compile.fastMathEnabled = fast_math;
+  compile.fastMathEnabled = o.fast_math;
   *out = compile;
   return text;
 }
@@ -259,6 +278,16 @@ static SmeltPipelineState* make_state(SmeltLibrary* lib, NSString* name, char* e
     return nil;
   }
 
+  /* The engine's kernels are written for SIMD groups of 32 (row reductions keep one partial per
+   * SIMD group in partial[32]; the simdgroup matmul tiles 8 x 8 over 32 lanes), as every Apple
+   * GPU has; smelt_device_limits reports 32. Another width is refused here, not miscomputed. */
+  if (pso.threadExecutionWidth != 32) {
+    smelt_err(err, errlen,
+              "kernel %s: this GPU runs SIMD groups of %lu threads; smelt's kernels need 32 (the width of "
+              "every Apple GPU)",
+              name.UTF8String, (unsigned long)pso.threadExecutionWidth);
+    return nil;
+  }
   SmeltPipelineState* st = [SmeltPipelineState new];
   st->pso = pso;
   st->function_name = [name copy];

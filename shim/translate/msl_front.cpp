@@ -426,6 +426,9 @@ class Parser {
         auto r = rejected.find(s);
         if (r != rejected.end()) error(t.line, "'" + s + "': " + r->second);
         else if (s == "std" && is(i + 1, "::")) error(t.line, "the C++ standard library (std::) is not available in MSL");
+      } else if (is(i, "(") && is(i + 1, "*") && ident(i + 2) && is(i + 3, ")") && is(i + 4, "(")) {
+        // `T (*f)(args)` declares a function pointer, and `(*f)(args)` calls through one
+        error(t.line, "function pointers are not supported by Metal");
       } else if (is(i, "[") && !is(i + 1, "[") && (i == 0 || !is(i - 1, "[")) && (is(i + 1, "]") || is(i + 1, "&") || is(i + 1, "="))) {
         bool after_value = i > 0 && (ident(i - 1) || is(i - 1, ")") || is(i - 1, "]") || s_.tokens[i - 1].kind == TokenKind::Number);
         if (!after_value) error(t.line, "lambda expressions are not supported by Metal");
@@ -548,5 +551,130 @@ class Parser {
 }  // namespace
 
 Source parse(const std::string& msl, const std::string& target) { return Parser(msl, target).run(); }
+
+namespace {
+
+std::string trim(const std::string& s) {
+  size_t a = s.find_first_not_of(" \t\r"), b = s.find_last_not_of(" \t\r");
+  return a == std::string::npos ? "" : s.substr(a, b - a + 1);
+}
+
+// Whether a condition names the version macros, and its value at `version` (ok false when it
+// names them in a form other than `__METAL_VERSION__ OP N`, `defined(__HAVE_BFLOAT__)` or its
+// negation with !, the forms #ifdef and #ifndef become here).
+struct Condition {
+  bool versioned = false, ok = true, value = false;
+};
+
+Condition evaluate(std::string c, int version) {
+  Condition r;
+  size_t comment = std::min(c.find("//"), c.find("/*"));
+  if (comment != std::string::npos) c = c.substr(0, comment);
+  c = trim(c);
+  if (c.find("__METAL_VERSION__") == std::string::npos && c.find("__HAVE_BFLOAT__") == std::string::npos) return r;
+  r.versioned = true;
+  bool negate = false;
+  while (!c.empty() && c[0] == '!') {
+    negate = !negate;
+    c = trim(c.substr(1));
+  }
+  std::string compact;
+  for (char ch : c)
+    if (ch != ' ' && ch != '\t') compact += ch;
+  if (compact == "defined(__HAVE_BFLOAT__)" || compact == "__HAVE_BFLOAT__") {
+    r.value = (version >= kMslVersion31) != negate;
+    return r;
+  }
+  const std::string macro = "__METAL_VERSION__";
+  if (!negate && compact.compare(0, macro.size(), macro) == 0) {
+    std::string rest = compact.substr(macro.size());
+    static const char* const ops[] = {">=", "<=", "==", "!=", ">", "<"};
+    for (const char* op : ops) {
+      size_t n = std::strlen(op);
+      if (rest.compare(0, n, op) != 0) continue;
+      std::string num = rest.substr(n);
+      if (num.empty() || num.find_first_not_of("0123456789") != std::string::npos || num.size() > 6) break;
+      int v = std::atoi(num.c_str());
+      bool x = op[0] == '>' ? (op[1] == '=' ? version >= v : version > v)
+               : op[0] == '<' ? (op[1] == '=' ? version <= v : version < v)
+               : op[0] == '=' ? version == v
+                              : version != v;
+      r.value = x;
+      return r;
+    }
+  }
+  r.ok = false;
+  return r;
+}
+
+}  // namespace
+
+std::string select_version(const std::string& msl, int version, std::string& errors) {
+  struct Level {
+    bool versioned;  // evaluated here (else passed on to the C++ preprocessor)
+    bool outer;      // the enclosing lines are kept
+    bool taken;      // a branch of this conditional was kept already
+    bool keep;       // the current branch's lines are kept
+  };
+  std::vector<Level> stack;
+  std::string out;
+  int line = 0;
+  auto error = [&](const std::string& m) {
+    errors += std::string(kSourceName) + ":" + std::to_string(line) + ": error: " + m + "\n";
+  };
+  size_t at = 0;
+  while (at <= msl.size() && errors.empty()) {
+    size_t nl = msl.find('\n', at);
+    std::string text = msl.substr(at, nl == std::string::npos ? std::string::npos : nl - at);
+    ++line;
+    bool keep = stack.empty() || stack.back().keep;
+    std::string t = trim(text);
+    bool drop = !keep;
+    if (!t.empty() && t[0] == '#') {
+      std::string d = trim(t.substr(1));
+      size_t sp = d.find_first_of(" \t(!");
+      std::string word = d.substr(0, sp), arg = sp == std::string::npos ? "" : d.substr(sp);
+      if (word == "if" || word == "ifdef" || word == "ifndef") {
+        std::string c = word == "if" ? arg : (word == "ifdef" ? "defined(" : "!defined(") + trim(arg) + ")";
+        Condition v = evaluate(c, version);
+        if (v.versioned && !v.ok) error("the condition '" + trim(arg) + "' on the MSL version must be __METAL_VERSION__ compared with a number, or defined(__HAVE_BFLOAT__)");
+        stack.push_back(v.versioned ? Level{true, keep, v.value, keep && v.value} : Level{false, keep, true, keep});
+        drop = drop || v.versioned;
+      } else if (word == "elif" || word == "else" || word == "endif") {
+        if (stack.empty()) {
+          error("#" + word + " without #if");
+          break;
+        }
+        Level& top = stack.back();
+        if (top.versioned) {
+          drop = true;
+          if (word == "endif") {
+            stack.pop_back();
+          } else if (word == "else") {
+            top.keep = top.outer && !top.taken;
+            top.taken = true;
+          } else {
+            Condition v = evaluate(arg, version);
+            if (!v.versioned || !v.ok) error("#elif of a conditional on the MSL version must test the version too");
+            top.keep = top.outer && !top.taken && v.value;
+            top.taken = top.taken || v.value;
+          }
+        } else {
+          if (word == "endif") stack.pop_back();
+          drop = !top.outer;
+        }
+      }
+    }
+    if (!drop) out += text;
+    if (nl == std::string::npos) break;
+    out += '\n';
+    at = nl + 1;
+  }
+  if (errors.empty() && !stack.empty()) {
+    line = 0;
+    errors += std::string(kSourceName) + ": error: #if without #endif\n";
+  }
+  return out;
+}
 
 }  // namespace smelt_msl

@@ -108,4 +108,16 @@ struct Source {
 // target names the backend in messages about what it lacks ("the host backend").
 Source parse(const std::string& msl, const std::string& target);
 
+// The MSL language versions the Metal shim selects: 3.0 (macOS 13) and 3.1 (macOS 14 and later,
+// the first with bfloat), as __METAL_VERSION__ spells them.
+constexpr int kMslVersion30 = 300;
+constexpr int kMslVersion31 = 310;
+
+// The source as Apple's compiler sees it at `version`: conditionals on __METAL_VERSION__ and on
+// __HAVE_BFLOAT__ (defined from 3.1) are evaluated and the lines they exclude blanked, so that the
+// front end never reads code of another version and line numbers stay the same. Other
+// conditionals are left for the C++ preprocessor. On a malformed conditional, errors gets a
+// "kernel.metal:LINE: error: ..." line.
+std::string select_version(const std::string& msl, int version, std::string& errors);
+
 }  // namespace smelt_msl

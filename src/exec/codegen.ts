@@ -431,8 +431,13 @@ export function finish(b: Builder, out: Node, threads: number, groupSize?: numbe
   return { source, params: Uint32Array.from(b.params, (x) => x >>> 0), args: b.args, inputs: b.leaves.map((l) => l.data!), dispatch };
 }
 
+/**
+ * The value stored into `out`'s buffer. MSL 3.1 converts nothing to bfloat implicitly, so a
+ * float result (a matmul's float accumulator, a float computation) is converted by name.
+ */
 export function store(out: Node, v: string): string {
-  return out.dtype === "bool" ? `uchar(${v})` : v;
+  if (out.dtype === "bool") return `uchar(${v})`;
+  return out.dtype === "bfloat16" ? `bfloat(${v})` : v;
 }
 
 /** A kernel computing every element of `out` from its inline producers. */

@@ -6,6 +6,7 @@
  * memory; reductions take their inline producers into their loads the same way.
  */
 import { SmeltError } from "../errors.ts";
+import type { Pipeline } from "../runtime/resources.ts";
 import { type Target, targetOf } from "../runtime/target.ts";
 import { itemsize } from "../graph/dtype.ts";
 import { contiguousStrides, MAX_ELEMENTS } from "../graph/shape.ts";
@@ -229,13 +230,34 @@ function kernelSources(schedule: Schedule): string[] {
   return plans.filter((k) => !k.library && k.dispatch.size.every((x) => x > 0)).map((k) => k.source);
 }
 
+/**
+ * The plan's threadgroup within its pipeline's maxThreadsPerThreadgroup, which Metal lowers below
+ * 1024 for kernels that use many registers; null when the plan cannot take a smaller one. Threads
+ * of a row kernel stride over their row, so it takes whole SIMD groups up to the limit; kernels
+ * dispatched by threads index the grid and take any shape; other threadgroup kernels cannot.
+ */
+function fitGroup(d: KernelPlan["dispatch"], pipeline: Pipeline, rows: boolean): KernelPlan["dispatch"]["group"] | null {
+  const limit = pipeline.maxThreadsPerThreadgroup;
+  let [x, y, z] = d.group;
+  if (x * y * z <= limit) return d.group;
+  if (rows) {
+    const w = pipeline.threadExecutionWidth;
+    return [limit >= w ? limit - (limit % w) : limit, 1, 1];
+  }
+  if (d.threadgroups) return null;
+  while (x * y * z > limit && x > 1) x = Math.ceil(x / 2);
+  while (x * y * z > limit && y > 1) y = Math.ceil(y / 2);
+  while (x * y * z > limit && z > 1) z = Math.ceil(z / 2);
+  return [x, y, z];
+}
+
 /** Generates, compiles (once per structure) and encodes the scheduled kernels into one command buffer. */
 function encode(schedule: Schedule) {
   const dev = memory.device;
   const cmd = dev.commandBuffer();
   let written = new Set<Storage>();
   const used: Storage[] = [];
-  const put = (k: KernelPlan, out: Storage, op: string, fused: boolean) => {
+  const put = (k: KernelPlan, out: Storage, op: string, fused: boolean, rows = false): boolean => {
     const reads = k.inputs.map((d) => d.storage);
     for (const r of reads) {
       if (r.buffer.device !== dev) {
@@ -258,17 +280,28 @@ function encode(schedule: Schedule) {
     const d = k.dispatch;
     if (d.size.every((x) => x > 0)) {
       const pipeline = lib ? libraryPipeline(k.source, lib.entry) : pipelineFor(k.source);
-      if (d.threadgroups) cmd.dispatchThreadgroups(pipeline, { args: args as never, threadgroups: d.size, threadgroup: d.group });
-      else cmd.dispatchThreads(pipeline, { args: args as never, grid: d.size, threadgroup: d.group });
+      const group = fitGroup(d, pipeline, rows);
+      if (!group) return false;
+      if (d.threadgroups) cmd.dispatchThreadgroups(pipeline, { args: args as never, threadgroups: d.size, threadgroup: group });
+      else cmd.dispatchThreads(pipeline, { args: args as never, grid: d.size, threadgroup: group });
       stats.kernelsDispatched++;
       if (fused) stats.fusedGroups++;
     }
     written.add(out);
+    return true;
   };
   for (const node of schedule.order) {
     const k = planOf(schedule, node);
     for (const p of k.packs ?? []) put(p.plan, p.out, node.op, false);
-    put(k, node.data!.storage, node.op, node.schedInlineCount > 1);
+    const fused = node.schedInlineCount > 1;
+    if (put(k, node.data!.storage, node.op, fused, schedule.rows.has(node))) continue;
+    // Only the simdgroup matmul is built around its threadgroup (4 SIMD groups): the dot kernel
+    // computes the same product with threadgroups of any size.
+    const mm = schedule.matmuls.get(node);
+    const limit = pipelineFor(k.source).maxThreadsPerThreadgroup;
+    if (mm?.variant !== "simd" || !put(matmulPlan(node, mm.main, "dot", null), node.data!.storage, node.op, fused)) {
+      throw new SmeltError(`eval: the kernel for ${node.op} needs ${k.dispatch.group.join(" x ")} threads per threadgroup; its pipeline allows ${limit}`);
+    }
   }
   cmd.commit();
   stats.commandBuffers++;

@@ -111,7 +111,7 @@ export class CommandBuffer extends NativeObject {
     this.#flush("commit");
     clearErr();
     const sequence = this.core.native.smelt_cmd_commit(cmd, errBuf, errLen);
-    if (sequence === 0) this.#fail("commit", errText());
+    if (sequence === 0) this.#fail("commit", this.#lostCheck(errText()));
     this.#sequence = Number(sequence);
     this.#state = "committed";
   }
@@ -189,7 +189,7 @@ export class CommandBuffer extends NativeObject {
     }
   }
 
-  #settle(call: string, status: number, retried = false): void {
+  #settle(call: string, status: number): void {
     if (status === SMELT_CMD_COMPLETED) {
       this.#state = "completed";
       // Nothing more is asked of the native object once it finished, so its pins go now rather
@@ -198,17 +198,13 @@ export class CommandBuffer extends NativeObject {
       return;
     }
     if (status < 0) {
-      this.#failure = `the command buffer failed: ${errText()}`;
+      this.#failure = `the command buffer failed: ${this.#lostCheck(errText())}`;
       this.#state = "failed";
       this.releaseNative();
       throw new SmeltError(`${call}: ${this.#failure}`);
     }
-    if (retried) {
-      throw new SmeltError(`${call}: the backend reported status ${status} for a command buffer it had finished`);
-    }
-    // Status says still running although the counter passed it: wait natively instead.
-    clearErr();
-    this.#settle(call, this.core.native.smelt_cmd_wait(this.handleFor(call), 0, errBuf, errLen), true);
+    // Backends set a command buffer's final status before its sequence reaches the counter.
+    throw new SmeltError(`${call}: the backend reported status ${status} for a command buffer it had finished`);
   }
 
   /** The native handle, when the command buffer still takes dispatches. */
@@ -238,7 +234,17 @@ export class CommandBuffer extends NativeObject {
     clearErr();
     const rc = this.core.native.smelt_cmd_encode(this.handleFor(call), bytes, bytes.byteLength, errBuf, errLen);
     stream.reset();
-    if (rc !== 0) this.#fail(call, `encoding the batched dispatches failed: ${errText()}`);
+    if (rc !== 0) this.#fail(call, `encoding the batched dispatches failed: ${this.#lostCheck(errText())}`);
+  }
+
+  /**
+   * A backend that can take no more work on the device (an abandoned kernel; on Metal, a failed
+   * command buffer, after which passes could wait forever on its fence) says "device lost:";
+   * the device is then lost here too, so that sm.device() opens a new one.
+   */
+  #lostCheck(text: string): string {
+    if (text.startsWith("device lost:")) this.core.markLost(text);
+    return text;
   }
 
   #dispatch(

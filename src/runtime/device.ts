@@ -52,6 +52,11 @@ export interface DeviceStats {
 export interface CompileOptions {
   /** Let the compiler reassociate and assume no NaN or infinity (default false). */
   fastMath?: boolean;
+  /**
+   * The MSL version to compile as: "3.0" (macOS 13, no bfloat) or "3.1" (macOS 14 and later).
+   * Default: the newest the system offers (host: 3.1).
+   */
+  languageVersion?: "3.0" | "3.1";
 }
 
 /** The byte source of Device.buffer(): its bytes are copied into the new buffer. */
@@ -133,7 +138,10 @@ export class Device {
     if (typeof source !== "string") throw new SmeltError(`${call}: the source must be a string of MSL`);
     const fastMath = options.fastMath ?? false;
     if (typeof fastMath !== "boolean") throw new SmeltError(`${call}: fastMath must be a boolean`);
-    return [cstr(source), cstr(`fast_math=${fastMath ? 1 : 0}`)];
+    const version = options.languageVersion;
+    if (version !== undefined && version !== "3.0" && version !== "3.1")
+      throw new SmeltError(`${call}: languageVersion must be "3.0" or "3.1", got ${JSON.stringify(version)}`);
+    return [cstr(source), cstr(`fast_math=${fastMath ? 1 : 0}${version ? `;msl=${version}` : ""}`)];
   }
 
   /** A zero-filled buffer of `byteLength` bytes, or a buffer holding a copy of `data`. */

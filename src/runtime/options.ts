@@ -22,6 +22,9 @@ export interface OpenDeviceOptions {
   /** host: false hides buffer memory from the CPU, as on a discrete GPU, to test the copy paths
    * (default: SMELT_HOST_VISIBLE=0 hides it). */
   hostVisible?: boolean;
+  /** host: every pipeline's maxThreadsPerThreadgroup, 1 to 1024 (default SMELT_HOST_MAX_THREADS,
+   * else 1024). Metal lowers it for kernels that use many registers; tests lower it here. */
+  maxThreads?: number;
 }
 
 function positiveInt(what: string, value: unknown): string {
@@ -62,6 +65,8 @@ export function deviceOptions(backend: BackendName, opts: OpenDeviceOptions): st
     const threads = opts.threads ?? env.SMELT_HOST_THREADS;
     if (threads !== undefined && threads !== "") pairs.push(`threads=${positiveInt("threads", threads)}`);
     if ((opts.hostVisible ?? env.SMELT_HOST_VISIBLE !== "0") === false) pairs.push("host_visible=0");
+    const maxThreads = opts.maxThreads ?? env.SMELT_HOST_MAX_THREADS;
+    if (maxThreads !== undefined && maxThreads !== "") pairs.push(`max_threads=${positiveInt("maxThreads", maxThreads)}`);
   } else {
     const commitEvery = opts.commitEvery ?? env.SMELT_COMMIT_EVERY;
     if (commitEvery !== undefined && commitEvery !== "") {

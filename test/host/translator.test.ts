@@ -70,6 +70,7 @@ const cases: [string, string, number, string][] = [
   ["the C++ standard library", "\n\nvoid f() { std::abort(); }\n", 5, "the C++ standard library (std::) is not available in MSL"],
   ["a lambda", "void f() {\n  auto g = [](int a) { return a; };\n}\n", 4, "lambda expressions are not supported by Metal"],
   ["recursion", "int f(int n) {\n  return n ? f(n - 1) : 0;\n}\n", 4, "'f' calls itself: Metal does not support recursion"],
+  ["a function pointer", "float twice(float x) { return 2.0f * x; }\nfloat apply(float x) {\n  float (*f)(float) = twice;\n  return f(x);\n}\n", 5, "function pointers are not supported by Metal"],
   ["a C header", "#include <stdio.h>\n", 3, "the host backend supports only <metal_stdlib> and the <metal_*> headers, not  <stdio.h>"],
   ["a long double literal", "constant float c = 1.0f;\nconstant float d = 2.0L;\n", 4, "long double literals are not supported by Metal"],
   [

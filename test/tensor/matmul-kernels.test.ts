@@ -258,6 +258,24 @@ describe("a second product summed into the first runs as more rows of K (panel v
   });
 });
 
+describe("a bfloat16 product stored without an epilogue", () => {
+  // The store converts the float accumulator by name: MSL 3.1 refuses an implicit float to bfloat.
+  for (const variant of ["panel", "column", "dot", "simd"]) {
+    test(`${variant}: [33, 40] @ [40, 21] in bfloat16 matches float64 within bfloat rounding`, () => {
+      const a = data(33 * 40, 41), b = data(40 * 21, 42);
+      const round = (x: Float32Array) => Float32Array.from(sm.tidy(() => sm.array(x).astype("bfloat16").astype("float32").toArray() as number[]));
+      const got = withVariant(variant, () =>
+        sm.tidy(() => {
+          const c = sm.matmul(sm.array(a).reshape([33, 40]).astype("bfloat16").eval(), sm.array(b).reshape([40, 21]).astype("bfloat16").eval());
+          expect(c.dtype).toBe("bfloat16");
+          return c.toArray() as number[];
+        }),
+      );
+      close(got, ref(round(a), [33, 40], round(b), [40, 21]).v, 1.6e-2);
+    });
+  }
+});
+
 describe("the emulated simdgroup_matrix kernel and the host kernel agree on the same inputs", () => {
   for (const dtype of ["float32", "float16", "bfloat16"] as const) {
     test(`${dtype}: [3, 50, 70] @ [70, 41] with a bias, gelu and residual epilogue`, () => {
