@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
-import { prelude } from "../src/exec/codegen.ts";
+import { prelude } from "../src/exec/emit/builder.ts";
 import * as rr from "../src/tensor/random-reference.ts";
 import { streamArgs } from "../src/tensor/random.ts";
 import { bf16Value, dev, expectClose, expectEqual, fromF16, read, sm, ulp32 } from "./msl/helpers.ts";

@@ -47,7 +47,7 @@ export function unbroadcast(g: Tensor, shape: readonly number[]): Tensor {
   return reshape(sum(g, axes, true), shape);
 }
 
-/** Indices as positions on an axis of len elements, as the kernels read them (src/exec/codegen.ts: axisIndex). */
+/** Indices as positions on an axis of len elements, as the kernels read them (src/exec/emit/builder.ts: axisIndex). */
 function positions(ids: Tensor, len: number): Tensor {
   if (ids.dtype === "uint32") return ops.minimum(ids, len - 1);
   // In int32: an int8 index plus an axis length over 127 would wrap.

@@ -4,7 +4,7 @@
  * libraries the backend loaded from its on-disk cache.
  */
 import type { Library, Pipeline } from "../runtime/resources.ts";
-import { prelude } from "./codegen.ts";
+import { prelude } from "./emit/builder.ts";
 import { memory, stats } from "./memory.ts";
 
 const pipelines = new Map<string, Pipeline>();

@@ -1,19 +1,23 @@
 /**
- * Plans of generated kernels (codegen.ts, rows.ts), kept across evaluations. A plan is a function
- * of what its kernel computes and reads: the nodes' ops, dtypes, shapes, attributes and
+ * The code of generated kernels, planned (plan/) and emitted (emit/) once and kept across
+ * evaluations: the join of the two, which the scheduler asks for every kernel. A kernel's code is
+ * a function of what it computes and reads: the nodes' ops, dtypes, shapes, attributes and
  * connections, which of them are read from memory, and where (strides, offset), plus whatever
- * else its maker is told (a row kernel's threads per row, a matmul's variant). A description of
- * exactly that, taken in one walk over the nodes, finds the plan made for an equal one; the kernel
+ * else its planner is told (a row kernel's threads per row, a matmul's variant). A description of
+ * exactly that, taken in one walk over the nodes, finds the code made for an equal one; the kernel
  * then only gets the new inputs' memory, and the scratch memory of this evaluation (a matmul's
- * panels). This spares generating (and hashing) the source of the same kernels every evaluation,
- * which costs more than building their graph.
+ * panels). This spares planning and emitting (and hashing) the source of the same kernels every
+ * evaluation, which costs more than building their graph.
  */
 import type { Data, Node } from "../graph/node.ts";
-import { attrsOf, type KernelOp, OPS } from "../graph/op.ts";
-import { arangeInInts, boundaryKernels, elementwiseKernel, type KernelPlan, type ScalarArg } from "./codegen.ts";
-import { type MatmulVariant, matmulKernel, type Panels } from "./matmul.ts";
+import { attrsOf, OPS } from "../graph/op.ts";
+import type { KernelCode, ScalarArg } from "./emit/builder.ts";
+import { emitKernel } from "./emit/kernel.ts";
+import { arangeInInts, readFromMemory } from "./plan/inline.ts";
+import { plainPlan } from "./plan/kernel.ts";
+import { type MatmulVariant, type Panels, planMatmul } from "./plan/matmul.ts";
+import { planRows, type RowGroup } from "./plan/rows.ts";
 import type { Storage } from "./memory.ts";
-import { type RowGroup, rowKernel } from "./rows.ts";
 
 type Word = number | string | boolean | symbol;
 
@@ -29,68 +33,68 @@ interface Bound {
 
 interface Template {
   words: Word[];
-  /** The plan and the plans of its packs, their memory left out. */
-  plan: KernelPlan;
+  /** The code and the code of its packs, their memory left out. */
+  code: KernelCode;
   leaves: Slot[];
-  /** The scalar values the plan's parameters were made with. */
+  /** The scalar values the code's parameters were made with. */
   values: number[];
   bound: Bound[];
-  packs: { plan: KernelPlan; leaves: Slot[]; bound: Bound[]; out: number }[];
+  packs: { code: KernelCode; leaves: Slot[]; bound: Bound[]; out: number }[];
 }
 
 // Separators no attribute key or value can equal.
 const LIST = Symbol("list");
 const END = Symbol("end");
 const SCALAR = Symbol("scalar");
-// Plans kept at most; the oldest go first. Scalars that change every step (a decaying rate) are
-// arguments, not part of a plan's description, so they make no new ones.
+// Kernels kept at most; the oldest go first. Scalars that change every step (a decaying rate) are
+// arguments, not part of a kernel's description, so they make no new ones.
 const LIMIT = 512;
 const templates = new Map<number, Template[]>();
 let kept = 0;
 
-/** The plan of the kernel computing `out` (inline producers, or its own kernel for reduce, scan, putAlong). */
-export function plainPlan(out: Node): KernelPlan {
+/** The kernel computing `out` (inline producers, or its own kernel for reduce, scan, putAlong...). */
+export function plainKernel(out: Node): KernelCode {
   // A library kernel: nothing to generate, and its key and arguments change every call.
-  if (out.op === "random") return boundaryKernels.random(out);
-  return planFor(out, [], () => (OPS[out.op].kind === "kernel" ? boundaryKernels[out.op as KernelOp] : elementwiseKernel)(out));
+  if (out.op === "random") return emitKernel(plainPlan(out));
+  return codeFor(out, [], () => emitKernel(plainPlan(out)));
 }
 
 /**
- * The plan of the row kernel computing `out` with `threads` threads per row. The group is not
- * described: rows.ts finds it from the nodes the walk describes, so equal walks have equal groups.
+ * The row kernel computing `out` with `threads` threads per row. The group is not described:
+ * plan/rows.ts finds it from the nodes the walk describes, so equal walks have equal groups.
  */
-export function rowPlan(out: Node, group: RowGroup, threads: number): KernelPlan {
-  return planFor(out, ["rows", threads], () => rowKernel(out, group, threads));
+export function rowKernel(out: Node, group: RowGroup, threads: number): KernelCode {
+  return codeFor(out, ["rows", threads], () => emitKernel(planRows(out, group, threads)));
 }
 
 /**
- * The plan of the matmul kernel computing `out` as main's epilogue (with the kernels filling its
- * panels). Which node is main, and whether the panels are filled or were kept, are described.
+ * The matmul kernel computing `out` as main's epilogue (with the kernels filling its panels).
+ * Which node is main, and whether the panels are filled or were kept, are described.
  */
-export function matmulPlan(out: Node, main: Node, variant: MatmulVariant, panels: Panels | null): KernelPlan {
+export function matmulKernel(out: Node, main: Node, variant: MatmulVariant, panels: Panels | null): KernelCode {
   const scratch = panels ? [panels.b, ...(panels.summed ? [panels.summed.panels] : [])] : [];
   const extra: Word[] = ["matmul", variant, panels?.fill ?? "-", scratch.length];
-  return planFor(out, extra, () => matmulKernel(out, main, variant, panels), scratch, main);
+  return codeFor(out, extra, () => emitKernel(planMatmul(out, main, variant, panels)), scratch, main);
 }
 
 /**
- * The plan kept for a walk from `out` equal to this one (and equal `extra` words, and `marked` at
+ * The code kept for a walk from `out` equal to this one (and equal `extra` words, and `marked` at
  * the same place in it), else make()'s, kept. Its inputs get this walk's memory and `scratch`.
  */
-function planFor(out: Node, extra: Word[], make: () => KernelPlan, scratch: Storage[] = [], marked?: Node): KernelPlan {
+function codeFor(out: Node, extra: Word[], make: () => KernelCode, scratch: Storage[] = [], marked?: Node): KernelCode {
   // Breadth first from out, inputs numbered as found; a node computed before out's kernel
-  // (Builder.computed) is read, not walked into.
+  // (readFromMemory) is read, not walked into.
   const walk = [out];
   const ids = new Map<Node, number>();
   const words: Word[] = [...extra];
-  // A hash of some of the words (shapes, ops, connections) finds the plans worth comparing.
+  // A hash of some of the words (shapes, ops, connections) finds the kernels worth comparing.
   let hash = extra.length;
   let cacheable = true;
   // The values of scalar attributes (OpInfo.scalars) in walk order: the kernel's arguments.
   const values: number[] = [];
   for (let k = 0; k < walk.length; k++) {
     const n = walk[k]!;
-    const read = isRead(n, out);
+    const read = readFromMemory(n, out);
     words.push(n.dtype, read ? 2 : n.data ? 1 : 0, n.shape.length);
     hash = mix(hash, n.shape.length);
     for (const d of n.shape) {
@@ -152,12 +156,12 @@ function planFor(out: Node, extra: Word[], make: () => KernelPlan, scratch: Stor
   if (hit) {
     // Unchanged scalars (constants such as an epsilon) keep the kept parameters themselves.
     const fresh = sameValues(hit.values, values) ? null : values;
-    const plan: KernelPlan = { ...hit.plan, params: bind(hit.plan.params, hit.bound, fresh), inputs: hit.leaves.map(memoryOf) };
+    const code: KernelCode = { ...hit.code, params: bind(hit.code.params, hit.bound, fresh), inputs: hit.leaves.map(memoryOf) };
     if (hit.packs.length)
-      plan.packs = hit.packs.map((p) => ({ plan: { ...p.plan, params: bind(p.plan.params, p.bound, fresh), inputs: p.leaves.map(memoryOf) }, out: scratch[p.out]! }));
-    return plan;
+      code.packs = hit.packs.map((p) => ({ code: { ...p.code, params: bind(p.code.params, p.bound, fresh), inputs: p.leaves.map(memoryOf) }, out: scratch[p.out]! }));
+    return code;
   }
-  const plan = make();
+  const code = make();
   // Kept with where its inputs were found (all of them, or it is not kept), not with the memory of
   // this evaluation's nodes: a node's memory in the walk, or whole scratch memory.
   const at = new Map(walk.map((n, k) => [n.data, k]));
@@ -167,13 +171,13 @@ function planFor(out: Node, extra: Word[], make: () => KernelPlan, scratch: Stor
     const j = scratch.indexOf(d.storage);
     return j >= 0 && d.offset === 0 && d.strides.length === 0 ? -1 - j : NaN;
   };
-  const leaves = plan.inputs.map(slotOf);
+  const leaves = code.inputs.map(slotOf);
   // Each scalar argument as a position in `values`: where its node's start, then its attribute's.
   const starts = new Map<Node, number>();
   let count = 0;
   for (const n of walk) {
     const scalars = OPS[n.op].scalars;
-    if (!scalars || isRead(n, out) || starts.has(n)) continue;
+    if (!scalars || readFromMemory(n, out) || starts.has(n)) continue;
     starts.set(n, count);
     count += valueCount(n, scalars);
   }
@@ -185,11 +189,11 @@ function planFor(out: Node, extra: Word[], make: () => KernelPlan, scratch: Stor
       const before = valueCount(a.node, scalars.slice(0, scalars.indexOf(a.attr)));
       return { slot: a.slot, value: start + before + a.index, float: a.float };
     });
-  const bound = boundOf(plan.args);
-  const packs = (plan.packs ?? []).map((p) => ({
-    plan: { ...p.plan, inputs: [], args: [] },
-    leaves: p.plan.inputs.map(slotOf),
-    bound: boundOf(p.plan.args),
+  const bound = boundOf(code.args);
+  const packs = (code.packs ?? []).map((p) => ({
+    code: { ...p.code, inputs: [], args: [] },
+    leaves: p.code.inputs.map(slotOf),
+    bound: boundOf(p.code.args),
     out: scratch.indexOf(p.out),
   }));
   const all = [bound, ...packs.map((p) => p.bound)].flat();
@@ -198,19 +202,14 @@ function planFor(out: Node, extra: Word[], make: () => KernelPlan, scratch: Stor
     packs.every((p) => p.out >= 0 && p.leaves.every((k) => !Number.isNaN(k))) &&
     all.every((b) => !Number.isNaN(b.value));
   if (found) {
-    const { packs: _, ...bare } = plan;
+    const { packs: _, ...bare } = code;
     // Kept without the nodes its arguments came from: a hit binds this walk's values instead.
-    keep(hash, { words, plan: { ...bare, inputs: [], args: [] }, leaves, values, bound, packs });
+    keep(hash, { words, code: { ...bare, inputs: [], args: [] }, leaves, values, bound, packs });
   }
-  return plan;
+  return code;
 }
 
 const mix = (hash: number, x: number) => Math.imul(hash ^ x, 0x9e3779b1);
-
-/** Whether out's kernel reads n from memory (Builder.computed): then n is not walked into. */
-function isRead(n: Node, out: Node): boolean {
-  return n.data !== null && n !== out && (n.schedOrder < 0 || n.schedOrder < out.schedOrder);
-}
 
 /** Appends the values of n's scalar attributes `keys`, in their order. */
 function pushValues(n: Node, keys: readonly string[], values: number[]): void {
@@ -245,7 +244,7 @@ function word(v: number, float: boolean): number {
 
 /**
  * params with the bound slots holding this walk's values (null: those it was made with): the
- * kept array itself while they are the same, else a copy (the kept plan's stay as they are).
+ * kept array itself while they are the same, else a copy (the kept code's stay as they are).
  */
 function bind(params: Uint32Array, bound: readonly Bound[], values: readonly number[] | null): Uint32Array {
   if (values === null) return params;
@@ -276,7 +275,7 @@ function same(a: readonly Word[], b: readonly Word[]): boolean {
   return true;
 }
 
-/** @internal How many plans are kept (for tests: a loop whose scalars change must not add any). */
+/** @internal How many kernels are kept (for tests: a loop whose scalars change must not add any). */
 export function keptPlans(): number {
   return kept;
 }

@@ -12,10 +12,11 @@ import { itemsize } from "../graph/dtype.ts";
 import { contiguousStrides, MAX_ELEMENTS } from "../graph/shape.ts";
 import type { Node } from "../graph/node.ts";
 import { OPS } from "../graph/op.ts";
-import { isInline, type KernelPlan, matmulDepth } from "./codegen.ts";
-import { matmulPlan, plainPlan, rowPlan } from "./plans.ts";
-import { isRowReduce, pendingReductions, type RowGroup, rowGroup, splitRow } from "./rows.ts";
-import { epilogueOf, type MatmulVariant, panelBytes, type Panels, pendingMatmuls, summedProduct } from "./matmul.ts";
+import type { KernelCode } from "./emit/builder.ts";
+import { isInline, matmulDepth } from "./plan/inline.ts";
+import { isRowReduce, pendingReductions, type RowGroup, rowGroup, splitRow } from "./plan/rows.ts";
+import { epilogueOf, type MatmulVariant, panelBytes, type Panels, pendingMatmuls, summedProduct } from "./plan/matmul.ts";
+import { matmulKernel, plainKernel, rowKernel } from "./plans.ts";
 import { memory, type Storage, stats } from "./memory.ts";
 import { compileMissing, libraryPipeline, pipelineFor } from "./kernels.ts";
 
@@ -104,7 +105,7 @@ class Schedule {
       for (const m of matmuls) if (m !== n) this.materialize(m);
     }
     // A single value (a loss, a mean) computed from long single-row reductions: they first get
-    // their partials computed (rows.ts splitRow). Where the kernel also writes the row's elements
+    // their partials computed (plan/rows.ts splitRow). Where the kernel also writes the row's elements
     // (softmax of one row), it stays one kernel.
     if (n.size === 1) {
       for (const r of [...pendingReductions(n), n]) {
@@ -213,19 +214,19 @@ function matmulVariant(target: Target, main: Node): MatmulVariant {
   return layout === "panel" && panelBytes(main) / 4 > MAX_ELEMENTS ? "column" : layout;
 }
 
-/** The plan of the kernel the schedule gives node: a matmul's, a row group's, or a plain one. */
-export function planOf(schedule: Schedule, node: Node): KernelPlan {
+/** The code of the kernel the schedule gives node: a matmul's, a row group's, or a plain one. */
+export function planOf(schedule: Schedule, node: Node): KernelCode {
   const mm = schedule.matmuls.get(node);
-  if (mm) return matmulPlan(node, mm.main, mm.variant, mm.panels);
+  if (mm) return matmulKernel(node, mm.main, mm.variant, mm.panels);
   const group = schedule.rows.get(node);
-  return group ? rowPlan(node, group, rowThreads(schedule.target, group)) : plainPlan(node);
+  return group ? rowKernel(node, group, rowThreads(schedule.target, group)) : plainKernel(node);
 }
 
 /** The sources of the kernels that encode() will dispatch. */
 function kernelSources(schedule: Schedule): string[] {
   const plans = schedule.order.flatMap((n) => {
     const k = planOf(schedule, n);
-    return [k, ...(k.packs ?? []).map((p) => p.plan)];
+    return [k, ...(k.packs ?? []).map((p) => p.code)];
   });
   return plans.filter((k) => !k.library && k.dispatch.size.every((x) => x > 0)).map((k) => k.source);
 }
@@ -236,7 +237,7 @@ function kernelSources(schedule: Schedule): string[] {
  * of a row kernel stride over their row, so it takes whole SIMD groups up to the limit; kernels
  * dispatched by threads index the grid and take any shape; other threadgroup kernels cannot.
  */
-function fitGroup(d: KernelPlan["dispatch"], pipeline: Pipeline, rows: boolean): KernelPlan["dispatch"]["group"] | null {
+function fitGroup(d: KernelCode["dispatch"], pipeline: Pipeline, rows: boolean): KernelCode["dispatch"]["group"] | null {
   const limit = pipeline.maxThreadsPerThreadgroup;
   let [x, y, z] = d.group;
   if (x * y * z <= limit) return d.group;
@@ -257,7 +258,7 @@ function encode(schedule: Schedule) {
   const cmd = dev.commandBuffer();
   let written = new Set<Storage>();
   const used: Storage[] = [];
-  const put = (k: KernelPlan, out: Storage, op: string, fused: boolean, rows = false): boolean => {
+  const put = (k: KernelCode, out: Storage, op: string, fused: boolean, rows = false): boolean => {
     const reads = k.inputs.map((d) => d.storage);
     for (const r of reads) {
       if (r.buffer.device !== dev) {
@@ -292,14 +293,14 @@ function encode(schedule: Schedule) {
   };
   for (const node of schedule.order) {
     const k = planOf(schedule, node);
-    for (const p of k.packs ?? []) put(p.plan, p.out, node.op, false);
+    for (const p of k.packs ?? []) put(p.code, p.out, node.op, false);
     const fused = node.schedInlineCount > 1;
     if (put(k, node.data!.storage, node.op, fused, schedule.rows.has(node))) continue;
     // Only the simdgroup matmul is built around its threadgroup (4 SIMD groups): the dot kernel
     // computes the same product with threadgroups of any size.
     const mm = schedule.matmuls.get(node);
     const limit = pipelineFor(k.source).maxThreadsPerThreadgroup;
-    if (mm?.variant !== "simd" || !put(matmulPlan(node, mm.main, "dot", null), node.data!.storage, node.op, fused)) {
+    if (mm?.variant !== "simd" || !put(matmulKernel(node, mm.main, "dot", null), node.data!.storage, node.op, fused)) {
       throw new SmeltError(`eval: the kernel for ${node.op} needs ${k.dispatch.group.join(" x ")} threads per threadgroup; its pipeline allows ${limit}`);
     }
   }

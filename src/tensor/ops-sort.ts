@@ -1,5 +1,5 @@
 /**
- * Ordering: argsort is a kernel of its own (src/exec/sort.ts, one thread per line along the axis);
+ * Ordering: argsort is a kernel of its own (src/exec/emit/sort.ts, one thread per line along the axis);
  * sort and topk gather through its indices, so the gather fuses into whatever reads them.
  */
 import { SmeltError } from "../errors.ts";

@@ -2,7 +2,7 @@
  * Ops that rearrange elements: joining (concatenate, stack), splitting, padding, repeating (tile,
  * repeat) and integer indexing (take, takeAlongAxis, putAlongAxis, gather). Splits are views;
  * tile and repeat are reshapes of broadcasts; concatenation, padding and the takes are index math
- * inside the kernel that consumes them (src/exec/codegen.ts); putAlongAxis is a kernel of its own.
+ * inside the kernel that consumes them (src/exec/emit/builder.ts); putAlongAxis is a kernel of its own.
  * No elements are copied on the host (indices given as numbers are uploaded as an int32 tensor).
  */
 import { SmeltError } from "../errors.ts";
@@ -212,7 +212,7 @@ export function repeat(x: Tensor, repeats: number, axis?: number): Tensor {
  * The index tensor of a take: host indices are checked against the axis here (negatives from the
  * end allowed, as in NumPy) and become int32; a tensor must hold integers. Tensor indices cannot be
  * checked without waiting for the device, so the kernels clamp them into the axis (see
- * Builder.axisIndex in src/exec/codegen.ts).
+ * Builder.axisIndex in src/exec/emit/builder.ts).
  */
 function indexTensor(op: string, indices: unknown, len: number, axis: number): Tensor {
   if (indices instanceof Tensor) {

@@ -2,7 +2,7 @@
 // under emulation), against a float64 reference and against each other, with fused epilogues.
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import * as sm from "../../src/index.ts";
-import { summedProduct } from "../../src/exec/matmul.ts";
+import { summedProduct } from "../../src/exec/plan/matmul.ts";
 import { withTargetEnv } from "../../src/runtime/target.ts";
 import { erf } from "./helpers.ts";
 

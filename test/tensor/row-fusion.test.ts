@@ -4,7 +4,7 @@
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import * as sm from "../../src/index.ts";
 import { execute, schedule } from "../../src/exec/realize.ts";
-import { rowKernel } from "../../src/exec/rows.ts";
+import { rowKernel } from "../../src/exec/plans.ts";
 import { withTargetEnv } from "../../src/runtime/target.ts";
 
 setDefaultTimeout(120_000);

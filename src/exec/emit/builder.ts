@@ -9,16 +9,17 @@
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { SmeltError } from "../errors.ts";
-import { type DType, isFloating, isSigned } from "../graph/dtype.ts";
-import { contiguousStrides } from "../graph/shape.ts";
-import type { Data, Node } from "../graph/node.ts";
-import { attrsOf, type ElementwiseOp, type KernelOp, OPS, type ReduceKind, viewMapOf } from "../graph/op.ts";
+import { SmeltError } from "../../errors.ts";
+import { type DType, isFloating, isSigned } from "../../graph/dtype.ts";
+import { contiguousStrides } from "../../graph/shape.ts";
+import type { Data, Node } from "../../graph/node.ts";
+import { attrsOf, type ElementwiseOp, OPS, viewMapOf } from "../../graph/op.ts";
+import { arangeInInts, matmulDepth, readFromMemory } from "../plan/inline.ts";
+import type { Dispatch } from "../plan/kernel.ts";
+import type { Storage } from "../memory.ts";
 import { elementwise, type Value } from "./elementwise.ts";
-import type { Storage } from "./memory.ts";
-import { argsortKernel } from "./sort.ts";
 
-export const prelude = readFileSync(join(import.meta.dir, "../../metal/prelude.metal"), "utf8");
+export const prelude = readFileSync(join(import.meta.dir, "../../../metal/prelude.metal"), "utf8");
 
 const isFloatType = (d: DType) => d === "float32" || d === "float16" || d === "bfloat16";
 
@@ -35,34 +36,9 @@ export function computeType(d: DType): string {
     case "bool": return "bool";
   }
 }
-/**
- * Whether an arange computes in integers: an integer dtype with integer start and step (an
- * integer past 2^24 would lose bits in float). Part of the kernel's structure, not its arguments.
- */
-export function arangeInInts(n: Node): boolean {
-  const { start, step } = attrsOf(n, "arange");
-  return !isFloatType(n.dtype) && Number.isInteger(start) && Number.isInteger(step);
-}
 
 export function storageType(d: DType): string {
   return d === "bool" ? "uchar" : computeType(d);
-}
-
-/**
- * Whether an inline node reads each input at its own element (elementwise ops, casts); views,
- * reshapes, joins, pads, gathers and inline matmuls read other elements, which matters to the
- * planners that hold a value fixed per row or per element (rows.ts, matmul.ts).
- */
-export function readsOwnElement(n: Node): boolean {
-  const kind = OPS[n.op].kind;
-  return kind === "elementwise" || kind === "cast" || kind === "generator";
-}
-
-/** Whether n is computed inside the kernel of a consumer rather than by a kernel of its own. */
-export function isInline(n: Node): boolean {
-  if (n.data !== null) return false;
-  if (n.op === "matmul") return matmulDepth(n) <= INLINE_MATMUL_DEPTH;
-  return OPS[n.op].inline;
 }
 
 /** A parameter holding a node's scalar attribute (OpInfo.scalars): which node, which value, as float or int. */
@@ -75,17 +51,17 @@ export interface ScalarArg {
   float: boolean;
 }
 
-export interface KernelPlan {
+/** An emitted kernel: its text and what it binds, ready to encode. */
+export interface KernelCode {
   /** The kernel's MSL after the prelude (which every kernel gets): its structure, and cache key. */
   source: string;
   params: Uint32Array;
   /** The parameters that are nodes' scalar attributes, for a plan kept across evaluations to take new values. */
   args?: ScalarArg[];
   inputs: Data[];    // [[buffer(2 + i)]]
-  /** dispatchThreads(size) or, with threadgroups, dispatchThreadgroups(size), in groups of `group`. */
-  dispatch: { threadgroups: boolean; size: [number, number, number]; group: [number, number, number] };
+  dispatch: Dispatch;
   /** Kernels to run first, each writing its `out` (scratch memory this kernel reads): a matmul's packed operands. */
-  packs?: { plan: KernelPlan; out: Storage }[];
+  packs?: { code: KernelCode; out: Storage }[];
   /**
    * A kernel of a library in metal/ (source is the library) rather than a generated one: the
    * function to run, bound as (key, out, params); the key is these words, or else inputs[0].
@@ -108,13 +84,9 @@ export class Builder {
   /** The node the kernel computes: it has memory already, but the kernel writes it, never reads it. */
   constructor(private readonly root: Node) {}
 
-  /**
-   * Whether n can be read from memory by this kernel: computed before this evaluation, or by a
-   * kernel that runs before this one in it. A node computed by a later kernel of the same
-   * evaluation (for another consumer) is computed here inline, like any uncomputed node.
-   */
+  /** Whether this kernel reads n from memory (plan/inline.ts readFromMemory). */
   computed(n: Node): boolean {
-    return n.data !== null && n !== this.root && (n.schedOrder < 0 || n.schedOrder < this.root.schedOrder);
+    return readFromMemory(n, this.root);
   }
   readonly leaves: Node[] = [];
   private lines: string[] = [];
@@ -401,9 +373,10 @@ export class Builder {
   }
 }
 
-// Row kernels (src/exec/rows.ts) take their position as a threadgroup and a thread within it.
-const ELEMENT_POSITION = ["uint gid [[thread_position_in_grid]]"];
-const ROW_POSITION = [
+/** The position of a thread of a kernel of one thread per element or line. */
+export const ELEMENT_POSITION = ["uint gid [[thread_position_in_grid]]"];
+/** Row kernels (emit/rows.ts) take their position as a threadgroup and a thread within it. */
+export const ROW_POSITION = [
   "uint row [[threadgroup_position_in_grid]]",
   "uint tid [[thread_position_in_threadgroup]]",
   "uint tpg [[threads_per_threadgroup]]",
@@ -412,21 +385,33 @@ const ROW_POSITION = [
   "uint nsg [[simdgroups_per_threadgroup]]",
 ];
 
-function signature(b: Builder, out: Node, position: string[]): string {
-  const args = [`constant uint* P [[buffer(0)]]`, `device ${storageType(out.dtype)}* out0 [[buffer(1)]]`];
-  b.leaves.forEach((l, i) => args.push(`device const ${storageType(l.dtype)}* in${i} [[buffer(${i + 2})]]`));
+/**
+ * The buffers of every generated kernel, in slot order: its parameters P, its output out0 and
+ * its inputs in0, in1... (declarations without their [[buffer]] attribute).
+ */
+export function buffers(out: DType, inputs: readonly DType[]): { name: string; decl: string }[] {
+  const all = [{ name: "P", decl: "constant uint* P" }, { name: "out0", decl: `device ${storageType(out)}* out0` }];
+  inputs.forEach((d, i) => all.push({ name: `in${i}`, decl: `device const ${storageType(d)}* in${i}` }));
+  return all;
+}
+
+/**
+ * The signature of every generated kernel: buffers() in their slots, then `extra` buffers
+ * (scratch memory such as a matmul's panels) in the slots after them, then the position
+ * attributes the kernel reads.
+ */
+export function signature(out: DType, inputs: readonly DType[], position: readonly string[], extra: readonly string[] = []): string {
+  const args = buffers(out, inputs).map((b, i) => `${b.decl} [[buffer(${i})]]`);
+  extra.forEach((d, i) => args.push(`${d} [[buffer(${inputs.length + 2 + i})]]`));
   args.push(...position);
-  // No bounds check: the grid is exactly one thread per element (dispatchThreads), and a kernel
-  // without one compiles to a loop that the host backend can vectorize.
   return `kernel void k(${args.join(",\n              ")}) {\n`;
 }
 
-/** The plan of a kernel of one thread per element (or, with groupSize, a threadgroup per row). */
-export function finish(b: Builder, out: Node, threads: number, groupSize?: number): KernelPlan {
-  const source = `${signature(b, out, groupSize ? ROW_POSITION : ELEMENT_POSITION)}${b.text()}\n}\n`;
-  const dispatch: KernelPlan["dispatch"] = groupSize
-    ? { threadgroups: true, size: [threads / groupSize, 1, 1], group: [groupSize, 1, 1] }
-    : { threadgroups: false, size: [threads, 1, 1], group: [Math.max(1, Math.min(256, threads)), 1, 1] };
+/** The code of a kernel whose body b holds, with the given position and dispatch. */
+export function finish(b: Builder, out: Node, position: readonly string[], dispatch: Dispatch): KernelCode {
+  // No bounds check: the grid is exactly one thread per element (dispatchThreads), and a kernel
+  // without one compiles to a loop that the host backend can vectorize.
+  const source = `${signature(out.dtype, b.leaves.map((l) => l.dtype), position)}${b.text()}\n}\n`;
   if (b.params.length === 0) b.params.push(0); // [[buffer(0)]] must be bound even when unused
   return { source, params: Uint32Array.from(b.params, (x) => x >>> 0), args: b.args, inputs: b.leaves.map((l) => l.data!), dispatch };
 }
@@ -438,181 +423,6 @@ export function finish(b: Builder, out: Node, threads: number, groupSize?: numbe
 export function store(out: Node, v: string): string {
   if (out.dtype === "bool") return `uchar(${v})`;
   return out.dtype === "bfloat16" ? `bfloat(${v})` : v;
-}
-
-/** A kernel computing every element of `out` from its inline producers. */
-export function elementwiseKernel(out: Node): KernelPlan {
-  const b = new Builder(out);
-  const v = b.emit(out, "int(gid)");
-  b.line(`out0[gid] = ${store(out, v)};`);
-  return finish(b, out, out.size);
-}
-
-/** Elements a reduction thread folds in order before a pairwise combine (see reduceKernel). */
-const REDUCE_BLOCK = 16;
-
-/** One thread per output element, looping over the reduced elements of the (inline) input. */
-export function reduceKernel(out: Node): KernelPlan {
-  const input = out.inputs[0]!;
-  const { axes, kind } = attrsOf(out, "reduce");
-  const kept = input.shape.map((_, d) => d).filter((d) => !axes.includes(d));
-  const strides = contiguousStrides(input.shape);
-  const b = new Builder(out);
-  const keptShape = kept.map((d) => input.shape[d]!);
-  const redShape = axes.map((d) => input.shape[d]!);
-  const outIds = b.unflatten(keptShape, "int(gid)");
-  const base = b.fresh("base");
-  b.line(`int ${base} = ${["0", ...outIds.map((v, i) => `${v} * ${b.int(strides[kept[i]!]!)}`)].join(" + ")};`);
-  const count = b.int(redShape.reduce((a, x) => a * x, 1));
-  const acc = b.fresh("acc");
-  const arg = b.fresh("arg");
-  const T = computeType(input.dtype);
-  const A = kind === "all" || kind === "any" ? "bool" : input.dtype.startsWith("float") || input.dtype === "bfloat16" ? "float" : T;
-  const init: Record<ReduceKind, string> = {
-    sum: `${A}(0)`, prod: `${A}(1)`, all: "true", any: "false",
-    max: A === "float" ? "-INFINITY" : `metal::numeric_limits<${A}>::lowest()`,
-    min: A === "float" ? "INFINITY" : `metal::numeric_limits<${A}>::max()`,
-    argmax: A === "float" ? "-INFINITY" : `metal::numeric_limits<${A}>::lowest()`,
-    argmin: A === "float" ? "INFINITY" : `metal::numeric_limits<${A}>::max()`,
-  };
-  // Float sums are pairwise: blocks of REDUCE_BLOCK elements added in order, their results combined
-  // as in smelt_pairwise_push. Every rounding of a product is relative to the whole product, so
-  // no order helps it; the other kinds are exact in any order.
-  const pairwise = A === "float" && kind === "sum" ? "smelt_fold_sum" : null;
-  b.line(`${A} ${acc} = ${init[kind]};`);
-  b.line(`int ${arg} = 0;`);
-  if (pairwise) {
-    b.line(`float ${acc}_level[32];`);
-    b.line(`uint ${acc}_count = 0;`);
-    b.line(`for (int r0 = 0; r0 < ${count}; r0 += ${REDUCE_BLOCK}) {`);
-    b.line(`  ${acc} = ${init[kind]};`);
-    b.line(`  for (int r = r0; r < min(r0 + ${REDUCE_BLOCK}, ${count}); ++r) {`);
-  } else {
-    b.line(`for (int r = 0; r < ${count}; ++r) {`);
-  }
-  b.scoped(() => {
-    const redIds = b.unflatten(redShape, "r");
-    const at = b.fresh("at");
-    b.line(`int ${at} = ${[base, ...redIds.map((v, i) => `${v} * ${b.int(strides[axes[i]!]!)}`)].join(" + ")};`);
-    const x = b.emit(input, at);
-    const isFloat = A === "float";
-    switch (kind) {
-      case "sum": b.line(`${acc} += ${A}(${x});`); break;
-      case "prod": b.line(`${acc} *= ${A}(${x});`); break;
-      case "all": b.line(`${acc} = ${acc} && bool(${x});`); break;
-      case "any": b.line(`${acc} = ${acc} || bool(${x});`); break;
-      case "max": b.line(isFloat ? `${acc} = smelt_fmax(${acc}, float(${x}));` : `${acc} = max(${acc}, ${A}(${x}));`); break;
-      case "min": b.line(isFloat ? `${acc} = smelt_fmin(${acc}, float(${x}));` : `${acc} = min(${acc}, ${A}(${x}));`); break;
-      case "argmax":
-      case "argmin": {
-        const better = kind === "argmax" ? ">" : "<";
-        const nan = isFloat ? ` || (isnan(float(${x})) && !isnan(${acc}))` : "";
-        b.line(`if ((${A}(${x}) ${better} ${acc}${isFloat ? ` && !isnan(${acc})` : ""})${nan} || r == 0) { ${acc} = ${A}(${x}); ${arg} = r; }`);
-        break;
-      }
-    }
-  });
-  b.line("}");
-  if (pairwise) {
-    b.line(`  smelt_pairwise_push<${pairwise}>(${acc}_level, ${acc}_count, ${acc});`);
-    b.line("}");
-    b.line(`${acc} = smelt_pairwise_total<${pairwise}>(${acc}_level, ${acc}_count);`);
-  }
-  const result = kind === "argmax" || kind === "argmin" ? arg : acc;
-  b.line(`out0[gid] = ${store(out, `${computeType(out.dtype)}(${result})`)};`);
-  return finish(b, out, out.size);
-}
-
-/** Cumulative sum or product along one axis: one thread per line along the axis. */
-export function scanKernel(out: Node): KernelPlan {
-  const input = out.inputs[0]!;
-  const { axis, kind } = attrsOf(out, "scan");
-  const b = new Builder(out);
-  const strides = contiguousStrides(out.shape);
-  const others = out.shape.map((_, d) => d).filter((d) => d !== axis);
-  const ids = b.unflatten(others.map((d) => out.shape[d]!), "int(gid)");
-  b.line(`int base = ${["0", ...ids.map((v, i) => `${v} * ${b.int(strides[others[i]!]!)}`)].join(" + ")};`);
-  const A = out.dtype.includes("float") ? "float" : computeType(out.dtype);
-  b.line(`${A} acc = ${A}(${kind === "sum" ? 0 : 1});`);
-  b.line(`for (int t = 0; t < ${b.int(out.shape[axis]!)}; ++t) {`);
-  b.scoped(() => {
-    b.line(`int at = base + t * ${b.int(strides[axis]!)};`);
-    const x = b.emit(input, "at");
-    b.line(`acc ${kind === "sum" ? "+=" : "*="} ${A}(${x});`);
-    b.line(`out0[at] = ${store(out, `${computeType(out.dtype)}(acc)`)};`);
-  });
-  b.line("}");
-  const lines = others.reduce((p, d) => p * out.shape[d]!, 1);
-  return finish(b, out, lines);
-}
-
-/**
- * putAlongAxis (inputs: x, indices and values, both broadcast to x's shape with indices.shape[axis]
- * on the axis): one thread per line along the axis copies x's line, then writes the values in index
- * order. A line belongs to one thread, so of duplicate indices the last along the axis wins, on
- * every backend. Its inputs are computed before it (readsComputedInputs): loaded, not fused, so that
- * no row or epilogue planner takes this scatter for an op computed element by element.
- */
-export function putAlongKernel(out: Node): KernelPlan {
-  const [x, indices, values] = out.inputs as [Node, Node, Node];
-  const axis = attrsOf(out, "putAlong").axis;
-  const b = new Builder(out);
-  const size = out.shape[axis]!;
-  const inner = b.int(out.shape.slice(axis + 1).reduce((a, d) => a * d, 1));
-  const len = b.int(size);
-  const span = b.int(indices.shape[axis]!);
-  b.line(`int w = int(gid) % ${inner}; int o = int(gid) / ${inner};`);
-  b.line(`for (int t = 0; t < ${len}; ++t) {`);
-  b.scoped(() => {
-    b.line(`int at = (o * ${len} + t) * ${inner} + w;`);
-    b.line(`out0[at] = ${store(out, b.emit(x, "at"))};`);
-  });
-  b.line("}");
-  b.line(`for (int t = 0; t < ${span}; ++t) {`);
-  b.scoped(() => {
-    b.line(`int from = (o * ${span} + t) * ${inner} + w;`);
-    const k = b.axisIndex(b.emit(indices, "from"), indices.dtype, len);
-    b.line(`out0[(o * ${len} + ${k}) * ${inner} + w] = ${store(out, b.emit(values, "from"))};`);
-  });
-  b.line("}");
-  return finish(b, out, size === 0 ? 0 : out.size / size);
-}
-
-/** Ops with kernels of their own (their inputs are computed first, or inlined into their loads). */
-export const boundaryKernels: Record<KernelOp, (n: Node) => KernelPlan> = {
-  reduce: reduceKernel,
-  scan: scanKernel,
-  putAlong: putAlongKernel,
-  random: randomKernel,
-  argsort: argsortKernel,
-};
-
-const randomLibrary = readFileSync(join(import.meta.dir, "../../metal/random.metal"), "utf8");
-
-/**
- * A stream kernel of metal/random.metal (docs/random.md, "Kernels"): one thread per Threefry
- * block, ceil(size / 2) of them, reading the key from host words or from the key node's memory.
- */
-export function randomKernel(out: Node): KernelPlan {
-  const { kernel, params, key } = attrsOf(out, "random");
-  const threads = Math.ceil(out.size / 2);
-  return {
-    source: randomLibrary,
-    params: Uint32Array.from(params),
-    inputs: key ? [] : [out.inputs[0]!.data!],
-    dispatch: { threadgroups: false, size: [threads, 1, 1], group: [Math.max(1, Math.min(256, threads)), 1, 1] },
-    library: { entry: kernel, key: key ? Uint32Array.from(key) : null },
-  };
-}
-
-/**
- * A matmul with a contraction this short is computed inline, as a dot product per element, by the
- * kernel that reads it (LoRA's low-rank product, say); longer ones get a matmul kernel.
- */
-export const INLINE_MATMUL_DEPTH = 32;
-export function matmulDepth(n: Node): number {
-  const a = n.inputs[0]!;
-  return a.shape[a.shape.length - 1]!;
 }
 
 /**

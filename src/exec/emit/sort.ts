@@ -5,11 +5,12 @@
  * NumPy. Heapsort needs no scratch memory beyond the output line and takes O(n log n) steps, which
  * keeps a vocabulary-sized line (top-k sampling) cheap for its one thread.
  */
-import type { Node } from "../graph/node.ts";
-import { attrsOf } from "../graph/op.ts";
-import { contiguousStrides } from "../graph/shape.ts";
-import { isFloating } from "../graph/dtype.ts";
-import { Builder, computeType, finish, type KernelPlan } from "./codegen.ts";
+import type { Node } from "../../graph/node.ts";
+import { attrsOf } from "../../graph/op.ts";
+import { contiguousStrides } from "../../graph/shape.ts";
+import { isFloating } from "../../graph/dtype.ts";
+import type { PlainPlan } from "../plan/kernel.ts";
+import { Builder, computeType, ELEMENT_POSITION, finish, type KernelCode } from "./builder.ts";
 
 /** C++ for "the element (x, at position i) sorts after (y, at position j)". */
 function after(float: boolean, x: string, i: string, y: string, j: string): string {
@@ -18,7 +19,7 @@ function after(float: boolean, x: string, i: string, y: string, j: string): stri
   return `(isnan(${x}) ? (!isnan(${y}) || ${i} > ${j}) : (!isnan(${y}) && ${plain}))`;
 }
 
-export function argsortKernel(out: Node): KernelPlan {
+export function argsortKernel({ out, dispatch }: PlainPlan): KernelCode {
   const input = out.inputs[0]!;
   const axis = attrsOf(out, "argsort").axis;
   const b = new Builder(out);
@@ -57,8 +58,7 @@ export function argsortKernel(out: Node): KernelPlan {
     b.line("}");
   });
   b.line("}");
-  const lines = others.reduce((p, d) => p * out.shape[d]!, 1);
-  return finish(b, out, lines);
+  return finish(b, out, ELEMENT_POSITION, dispatch);
 }
 
 /** The input's elements at line positions i and j, as values that compare the way they sort. */

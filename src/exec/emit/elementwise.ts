@@ -3,8 +3,8 @@
  * bfloat16 alike and is rounded to the node's dtype afterwards, so a fused chain and the same ops
  * run one by one (eager mode) round at the same places and agree bit for bit.
  */
-import type { DType } from "../graph/dtype.ts";
-import type { ElementwiseOp } from "../graph/op.ts";
+import type { DType } from "../../graph/dtype.ts";
+import type { ElementwiseOp } from "../../graph/op.ts";
 
 export interface Value {
   v: string;

@@ -5,18 +5,19 @@
  * primitive ops each become a single kernel this way: every reduction of the row is computed in
  * turn (each pass may use the reductions before it), then the output is written.
  */
-import { contiguousStrides, sameShape } from "../graph/shape.ts";
-import { Node } from "../graph/node.ts";
-import { attrsOf, OPS, type ReduceKind, viewMapOf } from "../graph/op.ts";
-import { Builder, computeType, finish, isInline, type KernelPlan, readsOwnElement, storageType, store } from "./codegen.ts";
+import { contiguousStrides, sameShape } from "../../graph/shape.ts";
+import { Node } from "../../graph/node.ts";
+import { attrsOf, OPS, type ReduceKind, viewMapOf } from "../../graph/op.ts";
+import { isInline, readFromMemory, readsOwnElement } from "./inline.ts";
+import type { Dispatch } from "./kernel.ts";
 
-const CHUNK = 256; // elements a CPU thread computes before folding them (1 KiB of floats)
-const PAIRWISE_BLOCK = 32; // strided elements a GPU thread folds in order before a pairwise push
-const FOLDS: Partial<Record<ReduceKind, string>> = { sum: "smelt_fold_sum", prod: "smelt_fold_prod", max: "smelt_fold_max", min: "smelt_fold_min" };
+/** The reductions a row kernel folds (each a pairwise fold of metal/prelude.metal). */
+export type RowReduceKind = "sum" | "prod" | "max" | "min";
+const ROW_KINDS: Record<ReduceKind, boolean> = { sum: true, prod: true, max: true, min: true, all: false, any: false, argmax: false, argmin: false };
 
 /** A reduction over trailing axes that a row kernel can compute: float input, sum/prod/max/min. */
 export function isRowReduce(n: Node): boolean {
-  if (n.op !== "reduce" || n.data || !FOLDS[attrsOf(n, "reduce").kind]) return false;
+  if (n.op !== "reduce" || n.data || !ROW_KINDS[attrsOf(n, "reduce").kind]) return false;
   const input = n.inputs[0]!;
   const nd = input.shape.length;
   const axes = attrsOf(n, "reduce").axes;
@@ -25,7 +26,7 @@ export function isRowReduce(n: Node): boolean {
   return axes.every((a, i) => a === nd - axes.length + i) && rowLength(input.shape, axes.length) > 0;
 }
 
-function rowLength(shape: readonly number[], trailing: number): number {
+export function rowLength(shape: readonly number[], trailing: number): number {
   return shape.slice(shape.length - trailing).reduce((a, b) => a * b, 1);
 }
 
@@ -170,13 +171,13 @@ export function rowGroup(out: Node): RowGroup | null {
 }
 
 /** Whether out's element reads e's element at the same index, through elementwise ops. */
-function readsAt(out: Node, e: Node, b: Builder): boolean {
+function readsAt(out: Node, e: Node): boolean {
   const seen = new Set<Node>();
   const stack = [out];
   while (stack.length) {
     const x = stack.pop()!;
     if (x === e) return true;
-    if (seen.has(x) || b.computed(x) || !readsOwnElement(x)) continue;
+    if (seen.has(x) || readFromMemory(x, out) || !readsOwnElement(x)) continue;
     seen.add(x);
     stack.push(...x.inputs);
   }
@@ -200,132 +201,31 @@ function isRowBroadcast(v: Node, rowShape: readonly number[], trailing: number):
   );
 }
 
-/** The kernel of a row group: one threadgroup of `threads` threads per row. */
-export function rowKernel(out: Node, g: RowGroup, threads: number): KernelPlan {
-  const b = new Builder(out);
-  const n = rowLength(g.rowShape, g.trailing);
-  const rows = g.rowShape.reduce((a, x) => a * x, 1) / n;
-  const len = b.int(n);
-  b.line("threadgroup float partial[32];");
-  b.line(`int base = int(row) * ${len};`);
-  b.rowIndex = { idx: "(base + j)", row: "int(row)", j: "j", shape: g.rowShape, trailing: g.trailing };
-  // Per-row values (a mean, an rsqrt of a variance) are computed once per row, as soon as the
-  // reductions they read are known, instead of at every element.
-  const known = new Set<Node>();
-  const pending = [...g.broadcasts];
-  const group = new Set(g.reductions);
-  // The group's reductions a per-row value reads (whatever memory they may have by now).
-  const reads = (v: Node): Node[] => {
-    const out: Node[] = [];
-    const seen = new Set<Node>();
-    const stack = [v.inputs[0]!];
-    while (stack.length) {
-      const x = stack.pop()!;
-      if (seen.has(x)) continue;
-      seen.add(x);
-      if (group.has(x)) out.push(x);
-      else if (!b.computed(x)) stack.push(...x.inputs);
-    }
-    return out;
-  };
-  const hoist = () => {
-    for (let i = 0; i < pending.length; ) {
-      const v = pending[i]!;
-      if (reads(v).every((r) => known.has(r))) {
-        b.fixed.set(v, b.emit(v.inputs[0]!, "int(row)"));
-        pending.splice(i, 1);
-      } else i++;
-    }
-  };
-  const serial = threads === 1;
-  if (serial) b.line(`float chunk[${CHUNK}];`);
-  // Where the output reads the last reduction's input at its own element (softmax: e / sum(e),
-  // e = exp(x - max)), a CPU thread writes that input to the output in the reduction's pass and
-  // reads it back for the output, instead of computing it twice. The output's storage, float,
-  // holds any float dtype exactly. (GPU threads recompute it: cheaper there than memory.)
-  const last = g.reductions[g.reductions.length - 1];
-  const e = last?.inputs[0];
-  const spilled = serial && !g.perRow && e && storageType(out.dtype) === "float" && !b.computed(e) && readsAt(out, e, b) ? e : null;
-  // A CPU thread's pass over the row: chunks of elements computed into a small array (a loop the
-  // compiler vectorizes), each then consumed by use().
-  const pass = (f: () => string, use: (v: string) => void, spill = false) => {
-    b.line(`for (int j0 = 0; j0 < ${len}; j0 += ${CHUNK}) {`);
-    b.scoped(() => {
-      b.line(`int n = min(${CHUNK}, ${len} - j0);`);
-      b.line("for (int c = 0; c < n; ++c) {");
-      b.scoped(() => {
-        b.line("int j = j0 + c;");
-        b.line(`chunk[c] = float(${f()});`);
-        if (spill) b.line("out0[base + j] = chunk[c];");
-      });
-      b.line("}");
-      use("chunk[c]");
-    });
-    b.line("}");
-  };
-  // Every fold is pairwise (metal/prelude.metal): a CPU thread pushes its eight lanes at the end of
-  // each chunk (smelt_pairwise_push8), a GPU thread the result of each PAIRWISE_BLOCK of its
-  // strided elements (smelt_pairwise_push); the threads' results then meet in a tree (smelt_row_fold).
-  const fold = (r: Node): string => {
-    hoist();
-    const acc = b.fresh("acc");
-    const Op = FOLDS[attrsOf(r, "reduce").kind]!;
-    const id = `${Op}::identity()`;
-    if (serial) {
-      // Eight running results (independent lanes the compiler can vectorize), pushed as they are
-      // at the end of each chunk; the last chunk's elements past a multiple of 8 go to rest.
-      b.line(`float ${acc}_level[32 * 8];`);
-      b.line(`uint ${acc}_count = 0;`);
-      b.line(`float ${acc}_rest = ${id};`);
-      pass(
-        () => b.emit(r.inputs[0]!, "(base + j)"),
-        (v) => {
-          b.line(`float lanes[8] = {${Array(8).fill(id).join(", ")}};`);
-          b.line("int c = 0;");
-          b.line(`for (; c + 8 <= n; c += 8) for (int u = 0; u < 8; ++u) lanes[u] = ${Op}::combine(lanes[u], chunk[c + u]);`);
-          b.line(`for (; c < n; ++c) ${acc}_rest = ${Op}::combine(${acc}_rest, ${v});`);
-          b.line(`smelt_pairwise_push8<${Op}>(${acc}_level, ${acc}_count, lanes);`);
-        },
-        spilled !== null && r === last,
-      );
-      b.line(`float ${acc}_total = ${Op}::combine(smelt_pairwise_total8<${Op}>(${acc}_level, ${acc}_count), ${acc}_rest);`);
-    } else {
-      b.line(`float ${acc}_level[32];`);
-      b.line(`uint ${acc}_count = 0;`);
-      b.line(`for (int j0 = int(tid); j0 < ${len}; j0 += int(tpg) * ${PAIRWISE_BLOCK}) {`);
-      b.scoped(() => {
-        b.line(`float block = ${Op}::identity();`);
-        b.line(`for (int j = j0, t = 0; t < ${PAIRWISE_BLOCK} && j < ${len}; ++t, j += int(tpg)) {`);
-        b.scoped(() => b.line(`block = ${Op}::combine(block, float(${b.emit(r.inputs[0]!, "(base + j)")}));`));
-        b.line("}");
-        b.line(`smelt_pairwise_push<${Op}>(${acc}_level, ${acc}_count, block);`);
-      });
-      b.line("}");
-      b.line(`float ${acc}_total = smelt_pairwise_total<${Op}>(${acc}_level, ${acc}_count);`);
-    }
-    b.line(`float ${acc} = smelt_row_fold<${Op}>(${acc}_total, partial, lane, sg, nsg);`);
-    return acc;
-  };
-  for (const r of g.reductions) {
-    b.fixed.set(r, `${computeType(r.dtype)}(${fold(r)})`);
-    known.add(r);
-  }
-  hoist();
-  if (g.perRow) {
-    const v = out.op === "reduce" ? `${computeType(out.dtype)}(${fold(out)})` : b.emit(out, "int(row)");
-    b.line(`if (tid == 0) out0[row] = ${store(out, v)};`);
-  } else {
-    b.line(`for (int j = int(tid); j < ${len}; j += ${serial ? "1" : "int(tpg)"}) {`);
-    b.scoped(() => {
-      if (spilled) {
-        const T = computeType(spilled.dtype), s = b.fresh();
-        b.line(`${T} ${s} = ${T}(out0[base + j]);`);
-        b.bind(spilled, "(base + j)", s);
-      }
-      const v = b.emit(out, "(base + j)");
-      b.line(`out0[base + j] = ${store(out, v)};`);
-    });
-    b.line("}");
-  }
-  return finish(b, out, rows * threads, threads);
+/** The kernel of a row group: a threadgroup of `threads` threads per row. */
+export interface RowPlan {
+  kind: "rows";
+  out: Node;
+  group: RowGroup;
+  threads: number;
+  /** Elements per row, and rows. */
+  rowLength: number;
+  rows: number;
+  /**
+   * The last reduction's input that out reads at its own element (softmax: e / sum(e), e =
+   * exp(x - max)), which a CPU thread (threads 1) writes to the output in the reduction's pass and
+   * reads back for the output instead of computing it twice; null where it is not worth it. The
+   * output's storage, float, holds any float dtype exactly. (GPU threads recompute it: cheaper
+   * there than memory.)
+   */
+  spill: Node | null;
+  dispatch: Dispatch;
+}
+
+export function planRows(out: Node, group: RowGroup, threads: number): RowPlan {
+  const n = rowLength(group.rowShape, group.trailing);
+  const rows = group.rowShape.reduce((a, x) => a * x, 1) / n;
+  const e = group.reductions[group.reductions.length - 1]?.inputs[0];
+  const spill = threads === 1 && !group.perRow && e && out.dtype === "float32" && !readFromMemory(e, out) && readsAt(out, e) ? e : null;
+  const dispatch: Dispatch = { threadgroups: true, size: [rows, 1, 1], group: [threads, 1, 1] };
+  return { kind: "rows", out, group, threads, rowLength: n, rows, spill, dispatch };
 }

@@ -1,0 +1,182 @@
+/**
+ * The emitters of kernels of one thread per element or line (plan/kernel.ts PlainPlan): an
+ * elementwise kernel, a reduction looping over its reduced elements, a scan, a scatter, and the
+ * stream kernels of metal/random.metal; argsort's is sort.ts.
+ */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { contiguousStrides } from "../../graph/shape.ts";
+import { attrsOf, type ReduceKind } from "../../graph/op.ts";
+import type { Node } from "../../graph/node.ts";
+import type { PlainPlan } from "../plan/kernel.ts";
+import { Builder, computeType, ELEMENT_POSITION, finish, type KernelCode, store } from "./builder.ts";
+import { argsortKernel } from "./sort.ts";
+
+/** A kernel computing every element of `out` from its inline producers. */
+function elementwiseKernel({ out, dispatch }: PlainPlan): KernelCode {
+  const b = new Builder(out);
+  const v = b.emit(out, "int(gid)");
+  b.line(`out0[gid] = ${store(out, v)};`);
+  return finish(b, out, ELEMENT_POSITION, dispatch);
+}
+
+/** Elements a reduction thread folds in order before a pairwise combine (see reduceKernel). */
+const REDUCE_BLOCK = 16;
+
+/** One thread per output element, looping over the reduced elements of the (inline) input. */
+function reduceKernel({ out, dispatch }: PlainPlan): KernelCode {
+  const input = out.inputs[0]!;
+  const { axes, kind } = attrsOf(out, "reduce");
+  const kept = input.shape.map((_, d) => d).filter((d) => !axes.includes(d));
+  const strides = contiguousStrides(input.shape);
+  const b = new Builder(out);
+  const keptShape = kept.map((d) => input.shape[d]!);
+  const redShape = axes.map((d) => input.shape[d]!);
+  const outIds = b.unflatten(keptShape, "int(gid)");
+  const base = b.fresh("base");
+  b.line(`int ${base} = ${["0", ...outIds.map((v, i) => `${v} * ${b.int(strides[kept[i]!]!)}`)].join(" + ")};`);
+  const count = b.int(redShape.reduce((a, x) => a * x, 1));
+  const acc = b.fresh("acc");
+  const arg = b.fresh("arg");
+  const T = computeType(input.dtype);
+  const A = kind === "all" || kind === "any" ? "bool" : input.dtype.startsWith("float") || input.dtype === "bfloat16" ? "float" : T;
+  const init: Record<ReduceKind, string> = {
+    sum: `${A}(0)`, prod: `${A}(1)`, all: "true", any: "false",
+    max: A === "float" ? "-INFINITY" : `metal::numeric_limits<${A}>::lowest()`,
+    min: A === "float" ? "INFINITY" : `metal::numeric_limits<${A}>::max()`,
+    argmax: A === "float" ? "-INFINITY" : `metal::numeric_limits<${A}>::lowest()`,
+    argmin: A === "float" ? "INFINITY" : `metal::numeric_limits<${A}>::max()`,
+  };
+  // Float sums are pairwise: blocks of REDUCE_BLOCK elements added in order, their results combined
+  // as in smelt_pairwise_push. Every rounding of a product is relative to the whole product, so
+  // no order helps it; the other kinds are exact in any order.
+  const pairwise = A === "float" && kind === "sum" ? "smelt_fold_sum" : null;
+  b.line(`${A} ${acc} = ${init[kind]};`);
+  b.line(`int ${arg} = 0;`);
+  if (pairwise) {
+    b.line(`float ${acc}_level[32];`);
+    b.line(`uint ${acc}_count = 0;`);
+    b.line(`for (int r0 = 0; r0 < ${count}; r0 += ${REDUCE_BLOCK}) {`);
+    b.line(`  ${acc} = ${init[kind]};`);
+    b.line(`  for (int r = r0; r < min(r0 + ${REDUCE_BLOCK}, ${count}); ++r) {`);
+  } else {
+    b.line(`for (int r = 0; r < ${count}; ++r) {`);
+  }
+  b.scoped(() => {
+    const redIds = b.unflatten(redShape, "r");
+    const at = b.fresh("at");
+    b.line(`int ${at} = ${[base, ...redIds.map((v, i) => `${v} * ${b.int(strides[axes[i]!]!)}`)].join(" + ")};`);
+    const x = b.emit(input, at);
+    const isFloat = A === "float";
+    switch (kind) {
+      case "sum": b.line(`${acc} += ${A}(${x});`); break;
+      case "prod": b.line(`${acc} *= ${A}(${x});`); break;
+      case "all": b.line(`${acc} = ${acc} && bool(${x});`); break;
+      case "any": b.line(`${acc} = ${acc} || bool(${x});`); break;
+      case "max": b.line(isFloat ? `${acc} = smelt_fmax(${acc}, float(${x}));` : `${acc} = max(${acc}, ${A}(${x}));`); break;
+      case "min": b.line(isFloat ? `${acc} = smelt_fmin(${acc}, float(${x}));` : `${acc} = min(${acc}, ${A}(${x}));`); break;
+      case "argmax":
+      case "argmin": {
+        const better = kind === "argmax" ? ">" : "<";
+        const nan = isFloat ? ` || (isnan(float(${x})) && !isnan(${acc}))` : "";
+        b.line(`if ((${A}(${x}) ${better} ${acc}${isFloat ? ` && !isnan(${acc})` : ""})${nan} || r == 0) { ${acc} = ${A}(${x}); ${arg} = r; }`);
+        break;
+      }
+    }
+  });
+  b.line("}");
+  if (pairwise) {
+    b.line(`  smelt_pairwise_push<${pairwise}>(${acc}_level, ${acc}_count, ${acc});`);
+    b.line("}");
+    b.line(`${acc} = smelt_pairwise_total<${pairwise}>(${acc}_level, ${acc}_count);`);
+  }
+  const result = kind === "argmax" || kind === "argmin" ? arg : acc;
+  b.line(`out0[gid] = ${store(out, `${computeType(out.dtype)}(${result})`)};`);
+  return finish(b, out, ELEMENT_POSITION, dispatch);
+}
+
+/** Cumulative sum or product along one axis: one thread per line along the axis. */
+function scanKernel({ out, dispatch }: PlainPlan): KernelCode {
+  const input = out.inputs[0]!;
+  const { axis, kind } = attrsOf(out, "scan");
+  const b = new Builder(out);
+  const strides = contiguousStrides(out.shape);
+  const others = out.shape.map((_, d) => d).filter((d) => d !== axis);
+  const ids = b.unflatten(others.map((d) => out.shape[d]!), "int(gid)");
+  b.line(`int base = ${["0", ...ids.map((v, i) => `${v} * ${b.int(strides[others[i]!]!)}`)].join(" + ")};`);
+  const A = out.dtype.includes("float") ? "float" : computeType(out.dtype);
+  b.line(`${A} acc = ${A}(${kind === "sum" ? 0 : 1});`);
+  b.line(`for (int t = 0; t < ${b.int(out.shape[axis]!)}; ++t) {`);
+  b.scoped(() => {
+    b.line(`int at = base + t * ${b.int(strides[axis]!)};`);
+    const x = b.emit(input, "at");
+    b.line(`acc ${kind === "sum" ? "+=" : "*="} ${A}(${x});`);
+    b.line(`out0[at] = ${store(out, `${computeType(out.dtype)}(acc)`)};`);
+  });
+  b.line("}");
+  return finish(b, out, ELEMENT_POSITION, dispatch);
+}
+
+/**
+ * putAlongAxis (inputs: x, indices and values, both broadcast to x's shape with indices.shape[axis]
+ * on the axis): one thread per line along the axis copies x's line, then writes the values in index
+ * order. A line belongs to one thread, so of duplicate indices the last along the axis wins, on
+ * every backend. Its inputs are computed before it (readsComputedInputs): loaded, not fused, so that
+ * no row or epilogue planner takes this scatter for an op computed element by element.
+ */
+function putAlongKernel({ out, dispatch }: PlainPlan): KernelCode {
+  const [x, indices, values] = out.inputs as [Node, Node, Node];
+  const axis = attrsOf(out, "putAlong").axis;
+  const b = new Builder(out);
+  const size = out.shape[axis]!;
+  const inner = b.int(out.shape.slice(axis + 1).reduce((a, d) => a * d, 1));
+  const len = b.int(size);
+  const span = b.int(indices.shape[axis]!);
+  b.line(`int w = int(gid) % ${inner}; int o = int(gid) / ${inner};`);
+  b.line(`for (int t = 0; t < ${len}; ++t) {`);
+  b.scoped(() => {
+    b.line(`int at = (o * ${len} + t) * ${inner} + w;`);
+    b.line(`out0[at] = ${store(out, b.emit(x, "at"))};`);
+  });
+  b.line("}");
+  b.line(`for (int t = 0; t < ${span}; ++t) {`);
+  b.scoped(() => {
+    b.line(`int from = (o * ${span} + t) * ${inner} + w;`);
+    const k = b.axisIndex(b.emit(indices, "from"), indices.dtype, len);
+    b.line(`out0[(o * ${len} + ${k}) * ${inner} + w] = ${store(out, b.emit(values, "from"))};`);
+  });
+  b.line("}");
+  return finish(b, out, ELEMENT_POSITION, dispatch);
+}
+
+/** The emitter of each kind of plain kernel. */
+const emitters: Record<PlainPlan["kind"], (p: PlainPlan) => KernelCode> = {
+  elementwise: elementwiseKernel,
+  reduce: reduceKernel,
+  scan: scanKernel,
+  putAlong: putAlongKernel,
+  random: randomKernel,
+  argsort: argsortKernel,
+};
+
+const randomLibrary = readFileSync(join(import.meta.dir, "../../../metal/random.metal"), "utf8");
+
+/**
+ * A stream kernel of metal/random.metal (docs/random.md, "Kernels"): one thread per Threefry
+ * block, ceil(size / 2) of them, reading the key from host words or from the key node's memory.
+ */
+function randomKernel({ out, dispatch }: PlainPlan): KernelCode {
+  const { kernel, params, key } = attrsOf(out, "random");
+  return {
+    source: randomLibrary,
+    params: Uint32Array.from(params),
+    inputs: key ? [] : [out.inputs[0]!.data!],
+    dispatch,
+    library: { entry: kernel, key: key ? Uint32Array.from(key) : null },
+  };
+}
+
+/** The code of a plain kernel. */
+export function emitPlain(p: PlainPlan): KernelCode {
+  return emitters[p.kind](p);
+}

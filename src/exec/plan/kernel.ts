@@ -1,0 +1,60 @@
+/**
+ * What a kernel is, as plain data: which node it writes, what it computes along the way (a row
+ * group, a matmul's epilogue and layout, the kernels packing its operands) and how it is
+ * dispatched. Planners (this folder) decide it from the graph and the schedule; an emitter
+ * (emit/) writes its text, so a second target differs only there.
+ */
+import type { Node } from "../../graph/node.ts";
+import { attrsOf, type KernelOp, OPS } from "../../graph/op.ts";
+import type { MatmulPlan } from "./matmul.ts";
+import type { RowPlan } from "./rows.ts";
+
+/** dispatchThreads(size) or, with threadgroups, dispatchThreadgroups(size), in groups of `group`. */
+export interface Dispatch {
+  threadgroups: boolean;
+  size: [number, number, number];
+  group: [number, number, number];
+}
+
+/** A grid of `threads` threads, in threadgroups of up to 256. */
+export function threadDispatch(threads: number): Dispatch {
+  return { threadgroups: false, size: [threads, 1, 1], group: [Math.max(1, Math.min(256, threads)), 1, 1] };
+}
+
+/**
+ * A kernel of one thread per element of `out` (elementwise: out and its inline producers; reduce:
+ * a loop over the reduced elements), per line along an axis (scan, putAlong, argsort), or per
+ * Threefry block (random, a kernel of metal/random.metal).
+ */
+export interface PlainPlan {
+  kind: "elementwise" | KernelOp;
+  out: Node;
+  dispatch: Dispatch;
+}
+
+export type Plan = PlainPlan | RowPlan | MatmulPlan;
+
+/** The lines along `axis` of out's shape: the product of the other axes. */
+function lines(out: Node, axis: number): number {
+  let p = 1;
+  for (let d = 0; d < out.shape.length; d++) if (d !== axis) p *= out.shape[d]!;
+  return p;
+}
+
+const threads: Record<PlainPlan["kind"], (out: Node) => number> = {
+  elementwise: (out) => out.size,
+  reduce: (out) => out.size,
+  scan: (out) => lines(out, attrsOf(out, "scan").axis),
+  argsort: (out) => lines(out, attrsOf(out, "argsort").axis),
+  putAlong: (out) => {
+    const size = out.shape[attrsOf(out, "putAlong").axis]!;
+    return size === 0 ? 0 : out.size / size;
+  },
+  random: (out) => Math.ceil(out.size / 2),
+};
+
+/** The kernel computing `out` from its inline producers, or out's own kernel (reduce, scan, ...). */
+export function plainPlan(out: Node): PlainPlan {
+  const kind = OPS[out.op].kind === "kernel" ? (out.op as KernelOp) : "elementwise";
+  return { kind, out, dispatch: threadDispatch(threads[kind](out)) };
+}
