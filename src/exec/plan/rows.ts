@@ -3,7 +3,8 @@
  * consumers that broadcast the reduced value back over the same rows, as one kernel with a
  * threadgroup per row. softmax, RMS norm, layer norm, logsumexp and cross-entropy written from
  * primitive ops each become a single kernel this way: every reduction of the row is computed in
- * turn (each pass may use the reductions before it), then the output is written.
+ * turn (each pass may use the reductions before it), then the output is written. This decides
+ * the groups and each one's kernel (RowPlan); emit/rows.ts writes it.
  */
 import { contiguousStrides, sameShape } from "../../graph/shape.ts";
 import { Node } from "../../graph/node.ts";
@@ -26,7 +27,7 @@ export function isRowReduce(n: Node): boolean {
   return axes.every((a, i) => a === nd - axes.length + i) && rowLength(input.shape, axes.length) > 0;
 }
 
-export function rowLength(shape: readonly number[], trailing: number): number {
+function rowLength(shape: readonly number[], trailing: number): number {
   return shape.slice(shape.length - trailing).reduce((a, b) => a * b, 1);
 }
 
