@@ -49,6 +49,7 @@ export {
 } from "./exec/memory.ts";
 export { stats, resetStats } from "./exec/stats.ts";
 export * as fast from "./tensor/fast.ts";
+export * as io from "./io/index.ts";
 export { checkpoint, grad, jvp, stopGradient, valueAndGrad, vjp } from "./autograd/transforms.ts";
 import "./tensor/methods.ts";
 
