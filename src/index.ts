@@ -50,6 +50,7 @@ export {
 export { stats, resetStats } from "./exec/stats.ts";
 export * as fast from "./tensor/fast.ts";
 export * as io from "./io/index.ts";
+export * as nn from "./nn/index.ts";
 export { checkpoint, grad, jvp, stopGradient, valueAndGrad, vjp } from "./autograd/transforms.ts";
 import "./tensor/methods.ts";
 
