@@ -25,7 +25,7 @@ function spirals(n: number, seed: number, phase: number): { x: number[][]; y: nu
 }
 
 class MLP extends nn.Module {
-  layers: nn.Linear[];
+  layers: sm.nn.Linear[];
   constructor(dims: number[], key: sm.Tensor) {
     super();
     const keys = sm.random.split(key, dims.length - 1);
