@@ -143,3 +143,34 @@ test("layers check their inputs where they are called", () => {
   expect(() => new nn.Dropout(1)).toThrow(/Dropout: p must be in \[0, 1\)/);
   expect(() => new nn.MultiHeadAttention(10, 3)).toThrow(/multiple of numHeads/);
 });
+
+test("frozen parameters cost no backward work", () => {
+  class Deep extends nn.Module {
+    a = new nn.Linear(32, 32, { key: sm.random.key(1) });
+    b = new nn.Linear(32, 32, { key: sm.random.key(2) });
+    override forward(x: sm.Tensor) {
+      return this.b.forward(nn.relu(this.a.forward(x)));
+    }
+  }
+  const x = sm.random.normal([8, 32], "float32", 0, 1, sm.random.key(3)).eval();
+  const kernels = (m: Deep) => {
+    const f = nn.valueAndGrad(m, (mm: Deep, xx: sm.Tensor) => mm.forward(xx).square().mean());
+    sm.eval(f(m, x));
+    const out = f(m, x);
+    sm.resetStats();
+    sm.eval(out);
+    return sm.stats().kernelsDispatched;
+  };
+  const m = new Deep();
+  sm.eval(m.parameters());
+  const all = kernels(m);
+  m.a.freeze();
+  const frozenFirst = kernels(m);
+  // The first layer's weight and bias gradients, and the backward through it, are gone.
+  expect(frozenFirst).toBeLessThan(all);
+  m.freeze();
+  m.b.unfreeze({ keys: "bias" });
+  const onlyBias = kernels(m);
+  console.log(`backward+forward kernels: all trainable ${all}, first layer frozen ${frozenFirst}, only the last bias ${onlyBias}`);
+  expect(onlyBias).toBeLessThan(frozenFirst);
+});
