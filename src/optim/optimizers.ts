@@ -93,7 +93,7 @@ export abstract class Optimizer {
     for (const x of old) x.dispose();
   }
 
-  /** Hyperparameters saved with the state, checked on load. */
+  /** Hyperparameters recorded beside the state, so a saved file says what produced it. */
   protected abstract config(): Record<string, unknown>;
 
   /** Writes step and slots to a safetensors file (slots as `path.slot`, the rest as JSON metadata). */
