@@ -49,6 +49,9 @@ export {
 } from "./exec/memory.ts";
 export { stats, resetStats } from "./exec/stats.ts";
 export * as fast from "./tensor/fast.ts";
+export * as io from "./io/index.ts";
+export * as nn from "./nn/index.ts";
+export * as optim from "./optim/index.ts";
 export { checkpoint, grad, jvp, stopGradient, valueAndGrad, vjp } from "./autograd/transforms.ts";
 import "./tensor/methods.ts";
 
