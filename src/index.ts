@@ -50,6 +50,9 @@ export {
 export { stats, resetStats } from "./exec/stats.ts";
 export * as fast from "./tensor/fast.ts";
 export { checkpoint, grad, jvp, stopGradient, valueAndGrad, vjp } from "./autograd/transforms.ts";
+export { QuantizedTensor } from "./tensor/quantized.ts";
+export type { QuantFormat } from "./graph/op.ts";
+export * as io from "./io/index.ts";
 import "./tensor/methods.ts";
 
 // Building the native library at import keeps its one-time cost (minutes on a cold Zig cache) out

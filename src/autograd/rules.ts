@@ -291,6 +291,8 @@ export const RULES: Readonly<Record<Op, Rule | "none">> = {
   putAlong: putAlongRule,
   // Positions (uint32): sort and topk take their gradient through the takeAlong that reads them.
   argsort: "none",
+  // Its input is the uint8 block storage of a quantized weight, which has no gradient.
+  dequantize: "none",
 };
 
 function tieRule(c: Ctx, i: number, wins: (a: Tensor, b: Tensor) => Tensor): Tensor {

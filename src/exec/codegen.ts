@@ -17,6 +17,7 @@ import { attrsOf, type ElementwiseOp, type KernelOp, OPS, type ReduceKind, viewM
 import { elementwise, type Value } from "./elementwise.ts";
 import type { Storage } from "./memory.ts";
 import { argsortKernel } from "./sort.ts";
+import { dequantizeKernel } from "./dequantize.ts";
 
 export const prelude = readFileSync(join(import.meta.dir, "../../metal/prelude.metal"), "utf8");
 
@@ -580,6 +581,7 @@ export const boundaryKernels: Record<KernelOp, (n: Node) => KernelPlan> = {
   putAlong: putAlongKernel,
   random: randomKernel,
   argsort: argsortKernel,
+  dequantize: dequantizeKernel,
 };
 
 const randomLibrary = readFileSync(join(import.meta.dir, "../../metal/random.metal"), "utf8");

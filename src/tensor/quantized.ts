@@ -1,0 +1,65 @@
+/**
+ * A weight kept in a GGML block-quantized format: its blocks live on the device as a uint8
+ * tensor, and it has the logical shape of the float tensor it stands for. Row-major like any
+ * tensor: the last axis is the one the blocks run along (GGUF's ne[0]).
+ */
+import { SmeltError } from "../errors.ts";
+import { Node } from "../graph/node.ts";
+import type { QuantFormat } from "../graph/op.ts";
+import { QUANT_BLOCKS, quantBytes } from "../graph/quant.ts";
+import { checkShape } from "../graph/shape.ts";
+import { fromBytes } from "./ops.ts";
+import { Tensor } from "./tensor.ts";
+
+export const QUANT_FORMATS = Object.keys(QUANT_BLOCKS) as QuantFormat[];
+
+export class QuantizedTensor {
+  private constructor(
+    /** The blocks, in file order: uint8 of shape [bytes]. */
+    readonly blocks: Tensor,
+    readonly format: QuantFormat,
+    readonly shape: readonly number[],
+  ) {}
+
+  /** From the bytes of the blocks (one copy onto the device), checking they fit the shape. */
+  static fromBytes(bytes: ArrayBuffer | ArrayBufferView, shape: readonly number[], format: QuantFormat): QuantizedTensor {
+    const op = "QuantizedTensor.fromBytes";
+    if (!QUANT_FORMATS.includes(format)) {
+      throw new SmeltError(`${op}: unknown format ${JSON.stringify(format)} (known: ${QUANT_FORMATS.join(", ")})`);
+    }
+    const s = checkShape(op, shape);
+    const per = QUANT_BLOCKS[format].elements;
+    const last = s.length === 0 ? 1 : s[s.length - 1]!;
+    if (last % per !== 0) {
+      throw new SmeltError(`${op}: the last axis of shape [${s}] must be a multiple of ${format}'s block of ${per} values`);
+    }
+    const want = quantBytes(format, s.reduce((a, d) => a * d, 1));
+    const got = bytes.byteLength;
+    if (got !== want) throw new SmeltError(`${op}: shape [${s}] of ${format} needs ${want} bytes, got ${got}`);
+    return new QuantizedTensor(fromBytes(bytes, [want], "uint8"), format, s);
+  }
+
+  get size(): number {
+    return this.shape.reduce((a, d) => a * d, 1);
+  }
+  get ndim(): number {
+    return this.shape.length;
+  }
+  /** Bytes the blocks take on the device. */
+  get nbytes(): number {
+    return quantBytes(this.format, this.size);
+  }
+
+  /** The float32 tensor the blocks encode, computed by a kernel of its own (lazy like any op). */
+  dequantize(): Tensor {
+    const blocks = this.blocks.node("dequantize");
+    return new Tensor(new Node("dequantize", [blocks], [...this.shape], "float32", { format: this.format }));
+  }
+
+  dispose(): void {
+    this.blocks.dispose();
+  }
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
