@@ -18,7 +18,7 @@ export function modelPath(name: string): string | null {
   if (existsSync(path)) return path;
   if (!told.has(name)) {
     told.add(name);
-    console.warn(`skipping tests that need ${name}: not in ${modelsDir()} (run scripts/fetch-model.sh)`);
+    console.warn(`skipping tests that need ${name}: not in ${modelsDir()} (run scripts/fetch-model.sh${name.endsWith(".gguf") ? "" : ", then scripts/tokenizer_reference.py"})`);
   }
   return null;
 }
