@@ -50,7 +50,7 @@ export {
 export { stats, resetStats } from "./exec/stats.ts";
 export * as fast from "./tensor/fast.ts";
 export { checkpoint, grad, jvp, stopGradient, valueAndGrad, vjp } from "./autograd/transforms.ts";
-export { QuantizedTensor } from "./tensor/quantized.ts";
+export { QuantizedTensor, quantizedMatmul } from "./tensor/quantized.ts";
 export type { QuantFormat } from "./graph/op.ts";
 export * as io from "./io/index.ts";
 export * as lm from "./lm/index.ts";

@@ -17,7 +17,7 @@ import { attrsOf, type ElementwiseOp, type KernelOp, OPS, type ReduceKind, viewM
 import { elementwise, type Value } from "./elementwise.ts";
 import type { Storage } from "./memory.ts";
 import { argsortKernel } from "./sort.ts";
-import { dequantizeKernel } from "./dequantize.ts";
+import { dequantizeKernel, quantizedMatmulKernel } from "./dequantize.ts";
 
 export const prelude = readFileSync(join(import.meta.dir, "../../metal/prelude.metal"), "utf8");
 
@@ -582,6 +582,7 @@ export const boundaryKernels: Record<KernelOp, (n: Node) => KernelPlan> = {
   random: randomKernel,
   argsort: argsortKernel,
   dequantize: dequantizeKernel,
+  quantizedMatmul: quantizedMatmulKernel,
 };
 
 const randomLibrary = readFileSync(join(import.meta.dir, "../../metal/random.metal"), "utf8");

@@ -1,39 +1,35 @@
 /**
- * dequantize: float32 values from GGML quantized blocks (src/graph/quant.ts), one thread per
- * value. Each thread reads the few bytes its value depends on (the block's scales and its quant),
- * so no thread waits on another and the kernel needs no threadgroup memory. The formulas follow
- * GGML's reference dequantization, with its float32 operations in the same order.
+ * Kernels that read GGML quantized blocks (src/graph/quant.ts): dequantize, one thread per value,
+ * and quantizedMatmul, x @ dequantize(W)^T with each weight dequantized as the dot product reads
+ * it, so the float weight is never in memory. A value depends on a few bytes of its block (the
+ * scales and its quant), which a thread reads from the uint8 input itself: no thread waits on
+ * another and no threadgroup memory is needed. The formulas are GGML's reference
+ * dequantization, with its float32 operations in the same order.
  */
 import type { Node } from "../graph/node.ts";
-import { attrsOf } from "../graph/op.ts";
+import { attrsOf, type QuantFormat } from "../graph/op.ts";
 import { QUANT_BLOCKS } from "../graph/quant.ts";
-import { Builder, finish, type KernelPlan } from "./codegen.ts";
+import { Builder, computeType, finish, type KernelPlan } from "./codegen.ts";
 
-export function dequantizeKernel(out: Node): KernelPlan {
-  const blocks = out.inputs[0]!;
-  const format = attrsOf(out, "dequantize").format;
-  const { elements, bytes } = QUANT_BLOCKS[format];
-  const b = new Builder(out);
-  b.line(`int blk = int(gid) / ${elements}; int j = int(gid) - blk * ${elements};`);
-  b.line(`int base = blk * ${bytes};`);
-  // The byte at offset k (an int expression) of this thread's block, as an int 0..255.
+/**
+ * Emits the lines computing value j (an int variable) of the block starting at byte `base` (an
+ * int variable) of blocks, and returns the float expression of the value.
+ */
+function quantValue(b: Builder, blocks: Node, format: QuantFormat): string {
+  // The byte at offset k (an int expression) of the block, as an int 0..255.
   const byte = (k: string | number) => `int(${b.emit(blocks, `(base + ${k})`)})`;
   const half = (k: number) => `float(as_type<half>(ushort(${byte(k)} | (${byte(k + 1)} << 8))))`;
   const signed = (v: string) => `(${v} - ((${v} & 128) << 1))`;
-  let value: string;
   switch (format) {
     case "Q8_0":
       b.line(`int q = ${byte("2 + j")};`);
-      value = `${half(0)} * float(${signed("q")})`;
-      break;
+      return `${half(0)} * float(${signed("q")})`;
     case "Q4_0":
       b.line(`int q = ${byte("2 + (j & 15)")};`);
-      value = `${half(0)} * float((j < 16 ? (q & 15) : (q >> 4)) - 8)`;
-      break;
+      return `${half(0)} * float((j < 16 ? (q & 15) : (q >> 4)) - 8)`;
     case "Q4_1":
       b.line(`int q = ${byte("4 + (j & 15)")};`);
-      value = `${half(0)} * float(j < 16 ? (q & 15) : (q >> 4)) + ${half(2)}`;
-      break;
+      return `${half(0)} * float(j < 16 ? (q & 15) : (q >> 4)) + ${half(2)}`;
     case "Q4_K": {
       // Eight sub-blocks of 32 values; sub-block s has a 6-bit scale and min packed in bytes 4..15.
       b.line("int g = j / 64; int l = j % 64; int s = 2 * g + l / 32;");
@@ -42,8 +38,7 @@ export function dequantizeKernel(out: Node): KernelPlan {
       b.line(`int s0 = ${byte("4 + s")}; int s4 = ${byte("4 + s + 4")}; int sm4 = ${byte("4 + (s >= 4 ? s - 4 : 0)")};`);
       b.line("int sc = s < 4 ? (s0 & 63) : ((s4 & 15) | ((sm4 >> 6) << 4));");
       b.line("int mn = s < 4 ? (s4 & 63) : ((s4 >> 4) | ((s0 >> 6) << 4));");
-      value = `(${half(0)} * float(sc)) * float(nib) - ${half(2)} * float(mn)`;
-      break;
+      return `(${half(0)} * float(sc)) * float(nib) - ${half(2)} * float(mn)`;
     }
     case "Q6_K": {
       // Two halves of 128 values; quarter t of a half takes its low 4 bits from the low or high
@@ -53,10 +48,41 @@ export function dequantizeKernel(out: Node): KernelPlan {
       b.line(`int qh = ${byte("128 + 32 * h + l")};`);
       b.line(`int sc = ${byte("192 + 8 * h + l / 16 + 2 * t")};`);
       b.line("int q = ((t < 2 ? (ql & 15) : (ql >> 4)) | (((qh >> (2 * t)) & 3) << 4)) - 32;");
-      value = `(${half(208)} * float(${signed("sc")})) * float(q)`;
-      break;
+      return `(${half(208)} * float(${signed("sc")})) * float(q)`;
     }
   }
-  b.line(`out0[gid] = ${value};`);
+}
+
+export function dequantizeKernel(out: Node): KernelPlan {
+  const format = attrsOf(out, "dequantize").format;
+  const { elements, bytes } = QUANT_BLOCKS[format];
+  const b = new Builder(out);
+  b.line(`int blk = int(gid) / ${elements}; int j = int(gid) - blk * ${elements};`);
+  b.line(`int base = blk * ${bytes};`);
+  b.line(`out0[gid] = ${quantValue(b, out.inputs[0]!, format)};`);
+  return finish(b, out, out.size);
+}
+
+/** One thread per output element (row m of x, row n of W), the dot product in float32. */
+export function quantizedMatmulKernel(out: Node): KernelPlan {
+  const [x, blocks] = out.inputs as [Node, Node];
+  const format = attrsOf(out, "quantizedMatmul").format;
+  const { elements, bytes } = QUANT_BLOCKS[format];
+  const b = new Builder(out);
+  const N = b.int(out.shape[out.shape.length - 1]!);
+  const depth = x.shape[x.shape.length - 1]!;
+  const K = b.int(depth);
+  const perRow = b.int(depth / elements);
+  b.line(`int n = int(gid) % ${N}; int m = int(gid) / ${N};`);
+  b.line("float acc = 0.0f;");
+  b.line(`for (int k = 0; k < ${K}; ++k) {`);
+  b.scoped(() => {
+    b.line(`int kb = k / ${elements}; int j = k - kb * ${elements};`);
+    b.line(`int base = (n * ${perRow} + kb) * ${bytes};`);
+    const w = quantValue(b, blocks, format);
+    b.line(`acc = fma(float(${b.emit(x, `(m * ${K} + k)`)}), ${w}, acc);`);
+  });
+  b.line("}");
+  b.line(`out0[gid] = ${computeType(out.dtype)}(acc);`);
   return finish(b, out, out.size);
 }

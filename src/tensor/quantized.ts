@@ -8,6 +8,7 @@ import { Node } from "../graph/node.ts";
 import type { QuantFormat } from "../graph/op.ts";
 import { QUANT_BLOCKS, quantBytes } from "../graph/quant.ts";
 import { checkShape } from "../graph/shape.ts";
+import { isFloating } from "../graph/dtype.ts";
 import { fromBytes } from "./ops.ts";
 import { Tensor } from "./tensor.ts";
 
@@ -52,8 +53,7 @@ export class QuantizedTensor {
 
   /** The float32 tensor the blocks encode, computed by a kernel of its own (lazy like any op). */
   dequantize(): Tensor {
-    const blocks = this.blocks.node("dequantize");
-    return new Tensor(new Node("dequantize", [blocks], [...this.shape], "float32", { format: this.format }));
+    return dequantizeBlocks(this.blocks, this.format, this.shape);
   }
 
   dispose(): void {
@@ -62,4 +62,28 @@ export class QuantizedTensor {
   [Symbol.dispose](): void {
     this.dispose();
   }
+}
+
+/** The float32 values of blocks of the given format holding a tensor of `shape` (checked by the caller). */
+export function dequantizeBlocks(blocks: Tensor, format: QuantFormat, shape: readonly number[]): Tensor {
+  return new Tensor(new Node("dequantize", [blocks.node("dequantize")], [...shape], "float32", { format }));
+}
+
+/**
+ * x @ dequantize(w)^T for a weight w of shape [N, K] (a linear layer's [out, in]) and x of shape
+ * [..., K]: [..., N] in x's dtype, the weights dequantized inside the kernel as it reads them.
+ */
+export function quantizedMatmul(x: Tensor, w: QuantizedTensor): Tensor {
+  const op = "quantizedMatmul";
+  if (!(x instanceof Tensor)) throw new SmeltError(`${op}: x must be a Tensor`);
+  if (!(w instanceof QuantizedTensor)) throw new SmeltError(`${op}: w must be a QuantizedTensor`);
+  if (w.ndim !== 2) throw new SmeltError(`${op}: w must be 2-D [N, K], got shape [${w.shape}]`);
+  const n = x.node(op);
+  if (!isFloating(n.dtype)) throw new SmeltError(`${op}: x must be floating-point, got ${n.dtype}`);
+  const [N, K] = w.shape as [number, number];
+  if (n.shape.length === 0 || n.shape[n.shape.length - 1] !== K) {
+    throw new SmeltError(`${op}: x's last axis must be w's K = ${K} (w is [${w.shape}]), got x of shape [${n.shape}]`);
+  }
+  const shape = [...n.shape.slice(0, -1), N];
+  return new Tensor(new Node(op, [n, w.blocks.node(op)], shape, n.dtype, { format: w.format }));
 }

@@ -170,5 +170,5 @@ describe.skipIf(!model)(`loadGGUF on ${SMOLLM2_GGUF}`, () => {
       expect(c.at.map((i) => v[i]!)).toEqual(c.values);
     }
     for (const t of Object.values(g.tensors)) t.dispose();
-  });
+  }, 120_000);
 });
