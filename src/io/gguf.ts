@@ -8,7 +8,7 @@
  * row-major, slowest first, so a tensor's shape is ne reversed: a weight stored as
  * ne = [in, out] becomes [out, in], the layout PyTorch and transformers use for it.
  */
-import { closeSync, fstatSync, openSync, readSync } from "node:fs";
+import { statSync } from "node:fs";
 import { SmeltError } from "../errors.ts";
 import type { DType } from "../graph/dtype.ts";
 import type { QuantFormat } from "../graph/op.ts";
@@ -139,24 +139,24 @@ function readValue(r: Reader, type: number, key: string, depth: number): GGUFVal
   }
 }
 
-function readAll(path: string): Uint8Array {
-  let fd: number;
+/**
+ * The file's bytes, memory-mapped: tensors are then copied once, from the page cache into their
+ * device buffers, and the file is never held twice in memory.
+ */
+function mapFile(path: string): Uint8Array {
+  let size: number;
   try {
-    fd = openSync(path, "r");
+    const st = statSync(path);
+    if (!st.isFile()) throw new Error("not a regular file");
+    size = st.size;
   } catch (e) {
     throw new SmeltError(`loadGGUF: cannot open ${path}: ${(e as Error).message}`);
   }
+  if (size === 0) return new Uint8Array(0); // nothing to map; the parser reports it as truncated
   try {
-    const size = fstatSync(fd).size;
-    const bytes = new Uint8Array(size);
-    for (let at = 0; at < size; ) {
-      const n = readSync(fd, bytes, at, size - at, at);
-      if (n === 0) throw new SmeltError(`loadGGUF: ${path}: the file ended at byte ${at} while reading ${size}`);
-      at += n;
-    }
-    return bytes;
-  } finally {
-    closeSync(fd);
+    return Bun.mmap(path, { shared: false });
+  } catch (e) {
+    throw new SmeltError(`loadGGUF: cannot map ${path}: ${(e as Error).message}`);
   }
 }
 
@@ -223,11 +223,13 @@ export function parseGGUF(path: string, bytes: Uint8Array): Omit<GGUF, "tensors"
 
 /**
  * A GGUF file's metadata and tensors: F32, F16 and BF16 tensors as tensors of those dtypes,
- * quantized ones as QuantizedTensors. Each tensor's bytes are copied once, into its device buffer.
+ * quantized ones as QuantizedTensors. Each tensor's bytes are copied once, from the mapped file
+ * into its device buffer. The file must not shrink while it loads (a mapped page past the end
+ * would fault).
  */
 export function loadGGUF(path: string): GGUF {
   if (typeof path !== "string") throw new SmeltError(`loadGGUF: path must be a string, got ${typeof path}`);
-  const bytes = readAll(path);
+  const bytes = mapFile(path);
   const header = parseGGUF(path, bytes);
   const tensors: Record<string, Tensor | QuantizedTensor> = {};
   for (const info of header.infos) {
