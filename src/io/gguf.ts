@@ -161,7 +161,7 @@ function mapFile(path: string): Uint8Array {
 }
 
 /** The header (metadata and tensor infos) of GGUF bytes, checked against their length. */
-export function parseGGUF(path: string, bytes: Uint8Array): Omit<GGUF, "tensors"> {
+function parseGGUF(path: string, bytes: Uint8Array): Omit<GGUF, "tensors"> {
   const r: Reader = new Reader(path, bytes);
   const magic = r.u32("magic");
   if (magic !== MAGIC) r.fail(`not a GGUF file (magic ${magic.toString(16).padStart(8, "0")}, expected 46554747 for "GGUF")`);

@@ -168,7 +168,9 @@ export class Tokenizer {
       add_bos_token: addBos,
       clean_up_tokenization_spaces: false,
     };
-    return new Tokenizer(new HFTokenizer(json, config), config, bos, eos === null ? [] : [eos]);
+    // Generation also ends at end-of-turn and end-of-message tokens (Llama 3's <|eot_id|>, <|eom_id|>).
+    const ends = [eos, tokenId("eot_token_id"), tokenId("eom_token_id")].filter((id): id is number => id !== null);
+    return new Tokenizer(new HFTokenizer(json, config), config, bos, [...new Set(ends)]);
   }
 
   get vocabSize(): number {

@@ -42,6 +42,10 @@ describe.skipIf(!model)(`Tokenizer.fromGGUF on ${SMOLLM2_GGUF}`, () => {
   for (const t of Object.values(tensors)) t.dispose();
   const tok = model ? sm.lm.Tokenizer.fromGGUF(metadata) : (null as never);
   agrees(() => tok);
+  test("end-of-turn tokens also end generation", () => {
+    expect(sm.lm.Tokenizer.fromGGUF({ ...metadata, "tokenizer.ggml.eot_token_id": 0 }).eosTokenIds).toEqual([2, 0]);
+    expect(sm.lm.Tokenizer.fromGGUF({ ...metadata, "tokenizer.ggml.eot_token_id": 2 }).eosTokenIds).toEqual([2]);
+  });
   test("bad input", () => {
     expect(errorMessage(() => tok.decode([49152]))).toContain("49152 is not a token id");
     expect(errorMessage(() => tok.encode(3 as unknown as string))).toContain("text must be a string");
