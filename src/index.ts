@@ -53,6 +53,9 @@ export * as io from "./io/index.ts";
 export * as nn from "./nn/index.ts";
 export * as optim from "./optim/index.ts";
 export { checkpoint, grad, jvp, stopGradient, valueAndGrad, vjp } from "./autograd/transforms.ts";
+export { QuantizedTensor, quantizedMatmul } from "./tensor/quantized.ts";
+export type { QuantFormat } from "./graph/op.ts";
+export * as lm from "./lm/index.ts";
 import "./tensor/methods.ts";
 
 // Building the native library at import keeps its one-time cost (minutes on a cold Zig cache) out

@@ -11,6 +11,7 @@ import { attrsOf, type Op, viewMapOf } from "../graph/op.ts";
 import { contiguousStrides } from "../graph/shape.ts";
 import * as ops from "../tensor/ops.ts";
 import { pad, putAlongAxis, takeAlongAxis } from "../tensor/ops-structure.ts";
+import { dequantizeBlocks } from "../tensor/quantized.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
 /** What a rule sees of one node: its inputs and value as tensors, and its cotangent. */
@@ -291,6 +292,14 @@ export const RULES: Readonly<Record<Op, Rule | "none">> = {
   putAlong: putAlongRule,
   // Positions (uint32): sort and topk take their gradient through the takeAlong that reads them.
   argsort: "none",
+  // Its input is the uint8 block storage of a quantized weight, which has no gradient.
+  dequantize: "none",
+  // x's cotangent goes through the dequantized weight; the blocks get none.
+  quantizedMatmul: (c, i) => {
+    if (i === 1) return null;
+    const weight = dequantizeBlocks(c.x(1), attrsOf(c.node, "quantizedMatmul").format, [c.node.shape.at(-1)!, c.node.inputs[0]!.shape.at(-1)!]);
+    return ops.matmul(c.ct, weight);
+  },
 };
 
 function tieRule(c: Ctx, i: number, wins: (a: Tensor, b: Tensor) => Tensor): Tensor {

@@ -23,8 +23,11 @@ export type ViewOp = StridedViewOp | ReshapeOp;
 /** Inline ops that read other elements of their inputs than their own. */
 export type GatherOp = "concat" | "pad" | "take" | "takeAlong";
 /** Ops that always get a kernel of their own (random's is a kernel of metal/random.metal). */
-export type KernelOp = "reduce" | "scan" | "putAlong" | "random" | "argsort";
+export type KernelOp = "reduce" | "scan" | "putAlong" | "random" | "argsort" | "dequantize" | "quantizedMatmul";
 export type Op = ElementwiseOp | GeneratorOp | ViewOp | GatherOp | KernelOp | "cast" | "matmul" | "data";
+
+/** GGML's block-quantized weight formats that smelt reads (src/graph/quant.ts has their layouts). */
+export type QuantFormat = "Q8_0" | "Q4_0" | "Q4_1" | "Q4_K" | "Q6_K";
 
 export type ReduceKind = "sum" | "prod" | "max" | "min" | "argmax" | "argmin" | "all" | "any";
 
@@ -59,6 +62,9 @@ interface OpAttrTable {
   takeAlong: { axis: number };
   putAlong: { axis: number };
   argsort: { axis: number };
+  dequantize: { format: QuantFormat };
+  /** x @ dequantize(W)^T: inputs x and W's blocks. */
+  quantizedMatmul: { format: QuantFormat };
   /**
    * A stream kernel of metal/random.metal, its argument struct as uint32 words, and the key's
    * words when it is known on the host (the global key); else the key is the node's input.
@@ -133,6 +139,8 @@ export const OPS: Readonly<Record<Op, Readonly<OpInfo>>> = {
   scan: { kind: "kernel", arity: 1, inline: false },
   putAlong: { kind: "kernel", arity: 3, inline: false, readsComputedInputs: true },
   argsort: { kind: "kernel", arity: 1, inline: false },
+  dequantize: { kind: "kernel", arity: 1, inline: false, readsComputedInputs: true },
+  quantizedMatmul: { kind: "kernel", arity: 2, inline: false, readsComputedInputs: true },
 
   random: { kind: "kernel", arity: -1, inline: false, readsComputedInputs: true },
 

@@ -11,6 +11,7 @@ import type { Node } from "../../graph/node.ts";
 import type { PlainPlan } from "../plan/kernel.ts";
 import { Builder, computeType, ELEMENT_POSITION, finish, type KernelCode, store } from "./builder.ts";
 import { argsortKernel } from "./sort.ts";
+import { dequantizeKernel, quantizedMatmulKernel } from "./dequantize.ts";
 
 /** A kernel computing every element of `out` from its inline producers. */
 function elementwiseKernel({ out, dispatch }: PlainPlan): KernelCode {
@@ -157,6 +158,8 @@ const emitters: Record<PlainPlan["kind"], (p: PlainPlan) => KernelCode> = {
   putAlong: putAlongKernel,
   random: randomKernel,
   argsort: argsortKernel,
+  dequantize: dequantizeKernel,
+  quantizedMatmul: quantizedMatmulKernel,
 };
 
 const randomLibrary = readFileSync(join(import.meta.dir, "../../../metal/random.metal"), "utf8");

@@ -51,6 +51,8 @@ const threads: Record<PlainPlan["kind"], (out: Node) => number> = {
     return size === 0 ? 0 : out.size / size;
   },
   random: (out) => Math.ceil(out.size / 2),
+  dequantize: (out) => out.size,
+  quantizedMatmul: (out) => out.size,
 };
 
 /** The kernel computing `out` from its inline producers, or out's own kernel (reduce, scan, ...). */

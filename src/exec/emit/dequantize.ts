@@ -1,0 +1,121 @@
+/**
+ * Kernels that read GGML quantized blocks (src/graph/quant.ts): dequantize, one thread per value,
+ * and quantizedMatmul, x @ dequantize(W)^T with each weight dequantized as the dot product reads
+ * it, so the float weight is never in memory. A value depends on a few bytes of its block (the
+ * scales and its quant), which a thread reads from the uint8 input itself: no thread waits on
+ * another and no threadgroup memory is needed. The formulas are GGML's reference
+ * dequantization, with its float32 operations in the same order.
+ */
+import type { Node } from "../../graph/node.ts";
+import { attrsOf, type QuantFormat } from "../../graph/op.ts";
+import { QUANT_BLOCKS } from "../../graph/quant.ts";
+import type { PlainPlan } from "../plan/kernel.ts";
+import { Builder, computeType, ELEMENT_POSITION, finish, type KernelCode, store } from "./builder.ts";
+
+/**
+ * Reads values of the block starting at byte `base` (an int variable) of blocks. Called, it
+ * emits the lines that load the block's scales; the function it returns emits the lines for value
+ * j (an int variable) of the block and returns the value's float expression. A kernel that
+ * reads a whole block loads its scales once, before its loop over the values.
+ */
+function blockReader(b: Builder, blocks: Node, format: QuantFormat): () => string {
+  // The byte at offset k (an int expression) of the block, as an int 0..255.
+  const byte = (k: string | number) => `int(${b.emit(blocks, `(base + ${k})`)})`;
+  const half = (k: number) => {
+    const v = b.fresh("d");
+    b.line(`float ${v} = float(as_type<half>(ushort(${byte(k)} | (${byte(k + 1)} << 8))));`);
+    return v;
+  };
+  const signed = (v: string) => `(${v} - ((${v} & 128) << 1))`;
+  switch (format) {
+    case "Q8_0": {
+      const d = half(0);
+      return () => {
+        b.line(`int q = ${byte("2 + j")};`);
+        return `${d} * float(${signed("q")})`;
+      };
+    }
+    case "Q4_0": {
+      const d = half(0);
+      return () => {
+        b.line(`int q = ${byte("2 + (j & 15)")};`);
+        return `${d} * float((j < 16 ? (q & 15) : (q >> 4)) - 8)`;
+      };
+    }
+    case "Q4_1": {
+      const d = half(0), m = half(2);
+      return () => {
+        b.line(`int q = ${byte("4 + (j & 15)")};`);
+        return `${d} * float(j < 16 ? (q & 15) : (q >> 4)) + ${m}`;
+      };
+    }
+    case "Q4_K": {
+      const d = half(0), dmin = half(2);
+      return () => {
+        // Eight sub-blocks of 32 values; sub-block s has a 6-bit scale and min packed in bytes 4..15.
+        b.line("int g = j / 64; int l = j % 64; int s = 2 * g + l / 32;");
+        b.line(`int q = ${byte("16 + 32 * g + (l & 31)")};`);
+        b.line("int nib = l < 32 ? (q & 15) : (q >> 4);");
+        b.line(`int s0 = ${byte("4 + s")}; int s4 = ${byte("4 + s + 4")}; int sm4 = ${byte("4 + (s >= 4 ? s - 4 : 0)")};`);
+        b.line("int sc = s < 4 ? (s0 & 63) : ((s4 & 15) | ((sm4 >> 6) << 4));");
+        b.line("int mn = s < 4 ? (s4 & 63) : ((s4 >> 4) | ((s0 >> 6) << 4));");
+        return `(${d} * float(sc)) * float(nib) - ${dmin} * float(mn)`;
+      };
+    }
+    case "Q6_K": {
+      const d = half(208);
+      return () => {
+        // Two halves of 128 values; quarter t of a half takes its low 4 bits from the low or high
+        // nibbles of 32 bytes of ql, its top 2 bits from bits 2t..2t+1 of qh, its scale per 16 values.
+        b.line("int h = j / 128; int r = j % 128; int t = r / 32; int l = r % 32;");
+        b.line(`int ql = ${byte("64 * h + l + (t & 1) * 32")};`);
+        b.line(`int qh = ${byte("128 + 32 * h + l")};`);
+        b.line(`int sc = ${byte("192 + 8 * h + l / 16 + 2 * t")};`);
+        b.line("int q = ((t < 2 ? (ql & 15) : (ql >> 4)) | (((qh >> (2 * t)) & 3) << 4)) - 32;");
+        return `(${d} * float(${signed("sc")})) * float(q)`;
+      };
+    }
+  }
+}
+
+export function dequantizeKernel({ out, dispatch }: PlainPlan): KernelCode {
+  const format = attrsOf(out, "dequantize").format;
+  const { elements, bytes } = QUANT_BLOCKS[format];
+  const b = new Builder(out);
+  b.line(`int blk = int(gid) / ${elements}; int j = int(gid) - blk * ${elements};`);
+  b.line(`int base = blk * ${bytes};`);
+  const value = blockReader(b, out.inputs[0]!, format);
+  b.line(`out0[gid] = ${store(out, `${computeType(out.dtype)}(${value()})`)};`);
+  return finish(b, out, ELEMENT_POSITION, dispatch);
+}
+
+/**
+ * One thread per output element (row m of x, row n of W), the dot product in float32, a block
+ * at a time: its scales loaded once, then its values dequantized as they are multiplied.
+ */
+export function quantizedMatmulKernel({ out, dispatch }: PlainPlan): KernelCode {
+  const [x, blocks] = out.inputs as [Node, Node];
+  const format = attrsOf(out, "quantizedMatmul").format;
+  const { elements, bytes } = QUANT_BLOCKS[format];
+  const b = new Builder(out);
+  const N = b.int(out.shape[out.shape.length - 1]!);
+  const depth = x.shape[x.shape.length - 1]!;
+  const K = b.int(depth);
+  const perRow = b.int(depth / elements);
+  b.line(`int n = int(gid) % ${N}; int m = int(gid) / ${N};`);
+  b.line("float acc = 0.0f;");
+  b.line(`for (int kb = 0; kb < ${perRow}; ++kb) {`);
+  b.scoped(() => {
+    b.line(`int base = (n * ${perRow} + kb) * ${bytes};`);
+    const value = blockReader(b, blocks, format);
+    b.line(`for (int j = 0; j < ${elements}; ++j) {`);
+    b.scoped(() => {
+      const w = value();
+      b.line(`acc = fma(float(${b.emit(x, `(m * ${K} + kb * ${elements} + j)`)}), ${w}, acc);`);
+    });
+    b.line("}");
+  });
+  b.line("}");
+  b.line(`out0[gid] = ${store(out, `${computeType(out.dtype)}(acc)`)};`);
+  return finish(b, out, ELEMENT_POSITION, dispatch);
+}

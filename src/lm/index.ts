@@ -1,0 +1,2 @@
+// sm.lm: language models.
+export { type ChatMessage, Tokenizer } from "./tokenizer.ts";
