@@ -32,7 +32,12 @@ test("saving what was loaded gives the Python package's bytes exactly", () => {
   expect(readdirSync(dir).filter((f) => f.includes(".tmp-"))).toEqual([]);
 });
 
-test("the Python package reads what smelt writes", () => {
+// The reading side needs Python's safetensors package at test time; the writing side is checked
+// against committed files, so only this direction depends on it.
+const python = Bun.spawnSync(["python3", "-c", "import safetensors, numpy"]).exitCode === 0;
+if (!python) console.warn("skipped: 'the Python package reads what smelt writes' needs python3 with safetensors and numpy (pip install safetensors numpy)");
+
+test.skipIf(!python)("the Python package reads what smelt writes", () => {
   const out = join(dir, "smelt.safetensors");
   const tensors = {
     w: sm.array([[1.5, -2], [3, 0.25]]),
