@@ -10,7 +10,7 @@ import type { Tensor } from "../tensor/tensor.ts";
 
 interface Draw {
   dtype?: DType;
-  key?: Tensor;
+  key?: Tensor | undefined;
 }
 
 function fans(op: string, shape: readonly number[]): [number, number] {

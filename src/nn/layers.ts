@@ -20,7 +20,7 @@ function lastDim(op: string, x: Tensor, dims: number): void {
 export class Linear extends Module {
   weight: Tensor;
   bias?: Tensor;
-  constructor(inDims: number, outDims: number, opts: { bias?: boolean; key?: Tensor } = {}) {
+  constructor(inDims: number, outDims: number, opts: { bias?: boolean; key?: Tensor | undefined } = {}) {
     super();
     positive("Linear", "inDims", inDims);
     positive("Linear", "outDims", outDims);
@@ -41,7 +41,7 @@ export class Linear extends Module {
 /** A lookup table [num, dims] ~ N(0, 1), as torch.nn.Embedding. */
 export class Embedding extends Module {
   weight: Tensor;
-  constructor(numEmbeddings: number, dims: number, opts: { key?: Tensor } = {}) {
+  constructor(numEmbeddings: number, dims: number, opts: { key?: Tensor | undefined } = {}) {
     super();
     positive("Embedding", "numEmbeddings", numEmbeddings);
     positive("Embedding", "dims", dims);
@@ -139,7 +139,7 @@ export class MultiHeadAttention extends Module {
   keyProj: Linear;
   valueProj: Linear;
   outProj: Linear;
-  constructor(readonly dims: number, readonly numHeads: number, opts: { bias?: boolean; key?: Tensor } = {}) {
+  constructor(readonly dims: number, readonly numHeads: number, opts: { bias?: boolean; key?: Tensor | undefined } = {}) {
     super();
     positive("MultiHeadAttention", "dims", dims);
     positive("MultiHeadAttention", "numHeads", numHeads);
