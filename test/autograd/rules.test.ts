@@ -353,7 +353,7 @@ describe("properties", () => {
           );
         },
       ),
-      { numRuns: 30 },
+      { numRuns: 30, seed: 20261206 },
     );
   });
 });
