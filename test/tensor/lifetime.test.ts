@@ -126,8 +126,10 @@ for (const how of ["dispose", "using", "tidy"] as const) {
     const { sizes, rssMB } = loop(20_000, 2_000, how);
     expect(sizes.length).toBe(11);
     expect(new Set(sizes).size).toBe(1);
-    // Without the composite scope, 20,000 steps held 40 MB of tensors; the JS heap's own growth is far smaller.
-    expect(rssMB).toBeLessThan(64);
+    // Without the composite scope, 20,000 steps grew RSS by about 300 MB (40 MB of them tensors).
+    // The JS heap's own growth depends on when the collector runs: up to 77 MB was seen in a full
+    // run, so the bound is loose; the flat tensor sizes above are the exact check.
+    expect(rssMB).toBeLessThan(160);
   });
 }
 
