@@ -65,9 +65,11 @@ cflags=("${target[@]}" -O2 -fobjc-arc -Wall -Wextra -Werror -fvisibility=hidden 
   -I "$root/shim/include")
 
 objects=()
-for src in "$root"/shim/metal/*.m; do
-  obj="$work/$(basename "${src%.m}").o"
-  if ! zig cc "${cflags[@]}" -x objective-c -c "$src" -o "$obj" 2>"$work/log"; then
+# compile SRC OBJ FLAGS...: warnings are failures too.
+compile() {
+  local src=$1 obj=$2
+  shift 2
+  if ! zig cc "${cflags[@]}" "$@" -c "$src" -o "$obj" 2>"$work/log"; then
     cat "$work/log" >&2
     fail "compiling ${src#"$root"/}"
   fi
@@ -76,19 +78,13 @@ for src in "$root"/shim/metal/*.m; do
     fail "compiling ${src#"$root"/} printed warnings"
   fi
   objects+=("$obj")
+}
+for src in "$root"/shim/metal/*.m; do
+  compile "$src" "$work/$(basename "${src%.m}").o" -x objective-c
 done
 # The parts every backend shares, in C.
 for src in "$root"/shim/common/*.c; do
-  obj="$work/common-$(basename "${src%.c}").o"
-  if ! zig cc "${cflags[@]}" -std=c11 -x c -c "$src" -o "$obj" 2>"$work/log"; then
-    cat "$work/log" >&2
-    fail "compiling ${src#"$root"/}"
-  fi
-  if [ -s "$work/log" ]; then
-    cat "$work/log" >&2
-    fail "compiling ${src#"$root"/} printed warnings"
-  fi
-  objects+=("$obj")
+  compile "$src" "$work/common-$(basename "${src%.c}").o" -std=c11 -x c
   grep -q "\"$(basename "$src")\"" "$root/build.zig" ||
     fail "${src#"$root"/} is not in build.zig's common_sources, so zig build would leave it out"
 done

@@ -4,31 +4,12 @@
  * convolutions), inputs and outputs together. Each case runs lazily and eagerly (both()).
  * Indices and bools are compared exactly; sums of products within a few float32 roundings.
  */
-import { describe, expect, setDefaultTimeout, test } from "bun:test";
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
+import { expect, setDefaultTimeout } from "bun:test";
 import * as sm from "../../src/index.ts";
-import { both, type DType, expectClose, roundTo, type Tol } from "./helpers.ts";
+import { both, type DType, expectClose, type Tol } from "./helpers.ts";
+import { type Case, decode, describeFixtures, type Params, tensor } from "./torch-fixtures.ts";
 
 setDefaultTimeout(120_000);
-
-interface Encoded {
-  shape: number[];
-  dtype: DType;
-  data: (number | string)[];
-}
-type Params = Record<string, unknown>;
-interface Case {
-  name: string;
-  op: string;
-  params: Params;
-  inputs: Encoded[];
-  output: Encoded;
-}
-
-const decode = (v: number | string) => (v === "nan" ? NaN : v === "inf" ? Infinity : v === "-inf" ? -Infinity : (v as number));
-const values = (e: Encoded) => e.data.map((v) => roundTo(e.dtype, decode(v)));
-const tensor = (e: Encoded) => sm.array(values(e), e.dtype).reshape(e.shape);
 
 type Fn = (xs: sm.Tensor[], p: Params) => sm.Tensor;
 const axisOf = (p: Params) => p.axis as number;
@@ -68,23 +49,9 @@ function tolerance(c: Case): Tol {
   }
 }
 
-const DIR = join(import.meta.dir, "../fixtures/torch");
-const FILES = ["ordering", "elementwise-extra", "contractions", "convolutions"];
-
-for (const file of FILES) {
-  const body = JSON.parse(readFileSync(join(DIR, `${file}.json`), "utf8")) as { torch: string; cases: Case[] };
-  describe(`PyTorch ${body.torch}: ${file}`, () => {
-    test("fixtures are present and cover their ops", () => {
-      expect(body.cases.length).toBeGreaterThan(3);
-      for (const c of body.cases) expect(OPS[c.op]).toBeDefined();
-    });
-    for (const c of body.cases) {
-      test(c.name, () => {
-        const r = both(() => OPS[c.op]!(c.inputs.map(tensor), c.params), c.name);
-        expect(r.dtype).toBe(resultType(c));
-        expect(r.shape).toEqual(c.output.shape);
-        expectClose(r.values, c.output.data.map(decode), c.output.dtype, tolerance(c), c.name);
-      });
-    }
-  });
-}
+describeFixtures(["ordering", "elementwise-extra", "contractions", "convolutions"], OPS, (c) => {
+  const r = both(() => OPS[c.op]!(c.inputs.map(tensor), c.params), c.name);
+  expect(r.dtype).toBe(resultType(c));
+  expect(r.shape).toEqual(c.output.shape);
+  expectClose(r.values, c.output.data.map(decode), c.output.dtype, tolerance(c), c.name);
+});

@@ -3,32 +3,19 @@
  * outputs together, so this test needs only the JSON. Both are float32 implementations of the
  * same functions, so they agree to a few ulps (more where a formula cancels).
  */
-import { describe, expect, setDefaultTimeout, test } from "bun:test";
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
+import { setDefaultTimeout } from "bun:test";
 import * as sm from "../../src/index.ts";
-import { type DType, type Tol, check, matmulRef, ref, roundTo } from "./helpers.ts";
+import { type DType, type Tol, check, matmulRef, ref } from "./helpers.ts";
+import { type Case, decode, describeFixtures, tensor, values } from "./torch-fixtures.ts";
 
 setDefaultTimeout(120_000);
 
-interface Encoded {
-  shape: number[];
-  dtype: DType;
-  data: (number | string)[];
+/** The parameters these fixture files use. */
+interface Params {
+  axis?: number | number[];
+  ddof?: number;
 }
-interface Case {
-  name: string;
-  op: string;
-  params: { axis?: number | number[]; ddof?: number };
-  inputs: Encoded[];
-  output: Encoded;
-}
-
-const decode = (v: number | string) => (v === "nan" ? NaN : v === "inf" ? Infinity : v === "-inf" ? -Infinity : (v as number));
-const values = (e: Encoded) => e.data.map((v) => roundTo(e.dtype, decode(v)));
-const tensor = (e: Encoded) => sm.array(values(e), e.dtype).reshape(e.shape);
-
-type Fn = (xs: sm.Tensor[], p: Case["params"]) => sm.Tensor;
+type Fn = (xs: sm.Tensor[], p: Params) => sm.Tensor;
 const OPS: Record<string, Fn> = {
   gelu: ([x]) => sm.gelu(x!),
   geluTanh: ([x]) => sm.gelu(x!, "tanh"),
@@ -88,22 +75,8 @@ function tolerance(c: Case): Tol {
   }
 }
 
-const DIR = join(import.meta.dir, "../fixtures/torch");
-const FILES = ["activations", "reductions", "softmax", "arithmetic", "scans", "matmul"];
-
-for (const file of FILES) {
-  const body = JSON.parse(readFileSync(join(DIR, `${file}.json`), "utf8")) as { torch: string; cases: Case[] };
-  describe(`PyTorch ${body.torch}: ${file}`, () => {
-    test("fixtures are present and cover their ops", () => {
-      expect(body.cases.length).toBeGreaterThan(3);
-      for (const c of body.cases) expect(OPS[c.op]).toBeDefined();
-    });
-    for (const c of body.cases) {
-      test(c.name, () => {
-        const want = ref(c.output.shape, c.output.data.map(decode));
-        const tol = tolerance(c);
-        check(() => OPS[c.op]!(c.inputs.map(tensor), c.params), want, c.output.dtype, { ...tol, modes: tol }, c.name);
-      });
-    }
-  });
-}
+describeFixtures(["activations", "reductions", "softmax", "arithmetic", "scans", "matmul"], OPS, (c) => {
+  const want = ref(c.output.shape, c.output.data.map(decode));
+  const tol = tolerance(c);
+  check(() => OPS[c.op]!(c.inputs.map(tensor), c.params as Params), want, c.output.dtype, { ...tol, modes: tol }, c.name);
+});
