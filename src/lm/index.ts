@@ -1,2 +1,6 @@
 // sm.lm: language models.
 export { type ChatMessage, Tokenizer } from "./tokenizer.ts";
+export { type Architecture, type ModelConfig, type RopeScaling } from "./config.ts";
+export { KVCache } from "./cache.ts";
+export { LlamaModel, type WeightSource } from "./llama.ts";
+export { load, type LoadedModel, type LoadOptions } from "./load.ts";
