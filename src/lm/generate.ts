@@ -93,7 +93,14 @@ function plan(op: string, model: unknown, tokenizer: TextTokenizer, prompt: unkn
   return { ids, sampler: resolveSampling(op, opts), maxTokens, seed, stop };
 }
 
-/** The tensors a cache holds, found through its objects and arrays (once each, so cycles end). */
+/**
+ * The tensors a cache holds: its tensors() (sm.lm's KVCache keeps them in private fields), else
+ * those found through its objects and arrays (once each, so cycles end).
+ */
+function cacheTensors(cache: unknown): Tensor[] {
+  const own = (cache as { tensors?: unknown } | null)?.tensors;
+  return typeof own === "function" ? (own.call(cache) as Tensor[]) : tensorsIn(cache);
+}
 function tensorsIn(x: unknown, out: Tensor[] = [], seen = new Set<unknown>()): Tensor[] {
   if (x instanceof Tensor) out.push(x);
   else if (x && typeof x === "object" && !ArrayBuffer.isView(x) && !seen.has(x)) {
@@ -148,12 +155,12 @@ async function* steps(model: CausalLM, tokenizer: TextTokenizer, p: Plan, timing
           key = pair.slice(0, 2);
           k = array(pair.slice(2, 4), "uint32");
         }
-        // The cache is returned so that tidy keeps the tensors forward put in it.
-        return [sampleWith(last, p.sampler, k, seen ?? []), cache] as const;
+        // The cache's tensors are returned so that tidy keeps what forward put in it.
+        return [sampleWith(last, p.sampler, k, seen ?? []), cacheTensors(cache)] as const;
       });
       // The cache is evaluated with the token: left lazy, each step's entries would be a graph
       // over the previous step's, recomputed and kept alive for the whole generation.
-      await asyncEval(next, tensorsIn(cache));
+      await asyncEval(next, cacheTensors(cache));
       const token = next.item();
       next.dispose();
       const ms = performance.now() - start;
@@ -195,7 +202,7 @@ async function* steps(model: CausalLM, tokenizer: TextTokenizer, p: Plan, timing
     }
   } finally {
     // The cache was made for this generation and nothing else sees it.
-    for (const t of tensorsIn(cache)) t.dispose();
+    for (const t of cacheTensors(cache)) t.dispose();
   }
 }
 

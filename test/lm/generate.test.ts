@@ -23,21 +23,34 @@ const byteTokenizer = {
 class ToyCache {
   state: sm.Tensor | null = null;
 }
+/** The same, held as sm.lm.KVCache holds its tensors: out of sight but for tensors(). */
+class PrivateToyCache {
+  #state: sm.Tensor | null = null;
+  get state() {
+    return this.#state;
+  }
+  set state(t: sm.Tensor | null) {
+    this.#state = t;
+  }
+  tensors(): sm.Tensor[] {
+    return this.#state ? [this.#state] : [];
+  }
+}
 class ToyLM extends sm.nn.Module {
   emb: sm.nn.Embedding;
   head: sm.nn.Linear;
   calls: number[] = [];
-  constructor(vocab: number, dims: number, seed: number) {
+  constructor(vocab: number, dims: number, seed: number, readonly privateCache = false) {
     super();
     const k = sm.random.split(sm.random.key(seed));
     this.emb = new sm.nn.Embedding(vocab, dims, { key: sm.take(k, 0, 0) });
     this.head = new sm.nn.Linear(dims, vocab, { bias: false, key: sm.take(k, 1, 0) });
     sm.eval(this.emb.weight, this.head.weight);
   }
-  makeCache(): ToyCache {
-    return new ToyCache();
+  makeCache(): ToyCache | PrivateToyCache {
+    return this.privateCache ? new PrivateToyCache() : new ToyCache();
   }
-  override forward(tokens: sm.Tensor, cache?: ToyCache): sm.Tensor {
+  override forward(tokens: sm.Tensor, cache?: ToyCache | PrivateToyCache): sm.Tensor {
     this.calls.push(tokens.shape[1]!);
     let h = sm.cumsum(this.emb.forward(tokens), 1);
     if (cache?.state) h = sm.add(h, cache.state);
@@ -134,6 +147,12 @@ describe("lm.stream: text", () => {
 
 describe("lm.generate on a model with a cache", () => {
   const model = new ToyLM(EOS + 1, 16, 5);
+
+  test("greedy tokens are the float64 reference's, with a cache that keeps its tensors private", async () => {
+    const other = new ToyLM(EOS + 1, 16, 5, true);
+    const got = await sm.lm.generate(other, byteTokenizer, [4, 5, 6], { maxTokens: 20 });
+    expect(got.tokens).toEqual(other.reference([4, 5, 6], 20));
+  });
 
   test("greedy tokens are the float64 reference's; the prompt is one forward pass", async () => {
     const prompt = [10, 200, 33, 7, 99];
