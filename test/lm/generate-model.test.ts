@@ -58,12 +58,15 @@ describe.skipIf(!path)("generate with SmolLM2-135M", () => {
     expect(got.text).toBe(loaded.tokenizer.decode(got.tokens.slice(0, -1)));
   });
 
-  test("seeded sampling is reproducible, and stream's text is generate's", async () => {
+  test("seeded sampling is reproducible, stream's text is generate's, memory is given back", async () => {
     const opts = { maxTokens: 12, temperature: 0.9, topP: 0.95, topK: 50, seed: 1234 };
     const ids = reference.prompts[0]!.ids;
     const a = await sm.lm.generate(loaded.model, loaded.tokenizer, ids, opts);
+    const after = sm.getActiveMemory();
     const chunks: sm.lm.StreamChunk[] = [];
     for await (const c of sm.lm.stream(loaded.model, loaded.tokenizer, ids, opts)) chunks.push(c);
+    // The KV cache and every step's tensors are gone once generation ends.
+    expect(sm.getActiveMemory()).toBe(after);
     expect(chunks.map((c) => c.token)).toEqual(a.tokens);
     expect(chunks.map((c) => c.text).join("")).toBe(a.text);
     expect(a.tokens.length).toBeGreaterThan(0);
