@@ -194,6 +194,15 @@ describe("lm.generate on a model with a cache", () => {
     expect(sm.getActiveMemory()).toBe(before);
   });
 
+  test("a stream left early gives its memory back", async () => {
+    await sm.lm.generate(model, byteTokenizer, [1, 2, 3], { maxTokens: 4 });
+    const before = sm.getActiveMemory();
+    let n = 0;
+    for await (const _ of sm.lm.stream(model, byteTokenizer, [1, 2, 3], { maxTokens: 50 })) if (++n === 3) break;
+    expect(n).toBe(3);
+    expect(sm.getActiveMemory()).toBe(before);
+  });
+
   test("bad arguments are errors at the call, not in the loop", () => {
     const g = (prompt: unknown, opts: object) => () => sm.lm.generate(model, byteTokenizer, prompt as number[], opts as never);
     expect(errorMessage(g([1], { maxTokens: 0 }))).toBe("lm.generate: maxTokens must be an integer ≥ 1, got 0");
