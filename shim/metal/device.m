@@ -17,6 +17,26 @@ SMELT_API uint32_t smelt_abi_version(void) { return SMELT_ABI_VERSION; }
 
 SMELT_API const char* smelt_backend_name(void) { return "metal"; }
 
+@implementation SmeltWaitable
+
+- (instancetype)init {
+  if ((self = [super init]) == nil) return nil;
+  pthread_mutex_init(&lock, NULL);
+  pthread_cond_init(&cond, NULL);
+  return self;
+}
+
+- (void)dealloc {
+  pthread_cond_destroy(&cond);
+  pthread_mutex_destroy(&lock);
+  free(error);
+}
+
+@end
+
+@implementation SmeltPass
+@end
+
 @implementation SmeltDeviceCore
 
 - (instancetype)init {
@@ -39,6 +59,15 @@ SMELT_API const char* smelt_backend_name(void) { return "metal"; }
     if (lost_text != NULL) __atomic_store_n(&lost, 1, __ATOMIC_RELEASE);
   }
   pthread_mutex_unlock(&lock);
+}
+
+- (int)keepIfLost:(id)object {
+  if (!__atomic_load_n(&lost, __ATOMIC_ACQUIRE)) return 0;
+  pthread_mutex_lock(&lock);
+  if (kept == nil) kept = [NSMutableArray array];
+  [kept addObject:object];
+  pthread_mutex_unlock(&lock);
+  return 1;
 }
 
 - (void)finishSequence:(uint64_t)seq error:(const char*)error {
@@ -186,9 +215,8 @@ SMELT_API smelt_device* smelt_device_open(const char* options, char* err, size_t
      * one finishes. Parts are committed as they fill, so the cap is only reached when many
      * smelt_cmds are open at once; a larger cap keeps that from stalling JS. */
     id<MTLCommandQueue> queue = [mtl newCommandQueueWithMaxCommandBufferCount:QUEUE_DEPTH];
-    id<MTLFence> fence = [mtl newFence];
-    if (queue == nil || fence == nil) {
-      smelt_err(err, errlen, "Metal device '%s': could not create a command queue and fence", mtl.name.UTF8String);
+    if (queue == nil) {
+      smelt_err(err, errlen, "Metal device '%s': could not create a command queue", mtl.name.UTF8String);
       return NULL;
     }
     queue.label = @"smelt";
@@ -196,7 +224,6 @@ SMELT_API smelt_device* smelt_device_open(const char* options, char* err, size_t
     SmeltDevice* dev = [SmeltDevice new];
     dev->mtl = mtl;
     dev->queue = queue;
-    dev->pass_fence = fence;
     dev->core = [SmeltDeviceCore new];
     dev->commit_every = o.commit_every;
     dev->debug = o.debug;

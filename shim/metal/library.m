@@ -124,20 +124,6 @@ SMELT_API smelt_library* smelt_library_new(smelt_device* handle, const char* sou
 }
 
 @implementation SmeltCompileJob
-
-- (instancetype)init {
-  if ((self = [super init]) == nil) return nil;
-  pthread_mutex_init(&lock, NULL);
-  pthread_cond_init(&cond, NULL);
-  return self;
-}
-
-- (void)dealloc {
-  pthread_cond_destroy(&cond);
-  pthread_mutex_destroy(&lock);
-  free(error);
-}
-
 @end
 
 SMELT_API smelt_compile* smelt_library_new_async(smelt_device* handle, const char* source, size_t source_len,
@@ -219,6 +205,9 @@ static int read_bindings(SmeltPipelineState* st, NSArray<id<MTLBinding>>* bindin
         }
         st->info.buffer_mask |= 1u << index;
         if (b.used) st->used_buffer_mask |= 1u << index;
+        /* `device const` and `constant` arguments are read-only: a dispatch waits only for the
+         * last writer of such a buffer, not for its other readers (command.m). */
+        if (b.access != MTLArgumentAccessReadOnly) st->written_buffer_mask |= 1u << index;
         if ([b conformsToProtocol:@protocol(MTLBufferBinding)]) {
           NSUInteger align = ((id<MTLBufferBinding>)b).bufferAlignment;
           st->buffer_alignment[index] = align > 0 && align <= 4096 ? (uint32_t)align : 1u;
@@ -343,6 +332,8 @@ SMELT_API void smelt_pipeline_free(smelt_pipeline* handle) {
     if (handle == NULL) return;
     SmeltPipeline* pipe = (__bridge_transfer SmeltPipeline*)(void*)handle;
     SmeltDevice* dev = pipe->library->device;
+    /* Command buffers do not retain what they use (command.m); see smelt_buffer_free. */
+    [dev->core keepIfLost:pipe->state->pso];
     smelt_device_unregister(dev, handle);
     smelt_count_sub(&dev->core->n_pipelines, 1);
   }
