@@ -155,6 +155,8 @@ static SmeltDevice* dev_of(smelt_device* handle) { return (__bridge SmeltDevice*
 typedef struct device_options {
   int debug;
   uint32_t commit_every;
+  const char* cache; /* not NUL-terminated: cache_len bytes */
+  size_t cache_len;
 } device_options;
 
 static int parse_device_option(void* ctx, const char* key, size_t keylen, const char* value, size_t valuelen,
@@ -179,8 +181,13 @@ static int parse_device_option(void* ctx, const char* key, size_t keylen, const 
     o->commit_every = (uint32_t)v;
     return 0;
   }
+  if (smelt_key_is(key, keylen, "cache")) {
+    o->cache = value;
+    o->cache_len = valuelen;
+    return 0;
+  }
   /* Accepted everywhere, meaningful only to the host backend. */
-  if (smelt_key_is(key, keylen, "threads") || smelt_key_is(key, keylen, "cache") ||
+  if (smelt_key_is(key, keylen, "threads") ||
       smelt_key_is(key, keylen, "cxx") || smelt_key_is(key, keylen, "include") ||
       smelt_key_is(key, keylen, "host_visible"))
     return 0;
@@ -226,6 +233,19 @@ SMELT_API smelt_device* smelt_device_open(const char* options, char* err, size_t
     dev->queue = queue;
     dev->core = [SmeltDeviceCore new];
     dev->commit_every = o.commit_every;
+    if (o.cache_len > 0) {
+      NSString* dir = [[NSString alloc] initWithBytes:o.cache length:o.cache_len encoding:NSUTF8StringEncoding];
+      if (dir == nil) {
+        smelt_err(err, errlen, "option cache=...: the directory is not valid UTF-8");
+        return NULL;
+      }
+      /* Its own subdirectory, beside the host backend's kernel cache when both share a DIR. */
+      dev->archive_dir = [dir stringByAppendingPathComponent:@"metal"];
+      /* An archive holds GPU code for one GPU and one compiler; the OS version stands for the
+       * compiler, which comes with it. */
+      dev->archive_salt = [NSString stringWithFormat:@"%@\n%@", mtl.name,
+                                                     NSProcessInfo.processInfo.operatingSystemVersionString];
+    }
     dev->debug = o.debug;
     /* Non-uniform threadgroup sizes (dispatchThreads) need Apple4 or Mac2 family GPUs. */
     dev->nonuniform = [mtl supportsFamily:MTLGPUFamilyApple4] || [mtl supportsFamily:MTLGPUFamilyMac2];

@@ -115,6 +115,10 @@ SMELT_PRIVATE int smelt_parse_u64(const char* value, size_t valuelen, uint64_t* 
   id<MTLCommandQueue> queue;
   SmeltDeviceCore* core;
   uint32_t commit_every; /* dispatches per MTLCommandBuffer before it is committed early */
+  /* cache=DIR: where compiled pipelines are kept in binary archives (library.m); nil: none.
+   * archive_salt: the device's name and the OS version, part of every archive's key. */
+  NSString* archive_dir;
+  NSString* archive_salt;
   int debug;             /* debug=1: handle registry, binding checks, encoder error reports */
   int nonuniform;        /* dispatchThreads (non-uniform threadgroups) is supported */
   uint32_t open_cmds;    /* smelt_cmds holding dispatches not yet committed */
@@ -170,6 +174,7 @@ static inline void smelt_count_sub(uint64_t* counter, uint64_t amount) {
 @interface SmeltCompileJob : SmeltWaitable {
  @public
   SmeltDevice* device;
+  NSString* archive_path; /* the library's binary archive, or nil (library.m) */
   int done; /* read without the lock by smelt_compile_done, with __atomic builtins */
   id<MTLLibrary> library; /* nil on failure, with the compiler's log as error */
 }
@@ -179,6 +184,10 @@ static inline void smelt_count_sub(uint64_t* counter, uint64_t amount) {
  @public
   SmeltDevice* device;
   id<MTLLibrary> mtl;
+  /* The binary archive of this library's pipelines on this device, keyed by its source and
+   * options, the device and the OS (nil without cache=DIR); loaded when a pipeline is first made. */
+  NSString* archive_path;
+  id<MTLBinaryArchive> archive;
   /* function name -> SmeltPipelineState, so each kernel is made into a pipeline once. */
   NSMutableDictionary<NSString*, id>* pipelines;
 }
