@@ -342,16 +342,9 @@ static SmeltPipelineState* make_state(SmeltLibrary* lib, NSString* name, char* e
     return nil;
   }
 
-  /* The engine's kernels are written for SIMD groups of 32 (row reductions keep one partial per
-   * SIMD group in partial[32]; the simdgroup matmul tiles 8 x 8 over 32 lanes), as every Apple
-   * GPU has; smelt_device_limits reports 32. Another width is refused here, not miscomputed. */
-  if (pso.threadExecutionWidth != 32) {
-    smelt_err(err, errlen,
-              "kernel %s: this GPU runs SIMD groups of %lu threads; smelt's kernels need 32 (the width of "
-              "every Apple GPU)",
-              name.UTF8String, (unsigned long)pso.threadExecutionWidth);
-    return nil;
-  }
+  /* threadExecutionWidth is reported as it is, 32 on every Apple GPU: the engine fits each
+   * dispatch to it (a row kernel takes at most width * width threads, so that one SIMD group
+   * folds the partials of all; the simdgroup matmul, built for 32, gives way to the dot kernel). */
   SmeltPipelineState* st = [SmeltPipelineState new];
   st->pso = pso;
   st->function_name = [name copy];
