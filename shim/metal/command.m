@@ -106,12 +106,11 @@ static int begin_part(SmeltCmd* cmd, int with_encoder, char* err, size_t errlen)
     SmeltCmd* other = dev->open_part_owner;
     if (other != nil && other != cmd) commit_part(other, 0);
   }
-  /* Unretained references: Metal does not retain the buffers encoded into the part. JS pins
-   * every buffer and pipeline a command buffer encodes until that command buffer finished (the
-   * native smelt_cmd_free, which JS calls only after the pins' owner is done, waits for the
-   * parts still running), so nothing the GPU reads is freed under it. The one exception, a lost
-   * device whose smelt_cmd_free does not wait, is covered by keeping whatever is freed after the
-   * loss (SmeltDeviceCore keep:). */
+  /* Unretained references: Metal does not retain the buffers and pipelines encoded into the
+   * part. JS pins every one a command buffer encodes until that command buffer has finished or
+   * been freed, and smelt_cmd_free waits for the parts still running, so nothing the GPU uses is
+   * freed under it. The exception, a lost device, whose smelt_cmd_free does not wait, is covered
+   * by the device keeping whatever is freed after the loss (keepIfLost:). */
   MTLCommandBufferDescriptor* desc = [MTLCommandBufferDescriptor new];
   desc.retainedReferences = NO;
   if (dev->debug) desc.errorOptions = MTLCommandBufferErrorOptionEncoderExecutionStatus;
@@ -126,6 +125,7 @@ static int begin_part(SmeltCmd* cmd, int with_encoder, char* err, size_t errlen)
     id<MTLComputeCommandEncoder> enc = [cb computeCommandEncoderWithDispatchType:MTLDispatchTypeConcurrent];
     SmeltPass* pass = [SmeltPass new];
     pass->fence = [dev->mtl newFence];
+    pass->waits = [NSMutableArray array];
     if (enc == nil || pass->fence == nil) {
       if (enc != nil) [enc endEncoding];
       smelt_err(err, errlen, "Metal could not create a compute command encoder and its fence");
@@ -190,13 +190,15 @@ static void commit_part(SmeltCmd* cmd, uint64_t seq) {
     }
   }];
   [cmd->cb commit];
+  /* Committed: a wait on its fence covers everything it waited on. */
+  if (pass != nil) pass->waits = nil;
   forget_part(cmd);
 }
 
-/* Closes an open part without committing it: its commands are dropped, and nobody is to wait
- * on a fence that will never be committed. */
+/* Closes an open part without committing it: its commands are dropped, and its fence, which
+ * will never be committed, stands for the fences it waited on from now on (wait_for). */
 static void abandon_part(SmeltCmd* cmd) {
-  if (cmd->pass != nil) __atomic_store_n(&cmd->pass->finished, 1, __ATOMIC_RELEASE);
+  if (cmd->pass != nil) cmd->pass->dropped = 1;
   if (cmd->enc != nil) [cmd->enc endEncoding];
   forget_part(cmd);
 }
@@ -308,15 +310,21 @@ static int check_stream(SmeltCmd* cmd, const uint8_t* p, size_t length, char* er
 static NSUInteger round16(uint32_t n) { return ((NSUInteger)n + 15u) & ~(NSUInteger)15u; }
 
 /* Has the open part wait for pass p's fence, once per part, unless p is this part (barriers
- * order dispatches within it) or p finished (its writes are done and visible). Every pass other
- * than the open one was committed before it (begin_part), so each fence waited on has its
- * update committed earlier on the same queue, as Metal requires. */
+ * order dispatches within it) or p finished (its writes are done and visible). For a dropped
+ * pass it waits on what that pass waited on instead. Every other pass was committed before the
+ * open one (begin_part), so each fence waited on has its update committed earlier on the same
+ * queue, as Metal requires. */
 static void wait_for(SmeltCmd* cmd, SmeltPass* p) {
   SmeltPass* self = cmd->pass;
-  if (p == nil || p == self || p->waited_by == self->serial || __atomic_load_n(&p->finished, __ATOMIC_ACQUIRE))
-    return;
-  [cmd->enc waitForFence:p->fence];
+  if (p == nil || p == self || p->waited_by == self->serial) return;
   p->waited_by = self->serial;
+  if (p->dropped) {
+    for (SmeltPass* q in p->waits) wait_for(cmd, q);
+    return;
+  }
+  if (__atomic_load_n(&p->finished, __ATOMIC_ACQUIRE)) return;
+  [cmd->enc waitForFence:p->fence];
+  [self->waits addObject:p];
 }
 
 /* Orders the open part after the passes whose work on buf a dispatch depends on: the last
@@ -335,10 +343,11 @@ static void order_buffer(SmeltCmd* cmd, SmeltBuffer* buf, int writes) {
   }
   if (buf->readers == nil) buf->readers = [NSMutableArray array];
   if (buf->readers.lastObject == self) return;
-  /* Readers that finished need no wait; dropping them keeps the list as short as the work in
-   * flight for buffers that are only ever read (weights). */
+  /* Readers that finished, or were dropped and so read nothing, need no wait; removing them
+   * keeps the list as short as the work in flight for buffers that are only ever read (weights). */
   for (NSUInteger i = buf->readers.count; i > 0; i--) {
-    if (__atomic_load_n(&buf->readers[i - 1]->finished, __ATOMIC_ACQUIRE)) [buf->readers removeObjectAtIndex:i - 1];
+    SmeltPass* r = buf->readers[i - 1];
+    if (r->dropped || __atomic_load_n(&r->finished, __ATOMIC_ACQUIRE)) [buf->readers removeObjectAtIndex:i - 1];
   }
   [buf->readers addObject:self];
 }

@@ -61,9 +61,13 @@ SMELT_PRIVATE int smelt_parse_u64(const char* value, size_t valuelen, uint64_t* 
   id<MTLFence> fence;
   uint64_t serial;   /* parts begun on the device so far, this one included */
   uint64_t waited_by; /* serial of the last part that encoded a wait on this fence (JS thread) */
-  /* Set (atomically) by the completion handler or when the part is dropped uncommitted: no one
-   * needs to wait on it any more. */
+  /* Set (atomically) by the completion handler: no one needs to wait on it any more. */
   int finished;
+  /* The part was dropped uncommitted: its fence will never be committed, and whoever would wait
+   * on it waits instead on what it waited on (`waits`, kept only while the part is open or once
+   * it was dropped), so that dropping a part never lets later work overtake an earlier writer. */
+  int dropped;
+  NSMutableArray<SmeltPass*>* waits;
 }
 @end
 
