@@ -4,9 +4,9 @@
  * Every handle of smelt.h is one of the Objective-C objects below, handed out with
  * (__bridge_retained void*) and taken back once, in its free function, with (__bridge_transfer).
  * Children hold their device (and pipelines their library) strongly, so freeing in any order is
- * safe. Objects that a Metal completion handler touches (SmeltDeviceCore, SmeltCompletion) are
- * kept apart from the handles, so that a handler never keeps a handle alive or forms a cycle with
- * the command buffer that holds the handler.
+ * safe. Objects that a Metal completion handler touches (SmeltDeviceCore, SmeltCompletion,
+ * SmeltPass) are kept apart from the handles, so that a handler never keeps a handle alive or
+ * forms a cycle with the command buffer that holds the handler.
  */
 #ifndef SMELT_METAL_INTERNAL_H
 #define SMELT_METAL_INTERNAL_H
