@@ -140,7 +140,7 @@ SMELT_API const char* smelt_backend_name(void); /* static string: "metal" or "ho
  * ones that mean nothing to it; any other key is an error.
  *   threads=N       host: worker threads (default: the number of cores)
  *   debug=0|1       host: bounds-checked buffer access; metal: object counting and validation
- *   cache=DIR       host: directory of the compiled-kernel cache
+ *   cache=DIR       host: directory of the compiled-kernel cache; metal: binary archives of pipelines
  *   cxx=CMD ARGS    host: C++ compiler command, gcc-style flags (e.g. "zig cc", "g++")
  *   include=DIR     host: directory holding the metal_stdlib compatibility header
  *   commit_every=N  metal: commit the encoder's work to the GPU every N dispatches

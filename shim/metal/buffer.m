@@ -186,8 +186,9 @@ SMELT_API void smelt_buffer_free(smelt_buffer* handle) {
     smelt_device_unregister(dev, handle);
     smelt_count_sub(&dev->core->n_buffers, 1);
     smelt_count_sub(&dev->core->n_buffer_bytes, buf->length);
-    /* Releasing buf releases the MTLBuffer; a command buffer that still uses it holds its own
-     * reference (command buffers retain their resources), so the memory stays mapped until the
-     * GPU is done with it. */
+    /* Releasing buf releases the MTLBuffer and unmaps its memory. Command buffers do not retain
+     * it (command.m): JS frees a buffer only once every command buffer that encoded it finished,
+     * except on a lost device, where a runaway part may still use it and the device keeps it. */
+    [dev->core keepIfLost:buf->mtl];
   }
 }

@@ -17,20 +17,6 @@
 
 
 @implementation SmeltCompletion
-
-- (instancetype)init {
-  if ((self = [super init]) == nil) return nil;
-  pthread_mutex_init(&lock, NULL);
-  pthread_cond_init(&cond, NULL);
-  return self;
-}
-
-- (void)dealloc {
-  pthread_cond_destroy(&cond);
-  pthread_mutex_destroy(&lock);
-  free(error);
-}
-
 @end
 
 @implementation SmeltCmd
@@ -71,10 +57,10 @@ static char* describe_failure(id<MTLCommandBuffer> cb, uint32_t part) {
 
 static void part_finished(SmeltCompletion* c, id<MTLCommandBuffer> cb, uint32_t part) {
   char* failure = cb.status == MTLCommandBufferStatusError ? describe_failure(cb, part) : NULL;
-  /* Every later pass waits on the device fence, which a failed command buffer may never update:
-   * they could wait forever. So the failure is sticky at device level, before the counter moves:
-   * the device is lost with this text, later calls are refused with it, waits do not wait, and JS
-   * opens a new device (a failure is rare: a GPU fault or the watchdog). */
+  /* A later pass that uses this part's buffers waits on its fence, which a failed command buffer
+   * may never update: it could wait forever. So the failure is sticky at device level, before
+   * the counter moves: the device is lost with this text, later calls are refused with it, waits
+   * do not wait, and JS opens a new device (a failure is rare: a GPU fault or the watchdog). */
   if (failure != NULL) [c->core loseWithText:failure];
   pthread_mutex_lock(&c->lock);
   if (failure != NULL && c->error == NULL) {
@@ -100,47 +86,60 @@ static void part_finished(SmeltCompletion* c, id<MTLCommandBuffer> cb, uint32_t 
 
 /* ---- parts ---- */
 
+static void commit_part(SmeltCmd* cmd, uint64_t seq);
+
 static int begin_part(SmeltCmd* cmd, int with_encoder, char* err, size_t errlen) {
   SmeltDevice* dev = cmd->device;
-  /* The queue holds at most QUEUE_DEPTH unfinished command buffers and creating one more blocks
-   * until one finishes; uncommitted ones never do, so JS would wait forever. A part with dispatches
-   * is refused at the portable cap instead, which leaves room for the empty last part a commit
-   * may need. */
-  if (with_encoder && __atomic_load_n(&dev->open_parts, __ATOMIC_ACQUIRE) >= SMELT_MAX_OPEN_COMMAND_BUFFERS) {
-    smelt_err(err, errlen,
-              "%u command buffers of this device hold uncommitted dispatches (the most Metal's queue allows "
-              "without blocking); commit or free one first",
-              SMELT_MAX_OPEN_COMMAND_BUFFERS);
-    return -1;
+  if (with_encoder) {
+    /* The same cap as the host backend's, so that what runs on one runs on the other. Metal's
+     * queue blocks the caller once it holds its limit of unfinished command buffers, uncommitted
+     * ones included; only one part is ever left uncommitted here, so the cap is not what keeps
+     * the queue from blocking forever, but it is kept for that parity. */
+    if (!cmd->open && dev->open_cmds >= SMELT_MAX_OPEN_COMMAND_BUFFERS) {
+      smelt_err(err, errlen,
+                "%u command buffers of this device hold uncommitted dispatches (the most Metal's queue allows "
+                "without blocking); commit or free one first",
+                SMELT_MAX_OPEN_COMMAND_BUFFERS);
+      return -1;
+    }
+    /* At most one part with dispatches is open on the device (see open_part_owner). */
+    SmeltCmd* other = dev->open_part_owner;
+    if (other != nil && other != cmd) commit_part(other, 0);
   }
-  id<MTLCommandBuffer> cb;
-  if (dev->debug) {
-    MTLCommandBufferDescriptor* desc = [MTLCommandBufferDescriptor new];
-    desc.retainedReferences = YES;
-    desc.errorOptions = MTLCommandBufferErrorOptionEncoderExecutionStatus;
-    cb = [dev->queue commandBufferWithDescriptor:desc];
-  } else {
-    /* Retained references: a buffer freed by JS while a part uses it stays mapped until the
-     * part completes (see buffer.m). */
-    cb = [dev->queue commandBuffer];
-  }
+  /* Unretained references: Metal does not retain the buffers and pipelines encoded into the
+   * part. JS pins every one a command buffer encodes until that command buffer has finished or
+   * been freed, and smelt_cmd_free waits for the parts still running, so nothing the GPU uses is
+   * freed under it. The exception, a lost device, whose smelt_cmd_free does not wait, is covered
+   * by the device keeping whatever is freed after the loss (keepIfLost:). */
+  MTLCommandBufferDescriptor* desc = [MTLCommandBufferDescriptor new];
+  desc.retainedReferences = NO;
+  if (dev->debug) desc.errorOptions = MTLCommandBufferErrorOptionEncoderExecutionStatus;
+  id<MTLCommandBuffer> cb = [dev->queue commandBufferWithDescriptor:desc];
   if (cb == nil) {
     smelt_err(err, errlen, "Metal could not create a command buffer");
     return -1;
   }
-  __atomic_add_fetch(&dev->open_parts, 1, __ATOMIC_ACQ_REL);
   cmd->parts++;
   if (dev->debug) cb.label = [NSString stringWithFormat:@"smelt part %u", cmd->parts];
   if (with_encoder) {
     id<MTLComputeCommandEncoder> enc = [cb computeCommandEncoderWithDispatchType:MTLDispatchTypeConcurrent];
-    if (enc == nil) {
-      smelt_err(err, errlen, "Metal could not create a compute command encoder");
+    SmeltPass* pass = [SmeltPass new];
+    pass->fence = [dev->mtl newFence];
+    pass->waits = [NSMutableArray array];
+    if (enc == nil || pass->fence == nil) {
+      if (enc != nil) [enc endEncoding];
+      smelt_err(err, errlen, "Metal could not create a compute command encoder and its fence");
       return -1;
     }
     if (dev->debug) enc.label = cb.label;
-    /* Buffers are untracked: wait for every pass committed before this one (see internal.h). */
-    [enc waitForFence:dev->pass_fence];
+    pass->serial = ++dev->pass_serial;
     cmd->enc = enc;
+    cmd->pass = pass;
+    dev->open_part_owner = cmd;
+    if (!cmd->open) {
+      cmd->open = 1;
+      dev->open_cmds++;
+    }
   }
   cmd->cb = cb;
   cmd->part_dispatches = 0;
@@ -149,11 +148,28 @@ static int begin_part(SmeltCmd* cmd, int with_encoder, char* err, size_t errlen)
   return 0;
 }
 
+/* The smelt_cmd no longer counts against the cap on uncommitted ones (committed or freed). */
+static void close_open(SmeltCmd* cmd) {
+  if (!cmd->open) return;
+  cmd->open = 0;
+  cmd->device->open_cmds--;
+}
+
+static void forget_part(SmeltCmd* cmd) {
+  if (cmd->device->open_part_owner == cmd) cmd->device->open_part_owner = nil;
+  cmd->cb = nil;
+  cmd->enc = nil;
+  cmd->pass = nil;
+  cmd->bound_state = nil;
+}
+
 /* Ends the current part's encoder and commits it; seq is nonzero for the last part. */
 static void commit_part(SmeltCmd* cmd, uint64_t seq) {
-  SmeltDevice* dev = cmd->device;
+  SmeltPass* pass = cmd->pass;
   if (cmd->enc != nil) {
-    [cmd->enc updateFence:dev->pass_fence];
+    /* After every dispatch of the part, so no wait of this encoder follows the update of its
+     * own fence (which Metal forbids: drivers may move waits to the encoder's start). */
+    [cmd->enc updateFence:pass->fence];
     [cmd->enc endEncoding];
   }
   SmeltCompletion* c = cmd->completion;
@@ -165,27 +181,26 @@ static void commit_part(SmeltCmd* cmd, uint64_t seq) {
     c->sealed = 1;
   }
   pthread_mutex_unlock(&c->lock);
-  /* The block holds the completion record, never the smelt_cmd: no cycle through the command
-   * buffer, and smelt_cmd_free may run before the handler does. */
+  /* The block holds the completion record and the pass, never the smelt_cmd: no cycle through
+   * the command buffer, and smelt_cmd_free may run before the handler does. */
   [cmd->cb addCompletedHandler:^(id<MTLCommandBuffer> done) {
     @autoreleasepool {
+      if (pass != nil) __atomic_store_n(&pass->finished, 1, __ATOMIC_RELEASE);
       part_finished(c, done, part);
     }
   }];
   [cmd->cb commit];
-  __atomic_sub_fetch(&dev->open_parts, 1, __ATOMIC_ACQ_REL);
-  cmd->cb = nil;
-  cmd->enc = nil;
-  cmd->bound_state = nil;
+  /* Committed: a wait on its fence covers everything it waited on. */
+  if (pass != nil) pass->waits = nil;
+  forget_part(cmd);
 }
 
-/* Closes an open part without committing it: its commands are dropped. */
+/* Closes an open part without committing it: its commands are dropped, and its fence, which
+ * will never be committed, stands for the fences it waited on from now on (wait_for). */
 static void abandon_part(SmeltCmd* cmd) {
-  if (cmd->cb != nil) __atomic_sub_fetch(&cmd->device->open_parts, 1, __ATOMIC_ACQ_REL);
+  if (cmd->pass != nil) cmd->pass->dropped = 1;
   if (cmd->enc != nil) [cmd->enc endEncoding];
-  cmd->enc = nil;
-  cmd->cb = nil;
-  cmd->bound_state = nil;
+  forget_part(cmd);
 }
 
 SMELT_API smelt_cmd* smelt_cmd_new(smelt_device* handle, char* err, size_t errlen) {
@@ -294,6 +309,49 @@ static int check_stream(SmeltCmd* cmd, const uint8_t* p, size_t length, char* er
  * still taken in 64 bits so that no length can wrap. */
 static NSUInteger round16(uint32_t n) { return ((NSUInteger)n + 15u) & ~(NSUInteger)15u; }
 
+/* Has the open part wait for pass p's fence, once per part, unless p is this part (barriers
+ * order dispatches within it) or p finished (its writes are done and visible). For a dropped
+ * pass it waits on what that pass waited on instead. Every other pass was committed before the
+ * open one (begin_part), so each fence waited on has its update committed earlier on the same
+ * queue, as Metal requires. */
+static void wait_for(SmeltCmd* cmd, SmeltPass* p) {
+  SmeltPass* self = cmd->pass;
+  if (p == nil || p == self || p->waited_by == self->serial) return;
+  p->waited_by = self->serial;
+  if (p->dropped) {
+    for (SmeltPass* q in p->waits) wait_for(cmd, q);
+    return;
+  }
+  if (__atomic_load_n(&p->finished, __ATOMIC_ACQUIRE)) return;
+  [cmd->enc waitForFence:p->fence];
+  [self->waits addObject:p];
+}
+
+/* Orders the open part after the passes whose work on buf a dispatch depends on: the last
+ * writer for a read (and a write), and every reader since then for a write; then records the
+ * part as buf's latest user. Only work on the dispatch's own buffers is waited for, so a part
+ * neither waits for unrelated earlier parts nor hangs behind one that failed unless it reads
+ * what that one wrote. Metal may move waits to the start of the encoder, which only waits more. */
+static void order_buffer(SmeltCmd* cmd, SmeltBuffer* buf, int writes) {
+  SmeltPass* self = cmd->pass;
+  wait_for(cmd, buf->writer);
+  if (writes) {
+    for (SmeltPass* reader in buf->readers) wait_for(cmd, reader);
+    buf->writer = self;
+    [buf->readers removeAllObjects];
+    return;
+  }
+  if (buf->readers == nil) buf->readers = [NSMutableArray array];
+  if (buf->readers.lastObject == self) return;
+  /* Readers that finished, or were dropped and so read nothing, need no wait; removing them
+   * keeps the list as short as the work in flight for buffers that are only ever read (weights). */
+  for (NSUInteger i = buf->readers.count; i > 0; i--) {
+    SmeltPass* r = buf->readers[i - 1];
+    if (r->dropped || __atomic_load_n(&r->finished, __ATOMIC_ACQUIRE)) [buf->readers removeObjectAtIndex:i - 1];
+  }
+  [buf->readers addObject:self];
+}
+
 static int encode_dispatch(SmeltCmd* cmd, const smelt_dispatch* r, char* err, size_t errlen) {
   SmeltDevice* dev = cmd->device;
   if (cmd->enc == nil && begin_part(cmd, 1, err, errlen) != 0) return -1;
@@ -309,6 +367,7 @@ static int encode_dispatch(SmeltCmd* cmd, const smelt_dispatch* r, char* err, si
     const smelt_binding* b = &r->bindings[i];
     if (b->kind == SMELT_BIND_BUFFER) {
       __unsafe_unretained SmeltBuffer* buf = (__bridge SmeltBuffer*)(void*)(uintptr_t)b->a;
+      order_buffer(cmd, buf, (st->written_buffer_mask >> b->index) & 1u);
       [enc setBuffer:buf->mtl offset:(NSUInteger)b->b atIndex:b->index];
     } else {
       [enc setBytes:r->bytes[i] length:(NSUInteger)b->b atIndex:b->index];
@@ -365,7 +424,7 @@ SMELT_API int smelt_cmd_encode(smelt_cmd* handle, const void* records, size_t le
       if (r.kind == SMELT_REC_BARRIER) {
         /* Dispatches in a concurrent encoder may overlap; the barrier orders the buffer writes
          * of those before it against those after. Nothing to order at the start of a part:
-         * the part's fence wait already did. */
+         * its fence waits order it after earlier parts. */
         if (cmd->enc != nil && cmd->unfenced_writes) {
           [cmd->enc memoryBarrierWithScope:MTLBarrierScopeBuffers];
           cmd->unfenced_writes = 0;
@@ -402,6 +461,7 @@ SMELT_API uint64_t smelt_cmd_commit(smelt_cmd* handle, char* err, size_t errlen)
     /* With nothing left open, the last part is an empty MTLCommandBuffer: it carries the
      * sequence number, and the smelt_cmd is done when it and every earlier part have finished. */
     if (cmd->cb == nil && begin_part(cmd, 0, err, errlen) != 0) return 0;
+    close_open(cmd);
     SmeltDeviceCore* core = cmd->device->core;
     pthread_mutex_lock(&core->lock);
     uint64_t seq = ++core->next_seq;
@@ -519,6 +579,7 @@ SMELT_API void smelt_cmd_free(smelt_cmd* handle) {
     /* A part still being encoded was never committed: close its encoder (Metal requires
      * endEncoding before an encoder goes away) and drop it. */
     abandon_part(cmd);
+    close_open(cmd);
     SmeltCompletion* c = cmd->completion;
     /* On a lost device nothing waits: the completion record, held by the handlers, outlives
      * the smelt_cmd, and Metal keeps its command buffers until they end. */

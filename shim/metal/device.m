@@ -17,6 +17,26 @@ SMELT_API uint32_t smelt_abi_version(void) { return SMELT_ABI_VERSION; }
 
 SMELT_API const char* smelt_backend_name(void) { return "metal"; }
 
+@implementation SmeltWaitable
+
+- (instancetype)init {
+  if ((self = [super init]) == nil) return nil;
+  pthread_mutex_init(&lock, NULL);
+  pthread_cond_init(&cond, NULL);
+  return self;
+}
+
+- (void)dealloc {
+  pthread_cond_destroy(&cond);
+  pthread_mutex_destroy(&lock);
+  free(error);
+}
+
+@end
+
+@implementation SmeltPass
+@end
+
 @implementation SmeltDeviceCore
 
 - (instancetype)init {
@@ -39,6 +59,15 @@ SMELT_API const char* smelt_backend_name(void) { return "metal"; }
     if (lost_text != NULL) __atomic_store_n(&lost, 1, __ATOMIC_RELEASE);
   }
   pthread_mutex_unlock(&lock);
+}
+
+- (int)keepIfLost:(id)object {
+  if (!__atomic_load_n(&lost, __ATOMIC_ACQUIRE)) return 0;
+  pthread_mutex_lock(&lock);
+  if (kept == nil) kept = [NSMutableArray array];
+  [kept addObject:object];
+  pthread_mutex_unlock(&lock);
+  return 1;
 }
 
 - (void)finishSequence:(uint64_t)seq error:(const char*)error {
@@ -126,6 +155,8 @@ static SmeltDevice* dev_of(smelt_device* handle) { return (__bridge SmeltDevice*
 typedef struct device_options {
   int debug;
   uint32_t commit_every;
+  const char* cache; /* not NUL-terminated: cache_len bytes */
+  size_t cache_len;
 } device_options;
 
 static int parse_device_option(void* ctx, const char* key, size_t keylen, const char* value, size_t valuelen,
@@ -150,8 +181,13 @@ static int parse_device_option(void* ctx, const char* key, size_t keylen, const 
     o->commit_every = (uint32_t)v;
     return 0;
   }
+  if (smelt_key_is(key, keylen, "cache")) {
+    o->cache = value;
+    o->cache_len = valuelen;
+    return 0;
+  }
   /* Accepted everywhere, meaningful only to the host backend. */
-  if (smelt_key_is(key, keylen, "threads") || smelt_key_is(key, keylen, "cache") ||
+  if (smelt_key_is(key, keylen, "threads") ||
       smelt_key_is(key, keylen, "cxx") || smelt_key_is(key, keylen, "include") ||
       smelt_key_is(key, keylen, "host_visible"))
     return 0;
@@ -186,9 +222,8 @@ SMELT_API smelt_device* smelt_device_open(const char* options, char* err, size_t
      * one finishes. Parts are committed as they fill, so the cap is only reached when many
      * smelt_cmds are open at once; a larger cap keeps that from stalling JS. */
     id<MTLCommandQueue> queue = [mtl newCommandQueueWithMaxCommandBufferCount:QUEUE_DEPTH];
-    id<MTLFence> fence = [mtl newFence];
-    if (queue == nil || fence == nil) {
-      smelt_err(err, errlen, "Metal device '%s': could not create a command queue and fence", mtl.name.UTF8String);
+    if (queue == nil) {
+      smelt_err(err, errlen, "Metal device '%s': could not create a command queue", mtl.name.UTF8String);
       return NULL;
     }
     queue.label = @"smelt";
@@ -196,9 +231,21 @@ SMELT_API smelt_device* smelt_device_open(const char* options, char* err, size_t
     SmeltDevice* dev = [SmeltDevice new];
     dev->mtl = mtl;
     dev->queue = queue;
-    dev->pass_fence = fence;
     dev->core = [SmeltDeviceCore new];
     dev->commit_every = o.commit_every;
+    if (o.cache_len > 0) {
+      NSString* dir = [[NSString alloc] initWithBytes:o.cache length:o.cache_len encoding:NSUTF8StringEncoding];
+      if (dir == nil) {
+        smelt_err(err, errlen, "option cache=...: the directory is not valid UTF-8");
+        return NULL;
+      }
+      /* Its own subdirectory, beside the host backend's kernel cache when both share a DIR. */
+      dev->archive_dir = [dir stringByAppendingPathComponent:@"metal"];
+      /* An archive holds GPU code for one GPU and one compiler; the OS version stands for the
+       * compiler, which comes with it. */
+      dev->archive_salt = [NSString stringWithFormat:@"%@\n%@", mtl.name,
+                                                     NSProcessInfo.processInfo.operatingSystemVersionString];
+    }
     dev->debug = o.debug;
     /* Non-uniform threadgroup sizes (dispatchThreads) need Apple4 or Mac2 family GPUs. */
     dev->nonuniform = [mtl supportsFamily:MTLGPUFamilyApple4] || [mtl supportsFamily:MTLGPUFamilyMac2];

@@ -4,9 +4,9 @@
  * Every handle of smelt.h is one of the Objective-C objects below, handed out with
  * (__bridge_retained void*) and taken back once, in its free function, with (__bridge_transfer).
  * Children hold their device (and pipelines their library) strongly, so freeing in any order is
- * safe. Objects that a Metal completion handler touches (SmeltDeviceCore, SmeltCompletion) are
- * kept apart from the handles, so that a handler never keeps a handle alive or forms a cycle with
- * the command buffer that holds the handler.
+ * safe. Objects that a Metal completion handler touches (SmeltDeviceCore, SmeltCompletion,
+ * SmeltPass) are kept apart from the handles, so that a handler never keeps a handle alive or
+ * forms a cycle with the command buffer that holds the handler.
  */
 #ifndef SMELT_METAL_INTERNAL_H
 #define SMELT_METAL_INTERNAL_H
@@ -42,6 +42,35 @@ SMELT_PRIVATE int smelt_parse_u64(const char* value, size_t valuelen, uint64_t* 
 
 /* ---- device (device.m) ---- */
 
+/* What an object that another thread completes needs: a mutex, a condition variable to wait
+ * on, and the failure text (malloc'd, or NULL), all released in dealloc. SmeltCompileJob and
+ * SmeltCompletion build on it. */
+@interface SmeltWaitable : NSObject {
+ @public
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  char* error;
+}
+@end
+
+/* One part (MTLCommandBuffer) of a smelt_cmd, as later parts see it: the fence its encoder
+ * updates once its dispatches are done. Buffers point at the passes that last used them, and a
+ * part waits only on the passes that wrote what it reads or read what it writes. */
+@interface SmeltPass : NSObject {
+ @public
+  id<MTLFence> fence;
+  uint64_t serial;   /* parts begun on the device so far, this one included */
+  uint64_t waited_by; /* serial of the last part that encoded a wait on this fence (JS thread) */
+  /* Set (atomically) by the completion handler: no one needs to wait on it any more. */
+  int finished;
+  /* The part was dropped uncommitted: its fence will never be committed, and whoever would wait
+   * on it waits instead on what it waited on (`waits`, kept only while the part is open or once
+   * it was dropped), so that dropping a part never lets later work overtake an earlier writer. */
+  int dropped;
+  NSMutableArray<SmeltPass*>* waits;
+}
+@end
+
 /* State that outlives the device handle for as long as any command buffer is in flight: the
  * completion counter JS reads, sequence numbers, and live-object counts. */
 @interface SmeltDeviceCore : NSObject {
@@ -63,12 +92,19 @@ SMELT_PRIVATE int smelt_parse_u64(const char* value, size_t valuelen, uint64_t* 
    * written before lost is stored with release order. */
   char* lost_text;
   int lost;
+  /* Metal objects freed by JS after the loss (under `lock`). Command buffers do not retain what
+   * they use, and smelt_cmd_free does not wait on a lost device, so a part still running (a
+   * runaway kernel) may use them: they live as long as this core, which its parts' completion
+   * handlers hold. */
+  NSMutableArray* kept;
 
   /* Live-object and compile counts (smelt_device_stats); updated with __atomic builtins. */
   uint64_t n_buffers, n_buffer_bytes, n_libraries, n_pipelines, n_cmds, n_compiles;
 }
 /* Marks the device lost with text, unless it already is. */
 - (void)loseWithText:(const char*)text;
+/* On a lost device, keeps object (a buffer or pipeline state being freed) and returns 1. */
+- (int)keepIfLost:(id)object;
 /* Marks seq finished (failed or not) and moves the counter; error: Metal's text or NULL. */
 - (void)finishSequence:(uint64_t)seq error:(const char*)error;
 /* Moves the unreported failure, if any, into err; returns 1 when there was one. */
@@ -81,15 +117,21 @@ SMELT_PRIVATE int smelt_parse_u64(const char* value, size_t valuelen, uint64_t* 
  @public
   id<MTLDevice> mtl;
   id<MTLCommandQueue> queue;
-  /* Orders every compute pass after the one committed before it: buffers are untracked, and a
-   * fence is how Metal lets passes in different command buffers of one queue see each other's
-   * writes (see docs/metal.md). */
-  id<MTLFence> pass_fence;
   SmeltDeviceCore* core;
   uint32_t commit_every; /* dispatches per MTLCommandBuffer before it is committed early */
+  /* cache=DIR: where compiled pipelines are kept in binary archives (library.m); nil: none.
+   * archive_salt: the device's name and the OS version, part of every archive's key. */
+  NSString* archive_dir;
+  NSString* archive_salt;
   int debug;             /* debug=1: handle registry, binding checks, encoder error reports */
   int nonuniform;        /* dispatchThreads (non-uniform threadgroups) is supported */
-  uint32_t open_parts;   /* MTLCommandBuffers created and not yet committed (atomic) */
+  uint32_t open_cmds;    /* smelt_cmds holding dispatches not yet committed */
+  uint64_t pass_serial;  /* parts begun so far (SmeltPass.serial) */
+  /* The one smelt_cmd whose part holds dispatches not yet committed, or nil. Fences order
+   * passes in the order their command buffers are committed, and each buffer's last users are
+   * recorded as dispatches are encoded; so that both orders agree, a part is committed before
+   * another smelt_cmd begins one (command.m). Cleared when that part is committed or dropped. */
+  __unsafe_unretained id open_part_owner;
   /* debug=1 only: every live buffer and pipeline handle of this device, so that a stale or
    * foreign pointer in a record is an error rather than a crash. Pointer set, no retains. */
   CFMutableSetRef live_handles;
@@ -122,20 +164,23 @@ static inline void smelt_count_sub(uint64_t* counter, uint64_t amount) {
   void* contents;
   uint64_t length;       /* as requested */
   uint64_t mapped_bytes; /* length rounded up to whole pages, at least one page */
+  /* Which passes used it last (JS thread only): the one that may have written it, and those
+   * that read it since. Command buffers do not track these buffers (they are untracked and
+   * unretained), so a part waits on exactly these fences before it uses the buffer. */
+  SmeltPass* writer;
+  NSMutableArray<SmeltPass*>* readers;
 }
 @end
 
 /* ---- libraries and pipelines (library.m) ---- */
 
 /* A compilation of smelt_library_new_async, completed by Metal's completion handler. */
-@interface SmeltCompileJob : NSObject {
+@interface SmeltCompileJob : SmeltWaitable {
  @public
   SmeltDevice* device;
-  pthread_mutex_t lock;
-  pthread_cond_t cond;
+  NSString* archive_path; /* the library's binary archive, or nil (library.m) */
   int done; /* read without the lock by smelt_compile_done, with __atomic builtins */
-  id<MTLLibrary> library;
-  char* error; /* malloc'd compiler log when library is nil */
+  id<MTLLibrary> library; /* nil on failure, with the compiler's log as error */
 }
 @end
 
@@ -143,6 +188,10 @@ static inline void smelt_count_sub(uint64_t* counter, uint64_t amount) {
  @public
   SmeltDevice* device;
   id<MTLLibrary> mtl;
+  /* The binary archive of this library's pipelines on this device, keyed by its source and
+   * options, the device and the OS (nil without cache=DIR); loaded when a pipeline is first made. */
+  NSString* archive_path;
+  id<MTLBinaryArchive> archive;
   /* function name -> SmeltPipelineState, so each kernel is made into a pipeline once. */
   NSMutableDictionary<NSString*, id>* pipelines;
 }
@@ -156,6 +205,7 @@ static inline void smelt_count_sub(uint64_t* counter, uint64_t amount) {
   smelt_pipeline_info info;
   uint32_t used_buffer_mask;      /* slots the compiled kernel actually reads or writes */
   uint32_t used_threadgroup_mask;
+  uint32_t written_buffer_mask;   /* slots reflection does not call read-only */
   uint32_t buffer_alignment[SMELT_MAX_BUFFER_SLOTS]; /* minimum offset alignment per slot */
 }
 @end
@@ -171,16 +221,13 @@ static inline void smelt_count_sub(uint64_t* counter, uint64_t amount) {
 
 /* Completion bookkeeping of one smelt_cmd, shared with the completion handlers of its
  * MTLCommandBuffers (which run on a thread Metal owns). Guarded by `lock`. */
-@interface SmeltCompletion : NSObject {
+@interface SmeltCompletion : SmeltWaitable {
  @public
   SmeltDeviceCore* core;
-  pthread_mutex_t lock;
-  pthread_cond_t cond;
   uint32_t outstanding; /* MTLCommandBuffers committed and not finished */
   int sealed;           /* smelt_cmd_commit ran: no more parts will be added */
   int done;             /* sealed and every part finished */
-  uint64_t seq;
-  char* error; /* first failure among the parts (malloc'd), sticky */
+  uint64_t seq; /* error: the first failure among the parts, sticky */
 }
 @end
 
@@ -190,6 +237,8 @@ static inline void smelt_count_sub(uint64_t* counter, uint64_t amount) {
   SmeltCompletion* completion;
   id<MTLCommandBuffer> cb;            /* the part being encoded, nil between parts */
   id<MTLComputeCommandEncoder> enc;   /* its one encoder */
+  SmeltPass* pass;                    /* its fence and place in the order */
+  int open;                           /* counted in the device's open_cmds */
   uint32_t part_dispatches;           /* dispatches encoded into the current part */
   uint32_t parts;                     /* parts begun so far, for labels and messages */
   int unfenced_writes;                /* a dispatch since the last barrier in this encoder */

@@ -4,8 +4,10 @@
  */
 #import "internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 @implementation SmeltLibrary
 @end
@@ -84,16 +86,35 @@ static NSString* compile_request(SmeltDevice* dev, const char* source, size_t so
   return text;
 }
 
+/* Where the binary archive of a library compiled from this source with these options lives, or
+ * nil without a cache directory. The name is a 64-bit FNV-1a hash of the device's salt (its
+ * name and the OS version), the options and the source: a collision costs only a missed
+ * archive, since Metal takes nothing from an archive that was not compiled from the same code. */
+static NSString* archive_path_for(SmeltDevice* dev, const char* source, size_t source_len, const char* options) {
+  if (dev->archive_dir == nil) return nil;
+  uint64_t h = 14695981039346656037ull;
+  const char* salt = dev->archive_salt.UTF8String;
+  const char* parts[3] = {salt != NULL ? salt : "", options != NULL ? options : "", source != NULL ? source : ""};
+  size_t lens[3] = {strlen(parts[0]), strlen(parts[1]), source != NULL ? source_len : 0};
+  for (int p = 0; p < 3; p++) {
+    for (size_t i = 0; i < lens[p]; i++) h = (h ^ (uint8_t)parts[p][i]) * 1099511628211ull;
+    h = (h ^ 0xffu) * 1099511628211ull; /* a byte no UTF-8 text has, between the parts */
+  }
+  return [dev->archive_dir stringByAppendingPathComponent:[NSString stringWithFormat:@"%016llx.binarchive",
+                                                                                     (unsigned long long)h]];
+}
+
 /* The compiler's log, with program_source:LINE:COLUMN for each diagnostic (malloc'd). */
 static char* compile_log(NSError* error) {
   NSString* log = error.localizedDescription;
   return smelt_strdup_ns(log != nil ? log : @"MSL compilation failed with no message");
 }
 
-static smelt_library* library_handle(SmeltDevice* dev, id<MTLLibrary> mtl) {
+static smelt_library* library_handle(SmeltDevice* dev, id<MTLLibrary> mtl, NSString* archive_path) {
   SmeltLibrary* lib = [SmeltLibrary new];
   lib->device = dev;
   lib->mtl = mtl;
+  lib->archive_path = archive_path;
   lib->pipelines = [NSMutableDictionary dictionary];
   smelt_count_add(&dev->core->n_compiles, 1);
   smelt_count_add(&dev->core->n_libraries, 1);
@@ -119,25 +140,11 @@ SMELT_API smelt_library* smelt_library_new(smelt_device* handle, const char* sou
       free(log);
       return NULL;
     }
-    return library_handle(dev, mtl);
+    return library_handle(dev, mtl, archive_path_for(dev, source, source_len, options));
   }
 }
 
 @implementation SmeltCompileJob
-
-- (instancetype)init {
-  if ((self = [super init]) == nil) return nil;
-  pthread_mutex_init(&lock, NULL);
-  pthread_cond_init(&cond, NULL);
-  return self;
-}
-
-- (void)dealloc {
-  pthread_cond_destroy(&cond);
-  pthread_mutex_destroy(&lock);
-  free(error);
-}
-
 @end
 
 SMELT_API smelt_compile* smelt_library_new_async(smelt_device* handle, const char* source, size_t source_len,
@@ -153,6 +160,7 @@ SMELT_API smelt_compile* smelt_library_new_async(smelt_device* handle, const cha
     if (text == nil) return NULL;
     SmeltCompileJob* job = [SmeltCompileJob new];
     job->device = dev;
+    job->archive_path = archive_path_for(dev, source, source_len, options);
     /* The handler runs on a thread Metal owns and only fills the job; JS polls it. */
     [dev->mtl newLibraryWithSource:text
                            options:compile
@@ -186,7 +194,7 @@ SMELT_API smelt_library* smelt_compile_finish(smelt_compile* handle, char* err, 
       smelt_copy_text(err, errlen, job->error != NULL ? job->error : "MSL compilation failed with no message");
       return NULL;
     }
-    return library_handle(job->device, job->library);
+    return library_handle(job->device, job->library, job->archive_path);
   }
 }
 
@@ -219,6 +227,9 @@ static int read_bindings(SmeltPipelineState* st, NSArray<id<MTLBinding>>* bindin
         }
         st->info.buffer_mask |= 1u << index;
         if (b.used) st->used_buffer_mask |= 1u << index;
+        /* `device const` and `constant` arguments are read-only: a dispatch waits only for the
+         * last writer of such a buffer, not for its other readers (command.m). */
+        if (b.access != MTLArgumentAccessReadOnly) st->written_buffer_mask |= 1u << index;
         if ([b conformsToProtocol:@protocol(MTLBufferBinding)]) {
           NSUInteger align = ((id<MTLBufferBinding>)b).bufferAlignment;
           st->buffer_alignment[index] = align > 0 && align <= 4096 ? (uint32_t)align : 1u;
@@ -253,6 +264,44 @@ static int read_bindings(SmeltPipelineState* st, NSArray<id<MTLBinding>>* bindin
  * Neither name compiles cleanly against both SDKs, so the bit is spelled out. */
 static const MTLPipelineOption binding_info = (MTLPipelineOption)(1u << 0);
 
+/* The library's binary archive: loaded from its file, or new and empty when there is none or
+ * Metal refuses the file (made by another OS or GPU, or damaged). nil without a cache directory,
+ * or when Metal makes no archive: pipelines are then compiled every time, as without a cache. */
+static id<MTLBinaryArchive> library_archive(SmeltLibrary* lib) {
+  if (lib->archive != nil || lib->archive_path == nil) return lib->archive;
+  id<MTLDevice> mtl = lib->device->mtl;
+  MTLBinaryArchiveDescriptor* desc = [MTLBinaryArchiveDescriptor new];
+  if ([NSFileManager.defaultManager fileExistsAtPath:lib->archive_path])
+    desc.url = [NSURL fileURLWithPath:lib->archive_path];
+  NSError* error = nil;
+  lib->archive = [mtl newBinaryArchiveWithDescriptor:desc error:&error];
+  if (lib->archive == nil && desc.url != nil) {
+    desc.url = nil;
+    lib->archive = [mtl newBinaryArchiveWithDescriptor:desc error:&error];
+  }
+  if (lib->archive == nil) lib->archive_path = nil;
+  return lib->archive;
+}
+
+/* Adds a pipeline that was compiled to the library's archive and writes the archive out. The
+ * cache only saves time, so a failure here leaves the pipeline as it is and says nothing. The
+ * file is written under a name of this process and renamed over the old one, so that another
+ * process reading the archive finds the old file or the new, never part of one. */
+static void archive_add(SmeltLibrary* lib, MTLComputePipelineDescriptor* desc) {
+  NSError* error = nil;
+  if (![lib->archive addComputePipelineFunctionsWithDescriptor:desc error:&error]) return;
+  NSString* dir = lib->archive_path.stringByDeletingLastPathComponent;
+  if (![NSFileManager.defaultManager createDirectoryAtPath:dir withIntermediateDirectories:YES attributes:nil error:&error])
+    return;
+  NSString* tmp = [lib->archive_path stringByAppendingFormat:@".%d.tmp", (int)getpid()];
+  if (![lib->archive serializeToURL:[NSURL fileURLWithPath:tmp] error:&error]) {
+    unlink(tmp.fileSystemRepresentation);
+    return;
+  }
+  if (rename(tmp.fileSystemRepresentation, lib->archive_path.fileSystemRepresentation) != 0)
+    unlink(tmp.fileSystemRepresentation);
+}
+
 static SmeltPipelineState* make_state(SmeltLibrary* lib, NSString* name, char* err, size_t errlen) {
   id<MTLFunction> fn = [lib->mtl newFunctionWithName:name];
   if (fn == nil) {
@@ -264,13 +313,28 @@ static SmeltPipelineState* make_state(SmeltLibrary* lib, NSString* name, char* e
     smelt_err(err, errlen, "function '%s' is not a kernel function", name.UTF8String);
     return nil;
   }
+  id<MTLDevice> mtl = lib->device->mtl;
+  MTLComputePipelineDescriptor* desc = [MTLComputePipelineDescriptor new];
+  desc.computeFunction = fn;
+  const MTLPipelineOption options = binding_info | MTLPipelineOptionBufferTypeInfo;
   MTLAutoreleasedComputePipelineReflection reflection = nil;
   NSError* error = nil;
-  id<MTLComputePipelineState> pso =
-      [lib->device->mtl newComputePipelineStateWithFunction:fn
-                                                    options:binding_info | MTLPipelineOptionBufferTypeInfo
-                                                 reflection:&reflection
-                                                      error:&error];
+  id<MTLComputePipelineState> pso = nil;
+  id<MTLBinaryArchive> archive = library_archive(lib);
+  if (archive != nil) {
+    /* GPU code from the archive only; a miss fails, and the pipeline is compiled below. */
+    desc.binaryArchives = @[ archive ];
+    pso = [mtl newComputePipelineStateWithDescriptor:desc
+                                             options:options | MTLPipelineOptionFailOnBinaryArchiveMiss
+                                          reflection:&reflection
+                                               error:&error];
+  }
+  if (pso == nil) {
+    error = nil;
+    reflection = nil;
+    pso = [mtl newComputePipelineStateWithDescriptor:desc options:options reflection:&reflection error:&error];
+    if (pso != nil && archive != nil) archive_add(lib, desc);
+  }
   if (pso == nil) {
     NSString* text = error.localizedDescription;
     smelt_err(err, errlen, "kernel %s: pipeline creation failed: %s", name.UTF8String,
@@ -278,16 +342,9 @@ static SmeltPipelineState* make_state(SmeltLibrary* lib, NSString* name, char* e
     return nil;
   }
 
-  /* The engine's kernels are written for SIMD groups of 32 (row reductions keep one partial per
-   * SIMD group in partial[32]; the simdgroup matmul tiles 8 x 8 over 32 lanes), as every Apple
-   * GPU has; smelt_device_limits reports 32. Another width is refused here, not miscomputed. */
-  if (pso.threadExecutionWidth != 32) {
-    smelt_err(err, errlen,
-              "kernel %s: this GPU runs SIMD groups of %lu threads; smelt's kernels need 32 (the width of "
-              "every Apple GPU)",
-              name.UTF8String, (unsigned long)pso.threadExecutionWidth);
-    return nil;
-  }
+  /* threadExecutionWidth is reported as it is, 32 on every Apple GPU: the engine fits each
+   * dispatch to it (a row kernel takes at most width * width threads, so that one SIMD group
+   * folds the partials of all; the simdgroup matmul, built for 32, gives way to the dot kernel). */
   SmeltPipelineState* st = [SmeltPipelineState new];
   st->pso = pso;
   st->function_name = [name copy];
@@ -343,6 +400,8 @@ SMELT_API void smelt_pipeline_free(smelt_pipeline* handle) {
     if (handle == NULL) return;
     SmeltPipeline* pipe = (__bridge_transfer SmeltPipeline*)(void*)handle;
     SmeltDevice* dev = pipe->library->device;
+    /* Command buffers do not retain what they use (command.m); see smelt_buffer_free. */
+    [dev->core keepIfLost:pipe->state->pso];
     smelt_device_unregister(dev, handle);
     smelt_count_sub(&dev->core->n_pipelines, 1);
   }

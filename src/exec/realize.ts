@@ -236,15 +236,20 @@ function kernelSources(schedule: Schedule): string[] {
  * 1024 for kernels that use many registers; null when the plan cannot take a smaller one. Threads
  * of a row kernel stride over their row, so it takes whole SIMD groups up to the limit; kernels
  * dispatched by threads index the grid and take any shape; other threadgroup kernels cannot.
+ * Pipelines report their own SIMD width (threadExecutionWidth), 32 on every Apple GPU.
  */
-function fitGroup(d: KernelCode["dispatch"], pipeline: Pipeline, rows: boolean): KernelCode["dispatch"]["group"] | null {
-  const limit = pipeline.maxThreadsPerThreadgroup;
+export function fitGroup(d: KernelCode["dispatch"], pipeline: Pipeline, rows: boolean): KernelCode["dispatch"]["group"] | null {
+  const w = pipeline.threadExecutionWidth;
+  // A row kernel's SIMD groups leave one partial each, which one SIMD group folds (prelude's
+  // smelt_row_fold): at most w groups, so w * w threads. Then emit/rows.ts's partial[32] always
+  // has room: w * w threads make w <= 32 groups below a width of 32, and 1024 threads make
+  // 1024 / w <= 32 groups from 32 up.
+  const limit = rows ? Math.min(pipeline.maxThreadsPerThreadgroup, w * w) : pipeline.maxThreadsPerThreadgroup;
   let [x, y, z] = d.group;
+  // The simdgroup matmul spreads its 8 x 8 tiles over SIMD groups of 32 threads.
+  if (d.threadgroups && !rows && w !== 32) return null;
   if (x * y * z <= limit) return d.group;
-  if (rows) {
-    const w = pipeline.threadExecutionWidth;
-    return [limit >= w ? limit - (limit % w) : limit, 1, 1];
-  }
+  if (rows) return [limit >= w ? limit - (limit % w) : limit, 1, 1];
   if (d.threadgroups) return null;
   while (x * y * z > limit && x > 1) x = Math.ceil(x / 2);
   while (x * y * z > limit && y > 1) y = Math.ceil(y / 2);

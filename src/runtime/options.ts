@@ -13,7 +13,7 @@ export interface OpenDeviceOptions {
   threads?: number;
   /** host: bounds-checked buffer access; metal: validation (default SMELT_HOST_DEBUG / SMELT_METAL_DEBUG). */
   debug?: boolean;
-  /** host: directory of the compiled-kernel cache (default SMELT_CACHE_DIR, else the user cache dir). */
+  /** Directory of the compiled-kernel cache (host) and pipeline archives (metal); default SMELT_CACHE_DIR, else the user cache dir. */
   cacheDir?: string;
   /** host: C++ compiler command (default SMELT_CXX, else `zig cc`). */
   cxx?: string;
@@ -48,7 +48,8 @@ export function cacheDirectory(): string {
 }
 
 export function deviceOptions(backend: BackendName, opts: OpenDeviceOptions): string {
-  const pairs: string[] = [];
+  // host: compiled kernels; metal: binary archives of compiled pipelines.
+  const pairs = [`cache=${plain("cacheDir", opts.cacheDir ?? cacheDirectory())}`];
   const env = process.env;
   if (backend === "host") {
     pairs.push(`include=${plain("include", join(packageRoot, "shim", "host", "msl"))}`);
@@ -59,7 +60,6 @@ export function deviceOptions(backend: BackendName, opts: OpenDeviceOptions): st
       cxx = [...zig, "cc"].join(" ");
     }
     pairs.push(`cxx=${plain("cxx", cxx)}`);
-    pairs.push(`cache=${plain("cacheDir", opts.cacheDir ?? cacheDirectory())}`);
     const debug = opts.debug ?? env.SMELT_HOST_DEBUG === "1";
     if (debug) pairs.push("debug=1");
     const threads = opts.threads ?? env.SMELT_HOST_THREADS;

@@ -1,9 +1,13 @@
 // Implicit conversions that Metal's compiler refuses must be refused by the host backend too, so
 // that a generated kernel relying on one fails here and not first on a Mac. Each refused line is
 // paired with its explicit spelling, which both accept and which the host must compute correctly.
-import { describe, expect, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { dev, read, runThreads } from "./helpers.ts";
 import { errorOf } from "../expect-error.ts";
+
+// helpers.ts sets this too, but only for the first file that imports it when check:metal runs
+// several files in one process; each test compiles kernels, seconds each on a loaded machine.
+setDefaultTimeout(120_000);
 
 const HEADER = "#include <metal_stdlib>\nusing namespace metal;\n";
 
