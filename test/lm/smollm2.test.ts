@@ -83,11 +83,12 @@ describe.skipIf(!path)("SmolLM2-135M against transformers", async () => {
     for (const p of ref) expect(greedy(floats!.model, p.ids, 24)).toEqual(p.greedy);
   }, SLOW);
 
-  // The chat prompt is left out: quantizedMatmul over a long prompt is slow on host.
-  test("quantized in memory: the same logits up to float32 summation order (within 2e-2)", () => {
+  // The kernels dequantize exactly as transformers does, so the bound is the same (measured: 1.1e-4
+  // either way). The chat prompt is left out: quantizedMatmul over a long prompt is slow on host.
+  test("quantized in memory: logits within 1e-2 too", () => {
     for (const p of ref.slice(0, 2)) {
       const logits = quant!.model.forward(sm.array([p.ids], "int32"));
-      expect(maxError(logits.toArray() as number[], V, p)).toBeLessThan(2e-2);
+      expect(maxError(logits.toArray() as number[], V, p)).toBeLessThan(1e-2);
       logits.dispose();
     }
   }, SLOW);
