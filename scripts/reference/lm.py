@@ -51,6 +51,19 @@ def logits_record(model, ids):
     }
 
 
+def greedy(model, ids, n):
+    """n argmax tokens through the KV cache, not stopping at EOS (generate would, or with
+    min_new_tokens would forbid EOS instead of taking it)."""
+    out, past, nxt = [], None, torch.tensor([ids])
+    with torch.no_grad():
+        for _ in range(n):
+            res = model(nxt, past_key_values=past, use_cache=True)
+            past = res.past_key_values
+            out.append(int(res.logits[0, -1].argmax()))
+            nxt = torch.tensor([[out[-1]]])
+    return out
+
+
 def smollm2():
     if not os.path.exists(os.path.join(DIR, NAME)):
         print(f"skipping smollm2.json: {NAME} is not in {DIR} (run scripts/fetch-model.sh)")
@@ -64,11 +77,8 @@ def smollm2():
     for p in prompts:
         ids = tok(p)["input_ids"]
         r = logits_record(model, ids)
-        with torch.no_grad():
-            out = model.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False, use_cache=True,
-                                 min_new_tokens=24, pad_token_id=tok.eos_token_id)
         r["prompt"] = p
-        r["greedy"] = out[0, len(ids):].tolist()
+        r["greedy"] = greedy(model, ids, 24)
         records.append(r)
         print(repr(p), "->", repr(tok.decode(r["greedy"])))
     with open(f"{OUT}/smollm2.json", "w") as f:

@@ -71,11 +71,16 @@ export class Storage {
   }
 }
 
-// Buckets: powers of two from 256 bytes, so a freed buffer serves any request up to its size.
-function bucketOf(bytes: number): number {
+// Buckets: powers of two from 256 bytes to 64 KiB, so a freed small buffer serves any request up
+// to its size; above that, eight sizes per doubling (multiples of 8 KiB or more), so a large
+// buffer, such as a model's weight, takes at most an eighth more than it asks, not nearly double.
+const POWER_OF_TWO_UP_TO = 1 << 16;
+export function bucketOf(bytes: number): number {
   let b = 256;
   while (b < bytes) b *= 2;
-  return b;
+  if (b <= POWER_OF_TWO_UP_TO) return b;
+  const step = b / 16;
+  return Math.ceil(bytes / step) * step;
 }
 
 class Memory {

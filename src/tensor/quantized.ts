@@ -47,7 +47,10 @@ export class QuantizedTensor {
   static fromBlocks(blocks: Tensor, shape: readonly number[], format: QuantFormat): QuantizedTensor {
     const op = "QuantizedTensor.fromBlocks";
     if (!(blocks instanceof Tensor) || blocks.dtype !== "uint8" || blocks.ndim !== 1) throw new SmeltError(`${op}: blocks must be a 1-D uint8 tensor`);
+    if (!QUANT_FORMATS.includes(format)) throw new SmeltError(`${op}: unknown format ${JSON.stringify(format)} (known: ${QUANT_FORMATS.join(", ")})`);
     const s = checkShape(op, shape);
+    if ((s[s.length - 1] ?? 1) % QUANT_BLOCKS[format].elements !== 0)
+      throw new SmeltError(`${op}: the last axis of shape [${s}] must be a multiple of ${format}'s block of ${QUANT_BLOCKS[format].elements} values`);
     const want = quantBytes(format, s.reduce((a, d) => a * d, 1));
     if (blocks.shape[0] !== want) throw new SmeltError(`${op}: shape [${s}] of ${format} needs ${want} bytes, got ${blocks.shape[0]}`);
     return new QuantizedTensor(blocks, format, s);

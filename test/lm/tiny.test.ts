@@ -143,6 +143,14 @@ describe("unpermuteRows undoes llama.cpp's q/k row order", () => {
     const want = Array.from({ length: rows }, (_, r) => rowBytes(r).slice(2)).flat();
     expect(unpermuteRows(q, heads).dequantize().toArray()).toEqual(want);
   });
+  test("QuantizedTensor.fromBlocks checks the blocks against the shape and format", () => {
+    const blocks = sm.zeros([68], "uint8");
+    expect(sm.QuantizedTensor.fromBlocks(blocks, [2, 32], "Q8_0").shape).toEqual([2, 32]);
+    expect(errorMessage(() => sm.QuantizedTensor.fromBlocks(blocks, [3, 32], "Q8_0"))).toContain("shape [3,32] of Q8_0 needs 102 bytes, got 68");
+    expect(errorMessage(() => sm.QuantizedTensor.fromBlocks(blocks, [4, 17], "Q8_0"))).toContain("must be a multiple of Q8_0's block of 32 values");
+    expect(errorMessage(() => sm.QuantizedTensor.fromBlocks(blocks, [2, 32], "Q5_9" as sm.QuantFormat))).toContain('unknown format "Q5_9"');
+    expect(errorMessage(() => sm.QuantizedTensor.fromBlocks(sm.zeros([68]), [2, 32], "Q8_0"))).toContain("blocks must be a 1-D uint8 tensor");
+  });
 });
 
 describe("bad model files", () => {
