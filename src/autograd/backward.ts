@@ -5,14 +5,11 @@
  * traces with Node's `tracing` depth raised (computed nodes keep their inputs).
  */
 import { isFloating, type DType } from "../graph/dtype.ts";
-import type { Node } from "../graph/node.ts";
+import { gradientStops, type Node } from "../graph/node.ts";
 import { OPS } from "../graph/op.ts";
 import * as ops from "../tensor/ops.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { type Ctx, RULES } from "./rules.ts";
-
-/** Nodes made by stopGradient: the walk treats them as constants. */
-export const stopped = new WeakSet<Node>();
 
 /**
  * Outputs of sm.checkpoint: the walk does not enter the graph that computed them; it asks
@@ -20,7 +17,8 @@ export const stopped = new WeakSet<Node>();
  */
 export interface Boundary {
   args: readonly Node[];
-  vjp(args: Tensor[], ct: Tensor): (Tensor | null)[];
+  /** `final`: the backward graph being built will not be differentiated again. */
+  vjp(args: Tensor[], ct: Tensor, final: boolean): (Tensor | null)[];
 }
 export const boundaries = new WeakMap<Node, Boundary>();
 
@@ -28,9 +26,10 @@ const isHalf = (d: DType) => d === "float16" || d === "bfloat16";
 
 /**
  * The cotangents of `leaves` (zeros where no path leads) given those of `outputs`. The tensors it
- * makes on the way belong to the caller's tidy scope.
+ * makes on the way belong to the caller's tidy scope. `final`: no transform will differentiate
+ * the graph built here, so a checkpoint's recomputation may be freed as soon as it is used.
  */
-export function backward(outputs: readonly Node[], cts: readonly Tensor[], leaves: readonly Node[]): Tensor[] {
+export function backward(outputs: readonly Node[], cts: readonly Tensor[], leaves: readonly Node[], final = false): Tensor[] {
   const leafSet = new Set(leaves);
   const edges = (n: Node): readonly Node[] => boundaries.get(n)?.args ?? n.inputs;
   // Post-order over what the outputs depend on, stopping at leaves and stopped nodes; a node is
@@ -45,7 +44,7 @@ export function backward(outputs: readonly Node[], cts: readonly Tensor[], leave
     while (stack.length) {
       const top = stack[stack.length - 1]!;
       const [n, i] = top;
-      const ins = leafSet.has(n) || stopped.has(n) ? [] : edges(n);
+      const ins = leafSet.has(n) || gradientStops.has(n) ? [] : edges(n);
       if (i < ins.length) {
         top[1]++;
         const c = ins[i]!;
@@ -80,10 +79,10 @@ export function backward(outputs: readonly Node[], cts: readonly Tensor[], leave
   for (let k = order.length - 1; k >= 0; k--) {
     const n = order[k]!;
     const ct = grads.get(n);
-    if (!ct || leafSet.has(n) || stopped.has(n) || !isFloating(n.dtype)) continue;
+    if (!ct || leafSet.has(n) || gradientStops.has(n) || !isFloating(n.dtype)) continue;
     const boundary = boundaries.get(n);
     if (boundary) {
-      const gs = boundary.vjp(boundary.args.map(wrap), ct);
+      const gs = boundary.vjp(boundary.args.map(wrap), ct, final);
       boundary.args.forEach((a, i) => {
         const g = gs[i];
         if (g && relevant.has(a) && isFloating(a.dtype)) accumulate(a, g);

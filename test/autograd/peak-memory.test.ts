@@ -1,0 +1,65 @@
+// Peak device memory of backward passes, read with sm.getPeakMemory after sm.resetPeakMemory:
+// cross-entropy over a large vocabulary materialises only the logits and their gradient, and
+// sm.checkpoint lowers the peak of a deep MLP's gradient.
+import { expect, setDefaultTimeout, test } from "bun:test";
+import * as sm from "../../src/index.ts";
+
+setDefaultTimeout(300_000);
+
+/** Device bytes a fresh tensor of `shape` takes (storages come in power-of-two buckets). */
+function bytesOf(make: () => sm.Tensor): { t: sm.Tensor; bytes: number } {
+  const before = sm.stats().bytesAllocated;
+  const t = make().eval();
+  return { t, bytes: sm.stats().bytesAllocated - before };
+}
+
+test("cross-entropy forward + backward over [512, 49152] holds no more than the logits and their gradient", () => {
+  const N = 512, C = 49152;
+  const { t: logits, bytes } = bytesOf(() => sm.random.normal([N, C], "float32", 0, 2, sm.random.key(1)));
+  const targets = sm.random.randint(0, C, [N], "int32", sm.random.key(2)).eval();
+  const step = sm.valueAndGrad((x: sm.Tensor) => sm.nn.losses.crossEntropy(x, targets, { reduction: "mean" }));
+  sm.resetPeakMemory();
+  const [loss, g] = step(logits) as [sm.Tensor, sm.Tensor];
+  sm.eval(loss, g);
+  const peak = sm.getPeakMemory();
+  // Live: the logits and the gradient (one bucket each), the targets and per-row scalars.
+  expect(peak).toBeLessThanOrEqual(2.2 * bytes + (1 << 20));
+  // And the values: the gradient of the mean is (softmax - onehot) / N, so each row sums to 0 and
+  // the target's entry is (p - 1) / N; the loss is about log(C) plus the logits' spread.
+  const rows = sm.sum(g, 1).toArray() as number[];
+  for (const r of rows) expect(Math.abs(r)).toBeLessThan(1e-6);
+  const l = loss.item() as number;
+  expect(l).toBeGreaterThan(Math.log(C));
+  expect(l).toBeLessThan(Math.log(C) + 4);
+  for (const t of [loss, g, logits, targets]) t.dispose();
+});
+
+test("eager: sm.checkpoint lowers the peak memory of a deep MLP's gradient, same gradients", () => {
+  const B = 512, W = 256, L = 16;
+  const ws = Array.from({ length: L }, (_, i) => sm.random.normal([W, W], "float32", 0, 1 / Math.sqrt(W), sm.random.key(10 + i)).eval());
+  const x = sm.random.normal([B, W], "float32", 0, 1, sm.random.key(99)).eval();
+  const block = (h: sm.Tensor, w: sm.Tensor) => sm.tanh(sm.matmul(h, w));
+  const measure = (useCheckpoint: boolean) =>
+    sm.eager(() => {
+      const blockC = sm.checkpoint(block);
+      const loss = (ws: sm.Tensor[]) => {
+        let h = x;
+        for (const w of ws) h = useCheckpoint ? blockC(h, w) : block(h, w);
+        return sm.mean(sm.square(h));
+      };
+      const base = sm.getActiveMemory();
+      sm.resetPeakMemory();
+      const g = sm.grad(loss)(ws) as sm.Tensor[];
+      const peak = sm.getPeakMemory() - base;
+      const values = g.map((t) => t.toArray() as Float32Array);
+      g.forEach((t) => t.dispose());
+      return { peak, values };
+    });
+  const plain = measure(false);
+  const checkpointed = measure(true);
+  console.log(`deep MLP gradient, eager, peak above the inputs: ${(plain.peak / 2 ** 20).toFixed(1)} MiB plain, ${(checkpointed.peak / 2 ** 20).toFixed(1)} MiB with checkpoint`);
+  // The activations inside each block (B x W floats, 2 per layer) are not kept.
+  expect(checkpointed.peak).toBeLessThan(plain.peak * 0.75);
+  plain.values.forEach((v, i) => expect(Array.from(checkpointed.values[i]!)).toEqual(Array.from(v)));
+  for (const t of [...ws, x]) t.dispose();
+});
