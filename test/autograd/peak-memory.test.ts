@@ -51,7 +51,7 @@ test("eager: sm.checkpoint lowers the peak memory of a deep MLP's gradient, same
       sm.resetPeakMemory();
       const g = sm.grad(loss)(ws) as sm.Tensor[];
       const peak = sm.getPeakMemory() - base;
-      const values = g.map((t) => t.toArray() as Float32Array);
+      const values = g.map((t) => t.toArray() as number[]);
       g.forEach((t) => t.dispose());
       return { peak, values };
     });
