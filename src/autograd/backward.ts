@@ -5,7 +5,7 @@
  * traces with Node's `tracing` depth raised (computed nodes keep their inputs).
  */
 import { isFloating, type DType } from "../graph/dtype.ts";
-import { gradientStops, type Node } from "../graph/node.ts";
+import { gradientStops, type Node, tracing } from "../graph/node.ts";
 import { OPS } from "../graph/op.ts";
 import * as ops from "../tensor/ops.ts";
 import { Tensor } from "../tensor/tensor.ts";
@@ -22,12 +22,25 @@ export interface Boundary {
 }
 export const boundaries = new WeakMap<Node, Boundary>();
 
+/** Runs body with evaluated nodes letting go of their inputs, as outside any transform. */
+function untraced(body: () => void): void {
+  const depth = tracing.depth;
+  tracing.depth = 0;
+  try {
+    body();
+  } finally {
+    tracing.depth = depth;
+  }
+}
+
 const isHalf = (d: DType) => d === "float16" || d === "bfloat16";
 
 /**
  * The cotangents of `leaves` (zeros where no path leads) given those of `outputs`. The tensors it
  * makes on the way belong to the caller's tidy scope. `final`: no transform will differentiate
- * the graph built here, so a checkpoint's recomputation may be freed as soon as it is used.
+ * the graph built here, so the walk builds it untraced and lets go of each node once its rule has
+ * run (its handles, its cotangent, its edges to its inputs): in eager mode a forward value is freed
+ * as soon as the backward has consumed it, and so is a checkpoint's recomputation.
  */
 export function backward(outputs: readonly Node[], cts: readonly Tensor[], leaves: readonly Node[], final = false): Tensor[] {
   const leafSet = new Set(leaves);
@@ -67,19 +80,41 @@ export function backward(outputs: readonly Node[], cts: readonly Tensor[], leave
     return t;
   };
   const grads = new Map<Node, Tensor>();
+  // Handles this walk made and may dispose: not the caller's cotangents, nor a handle that is
+  // still some node's cotangent (a rule may pass its node's cotangent on unchanged).
+  const theirs = new Set(cts);
   const accumulate = (n: Node, g: Tensor) => {
     if (g.dtype !== n.dtype) g = ops.astype(g, n.dtype);
     const prev = grads.get(n);
-    grads.set(n, prev ? ops.add(prev, g) : g);
+    if (!prev) return void grads.set(n, g);
+    grads.set(n, ops.add(prev, g));
+    if (final) for (const t of [prev, g]) if (!theirs.has(t) && ![...grads.values()].includes(t)) t.dispose();
   };
   outputs.forEach((o, k) => {
     if (relevant.has(o) && isFloating(o.dtype)) accumulate(o, cts[k]!);
   });
 
-  for (let k = order.length - 1; k >= 0; k--) {
-    const n = order[k]!;
+  const release = (n: Node) => {
+    const live = new Set(grads.values());
     const ct = grads.get(n);
-    if (!ct || leafSet.has(n) || gradientStops.has(n) || !isFloating(n.dtype)) continue;
+    grads.delete(n);
+    if (ct && !theirs.has(ct) && !live.has(ct)) ct.dispose();
+    const h = handles.get(n);
+    handles.delete(n);
+    if (h && !live.has(h)) h.dispose();
+    if (n.data) n.detachInputs();
+  };
+  const walk = () => {
+    for (let k = order.length - 1; k >= 0; k--) {
+      const n = order[k]!;
+      if (leafSet.has(n)) continue;
+      step(n);
+      if (final) release(n);
+    }
+  };
+  const step = (n: Node) => {
+    const ct = grads.get(n);
+    if (!ct || gradientStops.has(n) || !isFloating(n.dtype)) return;
     const boundary = boundaries.get(n);
     if (boundary) {
       const gs = boundary.vjp(boundary.args.map(wrap), ct, final);
@@ -87,10 +122,10 @@ export function backward(outputs: readonly Node[], cts: readonly Tensor[], leave
         const g = gs[i];
         if (g && relevant.has(a) && isFloating(a.dtype)) accumulate(a, g);
       });
-      continue;
+      return;
     }
     const rule = RULES[n.op];
-    if (rule === "none") continue;
+    if (rule === "none") return;
     // float16/bfloat16 elementwise rules compute in float32: (1 - y^2) and friends lose the
     // few bits a half has when rounded at each step.
     const up = OPS[n.op].kind === "elementwise" && isHalf(n.dtype) ? (t: Tensor) => (isFloating(t.dtype) ? ops.astype(t, "float32") : t) : (t: Tensor) => t;
@@ -100,6 +135,12 @@ export function backward(outputs: readonly Node[], cts: readonly Tensor[], leave
       const g = rule(ctx, i);
       if (g) accumulate(input, g);
     });
-  }
+  };
+  if (final) {
+    // Each node keeps a handle until its own rule has run: releasing a consumer cuts its edge,
+    // which would otherwise free an input whose rule is still to come.
+    for (const n of order) if (relevant.has(n) && !leafSet.has(n)) wrap(n);
+    untraced(walk);
+  } else walk();
   return leaves.map((l) => grads.get(l) ?? ops.zeros(l.shape, l.dtype));
 }

@@ -6,7 +6,7 @@
  */
 import { SmeltError } from "../errors.ts";
 import { isFloating } from "../graph/dtype.ts";
-import { gradientStops, releaseHeld, tracing } from "../graph/node.ts";
+import { gradientStops, type Node, releaseHeld, tracing } from "../graph/node.ts";
 import * as ops from "../tensor/ops.ts";
 import { Tensor, tidy } from "../tensor/tensor.ts";
 import { backward, boundaries } from "./backward.ts";
@@ -14,12 +14,24 @@ import { backward, boundaries } from "./backward.ts";
 /** A tensor, or plain objects and arrays of them; other leaves pass through. */
 export type Tree = unknown;
 
+/**
+ * Per transform being traced: the argument nodes of the checkpoints called inside it, which only
+ * the checkpoint's backward reaches (the walk does not enter a checkpoint's graph, so no edge holds
+ * them), counted as held by a tensor until the transform returns.
+ */
+const pins: Node[][] = [];
+
 /** Runs body with evaluated nodes keeping their inputs; the outermost transform cuts them after. */
 function traced<T>(body: () => T): T {
   tracing.depth++;
+  pins.push([]);
   try {
     return tidy(body);
   } finally {
+    for (const n of pins.pop()!) {
+      n.tensors--;
+      n.collect();
+    }
     if (--tracing.depth === 0) releaseHeld();
   }
 }
@@ -40,14 +52,17 @@ function untraced<T>(body: () => T): T {
 }
 
 /**
- * Runs body traced, then cuts the edges of the nodes it evaluated and disposes its handles but
- * those it returns: for a graph that body itself walks back and nothing walks again.
+ * Runs body traced (also inside an untraced walk), then cuts the edges of the nodes it evaluated
+ * and disposes its handles but those it returns: for a graph that body itself walks back and
+ * nothing walks again.
  */
 function walkedOnce<T>(body: () => T): T {
   const start = tracing.held.length;
+  tracing.depth++;
   try {
     return tidy(body);
   } finally {
+    tracing.depth--;
     for (const n of tracing.held.splice(start)) if (n.data) n.detachInputs();
   }
 }
@@ -120,7 +135,9 @@ function valueAndGradOf(op: string, fn: (...args: never[]) => unknown, argnums: 
         callArgs[a] = w.tree;
         return w;
       });
-      const result = (fn as (...a: unknown[]) => unknown)(...callArgs);
+      // fn's intermediates are reached through the graph's edges, not handles, so the walk can
+      // let go of them one by one.
+      const result = tidy(() => (fn as (...a: unknown[]) => unknown)(...callArgs));
       const value = checkScalar(op, Array.isArray(result) ? result[0] : result);
       const leaves = chosen.flatMap((c) => c.leaves);
       const grads = backward([value.node(op)], [ops.onesLike(value)], leaves.map((l) => l.node(op)), tracing.depth === 1);
@@ -167,7 +184,7 @@ function checkLike(op: string, what: string, given: unknown[], like: Tensor[]): 
 function trace(op: string, fn: (...args: never[]) => unknown, primals: unknown) {
   if (!Array.isArray(primals)) throw new SmeltError(`${op}: primals must be an array of arguments`);
   const wrapped = primals.map((p, i) => wrapLeaves(op, `primals[${i}]`, p));
-  const outputs = outputsOf(op, (fn as (...a: unknown[]) => unknown)(...wrapped.map((w) => w.tree)));
+  const outputs = outputsOf(op, tidy(() => (fn as (...a: unknown[]) => unknown)(...wrapped.map((w) => w.tree))));
   for (const [i, o] of outputs.entries())
     if (!isFloating(o.dtype)) throw new SmeltError(`${op}: output ${i} has dtype ${o.dtype}; only floating-point outputs have gradients`);
   return { wrapped, outputs, leaves: wrapped.flatMap((w) => w.leaves) };
@@ -223,6 +240,8 @@ export function checkpoint<A extends Tensor[], R extends Tensor | Tensor[]>(fn: 
       if (!(a instanceof Tensor)) throw new SmeltError("checkpoint: the arguments of a checkpointed function must be tensors");
       return a.node("checkpoint");
     });
+    for (const n of args0) n.tensors++;
+    pins.at(-1)!.push(...args0);
     const out0 = untraced(() => fn(...args));
     const outs = outputsOf("checkpoint", out0).map((o, index) => {
       // A fresh node per output: the walk stops there, and an output that is an argument does not
