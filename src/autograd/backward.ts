@@ -74,34 +74,54 @@ export function backward(outputs: readonly Node[], cts: readonly Tensor[], leave
   }
 
   const handles = new Map<Node, Tensor>();
+  const own = new Set<Tensor>();
   const wrap = (n: Node) => {
     let t = handles.get(n);
-    if (!t) handles.set(n, (t = new Tensor(n)));
+    if (!t) {
+      handles.set(n, (t = new Tensor(n)));
+      own.add(t);
+    }
     return t;
   };
   const grads = new Map<Node, Tensor>();
-  // Handles this walk made and may dispose: not the caller's cotangents, nor a handle that is
-  // still some node's cotangent (a rule may pass its node's cotangent on unchanged).
+  // A final walk disposes the handles it made once used, but never the caller's cotangents, a
+  // handle that is still some node's cotangent (a rule may pass a cotangent or an input on
+  // unchanged), or a node's own handle before that node is released.
   const theirs = new Set(cts);
+  const holders = new Map<Tensor, number>();
+  const hold = (t: Tensor, d: number) => holders.set(t, (holders.get(t) ?? 0) + d);
+  const setGrad = (n: Node, t: Tensor | null) => {
+    const old = grads.get(n);
+    if (old) hold(old, -1);
+    if (t) {
+      grads.set(n, t);
+      hold(t, 1);
+    } else grads.delete(n);
+  };
+  const drop = (t: Tensor | undefined) => {
+    if (t && final && !theirs.has(t) && !own.has(t) && !(holders.get(t)! > 0)) {
+      holders.delete(t);
+      t.dispose();
+    }
+  };
   const accumulate = (n: Node, g: Tensor) => {
     if (g.dtype !== n.dtype) g = ops.astype(g, n.dtype);
     const prev = grads.get(n);
-    if (!prev) return void grads.set(n, g);
-    grads.set(n, ops.add(prev, g));
-    if (final) for (const t of [prev, g]) if (!theirs.has(t) && ![...grads.values()].includes(t)) t.dispose();
+    setGrad(n, prev ? ops.add(prev, g) : g);
+    if (prev) [prev, g].forEach(drop);
   };
   outputs.forEach((o, k) => {
     if (relevant.has(o) && isFloating(o.dtype)) accumulate(o, cts[k]!);
   });
 
   const release = (n: Node) => {
-    const live = new Set(grads.values());
     const ct = grads.get(n);
-    grads.delete(n);
-    if (ct && !theirs.has(ct) && !live.has(ct)) ct.dispose();
+    setGrad(n, null);
+    drop(ct);
     const h = handles.get(n);
     handles.delete(n);
-    if (h && !live.has(h)) h.dispose();
+    if (h) own.delete(h);
+    drop(h);
     if (n.data) n.detachInputs();
   };
   const walk = () => {
