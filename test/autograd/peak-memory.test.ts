@@ -17,21 +17,24 @@ test("cross-entropy forward + backward over [512, 49152] holds no more than the 
   const N = 512, C = 49152;
   const { t: logits, bytes } = bytesOf(() => sm.random.normal([N, C], "float32", 0, 2, sm.random.key(1)));
   const targets = sm.random.randint(0, C, [N], "int32", sm.random.key(2)).eval();
-  const step = sm.valueAndGrad((x: sm.Tensor) => sm.nn.losses.crossEntropy(x, targets, { reduction: "mean" }));
-  sm.resetPeakMemory();
-  const [loss, g] = step(logits) as [sm.Tensor, sm.Tensor];
-  sm.eval(loss, g);
-  const peak = sm.getPeakMemory();
-  // Live: the logits and the gradient (one bucket each), the targets and per-row scalars.
-  expect(peak).toBeLessThanOrEqual(2.2 * bytes + (1 << 20));
-  // And the values: the gradient of the mean is (softmax - onehot) / N, so each row sums to 0 and
-  // the target's entry is (p - 1) / N; the loss is about log(C) plus the logits' spread.
-  const rows = sm.sum(g, 1).toArray() as number[];
-  for (const r of rows) expect(Math.abs(r)).toBeLessThan(1e-6);
-  const l = loss.item() as number;
-  expect(l).toBeGreaterThan(Math.log(C));
-  expect(l).toBeLessThan(Math.log(C) + 4);
-  for (const t of [loss, g, logits, targets]) t.dispose();
+  for (const reduction of ["mean", "sum"] as const) {
+    const step = sm.valueAndGrad((x: sm.Tensor) => sm.nn.losses.crossEntropy(x, targets, { reduction }));
+    sm.resetPeakMemory();
+    const [loss, g] = step(logits) as [sm.Tensor, sm.Tensor];
+    sm.eval(loss, g);
+    const peak = sm.getPeakMemory();
+    // Live: the logits and the gradient (one bucket each), the targets and per-row scalars.
+    expect(peak).toBeLessThanOrEqual(2.2 * bytes + (1 << 20));
+    // And the values: the gradient is (softmax - onehot) (/ N for the mean), so each row sums
+    // to 0; the mean loss is about log(C) plus the logits' spread.
+    const rows = sm.sum(g, 1).toArray() as number[];
+    for (const r of rows) expect(Math.abs(r)).toBeLessThan(1e-5);
+    const l = (loss.item() as number) / (reduction === "sum" ? N : 1);
+    expect(l).toBeGreaterThan(Math.log(C));
+    expect(l).toBeLessThan(Math.log(C) + 4);
+    for (const t of [loss, g]) t.dispose();
+  }
+  for (const t of [logits, targets]) t.dispose();
 });
 
 test("eager: sm.checkpoint lowers the peak memory of a deep MLP's gradient, same gradients", () => {
