@@ -207,6 +207,7 @@ function doc(run: Run): string {
     "- **8-op chain**: `x * (1 + tanh(0.79788456 * (x + 0.044715 * x³)))` as eight elementwise ops. Bytes moved = 4 read + 4 written per element; the ceiling is a float4 copy kernel over the same bytes, compiled with `sm.device().compile` and dispatched through the raw API, timed the same way in the same run.",
     "- **matmul** n×n by n×n, float32 and float16; GFLOP/s = 2n³ / time. Lazy and eager are the same single kernel here, so their ratio is only noise.",
     "- **1,000 tiny ops**: a chain of 1,000 multiplies and adds of [16] float32 tensors, so per-node cost is all there is. Lazy: graph building, scheduling and the fused kernels (the planner caps a fused kernel's size, hence several kernels). \"graph build + schedule\" times those two steps alone (median of 7, kernels run outside the clock).",
+    "- **Training** (bench/workloads-train.ts): RMS norm and softmax backward (`vjp` with a fixed cotangent: dx, and dw for the norm), cross-entropy forward + backward (`valueAndGrad` of the mean loss over the logits), the LoRA layer's forward + backward (`vjp` over x, A and B; W frozen), an MLP training step (`valueAndGrad`, then `sm.optim.AdamW`) and one AdamW update of 100 tensors; all outputs of a call are evaluated together. The peer runs `torch.autograd.grad` on the same functions, `torch.compile` of the forward (backward through AOTAutograd), and `torch.optim.AdamW(foreach=True)` (its step compiled for the AdamW workload).",
     "",
     "## Results",
     "",

@@ -40,6 +40,9 @@ MAX_SAMPLES = 2000
 LONG_TIME = 5.0
 
 
+from torch_train_peer import build_train  # noqa: E402  (after torch's import check)
+
+
 def log(*a):
     print("torch_peer:", *a, file=sys.stderr, flush=True)
 
@@ -57,6 +60,8 @@ def chain(x):
 def build(spec):
     """(fn, extra) for a spec: fn() returns the output tensor; extra: more functions to time."""
     kind = spec["kind"]
+    if kind.startswith("train-"):
+        return build_train(spec, uniform)
     if kind == "lora":
         d, r = spec["d"], spec["rank"]
         x = uniform(spec["x"], 1)
@@ -136,13 +141,13 @@ def main():
         sid = spec["id"]
         fn, extra = build(spec)
         res = {}
-        with torch.inference_mode():
+        with torch.inference_mode(not getattr(fn, "needs_grad", False)):
             _, res["eagerMs"], res["eagerSamples"] = time_calls(fn)
             for name, f in extra.items():
                 _, res[f"{name}Ms"], res[f"{name}Samples"] = time_calls(f)
             torch._dynamo.reset()
             try:
-                compiled = torch.compile(fn)
+                compiled = fn.compiled() if hasattr(fn, "compiled") else torch.compile(fn)
                 first, res["compiledMs"], res["compiledSamples"] = time_calls(compiled)
                 res["compileS"] = first
                 ref = fn()

@@ -5,13 +5,15 @@
  * eagerly, returning the output tensor.
  */
 import * as sm from "smelt";
+import { buildTrain, isTrainSpec, type TrainSpec, trainSpecs, trainTitle } from "./workloads-train.ts";
 
 export type Spec =
   | { id: string; kind: "lora"; x: number[]; d: number; rank: number; alpha: number; dtype: "float32" }
   | { id: string; kind: "rmsnorm" | "softmax"; shape: number[]; dtype: "float32" }
   | { id: string; kind: "chain"; n: number; dtype: "float32" }
   | { id: string; kind: "matmul"; n: number; dtype: "float32" | "float16" }
-  | { id: string; kind: "overhead"; nodes: number; size: number; dtype: "float32" };
+  | { id: string; kind: "overhead"; nodes: number; size: number; dtype: "float32" }
+  | TrainSpec;
 
 export interface Case {
   fn(): sm.Tensor;
@@ -45,11 +47,12 @@ export function specs(quick: boolean): Spec[] {
     (["float32", "float16"] as const).map((dtype) => ({ id: `matmul-${n}-${dtype === "float32" ? "f32" : "f16"}`, kind: "matmul", n, dtype })),
   );
   const overhead: Spec = { id: "overhead-1000", kind: "overhead", nodes: 1000, size: 16, dtype: f32 };
-  return [...loras, ...norms, ...chains, ...mms, overhead];
+  return [...loras, ...norms, ...chains, ...mms, overhead, ...trainSpecs(quick)];
 }
 
 /** A one-line description for tables. */
 export function title(s: Spec): string {
+  if (isTrainSpec(s)) return trainTitle(s);
   switch (s.kind) {
     case "lora":
       return `LoRA forward x${fmtShape(s.x)} W[${s.d}, ${s.d}] r=${s.rank}`;
@@ -126,6 +129,7 @@ function copyKernel(n: number): { run: () => void; dispose: () => void } {
 const tol = (dtype: sm.DType) => (dtype === "float16" ? 1e-2 : 1e-4);
 
 export function build(s: Spec): Case {
+  if (isTrainSpec(s)) return buildTrain(s);
   switch (s.kind) {
     case "lora": {
       // forward = x W + (alpha / rank) (x A) B; A and B scaled as after a few training steps

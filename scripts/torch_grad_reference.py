@@ -74,6 +74,10 @@ case("sdpaMaskGrouped", lambda q, k, v, m: F.scaled_dot_product_attention(q, k, 
 case("powerDivide", lambda a, b: torch.pow(a, b) / (b + 3), {"a": rand(2, 3, lo=0.5, hi=2), "b": rand(2, 3)})
 case("sigmoidTanh", lambda x: torch.sigmoid(x) * torch.tanh(x), {"x": rand(2, 5)})
 case("mlp", lambda x, w1, w2: (torch.relu(x @ w1) @ w2).square().mean(), {"x": rand(4, 3), "w1": rand(3, 5), "w2": rand(5, 2)})
+case("scatterAdd", lambda x, v, ids: x.scatter_add(1, ids, v), {"x": rand(3, 4), "v": rand(3, 5)},
+     {"ids": torch.tensor([[0, 3, 0, 0, 1], [2, 2, 2, 2, 2], [1, 0, 3, 1, 0]])})
+case("scatterAddAxis0", lambda x, v, ids: x.scatter_add(0, ids, v), {"x": rand(2, 3), "v": rand(4, 3)},
+     {"ids": torch.tensor([[1, 0, 1], [1, 1, 0], [0, 1, 1], [1, 0, 0]])})
 
 with open(OUT, "w") as f:
     json.dump({"torch": torch.__version__, "cases": CASES}, f, separators=(",", ":"))

@@ -10,7 +10,7 @@ import type { Node } from "../graph/node.ts";
 import { attrsOf, type Op, viewMapOf } from "../graph/op.ts";
 import { contiguousStrides } from "../graph/shape.ts";
 import * as ops from "../tensor/ops.ts";
-import { pad, putAlongAxis, takeAlongAxis } from "../tensor/ops-structure.ts";
+import { pad, putAlongAxis, scatterAdd, takeAlongAxis } from "../tensor/ops-structure.ts";
 import { dequantizeBlocks } from "../tensor/quantized.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
@@ -48,25 +48,9 @@ export function unbroadcast(g: Tensor, shape: readonly number[]): Tensor {
   return reshape(sum(g, axes, true), shape);
 }
 
-/** Indices as positions on an axis of len elements, as the kernels read them (src/exec/emit/builder.ts: axisIndex). */
-function positions(ids: Tensor, len: number): Tensor {
-  if (ids.dtype === "uint32") return ops.minimum(ids, len - 1);
-  // In int32: an int8 index plus an axis length over 127 would wrap.
-  const k = ops.astype(ids, "int32");
-  return ops.clip(where(less(k, 0), add(k, len), k), 0, len - 1);
-}
-
-/**
- * The scatter-add of ct along `axis` into `len` positions: out[.., j, ..] = sum over i of
- * ct[.., i, ..] where ids[.., i, ..] is j. ct and ids have one shape. Written as a reduction of
- * a masked product, which the scheduler fuses into one reduce kernel without materialising the
- * mask; its work is len times ct's size.
- */
-function scatterAdd(ct: Tensor, ids: Tensor, axis: number, len: number): Tensor {
-  const at = positions(ids, len);
-  const lane = reshape(ops.arange(len), [...Array(axis).fill(1), len, ...Array(ct.ndim - axis).fill(1)]);
-  const hit = equal(lane, ops.expandDims(at, axis));
-  return sum(where(hit, ops.expandDims(ct, axis), 0), axis + 1);
+/** The scatter-add of ct at ids along `axis` into a zero tensor of `shape`: the takes' gradient. */
+function scatterInto(shape: readonly number[], ids: Tensor, ct: Tensor, axis: number): Tensor {
+  return scatterAdd(ops.zeros([...shape], ct.dtype), ids, ct, axis);
 }
 
 /**
@@ -277,19 +261,19 @@ export const RULES: Readonly<Record<Op, Rule | "none">> = {
     const x = c.node.inputs[0]!, ids = c.x(1);
     const lead = x.shape.slice(0, axis), tail = x.shape.slice(axis + 1);
     const flatIds = reshape(ids, [...lead.map(() => 1), ids.size, ...tail.map(() => 1)]);
-    const ct = reshape(c.ct, [...lead, ids.size, ...tail]);
-    return scatterAdd(ct, ops.broadcastTo(flatIds, ct.shape), axis, x.shape[axis]!);
+    return scatterInto(x.shape, flatIds, reshape(c.ct, [...lead, ids.size, ...tail]), axis);
   },
   takeAlong: (c, i) => {
     if (i === 1) return null;
     const { axis } = attrsOf(c.node, "takeAlong");
-    return scatterAdd(c.ct, c.x(1), axis, c.node.inputs[0]!.shape[axis]!);
+    return scatterInto(c.node.inputs[0]!.shape, c.x(1), c.ct, axis);
   },
 
   matmul: matmulRule,
   reduce: (c) => reduceRule(c),
   scan: (c) => scanRule(c),
   putAlong: putAlongRule,
+  scatterAdd: (c, i) => (i === 0 ? null : takeAlongAxis(c.ct, c.x(0), attrsOf(c.node, "scatterAdd").axis)),
   // Positions (uint32): sort and topk take their gradient through the takeAlong that reads them.
   argsort: "none",
   // Its input is the uint8 block storage of a quantized weight, which has no gradient.

@@ -6,21 +6,64 @@
  */
 import { SmeltError } from "../errors.ts";
 import { isFloating } from "../graph/dtype.ts";
-import { releaseHeld, tracing } from "../graph/node.ts";
+import { gradientStops, type Node, releaseHeld, tracing } from "../graph/node.ts";
 import * as ops from "../tensor/ops.ts";
 import { Tensor, tidy } from "../tensor/tensor.ts";
-import { backward, boundaries, stopped } from "./backward.ts";
+import { backward, boundaries } from "./backward.ts";
 
 /** A tensor, or plain objects and arrays of them; other leaves pass through. */
 export type Tree = unknown;
 
+/**
+ * Per transform being traced: the argument nodes of the checkpoints called inside it, which only
+ * the checkpoint's backward reaches (the walk does not enter a checkpoint's graph, so no edge holds
+ * them), counted as held by a tensor until the transform returns.
+ */
+const pins: Node[][] = [];
+
 /** Runs body with evaluated nodes keeping their inputs; the outermost transform cuts them after. */
 function traced<T>(body: () => T): T {
+  tracing.depth++;
+  pins.push([]);
+  try {
+    return tidy(body);
+  } finally {
+    for (const n of pins.pop()!) {
+      n.tensors--;
+      n.collect();
+    }
+    if (--tracing.depth === 0) releaseHeld();
+  }
+}
+
+/**
+ * Runs body as if no transform traced: nodes it evaluates let go of their inputs, and the handles
+ * it makes, but those it returns, are disposed, so in eager mode its intermediates are freed as it
+ * returns. Only for graphs no walk will enter.
+ */
+function untraced<T>(body: () => T): T {
+  const depth = tracing.depth;
+  tracing.depth = 0;
+  try {
+    return tidy(body);
+  } finally {
+    tracing.depth = depth;
+  }
+}
+
+/**
+ * Runs body traced (also inside an untraced walk), then cuts the edges of the nodes it evaluated
+ * and disposes its handles but those it returns: for a graph that body itself walks back and
+ * nothing walks again.
+ */
+function walkedOnce<T>(body: () => T): T {
+  const start = tracing.held.length;
   tracing.depth++;
   try {
     return tidy(body);
   } finally {
-    if (--tracing.depth === 0) releaseHeld();
+    tracing.depth--;
+    for (const n of tracing.held.splice(start)) if (n.data) n.detachInputs();
   }
 }
 
@@ -92,10 +135,12 @@ function valueAndGradOf(op: string, fn: (...args: never[]) => unknown, argnums: 
         callArgs[a] = w.tree;
         return w;
       });
-      const result = (fn as (...a: unknown[]) => unknown)(...callArgs);
+      // fn's intermediates are reached through the graph's edges, not handles, so the walk can
+      // let go of them one by one.
+      const result = tidy(() => (fn as (...a: unknown[]) => unknown)(...callArgs));
       const value = checkScalar(op, Array.isArray(result) ? result[0] : result);
       const leaves = chosen.flatMap((c) => c.leaves);
-      const grads = backward([value.node(op)], [ops.onesLike(value)], leaves.map((l) => l.node(op)));
+      const grads = backward([value.node(op)], [ops.onesLike(value)], leaves.map((l) => l.node(op)), tracing.depth === 1);
       let k = 0;
       const trees = chosen.map((c) => refill(args[nums[k++]!], grads.splice(0, c.leaves.length)));
       return [keepValue ? result : null, typeof argnums === "number" ? trees[0] : trees];
@@ -139,7 +184,7 @@ function checkLike(op: string, what: string, given: unknown[], like: Tensor[]): 
 function trace(op: string, fn: (...args: never[]) => unknown, primals: unknown) {
   if (!Array.isArray(primals)) throw new SmeltError(`${op}: primals must be an array of arguments`);
   const wrapped = primals.map((p, i) => wrapLeaves(op, `primals[${i}]`, p));
-  const outputs = outputsOf(op, (fn as (...a: unknown[]) => unknown)(...wrapped.map((w) => w.tree)));
+  const outputs = outputsOf(op, tidy(() => (fn as (...a: unknown[]) => unknown)(...wrapped.map((w) => w.tree))));
   for (const [i, o] of outputs.entries())
     if (!isFloating(o.dtype)) throw new SmeltError(`${op}: output ${i} has dtype ${o.dtype}; only floating-point outputs have gradients`);
   return { wrapped, outputs, leaves: wrapped.flatMap((w) => w.leaves) };
@@ -151,7 +196,7 @@ export function vjp(fn: (...args: any[]) => unknown, primals: unknown[], cotange
   return traced(() => {
     const { wrapped, outputs, leaves } = trace(op, fn as never, primals);
     const cts = checkLike(op, "cotangents", Array.isArray(cotangents) ? cotangents : [cotangents], outputs);
-    const grads = backward(outputs.map((o) => o.node(op)), cts, leaves.map((l) => l.node(op)));
+    const grads = backward(outputs.map((o) => o.node(op)), cts, leaves.map((l) => l.node(op)), tracing.depth === 1);
     return [outputs, wrapped.map((w, i) => refill(primals[i], grads.splice(0, w.leaves.length)))];
   });
 }
@@ -168,7 +213,7 @@ export function jvp(fn: (...args: any[]) => unknown, primals: unknown[], tangent
     const ts = checkLike(op, "tangents", tangents.flatMap((t) => leavesOf(t)), leaves);
     const us = outputs.map((o) => identity(ops.zerosLike(o)));
     const inner = backward(outputs.map((o) => o.node(op)), us, leaves.map((l) => l.node(op)));
-    const jvps = backward(inner.map((g) => g.node(op)), ts, us.map((u) => u.node(op)));
+    const jvps = backward(inner.map((g) => g.node(op)), ts, us.map((u) => u.node(op)), tracing.depth === 1);
     return [outputs, jvps];
   });
 }
@@ -177,13 +222,16 @@ export function jvp(fn: (...args: any[]) => unknown, primals: unknown[], tangent
 export function stopGradient(x: Tensor): Tensor {
   if (!(x instanceof Tensor)) throw new SmeltError("stopGradient: expected a tensor");
   const y = identity(x);
-  stopped.add(y.node("stopGradient"));
+  gradientStops.add(y.node("stopGradient"));
   return y;
 }
 
 /**
  * fn, whose intermediates a transform does not keep for the backward pass: it calls fn again
- * there, on the same arguments. Outside a transform it is fn.
+ * there, on the same arguments. Outside a transform it is fn. The walk never enters fn's forward
+ * graph (its outputs are boundaries), so in eager mode that graph's intermediates are freed as fn
+ * returns; in the last backward pass (one no transform differentiates again) so is each
+ * recomputation, once its gradients are built.
  */
 export function checkpoint<A extends Tensor[], R extends Tensor | Tensor[]>(fn: (...args: A) => R): (...args: A) => R {
   return (...args: A): R => {
@@ -192,20 +240,23 @@ export function checkpoint<A extends Tensor[], R extends Tensor | Tensor[]>(fn: 
       if (!(a instanceof Tensor)) throw new SmeltError("checkpoint: the arguments of a checkpointed function must be tensors");
       return a.node("checkpoint");
     });
-    const out0 = fn(...args);
+    for (const n of args0) n.tensors++;
+    pins.at(-1)!.push(...args0);
+    const out0 = untraced(() => fn(...args));
     const outs = outputsOf("checkpoint", out0).map((o, index) => {
       // A fresh node per output: the walk stops there, and an output that is an argument does not
       // become its own input.
       const kept = identity(o);
+      const vjp = (xs: Tensor[], ct: Tensor, final: boolean) => {
+        const leaves = xs.map((x) => (isFloating(x.dtype) ? identity(x) : x));
+        const again = outputsOf("checkpoint", fn(...(leaves as A)))[index]!;
+        const floats = leaves.filter((l) => isFloating(l.dtype));
+        const gs = backward([again.node("checkpoint")], [ct], floats.map((l) => l.node("checkpoint")), final);
+        return leaves.map((l) => (isFloating(l.dtype) ? gs.shift()! : null));
+      };
       boundaries.set(kept.node("checkpoint"), {
         args: args0,
-        vjp: (xs, ct) => {
-          const leaves = xs.map((x) => (isFloating(x.dtype) ? identity(x) : x));
-          const again = outputsOf("checkpoint", fn(...(leaves as A)))[index]!;
-          const floats = leaves.filter((l) => isFloating(l.dtype));
-          const gs = backward([again.node("checkpoint")], [ct], floats.map((l) => l.node("checkpoint")));
-          return leaves.map((l) => (isFloating(l.dtype) ? gs.shift()! : null));
-        },
+        vjp: (xs, ct, final) => (final ? walkedOnce(() => vjp(xs, ct, final)) : vjp(xs, ct, final)),
       });
       return kept;
     });

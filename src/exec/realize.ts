@@ -119,11 +119,14 @@ class Schedule {
       if (!group) {
         // Rows of another shape inside: compute the inputs of the reductions first (row groups
         // of their own, like a per-row loss before its mean), then try again; failing that,
-        // compute the reductions on their own.
-        for (const r of [...pending, ...(n.op === "reduce" ? [n] : [])]) {
+        // compute the reductions on their own. A reduction's own input goes first: the per-row
+        // loss of a summed loss takes in the rows' reductions, which are then no longer pending.
+        const inputOf = (r: Node) => {
           const input = r.inputs[0]!;
           if (isInline(input) && pendingReductions(input).length) this.materialize(input);
-        }
+        };
+        if (n.op === "reduce") inputOf(n);
+        for (const r of pendingReductions(n)) inputOf(r);
         group = rowGroup(n);
       }
       if (!group) {

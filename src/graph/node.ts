@@ -23,6 +23,13 @@ const NO_ATTRS = Object.freeze({}) as AttrsOf<Op>;
 /** The attributes argument: required for ops that have some, optional for the others. */
 type AttrsArg<O extends Op> = Record<string, never> extends AttrsOf<O> ? [attrs?: AttrsOf<O>] : [attrs: AttrsOf<O>];
 
+/**
+ * Nodes the backward walk treats as constants: those made by stopGradient, and the shifts by the
+ * row max inside softmax, logSoftmax and logsumexp, which change no result, so a gradient through
+ * them would be exactly zero and only cost a pass over the row.
+ */
+export const gradientStops = new WeakSet<Node>();
+
 /** Transforms being traced (nested: grad of grad), and the computed nodes whose inputs they hold. */
 export const tracing = { depth: 0, held: [] as Node[] };
 

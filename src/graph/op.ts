@@ -23,7 +23,7 @@ export type ViewOp = StridedViewOp | ReshapeOp;
 /** Inline ops that read other elements of their inputs than their own. */
 export type GatherOp = "concat" | "pad" | "take" | "takeAlong";
 /** Ops that always get a kernel of their own (random's is a kernel of metal/random.metal). */
-export type KernelOp = "reduce" | "scan" | "putAlong" | "random" | "argsort" | "dequantize" | "quantizedMatmul";
+export type KernelOp = "reduce" | "scan" | "putAlong" | "scatterAdd" | "random" | "argsort" | "dequantize" | "quantizedMatmul";
 export type Op = ElementwiseOp | GeneratorOp | ViewOp | GatherOp | KernelOp | "cast" | "matmul" | "data";
 
 /** GGML's block-quantized weight formats that smelt reads (src/graph/quant.ts has their layouts). */
@@ -61,6 +61,8 @@ interface OpAttrTable {
   take: { axis: number };
   takeAlong: { axis: number };
   putAlong: { axis: number };
+  /** Inputs: indices and values of one shape; the result has the indexed axis's full length. */
+  scatterAdd: { axis: number };
   argsort: { axis: number };
   dequantize: { format: QuantFormat };
   /** x @ dequantize(W)^T: inputs x and W's blocks. */
@@ -138,6 +140,7 @@ export const OPS: Readonly<Record<Op, Readonly<OpInfo>>> = {
   reduce: { kind: "kernel", arity: 1, inline: false },
   scan: { kind: "kernel", arity: 1, inline: false },
   putAlong: { kind: "kernel", arity: 3, inline: false, readsComputedInputs: true },
+  scatterAdd: { kind: "kernel", arity: 2, inline: false, readsComputedInputs: true },
   argsort: { kind: "kernel", arity: 1, inline: false },
   dequantize: { kind: "kernel", arity: 1, inline: false, readsComputedInputs: true },
   quantizedMatmul: { kind: "kernel", arity: 2, inline: false, readsComputedInputs: true },

@@ -1,14 +1,15 @@
 /**
  * Ops that rearrange elements: joining (concatenate, stack), splitting, padding, repeating (tile,
- * repeat) and integer indexing (take, takeAlongAxis, putAlongAxis, gather). Splits are views;
+ * repeat) and integer indexing (take, takeAlongAxis, putAlongAxis, scatterAdd, gather). Splits are views;
  * tile and repeat are reshapes of broadcasts; concatenation, padding and the takes are index math
- * inside the kernel that consumes them (src/exec/emit/builder.ts); putAlongAxis is a kernel of its own.
+ * inside the kernel that consumes them (src/exec/emit/builder.ts); putAlongAxis and scatterAdd are
+ * kernels of their own.
  * No elements are copied on the host (indices given as numbers are uploaded as an int32 tensor).
  */
 import { SmeltError } from "../errors.ts";
-import { type DType, isInteger, promoteTypes } from "../graph/dtype.ts";
+import { type DType, isFloating, isInteger, promoteTypes } from "../graph/dtype.ts";
 import { Node } from "../graph/node.ts";
-import { array, broadcastTo, expandDims, full, reshape, slice, type Scalar } from "./ops.ts";
+import { add, array, broadcastTo, expandDims, full, reshape, slice, type Scalar } from "./ops.ts";
 import { broadcastShapes, checkSize, normalizeAxis, shapeSize } from "../graph/shape.ts";
 import { composite, Tensor } from "./tensor.ts";
 
@@ -322,6 +323,42 @@ export function putAlongAxis(x: Tensor, indices: Indices, values: Tensor | Neste
     }
     const vals = castNode(broadcastTo(v, shape).node(op), n.dtype);
     const out = new Tensor(new Node("putAlong", [src.node(op), broadcastTo(ids, shape).node(op), vals], s, n.dtype, { axis: ax }));
+    return axis === undefined ? reshape(out, n.shape) : out;
+  });
+}
+
+/**
+ * x plus values added at indices along axis: out[..., indices[..., i, ...], ...] += values[..., i,
+ * ...] (PyTorch's scatter_add, NumPy's add.at along one axis). Shapes as in putAlongAxis; values
+ * broadcast to the indices' shape. Duplicate indices all add. Float sums accumulate in float32 in
+ * the order of the indices along the axis, so results are the same on every backend and every run;
+ * integer sums wrap in x's dtype. Negative indices count from the end; out-of-bounds ones are
+ * handled as in take. The work is x's size plus the indices' size, however long the axis is.
+ */
+export function scatterAdd(x: Tensor, indices: Indices, values: Tensor | Nested, axis?: number): Tensor {
+  const op = "scatterAdd";
+  const n = tensorNode(op, x, "x");
+  if (n.dtype === "bool") throw new SmeltError(`${op}: x must be numeric, got dtype bool`);
+  return composite(() => {
+    const src = axis === undefined ? reshape(x, [-1]) : x;
+    const ax = axis === undefined ? 0 : normalizeAxis(op, axis, n.shape.length);
+    const s = src.shape;
+    let ids = indexTensor(op, indices, s[ax]!, ax);
+    if (axis === undefined) ids = reshape(ids, [-1]);
+    const shape = alongShape(op, s, ids.shape, ax);
+    if (shape.some((d, k) => k !== ax && d !== s[k])) {
+      throw new SmeltError(`${op}: indices of shape ${fmt(ids.shape)} do not fit x of shape ${fmt(s)} on the axes other than ${ax}`);
+    }
+    checkNotEmpty(op, s[ax]!, ax, ids);
+    const v = values instanceof Tensor ? values : array(values, n.dtype);
+    const vshape = broadcastShapes(op, v.shape, shape);
+    if (vshape.length !== shape.length || vshape.some((d, k) => d !== shape[k])) {
+      throw new SmeltError(`${op}: values of shape ${fmt(v.shape)} cannot be broadcast to the indices' shape ${fmt(shape)}`);
+    }
+    const acc: DType = isFloating(n.dtype) ? "float32" : n.dtype;
+    const vals = castNode(castNode(broadcastTo(v, shape).node(op), n.dtype), acc);
+    const sums = new Node("scatterAdd", [broadcastTo(ids, shape).node(op), vals], s, acc, { axis: ax });
+    const out = add(src, new Tensor(castNode(sums, n.dtype)));
     return axis === undefined ? reshape(out, n.shape) : out;
   });
 }

@@ -23,7 +23,7 @@ import {
   type TypedArrayConstructor,
   typedArrayDType,
 } from "../graph/dtype.ts";
-import { type Data, Node } from "../graph/node.ts";
+import { type Data, gradientStops, Node } from "../graph/node.ts";
 import { attrsOf, type BinaryOp, OPS, type ReduceKind, type UnaryOp, type ViewMap } from "../graph/op.ts";
 import {
   broadcastShapes,
@@ -467,15 +467,23 @@ export function variance(x: TensorLike, axis?: Axes, keepdims = false, ddof = 0)
 export const std = (x: TensorLike, axis?: Axes, keepdims = false, ddof = 0) =>
   inFloat32("std", x, axis, (t) => sqrt(variance(t, axis, keepdims, ddof)));
 
-/** x minus its max over axis (0 where the max is ±inf, so rows of -inf stay -inf, not NaN). */
-function shifted(t: Tensor, axis: Axes): Tensor {
+/**
+ * The max over axis, 0 where it is ±inf (so rows of -inf stay -inf, not NaN): the shift that keeps
+ * exp in range. It is a gradient stop, as no result depends on it.
+ */
+function rowShift(t: Tensor, axis: Axes): Tensor {
   const m = reduce("max", t, axis, true); // not max(): an empty axis is fine here
-  return subtract(t, where(isinf(m), 0, m));
+  const shift = where(isinf(m), 0, m);
+  gradientStops.add(shift.node("rowShift"));
+  return shift;
+}
+/** x minus its row shift. */
+function shifted(t: Tensor, axis: Axes): Tensor {
+  return subtract(t, rowShift(t, axis));
 }
 export function logsumexp(x: TensorLike, axis?: Axes, keepdims = false): Tensor {
   return inFloat32("logsumexp", x, axis, (t) => {
-    const m = reduce("max", t, axis, true);
-    const safe = where(isinf(m), 0, m);
+    const safe = rowShift(t, axis);
     const s = add(log(sum(exp(subtract(t, safe)), axis, true)), safe);
     return keepdims ? s : squeeze(s, normalizeAxes("logsumexp", axis, t.ndim));
   });

@@ -40,6 +40,8 @@ const F: Record<string, (f: Record<string, T>, i: Record<string, T>) => T> = {
   take: ({ x }, { ids }) => sm.take(x!, ids!, 1),
   embedding: ({ w }, { ids }) => sm.gather(w!, ids!),
   takeAlongAxis: ({ x }, { ids }) => sm.takeAlongAxis(x!, ids!, 1),
+  scatterAdd: ({ x, v }, { ids }) => sm.scatterAdd(x!, ids!, v!, 1),
+  scatterAddAxis0: ({ x, v }, { ids }) => sm.scatterAdd(x!, ids!, v!, 0),
   concatenate: ({ a, b }) => sm.concatenate([a!, b!, a!], 0),
   pad: ({ x }) => sm.pad(x!, [[0, 1], [1, 2]], 3),
   variance: ({ x }) => sm.variance(x!, 1),

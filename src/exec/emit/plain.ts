@@ -150,12 +150,41 @@ function putAlongKernel({ out, dispatch }: PlainPlan): KernelCode {
   return finish(b, out, ELEMENT_POSITION, dispatch);
 }
 
+/**
+ * Scatter-add (inputs: indices and values of one shape, the result with the axis at its full
+ * length): one thread per line along the axis zeroes its line, then adds the values in index
+ * order. The work is the result's size plus the values' size, and each sum has one order on every
+ * backend, so results are deterministic (no atomics). Its inputs are loaded, not fused, for the
+ * reason putAlong's are.
+ */
+function scatterAddKernel({ out, dispatch }: PlainPlan): KernelCode {
+  const [indices, values] = out.inputs as [Node, Node];
+  const axis = attrsOf(out, "scatterAdd").axis;
+  const b = new Builder(out);
+  const T = computeType(out.dtype);
+  const inner = b.int(out.shape.slice(axis + 1).reduce((a, d) => a * d, 1));
+  const len = b.int(out.shape[axis]!);
+  const span = b.int(values.shape[axis]!);
+  b.line(`int w = int(gid) % ${inner}; int o = int(gid) / ${inner};`);
+  b.line(`for (int t = 0; t < ${len}; ++t) out0[(o * ${len} + t) * ${inner} + w] = ${T}(0);`);
+  b.line(`for (int t = 0; t < ${span}; ++t) {`);
+  b.scoped(() => {
+    b.line(`int from = (o * ${span} + t) * ${inner} + w;`);
+    const k = b.axisIndex(b.emit(indices, "from"), indices.dtype, len);
+    b.line(`int at = (o * ${len} + ${k}) * ${inner} + w;`);
+    b.line(`out0[at] = out0[at] + ${T}(${b.emit(values, "from")});`);
+  });
+  b.line("}");
+  return finish(b, out, ELEMENT_POSITION, dispatch);
+}
+
 /** The emitter of each kind of plain kernel. */
 const emitters: Record<PlainPlan["kind"], (p: PlainPlan) => KernelCode> = {
   elementwise: elementwiseKernel,
   reduce: reduceKernel,
   scan: scanKernel,
   putAlong: putAlongKernel,
+  scatterAdd: scatterAddKernel,
   random: randomKernel,
   argsort: argsortKernel,
   dequantize: dequantizeKernel,

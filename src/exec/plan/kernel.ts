@@ -23,7 +23,7 @@ export function threadDispatch(threads: number): Dispatch {
 
 /**
  * A kernel of one thread per element of `out` (elementwise: out and its inline producers; reduce:
- * a loop over the reduced elements), per line along an axis (scan, putAlong, argsort), or per
+ * a loop over the reduced elements), per line along an axis (scan, putAlong, scatterAdd, argsort), or per
  * Threefry block (random, a kernel of metal/random.metal).
  */
 export interface PlainPlan {
@@ -48,6 +48,10 @@ const threads: Record<PlainPlan["kind"], (out: Node) => number> = {
   argsort: (out) => lines(out, attrsOf(out, "argsort").axis),
   putAlong: (out) => {
     const size = out.shape[attrsOf(out, "putAlong").axis]!;
+    return size === 0 ? 0 : out.size / size;
+  },
+  scatterAdd: (out) => {
+    const size = out.shape[attrsOf(out, "scatterAdd").axis]!;
     return size === 0 ? 0 : out.size / size;
   },
   random: (out) => Math.ceil(out.size / 2),
