@@ -8,13 +8,14 @@
 import { SmeltError } from "../errors.ts";
 import type { Pipeline } from "../runtime/resources.ts";
 import { type Target, targetOf } from "../runtime/target.ts";
-import { itemsize } from "../graph/dtype.ts";
-import { contiguousStrides, MAX_ELEMENTS } from "../graph/shape.ts";
+import { isFloating, itemsize } from "../graph/dtype.ts";
+import { contiguousStrides, isRowContiguous, MAX_ELEMENTS } from "../graph/shape.ts";
 import type { Node } from "../graph/node.ts";
-import { OPS } from "../graph/op.ts";
+import { attrsOf, OPS, viewMapOf } from "../graph/op.ts";
 import type { KernelCode } from "./emit/builder.ts";
-import { isInline, matmulDepth } from "./plan/inline.ts";
-import { isRowReduce, pendingReductions, type RowGroup, rowGroup, splitRow } from "./plan/rows.ts";
+import { isInline, matmulDepth, readFromMemory } from "./plan/inline.ts";
+import { sameShape } from "../graph/shape.ts";
+import { isRowReduce, pendingReductions, type RowGroup, rowGroup, splitColumns, splitRow } from "./plan/rows.ts";
 import { epilogueOf, type MatmulVariant, panelBytes, type Panels, pendingMatmuls, summedProduct } from "./plan/matmul.ts";
 import { matmulKernel, plainKernel, rowKernel } from "./plans.ts";
 import { memory, type Storage, stats } from "./memory.ts";
@@ -41,11 +42,22 @@ class Schedule {
   readonly rows = new Map<Node, RowGroup>();
   /** Nodes computed by a matmul kernel, as its epilogue: the matmul, its kernel and the memory its operands are packed into. */
   readonly matmuls = new Map<Node, { main: Node; variant: MatmulVariant; panels: Panels | null }>();
+  /** Multi-output kernels: the node a kernel is ordered by, and the other nodes it writes. */
+  readonly outputs = new Map<Node, Node[]>();
+
+  /** Views of nodes computed in this evaluation, given their memory at other strides, with their bases. */
+  readonly views: [view: Node, base: Node][] = [];
+
+  /** Every node that gets memory: the kernels' nodes, the further outputs of multi-output ones, views. */
+  nodes(): Node[] {
+    if (!this.outputs.size && !this.views.length) return this.order;
+    return [...this.order, ...[...this.outputs.values()].flat(), ...this.views.map(([v]) => v)];
+  }
 
   require(root: Node): void {
     for (const n of postOrder(root)) {
       if (n.data) continue;
-      if (OPS[n.op].readsComputedInputs) for (const i of n.inputs) if (!i.data) this.materialize(i);
+      if (OPS[n.op].readsComputedInputs) for (const i of n.inputs) this.operand(i);
       const inline = isInline(n);
       if (inline || OPS[n.op].kind === "kernel") this.weigh(n, inline);
       // Row reductions and matmuls wait: the kernel of whatever reads them may compute them.
@@ -79,6 +91,9 @@ class Schedule {
         waits ||= i.schedPlansAround;
         if (!widest || i.schedInlineCount > widest.schedInlineCount) widest = i;
       }
+      // The sum counts a node shared by several inputs once per path to it (a backward pass shares
+      // a lot): past the cap, count the distinct nodes instead.
+      if (cost > MAX_INLINE) cost = distinctUncomputed(n, MAX_INLINE + 1);
       if ((cost <= MAX_INLINE && leaves.length <= MAX_LEAVES) || !widest) {
         n.schedInlineCount = cost;
         n.schedReads = leaves;
@@ -87,6 +102,25 @@ class Schedule {
       }
       this.materialize(widest);
     }
+  }
+
+  /**
+   * An input that a kernel reads from memory (a matmul's operand). A view of a node (a reshape, a
+   * transpose of a product) is that node's memory at other strides: the node gets a kernel, the
+   * view only its strides, not a copy of its own.
+   */
+  private operand(n: Node): void {
+    if (n.data) return;
+    const kind = OPS[n.op].kind;
+    if (kind !== "view" && kind !== "reshape") return this.materialize(n);
+    const base = n.inputs[0]!;
+    this.operand(base);
+    const d = base.data!;
+    if (!isRowContiguous(base.shape, d.strides)) return this.materialize(n);
+    const map = kind === "view" ? viewMapOf(n) : { strides: contiguousStrides(n.shape), offset: 0 };
+    n.data = { storage: d.storage.retain(), strides: map.strides, offset: d.offset + map.offset };
+    n.schedOrder = base.schedOrder;
+    this.views.push([n, base]);
   }
 
   private materialize(n: Node): void {
@@ -113,6 +147,15 @@ class Schedule {
         if (partial) this.materialize(partial);
       }
     }
+    // A reduction over leading axes of an input that reads row reductions (a norm's weight
+    // gradient): the input is a row kernel of its own first, as no row group can hold both.
+    if (n.op === "reduce" && !isRowReduce(n)) {
+      const input = n.inputs[0]!;
+      if (isInline(input) && pendingReductions(input).length) this.materialize(input);
+    }
+    // A reduction over many rows: its partials first (plan/rows.ts splitColumns).
+    const partial = splitColumns(n);
+    if (partial) this.materialize(partial);
     const pending = pendingReductions(n);
     if (pending.length || isRowReduce(n)) {
       let group = rowGroup(n);
@@ -153,7 +196,141 @@ class Schedule {
       b = memory.allocate(panelBytes(main), "matmul");
     }
     const summed = summedProduct(n, main);
-    return { b, fill, keeper, summed: summed && { ...summed, panels: memory.allocate(panelBytes(summed.product), "matmul") } };
+    return { b, fill, keeper, summed };
+  }
+
+  /**
+   * Multi-output kernels: elementwise kernels of one shape that compute some of the same work (one
+   * computes another's node inline, as a new parameter does its new moments; or both compute a
+   * producer they share) become one kernel writing all of their nodes, the shared work done once;
+   * so do row kernels of one row shape that fold the same reductions (a norm's dx and the
+   * products its weight gradient sums). The group runs where its last kernel was; groups that
+   * another kernel between their first and last would have to read from, or past the caps of one
+   * kernel, stay apart.
+   */
+  mergeOutputs(): void {
+    const cands = new Set(this.order.filter((n) => this.mergeKind(n) !== null));
+    if (cands.size < 2) return;
+    const parent = new Map<Node, Node>();
+    const find = (n: Node): Node => {
+      let r = n;
+      while (parent.get(r) !== undefined) r = parent.get(r)!;
+      return r;
+    };
+    const join = (a: Node, b: Node) => {
+      if (!sameShape(a.shape, b.shape) || this.mergeKind(a) !== this.mergeKind(b)) return;
+      const [ra, rb] = [find(a), find(b)];
+      if (ra !== rb) parent.set(ra.schedOrder < rb.schedOrder ? ra : rb, ra.schedOrder < rb.schedOrder ? rb : ra);
+    };
+    // Which kernel first computes each inline node that does arithmetic (views and constants shared
+    // by two kernels are not work worth a merge). Sums over the same axes share their loop.
+    const owner = new Map<Node, Node>();
+    const sums = new Map<string, Node>();
+    for (const k of cands) {
+      const key = this.mergeKind(k)!;
+      if (key.startsWith("reduce")) {
+        const first = sums.get(key);
+        if (first) join(first, k);
+        else sums.set(key, k);
+      }
+      inlineWalk(k, (x, inline) => {
+        if (!inline) return;
+        if (x.data && cands.has(x)) join(k, x);
+        const kind = OPS[x.op].kind;
+        if (kind === "view" || kind === "reshape" || kind === "generator") return;
+        const o = owner.get(x);
+        if (!o) owner.set(x, k);
+        else if (o !== k) join(o, k);
+      });
+    }
+    const groups = new Map<Node, Node[]>();
+    for (const k of cands) {
+      const r = find(k);
+      const g = groups.get(r);
+      if (g) g.push(k);
+      else groups.set(r, [k]);
+    }
+    for (const g of groups.values()) if (g.length > 1) this.merge(g);
+  }
+
+  /**
+   * Which kernels n's may merge with (those of an equal key): elementwise ones, row ones writing
+   * every row element, float sums over the same axes of inputs of one shape and dtype; or none.
+   */
+  private mergeKind(n: Node): string | null {
+    const kind = OPS[n.op].kind;
+    if (this.matmuls.has(n)) return null;
+    const group = this.rows.get(n);
+    if (group) return group.perRow ? null : "rows";
+    if (n.op === "reduce") {
+      const { kind: k, axes } = attrsOf(n, "reduce");
+      const input = n.inputs[0]!;
+      return k === "sum" && isFloating(input.dtype) ? `reduce ${input.dtype} ${n.dtype} ${axes} ${input.shape}` : null;
+    }
+    return kind === "kernel" || kind === "data" ? null : "elementwise";
+  }
+
+  /**
+   * Makes the kernels g (in schedule order) one kernel, if it can: at the last one's place, or,
+   * where a kernel in between reads one of them (a sum's partials and their fold), at the first
+   * one's, if what they all read is computed before it.
+   */
+  private merge(g: Node[]): void {
+    const members = new Set(g);
+    const first = g[0]!.schedOrder, last = g[g.length - 1]!.schedOrder;
+    let between = false;
+    for (let i = first + 1; i < last && !between; i++) {
+      const k = this.order[i]!;
+      if (!members.has(k)) inlineWalk(k, (x, inline) => (between ||= !inline && members.has(x)));
+    }
+    let early = true;
+    if (between) for (const m of g) inlineWalk(m, (x, inline) => (early &&= inline || x.schedOrder < first));
+    if (between && !early) return;
+    const root = between ? g[0]! : g[g.length - 1]!;
+    // The caps of one kernel, counted on what the group computes at the root's place.
+    const leaves = new Set<Node>(), inline = new Set<Node>();
+    const stack = g.flatMap((m) => m.inputs);
+    // A sum cannot compute another inline: each is its kernel's loop.
+    const sum = root.op === "reduce";
+    while (stack.length) {
+      const x = stack.pop()!;
+      if (sum && members.has(x)) return;
+      if (members.has(x) || leaves.has(x) || inline.has(x)) continue;
+      if (x.data && (x.schedOrder < 0 || x.schedOrder < root.schedOrder)) leaves.add(x);
+      else {
+        inline.add(x);
+        stack.push(...x.inputs);
+      }
+    }
+    if (leaves.size > MAX_LEAVES || inline.size + g.length > MAX_INLINE) return;
+    const before = [...this.order];
+    const order = before.filter((n) => n === root || !members.has(n));
+    const renumber = (nodes: Node[]) => {
+      this.order.length = 0;
+      for (const n of nodes) {
+        n.schedOrder = this.order.length;
+        this.order.push(n);
+      }
+      this.placeViews();
+    };
+    renumber(order);
+    const also = g.filter((m) => m !== root);
+    for (const m of also) m.schedOrder = root.schedOrder;
+    this.placeViews();
+    if (this.rows.has(root)) {
+      // One row group must compute every output, at the new places.
+      const group = rowGroup(root, also);
+      if (!group) return renumber(before);
+      this.rows.set(root, group);
+      for (const m of also) this.rows.delete(m);
+    }
+    root.schedInlineCount = inline.size + g.length;
+    this.outputs.set(root, also);
+  }
+
+  /** Views computed with their bases stay at their bases' places when kernels move. */
+  private placeViews(): void {
+    for (const [v, base] of this.views) v.schedOrder = base.schedOrder;
   }
 
   private allocate(n: Node): void {
@@ -163,6 +340,41 @@ class Schedule {
     n.schedOrder = this.order.length;
     this.order.push(n);
   }
+}
+
+/**
+ * Calls f on every node kernel k's code reaches: inline ones (computed by k, walked into) and
+ * the ones it reads from memory (not walked into).
+ */
+function inlineWalk(k: Node, f: (x: Node, inline: boolean) => void): void {
+  const seen = ++marks;
+  const stack = [...k.inputs];
+  while (stack.length) {
+    const x = stack.pop()!;
+    if (x.schedMark === seen) continue;
+    x.schedMark = seen;
+    const inline = !readFromMemory(x, k);
+    f(x, inline);
+    if (inline) stack.push(...x.inputs);
+  }
+}
+
+/** How many distinct uncomputed nodes n's kernel would compute, n included: at most `limit`. */
+function distinctUncomputed(n: Node, limit: number): number {
+  const seen = ++marks;
+  const stack = [n];
+  n.schedMark = seen;
+  let count = 0;
+  while (stack.length && count < limit) {
+    const x = stack.pop()!;
+    count++;
+    for (const i of x.inputs) {
+      if (i.data || i.schedMark === seen) continue;
+      i.schedMark = seen;
+      stack.push(i);
+    }
+  }
+  return count;
 }
 
 /** The uncomputed nodes n depends on, inputs before their consumers, n last (iteratively). */
@@ -207,9 +419,12 @@ function rowThreads(target: Target, g: RowGroup): number {
  * for itself (packing B into panels, tiles of 8 x 8), else its layout for large ones.
  */
 function matmulVariant(target: Target, main: Node): MatmulVariant {
-  const M = main.shape[main.shape.length - 2]!;
+  const M = main.shape[main.shape.length - 2]!, N = main.shape[main.shape.length - 1]!;
   const { small, large, smallRows, smallWork } = target.matmul;
-  const layout = M <= smallRows || main.size * matmulDepth(main) < smallWork ? small : large;
+  // Panels are 16 columns wide: a B of one panel or less is read in place rather than copied into it
+  // by a kernel of its own (a low-rank factor's gradient).
+  const narrow = large === "panel" && N <= 16;
+  const layout = M <= smallRows || narrow || main.size * matmulDepth(main) < smallWork ? small : large;
   // Panels pad B's columns to 16: past MAX_ELEMENTS their 32-bit indices would overflow.
   return layout === "panel" && panelBytes(main) / 4 > MAX_ELEMENTS ? "column" : layout;
 }
@@ -219,7 +434,8 @@ export function planOf(schedule: Schedule, node: Node): KernelCode {
   const mm = schedule.matmuls.get(node);
   if (mm) return matmulKernel(node, mm.main, mm.variant, mm.panels);
   const group = schedule.rows.get(node);
-  return group ? rowKernel(node, group, rowThreads(schedule.target, group)) : plainKernel(node);
+  const also = schedule.outputs.get(node);
+  return group ? rowKernel(node, group, rowThreads(schedule.target, group), also) : plainKernel(node, also);
 }
 
 /** The sources of the kernels that encode() will dispatch. */
@@ -260,13 +476,14 @@ function encode(schedule: Schedule) {
   const used: Storage[] = [];
   const put = (k: KernelCode, out: Storage, op: string, fused: boolean, rows = false): boolean => {
     const reads = k.inputs.map((d) => d.storage);
+    const outs = (k.outputs ?? []).map((d) => d.storage);
     for (const r of reads) {
       if (r.buffer.device !== dev) {
         const why = r.buffer.device.lost ?? "it was disposed";
         throw new SmeltError(`eval: ${op} reads a tensor whose memory was on a device that is gone (${why}); compute it again from its sources`);
       }
     }
-    used.push(out, ...reads);
+    used.push(out, ...outs, ...reads);
     if (reads.some((s) => written.has(s))) {
       cmd.barrier();
       written = new Set();
@@ -274,7 +491,7 @@ function encode(schedule: Schedule) {
     const lib = k.library;
     const args: unknown[] = lib
       ? [lib.key ?? { buffer: k.inputs[0]!.storage.buffer, offset: k.inputs[0]!.offset * 4 }, out.buffer, k.params]
-      : [k.params, out.buffer, ...k.inputs.map((d) => d.storage.buffer)];
+      : [k.params, out.buffer, ...reads.map((s) => s.buffer), ...outs.map((s) => s.buffer)];
     if (k.params.byteLength > 4096) {
       throw new SmeltError(`eval: the kernel for ${op} needs ${k.params.byteLength} bytes of parameters, over 4096`);
     }
@@ -289,6 +506,7 @@ function encode(schedule: Schedule) {
       if (fused) stats.fusedGroups++;
     }
     written.add(out);
+    for (const s of outs) written.add(s);
     return true;
   };
   for (const node of schedule.order) {
@@ -313,14 +531,17 @@ function encode(schedule: Schedule) {
 
 function settle(schedule: Schedule, failed: boolean): void {
   releasePanels(schedule, failed);
-  for (const n of schedule.order) n.schedOrder = -1;
+  const nodes = schedule.nodes();
+  schedule.outputs.clear();
+  schedule.views.length = 0;
+  for (const n of nodes) n.schedOrder = -1;
   if (!failed) {
-    for (const n of schedule.order) n.settleInputs();
+    for (const n of nodes) n.settleInputs();
     return;
   }
   // What a failed command buffer was to compute is unknown: the nodes go back to uncomputed,
   // with their inputs, so that reading one evaluates it again (or reports why it cannot).
-  for (const n of schedule.order) {
+  for (const n of nodes) {
     n.data?.storage.release();
     n.data = null;
   }
@@ -334,7 +555,6 @@ function releasePanels(schedule: Schedule, failed: boolean): void {
   for (const { panels } of schedule.matmuls.values()) {
     if (failed) panels?.keeper?.dropDerived();
     panels?.b.release();
-    panels?.summed?.panels.release();
   }
   schedule.matmuls.clear();
 }
@@ -344,10 +564,11 @@ export function schedule(nodes: readonly Node[]): Schedule {
   const s = new Schedule();
   try {
     for (const n of nodes) s.require(n);
+    s.mergeOutputs();
   } catch (e) {
     // Nothing was computed: give the memory back so no node claims data it does not have.
     releasePanels(s, true);
-    for (const n of s.order) {
+    for (const n of s.nodes()) {
       n.data!.storage.release();
       n.data = null;
       n.schedOrder = -1;
@@ -380,7 +601,8 @@ export async function evalNodesAsync(nodes: readonly Node[]): Promise<void> {
   if (s.order.length === 0) return;
   // The user may dispose these tensors while the evaluation awaits (compiling, then the device):
   // a hold like a handle's keeps each node and its memory until the evaluation is settled.
-  for (const n of s.order) n.tensors++;
+  const held = s.nodes();
+  for (const n of held) n.tensors++;
   let failed = true;
   try {
     // The kernels the evaluation lacks compile together, off the JS thread, before encoding.
@@ -389,7 +611,7 @@ export async function evalNodesAsync(nodes: readonly Node[]): Promise<void> {
     failed = false;
   } finally {
     settle(s, failed);
-    for (const n of s.order) {
+    for (const n of held) {
       n.tensors--;
       n.collect();
     }
