@@ -278,10 +278,13 @@ class Schedule {
   private merge(g: Node[]): void {
     const members = new Set(g);
     const first = g[0]!.schedOrder, last = g[g.length - 1]!.schedOrder;
+    // What a kernel reads of them: a member, or a view of one that has the member's memory.
+    const bases = new Map(this.views);
+    const readsMember = (x: Node): boolean => members.has(x) || (bases.has(x) && readsMember(bases.get(x)!));
     let between = false;
     for (let i = first + 1; i < last && !between; i++) {
       const k = this.order[i]!;
-      if (!members.has(k)) inlineWalk(k, (x, inline) => (between ||= !inline && members.has(x)));
+      if (!members.has(k)) inlineWalk(k, (x, inline) => (between ||= !inline && readsMember(x)));
     }
     let early = true;
     if (between) for (const m of g) inlineWalk(m, (x, inline) => (early &&= inline || x.schedOrder < first));
@@ -295,6 +298,8 @@ class Schedule {
     while (stack.length) {
       const x = stack.pop()!;
       if (sum && members.has(x)) return;
+      // A view given a member's memory would be computed inline at the member's place: not planned.
+      if (bases.has(x) && readsMember(x)) return;
       if (members.has(x) || leaves.has(x) || inline.has(x)) continue;
       if (x.data && (x.schedOrder < 0 || x.schedOrder < root.schedOrder)) leaves.add(x);
       else {
