@@ -9,12 +9,11 @@ import { SmeltError } from "../errors.ts";
 import type { Pipeline } from "../runtime/resources.ts";
 import { type Target, targetOf } from "../runtime/target.ts";
 import { isFloating, itemsize } from "../graph/dtype.ts";
-import { contiguousStrides, isRowContiguous, MAX_ELEMENTS } from "../graph/shape.ts";
+import { contiguousStrides, isRowContiguous, MAX_ELEMENTS, sameShape } from "../graph/shape.ts";
 import type { Node } from "../graph/node.ts";
 import { attrsOf, OPS, viewMapOf } from "../graph/op.ts";
 import type { KernelCode } from "./emit/builder.ts";
 import { isInline, matmulDepth, readFromMemory } from "./plan/inline.ts";
-import { sameShape } from "../graph/shape.ts";
 import { isRowReduce, pendingReductions, type RowGroup, rowGroup, splitColumns, splitRow } from "./plan/rows.ts";
 import { epilogueOf, type MatmulVariant, panelBytes, type Panels, pendingMatmuls, summedProduct } from "./plan/matmul.ts";
 import { matmulKernel, plainKernel, rowKernel } from "./plans.ts";
@@ -204,13 +203,18 @@ class Schedule {
    * computes another's node inline, as a new parameter does its new moments; or both compute a
    * producer they share) become one kernel writing all of their nodes, the shared work done once;
    * so do row kernels of one row shape that fold the same reductions (a norm's dx and the
-   * products its weight gradient sums). The group runs where its last kernel was; groups that
-   * another kernel between their first and last would have to read from, or past the caps of one
-   * kernel, stay apart.
+   * products its weight gradient sums), and float sums over the same axes of inputs of one shape
+   * (a weight's and a bias's gradient), which share their loop. See merge() for where a group
+   * runs, and when it stays apart.
    */
   mergeOutputs(): void {
-    const cands = new Set(this.order.filter((n) => this.mergeKind(n) !== null));
-    if (cands.size < 2) return;
+    const keys = new Map<Node, string>();
+    for (const n of this.order) {
+      const key = this.mergeKind(n);
+      if (key !== null) keys.set(n, key);
+    }
+    if (keys.size < 2) return;
+    const cands = new Set(keys.keys());
     const parent = new Map<Node, Node>();
     const find = (n: Node): Node => {
       let r = n;
@@ -218,16 +222,16 @@ class Schedule {
       return r;
     };
     const join = (a: Node, b: Node) => {
-      if (!sameShape(a.shape, b.shape) || this.mergeKind(a) !== this.mergeKind(b)) return;
+      if (!sameShape(a.shape, b.shape) || keys.get(a) !== keys.get(b)) return;
       const [ra, rb] = [find(a), find(b)];
       if (ra !== rb) parent.set(ra.schedOrder < rb.schedOrder ? ra : rb, ra.schedOrder < rb.schedOrder ? rb : ra);
     };
     // Which kernel first computes each inline node that does arithmetic (views and constants shared
-    // by two kernels are not work worth a merge). Sums over the same axes share their loop.
+    // by two kernels are not work worth a merge).
     const owner = new Map<Node, Node>();
     const sums = new Map<string, Node>();
     for (const k of cands) {
-      const key = this.mergeKind(k)!;
+      const key = keys.get(k)!;
       if (key.startsWith("reduce")) {
         const first = sums.get(key);
         if (first) join(first, k);
@@ -250,7 +254,19 @@ class Schedule {
       if (g) g.push(k);
       else groups.set(r, [k]);
     }
-    for (const g of groups.values()) if (g.length > 1) this.merge(g);
+    for (const g of groups.values()) {
+      if (g.length < 2 || this.merge(g, true)) continue;
+      // Not all at once: runs of them that can be, in order.
+      let run = [g[0]!];
+      for (const k of g.slice(1)) {
+        if (this.merge([...run, k], false)) run.push(k);
+        else {
+          if (run.length > 1) this.merge(run, true);
+          run = [k];
+        }
+      }
+      if (run.length > 1) this.merge(run, true);
+    }
   }
 
   /**
@@ -273,9 +289,10 @@ class Schedule {
   /**
    * Makes the kernels g (in schedule order) one kernel, if it can: at the last one's place, or,
    * where a kernel in between reads one of them (a sum's partials and their fold), at the first
-   * one's, if what they all read is computed before it.
+   * one's, if what they all read is computed before it. Whether it could; with `commit` false,
+   * only that, the schedule left as it was.
    */
-  private merge(g: Node[]): void {
+  private merge(g: Node[], commit: boolean): boolean {
     const members = new Set(g);
     const first = g[0]!.schedOrder, last = g[g.length - 1]!.schedOrder;
     // What a kernel reads of them: a member, or a view of one that has the member's memory.
@@ -288,7 +305,7 @@ class Schedule {
     }
     let early = true;
     if (between) for (const m of g) inlineWalk(m, (x, inline) => (early &&= inline || x.schedOrder < first));
-    if (between && !early) return;
+    if (between && !early) return false;
     const root = between ? g[0]! : g[g.length - 1]!;
     // The caps of one kernel, counted on what the group computes at the root's place.
     const leaves = new Set<Node>(), inline = new Set<Node>();
@@ -297,9 +314,9 @@ class Schedule {
     const sum = root.op === "reduce";
     while (stack.length) {
       const x = stack.pop()!;
-      if (sum && members.has(x)) return;
+      if (sum && members.has(x)) return false;
       // A view given a member's memory would be computed inline at the member's place: not planned.
-      if (bases.has(x) && readsMember(x)) return;
+      if (bases.has(x) && readsMember(x)) return false;
       if (members.has(x) || leaves.has(x) || inline.has(x)) continue;
       if (x.data && (x.schedOrder < 0 || x.schedOrder < root.schedOrder)) leaves.add(x);
       else {
@@ -307,7 +324,8 @@ class Schedule {
         stack.push(...x.inputs);
       }
     }
-    if (leaves.size > MAX_LEAVES || inline.size + g.length > MAX_INLINE) return;
+    if (leaves.size > MAX_LEAVES || inline.size + g.length > MAX_INLINE) return false;
+    if (!commit && !this.rows.has(root)) return true;
     const before = [...this.order];
     const order = before.filter((n) => n === root || !members.has(n));
     const renumber = (nodes: Node[]) => {
@@ -322,15 +340,19 @@ class Schedule {
     const also = g.filter((m) => m !== root);
     for (const m of also) m.schedOrder = root.schedOrder;
     this.placeViews();
-    if (this.rows.has(root)) {
-      // One row group must compute every output, at the new places.
-      const group = rowGroup(root, also);
-      if (!group) return renumber(before);
+    // One row group must compute every output, at the new places.
+    const group = this.rows.has(root) ? rowGroup(root, also) : null;
+    if (!commit || (this.rows.has(root) && !group)) {
+      renumber(before);
+      return commit ? false : !this.rows.has(root) || group !== null;
+    }
+    if (group) {
       this.rows.set(root, group);
       for (const m of also) this.rows.delete(m);
     }
     root.schedInlineCount = inline.size + g.length;
     this.outputs.set(root, also);
+    return true;
   }
 
   /** Views computed with their bases stay at their bases' places when kernels move. */

@@ -168,7 +168,9 @@ export function rowGroup(out: Node, also: readonly Node[] = []): RowGroup | null
   const checked = new Map<Node, boolean>();
   const broadcasts: Node[] = [];
   const visit = (n: Node, perRow: boolean): boolean => {
-    if (n.data && !outs.has(n)) return true;
+    // Read from memory. Once out has its place (merging kernels), a node that a later kernel
+    // writes is computed here too, as the emitter will.
+    if (n.data && !outs.has(n) && (out.schedOrder < 0 || n.schedOrder < out.schedOrder)) return true;
     const known = checked.get(n);
     if (known !== undefined) return known;
     let ok: boolean;
