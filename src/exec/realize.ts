@@ -13,7 +13,7 @@ import { contiguousStrides, isRowContiguous, MAX_ELEMENTS, sameShape } from "../
 import type { Node } from "../graph/node.ts";
 import { attrsOf, OPS, viewMapOf } from "../graph/op.ts";
 import type { KernelCode } from "./emit/builder.ts";
-import { isInline, matmulDepth, readFromMemory } from "./plan/inline.ts";
+import { isInline, matmulDepth, readFromMemory, readsOwnElement } from "./plan/inline.ts";
 import { isRowReduce, pendingReductions, type RowGroup, rowGroup, splitColumns, splitRow } from "./plan/rows.ts";
 import { epilogueOf, type MatmulVariant, panelBytes, type Panels, pendingMatmuls, summedProduct } from "./plan/matmul.ts";
 import { matmulKernel, plainKernel, rowKernel } from "./plans.ts";
@@ -386,7 +386,12 @@ function inlineWalk(k: Node, f: (x: Node, inline: boolean) => void): void {
   }
 }
 
-/** How many distinct uncomputed nodes n's kernel would compute, n included: at most `limit`. */
+/**
+ * How many uncomputed nodes n's kernel would compute, n included (at most about `limit`): each
+ * once where it is read at the same element by every path to it. What a view, gather or matmul
+ * reads, it reads at other elements, which the kernel computes apart: counted per path, as weigh()
+ * does, so that a chain of shifted views of views cannot grow without bound.
+ */
 function distinctUncomputed(n: Node, limit: number): number {
   const seen = ++marks;
   const stack = [n];
@@ -395,10 +400,14 @@ function distinctUncomputed(n: Node, limit: number): number {
   while (stack.length && count < limit) {
     const x = stack.pop()!;
     count++;
+    const same = readsOwnElement(x) || OPS[x.op].kind === "reshape" || x.op === "reduce";
     for (const i of x.inputs) {
-      if (i.data || i.schedMark === seen) continue;
-      i.schedMark = seen;
-      stack.push(i);
+      if (i.data) continue;
+      if (!same) count += i.schedInlineCount;
+      else if (i.schedMark !== seen) {
+        i.schedMark = seen;
+        stack.push(i);
+      }
     }
   }
   return count;

@@ -141,3 +141,20 @@ test("two stacked layer norms: every gradient lazily as eagerly, the four weight
     close(t, want, 1e-6);
   });
 });
+
+test("a chain of shifted views of views stays bounded: each view's reads counted per path", () => {
+  // y[i] + y[i + 1], 30 times: few distinct nodes, but 2^30 paths through the views.
+  const n = 64, steps = 30;
+  const xv = data(n, 6);
+  let y = sm.array(xv);
+  for (let k = 0; k < steps; k++) y = y.slice({ start: 1 }).add(y.slice({ stop: -1 }));
+  sm.resetStats();
+  const got = y.toArray() as number[];
+  expect(sm.stats().kernelsDispatched).toBeGreaterThan(1);
+  // C(steps, j) by rows of Pascal's triangle.
+  let row = [1];
+  for (let k = 0; k < steps; k++) row = [...row, 0].map((v, j) => v + (j > 0 ? row[j - 1]! : 0));
+  const want = Array.from({ length: n - steps }, (_, i) => row.reduce((s, c, j) => s + c * xv[i + j]!, 0));
+  const mag = Array.from({ length: n - steps }, (_, i) => row.reduce((s, c, j) => s + c * Math.abs(xv[i + j]!), 0));
+  got.forEach((g, i) => expect(Math.abs(g - want[i]!)).toBeLessThan(1e-5 * mag[i]!));
+});
