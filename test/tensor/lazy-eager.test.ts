@@ -520,7 +520,7 @@ describe("lazy equals eager equals float64 on random graphs", () => {
 });
 
 describe("the same with sibling outputs of one evaluation (multi-output kernels)", () => {
-  const cases = Math.min(CASES, 50);
+  const cases = Math.min(CASES, 25);
   for (let from = FIRST; from < FIRST + cases; from += BATCH) {
     const to = Math.min(from + BATCH, FIRST + cases);
     test(`graphs ${from} to ${to - 1} with siblings`, () => {
