@@ -387,27 +387,40 @@ function inlineWalk(k: Node, f: (x: Node, inline: boolean) => void): void {
 }
 
 /**
- * How many uncomputed nodes n's kernel would compute, n included (at most about `limit`): each
- * once where it is read at the same element by every path to it. What a view, gather or matmul
- * reads, it reads at other elements, which the kernel computes apart: counted per path, as weigh()
- * does, so that a chain of shifted views of views cannot grow without bound.
+ * How many computations of uncomputed nodes n's kernel would emit, n included (at most about
+ * `limit`): a node once per element it is read at, not once per path to it. Paths through views
+ * of the same index map read it at the same element; a view of another map, a gather or an inline
+ * matmul reads its input at other elements, so the nodes under two different views of one node
+ * count twice (a chain of shifted views of views doubles at every level).
  */
 function distinctUncomputed(n: Node, limit: number): number {
-  const seen = ++marks;
-  const stack = [n];
-  n.schedMark = seen;
+  // Where a node is read: 0 at n's element, else an id per sequence of index maps passed.
+  const seen = new Map<Node, Set<number>>();
+  const through = new Map<string, number>();
+  const mapOf = (x: Node): string => {
+    if (OPS[x.op].kind !== "view") return `node ${through.size}`; // gathers, matmuls: their own
+    const m = viewMapOf(x);
+    return `${x.inputs[0]!.shape}>${x.shape} ${m.strides}@${m.offset}`;
+  };
+  let ids = 1;
+  const stack: [Node, number][] = [[n, 0]];
   let count = 0;
   while (stack.length && count < limit) {
-    const x = stack.pop()!;
+    const [x, at] = stack.pop()!;
     count++;
-    const same = readsOwnElement(x) || OPS[x.op].kind === "reshape" || x.op === "reduce";
+    let below = at;
+    if (!readsOwnElement(x) && OPS[x.op].kind !== "reshape" && x.op !== "reduce") {
+      const key = `${at} ${mapOf(x)}`;
+      below = through.get(key) ?? ids++;
+      through.set(key, below);
+    }
     for (const i of x.inputs) {
       if (i.data) continue;
-      if (!same) count += i.schedInlineCount;
-      else if (i.schedMark !== seen) {
-        i.schedMark = seen;
-        stack.push(i);
-      }
+      let s = seen.get(i);
+      if (!s) seen.set(i, (s = new Set()));
+      if (s.has(below)) continue;
+      s.add(below);
+      stack.push([i, below]);
     }
   }
   return count;
