@@ -97,6 +97,7 @@ test("a kernel between two that share work, reading the first, keeps them apart 
 });
 
 test("a sum over many rows runs in two parallel stages (more threads than columns), values right", () => {
+  // Max and min stay one stage (a split would share their gradient among ties per part).
   const [N, M] = [2048, 24];
   const xv = data(N * M, 4);
   const x = sm.array(xv).reshape([N, M]).eval();

@@ -81,8 +81,8 @@ export function splitRow(r: Node): Node | null {
 const SPLIT_COLUMNS = 1024;
 
 /**
- * A sum, max or min over the leading axes of a float input (a weight gradient summed over rows)
- * with at least SPLIT_COLUMNS rows, rewired as two stages: the rows are cut into P parts
+ * A sum over the leading axes of a float input (a weight gradient summed over rows) with at
+ * least SPLIT_COLUMNS rows, rewired as two stages: the rows are cut into P parts
  * (P about the square root of the row count, a power of two that divides it), each part's
  * columns reduced by a thread of its own, and r then folds the P partials per column. One thread
  * per column would otherwise walk every row. Returns the partials (to compute before r), or null
@@ -92,7 +92,8 @@ export function splitColumns(r: Node): Node | null {
   if (r.op !== "reduce" || r.data) return null;
   const { kind, axes } = attrsOf(r, "reduce");
   const input = r.inputs[0]!;
-  if (kind !== "sum" && kind !== "max" && kind !== "min") return null;
+  // Only sums: the graph stays rewired, and a max's gradient splits among ties per part.
+  if (kind !== "sum") return null;
   if (!input.dtype.startsWith("float") && input.dtype !== "bfloat16") return null;
   const k = axes.length;
   if (k === 0 || k === input.shape.length || !axes.every((a, i) => a === i)) return null;
