@@ -84,11 +84,12 @@ inline void smelt_mm_pack(device const T* B, device float* panels, int N, int K,
 // A 6x16 block of C per thread, for CPUs, from one packed panel: for each k, 16 B values (two
 // 8-float vectors) and six A values update 96 accumulators held in registers (12 AVX registers,
 // with room for B and the broadcast A value). A second product summed into the first goes on
-// in the same accumulators: K2 more steps with A2's columns and the rows of its own panel.
-template <typename T, typename T2, typename E>
+// in the same accumulators: K2 more steps with A2's columns and scale2 times B2's rows, read in
+// place (K2 is short, a low-rank factor: a panel copy would cost a kernel of its own).
+template <typename T, typename T2, typename T3, typename E>
 inline void smelt_mm_panel(device const T* A, int sam, int sak, int K, device const float* panel, device const T2* A2,
-                           int sam2, int sak2, int K2, device const float* panel2, int M, int N, int i0, int j0,
-                           thread const E& epi) {
+                           int sam2, int sak2, int K2, device const T3* B2, int sbk2, int sbn2, float scale2, int M, int N,
+                           int i0, int j0, thread const E& epi) {
   float acc[6][16];
   int arow[6], arow2[6];
   for (int r = 0; r < 6; ++r) {
@@ -107,7 +108,7 @@ inline void smelt_mm_panel(device const T* A, int sam, int sak, int K, device co
   }
   for (int k = 0; k < K2; ++k) {
     float b[16];
-    for (int c = 0; c < 16; ++c) b[c] = panel2[k * 16 + c];
+    for (int c = 0; c < 16; ++c) b[c] = j0 + c < N ? float(B2[k * sbk2 + (j0 + c) * sbn2]) * scale2 : 0.0f;
     for (int r = 0; r < 6; ++r) {
       float a = float(A2[arow2[r] + k * sak2]);
       for (int c = 0; c < 16; ++c) acc[r][c] = fma(a, b[c], acc[r][c]);

@@ -12,7 +12,7 @@ import { contiguousStrides } from "../graph/shape.ts";
 import * as ops from "../tensor/ops.ts";
 import { pad, putAlongAxis, scatterAdd, takeAlongAxis } from "../tensor/ops-structure.ts";
 import { dequantizeBlocks } from "../tensor/quantized.ts";
-import type { Tensor } from "../tensor/tensor.ts";
+import { Tensor } from "../tensor/tensor.ts";
 
 /** What a rule sees of one node: its inputs and value as tensors, and its cotangent. */
 export interface Ctx {
@@ -151,10 +151,40 @@ function scanRule(c: Ctx): Tensor {
   return where(zero, where(firstZero, without, 0), regular);
 }
 
+/**
+ * A float32 tensor's node as x * s with s a constant (a scalar node, or a view of one): x and s,
+ * else null. The backward of s * (x @ A) @ B has such a cotangent.
+ */
+function scaled(t: Tensor): [Node, number] | null {
+  const n = t.node("grad");
+  if (n.op !== "multiply" || n.dtype !== "float32") return null;
+  const constant = (x: Node): number | null => {
+    while (!x.data && (x.op === "broadcast" || x.op === "reshape" || x.op === "expandDims")) x = x.inputs[0]!;
+    return x.op === "scalar" && !x.data ? attrsOf(x, "scalar").value : null;
+  };
+  for (const k of [0, 1]) {
+    const s = constant(n.inputs[k]!), x = n.inputs[1 - k]!;
+    if (s !== null && x.dtype === "float32" && x.shape.length === n.shape.length) return [x, s];
+  }
+  return null;
+}
+
 function matmulRule(c: Ctx, i: number): Tensor {
   const a = c.x(0), b = c.x(1);
   const t = (u: Tensor) => ops.swapaxes(u, -1, -2);
-  return i === 0 ? unbroadcast(ops.matmul(c.ct, t(b)), a.shape) : unbroadcast(ops.matmul(t(a), c.ct), b.shape);
+  // A matmul reads its operands from memory, so a scaled cotangent would be a kernel of its own:
+  // the scale goes after the product instead, into the matmul kernel's epilogue.
+  const s = scaled(c.ct);
+  const ct = s ? new Tensor(s[0]) : c.ct;
+  const scale = (p: Tensor) => (s ? multiply(p, s[1]) : p);
+  if (i === 0) return unbroadcast(scale(ops.matmul(ct, t(b))), a.shape);
+  // A matrix shared by every batch of a (x [.., M, K] @ W [K, N]): its gradient is one product
+  // with the batches as more rows of K, not a product per batch summed afterwards.
+  if (b.ndim === 2 && a.ndim > 2) {
+    const [K, N] = b.shape as [number, number];
+    return scale(ops.matmul(t(reshape(a, [-1, K])), reshape(ct, [-1, N])));
+  }
+  return unbroadcast(scale(ops.matmul(t(a), ct)), b.shape);
 }
 
 function putAlongRule(c: Ctx, i: number): Tensor | null {

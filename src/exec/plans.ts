@@ -36,6 +36,8 @@ interface Template {
   /** The code and the code of its packs, their memory left out. */
   code: KernelCode;
   leaves: Slot[];
+  /** Where a multi-output kernel's further outputs are in the walk. */
+  outs: Slot[];
   /** The scalar values the code's parameters were made with. */
   values: number[];
   bound: Bound[];
@@ -52,19 +54,22 @@ const LIMIT = 512;
 const templates = new Map<number, Template[]>();
 let kept = 0;
 
-/** The kernel computing `out` (inline producers, or its own kernel for reduce, scan, putAlong...). */
-export function plainKernel(out: Node): KernelCode {
+/**
+ * The kernel computing `out` (inline producers, or its own kernel for reduce, scan, putAlong...),
+ * and writing the nodes `also` too (a multi-output elementwise kernel).
+ */
+export function plainKernel(out: Node, also: readonly Node[] = []): KernelCode {
   // A library kernel: nothing to generate, and its key and arguments change every call.
   if (out.op === "random") return emitKernel(plainPlan(out));
-  return codeFor(out, [], () => emitKernel(plainPlan(out)));
+  return codeFor(out, also.length ? ["outputs", also.length] : [], () => emitKernel(plainPlan(out, also)), [], undefined, also);
 }
 
 /**
- * The row kernel computing `out` with `threads` threads per row. The group is not described:
+ * The row kernel computing `out` (and writing `also`) with `threads` threads per row. The group is not described:
  * plan/rows.ts finds it from the nodes the walk describes, so equal walks have equal groups.
  */
-export function rowKernel(out: Node, group: RowGroup, threads: number): KernelCode {
-  return codeFor(out, ["rows", threads], () => emitKernel(planRows(out, group, threads)));
+export function rowKernel(out: Node, group: RowGroup, threads: number, also: readonly Node[] = []): KernelCode {
+  return codeFor(out, ["rows", threads, also.length], () => emitKernel(planRows(out, group, threads, also)), [], undefined, also);
 }
 
 /**
@@ -72,20 +77,23 @@ export function rowKernel(out: Node, group: RowGroup, threads: number): KernelCo
  * Which node is main, and whether the panels are filled or were kept, are described.
  */
 export function matmulKernel(out: Node, main: Node, variant: MatmulVariant, panels: Panels | null): KernelCode {
-  const scratch = panels ? [panels.b, ...(panels.summed ? [panels.summed.panels] : [])] : [];
+  const scratch = panels ? [panels.b] : [];
   const extra: Word[] = ["matmul", variant, panels?.fill ?? "-", scratch.length];
   return codeFor(out, extra, () => emitKernel(planMatmul(out, main, variant, panels)), scratch, main);
 }
 
 /**
- * The code kept for a walk from `out` equal to this one (and equal `extra` words, and `marked` at
- * the same place in it), else make()'s, kept. Its inputs get this walk's memory and `scratch`.
+ * The code kept for a walk from `out` and `also` equal to this one (and equal `extra` words, and
+ * `marked` at the same place in it), else make()'s, kept. Its inputs get this walk's memory and
+ * `scratch`.
  */
-function codeFor(out: Node, extra: Word[], make: () => KernelCode, scratch: Storage[] = [], marked?: Node): KernelCode {
-  // Breadth first from out, inputs numbered as found; a node computed before out's kernel
-  // (readFromMemory) is read, not walked into.
-  const walk = [out];
-  const ids = new Map<Node, number>();
+function codeFor(out: Node, extra: Word[], make: () => KernelCode, scratch: Storage[] = [], marked?: Node, also: readonly Node[] = []): KernelCode {
+  // Breadth first from out (and a multi-output kernel's other outputs), inputs numbered as found;
+  // a node computed before out's kernel (readFromMemory) is read, not walked into.
+  const walk = [out, ...also];
+  const ids = new Map<Node, number>(also.map((m, k) => [m, k + 1]));
+  // The other outputs may be inputs of nodes with one consumer: every node is looked up then.
+  const multi = also.length > 0;
   const words: Word[] = [...extra];
   // A hash of some of the words (shapes, ops, connections) finds the kernels worth comparing.
   let hash = extra.length;
@@ -138,11 +146,11 @@ function codeFor(out: Node, extra: Word[], make: () => KernelCode, scratch: Stor
     words.push(END);
     for (const i of n.inputs) {
       // A node with one consumer is reached once; only shared ones can be met again.
-      let id = i.consumers > 1 ? ids.get(i) : undefined;
+      let id = multi || i.consumers > 1 ? ids.get(i) : undefined;
       if (id === undefined) {
         id = walk.length;
         walk.push(i);
-        if (i.consumers > 1) ids.set(i, id);
+        if (multi || i.consumers > 1) ids.set(i, id);
       }
       words.push(id);
       hash = mix(hash, id);
@@ -157,6 +165,7 @@ function codeFor(out: Node, extra: Word[], make: () => KernelCode, scratch: Stor
     // Unchanged scalars (constants such as an epsilon) keep the kept parameters themselves.
     const fresh = sameValues(hit.values, values) ? null : values;
     const code: KernelCode = { ...hit.code, params: bind(hit.code.params, hit.bound, fresh), inputs: hit.leaves.map(memoryOf) };
+    if (hit.outs.length) code.outputs = hit.outs.map(memoryOf);
     if (hit.packs.length)
       code.packs = hit.packs.map((p) => ({ code: { ...p.code, params: bind(p.code.params, p.bound, fresh), inputs: p.leaves.map(memoryOf) }, out: scratch[p.out]! }));
     return code;
@@ -172,6 +181,7 @@ function codeFor(out: Node, extra: Word[], make: () => KernelCode, scratch: Stor
     return j >= 0 && d.offset === 0 && d.strides.length === 0 ? -1 - j : NaN;
   };
   const leaves = code.inputs.map(slotOf);
+  const outs = (code.outputs ?? []).map(slotOf);
   // Each scalar argument as a position in `values`: where its node's start, then its attribute's.
   const starts = new Map<Node, number>();
   let count = 0;
@@ -199,12 +209,13 @@ function codeFor(out: Node, extra: Word[], make: () => KernelCode, scratch: Stor
   const all = [bound, ...packs.map((p) => p.bound)].flat();
   const found =
     leaves.every((k) => !Number.isNaN(k)) &&
+    outs.every((k) => !Number.isNaN(k)) &&
     packs.every((p) => p.out >= 0 && p.leaves.every((k) => !Number.isNaN(k))) &&
     all.every((b) => !Number.isNaN(b.value));
   if (found) {
-    const { packs: _, ...bare } = code;
+    const { packs: _, outputs: __, ...bare } = code;
     // Kept without the nodes its arguments came from: a hit binds this walk's values instead.
-    keep(hash, { words, code: { ...bare, inputs: [], args: [] }, leaves, values, bound, packs });
+    keep(hash, { words, code: { ...bare, inputs: [], args: [] }, leaves, outs, values, bound, packs });
   }
   return code;
 }

@@ -8,13 +8,13 @@
 import { SmeltError } from "../errors.ts";
 import type { Pipeline } from "../runtime/resources.ts";
 import { type Target, targetOf } from "../runtime/target.ts";
-import { itemsize } from "../graph/dtype.ts";
-import { contiguousStrides, MAX_ELEMENTS } from "../graph/shape.ts";
+import { isFloating, itemsize } from "../graph/dtype.ts";
+import { contiguousStrides, isRowContiguous, MAX_ELEMENTS, sameShape } from "../graph/shape.ts";
 import type { Node } from "../graph/node.ts";
-import { OPS } from "../graph/op.ts";
+import { attrsOf, OPS, viewMapOf } from "../graph/op.ts";
 import type { KernelCode } from "./emit/builder.ts";
-import { isInline, matmulDepth } from "./plan/inline.ts";
-import { isRowReduce, pendingReductions, type RowGroup, rowGroup, splitRow } from "./plan/rows.ts";
+import { isInline, matmulDepth, readFromMemory, readsOwnElement } from "./plan/inline.ts";
+import { isRowReduce, pendingReductions, type RowGroup, rowGroup, splitColumns, splitRow } from "./plan/rows.ts";
 import { epilogueOf, type MatmulVariant, panelBytes, type Panels, pendingMatmuls, summedProduct } from "./plan/matmul.ts";
 import { matmulKernel, plainKernel, rowKernel } from "./plans.ts";
 import { memory, type Storage, stats } from "./memory.ts";
@@ -41,11 +41,22 @@ class Schedule {
   readonly rows = new Map<Node, RowGroup>();
   /** Nodes computed by a matmul kernel, as its epilogue: the matmul, its kernel and the memory its operands are packed into. */
   readonly matmuls = new Map<Node, { main: Node; variant: MatmulVariant; panels: Panels | null }>();
+  /** Multi-output kernels: the node a kernel is ordered by, and the other nodes it writes. */
+  readonly outputs = new Map<Node, Node[]>();
+
+  /** Views of nodes computed in this evaluation, given their memory at other strides, with their bases. */
+  readonly views: [view: Node, base: Node][] = [];
+
+  /** Every node that gets memory: the kernels' nodes, the further outputs of multi-output ones, views. */
+  nodes(): Node[] {
+    if (!this.outputs.size && !this.views.length) return this.order;
+    return [...this.order, ...[...this.outputs.values()].flat(), ...this.views.map(([v]) => v)];
+  }
 
   require(root: Node): void {
     for (const n of postOrder(root)) {
       if (n.data) continue;
-      if (OPS[n.op].readsComputedInputs) for (const i of n.inputs) if (!i.data) this.materialize(i);
+      if (OPS[n.op].readsComputedInputs) for (const i of n.inputs) this.operand(i);
       const inline = isInline(n);
       if (inline || OPS[n.op].kind === "kernel") this.weigh(n, inline);
       // Row reductions and matmuls wait: the kernel of whatever reads them may compute them.
@@ -79,6 +90,9 @@ class Schedule {
         waits ||= i.schedPlansAround;
         if (!widest || i.schedInlineCount > widest.schedInlineCount) widest = i;
       }
+      // The sum counts a node shared by several inputs once per path to it (a backward pass shares
+      // a lot): past the cap, count the distinct nodes instead.
+      if (cost > MAX_INLINE) cost = distinctUncomputed(n, MAX_INLINE + 1);
       if ((cost <= MAX_INLINE && leaves.length <= MAX_LEAVES) || !widest) {
         n.schedInlineCount = cost;
         n.schedReads = leaves;
@@ -87,6 +101,25 @@ class Schedule {
       }
       this.materialize(widest);
     }
+  }
+
+  /**
+   * An input that a kernel reads from memory (a matmul's operand). A view of a node (a reshape, a
+   * transpose of a product) is that node's memory at other strides: the node gets a kernel, the
+   * view only its strides, not a copy of its own.
+   */
+  private operand(n: Node): void {
+    if (n.data) return;
+    const kind = OPS[n.op].kind;
+    if (kind !== "view" && kind !== "reshape") return this.materialize(n);
+    const base = n.inputs[0]!;
+    this.operand(base);
+    const d = base.data!;
+    if (!isRowContiguous(base.shape, d.strides)) return this.materialize(n);
+    const map = kind === "view" ? viewMapOf(n) : { strides: contiguousStrides(n.shape), offset: 0 };
+    n.data = { storage: d.storage.retain(), strides: map.strides, offset: d.offset + map.offset };
+    n.schedOrder = base.schedOrder;
+    this.views.push([n, base]);
   }
 
   private materialize(n: Node): void {
@@ -113,6 +146,15 @@ class Schedule {
         if (partial) this.materialize(partial);
       }
     }
+    // A reduction over leading axes of an input that reads row reductions (a norm's weight
+    // gradient): the input is a row kernel of its own first, as no row group can hold both.
+    if (n.op === "reduce" && !isRowReduce(n)) {
+      const input = n.inputs[0]!;
+      if (isInline(input) && pendingReductions(input).length) this.materialize(input);
+    }
+    // A reduction over many rows: its partials first (plan/rows.ts splitColumns).
+    const partial = splitColumns(n);
+    if (partial) this.materialize(partial);
     const pending = pendingReductions(n);
     if (pending.length || isRowReduce(n)) {
       let group = rowGroup(n);
@@ -156,7 +198,169 @@ class Schedule {
       b = memory.allocate(panelBytes(main), "matmul");
     }
     const summed = summedProduct(n, main);
-    return { b, fill, keeper, summed: summed && { ...summed, panels: memory.allocate(panelBytes(summed.product), "matmul") } };
+    return { b, fill, keeper, summed };
+  }
+
+  /**
+   * Multi-output kernels: elementwise kernels of one shape that compute some of the same work (one
+   * computes another's node inline, as a new parameter does its new moments; or both compute a
+   * producer they share) become one kernel writing all of their nodes, the shared work done once;
+   * so do row kernels of one row shape that fold the same reductions (a norm's dx and the
+   * products its weight gradient sums), and float sums over the same axes of inputs of one shape
+   * (a weight's and a bias's gradient), which share their loop. See merge() for where a group
+   * runs, and when it stays apart.
+   */
+  mergeOutputs(): void {
+    const keys = new Map<Node, string>();
+    for (const n of this.order) {
+      const key = this.mergeKind(n);
+      if (key !== null) keys.set(n, key);
+    }
+    if (keys.size < 2) return;
+    const cands = new Set(keys.keys());
+    const parent = new Map<Node, Node>();
+    const find = (n: Node): Node => {
+      let r = n;
+      while (parent.get(r) !== undefined) r = parent.get(r)!;
+      return r;
+    };
+    const join = (a: Node, b: Node) => {
+      if (!sameShape(a.shape, b.shape) || keys.get(a) !== keys.get(b)) return;
+      const [ra, rb] = [find(a), find(b)];
+      if (ra !== rb) parent.set(ra.schedOrder < rb.schedOrder ? ra : rb, ra.schedOrder < rb.schedOrder ? rb : ra);
+    };
+    // Which kernel first computes each inline node that does arithmetic (views and constants shared
+    // by two kernels are not work worth a merge).
+    const owner = new Map<Node, Node>();
+    const sums = new Map<string, Node>();
+    for (const k of cands) {
+      const key = keys.get(k)!;
+      if (key.startsWith("reduce")) {
+        const first = sums.get(key);
+        if (first) join(first, k);
+        else sums.set(key, k);
+      }
+      inlineWalk(k, (x, inline) => {
+        if (!inline) return;
+        if (x.data && cands.has(x)) join(k, x);
+        const kind = OPS[x.op].kind;
+        if (kind === "view" || kind === "reshape" || kind === "generator") return;
+        const o = owner.get(x);
+        if (!o) owner.set(x, k);
+        else if (o !== k) join(o, k);
+      });
+    }
+    const groups = new Map<Node, Node[]>();
+    for (const k of cands) {
+      const r = find(k);
+      const g = groups.get(r);
+      if (g) g.push(k);
+      else groups.set(r, [k]);
+    }
+    for (const g of groups.values()) {
+      if (g.length < 2 || this.merge(g, true)) continue;
+      // Not all at once: runs of them that can be, in order.
+      let run = [g[0]!];
+      for (const k of g.slice(1)) {
+        if (this.merge([...run, k], false)) run.push(k);
+        else {
+          if (run.length > 1) this.merge(run, true);
+          run = [k];
+        }
+      }
+      if (run.length > 1) this.merge(run, true);
+    }
+  }
+
+  /**
+   * Which kernels n's may merge with (those of an equal key): elementwise ones, row ones writing
+   * every row element, float sums over the same axes of inputs of one shape and dtype; or none.
+   */
+  private mergeKind(n: Node): string | null {
+    const kind = OPS[n.op].kind;
+    if (this.matmuls.has(n)) return null;
+    const group = this.rows.get(n);
+    if (group) return group.perRow ? null : "rows";
+    if (n.op === "reduce") {
+      const { kind: k, axes } = attrsOf(n, "reduce");
+      const input = n.inputs[0]!;
+      return k === "sum" && isFloating(input.dtype) ? `reduce ${input.dtype} ${n.dtype} ${axes} ${input.shape}` : null;
+    }
+    return kind === "kernel" || kind === "data" ? null : "elementwise";
+  }
+
+  /**
+   * Makes the kernels g (in schedule order) one kernel, if it can: at the last one's place, or,
+   * where a kernel in between reads one of them (a sum's partials and their fold), at the first
+   * one's, if what they all read is computed before it. Whether it could; with `commit` false,
+   * only that, the schedule left as it was.
+   */
+  private merge(g: Node[], commit: boolean): boolean {
+    const members = new Set(g);
+    const first = g[0]!.schedOrder, last = g[g.length - 1]!.schedOrder;
+    // What a kernel reads of them: a member, or a view of one that has the member's memory.
+    const bases = new Map(this.views);
+    const readsMember = (x: Node): boolean => members.has(x) || (bases.has(x) && readsMember(bases.get(x)!));
+    let between = false;
+    for (let i = first + 1; i < last && !between; i++) {
+      const k = this.order[i]!;
+      if (!members.has(k)) inlineWalk(k, (x, inline) => (between ||= !inline && readsMember(x)));
+    }
+    let early = true;
+    if (between) for (const m of g) inlineWalk(m, (x, inline) => (early &&= inline || x.schedOrder < first));
+    if (between && !early) return false;
+    const root = between ? g[0]! : g[g.length - 1]!;
+    // The caps of one kernel, counted on what the group computes at the root's place.
+    const leaves = new Set<Node>(), inline = new Set<Node>();
+    const stack = g.flatMap((m) => m.inputs);
+    // A sum cannot compute another inline: each is its kernel's loop.
+    const sum = root.op === "reduce";
+    while (stack.length) {
+      const x = stack.pop()!;
+      if (sum && members.has(x)) return false;
+      // A view given a member's memory would be computed inline at the member's place: not planned.
+      if (bases.has(x) && readsMember(x)) return false;
+      if (members.has(x) || leaves.has(x) || inline.has(x)) continue;
+      if (x.data && (x.schedOrder < 0 || x.schedOrder < root.schedOrder)) leaves.add(x);
+      else {
+        inline.add(x);
+        stack.push(...x.inputs);
+      }
+    }
+    if (leaves.size > MAX_LEAVES || inline.size + g.length > MAX_INLINE) return false;
+    if (!commit && !this.rows.has(root)) return true;
+    const before = [...this.order];
+    const order = before.filter((n) => n === root || !members.has(n));
+    const renumber = (nodes: Node[]) => {
+      this.order.length = 0;
+      for (const n of nodes) {
+        n.schedOrder = this.order.length;
+        this.order.push(n);
+      }
+      this.placeViews();
+    };
+    renumber(order);
+    const also = g.filter((m) => m !== root);
+    for (const m of also) m.schedOrder = root.schedOrder;
+    this.placeViews();
+    // One row group must compute every output, at the new places.
+    const group = this.rows.has(root) ? rowGroup(root, also) : null;
+    if (!commit || (this.rows.has(root) && !group)) {
+      renumber(before);
+      return commit ? false : !this.rows.has(root) || group !== null;
+    }
+    if (group) {
+      this.rows.set(root, group);
+      for (const m of also) this.rows.delete(m);
+    }
+    root.schedInlineCount = inline.size + g.length;
+    this.outputs.set(root, also);
+    return true;
+  }
+
+  /** Views computed with their bases stay at their bases' places when kernels move. */
+  private placeViews(): void {
+    for (const [v, base] of this.views) v.schedOrder = base.schedOrder;
   }
 
   private allocate(n: Node): void {
@@ -166,6 +370,63 @@ class Schedule {
     n.schedOrder = this.order.length;
     this.order.push(n);
   }
+}
+
+/**
+ * Calls f on every node kernel k's code reaches: inline ones (computed by k, walked into) and
+ * the ones it reads from memory (not walked into).
+ */
+function inlineWalk(k: Node, f: (x: Node, inline: boolean) => void): void {
+  const seen = ++marks;
+  const stack = [...k.inputs];
+  while (stack.length) {
+    const x = stack.pop()!;
+    if (x.schedMark === seen) continue;
+    x.schedMark = seen;
+    const inline = !readFromMemory(x, k);
+    f(x, inline);
+    if (inline) stack.push(...x.inputs);
+  }
+}
+
+/**
+ * How many computations of uncomputed nodes n's kernel would emit, n included (at most about
+ * `limit`): a node once per element it is read at, not once per path to it. Paths through views
+ * of the same index map read it at the same element; a view of another map, a gather or an inline
+ * matmul reads its input at other elements, so the nodes under two different views of one node
+ * count twice (a chain of shifted views of views doubles at every level).
+ */
+function distinctUncomputed(n: Node, limit: number): number {
+  // Where a node is read: 0 at n's element, else an id per sequence of index maps passed.
+  const seen = new Map<Node, Set<number>>();
+  const through = new Map<string, number>();
+  const mapOf = (x: Node): string => {
+    if (OPS[x.op].kind !== "view") return `node ${through.size}`; // gathers, matmuls: their own
+    const m = viewMapOf(x);
+    return `${x.inputs[0]!.shape}>${x.shape} ${m.strides}@${m.offset}`;
+  };
+  let ids = 1;
+  const stack: [Node, number][] = [[n, 0]];
+  let count = 0;
+  while (stack.length && count < limit) {
+    const [x, at] = stack.pop()!;
+    count++;
+    let below = at;
+    if (!readsOwnElement(x) && OPS[x.op].kind !== "reshape" && x.op !== "reduce") {
+      const key = `${at} ${mapOf(x)}`;
+      below = through.get(key) ?? ids++;
+      through.set(key, below);
+    }
+    for (const i of x.inputs) {
+      if (i.data) continue;
+      let s = seen.get(i);
+      if (!s) seen.set(i, (s = new Set()));
+      if (s.has(below)) continue;
+      s.add(below);
+      stack.push([i, below]);
+    }
+  }
+  return count;
 }
 
 /** The uncomputed nodes n depends on, inputs before their consumers, n last (iteratively). */
@@ -210,9 +471,12 @@ function rowThreads(target: Target, g: RowGroup): number {
  * for itself (packing B into panels, tiles of 8 x 8), else its layout for large ones.
  */
 function matmulVariant(target: Target, main: Node): MatmulVariant {
-  const M = main.shape[main.shape.length - 2]!;
+  const M = main.shape[main.shape.length - 2]!, N = main.shape[main.shape.length - 1]!;
   const { small, large, smallRows, smallWork } = target.matmul;
-  const layout = M <= smallRows || main.size * matmulDepth(main) < smallWork ? small : large;
+  // Panels are 16 columns wide: a B of one panel or less is read in place rather than copied into it
+  // by a kernel of its own (a low-rank factor's gradient).
+  const narrow = large === "panel" && N <= 16;
+  const layout = M <= smallRows || narrow || main.size * matmulDepth(main) < smallWork ? small : large;
   // Panels pad B's columns to 16: past MAX_ELEMENTS their 32-bit indices would overflow.
   return layout === "panel" && panelBytes(main) / 4 > MAX_ELEMENTS ? "column" : layout;
 }
@@ -222,7 +486,8 @@ export function planOf(schedule: Schedule, node: Node): KernelCode {
   const mm = schedule.matmuls.get(node);
   if (mm) return matmulKernel(node, mm.main, mm.variant, mm.panels);
   const group = schedule.rows.get(node);
-  return group ? rowKernel(node, group, rowThreads(schedule.target, group)) : plainKernel(node);
+  const also = schedule.outputs.get(node);
+  return group ? rowKernel(node, group, rowThreads(schedule.target, group), also) : plainKernel(node, also);
 }
 
 /** The sources of the kernels that encode() will dispatch. */
@@ -268,13 +533,14 @@ function encode(schedule: Schedule) {
   const used: Storage[] = [];
   const put = (k: KernelCode, out: Storage, op: string, fused: boolean, rows = false): boolean => {
     const reads = k.inputs.map((d) => d.storage);
+    const outs = (k.outputs ?? []).map((d) => d.storage);
     for (const r of reads) {
       if (r.buffer.device !== dev) {
         const why = r.buffer.device.lost ?? "it was disposed";
         throw new SmeltError(`eval: ${op} reads a tensor whose memory was on a device that is gone (${why}); compute it again from its sources`);
       }
     }
-    used.push(out, ...reads);
+    used.push(out, ...outs, ...reads);
     if (reads.some((s) => written.has(s))) {
       cmd.barrier();
       written = new Set();
@@ -282,7 +548,7 @@ function encode(schedule: Schedule) {
     const lib = k.library;
     const args: unknown[] = lib
       ? [lib.key ?? { buffer: k.inputs[0]!.storage.buffer, offset: k.inputs[0]!.offset * 4 }, out.buffer, k.params]
-      : [k.params, out.buffer, ...k.inputs.map((d) => d.storage.buffer)];
+      : [k.params, out.buffer, ...reads.map((s) => s.buffer), ...outs.map((s) => s.buffer)];
     if (k.params.byteLength > 4096) {
       throw new SmeltError(`eval: the kernel for ${op} needs ${k.params.byteLength} bytes of parameters, over 4096`);
     }
@@ -297,6 +563,7 @@ function encode(schedule: Schedule) {
       if (fused) stats.fusedGroups++;
     }
     written.add(out);
+    for (const s of outs) written.add(s);
     return true;
   };
   for (const node of schedule.order) {
@@ -321,14 +588,17 @@ function encode(schedule: Schedule) {
 
 function settle(schedule: Schedule, failed: boolean): void {
   releasePanels(schedule, failed);
-  for (const n of schedule.order) n.schedOrder = -1;
+  const nodes = schedule.nodes();
+  schedule.outputs.clear();
+  schedule.views.length = 0;
+  for (const n of nodes) n.schedOrder = -1;
   if (!failed) {
-    for (const n of schedule.order) n.settleInputs();
+    for (const n of nodes) n.settleInputs();
     return;
   }
   // What a failed command buffer was to compute is unknown: the nodes go back to uncomputed,
   // with their inputs, so that reading one evaluates it again (or reports why it cannot).
-  for (const n of schedule.order) {
+  for (const n of nodes) {
     n.data?.storage.release();
     n.data = null;
   }
@@ -342,7 +612,6 @@ function releasePanels(schedule: Schedule, failed: boolean): void {
   for (const { panels } of schedule.matmuls.values()) {
     if (failed) panels?.keeper?.dropDerived();
     panels?.b.release();
-    panels?.summed?.panels.release();
   }
   schedule.matmuls.clear();
 }
@@ -352,10 +621,11 @@ export function schedule(nodes: readonly Node[]): Schedule {
   const s = new Schedule();
   try {
     for (const n of nodes) s.require(n);
+    s.mergeOutputs();
   } catch (e) {
     // Nothing was computed: give the memory back so no node claims data it does not have.
     releasePanels(s, true);
-    for (const n of s.order) {
+    for (const n of s.nodes()) {
       n.data!.storage.release();
       n.data = null;
       n.schedOrder = -1;
@@ -388,7 +658,8 @@ export async function evalNodesAsync(nodes: readonly Node[]): Promise<void> {
   if (s.order.length === 0) return;
   // The user may dispose these tensors while the evaluation awaits (compiling, then the device):
   // a hold like a handle's keeps each node and its memory until the evaluation is settled.
-  for (const n of s.order) n.tensors++;
+  const held = s.nodes();
+  for (const n of held) n.tensors++;
   let failed = true;
   try {
     // The kernels the evaluation lacks compile together, off the JS thread, before encoding.
@@ -397,7 +668,7 @@ export async function evalNodesAsync(nodes: readonly Node[]): Promise<void> {
     failed = false;
   } finally {
     settle(s, failed);
-    for (const n of s.order) {
+    for (const n of held) {
       n.tensors--;
       n.collect();
     }

@@ -443,8 +443,12 @@ function checkGraph(seed: number): string | null {
   const last = vals.length - 1;
   // Sometimes an intermediate value is read as well, in the same evaluation.
   const extra = rng(seed ^ 0x5eed)() < 0.3 ? [Math.floor(rng(seed + 7)() * last)] : [];
-  const outputs = [last, ...extra];
-  const graph = () => `graph ${seed}:\n  ${steps.map((s) => s.text).join("\n  ")}`;
+  return checkModes(`graph ${seed}`, steps, vals, [last, ...extra]);
+}
+
+/** Evaluates `outputs` of a graph lazily (one eval) and eagerly against its reference; what failed, or null. */
+function checkModes(name: string, steps: Step[], vals: Val[], outputs: number[]): string | null {
+  const graph = () => `${name}:\n  ${steps.map((s) => s.text).join("\n  ")}`;
   const problems: string[] = [];
   for (const mode of ["lazy", "eager"] as const) {
     let got: Float64Array[];
@@ -469,6 +473,37 @@ const CASES = Number(process.env.SMELT_GRAPH_CASES) || 300;
 const FIRST = Number(process.env.SMELT_GRAPH_SEED) || 1;
 const BATCH = 25;
 
+/**
+ * Multi-output kernels: graph `seed`'s last value read together with siblings computed from it
+ * (two elementwise functions of it and their sum), which share its work, in one evaluation.
+ */
+function checkSiblings(seed: number): string | null {
+  const { steps, vals } = generate(seed);
+  const r = rng(seed ^ 0x51b1);
+  const last = vals.length - 1;
+  const v = vals[last]!;
+  const u = UNIT[v.dtype];
+  const names = Object.keys(UNARY).filter((k) => UNARY[k]!.ok(v));
+  const sibs: number[] = [];
+  for (let k = 0; k < 2; k++) {
+    const name = names[Math.floor(r() * names.length)]!;
+    const op = UNARY[name]!;
+    vals.push(make([...v.shape], v.dtype, (i) => {
+      const y = op.f(v.x[i]!);
+      return [y, op.d(v.x[i]!) * v.e[i]! * 1.01 + 4 * u * Math.abs(y) + u * 1e-3];
+    }));
+    steps.push({ text: `v${vals.length - 1} = ${name}(v${last})`, ins: [last], build: ([a]) => op.t(a!) });
+    sibs.push(vals.length - 1);
+  }
+  const [p, q] = sibs.map((k) => vals[k]!) as [Val, Val];
+  vals.push(make([...v.shape], v.dtype, (i) => {
+    const y = p.x[i]! + q.x[i]!;
+    return [y, p.e[i]! + q.e[i]! + u * Math.abs(y)];
+  }));
+  steps.push({ text: `v${vals.length - 1} = add(v${sibs[0]}, v${sibs[1]})`, ins: sibs, build: ([a, b]) => sm.add(a!, b!) });
+  return checkModes(`graph ${seed} with siblings`, steps, vals, [last, ...sibs, vals.length - 1]);
+}
+
 describe("lazy equals eager equals float64 on random graphs", () => {
   for (let from = FIRST; from < FIRST + CASES; from += BATCH) {
     const to = Math.min(from + BATCH, FIRST + CASES);
@@ -476,6 +511,22 @@ describe("lazy equals eager equals float64 on random graphs", () => {
       const failures: string[] = [];
       for (let seed = from; seed < to; seed++) {
         const f = checkGraph(seed);
+        if (f) failures.push(f);
+      }
+      if (failures.length) console.error(failures.join("\n\n"));
+      expect(failures.length).toBe(0);
+    });
+  }
+});
+
+describe("the same with sibling outputs of one evaluation (multi-output kernels)", () => {
+  const cases = Math.min(CASES, 25);
+  for (let from = FIRST; from < FIRST + cases; from += BATCH) {
+    const to = Math.min(from + BATCH, FIRST + cases);
+    test(`graphs ${from} to ${to - 1} with siblings`, () => {
+      const failures: string[] = [];
+      for (let seed = from; seed < to; seed++) {
+        const f = checkSiblings(seed);
         if (f) failures.push(f);
       }
       if (failures.length) console.error(failures.join("\n\n"));

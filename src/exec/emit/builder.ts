@@ -59,6 +59,8 @@ export interface KernelCode {
   /** The parameters that are nodes' scalar attributes, for a plan kept across evaluations to take new values. */
   args?: ScalarArg[];
   inputs: Data[];    // [[buffer(2 + i)]]
+  /** A multi-output kernel's further outputs out1, out2..., in the slots after the inputs. */
+  outputs?: Data[];
   dispatch: Dispatch;
   /** Kernels to run first, each writing its `out` (scratch memory this kernel reads): a matmul's packed operands. */
   packs?: { code: KernelCode; out: Storage }[];
@@ -407,13 +409,19 @@ export function signature(out: DType, inputs: readonly DType[], position: readon
   return `kernel void k(${args.join(",\n              ")}) {\n`;
 }
 
-/** The code of a kernel whose body b holds, with the given position and dispatch. */
-export function finish(b: Builder, out: Node, position: readonly string[], dispatch: Dispatch): KernelCode {
+/**
+ * The code of a kernel whose body b holds, with the given position and dispatch; `also` are the
+ * further nodes it writes (out1, out2... after the inputs).
+ */
+export function finish(b: Builder, out: Node, position: readonly string[], dispatch: Dispatch, also: readonly Node[] = []): KernelCode {
   // No bounds check: the grid is exactly one thread per element (dispatchThreads), and a kernel
   // without one compiles to a loop that the host backend can vectorize.
-  const source = `${signature(out.dtype, b.leaves.map((l) => l.dtype), position)}${b.text()}\n}\n`;
+  const extra = also.map((m, i) => `device ${storageType(m.dtype)}* out${i + 1}`);
+  const source = `${signature(out.dtype, b.leaves.map((l) => l.dtype), position, extra)}${b.text()}\n}\n`;
   if (b.params.length === 0) b.params.push(0); // [[buffer(0)]] must be bound even when unused
-  return { source, params: Uint32Array.from(b.params, (x) => x >>> 0), args: b.args, inputs: b.leaves.map((l) => l.data!), dispatch };
+  const code: KernelCode = { source, params: Uint32Array.from(b.params, (x) => x >>> 0), args: b.args, inputs: b.leaves.map((l) => l.data!), dispatch };
+  if (also.length) code.outputs = also.map((m) => m.data!);
+  return code;
 }
 
 /**

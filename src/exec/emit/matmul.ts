@@ -33,6 +33,7 @@ export function emitMatmul(p: MatmulPlan): KernelCode {
   // The kernel: this thread's batch, operand offsets and the library call.
   const ai = b.leaf(A), bi = b.leaf(B);
   const a2 = summed ? b.leaf(summed.product.inputs[0]!) : -1;
+  const b2 = summed ? b.leaf(summed.product.inputs[1]!) : -1;
   b.line(`int batch = int(${variant === "simd" ? "tg.z" : "gid.z"});`);
   const ids = b.unflatten(batchShape, "batch");
   const offset = (x: Node) => {
@@ -77,15 +78,15 @@ export function emitMatmul(p: MatmulPlan): KernelCode {
     b.line(`device const float* panel = pk + ((${terms.join(" + ")}) * ${count} + int(gid.y)) * ${Kp} * 16;`);
     scratch.push("device const float* pk");
     inputs.push({ storage: panels!.b, strides: [], offset: 0 });
-    let second = `a, 0, 0, 0, panel`;
+    let second = `a, 0, 0, 0, a, 0, 0, 0.0f`;
     if (summed) {
-      const A2 = summed.product.inputs[0]!;
+      const [A2, B2] = summed.product.inputs as [Node, Node];
       const s2 = A2.data!.strides, K2 = b.int(matmulDepth(summed.product));
+      const t2 = B2.data!.strides;
       b.line(`device const auto* a2 = in${a2} + ${b.int(A2.data!.offset)};`);
-      b.line(`device const float* panel2 = pk2 + int(gid.y) * ${K2} * 16;`);
-      scratch.push("device const float* pk2");
-      inputs.push({ storage: summed.panels, strides: [], offset: 0 });
-      second = `a2, ${b.int(s2[s2.length - 2]!)}, ${b.int(s2[s2.length - 1]!)}, ${K2}, panel2`;
+      b.line(`device const auto* b2 = in${b2} + ${b.int(B2.data!.offset)};`);
+      const scale = summed.scale ? b.arg(summed.scale, "value", 0, true) : b.float(1);
+      second = `a2, ${b.int(s2[s2.length - 2]!)}, ${b.int(s2[s2.length - 1]!)}, ${K2}, b2, ${b.int(t2[t2.length - 2]!)}, ${b.int(t2[t2.length - 1]!)}, ${scale}`;
     }
     b.line(`smelt_mm_panel(a, ${sam}, ${sak}, ${Kp}, panel, ${second}, ${Mp}, ${Np}, int(gid.x) * 6, int(gid.y) * 16, epi);`);
     position = ["uint3 gid [[thread_position_in_grid]]"];

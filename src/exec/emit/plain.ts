@@ -13,19 +13,28 @@ import { Builder, computeType, ELEMENT_POSITION, finish, type KernelCode, store 
 import { argsortKernel } from "./sort.ts";
 import { dequantizeKernel, quantizedMatmulKernel } from "./dequantize.ts";
 
-/** A kernel computing every element of `out` from its inline producers. */
-function elementwiseKernel({ out, dispatch }: PlainPlan): KernelCode {
+/**
+ * A kernel computing every element of `out` (and of the nodes `also`, into out1, out2...) from
+ * their inline producers; a producer they share is computed once per element.
+ */
+function elementwiseKernel({ out, also, dispatch }: PlainPlan): KernelCode {
   const b = new Builder(out);
   const v = b.emit(out, "int(gid)");
   b.line(`out0[gid] = ${store(out, v)};`);
-  return finish(b, out, ELEMENT_POSITION, dispatch);
+  also.forEach((m, i) => b.line(`out${i + 1}[gid] = ${store(m, b.emit(m, "int(gid)"))};`));
+  return finish(b, out, ELEMENT_POSITION, dispatch, also);
 }
 
 /** Elements a reduction thread folds in order before a pairwise combine (see reduceKernel). */
 const REDUCE_BLOCK = 16;
 
-/** One thread per output element, looping over the reduced elements of the (inline) input. */
-function reduceKernel({ out, dispatch }: PlainPlan): KernelCode {
+/**
+ * One thread per output element, looping over the reduced elements of the (inline) input; with
+ * `also` (float sums over the same axes of inputs of one shape: a multi-output kernel), one loop
+ * folds every input, each into its own accumulator and output.
+ */
+function reduceKernel({ out, also, dispatch }: PlainPlan): KernelCode {
+  const outs = [out, ...also];
   const input = out.inputs[0]!;
   const { axes, kind } = attrsOf(out, "reduce");
   const kept = input.shape.map((_, d) => d).filter((d) => !axes.includes(d));
@@ -37,7 +46,7 @@ function reduceKernel({ out, dispatch }: PlainPlan): KernelCode {
   const base = b.fresh("base");
   b.line(`int ${base} = ${["0", ...outIds.map((v, i) => `${v} * ${b.int(strides[kept[i]!]!)}`)].join(" + ")};`);
   const count = b.int(redShape.reduce((a, x) => a * x, 1));
-  const acc = b.fresh("acc");
+  const accs = outs.map(() => b.fresh("acc"));
   const arg = b.fresh("arg");
   const T = computeType(input.dtype);
   const A = kind === "all" || kind === "any" ? "bool" : input.dtype.startsWith("float") || input.dtype === "bfloat16" ? "float" : T;
@@ -52,13 +61,15 @@ function reduceKernel({ out, dispatch }: PlainPlan): KernelCode {
   // as in smelt_pairwise_push. Every rounding of a product is relative to the whole product, so
   // no order helps it; the other kinds are exact in any order.
   const pairwise = A === "float" && kind === "sum" ? "smelt_fold_sum" : null;
-  b.line(`${A} ${acc} = ${init[kind]};`);
+  for (const acc of accs) b.line(`${A} ${acc} = ${init[kind]};`);
   b.line(`int ${arg} = 0;`);
   if (pairwise) {
-    b.line(`float ${acc}_level[32];`);
-    b.line(`uint ${acc}_count = 0;`);
+    for (const acc of accs) {
+      b.line(`float ${acc}_level[32];`);
+      b.line(`uint ${acc}_count = 0;`);
+    }
     b.line(`for (int r0 = 0; r0 < ${count}; r0 += ${REDUCE_BLOCK}) {`);
-    b.line(`  ${acc} = ${init[kind]};`);
+    for (const acc of accs) b.line(`  ${acc} = ${init[kind]};`);
     b.line(`  for (int r = r0; r < min(r0 + ${REDUCE_BLOCK}, ${count}); ++r) {`);
   } else {
     b.line(`for (int r = 0; r < ${count}; ++r) {`);
@@ -67,33 +78,38 @@ function reduceKernel({ out, dispatch }: PlainPlan): KernelCode {
     const redIds = b.unflatten(redShape, "r");
     const at = b.fresh("at");
     b.line(`int ${at} = ${[base, ...redIds.map((v, i) => `${v} * ${b.int(strides[axes[i]!]!)}`)].join(" + ")};`);
-    const x = b.emit(input, at);
-    const isFloat = A === "float";
-    switch (kind) {
-      case "sum": b.line(`${acc} += ${A}(${x});`); break;
-      case "prod": b.line(`${acc} *= ${A}(${x});`); break;
-      case "all": b.line(`${acc} = ${acc} && bool(${x});`); break;
-      case "any": b.line(`${acc} = ${acc} || bool(${x});`); break;
-      case "max": b.line(isFloat ? `${acc} = smelt_fmax(${acc}, float(${x}));` : `${acc} = max(${acc}, ${A}(${x}));`); break;
-      case "min": b.line(isFloat ? `${acc} = smelt_fmin(${acc}, float(${x}));` : `${acc} = min(${acc}, ${A}(${x}));`); break;
-      case "argmax":
-      case "argmin": {
-        const better = kind === "argmax" ? ">" : "<";
-        const nan = isFloat ? ` || (isnan(float(${x})) && !isnan(${acc}))` : "";
-        b.line(`if ((${A}(${x}) ${better} ${acc}${isFloat ? ` && !isnan(${acc})` : ""})${nan} || r == 0) { ${acc} = ${A}(${x}); ${arg} = r; }`);
-        break;
+    outs.forEach((o, k) => {
+      const x = b.emit(o.inputs[0]!, at);
+      const acc = accs[k]!;
+      const isFloat = A === "float";
+      switch (kind) {
+        case "sum": b.line(`${acc} += ${A}(${x});`); break;
+        case "prod": b.line(`${acc} *= ${A}(${x});`); break;
+        case "all": b.line(`${acc} = ${acc} && bool(${x});`); break;
+        case "any": b.line(`${acc} = ${acc} || bool(${x});`); break;
+        case "max": b.line(isFloat ? `${acc} = smelt_fmax(${acc}, float(${x}));` : `${acc} = max(${acc}, ${A}(${x}));`); break;
+        case "min": b.line(isFloat ? `${acc} = smelt_fmin(${acc}, float(${x}));` : `${acc} = min(${acc}, ${A}(${x}));`); break;
+        case "argmax":
+        case "argmin": {
+          const better = kind === "argmax" ? ">" : "<";
+          const nan = isFloat ? ` || (isnan(float(${x})) && !isnan(${acc}))` : "";
+          b.line(`if ((${A}(${x}) ${better} ${acc}${isFloat ? ` && !isnan(${acc})` : ""})${nan} || r == 0) { ${acc} = ${A}(${x}); ${arg} = r; }`);
+          break;
+        }
       }
-    }
+    });
   });
   b.line("}");
   if (pairwise) {
-    b.line(`  smelt_pairwise_push<${pairwise}>(${acc}_level, ${acc}_count, ${acc});`);
+    for (const acc of accs) b.line(`  smelt_pairwise_push<${pairwise}>(${acc}_level, ${acc}_count, ${acc});`);
     b.line("}");
-    b.line(`${acc} = smelt_pairwise_total<${pairwise}>(${acc}_level, ${acc}_count);`);
+    for (const acc of accs) b.line(`${acc} = smelt_pairwise_total<${pairwise}>(${acc}_level, ${acc}_count);`);
   }
-  const result = kind === "argmax" || kind === "argmin" ? arg : acc;
-  b.line(`out0[gid] = ${store(out, `${computeType(out.dtype)}(${result})`)};`);
-  return finish(b, out, ELEMENT_POSITION, dispatch);
+  outs.forEach((o, k) => {
+    const result = kind === "argmax" || kind === "argmin" ? arg : accs[k]!;
+    b.line(`out${k}[gid] = ${store(o, `${computeType(o.dtype)}(${result})`)};`);
+  });
+  return finish(b, out, ELEMENT_POSITION, dispatch, also);
 }
 
 /** Cumulative sum or product along one axis: one thread per line along the axis. */

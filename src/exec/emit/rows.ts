@@ -12,7 +12,7 @@ const PAIRWISE_BLOCK = 32; // strided elements a GPU thread folds in order befor
 const FOLDS: Record<RowReduceKind, string> = { sum: "smelt_fold_sum", prod: "smelt_fold_prod", max: "smelt_fold_max", min: "smelt_fold_min" };
 
 /** The code of a row kernel: one threadgroup of `threads` threads per row. */
-export function emitRows({ out, group: g, threads, rowLength, spill: spilled, dispatch }: RowPlan): KernelCode {
+export function emitRows({ out, also, group: g, threads, rowLength, spill: spilled, dispatch }: RowPlan): KernelCode {
   const b = new Builder(out);
   const len = b.int(rowLength);
   b.line("threadgroup float partial[32];");
@@ -128,8 +128,9 @@ export function emitRows({ out, group: g, threads, rowLength, spill: spilled, di
       }
       const v = b.emit(out, "(base + j)");
       b.line(`out0[base + j] = ${store(out, v)};`);
+      also.forEach((m, i) => b.line(`out${i + 1}[base + j] = ${store(m, b.emit(m, "(base + j)"))};`));
     });
     b.line("}");
   }
-  return finish(b, out, ROW_POSITION, dispatch);
+  return finish(b, out, ROW_POSITION, dispatch, also);
 }

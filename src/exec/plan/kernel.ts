@@ -29,6 +29,11 @@ export function threadDispatch(threads: number): Dispatch {
 export interface PlainPlan {
   kind: "elementwise" | KernelOp;
   out: Node;
+  /**
+   * Further nodes an elementwise kernel writes (a multi-output kernel): of out's shape, each
+   * stored at the thread's element, their shared producers computed once.
+   */
+  also: readonly Node[];
   dispatch: Dispatch;
 }
 
@@ -59,8 +64,11 @@ const threads: Record<PlainPlan["kind"], (out: Node) => number> = {
   quantizedMatmul: (out) => out.size,
 };
 
-/** The kernel computing `out` from its inline producers, or out's own kernel (reduce, scan, ...). */
-export function plainPlan(out: Node): PlainPlan {
+/**
+ * The kernel computing `out` (and the nodes `also`, elementwise only) from its inline producers,
+ * or out's own kernel (reduce, scan, ...).
+ */
+export function plainPlan(out: Node, also: readonly Node[] = []): PlainPlan {
   const kind = OPS[out.op].kind === "kernel" ? (out.op as KernelOp) : "elementwise";
-  return { kind, out, dispatch: threadDispatch(threads[kind](out)) };
+  return { kind, out, also, dispatch: threadDispatch(threads[kind](out)) };
 }

@@ -98,7 +98,7 @@ function layoutOf(main: Node): MatmulShape {
 /**
  * A second product summed into `main` in out's epilogue: sum = main + scale * (A2 @ B2), as in a
  * LoRA forward x@W + s (x@A) @ B. The panel kernel runs it as K2 more steps of the same register
- * blocks (A2's columns after A's, against panels of scale * B2), instead of a dot
+ * blocks (A2's columns after A's, against scale * B2's rows read in place), instead of a dot
  * product per output element. Only in float32 (the sum is then the same one, in another order),
  * for single matrices or batches that fold into rows, and for a constant scale.
  */
@@ -151,12 +151,12 @@ export function panelBytes(m: Node): number {
 
 /**
  * Memory of the panel variant: B's panels (to be filled by this evaluation unless they were kept
- * from an earlier one), and the summed product the scheduler found with the panels of its B2.
+ * from an earlier one), and the summed product the scheduler found.
  */
 export interface Panels {
   b: Storage;
   fill: boolean;
-  summed: (SummedProduct & { panels: Storage }) | null;
+  summed: SummedProduct | null;
   /** The B storage keeping b, when this evaluation fills it for later ones. */
   keeper: Storage | null;
 }
@@ -211,8 +211,6 @@ export function planMatmul(out: Node, main: Node, variant: MatmulVariant, panels
     if (!panels) throw new SmeltError("eval: internal error: a panel matmul kernel was planned without memory for its panels; please report it");
     const B = main.inputs[1]!;
     if (panels.fill) packs.push(planPack(B, folded ? 1 : product(B.shape.slice(0, -2)), N, null, panels.b));
-    const summed = panels.summed;
-    if (summed) packs.push(planPack(summed.product.inputs[1]!, 1, N, summed.scale, summed.panels));
     // Threads walk down the rows of one panel (x fastest): a threadgroup of 8 x 16 shares 48 rows
     // of A and each panel of B stays in cache while its 8 blocks use it. Threadgroups are what the
     // host spreads over its cores, so a small product gets narrower ones, at least 16 of them.

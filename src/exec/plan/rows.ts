@@ -77,6 +77,41 @@ export function splitRow(r: Node): Node | null {
   return partial;
 }
 
+// A reduction over leading axes of at least this many rows is split in two stages.
+const SPLIT_COLUMNS = 1024;
+
+/**
+ * A sum over the leading axes of a float input (a weight gradient summed over rows) with at
+ * least SPLIT_COLUMNS rows, rewired as two stages: the rows are cut into P parts
+ * (P about the square root of the row count, a power of two that divides it), each part's
+ * columns reduced by a thread of its own, and r then folds the P partials per column. One thread
+ * per column would otherwise walk every row. Returns the partials (to compute before r), or null
+ * when r is no such reduction. Partials of float16 and bfloat16 are kept in float32.
+ */
+export function splitColumns(r: Node): Node | null {
+  if (r.op !== "reduce" || r.data) return null;
+  const { kind, axes } = attrsOf(r, "reduce");
+  const input = r.inputs[0]!;
+  // Only sums: the graph stays rewired, and a max's gradient splits among ties per part.
+  if (kind !== "sum") return null;
+  if (!input.dtype.startsWith("float") && input.dtype !== "bfloat16") return null;
+  const k = axes.length;
+  if (k === 0 || k === input.shape.length || !axes.every((a, i) => a === i)) return null;
+  const rows = input.shape.slice(0, k).reduce((a, b) => a * b, 1);
+  if (rows < SPLIT_COLUMNS) return null;
+  let parts = 1;
+  while (parts * parts < rows) parts *= 2;
+  while (parts > 256 || (parts >= 16 && rows % parts !== 0)) parts >>= 1;
+  if (parts < 16) return null;
+  const rest = input.shape.slice(k);
+  const dtype = input.dtype === "float32" ? r.dtype : "float32";
+  const split = new Node("reshape", [input], [parts, rows / parts, ...rest], input.dtype);
+  const partial = new Node("reduce", [split], [parts, ...rest], dtype, { kind, axes: [1] });
+  r.inputs = [new Node("reshape", [partial], [parts, ...Array<number>(k - 1).fill(1), ...rest], dtype)];
+  input.consumers--; // read by the partials now, not by r
+  return partial;
+}
+
 export interface RowGroup {
   rowShape: number[];   // the shape the row passes walk: rows x row length
   trailing: number;     // how many trailing axes make a row
@@ -85,31 +120,38 @@ export interface RowGroup {
   perRow: boolean;      // the output has one element per row (else one per row element)
 }
 
-/** Every uncomputed reduction reachable from n through inline nodes and through the reductions' own inputs. */
-function allReductions(n: Node): Node[] {
+/**
+ * Every uncomputed reduction reachable from n through inline nodes and through the reductions' own
+ * inputs, and through `outs` (the outputs of one kernel, which have memory already).
+ */
+function allReductions(n: Node, outs: ReadonlySet<Node> = new Set()): Node[] {
   const out: Node[] = [];
   const seen = new Set<Node>();
   const stack = [n];
   while (stack.length) {
     const x = stack.pop()!;
-    if (seen.has(x) || (x.data && x !== n)) continue;
+    const own = x === n || outs.has(x);
+    if (seen.has(x) || (x.data && !own)) continue;
     seen.add(x);
     if (x.op === "reduce") out.push(x);
-    if (x === n || x.op === "reduce" || isInline(x)) stack.push(...x.inputs);
+    if (own || x.op === "reduce" || isInline(x)) stack.push(...x.inputs);
   }
   return out;
 }
 
 /**
- * The row group that computes `out` together with the reductions it reads, or null when they do
- * not line up with rows (they are then computed by kernels of their own first). Inside a group
- * every node is computed either at a row element (index base + j) or once per row (index row):
- * the second kind are nodes with one element per row, which reach the row elements only through
- * a broadcast over the trailing axes.
+ * The row group that computes `out` (and the nodes `also`, outputs of out's shape that the same
+ * kernel writes) together with the reductions they read, or null when they do not line up with
+ * rows (they are then computed by kernels of their own first). Inside a group every node is
+ * computed either at a row element (index base + j) or once per row (index row): the second kind
+ * are nodes with one element per row, which reach the row elements only through a broadcast over
+ * the trailing axes.
  */
-export function rowGroup(out: Node): RowGroup | null {
-  if (!isInline(out) && out.op !== "reduce") return null; // a scan or a scatter has its own kernel
-  const reductions = allReductions(out);
+export function rowGroup(out: Node, also: readonly Node[] = []): RowGroup | null {
+  // A scan or a scatter has its own kernel. (Outputs merged once scheduled have memory already.)
+  if (out.op !== "reduce" && !(out.data ? OPS[out.op].inline : isInline(out))) return null;
+  const outs = new Set([out, ...also]);
+  const reductions = [...new Set([out, ...also].flatMap((o) => allReductions(o, outs)))];
   if (reductions.length === 0 || !reductions.every(isRowReduce)) return null;
   const first = reductions[0]!;
   const rowShape = first.inputs[0]!.shape;
@@ -127,13 +169,15 @@ export function rowGroup(out: Node): RowGroup | null {
   const checked = new Map<Node, boolean>();
   const broadcasts: Node[] = [];
   const visit = (n: Node, perRow: boolean): boolean => {
-    if (n.data && n !== out) return true;
+    // Read from memory. Once out has its place (merging kernels), a node that a later kernel
+    // writes is computed here too, as the emitter will.
+    if (n.data && !outs.has(n) && (out.schedOrder < 0 || n.schedOrder < out.schedOrder)) return true;
     const known = checked.get(n);
     if (known !== undefined) return known;
     let ok: boolean;
     if (n.op === "reduce") {
       ok = rowConstant(n.shape) && visit(n.inputs[0]!, false);
-    } else if (n !== out && !isInline(n)) {
+    } else if (!outs.has(n) && !isInline(n)) {
       ok = false;
     } else if (perRow ? !rowConstant(n.shape) : !sameShape(n.shape, rowShape) && OPS[n.op].kind !== "reshape") {
       ok = false;
@@ -158,16 +202,17 @@ export function rowGroup(out: Node): RowGroup | null {
   const perRow = isPerRow(out.shape) && rowConstant(out.shape);
   if (!perRow && !sameShape(out.shape, rowShape)) return null;
   if (!visit(out, perRow)) return null;
+  if (also.length && (perRow || !also.every((m) => sameShape(m.shape, rowShape) && visit(m, false)))) return null;
   // Reductions in dependency order: each after the ones its input reads.
   const order: Node[] = [];
   const placed = new Set<Node>();
   const place = (r: Node) => {
     if (placed.has(r)) return;
     placed.add(r);
-    for (const d of allReductions(r)) if (d !== r) place(d);
+    for (const d of allReductions(r, outs)) if (d !== r) place(d);
     order.push(r);
   };
-  for (const r of reductions) if (r !== out) place(r);
+  for (const r of reductions) if (!outs.has(r)) place(r);
   return { rowShape: [...rowShape], trailing, reductions: order, broadcasts, perRow };
 }
 
@@ -206,6 +251,8 @@ function isRowBroadcast(v: Node, rowShape: readonly number[], trailing: number):
 export interface RowPlan {
   kind: "rows";
   out: Node;
+  /** Further nodes of the row's shape the kernel writes (a multi-output kernel), out1, out2... */
+  also: readonly Node[];
   group: RowGroup;
   threads: number;
   /** Elements per row, and rows. */
@@ -222,11 +269,11 @@ export interface RowPlan {
   dispatch: Dispatch;
 }
 
-export function planRows(out: Node, group: RowGroup, threads: number): RowPlan {
+export function planRows(out: Node, group: RowGroup, threads: number, also: readonly Node[] = []): RowPlan {
   const n = rowLength(group.rowShape, group.trailing);
   const rows = group.rowShape.reduce((a, x) => a * x, 1) / n;
   const e = group.reductions[group.reductions.length - 1]?.inputs[0];
   const spill = threads === 1 && !group.perRow && e && out.dtype === "float32" && !readFromMemory(e, out) && readsAt(out, e) ? e : null;
   const dispatch: Dispatch = { threadgroups: true, size: [rows, 1, 1], group: [threads, 1, 1] };
-  return { kind: "rows", out, group, threads, rowLength: n, rows, spill, dispatch };
+  return { kind: "rows", out, also, group, threads, rowLength: n, rows, spill, dispatch };
 }
