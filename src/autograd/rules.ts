@@ -157,7 +157,8 @@ function scanRule(c: Ctx): Tensor {
  */
 function scaled(t: Tensor): [Node, number] | null {
   const n = t.node("grad");
-  if (n.op !== "multiply" || n.dtype !== "float32") return null;
+  // A computed cotangent (eager mode) costs no kernel to read, and its inputs may be gone.
+  if (n.op !== "multiply" || n.data || n.dtype !== "float32") return null;
   const constant = (x: Node): number | null => {
     while (!x.data && (x.op === "broadcast" || x.op === "reshape" || x.op === "expandDims")) x = x.inputs[0]!;
     return x.op === "scalar" && !x.data ? attrsOf(x, "scalar").value : null;

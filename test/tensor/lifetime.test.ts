@@ -136,16 +136,22 @@ for (const how of ["dispose", "using", "tidy"] as const) {
 test("without dispose, dropped handles are freed by the finalizer once the loop yields", async () => {
   const x = f32([8, 64], 13);
   const W = f32([64, 64], 14);
-  const start = bytes();
-  const grown: number[] = [];
-  const left: number[] = [];
-  for (let round = 0; round < 5; round++) {
-    for (let i = 0; i < 1000; i++) sm.softmax(sm.matmul(x, W)).eval();
-    grown.push(bytes() - start);
+  const settle = async () => {
     for (let k = 0; k < 20; k++) {
       Bun.gc(true);
       await Bun.sleep(5);
     }
+  };
+  // Handles earlier tests dropped are freed by the same finalizer: let them go before counting.
+  await settle();
+  const start = bytes();
+  const grown: number[] = [];
+  const left: number[] = [];
+  for (let round = 0; round < 5; round++) {
+    const before = bytes();
+    for (let i = 0; i < 1000; i++) sm.softmax(sm.matmul(x, W)).eval();
+    grown.push(bytes() - before);
+    await settle();
     left.push(bytes() - start);
   }
   // Within a synchronous stretch nothing is freed: each round holds its 1,000 results (2 KiB each).
