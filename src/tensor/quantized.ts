@@ -9,7 +9,7 @@ import type { QuantFormat } from "../graph/op.ts";
 import { QUANT_BLOCKS, quantBytes } from "../graph/quant.ts";
 import { checkShape } from "../graph/shape.ts";
 import { isFloating } from "../graph/dtype.ts";
-import { fromBytes } from "./ops.ts";
+import { astype, fromBytes, matmul, transpose } from "./ops.ts";
 import { Tensor } from "./tensor.ts";
 
 export const QUANT_FORMATS = Object.keys(QUANT_BLOCKS) as QuantFormat[];
@@ -83,8 +83,17 @@ export function dequantizeBlocks(blocks: Tensor, format: QuantFormat, shape: rea
 }
 
 /**
+ * From this many rows of x on (all of x's axes but the last), quantizedMatmul dequantizes the
+ * weight once and runs the tiled matmul: the kernel that dequantizes as it reads would decode
+ * every weight once per row, which costs more than writing the float weight once.
+ */
+export const DEQUANTIZE_ROWS = 4;
+
+/**
  * x @ dequantize(w)^T for a weight w of shape [N, K] (a linear layer's [out, in]) and x of shape
- * [..., K]: [..., N] in x's dtype, the weights dequantized inside the kernel as it reads them.
+ * [..., K]: [..., N] in x's dtype. For few rows of x (decoding) the weights are dequantized inside
+ * the kernel as it reads them; for DEQUANTIZE_ROWS rows or more (a prompt) the weight is
+ * dequantized into a temporary float tensor that the tiled matmul (and its epilogues) reads.
  */
 export function quantizedMatmul(x: Tensor, w: QuantizedTensor): Tensor {
   const op = "quantizedMatmul";
@@ -98,5 +107,9 @@ export function quantizedMatmul(x: Tensor, w: QuantizedTensor): Tensor {
     throw new SmeltError(`${op}: x's last axis must be w's K = ${K} (w is [${w.shape}]), got x of shape [${n.shape}]`);
   }
   const shape = [...n.shape.slice(0, -1), N];
+  if (n.size / K >= DEQUANTIZE_ROWS) {
+    const wf = w.dequantize();
+    return matmul(x, transpose(n.dtype === "float32" ? wf : astype(wf, n.dtype)));
+  }
   return new Tensor(new Node(op, [n, w.blocks.node(op)], shape, n.dtype, { format: w.format }));
 }

@@ -3,8 +3,9 @@
  * and quantizedMatmul, x @ dequantize(W)^T with each weight dequantized as the dot product reads
  * it, so the float weight is never in memory. A value depends on a few bytes of its block (the
  * scales and its quant), which a thread reads from the uint8 input itself: no thread waits on
- * another and no threadgroup memory is needed. The formulas are GGML's reference
- * dequantization, with its float32 operations in the same order.
+ * another and no threadgroup memory is needed. dequantize uses GGML's reference dequantization
+ * with its float32 operations in the same order; quantizedMatmul factors a block's scales out of
+ * its sum where the format allows, so its rounding differs from dequantize-then-matmul's.
  */
 import type { Node } from "../../graph/node.ts";
 import { attrsOf, type QuantFormat } from "../../graph/op.ts";
@@ -90,8 +91,51 @@ export function dequantizeKernel({ out, dispatch }: PlainPlan): KernelCode {
 }
 
 /**
+ * The lines adding block (row n, block kb) times x's matching values into `acc`, for the formats
+ * whose quants sit at fixed offsets: value j and j + 16 share a byte (Q4_0, Q4_1), so a loop over
+ * bytes with no branch reads both, and the block's scales multiply the block's sum once rather
+ * than every product. Returns false for the formats read a value at a time.
+ */
+function blockDot(b: Builder, blocks: Node, format: QuantFormat, xAt: (k: string) => string): boolean {
+  const byte = (k: string | number) => `int(${b.emit(blocks, `(base + ${k})`)})`;
+  const half = (k: number) => `float(as_type<half>(ushort(${byte(k)} | (${byte(k + 1)} << 8))))`;
+  switch (format) {
+    case "Q8_0":
+      b.line("float s = 0.0f;");
+      b.line("for (int j = 0; j < 32; ++j) {");
+      b.scoped(() => {
+        b.line(`int q = ${byte("2 + j")};`);
+        b.line(`s = fma(float(${xAt("j")}), float(q - ((q & 128) << 1)), s);`);
+      });
+      b.line("}");
+      b.line(`acc = fma(${half(0)}, s, acc);`);
+      return true;
+    case "Q4_0":
+    case "Q4_1": {
+      const first = format === "Q4_0" ? 2 : 4;
+      const shift = format === "Q4_0" ? " - 8" : "";
+      b.line("float s = 0.0f; float sx = 0.0f;");
+      b.line("for (int j = 0; j < 16; ++j) {");
+      b.scoped(() => {
+        b.line(`int q = ${byte(`${first} + j`)};`);
+        b.line(`float lo = float(${xAt("j")}); float hi = float(${xAt("(j + 16)")});`);
+        b.line(`s = fma(lo, float((q & 15)${shift}), fma(hi, float((q >> 4)${shift}), s));`);
+        if (format === "Q4_1") b.line("sx += lo + hi;");
+      });
+      b.line("}");
+      // Q4_1's value is d q + m: the block adds d (x . q) + m (sum of x).
+      b.line(format === "Q4_1" ? `acc += ${half(0)} * s + ${half(2)} * sx;` : `acc = fma(${half(0)}, s, acc);`);
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
+/**
  * One thread per output element (row m of x, row n of W), the dot product in float32, a block
- * at a time: its scales loaded once, then its values dequantized as they are multiplied.
+ * at a time. Used for few rows of x (decoding), where every weight is read about once anyway;
+ * quantizedMatmul sends many rows through a dequantized weight and the tiled matmul instead.
  */
 export function quantizedMatmulKernel({ out, dispatch }: PlainPlan): KernelCode {
   const [x, blocks] = out.inputs as [Node, Node];
@@ -107,11 +151,13 @@ export function quantizedMatmulKernel({ out, dispatch }: PlainPlan): KernelCode 
   b.line(`for (int kb = 0; kb < ${perRow}; ++kb) {`);
   b.scoped(() => {
     b.line(`int base = (n * ${perRow} + kb) * ${bytes};`);
+    b.line(`int xo = m * ${K} + kb * ${elements};`);
+    if (blockDot(b, blocks, format, (k) => b.emit(x, `(xo + ${k})`))) return;
     const value = blockReader(b, blocks, format);
     b.line(`for (int j = 0; j < ${elements}; ++j) {`);
     b.scoped(() => {
       const w = value();
-      b.line(`acc = fma(float(${b.emit(x, `(m * ${K} + kb * ${elements} + j)`)}), ${w}, acc);`);
+      b.line(`acc = fma(float(${b.emit(x, "(xo + j)")}), ${w}, acc);`);
     });
     b.line("}");
   });
