@@ -195,7 +195,8 @@ export class LlamaModel extends Module {
     return { cos: both(ops.cos(angle)), sin: both(ops.sin(angle)) };
   }
 
-  override forward(tokens: Tensor, cache?: KVCache): Tensor {
+  /** lastOnly: logits for the last position only ([B, 1, vocab]), all a generation's prompt pass needs. */
+  override forward(tokens: Tensor, cache?: KVCache, opts: { lastOnly?: boolean | undefined } = {}): Tensor {
     const op = "LlamaModel.forward";
     if (!(tokens instanceof Tensor)) throw new SmeltError(`${op}: tokens must be a Tensor of int32 ids [B, T]`);
     if (tokens.ndim !== 2 || tokens.dtype !== "int32") throw new SmeltError(`${op}: tokens must be int32 of shape [B, T], got ${tokens.dtype} [${tokens.shape}]`);
@@ -211,6 +212,7 @@ export class LlamaModel extends Module {
       const kv: [Tensor, Tensor][] = [];
       let h = this.model.embed_tokens.forward(tokens);
       this.model.layers.forEach((layer, i) => (h = layer.forward(h, rot, cache, i, kv)));
+      if (opts.lastOnly && T > 1) h = h.slice({}, { start: T - 1 });
       h = this.model.norm.forward(h);
       return { logits: this.lm_head ? this.lm_head.forward(h) : this.model.embed_tokens.asLinear(h), kv };
     });
