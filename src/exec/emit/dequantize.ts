@@ -92,44 +92,35 @@ export function dequantizeKernel({ out, dispatch }: PlainPlan): KernelCode {
 
 /**
  * The lines adding block (row n, block kb) times x's matching values into `acc`, for the formats
- * whose quants sit at fixed offsets: value j and j + 16 share a byte (Q4_0, Q4_1), so a loop over
- * bytes with no branch reads both, and the block's scales multiply the block's sum once rather
- * than every product. Returns false for the formats read a value at a time.
+ * whose quants sit at fixed offsets: values j and j + 16 are read in one pass over 16 positions
+ * (Q4_0 and Q4_1 keep them in one byte), into two sums that do not wait on each other, and the
+ * block's scales multiply the block's sums once rather than every product. Returns false for
+ * the formats read a value at a time.
  */
 function blockDot(b: Builder, blocks: Node, format: QuantFormat, xAt: (k: string) => string): boolean {
   const byte = (k: string | number) => `int(${b.emit(blocks, `(base + ${k})`)})`;
   const half = (k: number) => `float(as_type<half>(ushort(${byte(k)} | (${byte(k + 1)} << 8))))`;
-  switch (format) {
-    case "Q8_0":
-      b.line("float s = 0.0f;");
-      b.line("for (int j = 0; j < 32; ++j) {");
-      b.scoped(() => {
-        b.line(`int q = ${byte("2 + j")};`);
-        b.line(`s = fma(float(${xAt("j")}), float(q - ((q & 128) << 1)), s);`);
-      });
-      b.line("}");
-      b.line(`acc = fma(${half(0)}, s, acc);`);
-      return true;
-    case "Q4_0":
-    case "Q4_1": {
-      const first = format === "Q4_0" ? 2 : 4;
+  const signed = (v: string) => `(${v} - ((${v} & 128) << 1))`;
+  if (format !== "Q8_0" && format !== "Q4_0" && format !== "Q4_1") return false;
+  b.line(format === "Q4_1" ? "float s0 = 0.0f; float s1 = 0.0f; float x0 = 0.0f; float x1 = 0.0f;" : "float s0 = 0.0f; float s1 = 0.0f;");
+  b.line("for (int j = 0; j < 16; ++j) {");
+  b.scoped(() => {
+    b.line(`float lo = float(${xAt("j")}); float hi = float(${xAt("(j + 16)")});`);
+    if (format === "Q8_0") {
+      b.line(`int q0 = ${byte("2 + j")}; int q1 = ${byte("18 + j")};`);
+      b.line(`s0 = fma(lo, float(${signed("q0")}), s0); s1 = fma(hi, float(${signed("q1")}), s1);`);
+    } else {
       const shift = format === "Q4_0" ? " - 8" : "";
-      b.line("float s = 0.0f; float sx = 0.0f;");
-      b.line("for (int j = 0; j < 16; ++j) {");
-      b.scoped(() => {
-        b.line(`int q = ${byte(`${first} + j`)};`);
-        b.line(`float lo = float(${xAt("j")}); float hi = float(${xAt("(j + 16)")});`);
-        b.line(`s = fma(lo, float((q & 15)${shift}), fma(hi, float((q >> 4)${shift}), s));`);
-        if (format === "Q4_1") b.line("sx += lo + hi;");
-      });
-      b.line("}");
-      // Q4_1's value is d q + m: the block adds d (x . q) + m (sum of x).
-      b.line(format === "Q4_1" ? `acc += ${half(0)} * s + ${half(2)} * sx;` : `acc = fma(${half(0)}, s, acc);`);
-      return true;
+      b.line(`int q = ${byte(`${format === "Q4_0" ? 2 : 4} + j`)};`);
+      b.line(`s0 = fma(lo, float((q & 15)${shift}), s0); s1 = fma(hi, float((q >> 4)${shift}), s1);`);
+      if (format === "Q4_1") b.line("x0 += lo; x1 += hi;");
     }
-    default:
-      return false;
-  }
+  });
+  b.line("}");
+  // Q4_1's value is d q + m: the block adds d (x . q) + m (sum of x).
+  if (format === "Q4_1") b.line(`acc += ${half(0)} * (s0 + s1) + ${half(2)} * (x0 + x1);`);
+  else b.line(`acc = fma(${half(0)}, s0 + s1, acc);`);
+  return true;
 }
 
 /**
