@@ -10,7 +10,7 @@ import { QUANT_BLOCKS, quantBytes } from "../graph/quant.ts";
 import { checkShape } from "../graph/shape.ts";
 import { isFloating } from "../graph/dtype.ts";
 import { astype, fromBytes, matmul, transpose } from "./ops.ts";
-import { Tensor } from "./tensor.ts";
+import { composite, Tensor } from "./tensor.ts";
 
 export const QUANT_FORMATS = Object.keys(QUANT_BLOCKS) as QuantFormat[];
 
@@ -87,7 +87,7 @@ export function dequantizeBlocks(blocks: Tensor, format: QuantFormat, shape: rea
  * weight once and runs the tiled matmul: the kernel that dequantizes as it reads would decode
  * every weight once per row, which costs more than writing the float weight once.
  */
-export const DEQUANTIZE_ROWS = 4;
+export const DEQUANTIZE_ROWS = 8;
 
 /**
  * x @ dequantize(w)^T for a weight w of shape [N, K] (a linear layer's [out, in]) and x of shape
@@ -108,8 +108,10 @@ export function quantizedMatmul(x: Tensor, w: QuantizedTensor): Tensor {
   }
   const shape = [...n.shape.slice(0, -1), N];
   if (n.size / K >= DEQUANTIZE_ROWS) {
-    const wf = w.dequantize();
-    return matmul(x, transpose(n.dtype === "float32" ? wf : astype(wf, n.dtype)));
+    return composite(() => {
+      const wf = w.dequantize();
+      return matmul(x, transpose(n.dtype === "float32" ? wf : astype(wf, n.dtype)));
+    });
   }
   return new Tensor(new Node(op, [n, w.blocks.node(op)], shape, n.dtype, { format: w.format }));
 }

@@ -78,7 +78,7 @@ describe("quantizedMatmul paths on every quantized type", () => {
   test("float16 x keeps its dtype on both paths", () => {
     const w = randomWeight("Q4_1", 5, 64);
     const wv = w.dequantize().toArray() as number[];
-    for (const rows of [2, 6]) {
+    for (const rows of [2, DEQUANTIZE_ROWS + 1]) {
       const xs = inputs(rows * 64).map((v) => Math.round(v * 64) / 64);
       const got = sm.quantizedMatmul(sm.array(xs).reshape([rows, 64]).astype("float16"), w);
       expect(got.dtype).toBe("float16");
