@@ -110,6 +110,18 @@ describe("quantizedMatmul paths on every quantized type", () => {
     }
   }, 120_000);
 
+  test("the dequantized path's float weight is freed with its product", () => {
+    const w = randomWeight("Q4_0", 64, 128);
+    const x = sm.array(inputs(DEQUANTIZE_ROWS * 128)).reshape([DEQUANTIZE_ROWS, 128]);
+    sm.eval(x);
+    const before = sm.stats().bytesAllocated;
+    const y = sm.quantizedMatmul(x, w);
+    sm.eval(y);
+    expect(sm.stats().bytesAllocated - before).toBe(DEQUANTIZE_ROWS * 64 * 4);
+    y.dispose();
+    expect(sm.stats().bytesAllocated).toBe(before);
+  });
+
   test("the weight's blocks have no gradient: asking for one is an error at grad", () => {
     const w = randomWeight("Q8_0", 2, 32);
     const x = sm.ones([1, 32]);
