@@ -84,16 +84,18 @@ export function dequantizeBlocks(blocks: Tensor, format: QuantFormat, shape: rea
 
 /**
  * From this many rows of x on (all of x's axes but the last), quantizedMatmul dequantizes the
- * weight once and runs the tiled matmul: the kernel that dequantizes as it reads would decode
- * every weight once per row, which costs more than writing the float weight once.
+ * weight once and runs the tiled matmul, which then outruns the kernel dequantizing as it reads
+ * (that one decodes every weight once per 8 rows and multiplies without vector tiles). Below
+ * it no float copy of the weight is made.
  */
-export const DEQUANTIZE_ROWS = 8;
+export const DEQUANTIZE_ROWS = 32;
 
 /**
  * x @ dequantize(w)^T for a weight w of shape [N, K] (a linear layer's [out, in]) and x of shape
- * [..., K]: [..., N] in x's dtype. For few rows of x (decoding) the weights are dequantized inside
- * the kernel as it reads them; for DEQUANTIZE_ROWS rows or more (a prompt) the weight is
- * dequantized into a temporary float tensor that the tiled matmul (and its epilogues) reads.
+ * [..., K]: [..., N] in x's dtype. For fewer than DEQUANTIZE_ROWS rows of x (decoding, short
+ * inputs) the weights are dequantized inside the kernel as it reads them; from DEQUANTIZE_ROWS
+ * rows on (a prompt) the weight is dequantized into a temporary float tensor that the tiled
+ * matmul (and its epilogues) reads, kept until the evaluation ends.
  */
 export function quantizedMatmul(x: Tensor, w: QuantizedTensor): Tensor {
   const op = "quantizedMatmul";

@@ -58,10 +58,12 @@ describe("quantizedMatmul paths on every quantized type", () => {
       const w = randomWeight(format, N, K);
       const wv = w.dequantize().toArray() as number[];
       expect(wv.every(Number.isFinite)).toBe(true);
-      // 1 and 3 rows: the in-kernel path; [2, 5] rows: the dequantized one.
-      for (const lead of [[1], [3], [2, 5]]) {
+      // The in-kernel path with one row, with fewer rows than a thread takes (3), and with
+      // batched rows that leave a thread a partial group (2 x 9 = 8 + 8 + 2); then the
+      // dequantized path.
+      for (const lead of [[1], [3], [2, 9], [DEQUANTIZE_ROWS + 3]]) {
         const rows = lead.reduce((a, d) => a * d, 1);
-        expect(rows >= DEQUANTIZE_ROWS).toBe(lead.length === 2);
+        expect(rows >= DEQUANTIZE_ROWS).toBe(lead[0] === DEQUANTIZE_ROWS + 3);
         const xs = inputs(rows * K);
         const got = sm.quantizedMatmul(sm.array(xs).reshape([...lead, K]), w);
         expect(got.shape).toEqual([...lead, N]);

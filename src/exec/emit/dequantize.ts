@@ -10,7 +10,7 @@
 import type { Node } from "../../graph/node.ts";
 import { attrsOf, type QuantFormat } from "../../graph/op.ts";
 import { QUANT_BLOCKS } from "../../graph/quant.ts";
-import type { PlainPlan } from "../plan/kernel.ts";
+import { type PlainPlan, quantRowsPerThread } from "../plan/kernel.ts";
 import { Builder, computeType, ELEMENT_POSITION, finish, type KernelCode, store } from "./builder.ts";
 
 /**
@@ -124,35 +124,55 @@ function blockDot(b: Builder, blocks: Node, format: QuantFormat, xAt: (k: string
 }
 
 /**
- * One thread per output element (row m of x, row n of W), the dot product in float32, a block
- * at a time. Used for few rows of x (decoding), where every weight is read about once anyway;
- * quantizedMatmul sends many rows through a dequantized weight and the tiled matmul instead.
+ * One thread per weight row n and R rows of x (R = quantRowsPerThread: 1 when decoding, up to 8),
+ * the dot products in float32, a block at a time. With one row the block's sums factor its
+ * scales out (blockDot); with more, each weight is dequantized once and multiplied into the R
+ * rows' sums, so the dequantization is shared by R rows and no float copy of W is made.
  */
 export function quantizedMatmulKernel({ out, dispatch }: PlainPlan): KernelCode {
   const [x, blocks] = out.inputs as [Node, Node];
   const format = attrsOf(out, "quantizedMatmul").format;
   const { elements, bytes } = QUANT_BLOCKS[format];
+  const R = quantRowsPerThread(out);
   const b = new Builder(out);
-  const N = b.int(out.shape[out.shape.length - 1]!);
+  const n0 = out.shape[out.shape.length - 1]!;
+  const N = b.int(n0);
+  const M = b.int(out.size / n0);
   const depth = x.shape[x.shape.length - 1]!;
   const K = b.int(depth);
   const perRow = b.int(depth / elements);
-  b.line(`int n = int(gid) % ${N}; int m = int(gid) / ${N};`);
-  b.line("float acc = 0.0f;");
+  const rs = Array.from({ length: R }, (_, r) => r);
+  b.line(`int n = int(gid) % ${N}; int m0 = int(gid) / ${N} * ${R};`);
+  // Rows past the last are read as the last (always in bounds) and not stored.
+  for (const r of rs) b.line(`int x${r} = min(m0 + ${r}, ${M} - 1) * ${K}; float acc${r} = 0.0f;`);
   b.line(`for (int kb = 0; kb < ${perRow}; ++kb) {`);
   b.scoped(() => {
     b.line(`int base = (n * ${perRow} + kb) * ${bytes};`);
-    b.line(`int xo = m * ${K} + kb * ${elements};`);
-    if (blockDot(b, blocks, format, (k) => b.emit(x, `(xo + ${k})`))) return;
+    b.line(`int xo = x0 + kb * ${elements};`);
+    if (R === 1) {
+      b.line("float acc = acc0;");
+      if (!blockDot(b, blocks, format, (k) => b.emit(x, `(xo + ${k})`))) {
+        const value = blockReader(b, blocks, format);
+        b.line(`for (int j = 0; j < ${elements}; ++j) {`);
+        b.scoped(() => b.line(`acc = fma(float(${b.emit(x, "(xo + j)")}), ${value()}, acc);`));
+        b.line("}");
+      }
+      b.line("acc0 = acc;");
+      return;
+    }
     const value = blockReader(b, blocks, format);
     b.line(`for (int j = 0; j < ${elements}; ++j) {`);
     b.scoped(() => {
-      const w = value();
-      b.line(`acc = fma(float(${b.emit(x, "(xo + j)")}), ${w}, acc);`);
+      b.line(`float w = ${value()};`);
+      for (const r of rs) b.line(`acc${r} = fma(float(${b.emit(x, `(x${r} + kb * ${elements} + j)`)}), w, acc${r});`);
     });
     b.line("}");
   });
   b.line("}");
-  b.line(`out0[gid] = ${store(out, `${computeType(out.dtype)}(acc)`)};`);
+  for (const r of rs) {
+    const at = `(m0 + ${r}) * ${N} + n`;
+    const st = `out0[${at}] = ${store(out, `${computeType(out.dtype)}(acc${r})`)};`;
+    b.line(r === 0 ? st : `if (m0 + ${r} < ${M}) ${st}`);
+  }
   return finish(b, out, ELEMENT_POSITION, dispatch);
 }
