@@ -100,15 +100,14 @@ export function dequantizeKernel({ out, dispatch }: PlainPlan): KernelCode {
 function blockDot(b: Builder, blocks: Node, format: QuantFormat, xAt: (k: string) => string): boolean {
   const byte = (k: string | number) => `int(${b.emit(blocks, `(base + ${k})`)})`;
   const half = (k: number) => `float(as_type<half>(ushort(${byte(k)} | (${byte(k + 1)} << 8))))`;
-  const signed = (v: string) => `(${v} - ((${v} & 128) << 1))`;
   if (format !== "Q8_0" && format !== "Q4_0" && format !== "Q4_1") return false;
   b.line(format === "Q4_1" ? "float s0 = 0.0f; float s1 = 0.0f; float x0 = 0.0f; float x1 = 0.0f;" : "float s0 = 0.0f; float s1 = 0.0f;");
   b.line("for (int j = 0; j < 16; ++j) {");
   b.scoped(() => {
     b.line(`float lo = float(${xAt("j")}); float hi = float(${xAt("(j + 16)")});`);
     if (format === "Q8_0") {
-      b.line(`int q0 = ${byte("2 + j")}; int q1 = ${byte("18 + j")};`);
-      b.line(`s0 = fma(lo, float(${signed("q0")}), s0); s1 = fma(hi, float(${signed("q1")}), s1);`);
+      const int8 = (k: string) => `float(as_type<char>(${b.emit(blocks, `(base + ${k})`)}))`;
+      b.line(`s0 = fma(lo, ${int8("2 + j")}, s0); s1 = fma(hi, ${int8("18 + j")}, s1);`);
     } else {
       const shift = format === "Q4_0" ? " - 8" : "";
       b.line(`int q = ${byte(`${format === "Q4_0" ? 2 : 4} + j`)};`);
