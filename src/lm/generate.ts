@@ -12,8 +12,11 @@ import { resolveSampling, type Sampler, type SamplingOptions, sampleWith } from 
 
 /** What generation needs of a model: sm.lm.load's models have it. */
 export interface CausalLM<Cache = unknown> {
-  /** int32 [B, T] token ids → logits [B, T, vocab]; with a cache, positions continue from it. */
-  forward(tokens: Tensor, cache?: Cache): Tensor;
+  /**
+   * int32 [B, T] token ids → logits [B, T, vocab]; with a cache, positions continue from it.
+   * With lastOnly the model may return the last position's logits alone ([B, 1, vocab]).
+   */
+  forward(tokens: Tensor, cache?: Cache, opts?: { lastOnly?: boolean | undefined }): Tensor;
   makeCache(): Cache;
 }
 
@@ -145,7 +148,7 @@ async function* steps(model: CausalLM, tokenizer: TextTokenizer, p: Plan, timing
     for (let step = 0; step < p.maxTokens; step++) {
       const start = performance.now();
       const [next] = tidy(() => {
-        const logits = model.forward(array([input], "int32"), cache);
+        const logits = model.forward(array([input], "int32"), cache, { lastOnly: true });
         const last = slice(logits, 0, -1);
         let k: Tensor | undefined;
         if (key) {

@@ -9,7 +9,7 @@ import { QuantizedEmbedding, QuantizedLinear } from "../nn/quantized.ts";
 import * as fast from "../tensor/fast.ts";
 import * as ops from "../tensor/ops.ts";
 import { concatenate } from "../tensor/ops-structure.ts";
-import { QuantizedTensor } from "../tensor/quantized.ts";
+import { DEQUANTIZE_ROWS, QuantizedTensor } from "../tensor/quantized.ts";
 import { evalTensors, Tensor, tidy } from "../tensor/tensor.ts";
 import { KVCache } from "./cache.ts";
 import { type ModelConfig, ropeInvFreq } from "./config.ts";
@@ -195,7 +195,8 @@ export class LlamaModel extends Module {
     return { cos: both(ops.cos(angle)), sin: both(ops.sin(angle)) };
   }
 
-  override forward(tokens: Tensor, cache?: KVCache): Tensor {
+  /** lastOnly: logits for the last position only ([B, 1, vocab]), all a generation's prompt pass needs. */
+  override forward(tokens: Tensor, cache?: KVCache, opts: { lastOnly?: boolean | undefined } = {}): Tensor {
     const op = "LlamaModel.forward";
     if (!(tokens instanceof Tensor)) throw new SmeltError(`${op}: tokens must be a Tensor of int32 ids [B, T]`);
     if (tokens.ndim !== 2 || tokens.dtype !== "int32") throw new SmeltError(`${op}: tokens must be int32 of shape [B, T], got ${tokens.dtype} [${tokens.shape}]`);
@@ -210,7 +211,15 @@ export class LlamaModel extends Module {
       const rot = this.#rotary(cache?.offset ?? 0, T);
       const kv: [Tensor, Tensor][] = [];
       let h = this.model.embed_tokens.forward(tokens);
-      this.model.layers.forEach((layer, i) => (h = layer.forward(h, rot, cache, i, kv)));
+      // An evaluation keeps its intermediates to its end, and quantized layers over many rows
+      // make a float copy of their weight: with a cache (evaluated below anyway) a long input is
+      // evaluated a layer at a time, so one layer's copies exist at once, not the whole model's.
+      const stepwise = cache !== undefined && B * T >= DEQUANTIZE_ROWS;
+      this.model.layers.forEach((layer, i) => {
+        h = layer.forward(h, rot, cache, i, kv);
+        if (stepwise) evalTensors(h);
+      });
+      if (opts.lastOnly && T > 1) h = h.slice({}, { start: T - 1 });
       h = this.model.norm.forward(h);
       return { logits: this.lm_head ? this.lm_head.forward(h) : this.model.embed_tokens.asLinear(h), kv };
     });

@@ -9,8 +9,8 @@ import type { QuantFormat } from "../graph/op.ts";
 import { QUANT_BLOCKS, quantBytes } from "../graph/quant.ts";
 import { checkShape } from "../graph/shape.ts";
 import { isFloating } from "../graph/dtype.ts";
-import { fromBytes } from "./ops.ts";
-import { Tensor } from "./tensor.ts";
+import { astype, fromBytes, matmul, transpose } from "./ops.ts";
+import { composite, Tensor } from "./tensor.ts";
 
 export const QUANT_FORMATS = Object.keys(QUANT_BLOCKS) as QuantFormat[];
 
@@ -86,8 +86,19 @@ export function dequantizeBlocks(blocks: Tensor, format: QuantFormat, shape: rea
 }
 
 /**
+ * From this many rows of x on (all of x's axes but the last), quantizedMatmul dequantizes the
+ * weight once and runs the tiled matmul, which then outruns the kernel dequantizing as it reads
+ * (that one decodes every weight once per 8 rows and multiplies without vector tiles). Below
+ * it no float copy of the weight is made.
+ */
+export const DEQUANTIZE_ROWS = 32;
+
+/**
  * x @ dequantize(w)^T for a weight w of shape [N, K] (a linear layer's [out, in]) and x of shape
- * [..., K]: [..., N] in x's dtype, the weights dequantized inside the kernel as it reads them.
+ * [..., K]: [..., N] in x's dtype. For fewer than DEQUANTIZE_ROWS rows of x (decoding, short
+ * inputs) the weights are dequantized inside the kernel as it reads them; from DEQUANTIZE_ROWS
+ * rows on (a prompt) the weight is dequantized into a temporary float tensor that the tiled
+ * matmul (and its epilogues) reads, kept until the evaluation ends.
  */
 export function quantizedMatmul(x: Tensor, w: QuantizedTensor): Tensor {
   const op = "quantizedMatmul";
@@ -101,5 +112,11 @@ export function quantizedMatmul(x: Tensor, w: QuantizedTensor): Tensor {
     throw new SmeltError(`${op}: x's last axis must be w's K = ${K} (w is [${w.shape}]), got x of shape [${n.shape}]`);
   }
   const shape = [...n.shape.slice(0, -1), N];
+  if (n.size / K >= DEQUANTIZE_ROWS) {
+    return composite(() => {
+      const wf = w.dequantize();
+      return matmul(x, transpose(n.dtype === "float32" ? wf : astype(wf, n.dtype)));
+    });
+  }
   return new Tensor(new Node(op, [n, w.blocks.node(op)], shape, n.dtype, { format: w.format }));
 }

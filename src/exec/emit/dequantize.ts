@@ -3,13 +3,14 @@
  * and quantizedMatmul, x @ dequantize(W)^T with each weight dequantized as the dot product reads
  * it, so the float weight is never in memory. A value depends on a few bytes of its block (the
  * scales and its quant), which a thread reads from the uint8 input itself: no thread waits on
- * another and no threadgroup memory is needed. The formulas are GGML's reference
- * dequantization, with its float32 operations in the same order.
+ * another and no threadgroup memory is needed. dequantize uses GGML's reference dequantization
+ * with its float32 operations in the same order; quantizedMatmul factors a block's scales out of
+ * its sum where the format allows, so its rounding differs from dequantize-then-matmul's.
  */
 import type { Node } from "../../graph/node.ts";
 import { attrsOf, type QuantFormat } from "../../graph/op.ts";
 import { QUANT_BLOCKS } from "../../graph/quant.ts";
-import type { PlainPlan } from "../plan/kernel.ts";
+import { type PlainPlan, quantRowsPerThread } from "../plan/kernel.ts";
 import { Builder, computeType, ELEMENT_POSITION, finish, type KernelCode, store } from "./builder.ts";
 
 /**
@@ -90,32 +91,87 @@ export function dequantizeKernel({ out, dispatch }: PlainPlan): KernelCode {
 }
 
 /**
- * One thread per output element (row m of x, row n of W), the dot product in float32, a block
- * at a time: its scales loaded once, then its values dequantized as they are multiplied.
+ * The lines adding block (row n, block kb) times x's matching values into `acc`, for the formats
+ * whose quants sit at fixed offsets: values j and j + 16 are read in one pass over 16 positions
+ * (Q4_0 and Q4_1 keep them in one byte), into two sums that do not wait on each other, and the
+ * block's scales multiply the block's sums once rather than every product. Returns false for
+ * the formats read a value at a time.
+ */
+function blockDot(b: Builder, blocks: Node, format: QuantFormat, xAt: (k: string) => string): boolean {
+  const byte = (k: string | number) => `int(${b.emit(blocks, `(base + ${k})`)})`;
+  const half = (k: number) => `float(as_type<half>(ushort(${byte(k)} | (${byte(k + 1)} << 8))))`;
+  if (format !== "Q8_0" && format !== "Q4_0" && format !== "Q4_1") return false;
+  b.line(format === "Q4_1" ? "float s0 = 0.0f; float s1 = 0.0f; float x0 = 0.0f; float x1 = 0.0f;" : "float s0 = 0.0f; float s1 = 0.0f;");
+  b.line("for (int j = 0; j < 16; ++j) {");
+  b.scoped(() => {
+    b.line(`float lo = float(${xAt("j")}); float hi = float(${xAt("(j + 16)")});`);
+    if (format === "Q8_0") {
+      const int8 = (k: string) => `float(as_type<char>(${b.emit(blocks, `(base + ${k})`)}))`;
+      b.line(`s0 = fma(lo, ${int8("2 + j")}, s0); s1 = fma(hi, ${int8("18 + j")}, s1);`);
+    } else {
+      const shift = format === "Q4_0" ? " - 8" : "";
+      b.line(`int q = ${byte(`${format === "Q4_0" ? 2 : 4} + j`)};`);
+      b.line(`s0 = fma(lo, float((q & 15)${shift}), s0); s1 = fma(hi, float((q >> 4)${shift}), s1);`);
+      if (format === "Q4_1") b.line("x0 += lo; x1 += hi;");
+    }
+  });
+  b.line("}");
+  // Q4_1's value is d q + m: the block adds d (x . q) + m (sum of x).
+  if (format === "Q4_1") b.line(`acc += ${half(0)} * (s0 + s1) + ${half(2)} * (x0 + x1);`);
+  else b.line(`acc = fma(${half(0)}, s0 + s1, acc);`);
+  return true;
+}
+
+/**
+ * One thread per weight row n and R rows of x (R = quantRowsPerThread: 1 when decoding, up to 8),
+ * the dot products in float32, a block at a time. With one row the block's sums factor its
+ * scales out (blockDot); with more, each weight is dequantized once and multiplied into the R
+ * rows' sums, so the dequantization is shared by R rows and no float copy of W is made.
  */
 export function quantizedMatmulKernel({ out, dispatch }: PlainPlan): KernelCode {
   const [x, blocks] = out.inputs as [Node, Node];
   const format = attrsOf(out, "quantizedMatmul").format;
   const { elements, bytes } = QUANT_BLOCKS[format];
+  const R = quantRowsPerThread(out);
   const b = new Builder(out);
-  const N = b.int(out.shape[out.shape.length - 1]!);
+  const n0 = out.shape[out.shape.length - 1]!;
+  const N = b.int(n0);
+  const M = b.int(out.size / n0);
   const depth = x.shape[x.shape.length - 1]!;
   const K = b.int(depth);
   const perRow = b.int(depth / elements);
-  b.line(`int n = int(gid) % ${N}; int m = int(gid) / ${N};`);
-  b.line("float acc = 0.0f;");
+  const rs = Array.from({ length: R }, (_, r) => r);
+  b.line(`int n = int(gid) % ${N}; int m0 = int(gid) / ${N} * ${R};`);
+  // Rows past the last are read as the last (always in bounds) and not stored.
+  for (const r of rs) b.line(`int x${r} = min(m0 + ${r}, ${M} - 1) * ${K}; float acc${r} = 0.0f;`);
   b.line(`for (int kb = 0; kb < ${perRow}; ++kb) {`);
   b.scoped(() => {
     b.line(`int base = (n * ${perRow} + kb) * ${bytes};`);
+    b.line(`int xo = x0 + kb * ${elements};`);
+    if (R === 1) {
+      b.line("float acc = acc0;");
+      if (!blockDot(b, blocks, format, (k) => b.emit(x, `(xo + ${k})`))) {
+        const value = blockReader(b, blocks, format);
+        b.line(`for (int j = 0; j < ${elements}; ++j) {`);
+        b.scoped(() => b.line(`acc = fma(float(${b.emit(x, "(xo + j)")}), ${value()}, acc);`));
+        b.line("}");
+      }
+      b.line("acc0 = acc;");
+      return;
+    }
     const value = blockReader(b, blocks, format);
     b.line(`for (int j = 0; j < ${elements}; ++j) {`);
     b.scoped(() => {
-      const w = value();
-      b.line(`acc = fma(float(${b.emit(x, `(m * ${K} + kb * ${elements} + j)`)}), ${w}, acc);`);
+      b.line(`float w = ${value()};`);
+      for (const r of rs) b.line(`acc${r} = fma(float(${b.emit(x, `(x${r} + kb * ${elements} + j)`)}), w, acc${r});`);
     });
     b.line("}");
   });
   b.line("}");
-  b.line(`out0[gid] = ${store(out, `${computeType(out.dtype)}(acc)`)};`);
+  for (const r of rs) {
+    const at = `(m0 + ${r}) * ${N} + n`;
+    const st = `out0[${at}] = ${store(out, `${computeType(out.dtype)}(acc${r})`)};`;
+    b.line(r === 0 ? st : `if (m0 + ${r} < ${M}) ${st}`);
+  }
   return finish(b, out, ELEMENT_POSITION, dispatch);
 }

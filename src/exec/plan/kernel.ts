@@ -46,6 +46,15 @@ function lines(out: Node, axis: number): number {
   return p;
 }
 
+/**
+ * Rows of x each quantizedMatmul thread multiplies by its weight row: every weight it
+ * dequantizes serves that many rows, and their sums are independent chains.
+ */
+export function quantRowsPerThread(out: Node): number {
+  const rows = out.size / out.shape[out.shape.length - 1]!;
+  return Math.max(1, Math.min(8, rows));
+}
+
 const threads: Record<PlainPlan["kind"], (out: Node) => number> = {
   elementwise: (out) => out.size,
   reduce: (out) => out.size,
@@ -61,7 +70,10 @@ const threads: Record<PlainPlan["kind"], (out: Node) => number> = {
   },
   random: (out) => Math.ceil(out.size / 2),
   dequantize: (out) => out.size,
-  quantizedMatmul: (out) => out.size,
+  quantizedMatmul: (out) => {
+    const N = out.shape[out.shape.length - 1]!;
+    return N === 0 ? 0 : N * Math.ceil(out.size / N / quantRowsPerThread(out));
+  },
 };
 
 /**
