@@ -100,6 +100,10 @@ struct smelt_device {
   // The first failure no wait or status has reported yet: sequence and text.
   uint64_t unreported_seq = 0;
   std::string unreported_text;
+  // Constant-byte arenas of finished command buffers, for reuse: cuMemAlloc and cuMemFree per
+  // commit would cost more than small command buffers' kernels (and cuMemFree may wait for the
+  // device to go idle).
+  std::vector<std::pair<CUdeviceptr, size_t>> arenas;
 };
 
 struct smelt_buffer {
@@ -143,6 +147,7 @@ struct smelt_cmd {
   std::vector<smelt_buffer*> retained;
   std::string arena;  // constant bytes of every dispatch, 16-byte aligned
   CUdeviceptr arena_device = 0;
+  size_t arena_capacity = 0;
   CUevent event = nullptr;
   std::string error;       // set when the command buffer failed
   bool released = false;   // the completion thread is done with it
@@ -216,7 +221,11 @@ void finish(smelt_device* dev, smelt_cmd* cmd, const std::string& error) {
     lose(dev, error);
   }
   dev->cu->cuCtxSetCurrent(dev->ctx);
-  if (cmd->arena_device) dev->cu->cuMemFree(cmd->arena_device);
+  constexpr size_t kKeptArenas = 32;
+  if (cmd->arena_device && error.empty() && dev->arenas.size() < kKeptArenas)
+    dev->arenas.push_back({cmd->arena_device, cmd->arena_capacity});
+  else if (cmd->arena_device)
+    dev->cu->cuMemFree(cmd->arena_device);
   cmd->arena_device = 0;
   if (cmd->event) dev->cu->cuEventDestroy(cmd->event);
   cmd->event = nullptr;
@@ -554,6 +563,7 @@ SMELT_API void smelt_device_close(smelt_device* dev) {
   dev->done_cv.notify_all();
   dev->completer.join();
   dev->cu->cuCtxSetCurrent(dev->ctx);
+  for (auto& a : dev->arenas) dev->cu->cuMemFree(a.first);
   dev->cu->cuStreamDestroy(dev->stream);
   dev->cu->cuDevicePrimaryCtxRelease(dev->device);
   munmap((void*)dev->completion, size_t(sysconf(_SC_PAGESIZE)));
@@ -830,9 +840,24 @@ SMELT_API uint64_t smelt_cmd_commit(smelt_cmd* cmd, char* err, size_t errlen) {
   std::string error;
   CUresult r = CUDA_SUCCESS;
   if (!cmd->arena.empty()) {
-    r = cu->cuMemAlloc(&cmd->arena_device, cmd->arena.size());
+    {
+      std::lock_guard<std::mutex> lock(dev->done_mutex);
+      for (size_t i = 0; i < dev->arenas.size(); ++i)
+        if (dev->arenas[i].second >= cmd->arena.size()) {
+          cmd->arena_device = dev->arenas[i].first;
+          cmd->arena_capacity = dev->arenas[i].second;
+          dev->arenas.erase(dev->arenas.begin() + long(i));
+          break;
+        }
+    }
+    if (!cmd->arena_device) {
+      // Powers of two from 4 KiB, so that arenas fit later command buffers of similar size.
+      cmd->arena_capacity = 4096;
+      while (cmd->arena_capacity < cmd->arena.size()) cmd->arena_capacity *= 2;
+      r = cu->cuMemAlloc(&cmd->arena_device, cmd->arena_capacity);
+    }
     if (r == CUDA_SUCCESS) r = cu->cuMemcpyHtoDAsync(cmd->arena_device, cmd->arena.data(), cmd->arena.size(), dev->stream);
-    if (r != CUDA_SUCCESS) error = "cannot upload the constant bytes of command buffer: " + driver_error(r);
+    if (r != CUDA_SUCCESS) error = "cannot upload the command buffer's constant bytes: " + driver_error(r);
   }
   for (auto& d : cmd->dispatches) {
     if (!error.empty()) break;
