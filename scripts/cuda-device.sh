@@ -16,11 +16,10 @@ OUT=${OUT:-$PWD/cuda-out}
 mkdir -p "$OUT"
 
 if [ -d cuda-pack ]; then
-  mkdir -p .cuda-bin zig-out/lib zig-out/bin
+  mkdir -p .cuda-bin zig-out
   [ -x .cuda-bin/bun ] || { xz -dc cuda-pack/bun.xz > .cuda-bin/bun && chmod +x .cuda-bin/bun; }
   [ -d node_modules/fast-check ] || tar -xJf cuda-pack/node_modules.tar.xz
-  cp cuda-pack/lib/*.so zig-out/lib/
-  cp cuda-pack/bin/* zig-out/bin/
+  tar -xJf cuda-pack/lib.tar.xz -C zig-out
   export PATH="$PWD/.cuda-bin:$PATH"
 fi
 command -v bun > /dev/null || { echo "cuda-device: no bun (run scripts/cuda-pack.sh and carry cuda-pack/)" >&2; exit 1; }
