@@ -105,7 +105,7 @@ const Nvrtc* nvrtc(std::string& why) {
         break;
       }
       const char* e = dlerror();
-      tried += "\n  " + name + ": " + (e ? e : "not found");
+      tried += "\n  " + (e ? std::string(e) : name + ": not found");
     }
     if (!lib) {
       error = "cannot open NVRTC, CUDA's run-time compiler (set SMELT_NVRTC to its path, or add its directory to "
