@@ -31,6 +31,9 @@ for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
   [ -d "$d" ] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 done
 export PATH="/usr/local/cuda/bin:$PATH"
+# Tests that open the host backend by name compile its kernels with a C++ compiler; without Zig
+# there, g++ (13 or later has _Float16) is the one to try.
+if ! command -v zig > /dev/null && [ -z "${SMELT_CXX:-}" ] && command -v g++ > /dev/null; then export SMELT_CXX=g++; fi
 
 {
   echo "commit: $(cat cuda-pack/commit 2>/dev/null || git rev-parse HEAD 2>/dev/null)"
