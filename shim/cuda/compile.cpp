@@ -65,6 +65,25 @@ void store(const std::string& path, const std::string& bytes) {
 // A cubin begins with the ELF magic; anything else in the cache is not ours.
 bool looks_like_cubin(const std::string& image) { return image.size() > 4 && image.compare(0, 4, "\x7f" "ELF") == 0; }
 
+// NVRTC writes "kernel.metal(12): error: ..."; every backend's messages say "kernel.metal:12: error:
+// ...", as Apple's compiler and the host's do.
+std::string gcc_style(const std::string& log) {
+  std::string out;
+  for (size_t i = 0; i < log.size();) {
+    if (log[i] == '(') {
+      size_t j = i + 1;
+      while (j < log.size() && log[j] >= '0' && log[j] <= '9') ++j;
+      if (j > i + 1 && log.compare(j, 3, "): ") == 0) {
+        out += ":" + log.substr(i + 1, j - i - 1) + ": ";
+        i = j + 3;
+        continue;
+      }
+    }
+    out += log[i++];
+  }
+  return out;
+}
+
 }  // namespace
 
 bool load_headers(const std::string& dirs, Headers& out, std::string& why) {
@@ -134,7 +153,7 @@ Compiled compile_cuda(const std::string& source, const Headers& headers, int arc
   while (!log.empty() && (log.back() == '\0' || log.back() == '\n')) log.pop_back();
   if (rc != 0) {
     r.error = "MSL compilation failed (NVRTC " + std::to_string(major) + "." + std::to_string(minor) + ", sm_" +
-              std::to_string(arch) + "):\n" + log;
+              std::to_string(arch) + "):\n" + gcc_style(log);
     nv->nvrtcDestroyProgram(&prog);
     return r;
   }
