@@ -1,6 +1,8 @@
 //! Builds smelt's native backends as shared libraries that src/runtime/native.ts loads with bun:ffi.
 //!
-//!   zig build                      host backend (libsmelt_host), on Linux and macOS
+//!   zig build                      host backend (libsmelt_host), on Linux and macOS; on Linux also
+//!                                  the CUDA backend (libsmelt_cuda) and smelt-cuda-check, which
+//!                                  open the NVIDIA driver and NVRTC at run time (docs/cuda.md)
 //!   zig build metal                Metal backend (libsmelt_metal.dylib), see docs/metal.md
 const std = @import("std");
 
@@ -46,6 +48,8 @@ pub fn build(b: *std.Build) void {
     if (target.result.os.tag != .macos) host.setVersionScript(b.path("shim/host/exports.map"));
     b.installArtifact(host);
 
+    if (target.result.os.tag == .linux) addCuda(b, target, optimize, &host_flags);
+
     // The Metal backend's steps follow (see docs/metal.md).
     const metal_step = b.step("metal", "Build the Metal backend (zig-out/lib/libsmelt_metal.dylib)");
     const macos_sdk = b.option(
@@ -54,6 +58,33 @@ pub fn build(b: *std.Build) void {
         "macOS SDK root (e.g. a MacOSX13.3.sdk tree) to cross-build the Metal backend from another OS",
     );
     addMetal(b, metal_step, macos_sdk, optimize);
+}
+
+const cuda_sources = [_][]const u8{
+    "compile.cpp",
+    "loader.cpp",
+    "translate_cuda.cpp",
+};
+
+/// The CUDA backend needs no CUDA toolkit to build: the driver and NVRTC are opened with dlopen.
+fn addCuda(b: *std.Build, target: std.Build.ResolvedTarget, optimize: std.builtin.OptimizeMode, flags: []const []const u8) void {
+    const mod = b.createModule(.{ .target = target, .optimize = optimize, .link_libc = true, .link_libcpp = true });
+    mod.addIncludePath(b.path("shim/include"));
+    mod.addIncludePath(b.path("shim/translate"));
+    mod.addCSourceFiles(.{ .root = b.path("shim/cuda"), .files = &(cuda_sources ++ [_][]const u8{"abi.cpp"}), .flags = flags });
+    mod.addCSourceFiles(.{ .root = b.path("shim/translate"), .files = &translate_sources, .flags = flags });
+    mod.addCSourceFiles(.{ .root = b.path("shim/common"), .files = &common_sources, .flags = &common_flags });
+    const lib = b.addLibrary(.{ .linkage = .dynamic, .name = "smelt_cuda", .root_module = mod });
+    lib.setVersionScript(b.path("shim/host/exports.map"));
+    b.installArtifact(lib);
+
+    // The offline check of scripts/check-cuda.sh: MSL through the same translator and NVRTC.
+    const check_mod = b.createModule(.{ .target = target, .optimize = optimize, .link_libc = true, .link_libcpp = true });
+    check_mod.addIncludePath(b.path("shim/translate"));
+    check_mod.addCSourceFiles(.{ .root = b.path("shim/cuda"), .files = &(cuda_sources ++ [_][]const u8{"check.cpp"}), .flags = flags });
+    check_mod.addCSourceFiles(.{ .root = b.path("shim/translate"), .files = &translate_sources, .flags = flags });
+    const check = b.addExecutable(.{ .name = "smelt-cuda-check", .root_module = check_mod });
+    b.installArtifact(check);
 }
 
 const metal_sources = [_][]const u8{

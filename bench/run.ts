@@ -1,8 +1,8 @@
 /**
- * bun run bench [--quick] [--filter REGEX] [--json] [--backend host|metal] [--peer torch] [--out FILE]
+ * bun run bench [--quick] [--filter REGEX] [--json] [--backend host|metal|cuda] [--peer torch] [--out FILE]
  *
  * Lazy against eager execution of the same TypeScript function for each workload of
- * bench/workloads.ts, on the default backend (metal on a Mac, host elsewhere). Prints mitata's
+ * bench/workloads.ts, on the default backend (metal on a Mac, cuda with an NVIDIA GPU, else host). Prints mitata's
  * table and a summary of ratios, and writes bench/results/<backend>-<machine>-<date>-<time>.json
  * (a --quick run writes a file only when --out names one). `bun run bench:report` turns the
  * result files into docs/benchmarks.md and docs/benchmarks.svg.
@@ -20,7 +20,7 @@ import { parseArgs } from "node:util";
 import { backendList, isBackendName } from "../src/runtime/native.ts";
 import type { Result } from "./measure.ts";
 
-const USAGE = "usage: bun run bench [--quick] [--filter REGEX] [--json] [--backend host|metal] [--peer torch] [--out FILE]";
+const USAGE = "usage: bun run bench [--quick] [--filter REGEX] [--json] [--backend host|metal|cuda] [--peer torch] [--out FILE]";
 let values: { quick?: boolean; json?: boolean; filter?: string; backend?: string; peer?: string; out?: string; help?: boolean };
 try {
   ({ values } = parseArgs({
@@ -99,9 +99,11 @@ for (const t of out.benchmarks) for (const r of t.runs) trials.set(r.name, r as 
 results.forEach((r) => collect(r, trials));
 
 if (values.peer === "torch" && chosen.length) {
-  log("\nPyTorch peer (bench/torch_peer.py): eager and torch.compile, the same workloads on the CPU ...");
+  // A GPU backend is measured against PyTorch on the GPU, the host backend against PyTorch on the CPU.
+  const peerDevice = dev.backend === "cuda" ? "cuda" : "cpu";
+  log(`\nPyTorch peer (bench/torch_peer.py): eager and torch.compile, the same workloads on ${peerDevice} ...`);
   const peer = spawnSync("python3", [join(import.meta.dir, "torch_peer.py")], {
-    input: JSON.stringify({ quick, specs: chosen }),
+    input: JSON.stringify({ quick, specs: chosen, device: peerDevice }),
     encoding: "utf8",
     stdio: ["pipe", "pipe", "inherit"],
     env: { ...process.env, OMP_WAIT_POLICY: process.env.OMP_WAIT_POLICY ?? "PASSIVE" },

@@ -1,11 +1,12 @@
 """PyTorch peer of `bun run bench --peer torch`.
 
-Reads {"quick": bool, "specs": [...]} (the workload descriptions of bench/workloads.ts) on stdin,
-runs each workload on the CPU in PyTorch eager and under torch.compile, and writes JSON to stdout:
-{"torch", "threads", "device", "results": {id: {...}}}. Progress goes to stderr.
+Reads {"quick": bool, "specs": [...], "device": "cpu" | "cuda"} (the workload descriptions of
+bench/workloads.ts) on stdin, runs each workload on that device in PyTorch eager and under
+torch.compile, and writes JSON to stdout: {"torch", "threads", "device", "results": {id: {...}}}.
+Progress goes to stderr.
 
 Timing: time.perf_counter around one call of the function, which returns the output tensor; on
-the CPU the work is done when the call returns, so there is nothing else to wait for. Two warm-up
+the CPU the work is done when the call returns, on CUDA after torch.cuda.synchronize(). Two warm-up
 calls first (the first call of a compiled function compiles; its time is reported as compileS),
 then calls until at least MIN_SAMPLES samples and MIN_TIME seconds (or, for slow calls, at least
 3 samples and LONG_TIME seconds); reported: the median.
@@ -47,9 +48,25 @@ def log(*a):
     print("torch_peer:", *a, file=sys.stderr, flush=True)
 
 
+DEVICE = "cpu"
+
+
 def uniform(shape, seed, scale=1.0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
-    return ((torch.rand(shape, generator=g) * 2 - 1) * scale).to(dtype)
+    return ((torch.rand(shape, generator=g) * 2 - 1) * scale).to(dtype).to(DEVICE)
+
+
+def finished(fn):
+    """fn, and on CUDA a wait for the work it queued."""
+    if DEVICE == "cpu":
+        return fn
+
+    def call():
+        out = fn()
+        torch.cuda.synchronize()
+        return out
+
+    return call
 
 
 def chain(x):
@@ -115,6 +132,7 @@ def median(xs):
 
 def time_calls(fn):
     """(first call seconds, median ms, samples) after two warm-up calls."""
+    fn = finished(fn)
     t0 = time.perf_counter()
     fn()
     first = time.perf_counter() - t0
@@ -135,7 +153,12 @@ def time_calls(fn):
 
 
 def main():
+    global DEVICE
     job = json.load(sys.stdin)
+    DEVICE = job.get("device", "cpu")
+    if DEVICE == "cuda" and not torch.cuda.is_available():
+        print("torch_peer.py: the device is cuda, but this PyTorch sees no CUDA GPU", file=sys.stderr)
+        sys.exit(2)
     results = {}
     for spec in job["specs"]:
         sid = spec["id"]
@@ -165,7 +188,7 @@ def main():
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "ompWaitPolicy": os.environ.get("OMP_WAIT_POLICY"),
-            "device": "cpu",
+            "device": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu",
             "results": results,
         },
         sys.stdout,

@@ -263,10 +263,11 @@ SMELT_API smelt_device* smelt_device_open(const char* options, char* err, size_t
     set_error(err, errlen, "host backend: the include=DIR option must name shim/host/msl (the metal_stdlib compatibility header)");
     return nullptr;
   }
-  bool ok1, ok2;
-  std::string headers = read_all(o.include + "/metal_stdlib", ok1) + read_all(o.include + "/smelt_kernel_abi.h", ok2);
-  if (!ok1 || !ok2) {
-    set_error(err, errlen, "host backend: " + o.include + " does not hold metal_stdlib and smelt_kernel_abi.h");
+  bool ok1, ok2, ok3;
+  std::string headers = read_all(o.include + "/metal_stdlib", ok1) + read_all(o.include + "/metal_core", ok2) +
+                        read_all(o.include + "/smelt_kernel_abi.h", ok3);
+  if (!ok1 || !ok2 || !ok3) {
+    set_error(err, errlen, "host backend: " + o.include + " does not hold metal_stdlib, metal_core and smelt_kernel_abi.h");
     return nullptr;
   }
   if (o.cache.empty()) {

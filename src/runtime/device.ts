@@ -1,6 +1,8 @@
 /**
  * The device: opening one on the chosen backend, and the factory calls for everything else.
  */
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { SmeltError } from "../errors.ts";
 import { CommandBuffer } from "./command.ts";
 import { DeviceCore } from "./core.ts";
@@ -141,6 +143,7 @@ export class Device {
     const version = options.languageVersion;
     if (version !== undefined && version !== "3.0" && version !== "3.1")
       throw new SmeltError(`${call}: languageVersion must be "3.0" or "3.1", got ${JSON.stringify(version)}`);
+    dumpSource(source, version);
     return [cstr(source), cstr(`fast_math=${fastMath ? 1 : 0}${version ? `;msl=${version}` : ""}`)];
   }
 
@@ -266,16 +269,29 @@ function open(backend: BackendName, options: OpenDeviceOptions): Device {
   }
 }
 
-let metalUnavailable: string | undefined;
+/**
+ * SMELT_DUMP_MSL=DIR writes every source a device compiles into DIR, once per distinct source
+ * (named by its hash; ".msl30" marks MSL 3.0), so that scripts/check-cuda.sh can compile the
+ * kernels a test run generates with NVRTC.
+ */
+function dumpSource(source: string, version: string | undefined): void {
+  const dir = process.env.SMELT_DUMP_MSL;
+  if (!dir) return;
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, `${Bun.hash(source).toString(16)}${version === "3.0" ? ".msl30" : ""}.metal`);
+  if (!existsSync(path)) writeFileSync(path, source);
+}
 
-function fallBackToHost(reason: unknown): void {
-  metalUnavailable = reason instanceof Error ? reason.message : String(reason);
-  process.stderr.write(`smelt: Metal is unavailable, using the host backend instead (${metalUnavailable})\n`);
+let gpuUnavailable: string | undefined;
+
+function fallBackToHost(backend: BackendName, reason: unknown): void {
+  gpuUnavailable = reason instanceof Error ? reason.message : String(reason);
+  process.stderr.write(`smelt: the ${backend} backend is unavailable, using the host backend instead (${gpuUnavailable})\n`);
 }
 
 /** The backend a device gets when none is named: SMELT_BACKEND, else the platform's. */
 function defaultBackend(): BackendName {
-  return requestedBackend() ?? (metalUnavailable === undefined ? platformBackend() : "host");
+  return requestedBackend() ?? (gpuUnavailable === undefined ? platformBackend() : "host");
 }
 
 /**
@@ -284,12 +300,12 @@ function defaultBackend(): BackendName {
  */
 export function prepareDefaultBackend(): void {
   const backend = defaultBackend();
-  if (backend === "metal" && requestedBackend() === undefined) {
+  if (backend !== "host" && requestedBackend() === undefined) {
     try {
-      loadNative("metal");
+      loadNative(backend);
       return;
     } catch (error) {
-      fallBackToHost(error);
+      fallBackToHost(backend, error);
     }
   }
   loadNative(defaultBackend());
@@ -302,11 +318,11 @@ export function openDevice(options: OpenDeviceOptions = {}): Device {
   }
   const backend = options.backend ?? defaultBackend();
   const explicit = options.backend !== undefined || requestedBackend() !== undefined;
-  if (backend === "metal" && !explicit) {
+  if (backend !== "host" && !explicit) {
     try {
-      return open("metal", options);
+      return open(backend, options);
     } catch (error) {
-      fallBackToHost(error);
+      fallBackToHost(backend, error);
       return open("host", options);
     }
   }

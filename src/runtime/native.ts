@@ -8,11 +8,14 @@ import { join, resolve } from "node:path";
 import { SmeltError } from "../errors.ts";
 
 /** Every backend, once: whether its devices are CPUs (until smelt_device_limits reports it). */
-export const BACKENDS = { metal: { cpu: false }, host: { cpu: true } } as const;
+export const BACKENDS = { metal: { cpu: false }, cuda: { cpu: false }, host: { cpu: true } } as const;
 export type BackendName = keyof typeof BACKENDS;
 export const isBackendName = (v: unknown): v is BackendName => typeof v === "string" && Object.hasOwn(BACKENDS, v);
-/** The backends as an error message lists them: "metal" or "host". */
-export const backendList = (): string => Object.keys(BACKENDS).map((b) => `"${b}"`).join(" or ");
+/** The backends as an error message lists them: "metal", "cuda" or "host". */
+export const backendList = (): string => {
+  const names = Object.keys(BACKENDS).map((b) => `"${b}"`);
+  return `${names.slice(0, -1).join(", ")} or ${names.at(-1)}`;
+};
 
 /** The ABI version this TypeScript was written against (SMELT_ABI_VERSION). */
 export const ABI_VERSION = 2;
@@ -116,7 +119,7 @@ function findZig(): string[] | null {
 
 export function libraryPath(backend: BackendName): string {
   const ext = process.platform === "darwin" ? "dylib" : process.platform === "win32" ? "dll" : "so";
-  const file = backend === "metal" ? "libsmelt_metal.dylib" : `libsmelt_host.${ext}`;
+  const file = backend === "metal" ? "libsmelt_metal.dylib" : `libsmelt_${backend}.${ext}`;
   return join(packageRoot, "zig-out", "lib", file);
 }
 
@@ -180,10 +183,14 @@ export function loadNative(backend: BackendName): Native {
   if (backend === "metal" && process.platform !== "darwin") {
     throw new SmeltError(`the metal backend needs macOS (this is ${process.platform}); use SMELT_BACKEND=host`);
   }
+  if (backend === "cuda" && process.platform !== "linux") {
+    throw new SmeltError(`the cuda backend needs Linux with an NVIDIA driver (this is ${process.platform}); use SMELT_BACKEND=host`);
+  }
   // SMELT_LIBRARY names a prebuilt backend library (another checkout's, a packaged one): used as is.
   const prebuilt = process.env.SMELT_LIBRARY;
   const path = prebuilt || libraryPath(backend);
-  if (!prebuilt && isStale(path)) build(backend, path);
+  // SMELT_PREBUILT=1: zig-out/lib was built elsewhere and carried here (a machine without Zig).
+  if (!prebuilt && process.env.SMELT_PREBUILT !== "1" && isStale(path)) build(backend, path);
   let lib: FFILibrary<typeof symbols>;
   try {
     lib = dlopen(path, symbols);
@@ -208,7 +215,7 @@ export function loadNative(backend: BackendName): Native {
   return native;
 }
 
-/** SMELT_BACKEND when set; anything other than metal or host is an error. */
+/** SMELT_BACKEND when set; anything other than a backend's name is an error. */
 export function requestedBackend(): BackendName | undefined {
   const value = process.env.SMELT_BACKEND;
   if (value === undefined || value === "") return undefined;
@@ -216,7 +223,28 @@ export function requestedBackend(): BackendName | undefined {
   throw new SmeltError(`SMELT_BACKEND must be ${backendList()}, got "${value}"`);
 }
 
-/** Metal where Apple's GPUs live, host everywhere else. */
+/** Metal where Apple's GPUs live, CUDA on Linux with an NVIDIA GPU, host everywhere else. */
 export function platformBackend(): BackendName {
-  return process.platform === "darwin" && process.arch === "arm64" ? "metal" : "host";
+  if (process.platform === "darwin" && process.arch === "arm64") return "metal";
+  return process.platform === "linux" && cudaDeviceCount() > 0 ? "cuda" : "host";
+}
+
+let cudaDevices: number | undefined;
+
+/** CUDA devices the driver reports (0 without libcuda.so.1 or a working driver); asked once. */
+export function cudaDeviceCount(): number {
+  if (cudaDevices !== undefined) return cudaDevices;
+  cudaDevices = 0;
+  try {
+    const lib = dlopen("libcuda.so.1", {
+      cuInit: { args: [u32], returns: i32 },
+      cuDeviceGetCount: { args: [ptr], returns: i32 },
+    });
+    const count = new Int32Array(1);
+    if (lib.symbols.cuInit(0) === 0 && lib.symbols.cuDeviceGetCount(count) === 0) cudaDevices = count[0] ?? 0;
+    lib.close();
+  } catch {
+    // no driver: the host backend it is
+  }
+  return cudaDevices;
 }

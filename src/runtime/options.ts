@@ -7,13 +7,15 @@ import { SmeltError } from "../errors.ts";
 import { type BackendName, packageRoot, ZIG_REQUIRED, zigCommand } from "./native.ts";
 
 export interface OpenDeviceOptions {
-  /** Which backend to open; default: SMELT_BACKEND, else metal on Apple silicon, else host. */
+  /** Which backend to open; default: SMELT_BACKEND, else metal on Apple silicon, cuda on Linux
+   * with an NVIDIA GPU, else host. */
   backend?: BackendName;
   /** host: worker threads (default SMELT_HOST_THREADS, else the number of cores). */
   threads?: number;
-  /** host: bounds-checked buffer access; metal: validation (default SMELT_HOST_DEBUG / SMELT_METAL_DEBUG). */
+  /** host: bounds-checked buffer access; metal: validation; cuda: each kernel run alone, so a fault
+   * names it (default SMELT_HOST_DEBUG / SMELT_METAL_DEBUG / SMELT_CUDA_DEBUG). */
   debug?: boolean;
-  /** Directory of the compiled-kernel cache (host) and pipeline archives (metal); default SMELT_CACHE_DIR, else the user cache dir. */
+  /** Directory of the compiled-kernel cache (host, cuda) and pipeline archives (metal); default SMELT_CACHE_DIR, else the user cache dir. */
   cacheDir?: string;
   /** host: C++ compiler command (default SMELT_CXX, else `zig cc`). */
   cxx?: string;
@@ -48,7 +50,7 @@ export function cacheDirectory(): string {
 }
 
 export function deviceOptions(backend: BackendName, opts: OpenDeviceOptions): string {
-  // host: compiled kernels; metal: binary archives of compiled pipelines.
+  // host, cuda: compiled kernels; metal: binary archives of compiled pipelines.
   const pairs = [`cache=${plain("cacheDir", opts.cacheDir ?? cacheDirectory())}`];
   const env = process.env;
   if (backend === "host") {
@@ -67,6 +69,12 @@ export function deviceOptions(backend: BackendName, opts: OpenDeviceOptions): st
     if ((opts.hostVisible ?? env.SMELT_HOST_VISIBLE !== "0") === false) pairs.push("host_visible=0");
     const maxThreads = opts.maxThreads ?? env.SMELT_HOST_MAX_THREADS;
     if (maxThreads !== undefined && maxThreads !== "") pairs.push(`max_threads=${positiveInt("maxThreads", maxThreads)}`);
+  } else if (backend === "cuda") {
+    // The CUDA prelude includes the host's backend-neutral metal_core.
+    const include = [join(packageRoot, "shim", "cuda", "msl"), join(packageRoot, "shim", "host", "msl")].join(":");
+    pairs.push(`include=${plain("include", include)}`);
+    const debug = opts.debug ?? env.SMELT_CUDA_DEBUG === "1";
+    if (debug) pairs.push("debug=1");
   } else {
     const commitEvery = opts.commitEvery ?? env.SMELT_COMMIT_EVERY;
     if (commitEvery !== undefined && commitEvery !== "") {

@@ -23,7 +23,7 @@ function runCached(device: sm.Device, lib: sm.Library): number[] {
   cmd.dispatchThreads(lib.pipeline("cached"), { args: [out], grid: [5, 1, 1], threadgroup: [5, 1, 1] });
   cmd.commit();
   cmd.wait();
-  return Array.from(out.view(Uint32Array));
+  return Array.from(out.read(Uint32Array));
 }
 
 describe("library cache", () => {

@@ -78,14 +78,14 @@ describe("Metal's limits are errors", () => {
     ).pipeline("fill");
     const out = dev.buffer(new Uint32Array(2048));
     runThreads(pipe, [out], [2048, 1, 1], [1024, 1, 1]);
-    expect(out.view(Uint32Array)[2047]).toBe(2047);
+    expect(out.read(Uint32Array)[2047]).toBe(2047);
     expect(errorOf(() => runThreads(pipe, [out], [2048, 1, 1], [1025, 1, 1])).message).toMatch(/1025/);
     expect(errorOf(() => runThreads(pipe, [out], [2048, 1, 1], [32, 33, 1])).message).toMatch(/1056/);
   });
 
   test("[[threadgroup(0)]] of 32768 bytes runs; 32769 and 32784 bytes are refused", () => {
     const out = compileAndRun(tgParam, "tg_param", [32768]);
-    expect(out.view(Float32Array)[0]).toBe(63);
+    expect(out.read(Float32Array)[0]).toBe(63);
     expect(errorOf(() => compileAndRun(tgParam, "tg_param", [32769])).message).toMatch(/32769/);
     expect(errorOf(() => compileAndRun(tgParam, "tg_param", [32784])).message).toMatch(/32784|32768/);
   });
@@ -116,7 +116,7 @@ describe("Metal's limits are errors", () => {
   out[i] = fixed_part[63 - i] + extra[63 - i];
 }
 `;
-    expect(compileAndRun(source, "mixed", [768]).view(Float32Array)[0]).toBe(64);
+    expect(compileAndRun(source, "mixed", [768]).read(Float32Array)[0]).toBe(64);
     expect(errorOf(() => compileAndRun(source, "mixed", [784])).message).toMatch(/threadgroup/i);
   });
 
@@ -134,7 +134,7 @@ describe("Metal's limits are errors", () => {
     args[0] = out;
     args[30] = dev.buffer(new Float32Array([1, 2, 3, 4]));
     runThreads(pipe, args, [4, 1, 1], [4, 1, 1]);
-    expect(Array.from(out.view(Float32Array))).toEqual([2, 3, 4, 5]);
+    expect(Array.from(out.read(Float32Array))).toEqual([2, 3, 4, 5]);
     expect(errorOf(() => dev.compile(kernel(31)).pipeline("high_slot")).message).toMatch(/buffer|31/i);
   });
 });

@@ -65,9 +65,9 @@ export function runGroups(
   cmd.wait();
 }
 
-/** A copy of a device buffer's contents, so later dispatches cannot change what a test checks. */
+/** A copy of a device buffer's contents (through the ABI's copy where the CPU cannot see it). */
 export function read<T extends ArrayLike<number>>(buf: sm.DeviceBuffer, ctor: sm.TypedArrayConstructor<T>): T {
-  return (buf.view(ctor) as unknown as { slice(): T }).slice();
+  return buf.read(ctor);
 }
 
 /** Seeded uniform numbers in [0, 1) (mulberry32), so failures reproduce. */

@@ -52,8 +52,8 @@ describe("Target", () => {
   });
 
   test("the backends are listed once", () => {
-    expect(Object.keys(BACKENDS).sort()).toEqual(["host", "metal"]);
-    expect(["host", "metal", "cuda", ""].map(isBackendName)).toEqual([true, true, false, false]);
-    expect(() => sm.openDevice({ backend: "cuda" as never })).toThrow('openDevice: backend must be "metal" or "host", got "cuda"');
+    expect(Object.keys(BACKENDS).sort()).toEqual(["cuda", "host", "metal"]);
+    expect(["host", "metal", "cuda", "vulkan", ""].map(isBackendName)).toEqual([true, true, true, false, false]);
+    expect(() => sm.openDevice({ backend: "vulkan" as never })).toThrow('openDevice: backend must be "metal", "cuda" or "host", got "vulkan"');
   });
 });

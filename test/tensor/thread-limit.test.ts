@@ -24,7 +24,7 @@ describe("the host reports and enforces max_threads", () => {
       };
       expect(() => run(128)).toThrow(/64/);
       run(64);
-      expect(Array.from(out.view(Uint32Array)).slice(120)).toEqual([120, 121, 122, 123, 124, 125, 126, 127]);
+      expect(Array.from(out.read(Uint32Array)).slice(120)).toEqual([120, 121, 122, 123, 124, 125, 126, 127]);
     } finally {
       dev.dispose();
     }

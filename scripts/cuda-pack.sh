@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Packs what the CUDA backend needs on a GPU machine that has no Bun, no Zig and no package
+# registry into cuda-pack/ (git-ignored, about 45 MB): Bun itself (xz), the node_modules the
+# tests and benchmarks load at run time, and the prebuilt native libraries. scripts/cuda-device.sh
+# unpacks it there; docs/cuda.md gives the commands.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+zig build
+# Compressing Bun takes minutes: a bun.xz of the same Bun version is kept.
+bun=$(command -v bun)
+version=$(bun --version)
+if [ "$(cat cuda-pack/bun.version 2>/dev/null)" != "$version" ] || [ ! -s cuda-pack/bun.xz ]; then
+  rm -rf cuda-pack
+  mkdir -p cuda-pack
+  xz -T0 -6 -c "$(readlink -f "$bun")" > cuda-pack/bun.xz
+  echo "$version" > cuda-pack/bun.version
+fi
+rm -rf cuda-pack/lib cuda-pack/lib.tar.xz cuda-pack/node_modules.tar.xz
+mkdir -p cuda-pack/lib
+cp zig-out/lib/libsmelt_cuda.so zig-out/lib/libsmelt_host.so cuda-pack/lib/
+# Symbols are not needed there; the carried files must stay within the machine's 64 MiB.
+if command -v strip > /dev/null; then strip --strip-unneeded cuda-pack/lib/*.so; fi
+tar -cJf cuda-pack/lib.tar.xz -C cuda-pack lib
+rm -rf cuda-pack/lib
+# Run-time packages only: the tokenizer and template packages, fast-check for the tests, mitata
+# for the benchmarks (the type checker stays behind).
+modules=(node_modules/@huggingface node_modules/fast-check node_modules/pure-rand node_modules/mitata)
+for m in "${modules[@]}"; do [ -e "$m" ] || { echo "cuda-pack: $m is missing; run bun install" >&2; exit 1; }; done
+tar -cJf cuda-pack/node_modules.tar.xz "${modules[@]}"
+git rev-parse HEAD > cuda-pack/commit
+du -sh cuda-pack
+ls -la cuda-pack

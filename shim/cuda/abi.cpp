@@ -1,0 +1,952 @@
+// The CUDA backend's smelt.h: device buffers with explicit copies (host_visible 0), libraries
+// translated from MSL and compiled by NVRTC, and command buffers launched on one stream at commit.
+// A completion thread per device waits for each command buffer's event and then publishes it
+// through the completion counter, so that nothing ever calls back into the caller.
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "../common/records.h"
+#include "compile.h"
+#include "cuda_api.h"
+#include "msl_front.h"
+#include "translate_cuda.h"
+
+using namespace smelt_cuda;
+
+namespace {
+
+void set_error(char* err, size_t errlen, const std::string& msg) {
+  if (!err || errlen == 0) return;
+  size_t n = std::min(msg.size(), errlen - 1);
+  std::memcpy(err, msg.data(), n);
+  err[n] = 0;
+}
+
+// Mirrors __smelt_cuda_launch in shim/cuda/msl/metal_stdlib: the one kernel parameter.
+struct Launch {
+  unsigned long long buffers[SMELT_MAX_BUFFER_SLOTS];
+  unsigned long long lengths[SMELT_MAX_BUFFER_SLOTS];
+  unsigned tgmem[SMELT_MAX_THREADGROUP_SLOTS];
+  unsigned threads[3];
+  unsigned group[3];
+};
+
+struct Options {
+  bool debug = false;
+  std::string cache, include;
+};
+
+struct Module {
+  const Driver* cu;
+  CUcontext ctx;
+  CUmodule module = nullptr;
+  ~Module() {
+    if (!module) return;
+    cu->cuCtxSetCurrent(ctx);
+    cu->cuModuleUnload(module);
+  }
+};
+
+struct Kernel {
+  std::shared_ptr<Module> module;
+  KernelInfo info;
+  CUfunction function = nullptr;
+  uint32_t max_threads = 0, static_shared = 0;
+};
+
+}  // namespace
+
+struct smelt_device {
+  const Driver* cu = nullptr;
+  CUdevice device = 0;
+  CUcontext ctx = nullptr;
+  CUstream stream = nullptr;
+  Options options;
+  Headers headers;
+  int arch = 0;
+  std::string name;
+  size_t total_memory = 0;
+  unsigned max_grid_y = 65535, max_grid_z = 65535;
+  volatile uint64_t* completion = nullptr;
+
+  std::mutex live_mutex;
+  std::set<const smelt_buffer*> buffers;
+  std::set<const smelt_pipeline*> pipelines;
+  uint64_t buffer_bytes = 0, libraries = 0, command_buffers = 0, compiles = 0, cache_hits = 0;
+  uint32_t open_command_buffers = 0;
+  uint64_t next_sequence = 0;
+
+  // The completion thread's queue, and the state every waiter reads, under done_mutex.
+  std::mutex done_mutex;
+  std::condition_variable done_cv;
+  std::deque<smelt_cmd*> pending;
+  bool stopping = false;
+  std::thread completer;
+  std::atomic<bool> lost{false};
+  std::string lost_text;
+  // The first failure no wait or status has reported yet: sequence and text.
+  uint64_t unreported_seq = 0;
+  std::string unreported_text;
+  // Constant-byte arenas of finished command buffers, for reuse: cuMemAlloc and cuMemFree per
+  // commit would cost more than small command buffers' kernels (and cuMemFree may wait for the
+  // device to go idle).
+  std::vector<std::pair<CUdeviceptr, size_t>> arenas;
+};
+
+struct smelt_buffer {
+  smelt_device* dev;
+  CUdeviceptr ptr;
+  uint64_t length;
+  std::atomic<int> refs;
+};
+
+struct smelt_library {
+  smelt_device* dev;
+  std::shared_ptr<Module> module;
+  std::vector<KernelInfo> kernels;
+};
+
+struct smelt_pipeline {
+  smelt_device* dev;
+  std::shared_ptr<Kernel> kernel;
+};
+
+namespace {
+
+struct Dispatch {
+  std::shared_ptr<Kernel> kernel;
+  unsigned groups[3];
+  unsigned block[3];
+  unsigned shared_bytes;
+  Launch launch;
+  // SMELT_BIND_BYTES bindings: slot and offset of their bytes in the command buffer's arena.
+  std::vector<std::pair<unsigned, size_t>> bytes;
+};
+
+}  // namespace
+
+struct smelt_cmd {
+  smelt_device* dev;
+  int state = SMELT_CMD_RECORDING;  // under dev->done_mutex once committed
+  bool open = false;
+  uint64_t sequence = 0;
+  std::vector<Dispatch> dispatches;
+  std::vector<smelt_buffer*> retained;
+  std::string arena;  // constant bytes of every dispatch, 16-byte aligned
+  CUdeviceptr arena_device = 0;
+  size_t arena_capacity = 0;
+  CUevent event = nullptr;
+  std::string error;       // set when the command buffer failed
+  bool released = false;   // the completion thread is done with it
+  bool reported = false;   // its failure was reported by its own wait or status
+};
+
+namespace {
+
+void buffer_release(smelt_buffer* b) {
+  if (b->refs.fetch_sub(1) == 1) {
+    b->dev->cu->cuCtxSetCurrent(b->dev->ctx);
+    b->dev->cu->cuMemFree(b->ptr);
+    delete b;
+  }
+}
+
+bool parse_options(const char* text, Options& o, std::string& why) {
+  std::stringstream in(text ? text : "");
+  for (std::string item; std::getline(in, item, ';');) {
+    if (item.find_first_not_of(" \t") == std::string::npos) continue;
+    size_t eq = item.find('=');
+    if (eq == std::string::npos) {
+      why = "device option '" + item + "' is not key=value";
+      return false;
+    }
+    std::string key = item.substr(0, eq), value = item.substr(eq + 1);
+    if (key == "debug") o.debug = value == "1" || value == "true";
+    else if (key == "cache") o.cache = value;
+    else if (key == "include") o.include = value;
+    else if (key != "threads" && key != "max_threads" && key != "cxx" && key != "commit_every" && key != "host_visible") {
+      why = "unknown device option '" + key + "' (known: threads, max_threads, debug, cache, cxx, include, commit_every, host_visible)";
+      return false;
+    }
+  }
+  return true;
+}
+
+bool lost(smelt_device* dev, char* err, size_t errlen) {
+  if (!dev->lost.load(std::memory_order_acquire)) return false;
+  std::lock_guard<std::mutex> lock(dev->done_mutex);
+  set_error(err, errlen, dev->lost_text);
+  return true;
+}
+
+// The kernels of a command buffer, for messages: "a, b and 3 more".
+std::string kernel_names(const smelt_cmd* cmd) {
+  std::vector<std::string> names;
+  for (auto& d : cmd->dispatches)
+    if (std::find(names.begin(), names.end(), d.kernel->info.name) == names.end()) names.push_back(d.kernel->info.name);
+  std::string out;
+  for (size_t i = 0; i < names.size() && i < 4; ++i) out += (i ? ", " : "") + names[i];
+  if (names.size() > 4) out += " and " + std::to_string(names.size() - 4) + " more";
+  return out.empty() ? "no kernels" : out;
+}
+
+// Marks the device lost (under done_mutex): a CUDA fault poisons the context for every later call.
+void lose(smelt_device* dev, const std::string& text) {
+  if (dev->lost.load()) return;
+  dev->lost_text = "device lost: " + text;
+  dev->lost.store(true, std::memory_order_release);
+}
+
+// Finishes a command buffer (under done_mutex): frees its arena and event, releases its buffers.
+void finish(smelt_device* dev, smelt_cmd* cmd, const std::string& error) {
+  if (!error.empty()) {
+    cmd->error = error;
+    if (dev->unreported_seq == 0) {
+      dev->unreported_seq = cmd->sequence;
+      dev->unreported_text = error;
+    }
+    lose(dev, error);
+  }
+  dev->cu->cuCtxSetCurrent(dev->ctx);
+  constexpr size_t kKeptArenas = 32;
+  if (cmd->arena_device && error.empty() && dev->arenas.size() < kKeptArenas)
+    dev->arenas.push_back({cmd->arena_device, cmd->arena_capacity});
+  else if (cmd->arena_device)
+    dev->cu->cuMemFree(cmd->arena_device);
+  cmd->arena_device = 0;
+  if (cmd->event) dev->cu->cuEventDestroy(cmd->event);
+  cmd->event = nullptr;
+  for (auto* b : cmd->retained) buffer_release(b);
+  cmd->retained.clear();
+  cmd->dispatches.clear();
+  cmd->state = error.empty() ? SMELT_CMD_COMPLETED : SMELT_ERROR;
+  cmd->released = true;
+  __atomic_add_fetch(dev->completion, 1, __ATOMIC_RELEASE);
+  dev->done_cv.notify_all();
+}
+
+// Waits for each committed command buffer's event in commit order.
+void complete_loop(smelt_device* dev) {
+  dev->cu->cuCtxSetCurrent(dev->ctx);
+  for (;;) {
+    smelt_cmd* cmd;
+    {
+      std::unique_lock<std::mutex> lock(dev->done_mutex);
+      dev->done_cv.wait(lock, [dev] { return dev->stopping || !dev->pending.empty(); });
+      if (dev->pending.empty()) return;
+      cmd = dev->pending.front();
+    }
+    CUresult r = cmd->event ? dev->cu->cuEventSynchronize(cmd->event) : CUDA_SUCCESS;
+    std::lock_guard<std::mutex> lock(dev->done_mutex);
+    dev->pending.pop_front();
+    if (cmd->released) continue;  // abandoned: the device was lost meanwhile
+    std::string error = cmd->error;
+    if (error.empty() && r != CUDA_SUCCESS)
+      error = "command buffer #" + std::to_string(cmd->sequence) + " (kernels " + kernel_names(cmd) + ") failed: " + driver_error(r) +
+              " (set SMELT_CUDA_DEBUG=1 to run each kernel alone and name the one that failed)";
+    finish(dev, cmd, error);
+  }
+}
+
+int facts_of(void* ctx, uint64_t handle, smelt_kernel_facts* out) {
+  auto* dev = (smelt_device*)ctx;
+  auto* pipe = (smelt_pipeline*)(uintptr_t)handle;
+  {
+    std::lock_guard<std::mutex> lock(dev->live_mutex);
+    if (!dev->pipelines.count(pipe)) return -1;
+  }
+  out->name = pipe->kernel->info.name.c_str();
+  out->buffer_mask = pipe->kernel->info.buffer_mask;
+  out->threadgroup_mask = pipe->kernel->info.threadgroup_mask;
+  out->static_threadgroup_memory = pipe->kernel->static_shared;
+  out->max_threads_per_threadgroup = pipe->kernel->max_threads;
+  return 0;
+}
+
+int length_of(void* ctx, uint64_t handle, uint64_t* length) {
+  auto* dev = (smelt_device*)ctx;
+  auto* buf = (smelt_buffer*)(uintptr_t)handle;
+  std::lock_guard<std::mutex> lock(dev->live_mutex);
+  if (!dev->buffers.count(buf)) return -1;
+  *length = buf->length;
+  return 0;
+}
+
+// CUDA's grid is narrower than Metal's in y and z.
+int grid_fits(void* ctx, const smelt_dispatch* d, const smelt_kernel_facts*, char* why, size_t whylen) {
+  auto* dev = (smelt_device*)ctx;
+  for (int i = 1; i < 3; ++i) {
+    uint64_t groups = d->kind == SMELT_REC_DISPATCH_THREADS ? (uint64_t(d->size[i]) + d->threadgroup[i] - 1) / d->threadgroup[i] : d->size[i];
+    unsigned most = i == 1 ? dev->max_grid_y : dev->max_grid_z;
+    if (groups > most) {
+      set_error(why, whylen, std::to_string(groups) + " threadgroups along " + (i == 1 ? "y" : "z") +
+                                 " are more than CUDA's grid allows (" + std::to_string(most) + ")");
+      return -1;
+    }
+  }
+  return 0;
+}
+
+Dispatch to_dispatch(smelt_cmd* cmd, const smelt_dispatch& r) {
+  Dispatch d{};
+  auto* pipe = (smelt_pipeline*)(uintptr_t)r.pipeline;
+  d.kernel = pipe->kernel;
+  bool by_threads = r.kind == SMELT_REC_DISPATCH_THREADS;
+  for (int i = 0; i < 3; ++i) {
+    d.groups[i] = by_threads ? (r.size[i] + r.threadgroup[i] - 1) / r.threadgroup[i] : r.size[i];
+    d.block[i] = r.threadgroup[i];
+    d.launch.group[i] = r.threadgroup[i];
+    d.launch.threads[i] = by_threads ? r.size[i] : r.size[i] * r.threadgroup[i];
+  }
+  for (uint32_t i = 0; i < r.nbindings; ++i) {
+    const smelt_binding& b = r.bindings[i];
+    if (b.kind == SMELT_BIND_BUFFER) {
+      auto* buf = (smelt_buffer*)(uintptr_t)b.a;
+      buf->refs.fetch_add(1);
+      cmd->retained.push_back(buf);
+      d.launch.buffers[b.index] = buf->ptr + b.b;
+      d.launch.lengths[b.index] = buf->length - b.b;
+    } else {
+      size_t at = cmd->arena.size();
+      cmd->arena.append(r.bytes[i], r.bytes[i] + b.b);
+      cmd->arena.resize((cmd->arena.size() + 15) & ~size_t(15), '\0');
+      d.bytes.push_back({b.index, at});
+      d.launch.lengths[b.index] = b.b;
+    }
+  }
+  // [[threadgroup(i)]] memory shares the block's dynamic shared memory, each 16-byte rounded as
+  // Metal allocates it.
+  unsigned at = 0;
+  for (uint32_t i = 0; i < r.ntgmem; ++i) {
+    d.launch.tgmem[i] = at;
+    at += (r.tgmem[i] + 15u) & ~15u;
+  }
+  d.shared_bytes = at;
+  return d;
+}
+
+struct LibraryOptions {
+  bool fast_math = false;
+  int version = smelt_msl::kMslVersion31;
+};
+
+bool parse_library_options(const char* options, LibraryOptions& lo, std::string& why) {
+  lo = LibraryOptions{};
+  std::stringstream in(options ? options : "");
+  for (std::string item; std::getline(in, item, ';');) {
+    if (item.empty()) continue;
+    if (item == "fast_math=1") lo.fast_math = true;
+    else if (item == "fast_math=0") lo.fast_math = false;
+    else if (item == "msl=3.0") lo.version = smelt_msl::kMslVersion30;
+    else if (item == "msl=3.1") lo.version = smelt_msl::kMslVersion31;
+    else {
+      why = "library option '" + item + "' is unknown (known: fast_math=0|1, msl=3.0|3.1)";
+      return false;
+    }
+  }
+  return true;
+}
+
+// Translates, compiles (or finds in the cache) and loads a library; safe on any thread.
+smelt_library* make_library(smelt_device* dev, const std::string& source, const LibraryOptions& lo, std::string& why) {
+  Translation t = translate_msl(source, lo.version);
+  if (!t.ok) {
+    why = "MSL compilation failed:\n" + t.error;
+    return nullptr;
+  }
+  Compiled c = compile_cuda(t.cuda, dev->headers, dev->arch, lo.fast_math, dev->options.cache);
+  if (!c.ok) {
+    why = c.error;
+    return nullptr;
+  }
+  auto module = std::make_shared<Module>();
+  module->cu = dev->cu;
+  module->ctx = dev->ctx;
+  dev->cu->cuCtxSetCurrent(dev->ctx);
+  CUresult r = dev->cu->cuModuleLoadData(&module->module, c.image.data());
+  if (r != CUDA_SUCCESS) {
+    module->module = nullptr;
+    why = "CUDA backend: cannot load the compiled kernels: " + driver_error(r);
+    return nullptr;
+  }
+  auto* lib = new smelt_library{dev, module, t.kernels};
+  std::lock_guard<std::mutex> lock(dev->live_mutex);
+  ++dev->libraries;
+  ++(c.cache_hit ? dev->cache_hits : dev->compiles);
+  return lib;
+}
+
+bool in_buffer(const char* call, smelt_buffer* buf, uint64_t offset, const void* host, uint64_t length, char* err, size_t errlen) {
+  {
+    std::lock_guard<std::mutex> lock(buf->dev->live_mutex);
+    if (!buf->dev->buffers.count(buf)) {
+      set_error(err, errlen, std::string(call) + ": not a live buffer");
+      return false;
+    }
+  }
+  if (offset > buf->length || length > buf->length - offset) {
+    set_error(err, errlen, std::string(call) + ": bytes " + std::to_string(offset) + ".." + std::to_string(offset + length) +
+                               " are outside the buffer's " + std::to_string(buf->length) + " bytes");
+    return false;
+  }
+  if (!host && length) {
+    set_error(err, errlen, std::string(call) + ": the host pointer is NULL");
+    return false;
+  }
+  return true;
+}
+
+smelt_buffer* new_buffer(smelt_device* dev, uint64_t length, char* err, size_t errlen) {
+  CUdeviceptr p = 0;
+  dev->cu->cuCtxSetCurrent(dev->ctx);
+  // A zero-length buffer still gets an address a kernel may be given.
+  CUresult r = dev->cu->cuMemAlloc(&p, size_t(std::max<uint64_t>(length, 16)));
+  if (r == CUDA_SUCCESS) r = dev->cu->cuMemsetD8(p, 0, size_t(std::max<uint64_t>(length, 16)));
+  if (r != CUDA_SUCCESS) {
+    if (p) dev->cu->cuMemFree(p);
+    set_error(err, errlen, "cannot allocate a buffer of " + std::to_string(length) + " bytes: " + driver_error(r));
+    return nullptr;
+  }
+  auto* b = new smelt_buffer{dev, p, length, {1}};
+  std::lock_guard<std::mutex> lock(dev->live_mutex);
+  dev->buffers.insert(b);
+  dev->buffer_bytes += length;
+  return b;
+}
+
+void close_open(smelt_cmd* cmd) {
+  if (!cmd->open) return;
+  std::lock_guard<std::mutex> lock(cmd->dev->live_mutex);
+  --cmd->dev->open_command_buffers;
+  cmd->open = false;
+}
+
+// A failure of another command buffer not yet reported by anyone, once (under done_mutex).
+bool take_unreported(smelt_cmd* cmd, std::string& text) {
+  smelt_device* dev = cmd->dev;
+  if (dev->unreported_seq == 0 || dev->unreported_seq == cmd->sequence) return false;
+  text = "command buffer #" + std::to_string(dev->unreported_seq) + " failed: " + dev->unreported_text;
+  dev->unreported_seq = 0;
+  return true;
+}
+
+// The state of a committed command buffer (under done_mutex), reporting failures as smelt.h says.
+int report(smelt_cmd* cmd, std::string& error) {
+  smelt_device* dev = cmd->dev;
+  if (cmd->state == SMELT_ERROR) {
+    error = cmd->error;
+    if (dev->unreported_seq == cmd->sequence) dev->unreported_seq = 0;
+    return SMELT_ERROR;
+  }
+  if (take_unreported(cmd, error)) return SMELT_ERROR;
+  if (cmd->state != SMELT_CMD_COMPLETED && dev->lost.load()) {
+    error = dev->lost_text;
+    return SMELT_ERROR;
+  }
+  return cmd->state;
+}
+
+}  // namespace
+
+struct smelt_compile {
+  smelt_device* dev;
+  std::string source;
+  LibraryOptions options;
+  std::thread thread;
+  std::atomic<bool> done{false};
+  smelt_library* library = nullptr;
+  std::string error;
+};
+
+extern "C" {
+
+SMELT_API uint32_t smelt_abi_version(void) { return SMELT_ABI_VERSION; }
+
+SMELT_API const char* smelt_backend_name(void) { return "cuda"; }
+
+SMELT_API smelt_device* smelt_device_open(const char* options, char* err, size_t errlen) {
+  Options o;
+  std::string why;
+  if (!parse_options(options, o, why)) {
+    set_error(err, errlen, "CUDA backend: " + why);
+    return nullptr;
+  }
+  const Driver* cu = driver(why);
+  if (!cu) {
+    set_error(err, errlen, "CUDA backend: " + why);
+    return nullptr;
+  }
+  Headers headers;
+  if (!load_headers(o.include, headers, why)) {
+    set_error(err, errlen, "CUDA backend: the include=DIR[:DIR] option must name shim/cuda/msl and shim/host/msl: " + why);
+    return nullptr;
+  }
+  // NVRTC is needed only to compile, but a device that can run nothing helps nobody: say so now.
+  if (!nvrtc(why)) {
+    set_error(err, errlen, "CUDA backend: " + why);
+    return nullptr;
+  }
+  int count = 0;
+  CUresult r = cu->cuInit(0);
+  if (r == CUDA_SUCCESS) r = cu->cuDeviceGetCount(&count);
+  if (r != CUDA_SUCCESS || count == 0) {
+    set_error(err, errlen, "CUDA backend: no CUDA device (" + (r != CUDA_SUCCESS ? driver_error(r) : std::string("0 devices")) + ")");
+    return nullptr;
+  }
+  auto* dev = new smelt_device();
+  dev->cu = cu;
+  dev->options = o;
+  dev->headers = headers;
+  if (dev->options.cache.empty()) {
+    const char* home = std::getenv("HOME");
+    dev->options.cache = std::string(home ? home : "/tmp") + "/.cache/smelt";
+  }
+  int major = 0, minor = 0, gy = 0, gz = 0;
+  char name[256] = {0};
+  r = cu->cuDeviceGet(&dev->device, 0);
+  if (r == CUDA_SUCCESS) r = cu->cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev->device);
+  if (r == CUDA_SUCCESS) r = cu->cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev->device);
+  if (r == CUDA_SUCCESS) r = cu->cuDeviceGetAttribute(&gy, CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Y, dev->device);
+  if (r == CUDA_SUCCESS) r = cu->cuDeviceGetAttribute(&gz, CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Z, dev->device);
+  if (r == CUDA_SUCCESS) r = cu->cuDeviceGetName(name, int(sizeof name - 1), dev->device);
+  if (r == CUDA_SUCCESS) r = cu->cuDeviceTotalMem(&dev->total_memory, dev->device);
+  if (r == CUDA_SUCCESS) r = cu->cuDevicePrimaryCtxRetain(&dev->ctx, dev->device);
+  if (r == CUDA_SUCCESS) r = cu->cuCtxSetCurrent(dev->ctx);
+  if (r == CUDA_SUCCESS) r = cu->cuStreamCreate(&dev->stream, CU_STREAM_NON_BLOCKING);
+  void* page = r == CUDA_SUCCESS ? mmap(nullptr, size_t(sysconf(_SC_PAGESIZE)), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+                                 : MAP_FAILED;
+  if (r != CUDA_SUCCESS || page == MAP_FAILED) {
+    set_error(err, errlen, "CUDA backend: cannot open device 0: " + (r != CUDA_SUCCESS ? driver_error(r) : std::string("no memory")));
+    if (dev->ctx) cu->cuDevicePrimaryCtxRelease(dev->device);
+    delete dev;
+    return nullptr;
+  }
+  if (major < 7) {
+    set_error(err, errlen, "CUDA backend: " + std::string(name) + " is compute capability " + std::to_string(major) + "." +
+                               std::to_string(minor) + "; smelt needs 7.0 or later (independent thread scheduling)");
+    munmap(page, size_t(sysconf(_SC_PAGESIZE)));
+    cu->cuStreamDestroy(dev->stream);
+    cu->cuDevicePrimaryCtxRelease(dev->device);
+    delete dev;
+    return nullptr;
+  }
+  dev->arch = major * 10 + minor;
+  dev->name = name;
+  dev->max_grid_y = unsigned(gy);
+  dev->max_grid_z = unsigned(gz);
+  dev->completion = (volatile uint64_t*)page;
+  dev->completer = std::thread(complete_loop, dev);
+  return dev;
+}
+
+SMELT_API void smelt_device_close(smelt_device* dev) {
+  if (!dev) return;
+  // The completion thread may be stuck waiting on a runaway kernel: leave it the device.
+  if (dev->lost.load()) return;
+  {
+    std::lock_guard<std::mutex> lock(dev->done_mutex);
+    dev->stopping = true;
+  }
+  dev->done_cv.notify_all();
+  dev->completer.join();
+  dev->cu->cuCtxSetCurrent(dev->ctx);
+  for (auto& a : dev->arenas) dev->cu->cuMemFree(a.first);
+  dev->cu->cuStreamDestroy(dev->stream);
+  dev->cu->cuDevicePrimaryCtxRelease(dev->device);
+  munmap((void*)dev->completion, size_t(sysconf(_SC_PAGESIZE)));
+  delete dev;
+}
+
+SMELT_API int smelt_device_name(smelt_device* dev, char* out, size_t outlen) {
+  if (!dev) return SMELT_ERROR;
+  set_error(out, outlen, dev->name + " (CUDA, sm_" + std::to_string(dev->arch) + ")");
+  return SMELT_OK;
+}
+
+SMELT_API int smelt_device_limits(smelt_device* dev, smelt_limits* out) {
+  if (!dev || !out) return SMELT_ERROR;
+  std::memset(out, 0, sizeof *out);
+  out->max_buffer_length = dev->total_memory;
+  out->max_threads_per_threadgroup = SMELT_MAX_THREADS_PER_THREADGROUP;
+  out->max_threadgroup_memory = SMELT_MAX_THREADGROUP_MEMORY;
+  out->max_buffer_slots = SMELT_MAX_BUFFER_SLOTS;
+  out->simd_width = 32;
+  out->unified_memory = 0;
+  out->host_visible = 0;
+  return SMELT_OK;
+}
+
+SMELT_API int smelt_device_stats_get(smelt_device* dev, smelt_device_stats* out) {
+  if (!dev || !out) return SMELT_ERROR;
+  std::lock_guard<std::mutex> lock(dev->live_mutex);
+  out->buffers = dev->buffers.size();
+  out->buffer_bytes = dev->buffer_bytes;
+  out->libraries = dev->libraries;
+  out->pipelines = dev->pipelines.size();
+  out->command_buffers = dev->command_buffers;
+  out->compiles = dev->compiles;
+  out->cache_hits = dev->cache_hits;
+  return SMELT_OK;
+}
+
+SMELT_API const volatile uint64_t* smelt_device_completion_counter(smelt_device* dev) { return dev ? dev->completion : nullptr; }
+
+SMELT_API smelt_buffer* smelt_buffer_new(smelt_device* dev, uint64_t length, char* err, size_t errlen) {
+  if (!dev || lost(dev, err, errlen)) return nullptr;
+  if (length > dev->total_memory) {
+    set_error(err, errlen, "buffer of " + std::to_string(length) + " bytes is over the device's maximum of " + std::to_string(dev->total_memory));
+    return nullptr;
+  }
+  return new_buffer(dev, length, err, errlen);
+}
+
+SMELT_API void* smelt_buffer_contents(smelt_buffer*) { return nullptr; }
+
+SMELT_API uint64_t smelt_buffer_length(smelt_buffer* buf) { return buf ? buf->length : 0; }
+
+SMELT_API void smelt_buffer_free(smelt_buffer* buf) {
+  if (!buf) return;
+  {
+    std::lock_guard<std::mutex> lock(buf->dev->live_mutex);
+    if (!buf->dev->buffers.erase(buf)) return;
+    buf->dev->buffer_bytes -= buf->length;
+  }
+  if (buf->dev->lost.load()) return;  // the context is gone: nothing can be freed safely
+  buffer_release(buf);  // a command buffer still using it holds its own reference
+}
+
+SMELT_API int smelt_buffer_write(smelt_buffer* buf, uint64_t offset, const void* src, uint64_t length, char* err, size_t errlen) {
+  if (!buf || lost(buf->dev, err, errlen) || !in_buffer("smelt_buffer_write", buf, offset, src, length, err, errlen)) return SMELT_ERROR;
+  if (!length) return SMELT_OK;
+  buf->dev->cu->cuCtxSetCurrent(buf->dev->ctx);
+  CUresult r = buf->dev->cu->cuMemcpyHtoD(buf->ptr + offset, src, size_t(length));
+  if (r != CUDA_SUCCESS) {
+    set_error(err, errlen, "smelt_buffer_write: " + driver_error(r));
+    return SMELT_ERROR;
+  }
+  return SMELT_OK;
+}
+
+SMELT_API int smelt_buffer_read(smelt_buffer* buf, uint64_t offset, void* dst, uint64_t length, char* err, size_t errlen) {
+  if (!buf || lost(buf->dev, err, errlen) || !in_buffer("smelt_buffer_read", buf, offset, dst, length, err, errlen)) return SMELT_ERROR;
+  if (!length) return SMELT_OK;
+  buf->dev->cu->cuCtxSetCurrent(buf->dev->ctx);
+  CUresult r = buf->dev->cu->cuMemcpyDtoH(dst, buf->ptr + offset, size_t(length));
+  if (r != CUDA_SUCCESS) {
+    set_error(err, errlen, "smelt_buffer_read: " + driver_error(r));
+    return SMELT_ERROR;
+  }
+  return SMELT_OK;
+}
+
+// Device memory is not the caller's: the bytes are copied at this call (smelt.h allows it).
+SMELT_API smelt_buffer* smelt_buffer_wrap(smelt_device* dev, void* memory, uint64_t length, char* err, size_t errlen) {
+  if (!dev || lost(dev, err, errlen)) return nullptr;
+  if (!memory) {
+    set_error(err, errlen, "smelt_buffer_wrap: memory is NULL");
+    return nullptr;
+  }
+  smelt_buffer* b = new_buffer(dev, length, err, errlen);
+  if (b && smelt_buffer_write(b, 0, memory, length, err, errlen) != SMELT_OK) {
+    smelt_buffer_free(b);
+    return nullptr;
+  }
+  return b;
+}
+
+SMELT_API smelt_library* smelt_library_new(smelt_device* dev, const char* source, size_t source_len, const char* options, char* err,
+                                           size_t errlen) {
+  if (!dev || !source || lost(dev, err, errlen)) return nullptr;
+  LibraryOptions lo;
+  std::string why;
+  smelt_library* lib = nullptr;
+  if (parse_library_options(options, lo, why)) lib = make_library(dev, std::string(source, source_len), lo, why);
+  if (!lib) set_error(err, errlen, why);
+  return lib;
+}
+
+SMELT_API smelt_compile* smelt_library_new_async(smelt_device* dev, const char* source, size_t source_len, const char* options,
+                                                 char* err, size_t errlen) {
+  if (!dev || !source || lost(dev, err, errlen)) return nullptr;
+  LibraryOptions lo;
+  std::string why;
+  if (!parse_library_options(options, lo, why)) {
+    set_error(err, errlen, why);
+    return nullptr;
+  }
+  auto* job = new smelt_compile{dev, std::string(source, source_len), lo, {}, {false}, nullptr, {}};
+  job->thread = std::thread([job] {
+    job->library = make_library(job->dev, job->source, job->options, job->error);
+    job->done.store(true, std::memory_order_release);
+  });
+  return job;
+}
+
+SMELT_API int smelt_compile_done(smelt_compile* job) { return job && job->done.load(std::memory_order_acquire) ? 1 : 0; }
+
+SMELT_API smelt_library* smelt_compile_finish(smelt_compile* job, char* err, size_t errlen) {
+  if (!job) return nullptr;
+  job->thread.join();
+  smelt_library* lib = job->library;
+  if (!lib) set_error(err, errlen, job->error);
+  delete job;
+  return lib;
+}
+
+SMELT_API void smelt_library_free(smelt_library* lib) {
+  if (!lib) return;
+  {
+    std::lock_guard<std::mutex> lock(lib->dev->live_mutex);
+    --lib->dev->libraries;
+  }
+  delete lib;  // pipelines made from it keep the module loaded
+}
+
+SMELT_API smelt_pipeline* smelt_pipeline_new(smelt_library* lib, const char* function_name, char* err, size_t errlen) {
+  if (!lib || !function_name || lost(lib->dev, err, errlen)) return nullptr;
+  std::string name = function_name, names;
+  const KernelInfo* info = nullptr;
+  for (auto& k : lib->kernels) {
+    if (k.name == name) info = &k;
+    names += (names.empty() ? "" : ", ") + k.name;
+  }
+  if (!info) {
+    set_error(err, errlen, "the library has no kernel named '" + name + "' (it has: " + (names.empty() ? "none" : names) + ")");
+    return nullptr;
+  }
+  if (info->threadgroup_mask >> SMELT_MAX_THREADGROUP_SLOTS) {
+    set_error(err, errlen, "kernel " + name + ": a [[threadgroup(i)]] argument is past Metal's " +
+                               std::to_string(SMELT_MAX_THREADGROUP_SLOTS) + " threadgroup memory slots");
+    return nullptr;
+  }
+  smelt_device* dev = lib->dev;
+  auto kernel = std::make_shared<Kernel>();
+  kernel->module = lib->module;
+  kernel->info = *info;
+  dev->cu->cuCtxSetCurrent(dev->ctx);
+  CUresult r = dev->cu->cuModuleGetFunction(&kernel->function, lib->module->module, (std::string(kLauncherPrefix) + name).c_str());
+  int threads = 0, shared = 0;
+  if (r == CUDA_SUCCESS) r = dev->cu->cuFuncGetAttribute(&threads, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, kernel->function);
+  if (r == CUDA_SUCCESS) r = dev->cu->cuFuncGetAttribute(&shared, CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, kernel->function);
+  if (r != CUDA_SUCCESS) {
+    set_error(err, errlen, "CUDA backend: kernel " + name + ": " + driver_error(r));
+    return nullptr;
+  }
+  kernel->max_threads = uint32_t(std::min<int>(threads, int(SMELT_MAX_THREADS_PER_THREADGROUP)));
+  kernel->static_shared = uint32_t(shared);
+  auto* p = new smelt_pipeline{dev, kernel};
+  std::lock_guard<std::mutex> lock(dev->live_mutex);
+  dev->pipelines.insert(p);
+  return p;
+}
+
+SMELT_API int smelt_pipeline_info_get(smelt_pipeline* pipe, smelt_pipeline_info* out) {
+  if (!pipe || !out) return SMELT_ERROR;
+  std::memset(out, 0, sizeof *out);
+  out->max_threads_per_threadgroup = pipe->kernel->max_threads;
+  out->thread_execution_width = 32;
+  out->static_threadgroup_memory = pipe->kernel->static_shared;
+  out->buffer_mask = pipe->kernel->info.buffer_mask;
+  out->threadgroup_mask = pipe->kernel->info.threadgroup_mask;
+  return SMELT_OK;
+}
+
+SMELT_API void smelt_pipeline_free(smelt_pipeline* pipe) {
+  if (!pipe) return;
+  {
+    std::lock_guard<std::mutex> lock(pipe->dev->live_mutex);
+    if (!pipe->dev->pipelines.erase(pipe)) return;
+  }
+  delete pipe;  // a command buffer using it holds its own reference to the kernel
+}
+
+SMELT_API smelt_cmd* smelt_cmd_new(smelt_device* dev, char* err, size_t errlen) {
+  if (!dev) {
+    set_error(err, errlen, "no device");
+    return nullptr;
+  }
+  if (lost(dev, err, errlen)) return nullptr;
+  auto* cmd = new smelt_cmd();
+  cmd->dev = dev;
+  std::lock_guard<std::mutex> lock(dev->live_mutex);
+  ++dev->command_buffers;
+  return cmd;
+}
+
+SMELT_API int smelt_cmd_encode(smelt_cmd* cmd, const void* records, size_t length, char* err, size_t errlen) {
+  if (!cmd) return SMELT_ERROR;
+  if (cmd->state != SMELT_CMD_RECORDING) {
+    set_error(err, errlen, "encode: the command buffer was already committed");
+    return SMELT_ERROR;
+  }
+  if (lost(cmd->dev, err, errlen)) return SMELT_ERROR;
+  smelt_record_env env{};
+  env.ctx = cmd->dev;
+  env.max_threadgroup_memory = SMELT_MAX_THREADGROUP_MEMORY;
+  env.pipeline = facts_of;
+  env.buffer = length_of;
+  env.dispatch = grid_fits;
+  std::string why(512, '\0');
+  if (smelt_records_check(records, length, &env, &why[0], why.size()) != 0) {
+    set_error(err, errlen, "encode: " + std::string(why.c_str()));
+    return SMELT_ERROR;
+  }
+  smelt_dispatch r;
+  if (!cmd->open) {
+    bool dispatches = false;
+    for (size_t at = 0; !dispatches && smelt_records_next(records, length, &at, &r);) dispatches = r.kind != SMELT_REC_BARRIER;
+    if (dispatches) {
+      std::lock_guard<std::mutex> lock(cmd->dev->live_mutex);
+      if (cmd->dev->open_command_buffers >= SMELT_MAX_OPEN_COMMAND_BUFFERS) {
+        set_error(err, errlen, "encode: " + std::to_string(SMELT_MAX_OPEN_COMMAND_BUFFERS) +
+                                   " command buffers of this device hold uncommitted dispatches (the most Metal's queue "
+                                   "allows without blocking); commit or free one first");
+        return SMELT_ERROR;
+      }
+      ++cmd->dev->open_command_buffers;
+      cmd->open = true;
+    }
+  }
+  // One stream runs dispatches in order, so a barrier record needs nothing more.
+  for (size_t at = 0; smelt_records_next(records, length, &at, &r);)
+    if (r.kind != SMELT_REC_BARRIER) cmd->dispatches.push_back(to_dispatch(cmd, r));
+  return SMELT_OK;
+}
+
+SMELT_API uint64_t smelt_cmd_commit(smelt_cmd* cmd, char* err, size_t errlen) {
+  if (!cmd) return 0;
+  if (cmd->state != SMELT_CMD_RECORDING) {
+    set_error(err, errlen, "commit: the command buffer was already committed");
+    return 0;
+  }
+  smelt_device* dev = cmd->dev;
+  if (lost(dev, err, errlen)) return 0;
+  close_open(cmd);
+  const Driver* cu = dev->cu;
+  cu->cuCtxSetCurrent(dev->ctx);
+  std::string error;
+  CUresult r = CUDA_SUCCESS;
+  if (!cmd->arena.empty()) {
+    {
+      std::lock_guard<std::mutex> lock(dev->done_mutex);
+      for (size_t i = 0; i < dev->arenas.size(); ++i)
+        if (dev->arenas[i].second >= cmd->arena.size()) {
+          cmd->arena_device = dev->arenas[i].first;
+          cmd->arena_capacity = dev->arenas[i].second;
+          dev->arenas.erase(dev->arenas.begin() + long(i));
+          break;
+        }
+    }
+    if (!cmd->arena_device) {
+      // Powers of two from 4 KiB, so that arenas fit later command buffers of similar size.
+      cmd->arena_capacity = 4096;
+      while (cmd->arena_capacity < cmd->arena.size()) cmd->arena_capacity *= 2;
+      r = cu->cuMemAlloc(&cmd->arena_device, cmd->arena_capacity);
+    }
+    if (r == CUDA_SUCCESS) r = cu->cuMemcpyHtoDAsync(cmd->arena_device, cmd->arena.data(), cmd->arena.size(), dev->stream);
+    if (r != CUDA_SUCCESS) error = "cannot upload the command buffer's constant bytes: " + driver_error(r);
+  }
+  for (auto& d : cmd->dispatches) {
+    if (!error.empty()) break;
+    if (!d.groups[0] || !d.groups[1] || !d.groups[2]) continue;
+    for (auto& b : d.bytes) d.launch.buffers[b.first] = cmd->arena_device + b.second;
+    void* params[] = {&d.launch};
+    r = cu->cuLaunchKernel(d.kernel->function, d.groups[0], d.groups[1], d.groups[2], d.block[0], d.block[1], d.block[2], d.shared_bytes,
+                           dev->stream, params, nullptr);
+    // Debug devices run each kernel alone, so that a fault names its kernel.
+    if (r == CUDA_SUCCESS && dev->options.debug) r = cu->cuStreamSynchronize(dev->stream);
+    if (r != CUDA_SUCCESS) error = "kernel " + d.kernel->info.name + " failed: " + driver_error(r);
+  }
+  if (error.empty()) {
+    r = cu->cuEventCreate(&cmd->event, CU_EVENT_DISABLE_TIMING);
+    if (r == CUDA_SUCCESS) r = cu->cuEventRecord(cmd->event, dev->stream);
+    if (r != CUDA_SUCCESS) error = "cannot record the completion event: " + driver_error(r);
+  }
+  std::lock_guard<std::mutex> lock(dev->done_mutex);
+  cmd->sequence = ++dev->next_sequence;
+  cmd->state = SMELT_CMD_COMMITTED;
+  if (!error.empty()) cmd->error = error;
+  dev->pending.push_back(cmd);
+  dev->done_cv.notify_all();
+  return cmd->sequence;
+}
+
+SMELT_API int smelt_cmd_status(smelt_cmd* cmd, char* err, size_t errlen) {
+  if (!cmd) return SMELT_ERROR;
+  std::lock_guard<std::mutex> lock(cmd->dev->done_mutex);
+  if (cmd->state == SMELT_CMD_RECORDING) return SMELT_CMD_RECORDING;
+  std::string error;
+  int s = report(cmd, error);
+  if (s == SMELT_ERROR) set_error(err, errlen, error);
+  return s;
+}
+
+SMELT_API int smelt_cmd_wait(smelt_cmd* cmd, uint64_t timeout_ms, char* err, size_t errlen) {
+  if (!cmd) return SMELT_ERROR;
+  smelt_device* dev = cmd->dev;
+  std::unique_lock<std::mutex> lock(dev->done_mutex);
+  if (cmd->state == SMELT_CMD_RECORDING) {
+    set_error(err, errlen, "wait: the command buffer was never committed");
+    return SMELT_ERROR;
+  }
+  auto finished = [cmd, dev] { return cmd->released || dev->lost.load(); };
+  if (timeout_ms == 0) dev->done_cv.wait(lock, finished);
+  else if (!dev->done_cv.wait_for(lock, std::chrono::milliseconds(timeout_ms), finished)) return SMELT_CMD_TIMEOUT;
+  std::string error;
+  int s = report(cmd, error);
+  if (s == SMELT_ERROR) set_error(err, errlen, error);
+  return s;
+}
+
+SMELT_API int smelt_cmd_abandon(smelt_cmd* cmd, char* err, size_t errlen) {
+  if (!cmd) return SMELT_ERROR;
+  smelt_device* dev = cmd->dev;
+  std::lock_guard<std::mutex> lock(dev->done_mutex);
+  if (cmd->state == SMELT_CMD_RECORDING) {
+    set_error(err, errlen, "abandon: the command buffer was never committed");
+    return SMELT_ERROR;
+  }
+  if (cmd->released) return SMELT_OK;
+  // A kernel cannot be stopped: the device is lost, and waiters give up with this text.
+  lose(dev, "command buffer #" + std::to_string(cmd->sequence) + " (kernels " + kernel_names(cmd) + ") was abandoned: it did not finish");
+  dev->done_cv.notify_all();
+  set_error(err, errlen, dev->lost_text);
+  return SMELT_ERROR;
+}
+
+SMELT_API void smelt_cmd_free(smelt_cmd* cmd) {
+  if (!cmd) return;
+  smelt_device* dev = cmd->dev;
+  close_open(cmd);
+  {
+    std::unique_lock<std::mutex> lock(dev->done_mutex);
+    if (cmd->state == SMELT_CMD_RECORDING) {
+      for (auto* b : cmd->retained) buffer_release(b);
+      cmd->retained.clear();
+    } else if (!cmd->released) {
+      if (dev->lost.load()) return;  // the completion thread still holds it: leaked with the device
+      dev->done_cv.wait(lock, [cmd, dev] { return cmd->released || dev->lost.load(); });
+      if (!cmd->released) return;
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(dev->live_mutex);
+    --dev->command_buffers;
+  }
+  delete cmd;
+}
+
+}  // extern "C"
