@@ -45,7 +45,7 @@ def build_train(spec, uniform):
     if kind == "train-xent":
         rows, classes = spec["rows"], spec["classes"]
         logits = uniform([rows, classes], 26, 4).requires_grad_()
-        targets = torch.tensor([(i * 7919) % classes for i in range(rows)])
+        targets = torch.tensor([(i * 7919) % classes for i in range(rows)], device=logits.device)
         fn, compiled = _grads(lambda l: F.cross_entropy(l, targets), (logits,), None)
         return _mark(fn, compiled), {}
     if kind == "train-lora":
@@ -61,7 +61,7 @@ def build_train(spec, uniform):
     if kind == "train-mlp":
         dims, batch = spec["dims"], spec["batch"]
         x = uniform([batch, dims[0]], 30)
-        y = torch.tensor([(i * 31) % dims[-1] for i in range(batch)])
+        y = torch.tensor([(i * 31) % dims[-1] for i in range(batch)], device=x.device)
         params = []
         for i, d in enumerate(dims[1:]):
             params.append(uniform([dims[i], d], 31 + 2 * i, 1 / math.sqrt(dims[i])).requires_grad_())
