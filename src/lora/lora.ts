@@ -1,0 +1,229 @@
+/**
+ * LoRA adapters on a model's linear layers. A wrapped layer keeps the layout PEFT gives it
+ * (`<path>.base_layer`, `<path>.lora_A.weight` [r, in], `<path>.lora_B.weight` [out, r]), so the
+ * names of saved adapters map one to one onto PEFT's `base_model.model.<path>.lora_A.weight`.
+ */
+import { SmeltError } from "../errors.ts";
+import * as init from "../nn/init.ts";
+import { Dropout, Linear } from "../nn/layers.ts";
+import { Module } from "../nn/module.ts";
+import * as ops from "../tensor/ops.ts";
+import { composite, Tensor } from "../tensor/tensor.ts";
+
+export type Targets = readonly string[] | "all-linear" | RegExp;
+
+export interface LoRAOptions {
+  rank?: number | undefined;
+  alpha?: number | undefined;
+  dropout?: number | undefined;
+  /** Module names (the last path component, or a full dotted path), "all-linear", or a RegExp matched against the whole path. */
+  targets?: Targets | undefined;
+  /** Only layers whose path has `layers.<i>.` with i in this list (PEFT's layers_to_transform). */
+  layers?: readonly number[] | undefined;
+  useDora?: boolean | undefined;
+  useRslora?: boolean | undefined;
+}
+
+/** The settings an applied model carries; save writes them, load reads them back. */
+export interface LoRAConfig {
+  rank: number;
+  alpha: number;
+  dropout: number;
+  /** The module paths that were wrapped, in model order. */
+  paths: string[];
+  /** What the user asked for, as PEFT records it (names, or a regex source). */
+  targets: string[] | string;
+  layers: number[] | null;
+  useRslora: boolean;
+}
+
+/** A linear map that LoRA can wrap: a weight [out, in] read by its forward (Linear, or a quantized linear once one exists). */
+type LinearLike = Module & { weight: unknown; forward(x: Tensor): Tensor };
+
+const isLinearLike = (m: Module): m is LinearLike => {
+  if (m instanceof Linear) return true;
+  // Quantized linear layers (sm.nn, model branch) expose inDims/outDims rather than a float weight.
+  const q = m as unknown as { inDims?: unknown; outDims?: unknown; forward?: unknown };
+  return m.constructor.name === "QuantizedLinear" && typeof q.inDims === "number" && typeof q.outDims === "number";
+};
+
+function dimsOf(m: LinearLike): [number, number] {
+  if (m instanceof Linear) return [m.weight.shape[1]!, m.weight.shape[0]!];
+  const q = m as unknown as { inDims: number; outDims: number };
+  return [q.inDims, q.outDims];
+}
+
+/** One factor of the update, a Module with a `weight` so the parameter path ends in `.weight` as PEFT's. */
+export class LoRAFactor extends Module {
+  constructor(public weight: Tensor) {
+    super();
+  }
+}
+
+/** base(x) + s·(dropout(x) Aᵀ) Bᵀ, with A [r, in] and B [out, r]. */
+export class LoRALinear extends Module {
+  base_layer: LinearLike;
+  lora_A: LoRAFactor;
+  lora_B: LoRAFactor;
+  lora_dropout: Dropout;
+  readonly scale: number;
+  #merged = false;
+
+  constructor(base: LinearLike, opts: { rank: number; alpha: number; dropout: number; useRslora: boolean; key?: Tensor | undefined }) {
+    super();
+    const [inDims, outDims] = dimsOf(base);
+    this.base_layer = base;
+    // PEFT draws A as nn.Linear does (Kaiming-uniform with a = √5): U(±1/√in).
+    const bound = 1 / Math.sqrt(inDims);
+    this.lora_A = new LoRAFactor(init.uniform([opts.rank, inDims], { low: -bound, high: bound, key: opts.key }).eval());
+    this.lora_B = new LoRAFactor(init.zeros([outDims, opts.rank]).eval());
+    this.lora_dropout = new Dropout(opts.dropout);
+    this.scale = opts.useRslora ? opts.alpha / Math.sqrt(opts.rank) : opts.alpha / opts.rank;
+  }
+  get rank(): number {
+    return this.lora_A.weight.shape[0]!;
+  }
+  get merged(): boolean {
+    return this.#merged;
+  }
+  /** The update s·B·A [out, in] that merge adds to the base weight. */
+  delta(): Tensor {
+    return composite(() => ops.multiply(ops.matmul(this.lora_B.weight, this.lora_A.weight), this.scale));
+  }
+  override forward(x: Tensor): Tensor {
+    const y = this.base_layer.forward(x) as Tensor;
+    if (this.#merged) return y;
+    return composite(() => {
+      const h = ops.matmul(this.lora_dropout.forward(x), ops.transpose(this.lora_A.weight));
+      return ops.add(y, ops.multiply(ops.matmul(h, ops.transpose(this.lora_B.weight)), this.scale));
+    });
+  }
+  /** Folds the adapter into the base weight (float Linear bases only). */
+  merge(): void {
+    if (this.#merged) return;
+    const base = this.#floatBase("merge");
+    const w = ops.astype(ops.add(base.weight, this.delta()), base.weight.dtype).eval();
+    base.weight.dispose();
+    base.weight = w;
+    this.#merged = true;
+  }
+  unmerge(): void {
+    if (!this.#merged) return;
+    const base = this.#floatBase("unmerge");
+    const w = ops.astype(ops.subtract(base.weight, this.delta()), base.weight.dtype).eval();
+    base.weight.dispose();
+    base.weight = w;
+    this.#merged = false;
+  }
+  #floatBase(op: string): Linear {
+    if (this.base_layer instanceof Linear) return this.base_layer;
+    throw new SmeltError(`lora.${op}: the base layer is a ${this.base_layer.constructor.name}; merging needs a float Linear (dequantize the model first)`);
+  }
+}
+
+const CONFIG = new WeakMap<Module, LoRAConfig>();
+
+/** The LoRA settings apply or load gave this model, or undefined when it has no adapters. */
+export function configOf(model: Module): LoRAConfig | undefined {
+  return CONFIG.get(model);
+}
+
+/** Every wrapped layer of the model with its path. */
+export function loraLayers(model: Module): [string, LoRALinear][] {
+  return model.namedModules().filter((e): e is [string, LoRALinear] => e[1] instanceof LoRALinear);
+}
+
+function layerIndex(path: string): number | null {
+  const m = /(?:^|\.)layers\.(\d+)\./.exec(`${path}.`);
+  return m ? Number(m[1]) : null;
+}
+
+function matcher(targets: Targets): (path: string) => boolean {
+  if (targets === "all-linear") return () => true;
+  if (targets instanceof RegExp) {
+    const full = new RegExp(`^(?:${targets.source})$`, targets.flags.replace(/[gy]/g, ""));
+    return (p) => full.test(p);
+  }
+  if (!Array.isArray(targets) || targets.length === 0 || targets.some((t) => typeof t !== "string" || t === ""))
+    throw new SmeltError(`lora.apply: targets must be "all-linear", a RegExp or a non-empty list of module names, got ${String(targets)}`);
+  // PEFT's rule: a name matches the whole path or its trailing components.
+  return (p) => targets.some((t) => p === t || p.endsWith(`.${t}`));
+}
+
+function positiveInt(what: string, v: unknown): number {
+  if (!Number.isInteger(v) || (v as number) <= 0) throw new SmeltError(`lora.apply: ${what} must be a positive integer, got ${String(v)}`);
+  return v as number;
+}
+
+/** The module a dotted path names, with its parent and the field (or list index) holding it. */
+function locate(model: Module, path: string): { parent: Record<string, unknown>; key: string } {
+  const parts = path.split(".");
+  let at: Record<string, unknown> = model as unknown as Record<string, unknown>;
+  for (let i = 0; i < parts.length - 1; i++) at = at[parts[i]!] as Record<string, unknown>;
+  return { parent: at, key: parts[parts.length - 1]! };
+}
+
+/**
+ * Wraps the model's matching linear layers in LoRALinear, freezes every other parameter, and
+ * returns the number of trainable parameters. The output head (`lm_head`) is never a target of
+ * "all-linear", as in PEFT.
+ */
+export function apply(model: Module, opts: LoRAOptions = {}): number {
+  if (!(model instanceof Module)) throw new SmeltError("lora.apply: model must be an nn.Module");
+  if (CONFIG.has(model)) throw new SmeltError("lora.apply: the model already has LoRA adapters");
+  const rank = positiveInt("rank", opts.rank ?? 8);
+  const alpha = opts.alpha ?? 16;
+  if (typeof alpha !== "number" || !Number.isFinite(alpha) || alpha <= 0) throw new SmeltError(`lora.apply: alpha must be a positive number, got ${String(alpha)}`);
+  const dropout = opts.dropout ?? 0;
+  if (typeof dropout !== "number" || !(dropout >= 0 && dropout < 1)) throw new SmeltError(`lora.apply: dropout must be in [0, 1), got ${String(dropout)}`);
+  if (opts.useDora) throw new SmeltError("lora.apply: DoRA (useDora) is not implemented yet; use plain LoRA");
+  const targets = opts.targets ?? ["q_proj", "v_proj"];
+  const matches = matcher(targets);
+  const layers = opts.layers === undefined ? null : [...opts.layers];
+  if (layers && (layers.length === 0 || layers.some((l) => !Number.isInteger(l) || l < 0)))
+    throw new SmeltError(`lora.apply: layers must be a non-empty list of layer indices, got [${layers}]`);
+  const chosen = model.namedModules().filter(([path, m]) => {
+    if (path === "" || !isLinearLike(m)) return false;
+    if (targets === "all-linear" && /(?:^|\.)lm_head$/.test(path)) return false;
+    if (!matches(path)) return false;
+    if (layers) {
+      const i = layerIndex(path);
+      if (i === null || !layers.includes(i)) return false;
+    }
+    return true;
+  });
+  if (chosen.length === 0) {
+    const shown = targets instanceof RegExp ? String(targets) : JSON.stringify(targets);
+    throw new SmeltError(`lora.apply: no linear layer matches targets ${shown}${layers ? ` in layers [${layers}]` : ""}`);
+  }
+  model.freeze();
+  for (const [path, m] of chosen) {
+    const wrapped = new LoRALinear(m as LinearLike, { rank, alpha, dropout, useRslora: opts.useRslora ?? false });
+    const { parent, key } = locate(model, path);
+    parent[key] = wrapped;
+    wrapped.lora_A.unfreeze();
+    wrapped.lora_B.unfreeze();
+  }
+  const paths = chosen.map(([p]) => p);
+  const recorded = targets === "all-linear" ? paths : targets instanceof RegExp ? targets.source : [...targets];
+  CONFIG.set(model, { rank, alpha, dropout, paths, targets: recorded, layers, useRslora: opts.useRslora ?? false });
+  return countTrainable(model);
+}
+
+export function countTrainable(model: Module): number {
+  return model.namedParameters({ trainable: true }).reduce((n, [, t]) => n + t.size, 0);
+}
+
+/** Folds every adapter into its base weight; the model then runs at the base model's cost. */
+export function merge(model: Module): void {
+  const layers = loraLayers(model);
+  if (layers.length === 0) throw new SmeltError("lora.merge: the model has no LoRA adapters");
+  for (const [, l] of layers) l.merge();
+}
+
+/** Takes merged adapters back out of the base weights (up to rounding in the base dtype). */
+export function unmerge(model: Module): void {
+  const layers = loraLayers(model);
+  if (layers.length === 0) throw new SmeltError("lora.unmerge: the model has no LoRA adapters");
+  for (const [, l] of layers) l.unmerge();
+}
