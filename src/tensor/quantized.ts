@@ -40,6 +40,19 @@ export class QuantizedTensor {
     return new QuantizedTensor(fromBytes(bytes, [want], "uint8"), format, s);
   }
 
+  /**
+   * Over blocks already on the device (uint8, one axis of exactly the bytes the shape needs): how
+   * loaders hand on blocks they reordered with tensor ops.
+   */
+  static fromBlocks(blocks: Tensor, shape: readonly number[], format: QuantFormat): QuantizedTensor {
+    const op = "QuantizedTensor.fromBlocks";
+    if (!(blocks instanceof Tensor) || blocks.dtype !== "uint8" || blocks.ndim !== 1) throw new SmeltError(`${op}: blocks must be a 1-D uint8 tensor`);
+    const s = checkShape(op, shape);
+    const want = quantBytes(format, s.reduce((a, d) => a * d, 1));
+    if (blocks.shape[0] !== want) throw new SmeltError(`${op}: shape [${s}] of ${format} needs ${want} bytes, got ${blocks.shape[0]}`);
+    return new QuantizedTensor(blocks, format, s);
+  }
+
   get size(): number {
     return this.shape.reduce((a, d) => a * d, 1);
   }
