@@ -2,6 +2,7 @@
 
   python3 scripts/reference/lora.py            # writes the fixtures
   python3 scripts/reference/lora.py check DIR  # loads a smelt-saved adapter folder in PEFT
+  python3 scripts/reference/lora.py smollm2    # the same checks on SmolLM2-135M-Instruct (GGUF)
 
 The base model is a tiny LlamaForCausalLM (transformers' config classes, seeded weights) that
 test/lora/tiny-llama.ts mirrors. The adapter is made by PEFT on all linear layers and given
@@ -103,8 +104,58 @@ def check(folder):
     print(json.dumps({"peft": __import__("peft").__version__, "maxAbsDiff": diff, "ok": diff <= 1e-2}))
 
 
+SMOL_IDS = torch.tensor([[1, 504, 3458, 282, 4649, 314, 253, 1345, 30, 378, 2947, 314]])
+SMOL_LAYERS = [28, 29]
+SMOL_STEPS = 3
+SMOL_LR = 1e-3
+SMOL_VOCAB_SLICE = 256
+
+
+def smollm2():
+    """SmolLM2-135M-Instruct from the GGUF that scripts/fetch-model.sh fetches, dequantized by
+    transformers (the blocks smelt reads, so both see the same float weights). The adapter covers
+    q_proj, v_proj and down_proj of the last two layers (layers_to_transform), rank 4, so the
+    fixture stays small and smelt's backward stays short. Full logits are 49152 wide: the fixture
+    keeps the first 256 and each position's logsumexp over all of them."""
+    from transformers import AutoModelForCausalLM
+    folder = os.environ.get("SMELT_MODELS_DIR", os.path.expanduser("~/.cache/smelt/models"))
+    m = AutoModelForCausalLM.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", dtype=torch.float32).eval()
+    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "down_proj"],
+                     layers_to_transform=SMOL_LAYERS, task_type="CAUSAL_LM")
+    pm = get_peft_model(m, cfg)
+    g = torch.Generator().manual_seed(9)
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_B" in n:
+                p.copy_(0.02 * torch.randn(p.shape, generator=g))
+    out = os.path.join(OUT, "smollm2")
+    pm.save_pretrained(out)
+    readme = os.path.join(out, "README.md")
+    if os.path.exists(readme):
+        os.remove(readme)
+    pm.eval()
+    with torch.no_grad():
+        logits = pm(input_ids=SMOL_IDS).logits[0]
+    pm.train()
+    opt = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=SMOL_LR, weight_decay=0.01)
+    losses = []
+    for _ in range(SMOL_STEPS):
+        opt.zero_grad()
+        lg = pm(input_ids=SMOL_IDS).logits
+        loss = torch.nn.functional.cross_entropy(lg[0, :-1], SMOL_IDS[0, 1:])
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with open(os.path.join(out, "expected.json"), "w") as f:
+        json.dump({"ids": SMOL_IDS.tolist(), "lr": SMOL_LR, "weightDecay": 0.01,
+                   "logitsHead": [round(v, 5) for v in logits[:, :SMOL_VOCAB_SLICE].reshape(-1).tolist()],
+                   "logsumexp": logits.logsumexp(-1).tolist(), "losses": losses}, f)
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "check":
         check(sys.argv[2])
+    elif len(sys.argv) > 1 and sys.argv[1] == "smollm2":
+        smollm2()
     else:
         make()

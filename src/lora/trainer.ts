@@ -13,6 +13,7 @@ import { Module, type ParamTree, valueAndGrad } from "../nn/module.ts";
 import { Adam, AdamW, type Optimizer, SGD } from "../optim/optimizers.ts";
 import { cosineDecay, joinSchedules, linearSchedule, type Schedule } from "../optim/schedules.ts";
 import { accumulate } from "../optim/trees.ts";
+import { QuantizedTensor } from "../tensor/quantized.ts";
 import * as random from "../tensor/random.ts";
 import { evalTensors, type Tensor } from "../tensor/tensor.ts";
 import { load, save } from "./adapters.ts";
@@ -182,7 +183,12 @@ export class Trainer {
 
   /** Bytes of weights, and of adapter + gradients + optimizer slots: the floor of the peak before activations. */
   memoryEstimate(): { weights: number; training: number } {
-    const weights = this.model.namedParameters().reduce((n, [, t]) => n + t.size * itemsize(t.dtype), 0);
+    let weights = this.model.namedParameters().reduce((n, [, t]) => n + t.size * itemsize(t.dtype), 0);
+    // Quantized weights are not parameters (nothing trains them) but they take memory all the same.
+    for (const [, m] of this.model.namedModules()) {
+      const w = (m as { weight?: unknown }).weight;
+      if (w instanceof QuantizedTensor) weights += w.nbytes;
+    }
     const slots = this.opts.optimizer === "sgd" ? 0 : 2;
     return { weights, training: countTrainable(this.model) * 4 * (2 + slots) };
   }
