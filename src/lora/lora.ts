@@ -7,6 +7,7 @@ import { SmeltError } from "../errors.ts";
 import * as init from "../nn/init.ts";
 import { Dropout, Linear } from "../nn/layers.ts";
 import { Module } from "../nn/module.ts";
+import { QuantizedLinear } from "../nn/quantized.ts";
 import * as ops from "../tensor/ops.ts";
 import { composite, Tensor } from "../tensor/tensor.ts";
 
@@ -37,20 +38,22 @@ export interface LoRAConfig {
   useRslora: boolean;
 }
 
-/** A linear map that LoRA can wrap: a weight [out, in] read by its forward (Linear, or a quantized linear once one exists). */
-type LinearLike = Module & { weight: unknown; forward(x: Tensor): Tensor };
+/** The layers LoRA can wrap. */
+type LinearLike = Linear | QuantizedLinear;
 
-const isLinearLike = (m: Module): m is LinearLike => {
-  if (m instanceof Linear) return true;
-  // Quantized linear layers (sm.nn, model branch) expose inDims/outDims rather than a float weight.
-  const q = m as unknown as { inDims?: unknown; outDims?: unknown; forward?: unknown };
-  return m.constructor.name === "QuantizedLinear" && typeof q.inDims === "number" && typeof q.outDims === "number";
-};
+const isLinearLike = (m: Module): m is LinearLike => m instanceof Linear || m instanceof QuantizedLinear;
 
 function dimsOf(m: LinearLike): [number, number] {
-  if (m instanceof Linear) return [m.weight.shape[1]!, m.weight.shape[0]!];
-  const q = m as unknown as { inDims: number; outDims: number };
-  return [q.inDims, q.outDims];
+  return m instanceof Linear ? [m.weight.shape[1]!, m.weight.shape[0]!] : [m.inDims, m.outDims];
+}
+
+/** A float Linear holding weight (and bias), for a quantized layer that merge dequantizes. */
+function floatLinear(weight: Tensor, bias: Tensor | undefined): Linear {
+  const l = new Linear(1, 1, { bias: false });
+  l.weight.dispose();
+  l.weight = weight;
+  if (bias) l.bias = bias;
+  return l;
 }
 
 /** One factor of the update, a Module with a `weight` so the parameter path ends in `.weight` as PEFT's. */
@@ -98,10 +101,19 @@ export class LoRALinear extends Module {
       return ops.add(y, ops.multiply(ops.matmul(h, ops.transpose(this.lora_B.weight)), this.scale));
     });
   }
-  /** Folds the adapter into the base weight (float Linear bases only). */
-  merge(): void {
+  /**
+   * Folds the adapter into the base weight. A quantized base is dequantized to a float32 Linear
+   * first (it cannot hold the sum in its blocks); unmerge leaves it float.
+   */
+  merge(path = ""): void {
     if (this.#merged) return;
-    const base = this.#floatBase("merge");
+    if (this.base_layer instanceof QuantizedLinear) {
+      const q = this.base_layer;
+      console.warn(`lora.merge: ${path || "a layer"} is quantized (${q.weight.format}); merging dequantizes it to float32 (${((q.inDims * q.outDims * 4) / 2 ** 20).toFixed(1)} MB)`);
+      this.base_layer = floatLinear(q.weight.dequantize().eval(), q.bias);
+      this.base_layer.freeze();
+    }
+    const base = this.base_layer;
     const w = ops.astype(ops.add(base.weight, this.delta()), base.weight.dtype).eval();
     base.weight.dispose();
     base.weight = w;
@@ -109,15 +121,11 @@ export class LoRALinear extends Module {
   }
   unmerge(): void {
     if (!this.#merged) return;
-    const base = this.#floatBase("unmerge");
+    const base = this.base_layer as Linear;
     const w = ops.astype(ops.subtract(base.weight, this.delta()), base.weight.dtype).eval();
     base.weight.dispose();
     base.weight = w;
     this.#merged = false;
-  }
-  #floatBase(op: string): Linear {
-    if (this.base_layer instanceof Linear) return this.base_layer;
-    throw new SmeltError(`lora.${op}: the base layer is a ${this.base_layer.constructor.name}; merging needs a float Linear (dequantize the model first)`);
   }
 }
 
@@ -218,7 +226,7 @@ export function countTrainable(model: Module): number {
 export function merge(model: Module): void {
   const layers = loraLayers(model);
   if (layers.length === 0) throw new SmeltError("lora.merge: the model has no LoRA adapters");
-  for (const [, l] of layers) l.merge();
+  for (const [p, l] of layers) l.merge(p);
 }
 
 /** Takes merged adapters back out of the base weights (up to rounding in the base dtype). */
