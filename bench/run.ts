@@ -7,6 +7,9 @@
  * (a --quick run writes a file only when --out names one). `bun run bench:report` turns the
  * result files into docs/benchmarks.md and docs/benchmarks.svg.
  *
+ * The `generate` group (bench/generate.ts: SmolLM2-135M prompt and decode tokens/s) runs after
+ * the workloads when the filter matches "generate" or there is none.
+ *
  * Exits nonzero when a workload throws or its lazy and eager outputs differ beyond tolerance.
  */
 import { execFileSync, spawnSync } from "node:child_process";
@@ -80,8 +83,9 @@ const { specs, title } = await import("./workloads.ts");
 const { register, collect } = await import("./measure.ts");
 
 const chosen = specs(quick).filter((s) => !filter || filter.test(s.id));
-if (chosen.length === 0) {
-  console.error(`bench: --filter ${values.filter} matches no workload; the workloads are: ${specs(quick).map((s) => s.id).join(", ")}`);
+const withGenerate = !filter || filter.test("generate");
+if (chosen.length === 0 && !withGenerate) {
+  console.error(`bench: --filter ${values.filter} matches no workload; the workloads are: ${specs(quick).map((s) => s.id).join(", ")}, generate`);
   process.exit(2);
 }
 
@@ -89,12 +93,12 @@ const dev = sm.device();
 const results: Result[] = chosen.map((spec) => ({ id: spec.id, title: title(spec), spec }));
 results.forEach((r) => register(r.spec, r));
 const started = new Date();
-const out = await run({ format: jsonOnly ? "quiet" : "mitata" });
+const out = chosen.length ? await run({ format: jsonOnly ? "quiet" : "mitata" }) : { benchmarks: [] };
 const trials = new Map<string, { stats?: { samples: number[]; ticks: number }; error?: unknown }>();
 for (const t of out.benchmarks) for (const r of t.runs) trials.set(r.name, r as never);
 results.forEach((r) => collect(r, trials));
 
-if (values.peer === "torch") {
+if (values.peer === "torch" && chosen.length) {
   log("\nPyTorch peer (bench/torch_peer.py): eager and torch.compile, the same workloads on the CPU ...");
   const peer = spawnSync("python3", [join(import.meta.dir, "torch_peer.py")], {
     input: JSON.stringify({ quick, specs: chosen }),
@@ -110,6 +114,8 @@ if (values.peer === "torch") {
   const p = JSON.parse(peer.stdout) as { torch: string; threads: number; ompWaitPolicy: string | null; device: string; results: Record<string, Record<string, unknown>> };
   for (const r of results) if (p.results[r.id]) r.peer = { torch: p.torch, threads: p.threads, ompWaitPolicy: p.ompWaitPolicy, device: p.device, ...p.results[r.id] };
 }
+
+const generate = withGenerate ? await (await import("./generate.ts")).generateGroup({ quick, peer: values.peer === "torch", log }) : null;
 
 const git = (...args: string[]) => {
   try {
@@ -148,6 +154,7 @@ const report = {
     "median of mitata's samples (ms per call; first op to device finished, output evaluated and freed); " +
     "warm-up runs (with compiles) excluded and reported apart",
   workloads: results,
+  generate,
 };
 
 const file = values.out ?? (quick ? null : join(root, "bench", "results", `${dev.backend}-${machine}-${stamp}.json`));

@@ -115,6 +115,9 @@ export function configFromHF(file: string, json: Record<string, unknown>): Model
   const hiddenSize = num("hidden_size");
   const numHeads = num("num_attention_heads");
   const eos = json.eos_token_id;
+  // transformers 5 writes rope_parameters (theta and scaling together) where 4 wrote rope_theta and rope_scaling.
+  const rope = (json.rope_parameters ?? null) as Record<string, unknown> | null;
+  const theta = json.rope_theta ?? rope?.rope_theta;
   return checked(op, file, {
     architecture: arch,
     hiddenSize,
@@ -124,8 +127,8 @@ export function configFromHF(file: string, json: Record<string, unknown>): Model
     headDim: num("head_dim", hiddenSize / numHeads),
     intermediateSize: num("intermediate_size"),
     vocabSize: num("vocab_size"),
-    ropeTheta: num("rope_theta", 10000),
-    ropeScaling: hfRopeScaling(op, file, json.rope_scaling),
+    ropeTheta: theta === undefined ? 10000 : typeof theta === "number" ? theta : num("rope_theta"),
+    ropeScaling: hfRopeScaling(op, file, json.rope_scaling ?? rope),
     rmsNormEps: num("rms_norm_eps", 1e-6),
     tieWordEmbeddings: json.tie_word_embeddings === true,
     attentionBias: arch === "qwen2" || json.attention_bias === true,

@@ -60,8 +60,8 @@ class ToyLM extends sm.nn.Module {
     }
     return this.head.forward(sm.tanh(h));
   }
-  /** Greedy continuation in float64. */
-  reference(prompt: number[], n: number): number[] {
+  /** Greedy continuation in float64, with transformers' repetition penalty over prompt and output. */
+  reference(prompt: number[], n: number, penalty = 1): number[] {
     const E = this.emb.weight.tolist() as number[][];
     const W = this.head.weight.tolist() as number[][];
     const h = new Array<number>(E[0]!.length).fill(0);
@@ -71,6 +71,7 @@ class ToyLM extends sm.nn.Module {
       for (const t of input) E[t]!.forEach((e, d) => (h[d]! += e));
       const a = h.map(Math.tanh);
       const logits = W.map((w) => w.reduce((acc, x, d) => acc + x * a[d]!, 0));
+      for (const t of new Set([...prompt, ...out])) logits[t] = logits[t]! > 0 ? logits[t]! / penalty : logits[t]! * penalty;
       const next = logits.indexOf(Math.max(...logits));
       out.push(next);
       if (next === EOS) break;
@@ -168,6 +169,13 @@ describe("lm.generate on a model with a cache", () => {
     expect(got.text).toBe(byteTokenizer.decode(got.tokens));
   });
 
+  test("the repetition penalty covers the prompt and every token generated", async () => {
+    const prompt = [10, 200, 33];
+    const got = await sm.lm.generate(model, byteTokenizer, prompt, { maxTokens: 30, repetitionPenalty: 1.8 });
+    expect(got.tokens).toEqual(model.reference(prompt, 30, 1.8));
+    expect(got.tokens).not.toEqual(model.reference(prompt, 30));
+  });
+
   test("a string prompt is encoded by the tokenizer", async () => {
     const got = await sm.lm.generate(model, byteTokenizer, "Hi!", { maxTokens: 8 });
     expect(got.tokens).toEqual(model.reference(bytes("Hi!"), 8));
@@ -191,6 +199,15 @@ describe("lm.generate on a model with a cache", () => {
       active.push(sm.getActiveMemory());
     expect(active.length).toBe(300);
     expect(new Set(active).size).toBe(1);
+    expect(sm.getActiveMemory()).toBe(before);
+  });
+
+  test("a stream left early gives its memory back", async () => {
+    await sm.lm.generate(model, byteTokenizer, [1, 2, 3], { maxTokens: 4 });
+    const before = sm.getActiveMemory();
+    let n = 0;
+    for await (const _ of sm.lm.stream(model, byteTokenizer, [1, 2, 3], { maxTokens: 50 })) if (++n === 3) break;
+    expect(n).toBe(3);
     expect(sm.getActiveMemory()).toBe(before);
   });
 
