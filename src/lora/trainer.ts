@@ -92,6 +92,18 @@ export interface TrainResult {
 
 const CHECKPOINTS = "checkpoints";
 
+/** The options that have defaults, resolved. */
+interface Settled {
+  batchSize: number;
+  gradAccumulation: number;
+  seed: number;
+  stepsPerReport: number;
+  stepsPerEval: number;
+  valBatches: number;
+  saveEvery: number;
+  maxSeqLength: number;
+}
+
 function posInt(what: string, v: unknown): number {
   if (!Number.isInteger(v) || (v as number) <= 0) throw new SmeltError(`lora.Trainer: ${what} must be a positive integer, got ${String(v)}`);
   return v as number;
@@ -101,7 +113,7 @@ export class Trainer {
   readonly model: Module;
   readonly optimizer: Optimizer;
   readonly totalSteps: number;
-  readonly opts: Required<Pick<TrainerOptions, "batchSize" | "gradAccumulation" | "seed" | "stepsPerReport" | "stepsPerEval" | "valBatches" | "saveEvery" | "maxSeqLength">> & TrainerOptions;
+  readonly opts: TrainerOptions & Settled;
   /** Optimizer steps done. */
   step = 0;
   readonly #train: readonly Example[];
