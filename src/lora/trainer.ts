@@ -63,6 +63,8 @@ export interface TrainerOptions {
   warmup?: number | undefined;
   maxSeqLength?: number | undefined;
   padId?: number | undefined;
+  /** Batch widths are rounded up to a multiple of this (8): a larger one means fewer shapes, so fewer kernels to compile. */
+  padTo?: number | undefined;
   stepsPerReport?: number | undefined;
   stepsPerEval?: number | undefined;
   /** Validation batches per evaluation; -1 for all. */
@@ -185,7 +187,7 @@ export class Trainer {
     const idx = this.#order.batches[index % this.#batchesPerEpoch]!;
     return makeBatch(
       idx.map((i) => this.#train[i]!),
-      { maxSeqLength: this.opts.maxSeqLength, padId: this.opts.padId },
+      { maxSeqLength: this.opts.maxSeqLength, padId: this.opts.padId, padTo: this.opts.padTo },
     );
   }
 
@@ -218,7 +220,7 @@ export class Trainer {
       for (const idx of use) {
         const b = makeBatch(
           idx.map((i) => examples[i]!),
-          { maxSeqLength: this.opts.maxSeqLength, padId: this.opts.padId },
+          { maxSeqLength: this.opts.maxSeqLength, padId: this.opts.padId, padTo: this.opts.padTo },
         );
         if (b.count > 0) {
           const loss = maskedLoss(this.#forward(b.inputs), b.targets, b.weights, b.count).eval();
