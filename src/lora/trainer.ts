@@ -12,7 +12,7 @@ import { itemsize } from "../graph/dtype.ts";
 import { Module, type ParamTree, valueAndGrad } from "../nn/module.ts";
 import { Adam, AdamW, type Optimizer, SGD } from "../optim/optimizers.ts";
 import { cosineDecay, joinSchedules, linearSchedule, type Schedule } from "../optim/schedules.ts";
-import { accumulate } from "../optim/trees.ts";
+import { accumulate, disposeTree } from "../optim/trees.ts";
 import { QuantizedTensor } from "../tensor/quantized.ts";
 import * as random from "../tensor/random.ts";
 import { evalTensors, type Tensor } from "../tensor/tensor.ts";
@@ -324,6 +324,8 @@ export class Trainer {
     }
     this.optimizer.update(this.model, grads!);
     evalTensors(this.model.trainableParameters(), this.optimizer.state);
+    // The optimizer disposes what it replaces, not the gradients it was given.
+    disposeTree(grads);
     this.step++;
     return { step: this.step, loss: lossSum, learningRate: lr, targets, tokens, seconds: (performance.now() - t0) / 1000 };
   }

@@ -40,6 +40,15 @@ describe.skipIf(!gguf)("SmolLM2-135M-Instruct with a PEFT adapter", () => {
     console.log(`SmolLM2 + PEFT adapter: logits max abs diff ${d.toExponential(2)}`);
     expect(d).toBeLessThanOrEqual(1e-2);
 
+    // Merging into a quantized layer dequantizes it: the logits stay the adapter's.
+    sm.lora.merge(model);
+    expect(sm.lora.loraLayers(model)[0]![1].base_layer).toBeInstanceOf(sm.nn.Linear);
+    const merged = model.forward(ids).reshape([L, -1]).slice({}, { stop: 256 }).eval().raw();
+    let dm = 0;
+    for (let i = 0; i < L * V; i++) dm = Math.max(dm, Math.abs(merged[i]! - h[i]!));
+    expect(dm).toBeLessThanOrEqual(1e-3);
+    sm.lora.unmerge(model);
+
     model.train();
     const x = ids.slice({}, { stop: L - 1 });
     const y = ids.slice({}, { start: 1 });

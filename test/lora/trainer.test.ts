@@ -128,3 +128,11 @@ test("train: loss falls, metrics.jsonl, loss.svg, checkpoints; stop at k + resum
   // A resume with other settings is refused rather than silently diverging.
   await expect(sm.lora.train({ model: setup(), ...common, seed: 12, adapterPath: part, resume: true })).rejects.toThrow("other settings");
 });
+
+test("memory does not grow from step to step", async () => {
+  const m = setup(0.1);
+  const active: number[] = [];
+  await sm.lora.train({ model: m, train: examples(16, 5), batchSize: 4, gradAccumulation: 2, iters: 24, learningRate: 1e-3, stepsPerReport: 24, stepsPerEval: 24, seed: 1, onStep: () => void active.push(sm.getActiveMemory()) });
+  console.log(`active memory after steps 5, 12, 24: ${[active[4], active[11], active[23]].map((b) => `${((b ?? 0) / 1024).toFixed(0)} KB`).join(", ")}`);
+  expect(active[23]!).toBeLessThanOrEqual(active[4]!);
+});
