@@ -158,3 +158,28 @@ test("AdamW on the adapter: losses equal PEFT + torch.optim.AdamW within 0.2% at
   // The reference losses fall: the steps train the adapter, not a no-op.
   expect(expected.losses[expected.losses.length - 1]!).toBeLessThan(expected.losses[0]! - 0.1);
 });
+
+test("a LoRALinear forward costs the kernels of the bare expression x Wᵀ + s (x Aᵀ) Bᵀ", () => {
+  class One extends sm.nn.Module {
+    q_proj = new sm.nn.Linear(64, 64, { bias: false, key: sm.random.key(1) });
+  }
+  const m = new One();
+  sm.eval(m.parameters());
+  sm.lora.apply(m, { rank: 4, targets: ["q_proj"] });
+  const l = m.q_proj as unknown as sm.lora.LoRALinear;
+  l.lora_B.weight = sm.random.normal([64, 4], "float32", 0, 1, sm.random.key(2)).eval();
+  const x = sm.random.normal([2, 8, 64], "float32", 0, 1, sm.random.key(3)).eval();
+  const W = (l.base_layer as sm.nn.Linear).weight;
+  const bare = () => sm.add(sm.matmul(x, sm.transpose(W)), sm.multiply(sm.matmul(sm.matmul(x, sm.transpose(l.lora_A.weight)), sm.transpose(l.lora_B.weight)), l.scale));
+  const count = (f: () => sm.Tensor) => {
+    f().eval();
+    sm.resetStats();
+    const y = f().eval();
+    return [sm.stats().kernelsDispatched, Array.from(y.raw())] as const;
+  };
+  const [k, y] = count(() => l.forward(x));
+  const [kb, yb] = count(bare);
+  console.log(`LoRALinear forward: ${k} kernel(s), the bare expression ${kb}`);
+  expect(k).toBeLessThanOrEqual(kb);
+  expect(maxDiff(y, yb)).toBeLessThanOrEqual(1e-5);
+});
