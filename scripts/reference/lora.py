@@ -79,6 +79,15 @@ def make():
         json.dump({"fine_tune_type": "lora", "num_layers": CFG.num_hidden_layers,
                    "lora_parameters": {"rank": 4, "scale": 2.0, "dropout": 0.0}}, f, indent=2)
 
+    losses = train(pm)
+    with open(os.path.join(OUT, "expected.json"), "w") as f:
+        json.dump({"ids": IDS.tolist(), "mask": MASK.tolist(), "lr": LR, "weightDecay": 0.01,
+                   "logits": [round(v, 6) for v in logits.reshape(-1).tolist()], "logitsShape": list(logits.shape),
+                   "losses": losses}, f)
+    dora()
+
+
+def train(pm):
     pm.train()
     opt = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=LR, weight_decay=0.01)
     losses = []
@@ -88,10 +97,34 @@ def make():
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    with open(os.path.join(OUT, "expected.json"), "w") as f:
-        json.dump({"ids": IDS.tolist(), "mask": MASK.tolist(), "lr": LR, "weightDecay": 0.01,
-                   "logits": [round(v, 6) for v in logits.reshape(-1).tolist()], "logitsShape": list(logits.shape),
-                   "losses": losses}, f)
+    return losses
+
+
+def dora():
+    """A DoRA adapter on q_proj, v_proj and up_proj, with non-zero B and magnitudes moved off W's
+    row norms, so both the direction and the magnitude terms show in the logits."""
+    m = base()
+    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "up_proj"], use_dora=True,
+                     task_type="CAUSAL_LM")
+    pm = get_peft_model(m, cfg)
+    g = torch.Generator().manual_seed(6)
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_B" in n:
+                p.copy_(0.2 * torch.randn(p.shape, generator=g))
+            if "lora_magnitude_vector" in n:
+                p.mul_(1 + 0.2 * torch.randn(p.shape, generator=g))
+    out = os.path.join(OUT, "dora")
+    pm.save_pretrained(out)
+    readme = os.path.join(out, "README.md")
+    if os.path.exists(readme):
+        os.remove(readme)
+    pm.eval()
+    with torch.no_grad():
+        logits = pm(input_ids=IDS).logits
+    losses = train(pm)
+    with open(os.path.join(out, "expected.json"), "w") as f:
+        json.dump({"logits": [round(v, 6) for v in logits.reshape(-1).tolist()], "losses": losses}, f)
 
 
 def check(folder):

@@ -44,7 +44,7 @@ export function peftConfig(cfg: LoRAConfig, baseModel: string | null): Record<st
     revision: null,
     target_modules: cfg.targets,
     task_type: "CAUSAL_LM",
-    use_dora: false,
+    use_dora: cfg.useDora,
     use_rslora: cfg.useRslora,
   };
 }
@@ -61,6 +61,7 @@ export function adapterTensors(model: Module): Record<string, Tensor> {
   for (const [path, l] of loraLayers(model)) {
     out[`${PREFIX}${path}.lora_A.weight`] = l.lora_A.weight;
     out[`${PREFIX}${path}.lora_B.weight`] = l.lora_B.weight;
+    if (l.lora_magnitude_vector) out[`${PREFIX}${path}.lora_magnitude_vector`] = l.lora_magnitude_vector;
   }
   return out;
 }
@@ -85,35 +86,41 @@ function readJson(path: string): Record<string, unknown> {
   }
 }
 
+interface Factors {
+  a: Tensor;
+  b: Tensor;
+  m?: Tensor;
+}
+
 interface Found {
-  cfg: { rank: number; alpha: number; dropout: number; targets: string[]; layers: number[] | undefined; useRslora: boolean };
-  /** Per module path: A [r, in] and B [out, r]. */
-  factors: Map<string, { a: Tensor; b: Tensor }>;
+  cfg: { rank: number; alpha: number; dropout: number; targets: string[]; layers: number[] | undefined; useRslora: boolean; useDora: boolean };
+  /** Per module path: A [r, in], B [out, r], and DoRA's magnitudes m [out]. */
+  factors: Map<string, Factors>;
 }
 
 function readPeft(dir: string): Found {
   const c = readJson(join(dir, PEFT_CONFIG));
   if (c.peft_type !== "LORA") throw new SmeltError(`lora.load: ${dir} holds a ${String(c.peft_type)} adapter; only LORA is supported`);
-  if (c.use_dora) throw new SmeltError(`lora.load: ${dir} is a DoRA adapter, which is not implemented yet`);
   for (const k of ["rank_pattern", "alpha_pattern"]) {
     const v = c[k];
     if (v && typeof v === "object" && Object.keys(v).length > 0) throw new SmeltError(`lora.load: ${dir}: per-module ${k} is not supported`);
   }
   if (c.modules_to_save) throw new SmeltError(`lora.load: ${dir}: modules_to_save (fully trained extra modules) is not supported`);
   const { tensors } = loadSafetensors(join(dir, PEFT_WEIGHTS));
-  const factors = new Map<string, { a: Tensor; b: Tensor }>();
+  const factors = new Map<string, Factors>();
   for (const [k, t] of Object.entries(tensors)) {
-    const m = /^base_model\.model\.(.+)\.lora_([AB])(?:\.default)?\.weight$/.exec(k);
+    const m = /^base_model\.model\.(.+)\.(lora_A|lora_B|lora_magnitude_vector)(?:\.default)?(?:\.weight)?$/.exec(k);
     if (!m) throw new SmeltError(`lora.load: ${dir}: unexpected tensor "${k}" in ${PEFT_WEIGHTS}`);
-    const e = factors.get(m[1]!) ?? ({} as { a: Tensor; b: Tensor });
-    if (m[2] === "A") e.a = t;
-    else e.b = t;
+    const e = factors.get(m[1]!) ?? ({} as Factors);
+    if (m[2] === "lora_A") e.a = t;
+    else if (m[2] === "lora_B") e.b = t;
+    else e.m = t;
     factors.set(m[1]!, e);
   }
   const rank = Number(c.r);
   const layers = Array.isArray(c.layers_to_transform) ? (c.layers_to_transform as number[]) : typeof c.layers_to_transform === "number" ? [c.layers_to_transform] : undefined;
   return {
-    cfg: { rank, alpha: Number(c.lora_alpha ?? rank), dropout: Number(c.lora_dropout ?? 0), targets: [...factors.keys()], layers, useRslora: Boolean(c.use_rslora) },
+    cfg: { rank, alpha: Number(c.lora_alpha ?? rank), dropout: Number(c.lora_dropout ?? 0), targets: [...factors.keys()], layers, useRslora: Boolean(c.use_rslora), useDora: Boolean(c.use_dora) },
     factors,
   };
 }
@@ -124,11 +131,11 @@ function readMlx(dir: string): Found {
   if (type !== "lora") throw new SmeltError(`lora.load: ${dir} holds an mlx-lm "${String(type)}" adapter; only "lora" is supported`);
   const p = (c.lora_parameters ?? {}) as { rank?: number; scale?: number; dropout?: number };
   const { tensors } = loadSafetensors(join(dir, MLX_WEIGHTS));
-  const factors = new Map<string, { a: Tensor; b: Tensor }>();
+  const factors = new Map<string, Factors>();
   for (const [k, t] of Object.entries(tensors)) {
     const m = /^(.+)\.lora_([ab])$/.exec(k);
     if (!m) throw new SmeltError(`lora.load: ${dir}: unexpected tensor "${k}" in ${MLX_WEIGHTS}`);
-    const e = factors.get(m[1]!) ?? ({} as { a: Tensor; b: Tensor });
+    const e = factors.get(m[1]!) ?? ({} as Factors);
     // mlx-lm keeps lora_a [in, r] and lora_b [r, out]: PEFT's factors transposed.
     const tt = ops.transpose(t).eval();
     t.dispose();
@@ -140,7 +147,7 @@ function readMlx(dir: string): Found {
   const rank = p.rank ?? first?.a?.shape[0] ?? 0;
   // y = base + scale·(x a) b, so alpha = scale·rank gives the same update under alpha / rank.
   const scale = p.scale ?? 20;
-  return { cfg: { rank, alpha: scale * rank, dropout: p.dropout ?? 0, targets: [...factors.keys()], layers: undefined, useRslora: false }, factors };
+  return { cfg: { rank, alpha: scale * rank, dropout: p.dropout ?? 0, targets: [...factors.keys()], layers: undefined, useRslora: false, useDora: false }, factors };
 }
 
 /**
@@ -154,10 +161,17 @@ export async function load(model: Module, dir: string): Promise<void> {
   if (!mlx && !existsSync(join(dir, PEFT_WEIGHTS))) throw new SmeltError(`lora.load: ${dir} has neither ${PEFT_WEIGHTS} nor ${MLX_WEIGHTS}`);
   const found = mlx ? readMlx(dir) : readPeft(dir);
   const { cfg, factors } = found;
-  for (const [path, f] of factors) if (!f.a || !f.b) throw new SmeltError(`lora.load: ${dir}: ${path} lacks its ${f.a ? "B" : "A"} factor`);
-  const dispose = () => factors.forEach((f) => (f.a.dispose(), f.b.dispose()));
+  const dispose = () => factors.forEach((f) => (f.a?.dispose(), f.b?.dispose(), f.m?.dispose()));
+  for (const [path, f] of factors) {
+    const missing = !f.a ? "A factor" : !f.b ? "B factor" : cfg.useDora && !f.m ? "DoRA magnitude vector" : null;
+    const extra = !cfg.useDora && f.m ? "a DoRA magnitude vector, but use_dora is false" : null;
+    if (missing || extra) {
+      dispose();
+      throw new SmeltError(`lora.load: ${dir}: ${path} ${missing ? `lacks its ${missing}` : `has ${extra}`}`);
+    }
+  }
   try {
-    if (!configOf(model)) apply(model, { rank: cfg.rank, alpha: cfg.alpha, dropout: cfg.dropout, targets: cfg.targets, useRslora: cfg.useRslora });
+    if (!configOf(model)) apply(model, { rank: cfg.rank, alpha: cfg.alpha, dropout: cfg.dropout, targets: cfg.targets, useRslora: cfg.useRslora, useDora: cfg.useDora });
   } catch (e) {
     dispose();
     throw e;
@@ -170,6 +184,8 @@ export async function load(model: Module, dir: string): Promise<void> {
     else {
       if (f.a.shape.join() !== l.lora_A.weight.shape.join()) problems.push(`${path} A has shape [${f.a.shape}], the model's is [${l.lora_A.weight.shape}]`);
       if (f.b.shape.join() !== l.lora_B.weight.shape.join()) problems.push(`${path} B has shape [${f.b.shape}], the model's is [${l.lora_B.weight.shape}]`);
+      if (l.dora !== (f.m !== undefined)) problems.push(`${path} is ${l.dora ? "" : "not "}a DoRA layer in the model but ${f.m ? "is" : "is not"} in the adapter`);
+      else if (f.m && f.m.shape.join() !== l.lora_magnitude_vector!.shape.join()) problems.push(`${path} magnitude has shape [${f.m.shape}], the model's is [${l.lora_magnitude_vector!.shape}]`);
     }
   }
   for (const path of layers.keys()) if (!factors.has(path)) problems.push(`the adapter has nothing for ${path}`);
@@ -184,5 +200,9 @@ export async function load(model: Module, dir: string): Promise<void> {
     l.lora_B.weight.dispose();
     l.lora_A.weight = f.a;
     l.lora_B.weight = f.b;
+    if (f.m) {
+      l.lora_magnitude_vector!.dispose();
+      l.lora_magnitude_vector = f.m;
+    }
   }
 }

@@ -9,7 +9,8 @@ import { Dropout, Linear } from "../nn/layers.ts";
 import { Module } from "../nn/module.ts";
 import { QuantizedLinear } from "../nn/quantized.ts";
 import * as ops from "../tensor/ops.ts";
-import { composite, Tensor } from "../tensor/tensor.ts";
+import { stopGradient } from "../autograd/transforms.ts";
+import { composite, type Tensor } from "../tensor/tensor.ts";
 
 export type Targets = readonly string[] | "all-linear" | RegExp;
 
@@ -36,6 +37,7 @@ export interface LoRAConfig {
   targets: string[] | string;
   layers: number[] | null;
   useRslora: boolean;
+  useDora: boolean;
 }
 
 /** The layers LoRA can wrap. */
@@ -63,16 +65,24 @@ export class LoRAFactor extends Module {
   }
 }
 
-/** base(x) + s·(dropout(x) Aᵀ) Bᵀ, with A [r, in] and B [out, r]. */
+/**
+ * base(x) + s·(dropout(x) Aᵀ) Bᵀ, with A [r, in] and B [out, r]. With DoRA (a magnitude vector m
+ * [out]), as PEFT computes it: base(x) + (m/‖W + sBA‖ − 1)·(x_d Wᵀ) + (m/‖W + sBA‖)·s·(x_d Aᵀ) Bᵀ,
+ * x_d = dropout(x), the row norms taken as constants of the gradient (PEFT detaches them).
+ */
 export class LoRALinear extends Module {
   base_layer: LinearLike;
   lora_A: LoRAFactor;
   lora_B: LoRAFactor;
   lora_dropout: Dropout;
+  /** DoRA's per-output magnitudes [out]; absent for plain LoRA. */
+  lora_magnitude_vector?: Tensor;
   readonly scale: number;
   #merged = false;
+  /** DoRA: the row norms at merge time, which unmerge divides back out. */
+  #mergedNorm: Tensor | null = null;
 
-  constructor(base: LinearLike, opts: { rank: number; alpha: number; dropout: number; useRslora: boolean; key?: Tensor | undefined }) {
+  constructor(base: LinearLike, opts: { rank: number; alpha: number; dropout: number; useRslora: boolean; useDora?: boolean; key?: Tensor | undefined }) {
     super();
     const [inDims, outDims] = dimsOf(base);
     this.base_layer = base;
@@ -82,6 +92,8 @@ export class LoRALinear extends Module {
     this.lora_B = new LoRAFactor(init.zeros([outDims, opts.rank]).eval());
     this.lora_dropout = new Dropout(opts.dropout);
     this.scale = opts.useRslora ? opts.alpha / Math.sqrt(opts.rank) : opts.alpha / opts.rank;
+    // B is zero, so the magnitudes start as W's row norms and the layer starts as the base.
+    if (opts.useDora) this.lora_magnitude_vector = this.#rowNorms().eval();
   }
   get rank(): number {
     return this.lora_A.weight.shape[0]!;
@@ -89,16 +101,33 @@ export class LoRALinear extends Module {
   get merged(): boolean {
     return this.#merged;
   }
+  get dora(): boolean {
+    return this.lora_magnitude_vector !== undefined;
+  }
   /** The update s·B·A [out, in] that merge adds to the base weight. */
   delta(): Tensor {
     return composite(() => ops.multiply(ops.matmul(this.lora_B.weight, this.lora_A.weight), this.scale));
+  }
+  #floatWeight(): Tensor {
+    const b = this.base_layer;
+    return b instanceof Linear ? b.weight : b.weight.dequantize();
+  }
+  /** ‖W + s·B·A‖ over each output row, outside the gradient. */
+  #rowNorms(): Tensor {
+    return composite(() => stopGradient(ops.sqrt(ops.sum(ops.square(ops.add(this.#floatWeight(), stopGradient(this.delta()))), 1))));
   }
   override forward(x: Tensor): Tensor {
     const y = this.base_layer.forward(x) as Tensor;
     if (this.#merged) return y;
     return composite(() => {
-      const h = ops.matmul(this.lora_dropout.forward(x), ops.transpose(this.lora_A.weight));
-      return ops.add(y, ops.multiply(ops.matmul(h, ops.transpose(this.lora_B.weight)), this.scale));
+      const xd = this.lora_dropout.forward(x);
+      const h = ops.matmul(xd, ops.transpose(this.lora_A.weight));
+      const lora = ops.multiply(ops.matmul(h, ops.transpose(this.lora_B.weight)), this.scale);
+      const m = this.lora_magnitude_vector;
+      if (!m) return ops.add(y, lora);
+      const k = ops.divide(m, this.#rowNorms());
+      const plain = ops.matmul(xd, ops.transpose(this.#floatWeight()));
+      return ops.add(ops.add(y, ops.multiply(plain, ops.subtract(k, 1))), ops.multiply(lora, k));
     });
   }
   /**
@@ -114,7 +143,12 @@ export class LoRALinear extends Module {
       this.base_layer.freeze();
     }
     const base = this.base_layer;
-    const w = ops.astype(ops.add(base.weight, this.delta()), base.weight.dtype).eval();
+    let merged = ops.add(base.weight, this.delta());
+    if (this.lora_magnitude_vector) {
+      this.#mergedNorm = this.#rowNorms().eval();
+      merged = ops.multiply(merged, ops.expandDims(ops.divide(this.lora_magnitude_vector, this.#mergedNorm), 1));
+    }
+    const w = ops.astype(merged, base.weight.dtype).eval();
     base.weight.dispose();
     base.weight = w;
     this.#merged = true;
@@ -122,9 +156,13 @@ export class LoRALinear extends Module {
   unmerge(): void {
     if (!this.#merged) return;
     const base = this.base_layer as Linear;
-    const w = ops.astype(ops.subtract(base.weight, this.delta()), base.weight.dtype).eval();
+    let unscaled: Tensor = base.weight;
+    if (this.lora_magnitude_vector && this.#mergedNorm) unscaled = ops.multiply(unscaled, ops.expandDims(ops.divide(this.#mergedNorm, this.lora_magnitude_vector), 1));
+    const w = ops.astype(ops.subtract(unscaled, this.delta()), base.weight.dtype).eval();
     base.weight.dispose();
     base.weight = w;
+    this.#mergedNorm?.dispose();
+    this.#mergedNorm = null;
     this.#merged = false;
   }
 }
@@ -184,7 +222,6 @@ export function apply(model: Module, opts: LoRAOptions = {}): number {
   if (typeof alpha !== "number" || !Number.isFinite(alpha) || alpha <= 0) throw new SmeltError(`lora.apply: alpha must be a positive number, got ${String(alpha)}`);
   const dropout = opts.dropout ?? 0;
   if (typeof dropout !== "number" || !(dropout >= 0 && dropout < 1)) throw new SmeltError(`lora.apply: dropout must be in [0, 1), got ${String(dropout)}`);
-  if (opts.useDora) throw new SmeltError("lora.apply: DoRA (useDora) is not implemented yet; use plain LoRA");
   const targets = opts.targets ?? ["q_proj", "v_proj"];
   const matches = matcher(targets);
   const layers = opts.layers === undefined ? null : [...opts.layers];
@@ -206,7 +243,7 @@ export function apply(model: Module, opts: LoRAOptions = {}): number {
   }
   model.freeze();
   for (const [path, m] of chosen) {
-    const wrapped = new LoRALinear(m as LinearLike, { rank, alpha, dropout, useRslora: opts.useRslora ?? false });
+    const wrapped = new LoRALinear(m as LinearLike, { rank, alpha, dropout, useRslora: opts.useRslora ?? false, useDora: opts.useDora ?? false });
     const { parent, key } = locate(model, path);
     parent[key] = wrapped;
     wrapped.lora_A.unfreeze();
@@ -214,7 +251,7 @@ export function apply(model: Module, opts: LoRAOptions = {}): number {
   }
   const paths = chosen.map(([p]) => p);
   const recorded = targets === "all-linear" ? paths : targets instanceof RegExp ? targets.source : [...targets];
-  CONFIG.set(model, { rank, alpha, dropout, paths, targets: recorded, layers, useRslora: opts.useRslora ?? false });
+  CONFIG.set(model, { rank, alpha, dropout, paths, targets: recorded, layers, useRslora: opts.useRslora ?? false, useDora: opts.useDora ?? false });
   return countTrainable(model);
 }
 

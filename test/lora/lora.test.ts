@@ -74,7 +74,13 @@ test("apply: all-linear skips lm_head, layers and rsLoRA, RegExp targets, bad in
   expect(sm.lora.loraLayers(r).map(([p]) => p)).toEqual(["model.layers.0.mlp.gate_proj", "model.layers.0.mlp.up_proj", "model.layers.0.mlp.down_proj"]);
   expect(errorMessage(() => sm.lora.apply(seededTiny(), { targets: ["nope"] }))).toContain("no linear layer matches");
   expect(errorMessage(() => sm.lora.apply(seededTiny(), { rank: 0 }))).toContain("rank must be a positive integer");
-  expect(errorMessage(() => sm.lora.apply(seededTiny(), { useDora: true }))).toContain("DoRA");
+  // DoRA adds a magnitude [out] per layer, trainable, starting at W's row norms.
+  const dm = seededTiny();
+  expect(sm.lora.apply(dm, { rank: 4, useDora: true })).toBe(2 * 2 * (4 * 32 + 32 * 4 + 32));
+  const dl = sm.lora.loraLayers(dm)[0]![1];
+  const W = Array.from((dl.base_layer as sm.nn.Linear).weight.raw());
+  const norm0 = Math.sqrt(W.slice(0, 32).reduce((a, v) => a + v * v, 0));
+  expect(dl.lora_magnitude_vector!.raw()[0]!).toBeCloseTo(norm0, 5);
   expect(errorMessage(() => sm.lora.apply(r))).toContain("already has LoRA adapters");
 });
 
@@ -182,4 +188,46 @@ test("a LoRALinear forward costs the kernels of the bare expression x Wᵀ + s (
   console.log(`LoRALinear forward: ${k} kernel(s), the bare expression ${kb}`);
   expect(k).toBeLessThanOrEqual(kb);
   expect(maxDiff(y, yb)).toBeLessThanOrEqual(1e-5);
+});
+
+test("DoRA: a PEFT DoRA adapter gives PEFT's logits, saves as PEFT does, trains as PEFT + AdamW, merges", async () => {
+  const want = JSON.parse(readFileSync(join(FIX, "dora", "expected.json"), "utf8")) as { logits: number[]; losses: number[] };
+  const m = reference();
+  await sm.lora.load(m, join(FIX, "dora"));
+  expect(sm.lora.loraLayers(m).every(([, l]) => l.dora)).toBe(true);
+  const got = logitsOf(m);
+  const d = maxDiff(got, want.logits);
+  console.log(`PEFT DoRA adapter logits: max abs diff ${d.toExponential(2)}`);
+  expect(d).toBeLessThanOrEqual(1e-4);
+  expect(maxDiff(got, expected.logits)).toBeGreaterThan(1e-2);
+
+  const out = join(dir, "dora-saved");
+  await sm.lora.save(m, out);
+  expect(JSON.parse(readFileSync(join(out, "adapter_config.json"), "utf8")).use_dora).toBe(true);
+  const saved = sm.io.loadSafetensors(join(out, "adapter_model.safetensors")).tensors;
+  const ref = sm.io.loadSafetensors(join(FIX, "dora", "adapter_model.safetensors")).tensors;
+  expect(Object.keys(saved).sort()).toEqual(Object.keys(ref).sort());
+  expect(Object.keys(ref).some((k) => k.endsWith(".lora_magnitude_vector"))).toBe(true);
+
+  sm.lora.merge(m);
+  expect(maxDiff(logitsOf(m), got)).toBeLessThanOrEqual(1e-5);
+  sm.lora.unmerge(m);
+  expect(maxDiff(logitsOf(m), got)).toBeLessThanOrEqual(1e-5);
+
+  const L = expected.ids[0]!.length;
+  const x = sm.slice(ids, {}, { stop: L - 1 });
+  const y = sm.slice(ids, {}, { start: 1 });
+  const w = sm.array(expected.mask.map((r) => r.slice(1)), "float32");
+  const count = expected.mask.reduce((n, r) => n + r.slice(1).reduce((a, b) => a + b, 0), 0);
+  const step = sm.nn.valueAndGrad(m, (mm: TinyLlama) => maskedLoss(mm.forward(x), y, w, count));
+  const opt = new sm.optim.AdamW({ learningRate: expected.lr, weightDecay: expected.weightDecay });
+  const losses: number[] = [];
+  for (let i = 0; i < want.losses.length; i++) {
+    const [loss, grads] = step(m);
+    opt.update(m, grads);
+    sm.eval(loss as sm.Tensor, m.parameters(), opt.state);
+    losses.push((loss as sm.Tensor).raw()[0]!);
+  }
+  console.log(`DoRA losses smelt ${losses.map((v) => v.toFixed(5)).join(" ")}\n            PEFT  ${want.losses.map((v) => v.toFixed(5)).join(" ")}`);
+  for (let i = 0; i < losses.length; i++) expect(Math.abs(losses[i]! - want.losses[i]!) / want.losses[i]!).toBeLessThanOrEqual(0.002);
 });
