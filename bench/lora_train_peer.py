@@ -24,6 +24,7 @@ try:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 except ImportError as e:
     print(f"lora_train_peer.py: needs torch, transformers, peft and gguf ({e}); pip install them first", file=sys.stderr)
     sys.exit(2)
@@ -31,6 +32,8 @@ except ImportError as e:
 
 def main():
     job = json.load(sys.stdin)
+    # The GGUF conversion's progress bar would flood bench's output.
+    hf_logging.disable_progress_bar()
     torch.set_num_threads(int(job["threads"]))
     path = job["file"]
     base = AutoModelForCausalLM.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32)

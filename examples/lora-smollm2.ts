@@ -77,8 +77,10 @@ async function samples(label: string): Promise<void> {
   model.eval();
   console.log(`\n${label}:`);
   for (const w of testWords.slice(0, 3)) {
-    const r = await sm.lm.generate(model, tokenizer, record(w).prompt, { maxTokens: 12, stop: "\n" });
-    console.log(`  ${w.toLowerCase().padEnd(8)} → ${r.text.trim().padEnd(24)} (CMUdict: ${phones(w)})`);
+    const r = await sm.lm.generate(model, tokenizer, record(w).prompt, { maxTokens: 12 });
+    // The first non-empty line: the untrained model tends to start with a line break.
+    const line = r.text.split("\n").find((l) => l.trim() !== "")?.trim() ?? "";
+    console.log(`  ${w.toLowerCase().padEnd(8)} → ${JSON.stringify(line).padEnd(26)} (CMUdict: ${phones(w)})`);
   }
   model.train();
 }
