@@ -16,7 +16,7 @@ import * as sm from "../src/index.ts";
 const { values: args } = parseArgs({
   options: { iters: { type: "string" }, out: { type: "string" }, model: { type: "string" }, layers: { type: "string" } },
 });
-const ITERS = Number(args.iters ?? 40);
+const ITERS = Number(args.iters ?? 30);
 const OUT = args.out ?? "lora-smollm2-adapter";
 const MODEL = args.model ?? join(process.env.SMELT_MODELS_DIR ?? join(homedir(), ".cache", "smelt", "models"), "SmolLM2-135M-Instruct.Q4_1.gguf");
 const LAYERS = Number(args.layers ?? 8);
@@ -40,7 +40,7 @@ for (let i = words.length - 1; i > 0; i--) {
 }
 // The stress digits make the answer longer without making the task clearer: keep the phonemes.
 const phones = (w: string) => dict[w]!.replace(/[0-9]/g, "");
-const record = (w: string) => ({ prompt: `${w.toLowerCase()} in ARPAbet:`, completion: ` ${phones(w)}\n` });
+const record = (w: string) => ({ prompt: `${w.toLowerCase()}:`, completion: ` ${phones(w)}\n` });
 const trainWords = words.slice(0, 320);
 const testWords = words.slice(320, 352);
 
@@ -101,7 +101,7 @@ await sm.lora.train({
   train,
   valid: test,
   iters: ITERS,
-  batchSize: 8,
+  batchSize: 4,
   learningRate: 2e-3,
   lrSchedule: "cosine",
   warmup: Math.min(5, ITERS - 1),
