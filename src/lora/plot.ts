@@ -6,11 +6,13 @@ const W = 640;
 const H = 360;
 const PAD = { left: 56, right: 16, top: 28, bottom: 40 };
 
-function niceTicks(lo: number, hi: number, n = 5): number[] {
+function niceTicks(lo: number, hi: number, opts: { integer?: boolean } = {}): number[] {
   if (hi <= lo) return [lo];
-  const raw = (hi - lo) / n;
+  const raw = (hi - lo) / 5;
   const mag = 10 ** Math.floor(Math.log10(raw));
-  const step = [1, 2, 5, 10].map((f) => f * mag).find((s) => s >= raw) ?? raw;
+  const nice = [1, 2, 5, 10].map((f) => f * mag).find((s) => s >= raw) ?? raw;
+  // Steps are whole numbers: no tick at step 0.5.
+  const step = opts.integer ? Math.max(1, Math.round(nice)) : nice;
   const out: number[] = [];
   for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Number(v.toPrecision(12)));
   return out;
@@ -46,7 +48,7 @@ export function lossSvg(train: Series, valid: Series, title = "LoRA training los
     parts.push(`<line x1="${PAD.left}" x2="${W - PAD.right}" y1="${y}" y2="${y}" stroke="#e5e5e5"/>`);
     parts.push(`<text x="${PAD.left - 6}" y="${y}" text-anchor="end" dominant-baseline="middle">${t}</text>`);
   }
-  for (const t of niceTicks(x0, x1)) {
+  for (const t of niceTicks(x0, x1, { integer: true })) {
     const x = px(t).toFixed(1);
     parts.push(`<line x1="${x}" x2="${x}" y1="${H - PAD.bottom}" y2="${H - PAD.bottom + 4}" stroke="#444"/>`);
     parts.push(`<text x="${x}" y="${H - PAD.bottom + 16}" text-anchor="middle">${t}</text>`);
