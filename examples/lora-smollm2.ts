@@ -16,7 +16,7 @@ import * as sm from "../src/index.ts";
 const { values: args } = parseArgs({
   options: { iters: { type: "string" }, out: { type: "string" }, model: { type: "string" }, layers: { type: "string" } },
 });
-const ITERS = Number(args.iters ?? 30);
+const ITERS = Number(args.iters ?? 60);
 const OUT = args.out ?? "lora-smollm2-adapter";
 const MODEL = args.model ?? join(process.env.SMELT_MODELS_DIR ?? join(homedir(), ".cache", "smelt", "models"), "SmolLM2-135M-Instruct.Q4_1.gguf");
 const LAYERS = Number(args.layers ?? 8);
