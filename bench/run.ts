@@ -8,7 +8,8 @@
  * result files into docs/benchmarks.md and docs/benchmarks.svg.
  *
  * The `generate` group (bench/generate.ts: SmolLM2-135M prompt and decode tokens/s) runs after
- * the workloads when the filter matches "generate" or there is none.
+ * the workloads when the filter matches "generate" or there is none; so does `lora-train`
+ * (bench/lora-train.ts: one LoRA training step of SmolLM2-135M, lazy, eager and PEFT + torch).
  *
  * Exits nonzero when a workload throws or its lazy and eager outputs differ beyond tolerance.
  */
@@ -84,8 +85,9 @@ const { register, collect } = await import("./measure.ts");
 
 const chosen = specs(quick).filter((s) => !filter || filter.test(s.id));
 const withGenerate = !filter || filter.test("generate");
-if (chosen.length === 0 && !withGenerate) {
-  console.error(`bench: --filter ${values.filter} matches no workload; the workloads are: ${specs(quick).map((s) => s.id).join(", ")}, generate`);
+const withLoraTrain = !filter || filter.test("lora-train");
+if (chosen.length === 0 && !withGenerate && !withLoraTrain) {
+  console.error(`bench: --filter ${values.filter} matches no workload; the workloads are: ${specs(quick).map((s) => s.id).join(", ")}, generate, lora-train`);
   process.exit(2);
 }
 
@@ -118,6 +120,7 @@ if (values.peer === "torch" && chosen.length) {
 }
 
 const generate = withGenerate ? await (await import("./generate.ts")).generateGroup({ quick, peer: values.peer === "torch", log }) : null;
+const loraTrain = withLoraTrain ? await (await import("./lora-train.ts")).loraTrainGroup({ quick, peer: values.peer === "torch", log }) : null;
 
 const git = (...args: string[]) => {
   try {
@@ -157,6 +160,7 @@ const report = {
     "warm-up runs (with compiles) excluded and reported apart",
   workloads: results,
   generate,
+  loraTrain,
 };
 
 const file = values.out ?? (quick ? null : join(root, "bench", "results", `${dev.backend}-${machine}-${stamp}.json`));

@@ -56,6 +56,7 @@ export { checkpoint, grad, jvp, stopGradient, valueAndGrad, vjp } from "./autogr
 export { QuantizedTensor, quantizedMatmul } from "./tensor/quantized.ts";
 export type { QuantFormat } from "./graph/op.ts";
 export * as lm from "./lm/index.ts";
+export * as lora from "./lora/index.ts";
 import "./tensor/methods.ts";
 
 // Building the native library at import keeps its one-time cost (minutes on a cold Zig cache) out

@@ -14,6 +14,7 @@ interface Command {
 
 const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
   generate: { summary: "generate text with a language model", load: () => import("./generate.ts") },
+  lora: { summary: "fine-tune a language model with LoRA", load: () => import("./lora.ts") },
 };
 
 const USAGE = ["usage: smelt <command> [options]", "", "commands:", ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`), "", "`smelt <command> --help` describes a command's options."].join("\n");

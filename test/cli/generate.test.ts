@@ -37,7 +37,7 @@ describe("smelt generate: mistakes", () => {
     fails(["generate", "--model", file, "--prompt", "hi"], `smelt generate: loadGGUF: ${file}: not a GGUF file (magic 4b4e554a, expected 46554747 for "GGUF")`);
   });
   test("an unknown command, and no command", () => {
-    fails(["frobnicate"], "smelt: unknown command 'frobnicate'; the commands are generate");
+    fails(["frobnicate"], "smelt: unknown command 'frobnicate'; the commands are generate, lora");
     const r = smelt();
     expect(r.status).toBe(2);
     expect(r.stdout).toContain("usage: smelt <command>");

@@ -1,0 +1,142 @@
+/**
+ * The `lora-train` group of `bun run bench`: one full LoRA training step (forward, backward,
+ * AdamW) of SmolLM2-135M (Q4_1 GGUF) with rank 8 on every linear layer, batch 4 x 128 tokens: ms
+ * per step, tokens/s, kernels per step and peak memory, lazy and eager. `--peer torch` runs PEFT +
+ * torch on the same file (dequantized to float32, the same threads) through bench/lora_train_peer.py,
+ * eager and torch.compile. Also runs alone: `bun bench/lora-train.ts [--quick] [--peer torch]`.
+ * Each mode is measured after a warm-up step (which compiles the kernels), as the median of runs.
+ */
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { cpus, homedir } from "node:os";
+import { join } from "node:path";
+import * as sm from "smelt";
+
+export const MODEL = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+export interface StepFigures {
+  msPerStep: number;
+  tokensPerSec: number;
+  /** bytes: sm.getPeakMemory() over the measured steps (smelt) or the process's peak RSS (torch). */
+  peakMemory: number;
+}
+export interface LoraTrainBench {
+  model: string;
+  batch: number;
+  seqLen: number;
+  rank: number;
+  runs: number;
+  threads: number;
+  trainable: number;
+  lazy: StepFigures & { kernelsPerStep: number };
+  eager: StepFigures & { kernelsPerStep: number };
+  torch?: { eager: StepFigures; compile: StepFigures | { error: string }; torch: string; peft: string; threads: number } | { error: string };
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/** Token ids of a fixed pseudo-random batch (the same in the peer), shifted for next-token targets. */
+export function batchIds(batch: number, seqLen: number, vocab: number): number[][] {
+  let s = 12345;
+  return Array.from({ length: batch }, () =>
+    Array.from({ length: seqLen + 1 }, () => {
+      s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+      return s % vocab;
+    }),
+  );
+}
+
+export async function loraTrainGroup(opts: { quick: boolean; peer: boolean; log: (s: string) => void }): Promise<LoraTrainBench | null> {
+  const { quick, peer, log } = opts;
+  const dir = process.env.SMELT_MODELS_DIR ?? join(homedir(), ".cache", "smelt", "models");
+  const file = join(dir, MODEL);
+  if (!existsSync(file)) {
+    log(`\nlora-train: skipped, ${MODEL} is not in ${dir} (scripts/fetch-model.sh fetches it)`);
+    return null;
+  }
+  const batch = quick ? 1 : 4;
+  const seqLen = quick ? 16 : 128;
+  const runs = quick ? 1 : 3;
+  const rank = 8;
+  const threads = Number(process.env.SMELT_HOST_THREADS) || cpus().length;
+  log(`\nlora-train: ${MODEL}, batch ${batch} x ${seqLen}, rank ${rank} all-linear, one step (forward, backward, AdamW), ${runs} run(s) per mode ...`);
+
+  const { model, config } = await sm.lm.load(file);
+  sm.random.seed(0);
+  const trainable = sm.lora.apply(model, { rank, alpha: 16, targets: "all-linear" });
+  const ids = batchIds(batch, seqLen, config.vocabSize);
+  const x = sm.array(ids.map((r) => r.slice(0, seqLen)), "int32");
+  const y = sm.array(ids.map((r) => r.slice(1)), "int32");
+  const w = sm.full([batch, seqLen], 1, "float32");
+  const n = batch * seqLen;
+  const lossAndGrad = sm.nn.valueAndGrad(model, (m: typeof model) => sm.lora.maskedLoss(m.forward(x), y, w, n));
+  const opt = new sm.optim.AdamW({ learningRate: 1e-4 });
+  const step = () => {
+    const [loss, grads] = lossAndGrad(model);
+    opt.update(model, grads);
+    sm.eval(loss as sm.Tensor, model.trainableParameters(), opt.state);
+    (loss as sm.Tensor).dispose();
+  };
+
+  const measure = (mode: "lazy" | "eager") => {
+    sm.setDefaultMode(mode);
+    try {
+      step();
+      const ms: number[] = [];
+      let kernels = 0;
+      sm.resetPeakMemory();
+      for (let i = 0; i < runs; i++) {
+        const k0 = sm.stats().kernelsDispatched;
+        const t0 = performance.now();
+        step();
+        ms.push(performance.now() - t0);
+        kernels = sm.stats().kernelsDispatched - k0;
+      }
+      const msPerStep = median(ms);
+      return { msPerStep, tokensPerSec: (n * 1000) / msPerStep, peakMemory: sm.getPeakMemory(), kernelsPerStep: kernels };
+    } finally {
+      sm.setDefaultMode("lazy");
+    }
+  };
+  const result: LoraTrainBench = { model: MODEL, batch, seqLen, rank, runs, threads, trainable, lazy: measure("lazy"), eager: measure("eager") };
+
+  if (peer) {
+    log("lora-train: PEFT + torch on the same GGUF (bench/lora_train_peer.py) ...");
+    const p = spawnSync("python3", [join(import.meta.dir, "lora_train_peer.py")], {
+      input: JSON.stringify({ file, ids, rank, runs, threads, compile: !quick }),
+      encoding: "utf8",
+      stdio: ["pipe", "pipe", "inherit"],
+      env: { ...process.env, OMP_WAIT_POLICY: process.env.OMP_WAIT_POLICY ?? "PASSIVE" },
+    });
+    result.torch = p.status === 0 ? JSON.parse(p.stdout) : { error: `bench/lora_train_peer.py exited with ${p.status}` };
+  }
+  printLoraTrain(result, log);
+  return result;
+}
+
+function printLoraTrain(r: LoraTrainBench, log: (s: string) => void): void {
+  const gb = (b: number) => `${(b / 1e9).toFixed(3)} GB`;
+  const line = (name: string, f: StepFigures, extra = "") => log(`  ${name.padEnd(14)} ${f.msPerStep.toFixed(0)} ms/step  ${f.tokensPerSec.toFixed(1)} tok/s  peak ${gb(f.peakMemory)}${extra}`);
+  log(`lora-train (${r.model}, batch ${r.batch} x ${r.seqLen}, rank ${r.rank}, ${r.trainable} trainable, ${r.threads} threads, median of ${r.runs}):`);
+  line("smelt lazy", r.lazy, `  ${r.lazy.kernelsPerStep} kernels/step`);
+  line("smelt eager", r.eager, `  ${r.eager.kernelsPerStep} kernels/step`);
+  log(`  lazy / eager: ${(r.lazy.tokensPerSec / r.eager.tokensPerSec).toFixed(2)}x tokens/s`);
+  const t = r.torch;
+  if (t && "error" in t) log(`  PEFT + torch   ${t.error}`);
+  else if (t) {
+    line("torch eager", t.eager, ` (torch ${t.torch}, peft ${t.peft}, float32, peak RSS)`);
+    if ("error" in t.compile) log(`  torch.compile  ${t.compile.error}`);
+    else line("torch.compile", t.compile);
+    log(`  smelt lazy / torch eager: ${(r.lazy.tokensPerSec / t.eager.tokensPerSec).toFixed(2)}x tokens/s`);
+  }
+}
+
+if (import.meta.main) {
+  const args = process.argv.slice(2);
+  const bad = args.find((a) => a !== "--quick" && a !== "--peer" && a !== "torch");
+  if (bad !== undefined || (args.includes("--peer") && !args.includes("torch"))) {
+    console.error("usage: bun bench/lora-train.ts [--quick] [--peer torch]");
+    process.exit(2);
+  }
+  await loraTrainGroup({ quick: args.includes("--quick"), peer: args.includes("--peer"), log: console.log });
+}

@@ -1,0 +1,78 @@
+"""PEFT + torch peer of the `lora-train` group of `bun run bench --peer torch` (bench/lora-train.ts).
+
+Reads {"file", "ids", "rank", "runs", "threads", "compile"} on stdin: the GGUF file, the batch's
+token ids ([B, T + 1]: inputs are the first T, targets the last T), the LoRA rank, how many timed
+steps, smelt's thread count, and whether to time torch.compile too. Loads the file with
+transformers (dequantized to float32) on the CPU, wraps every linear layer but lm_head in PEFT
+LoRA (alpha 16), and times one training step (forward, mean next-token cross-entropy, backward,
+torch.optim.AdamW) after one warm-up step, as the median of the runs. Writes {"eager", "compile",
+"torch", "peft", "threads"} to stdout, each mode as {"msPerStep", "tokensPerSec", "peakMemory"}
+(peak RSS of the process, bytes, so far); progress to stderr.
+"""
+
+import json
+import os
+import resource
+import sys
+import time
+import warnings
+from importlib.metadata import version
+
+warnings.filterwarnings("ignore")
+
+try:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+except ImportError as e:
+    print(f"lora_train_peer.py: needs torch, transformers, peft and gguf ({e}); pip install them first", file=sys.stderr)
+    sys.exit(2)
+
+
+def main():
+    job = json.load(sys.stdin)
+    # The GGUF conversion's progress bar would flood bench's output.
+    hf_logging.disable_progress_bar()
+    torch.set_num_threads(int(job["threads"]))
+    path = job["file"]
+    base = AutoModelForCausalLM.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32)
+    model = get_peft_model(base, LoraConfig(r=int(job["rank"]), lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"))
+    model.train()
+    ids = torch.tensor(job["ids"])
+    x, y = ids[:, :-1], ids[:, 1:]
+    tokens = x.numel()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def loss_of(m):
+        logits = m(input_ids=x).logits
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+    def timed(m):
+        def step():
+            opt.zero_grad()
+            loss_of(m).backward()
+            opt.step()
+        step()
+        ms = []
+        for _ in range(int(job["runs"])):
+            t0 = time.perf_counter()
+            step()
+            ms.append((time.perf_counter() - t0) * 1000)
+        med = sorted(ms)[len(ms) // 2]
+        return {"msPerStep": med, "tokensPerSec": tokens * 1000 / med, "peakMemory": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+    print("lora_train_peer.py: eager ...", file=sys.stderr)
+    eager = timed(model)
+    compiled = {"error": "not run (--quick)"}
+    if job.get("compile"):
+        print("lora_train_peer.py: torch.compile ...", file=sys.stderr)
+        try:
+            compiled = timed(torch.compile(model))
+        except Exception as e:  # a compile failure is a result to report, not a crash of the bench
+            compiled = {"error": f"torch.compile failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+    json.dump({"eager": eager, "compile": compiled, "torch": torch.__version__, "peft": version("peft"), "threads": torch.get_num_threads()}, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
