@@ -25,6 +25,8 @@ class Builder {
   constructor(
     readonly file: string,
     readonly get: WeightSource,
+    /** The source's tensors are handed over: the builder may join them and release the originals. */
+    readonly join: boolean,
   ) {}
   tensor(name: string, shape: readonly number[]): Weight {
     const w = this.get(name);
@@ -46,11 +48,57 @@ class Builder {
     if (b) l.bias = b;
     return l;
   }
+  /**
+   * Projections of one input, as linear(); when their weights are quantized in one format and
+   * handed over, also one QuantizedLinear over their rows stacked, so that a step runs one matmul
+   * kernel for all of them. Each projection's weight is then a view of the joined blocks (no copy).
+   */
+  projections(prefixes: readonly string[], inDims: number, outs: readonly number[], bias: boolean): { parts: AnyLinear[]; joined?: Joined } {
+    const ws = prefixes.map((p, i) => this.tensor(`${p}.weight`, [outs[i]!, inDims]));
+    const first = ws[0];
+    if (!this.join || !(first instanceof QuantizedTensor) || !ws.every((w) => w instanceof QuantizedTensor && w.format === first.format))
+      return { parts: prefixes.map((p, i) => this.linear(p, inDims, outs[i]!, bias)) };
+    const qs = ws as QuantizedTensor[];
+    const blocks = concatenate(qs.map((w) => w.blocks));
+    const biases = bias ? prefixes.map((p, i) => this.float(`${p}.bias`, [outs[i]!])) : undefined;
+    const joinedBias = biases && concatenate(biases);
+    evalTensors(blocks, ...(joinedBias ? [joinedBias] : []));
+    for (const w of qs) w.dispose();
+    let at = 0;
+    const parts = qs.map((w, i) => {
+      const view = blocks.slice({ start: at, stop: at + w.nbytes });
+      at += w.nbytes;
+      return new QuantizedLinear(QuantizedTensor.fromBlocks(view, w.shape, w.format), biases?.[i]);
+    });
+    evalTensors(...parts.map((l) => l.weight.blocks));
+    const total = outs.reduce((a, b) => a + b, 0);
+    return { parts, joined: { linear: new QuantizedLinear(QuantizedTensor.fromBlocks(blocks, [total, inDims], first.format), joinedBias), parts, outs } };
+  }
   norm(name: string, dims: number, eps: number): RMSNorm {
     const n = new RMSNorm(dims, eps);
     n.weight = this.float(name, [dims]);
     return n;
   }
+}
+
+/** Projections of one input joined into one quantized matmul (Builder.projections). */
+interface Joined {
+  linear: QuantizedLinear;
+  /** The layers it stands for: while a module still holds them (no adapter replaced one), it computes them. */
+  parts: readonly AnyLinear[];
+  outs: readonly number[];
+}
+
+/** The projections of x, by the joined matmul when `current` are still the layers it was built from. */
+function project(x: Tensor, current: readonly AnyLinear[], joined: Joined | undefined): Tensor[] {
+  if (!joined || current.some((l, i) => l !== joined.parts[i])) return current.map((l) => l.forward(x));
+  const y = joined.linear.forward(x);
+  let at = 0;
+  return joined.outs.map((n) => {
+    const part = y.slice("...", { start: at, stop: at + n });
+    at += n;
+    return part;
+  });
 }
 
 /** cos and sin of every position's angles, [T, headDim], halves repeated as rotate-half pairs them. */
@@ -74,6 +122,7 @@ export class Attention extends Module {
   k_proj: AnyLinear;
   v_proj: AnyLinear;
   o_proj: AnyLinear;
+  readonly #qkv: Joined | undefined;
   constructor(
     readonly config: ModelConfig,
     b: Builder,
@@ -81,9 +130,10 @@ export class Attention extends Module {
   ) {
     super();
     const { hiddenSize: H, numHeads, numKvHeads, headDim, attentionBias } = config;
-    this.q_proj = b.linear(`${prefix}.q_proj`, H, numHeads * headDim, attentionBias);
-    this.k_proj = b.linear(`${prefix}.k_proj`, H, numKvHeads * headDim, attentionBias);
-    this.v_proj = b.linear(`${prefix}.v_proj`, H, numKvHeads * headDim, attentionBias);
+    const names = ["q_proj", "k_proj", "v_proj"].map((n) => `${prefix}.${n}`);
+    const { parts, joined } = b.projections(names, H, [numHeads * headDim, numKvHeads * headDim, numKvHeads * headDim], attentionBias);
+    [this.q_proj, this.k_proj, this.v_proj] = parts as [AnyLinear, AnyLinear, AnyLinear];
+    this.#qkv = joined;
     this.o_proj = b.linear(`${prefix}.o_proj`, numHeads * headDim, H, false);
   }
   /** kv, when given, receives this layer's keys and values (the cache's with the new ones appended). */
@@ -91,9 +141,10 @@ export class Attention extends Module {
     const [B, T] = x.shape as [number, number];
     const { numHeads, numKvHeads, headDim } = this.config;
     const heads = (y: Tensor, n: number) => y.reshape([B, T, n, headDim]).transpose([0, 2, 1, 3]);
-    const q = rotate(heads(this.q_proj.forward(x), numHeads), rot);
-    let k = rotate(heads(this.k_proj.forward(x), numKvHeads), rot);
-    let v = heads(this.v_proj.forward(x), numKvHeads);
+    const [qx, kx, vx] = project(x, [this.q_proj, this.k_proj, this.v_proj], this.#qkv) as [Tensor, Tensor, Tensor];
+    const q = rotate(heads(qx, numHeads), rot);
+    let k = rotate(heads(kx, numKvHeads), rot);
+    let v = heads(vx, numKvHeads);
     if (cache) {
       [k, v] = cache.extend(layer, k, v);
       kv?.push([k, v]);
@@ -108,15 +159,18 @@ export class MLP extends Module {
   gate_proj: AnyLinear;
   up_proj: AnyLinear;
   down_proj: AnyLinear;
+  readonly #gateUp: Joined | undefined;
   constructor(config: ModelConfig, b: Builder, prefix: string) {
     super();
     const { hiddenSize: H, intermediateSize: I } = config;
-    this.gate_proj = b.linear(`${prefix}.gate_proj`, H, I, false);
-    this.up_proj = b.linear(`${prefix}.up_proj`, H, I, false);
+    const { parts, joined } = b.projections([`${prefix}.gate_proj`, `${prefix}.up_proj`], H, [I, I], false);
+    [this.gate_proj, this.up_proj] = parts as [AnyLinear, AnyLinear];
+    this.#gateUp = joined;
     this.down_proj = b.linear(`${prefix}.down_proj`, I, H, false);
   }
   override forward(x: Tensor): Tensor {
-    return this.down_proj.forward(ops.silu(this.gate_proj.forward(x)).mul(this.up_proj.forward(x)));
+    const [gate, up] = project(x, [this.gate_proj, this.up_proj], this.#gateUp) as [Tensor, Tensor];
+    return this.down_proj.forward(ops.silu(gate).mul(up));
   }
 }
 
@@ -168,14 +222,18 @@ export class LlamaModel extends Module {
   lm_head?: AnyLinear;
   readonly #invFreq: Tensor;
 
-  /** From weights under transformers' names; `file` names the source in errors. ropeFactors: GGUF's per-pair frequency divisors. */
+  /**
+   * From weights under transformers' names; `file` names the source in errors. ropeFactors: GGUF's
+   * per-pair frequency divisors. handOver: the weights are the model's (a loader's own tensors),
+   * so quantized projections of one input are joined into one weight and the originals disposed.
+   */
   constructor(
     readonly config: ModelConfig,
     weights: WeightSource,
-    opts: { file?: string; ropeFactors?: ArrayLike<number> | undefined } = {},
+    opts: { file?: string | undefined; ropeFactors?: ArrayLike<number> | undefined; handOver?: boolean | undefined } = {},
   ) {
     super();
-    const b = new Builder(opts.file ?? "weights", weights);
+    const b = new Builder(opts.file ?? "weights", weights, opts.handOver ?? false);
     this.model = new DecoderStack(config, b);
     if (!config.tieWordEmbeddings) this.lm_head = b.linear("lm_head", config.hiddenSize, config.vocabSize, false);
     const inv = ropeInvFreq(config, opts.ropeFactors);

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { SmeltError } from "../errors.ts";
 import { loadGGUF } from "../io/gguf.ts";
 import { loadSafetensors } from "../io/safetensors.ts";
+import { clearCache } from "../exec/memory.ts";
 import { QuantizedTensor } from "../tensor/quantized.ts";
 import { evalTensors, Tensor } from "../tensor/tensor.ts";
 import { configFromGGUF, configFromHF, type ModelConfig } from "./config.ts";
@@ -107,7 +108,10 @@ function loadFromGGUF(path: string, opts: LoadOptions): LoadedModel {
   const factors = g.tensors["rope_freqs.weight"];
   let ropeFactors: ArrayLike<number> | undefined;
   if (factors instanceof Tensor) ropeFactors = asFloat32(factors).toArray() as number[];
-  const model = new LlamaModel(config, (n) => weights.get(n), { file: path, ropeFactors });
+  const model = new LlamaModel(config, (n) => weights.get(n), { file: path, ropeFactors, handOver: true });
+  // The model joined projections' weights into new buffers: the ones it released are of sizes
+  // that nothing reuses, and kept for reuse they would double the weights' resident memory.
+  clearCache();
   return { model, tokenizer: Tokenizer.fromGGUF(g.metadata), config };
 }
 

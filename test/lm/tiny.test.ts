@@ -123,6 +123,34 @@ describe("tiny-llama-q8_0.gguf: quantized weights stay quantized", async () => {
   }, SLOW);
 });
 
+describe("tiny-llama-q8_0.gguf: projections of one input run as one quantized matmul", async () => {
+  const { model, config } = await sm.lm.load(join(FIXTURES, "tiny-llama-q8_0.gguf"));
+  const ids = reference("tiny-llama")[2]!.ids;
+  // A prompt then one decode step; the step's kernels and logits.
+  const step = () => {
+    const cache = model.makeCache();
+    model.forward(sm.array([ids.slice(0, -1)], "int32"), cache).dispose();
+    sm.resetStats();
+    const logits = model.forward(sm.array([ids.slice(-1)], "int32"), cache);
+    const kernels = sm.stats().kernelsDispatched;
+    const values = logits.toArray() as number[];
+    cache.dispose();
+    return { kernels, values };
+  };
+
+  test("q/k/v and gate/up are one kernel each; a replaced layer is computed on its own, with the same logits", () => {
+    const joined = step();
+    // As an adapter would: new layers over the same weights, which the joined weight no longer stands for.
+    for (const l of model.model.layers) {
+      l.self_attn.q_proj = new sm.nn.QuantizedLinear((l.self_attn.q_proj as sm.nn.QuantizedLinear).weight);
+      l.mlp.gate_proj = new sm.nn.QuantizedLinear((l.mlp.gate_proj as sm.nn.QuantizedLinear).weight);
+    }
+    const apart = step();
+    expect(apart.kernels - joined.kernels).toBe(3 * config.numLayers);
+    expect(joined.values).toEqual(apart.values);
+  });
+});
+
 describe("unpermuteRows undoes llama.cpp's q/k row order", () => {
   // llama.cpp: w.reshape(heads, 2, rows/heads/2, ...).swapaxes(1, 2): head h's row 2i + j is half j's row i.
   const heads = 2, rows = 8, cols = 32;

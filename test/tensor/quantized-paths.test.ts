@@ -5,6 +5,7 @@
 import { describe, expect, test } from "bun:test";
 import * as sm from "../../src/index.ts";
 import { QUANT_BLOCKS } from "../../src/graph/quant.ts";
+import { plainPlan, QUANT_GROUP } from "../../src/exec/plan/kernel.ts";
 import { DEQUANTIZE_ROWS } from "../../src/tensor/quantized.ts";
 
 let state = 20261206;
@@ -129,5 +130,19 @@ describe("quantizedMatmul paths on every quantized type", () => {
     const x = sm.ones([1, 32]);
     const f = (b: sm.Tensor) => sm.sum(sm.quantizedMatmul(x, sm.QuantizedTensor.fromBlocks(b, [2, 32], "Q8_0")));
     expect(() => sm.grad(f)(w.blocks)).toThrow(/grad: argument 0 has dtype uint8/);
+  });
+});
+
+describe("quantizedMatmul dispatch", () => {
+  // A decoding step's projections have a few hundred weight rows: threadgroups of 256 would make
+  // one or two groups, and the host backend runs a group on one core.
+  test("a single x row is split into SIMD-group sized threadgroups", () => {
+    const w = randomWeight("Q4_1", 192, 64);
+    const x = sm.array(inputs(64), "float32").reshape([1, 64]);
+    const y = sm.quantizedMatmul(x, w);
+    const plan = plainPlan(y.node("test"));
+    expect(plan.dispatch.size[0]).toBe(192);
+    expect(plan.dispatch.group[0]).toBe(QUANT_GROUP);
+    expect(plan.dispatch.size[0] / plan.dispatch.group[0]).toBeGreaterThanOrEqual(6);
   });
 });

@@ -101,24 +101,29 @@ function blockDot(b: Builder, blocks: Node, format: QuantFormat, xAt: (k: string
   const byte = (k: string | number) => `int(${b.emit(blocks, `(base + ${k})`)})`;
   const half = (k: number) => `float(as_type<half>(ushort(${byte(k)} | (${byte(k + 1)} << 8))))`;
   if (format !== "Q8_0" && format !== "Q4_0" && format !== "Q4_1") return false;
-  b.line(format === "Q4_1" ? "float s0 = 0.0f; float s1 = 0.0f; float x0 = 0.0f; float x1 = 0.0f;" : "float s0 = 0.0f; float s1 = 0.0f;");
-  b.line("for (int j = 0; j < 16; ++j) {");
+  const lanes = [0, 1, 2, 3];
+  const names = format === "Q4_1" ? ["s", "t", "u", "w"] : ["s", "t"];
+  b.line(names.map((v) => lanes.map((l) => `float ${v}${l} = 0.0f;`).join(" ")).join(" "));
+  b.line("for (int j = 0; j < 16; j += 4) {");
   b.scoped(() => {
-    b.line(`float lo = float(${xAt("j")}); float hi = float(${xAt("(j + 16)")});`);
-    if (format === "Q8_0") {
-      const int8 = (k: string) => `float(as_type<char>(${b.emit(blocks, `(base + ${k})`)}))`;
-      b.line(`s0 = fma(lo, ${int8("2 + j")}, s0); s1 = fma(hi, ${int8("18 + j")}, s1);`);
-    } else {
-      const shift = format === "Q4_0" ? " - 8" : "";
-      b.line(`int q = ${byte(`${format === "Q4_0" ? 2 : 4} + j`)};`);
-      b.line(`s0 = fma(lo, float((q & 15)${shift}), s0); s1 = fma(hi, float((q >> 4)${shift}), s1);`);
-      if (format === "Q4_1") b.line("x0 += lo; x1 += hi;");
+    for (const l of lanes) {
+      b.line(`float lo${l} = float(${xAt(`(j + ${l})`)}); float hi${l} = float(${xAt(`(j + ${16 + l})`)});`);
+      if (format === "Q8_0") {
+        const int8 = (k: string) => `float(as_type<char>(${b.emit(blocks, `(base + ${k})`)}))`;
+        b.line(`s${l} = fma(lo${l}, ${int8(`2 + j + ${l}`)}, s${l}); t${l} = fma(hi${l}, ${int8(`18 + j + ${l}`)}, t${l});`);
+      } else {
+        const shift = format === "Q4_0" ? " - 8" : "";
+        b.line(`int q${l} = ${byte(`${format === "Q4_0" ? 2 : 4} + j + ${l}`)};`);
+        b.line(`s${l} = fma(lo${l}, float((q${l} & 15)${shift}), s${l}); t${l} = fma(hi${l}, float((q${l} >> 4)${shift}), t${l});`);
+        if (format === "Q4_1") b.line(`u${l} += lo${l}; w${l} += hi${l};`);
+      }
     }
   });
   b.line("}");
+  const total = (v: string) => `((${v}0 + ${v}1) + (${v}2 + ${v}3))`;
   // Q4_1's value is d q + m: the block adds d (x . q) + m (sum of x).
-  if (format === "Q4_1") b.line(`acc += ${half(0)} * (s0 + s1) + ${half(2)} * (x0 + x1);`);
-  else b.line(`acc = fma(${half(0)}, s0 + s1, acc);`);
+  if (format === "Q4_1") b.line(`acc += ${half(0)} * (${total("s")} + ${total("t")}) + ${half(2)} * (${total("u")} + ${total("w")});`);
+  else b.line(`acc = fma(${half(0)}, ${total("s")} + ${total("t")}, acc);`);
   return true;
 }
 

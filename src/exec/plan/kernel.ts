@@ -55,6 +55,9 @@ export function quantRowsPerThread(out: Node): number {
   return Math.max(1, Math.min(8, rows));
 }
 
+/** Threads per threadgroup of quantizedMatmul. */
+export const QUANT_GROUP = 32;
+
 const threads: Record<PlainPlan["kind"], (out: Node) => number> = {
   elementwise: (out) => out.size,
   reduce: (out) => out.size,
@@ -82,5 +85,9 @@ const threads: Record<PlainPlan["kind"], (out: Node) => number> = {
  */
 export function plainPlan(out: Node, also: readonly Node[] = []): PlainPlan {
   const kind = OPS[out.op].kind === "kernel" ? (out.op as KernelOp) : "elementwise";
-  return { kind, out, also, dispatch: threadDispatch(threads[kind](out)) };
+  const dispatch = threadDispatch(threads[kind](out));
+  // A decoding step's matmuls have a few hundred weight rows, a thread each: groups of one SIMD
+  // group leave enough of them to spread over every core (the host runs a group on one core).
+  if (kind === "quantizedMatmul") dispatch.group[0] = Math.min(dispatch.group[0], QUANT_GROUP);
+  return { kind, out, also, dispatch };
 }
