@@ -1,6 +1,6 @@
 /**
  * bun run bench:report: turns bench/results/*.json into docs/benchmarks.md and
- * docs/benchmarks.svg (lazy against eager per workload, from the newest full run; PyTorch beside
+ * docs/benchmarks.svg (lazy against eager per workload, from the newest full run of the host backend; PyTorch beside
  * them when that run had --peer torch). Quick runs are left out.
  */
 import { readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
@@ -31,10 +31,11 @@ const dir = join(root, "bench", "results");
 const runs: Run[] = readdirSync(dir)
   .filter((f) => f.endsWith(".json"))
   .map((f) => ({ ...(JSON.parse(readFileSync(join(dir, f), "utf8")) as Omit<Run, "file">), file: f }))
-  .filter((r) => !r.quick)
+  // The page shows CPU runs of the host backend; GPU runs are reported per backend (docs/cuda.md).
+  .filter((r) => !r.quick && r.backend === "host")
   .sort((a, b) => a.date.localeCompare(b.date));
 if (runs.length === 0) {
-  console.error("bench:report: no full runs in bench/results (run `bun run bench` first)");
+  console.error("bench:report: no full host runs in bench/results (run `bun run bench` first)");
   process.exit(1);
 }
 const latest = runs.at(-1)!;
@@ -192,7 +193,7 @@ function doc(run: Run): string {
     "# Benchmarks",
     "",
     "Made by `bun run bench:report` from `bench/results/" + run.file + "`, written by `bun run bench" + (run.workloads.some((w) => w.peer) ? " --peer torch" : "") + "`.",
-    "Do not edit by hand: run the benchmark and the report again.",
+    "Do not edit by hand: run the benchmark and the report again. Figures of the CUDA backend on an NVIDIA GPU are in docs/cuda.md.",
     "",
     `Machine: ${run.cpu}, ${run.cores} cores, ${run.memoryGiB} GiB, ${run.platform}; backend **${run.backend}** (${run.device}); Bun ${run.bun}; mitata ${run.mitata}; smelt ${commit}; ${run.date}.`,
     "",
