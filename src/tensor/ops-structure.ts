@@ -295,6 +295,29 @@ export function takeAlongAxis(x: Tensor, indices: Indices, axis?: number): Tenso
 }
 
 /**
+ * The checked arguments of putAlongAxis and scatterAdd: x (flattened when axis is undefined), the
+ * axis, the indices broadcast to their full shape, and the values broadcast to it (as nodes).
+ */
+function alongArgs(op: string, x: Tensor, n: Node, indices: Indices, values: Tensor | Nested, axis: number | undefined) {
+  const src = axis === undefined ? reshape(x, [-1]) : x;
+  const ax = axis === undefined ? 0 : normalizeAxis(op, axis, n.shape.length);
+  const s = src.shape;
+  let ids = indexTensor(op, indices, s[ax]!, ax);
+  if (axis === undefined) ids = reshape(ids, [-1]);
+  const shape = alongShape(op, s, ids.shape, ax);
+  if (shape.some((d, k) => k !== ax && d !== s[k])) {
+    throw new SmeltError(`${op}: indices of shape ${fmt(ids.shape)} do not fit x of shape ${fmt(s)} on the axes other than ${ax}`);
+  }
+  checkNotEmpty(op, s[ax]!, ax, ids);
+  const v = values instanceof Tensor ? values : array(values, n.dtype);
+  const vshape = broadcastShapes(op, v.shape, shape);
+  if (vshape.length !== shape.length || vshape.some((d, k) => d !== shape[k])) {
+    throw new SmeltError(`${op}: values of shape ${fmt(v.shape)} cannot be broadcast to the indices' shape ${fmt(shape)}`);
+  }
+  return { src, ax, ids: broadcastTo(ids, shape).node(op), vals: broadcastTo(v, shape).node(op) };
+}
+
+/**
  * A copy of x with values written at indices along axis (NumPy's put_along_axis, without mutating
  * x). indices has x's number of axes, each of its other axes of x's size or 1; values broadcast to
  * indices' shape and are cast to x's dtype. With no axis, x and indices are flattened and the result
@@ -306,23 +329,8 @@ export function putAlongAxis(x: Tensor, indices: Indices, values: Tensor | Neste
   const op = "putAlongAxis";
   const n = tensorNode(op, x, "x");
   return composite(() => {
-    const src = axis === undefined ? reshape(x, [-1]) : x;
-    const ax = axis === undefined ? 0 : normalizeAxis(op, axis, n.shape.length);
-    const s = src.shape;
-    let ids = indexTensor(op, indices, s[ax]!, ax);
-    if (axis === undefined) ids = reshape(ids, [-1]);
-    const shape = alongShape(op, s, ids.shape, ax);
-    if (shape.some((d, k) => k !== ax && d !== s[k])) {
-      throw new SmeltError(`${op}: indices of shape ${fmt(ids.shape)} do not fit x of shape ${fmt(s)} on the axes other than ${ax}`);
-    }
-    checkNotEmpty(op, s[ax]!, ax, ids);
-    const v = values instanceof Tensor ? values : array(values, n.dtype);
-    const vshape = broadcastShapes(op, v.shape, shape);
-    if (vshape.length !== shape.length || vshape.some((d, k) => d !== shape[k])) {
-      throw new SmeltError(`${op}: values of shape ${fmt(v.shape)} cannot be broadcast to the indices' shape ${fmt(shape)}`);
-    }
-    const vals = castNode(broadcastTo(v, shape).node(op), n.dtype);
-    const out = new Tensor(new Node("putAlong", [src.node(op), broadcastTo(ids, shape).node(op), vals], s, n.dtype, { axis: ax }));
+    const { src, ax, ids, vals } = alongArgs(op, x, n, indices, values, axis);
+    const out = new Tensor(new Node("putAlong", [src.node(op), ids, castNode(vals, n.dtype)], src.shape, n.dtype, { axis: ax }));
     return axis === undefined ? reshape(out, n.shape) : out;
   });
 }
@@ -340,24 +348,9 @@ export function scatterAdd(x: Tensor, indices: Indices, values: Tensor | Nested,
   const n = tensorNode(op, x, "x");
   if (n.dtype === "bool") throw new SmeltError(`${op}: x must be numeric, got dtype bool`);
   return composite(() => {
-    const src = axis === undefined ? reshape(x, [-1]) : x;
-    const ax = axis === undefined ? 0 : normalizeAxis(op, axis, n.shape.length);
-    const s = src.shape;
-    let ids = indexTensor(op, indices, s[ax]!, ax);
-    if (axis === undefined) ids = reshape(ids, [-1]);
-    const shape = alongShape(op, s, ids.shape, ax);
-    if (shape.some((d, k) => k !== ax && d !== s[k])) {
-      throw new SmeltError(`${op}: indices of shape ${fmt(ids.shape)} do not fit x of shape ${fmt(s)} on the axes other than ${ax}`);
-    }
-    checkNotEmpty(op, s[ax]!, ax, ids);
-    const v = values instanceof Tensor ? values : array(values, n.dtype);
-    const vshape = broadcastShapes(op, v.shape, shape);
-    if (vshape.length !== shape.length || vshape.some((d, k) => d !== shape[k])) {
-      throw new SmeltError(`${op}: values of shape ${fmt(v.shape)} cannot be broadcast to the indices' shape ${fmt(shape)}`);
-    }
+    const { src, ax, ids, vals } = alongArgs(op, x, n, indices, values, axis);
     const acc: DType = isFloating(n.dtype) ? "float32" : n.dtype;
-    const vals = castNode(castNode(broadcastTo(v, shape).node(op), n.dtype), acc);
-    const sums = new Node("scatterAdd", [broadcastTo(ids, shape).node(op), vals], s, acc, { axis: ax });
+    const sums = new Node("scatterAdd", [ids, castNode(castNode(vals, n.dtype), acc)], src.shape, acc, { axis: ax });
     const out = add(src, new Tensor(castNode(sums, n.dtype)));
     return axis === undefined ? reshape(out, n.shape) : out;
   });
