@@ -51,18 +51,35 @@ def loss_of(logits):
     return torch.nn.functional.cross_entropy(lg[keep], tg[keep])
 
 
+def adapted(m, cfg, seed, b_scale, magnitude_scale=0.0):
+    """m wrapped in PEFT by cfg, with lora_B drawn from N(0, b_scale^2) (PEFT starts it at zero, which
+    would hide B's layout) and, for DoRA, magnitudes scaled by 1 + N(0, magnitude_scale^2)."""
+    pm = get_peft_model(m, cfg)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_B" in n:
+                p.copy_(b_scale * torch.randn(p.shape, generator=g))
+            if magnitude_scale and "lora_magnitude_vector" in n:
+                p.mul_(1 + magnitude_scale * torch.randn(p.shape, generator=g))
+    return pm
+
+
+def save_adapter(pm, out):
+    """PEFT's adapter folder, without the model card it writes beside it."""
+    pm.save_pretrained(out)
+    readme = os.path.join(out, "README.md")
+    if os.path.exists(readme):
+        os.remove(readme)
+
+
 def make():
     os.makedirs(OUT, exist_ok=True)
     m = base()
     save_file({k: v.contiguous() for k, v in m.state_dict().items()}, os.path.join(OUT, "base.safetensors"))
     cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
-    pm = get_peft_model(m, cfg)
-    g = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for n, p in pm.named_parameters():
-            if "lora_B" in n:
-                p.copy_(0.2 * torch.randn(p.shape, generator=g))
-    pm.save_pretrained(os.path.join(OUT, "peft"))
+    pm = adapted(m, cfg, 5, 0.2)
+    save_adapter(pm, os.path.join(OUT, "peft"))
     pm.eval()
     with torch.no_grad():
         logits = pm(input_ids=IDS).logits
@@ -106,19 +123,9 @@ def dora():
     m = base()
     cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "up_proj"], use_dora=True,
                      task_type="CAUSAL_LM")
-    pm = get_peft_model(m, cfg)
-    g = torch.Generator().manual_seed(6)
-    with torch.no_grad():
-        for n, p in pm.named_parameters():
-            if "lora_B" in n:
-                p.copy_(0.2 * torch.randn(p.shape, generator=g))
-            if "lora_magnitude_vector" in n:
-                p.mul_(1 + 0.2 * torch.randn(p.shape, generator=g))
+    pm = adapted(m, cfg, 6, 0.2, magnitude_scale=0.2)
     out = os.path.join(OUT, "dora")
-    pm.save_pretrained(out)
-    readme = os.path.join(out, "README.md")
-    if os.path.exists(readme):
-        os.remove(readme)
+    save_adapter(pm, out)
     pm.eval()
     with torch.no_grad():
         logits = pm(input_ids=IDS).logits
@@ -155,17 +162,9 @@ def smollm2():
     m = AutoModelForCausalLM.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", dtype=torch.float32).eval()
     cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "down_proj"],
                      layers_to_transform=SMOL_LAYERS, task_type="CAUSAL_LM")
-    pm = get_peft_model(m, cfg)
-    g = torch.Generator().manual_seed(9)
-    with torch.no_grad():
-        for n, p in pm.named_parameters():
-            if "lora_B" in n:
-                p.copy_(0.02 * torch.randn(p.shape, generator=g))
+    pm = adapted(m, cfg, 9, 0.02)
     out = os.path.join(OUT, "smollm2")
-    pm.save_pretrained(out)
-    readme = os.path.join(out, "README.md")
-    if os.path.exists(readme):
-        os.remove(readme)
+    save_adapter(pm, out)
     pm.eval()
     with torch.no_grad():
         logits = pm(input_ids=SMOL_IDS).logits[0]

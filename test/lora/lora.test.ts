@@ -5,8 +5,8 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as sm from "../../src/index.ts";
-import { maskedLoss } from "../../src/lora/loss.ts";
 import { errorMessage } from "../expect-error.ts";
+import { adamwLosses, expectPeftLosses } from "./adamw-losses.ts";
 import { TinyLlama, seededTiny } from "./tiny-llama.ts";
 
 setDefaultTimeout(300_000);
@@ -30,6 +30,16 @@ function reference(): TinyLlama {
 }
 const ids = sm.array(expected.ids, "int32");
 const logitsOf = (m: TinyLlama) => Array.from(m.forward(ids).eval().raw());
+/** The fixture's ids as next-token inputs and targets, with PEFT's loss mask. */
+function fixtureBatch() {
+  const L = expected.ids[0]!.length;
+  return {
+    x: sm.slice(ids, {}, { stop: L - 1 }),
+    y: sm.slice(ids, {}, { start: 1 }),
+    w: sm.array(expected.mask.map((r) => r.slice(1)), "float32"),
+    count: expected.mask.reduce((n, r) => n + r.slice(1).reduce((a, b) => a + b, 0), 0),
+  };
+}
 const maxDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
   let d = 0;
   for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i]! - b[i]!));
@@ -145,22 +155,7 @@ test("load rejects a folder that does not fit the model", async () => {
 test("AdamW on the adapter: losses equal PEFT + torch.optim.AdamW within 0.2% at every step", async () => {
   const m = reference();
   await sm.lora.load(m, join(FIX, "peft"));
-  const L = expected.ids[0]!.length;
-  const x = sm.slice(ids, {}, { stop: L - 1 });
-  const y = sm.slice(ids, {}, { start: 1 });
-  const w = sm.array(expected.mask.map((r) => r.slice(1)), "float32");
-  const count = expected.mask.reduce((n, r) => n + r.slice(1).reduce((a, b) => a + b, 0), 0);
-  const step = sm.nn.valueAndGrad(m, (mm: TinyLlama) => maskedLoss(mm.forward(x), y, w, count));
-  const opt = new sm.optim.AdamW({ learningRate: expected.lr, weightDecay: expected.weightDecay });
-  const losses: number[] = [];
-  for (let i = 0; i < expected.losses.length; i++) {
-    const [loss, grads] = step(m);
-    opt.update(m, grads);
-    sm.eval(loss as sm.Tensor, m.parameters(), opt.state);
-    losses.push((loss as sm.Tensor).raw()[0]!);
-  }
-  console.log(`losses smelt ${losses.map((v) => v.toFixed(5)).join(" ")}\n       PEFT  ${expected.losses.map((v) => v.toFixed(5)).join(" ")}`);
-  for (let i = 0; i < losses.length; i++) expect(Math.abs(losses[i]! - expected.losses[i]!) / expected.losses[i]!).toBeLessThanOrEqual(0.002);
+  expectPeftLosses("losses", adamwLosses(m, fixtureBatch(), { ...expected, steps: expected.losses.length }), expected.losses);
   // The reference losses fall: the steps train the adapter, not a no-op.
   expect(expected.losses[expected.losses.length - 1]!).toBeLessThan(expected.losses[0]! - 0.1);
 });
@@ -214,20 +209,5 @@ test("DoRA: a PEFT DoRA adapter gives PEFT's logits, saves as PEFT does, trains 
   sm.lora.unmerge(m);
   expect(maxDiff(logitsOf(m), got)).toBeLessThanOrEqual(1e-5);
 
-  const L = expected.ids[0]!.length;
-  const x = sm.slice(ids, {}, { stop: L - 1 });
-  const y = sm.slice(ids, {}, { start: 1 });
-  const w = sm.array(expected.mask.map((r) => r.slice(1)), "float32");
-  const count = expected.mask.reduce((n, r) => n + r.slice(1).reduce((a, b) => a + b, 0), 0);
-  const step = sm.nn.valueAndGrad(m, (mm: TinyLlama) => maskedLoss(mm.forward(x), y, w, count));
-  const opt = new sm.optim.AdamW({ learningRate: expected.lr, weightDecay: expected.weightDecay });
-  const losses: number[] = [];
-  for (let i = 0; i < want.losses.length; i++) {
-    const [loss, grads] = step(m);
-    opt.update(m, grads);
-    sm.eval(loss as sm.Tensor, m.parameters(), opt.state);
-    losses.push((loss as sm.Tensor).raw()[0]!);
-  }
-  console.log(`DoRA losses smelt ${losses.map((v) => v.toFixed(5)).join(" ")}\n            PEFT  ${want.losses.map((v) => v.toFixed(5)).join(" ")}`);
-  for (let i = 0; i < losses.length; i++) expect(Math.abs(losses[i]! - want.losses[i]!) / want.losses[i]!).toBeLessThanOrEqual(0.002);
+  expectPeftLosses("DoRA losses", adamwLosses(m, fixtureBatch(), { ...expected, steps: want.losses.length }), want.losses);
 });

@@ -6,6 +6,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import * as sm from "../../src/index.ts";
 import { modelPath, SMOLLM2_GGUF } from "../models.ts";
+import { adamwLosses, expectPeftLosses } from "./adamw-losses.ts";
 
 setDefaultTimeout(300_000);
 const FIX = join(import.meta.dir, "..", "fixtures", "lora", "smollm2");
@@ -53,16 +54,6 @@ describe.skipIf(!gguf)("SmolLM2-135M-Instruct with a PEFT adapter", () => {
     const x = ids.slice({}, { stop: L - 1 });
     const y = ids.slice({}, { start: 1 });
     const w = sm.full([1, L - 1], 1, "float32");
-    const step = sm.nn.valueAndGrad(model, (m: typeof model) => sm.lora.maskedLoss(m.forward(x), y, w, L - 1));
-    const opt = new sm.optim.AdamW({ learningRate: want.lr, weightDecay: want.weightDecay });
-    const losses: number[] = [];
-    for (let i = 0; i < want.losses.length; i++) {
-      const [loss, grads] = step(model);
-      opt.update(model, grads);
-      sm.eval(loss as sm.Tensor, model.trainableParameters(), opt.state);
-      losses.push((loss as sm.Tensor).raw()[0]!);
-    }
-    console.log(`losses smelt ${losses.map((v) => v.toFixed(5)).join(" ")}\n       PEFT  ${want.losses.map((v) => v.toFixed(5)).join(" ")}`);
-    for (let i = 0; i < losses.length; i++) expect(Math.abs(losses[i]! - want.losses[i]!) / want.losses[i]!).toBeLessThanOrEqual(0.002);
+    expectPeftLosses("losses", adamwLosses(model, { x, y, w, count: L - 1 }, { ...want, steps: want.losses.length }), want.losses);
   });
 });

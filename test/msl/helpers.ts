@@ -6,6 +6,7 @@
 import { setDefaultTimeout } from "bun:test";
 import { readFileSync } from "node:fs";
 import * as sm from "../../src/index.ts";
+import { prng } from "../../src/lora/data.ts";
 
 export { sm };
 
@@ -70,17 +71,8 @@ export function read<T extends ArrayLike<number>>(buf: sm.DeviceBuffer, ctor: sm
   return buf.read(ctor);
 }
 
-/** Seeded uniform numbers in [0, 1) (mulberry32), so failures reproduce. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded uniform numbers in [0, 1), so failures reproduce: the generator the LoRA data loader shuffles with. */
+const rng = prng;
 
 /** n float32 values uniform in [lo, hi). */
 export function uniform(n: number, lo: number, hi: number, seed: number): Float32Array {

@@ -6,6 +6,7 @@
 import { expect } from "bun:test";
 import * as sm from "../../src/index.ts";
 import { bf16BitsToNumber, f16BitsToNumber, numberToBf16Bits, numberToF16Bits } from "../../src/graph/dtype.ts";
+import { prng } from "../../src/lora/data.ts";
 
 export type DType = sm.DType;
 export const FLOATS: readonly DType[] = ["float32", "float16", "bfloat16"];
@@ -338,17 +339,8 @@ export function check(fn: () => sm.Tensor, want: Ref, dtype: DType, tol: Tol & {
 // inputs
 // ---------------------------------------------------------------------------------------------
 
-/** mulberry32: a small deterministic generator. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded uniform numbers in [0, 1), so failures reproduce: the generator the LoRA data loader shuffles with. */
+export const rng = prng;
 export function uniform(n: number, lo: number, hi: number, seed = 1): number[] {
   const r = rng(seed);
   return Array.from({ length: n }, () => lo + (hi - lo) * r());
