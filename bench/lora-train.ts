@@ -5,11 +5,14 @@
  * torch on the same file (dequantized to float32, the same threads) through bench/lora_train_peer.py,
  * eager and torch.compile. Also runs alone: `bun bench/lora-train.ts [--quick] [--peer torch]`.
  * Each mode is measured after a warm-up step (which compiles the kernels), as the median of runs.
+ * SMELT_LORA_MODEL=PATH times another model file or Hugging Face folder instead (for example one that
+ * bench/smollm2_shaped.py writes where the GGUF cannot be fetched); on the CUDA backend the peer
+ * runs on the GPU too.
  */
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { cpus, homedir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import * as sm from "smelt";
 
 export const MODEL = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -49,9 +52,10 @@ export function batchIds(batch: number, seqLen: number, vocab: number): number[]
 export async function loraTrainGroup(opts: { quick: boolean; peer: boolean; log: (s: string) => void }): Promise<LoraTrainBench | null> {
   const { quick, peer, log } = opts;
   const dir = process.env.SMELT_MODELS_DIR ?? join(homedir(), ".cache", "smelt", "models");
-  const file = join(dir, MODEL);
+  const file = process.env.SMELT_LORA_MODEL || join(dir, MODEL);
+  const name = basename(file);
   if (!existsSync(file)) {
-    log(`\nlora-train: skipped, ${MODEL} is not in ${dir} (scripts/fetch-model.sh fetches it)`);
+    log(`\nlora-train: skipped, ${file} does not exist (scripts/fetch-model.sh fetches ${MODEL})`);
     return null;
   }
   const batch = quick ? 1 : 4;
@@ -59,7 +63,7 @@ export async function loraTrainGroup(opts: { quick: boolean; peer: boolean; log:
   const runs = quick ? 1 : 3;
   const rank = 8;
   const threads = Number(process.env.SMELT_HOST_THREADS) || cpus().length;
-  log(`\nlora-train: ${MODEL}, batch ${batch} x ${seqLen}, rank ${rank} all-linear, one step (forward, backward, AdamW), ${runs} run(s) per mode ...`);
+  log(`\nlora-train: ${name}, batch ${batch} x ${seqLen}, rank ${rank} all-linear, one step (forward, backward, AdamW), ${runs} run(s) per mode ...`);
 
   const { model, config } = await sm.lm.load(file);
   sm.random.seed(0);
@@ -98,12 +102,13 @@ export async function loraTrainGroup(opts: { quick: boolean; peer: boolean; log:
       sm.setDefaultMode("lazy");
     }
   };
-  const result: LoraTrainBench = { model: MODEL, batch, seqLen, rank, runs, threads, trainable, lazy: measure("lazy"), eager: measure("eager") };
+  const result: LoraTrainBench = { model: name, batch, seqLen, rank, runs, threads, trainable, lazy: measure("lazy"), eager: measure("eager") };
 
   if (peer) {
-    log("lora-train: PEFT + torch on the same GGUF (bench/lora_train_peer.py) ...");
+    const device = sm.device().backend === "cuda" ? "cuda" : "cpu";
+    log(`lora-train: PEFT + torch on the same model, ${device} (bench/lora_train_peer.py) ...`);
     const p = spawnSync("python3", [join(import.meta.dir, "lora_train_peer.py")], {
-      input: JSON.stringify({ file, ids, rank, runs, threads, compile: !quick }),
+      input: JSON.stringify({ file, ids, rank, runs, threads, compile: !quick, device }),
       encoding: "utf8",
       stdio: ["pipe", "pipe", "inherit"],
       env: { ...process.env, OMP_WAIT_POLICY: process.env.OMP_WAIT_POLICY ?? "PASSIVE" },

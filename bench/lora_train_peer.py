@@ -1,13 +1,14 @@
 """PEFT + torch peer of the `lora-train` group of `bun run bench --peer torch` (bench/lora-train.ts).
 
-Reads {"file", "ids", "rank", "runs", "threads", "compile"} on stdin: the GGUF file, the batch's
-token ids ([B, T + 1]: inputs are the first T, targets the last T), the LoRA rank, how many timed
-steps, smelt's thread count, and whether to time torch.compile too. Loads the file with
-transformers (dequantized to float32) on the CPU, wraps every linear layer but lm_head in PEFT
+Reads {"file", "ids", "rank", "runs", "threads", "compile", "device"} on stdin: the GGUF file (or a
+Hugging Face folder), the batch's token ids ([B, T + 1]: inputs are the first T, targets the last T), the LoRA rank, how many timed
+steps, smelt's thread count, whether to time torch.compile too, and "cpu" or "cuda". Loads the model with
+transformers (dequantized to float32) on that device, wraps every linear layer but lm_head in PEFT
 LoRA (alpha 16), and times one training step (forward, mean next-token cross-entropy, backward,
 torch.optim.AdamW) after one warm-up step, as the median of the runs. Writes {"eager", "compile",
 "torch", "peft", "threads"} to stdout, each mode as {"msPerStep", "tokensPerSec", "peakMemory"}
-(peak RSS of the process, bytes, so far); progress to stderr.
+(on the CPU the peak RSS of the process so far, on the GPU the peak of torch's CUDA allocator, in
+bytes); progress to stderr.
 """
 
 import json
@@ -36,10 +37,21 @@ def main():
     hf_logging.disable_progress_bar()
     torch.set_num_threads(int(job["threads"]))
     path = job["file"]
-    base = AutoModelForCausalLM.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32)
+    device = job.get("device", "cpu")
+    if os.path.isdir(path):
+        base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    else:
+        base = AutoModelForCausalLM.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32)
+    base = base.to(device)
     model = get_peft_model(base, LoraConfig(r=int(job["rank"]), lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"))
     model.train()
-    ids = torch.tensor(job["ids"])
+    ids = torch.tensor(job["ids"], device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def peak():
+        if device == "cuda":
+            return torch.cuda.max_memory_allocated()
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     x, y = ids[:, :-1], ids[:, 1:]
     tokens = x.numel()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -54,13 +66,15 @@ def main():
             loss_of(m).backward()
             opt.step()
         step()
+        sync()
         ms = []
         for _ in range(int(job["runs"])):
             t0 = time.perf_counter()
             step()
+            sync()
             ms.append((time.perf_counter() - t0) * 1000)
         med = sorted(ms)[len(ms) // 2]
-        return {"msPerStep": med, "tokensPerSec": tokens * 1000 / med, "peakMemory": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+        return {"msPerStep": med, "tokensPerSec": tokens * 1000 / med, "peakMemory": peak()}
 
     print("lora_train_peer.py: eager ...", file=sys.stderr)
     eager = timed(model)
