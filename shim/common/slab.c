@@ -199,10 +199,10 @@ void smelt_slab_stats_get(const smelt_slab_pool* pool, smelt_slab_stats* out) {
 void smelt_slab_pool_free(smelt_slab_pool* pool) {
   if (pool == NULL) return;
   for (uint32_t k = 0; k < SMELT_SLAB_CLASSES; k++) {
-    while (pool->head[k] != NULL) {
-      smelt_slab* s = pool->head[k];
-      unlink_slab(pool, s);
+    for (smelt_slab* s = pool->head[k]; s != NULL;) {
+      smelt_slab* next = s->next;
       release_slab(pool, s);
+      s = next;
     }
   }
   free(pool);
