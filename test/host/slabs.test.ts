@@ -24,7 +24,8 @@ function build() {
     join(root, "test", "host", "slab-harness.c"), "-o", lib];
   const run = Bun.spawnSync({ cmd, stdout: "pipe", stderr: "pipe" });
   if (run.exitCode !== 0) throw new Error(`building the slab harness failed:\n${run.stderr.toString()}`);
-  const { u64, i32, ptr: p, void: none } = FFIType;
+  const { u64, i32, ptr: p } = FFIType;
+  const none = FFIType.void;
   const opened = dlopen(lib, {
     harness_pool_new: { args: [u64], returns: p },
     harness_pool_free: { args: [p], returns: none },
@@ -71,7 +72,7 @@ function stats(pool: Pointer) {
 }
 function newPool(slabBytes: number): Pointer {
   const pool = h.symbols.harness_pool_new(slabBytes);
-  if (pool === null) throw new Error(`no pool of ${slabBytes}-byte slabs`);
+  if (typeof pool !== "number") throw new Error(`no pool of ${slabBytes}-byte slabs`);
   return pool;
 }
 
