@@ -95,6 +95,12 @@ const metal_sources = [_][]const u8{
     "text.m",
 };
 
+/// Shared C that only the Metal backend links: its small-buffer slabs (test/host/slabs.test.ts
+/// builds the same file on any OS).
+const metal_common_sources = [_][]const u8{
+    "slab.c",
+};
+
 const metal_flags = [_][]const u8{ "-fobjc-arc", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden" };
 
 /// macOS 13 is the oldest system smelt supports (MSL 3.0, MTLBinding reflection); the target
@@ -146,7 +152,7 @@ fn addMetal(b: *std.Build, step: *std.Build.Step, sdk_option: ?[]const u8, optim
     c_flags.appendSlice(b.allocator, &.{ "-isysroot", sdk_root }) catch @panic("OOM");
     mod.addCSourceFiles(.{
         .root = b.path("shim/common"),
-        .files = &common_sources,
+        .files = &(common_sources ++ metal_common_sources),
         .flags = c_flags.items,
         .language = .c,
     });

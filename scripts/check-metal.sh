@@ -86,7 +86,7 @@ done
 for src in "$root"/shim/common/*.c; do
   compile "$src" "$work/common-$(basename "${src%.c}").o" -std=c11 -x c
   grep -q "\"$(basename "$src")\"" "$root/build.zig" ||
-    fail "${src#"$root"/} is not in build.zig's common_sources, so zig build would leave it out"
+    fail "${src#"$root"/} is in neither common_sources nor metal_common_sources of build.zig, so zig build would leave it out"
 done
 [ ${#objects[@]} -gt 0 ] || fail "no shim/metal/*.m files"
 for src in "$root"/shim/metal/*.m; do

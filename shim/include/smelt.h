@@ -158,7 +158,8 @@ SMELT_API int smelt_device_stats_get(smelt_device* dev, smelt_device_stats* out)
 SMELT_API const volatile uint64_t* smelt_device_completion_counter(smelt_device* dev);
 
 /* Buffers: zero-filled device memory. Where smelt_limits.host_visible is 1, contents is the memory
- * the device uses (page-aligned on Metal; the host backend starts buffers of 1 MiB or more
+ * the device uses (on Metal page-aligned, or 256-byte aligned for buffers of up to 8 KiB, which are
+ * slots of shared slabs; the host backend starts buffers of 1 MiB or more
  * 256 * (0..15) bytes into their first page, in turn, so that streams between them do not alias
  * within 4 KiB pages). Where it is 0 (a discrete GPU), contents returns NULL and only
  * smelt_buffer_write and smelt_buffer_read reach the bytes. */

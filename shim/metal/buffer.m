@@ -1,7 +1,8 @@
 /*
  * buffer.m: device buffers in shared storage over page-aligned memory that this file maps, so
- * the pointer JS views with toArrayBuffer is the memory the GPU reads and writes; copies in and
- * out through that pointer; and buffers over memory the caller owns.
+ * the pointer JS views with toArrayBuffer is the memory the GPU reads and writes, small ones as
+ * slots of shared slabs; copies in and out through that pointer; and buffers over memory the
+ * caller owns, which are never slots.
  */
 #import "internal.h"
 
@@ -13,12 +14,18 @@
 @implementation SmeltBuffer
 @end
 
-/* The handle of a new MTLBuffer, counted and registered. */
-static smelt_buffer* handle_of(SmeltDevice* dev, id<MTLBuffer> mtl, uint64_t length, uint64_t mapped) {
+/* The handle of a new buffer, counted and registered: the bytes from offset in mtl, which is
+ * the buffer's own or, with slot, its slab's. */
+static smelt_buffer* handle_of(SmeltDevice* dev, id<MTLBuffer> mtl, const smelt_slot* slot, uint64_t length,
+                               uint64_t mapped) {
   SmeltBuffer* buf = [SmeltBuffer new];
   buf->device = dev;
   buf->mtl = mtl;
-  buf->contents = mtl.contents;
+  if (slot != NULL) {
+    buf->slot = *slot;
+    buf->offset = slot->offset;
+  }
+  buf->contents = (uint8_t*)mtl.contents + buf->offset;
   buf->length = length;
   buf->mapped_bytes = mapped;
   smelt_count_add(&dev->core->n_buffers, 1);
@@ -26,6 +33,65 @@ static smelt_buffer* handle_of(SmeltDevice* dev, id<MTLBuffer> mtl, uint64_t len
   smelt_buffer* out = (__bridge_retained smelt_buffer*)buf;
   smelt_device_register(dev, out);
   return out;
+}
+
+/* An MTLBuffer over `bytes` (whole pages) of memory mapped here, which is page-aligned and
+ * zero-filled by the kernel, as newBufferWithBytesNoCopy wants and the ABI promises. The
+ * deallocator unmaps it when the MTLBuffer is released for the last time, which may be on a
+ * Metal thread after a command buffer that used it completes; munmap is safe anywhere. nil when
+ * either step fails, with errno's text in *why for mmap. */
+static id<MTLBuffer> map_pages(SmeltDevice* dev, uint64_t bytes, const char** why) {
+  void* memory = mmap(NULL, (size_t)bytes, PROT_READ | PROT_WRITE, MAP_ANON | MAP_PRIVATE, -1, 0);
+  if (memory == MAP_FAILED) {
+    *why = strerror(errno);
+    return nil;
+  }
+  id<MTLBuffer> mtl = [dev->mtl newBufferWithBytesNoCopy:memory
+                                                  length:(NSUInteger)bytes
+                                                 options:MTLResourceStorageModeShared |
+                                                         MTLResourceHazardTrackingModeUntracked |
+                                                         MTLResourceCPUCacheModeDefaultCache
+                                             deallocator:^(void* pointer, NSUInteger length) {
+                                               munmap(pointer, length);
+                                             }];
+  if (mtl == nil) {
+    munmap(memory, (size_t)bytes);
+    *why = "Metal could not wrap the memory (newBufferWithBytesNoCopy)";
+  }
+  return mtl;
+}
+
+/* ---- slabs: one MTLBuffer for many small buffers (shim/common/slab.c keeps the books) ---- */
+
+/* Each slab is one MTLBuffer over whole pages; the pool holds it as its owner (+1). */
+static void* slab_make(void* ctx, uint64_t bytes, void** owner) {
+  SmeltDevice* dev = (__bridge SmeltDevice*)ctx;
+  const char* why = NULL;
+  id<MTLBuffer> mtl = map_pages(dev, bytes, &why);
+  if (mtl == nil) return NULL;
+  *owner = (__bridge_retained void*)mtl;
+  return mtl.contents;
+}
+
+/* The pool's reference goes; the memory is unmapped once no slot handle holds the MTLBuffer
+ * either (none does, since the slab is empty) and no lost device keeps it (keepIfLost:). */
+static void slab_release(void* ctx, void* owner, void* memory, uint64_t bytes) {
+  (void)ctx;
+  (void)memory;
+  (void)bytes;
+  /* ARC takes the +1 of slab_make and drops it here. */
+  CFBridgingRelease(owner);
+}
+
+/* 128 KiB slabs (eight 16 KiB pages): 512 slots of the smallest size, 16 of the largest. */
+#define SLAB_BYTES ((uint64_t)128 * 1024)
+
+smelt_slab_pool* smelt_buffer_slabs_new(SmeltDevice* dev) {
+  uint64_t page = (uint64_t)getpagesize();
+  smelt_slab_ops ops = {.ctx = (__bridge void*)dev, .make = slab_make, .release = slab_release};
+  /* A whole number of pages (newBufferWithBytesNoCopy) and of the largest slot (slab.h); pages
+   * are powers of two, so rounding up to pages keeps the second. */
+  return smelt_slab_pool_new(&ops, (SLAB_BYTES + page - 1) / page * page);
 }
 
 SMELT_API smelt_buffer* smelt_buffer_new(smelt_device* handle, uint64_t length, char* err, size_t errlen) {
@@ -36,16 +102,26 @@ SMELT_API smelt_buffer* smelt_buffer_new(smelt_device* handle, uint64_t length, 
     }
     SmeltDevice* dev = (__bridge SmeltDevice*)(void*)handle;
     if (smelt_device_lost(dev, err, errlen)) return NULL;
+    if (length <= SMELT_SLAB_MAX_SLOT) {
+      /* A slot of a slab, rather than a page of its own: zero-filled as the ABI promises
+       * (slab.c clears a slot handed out again). */
+      smelt_slot slot;
+      if (smelt_slab_alloc(dev->slabs, length, &slot) != 0) {
+        smelt_err(err, errlen, "buffer of %llu bytes: could not map a slab for it (mmap or newBufferWithBytesNoCopy)",
+                  (unsigned long long)length);
+        return NULL;
+      }
+      return handle_of(dev, (__bridge id<MTLBuffer>)slot.owner, &slot, length, slot.bytes);
+    }
     uint64_t max_length = (uint64_t)dev->mtl.maxBufferLength;
     uint64_t page = (uint64_t)getpagesize();
-    /* newBufferWithBytesNoCopy wants a page-aligned pointer and a length in whole pages; an
-     * empty buffer still gets one page so that it has an address Metal accepts. */
+    /* newBufferWithBytesNoCopy wants a page-aligned pointer and a length in whole pages. */
     if (length > max_length || length > UINT64_MAX - page) {
       smelt_err(err, errlen, "buffer of %llu bytes is larger than this device's maxBufferLength (%llu bytes)",
                 (unsigned long long)length, (unsigned long long)max_length);
       return NULL;
     }
-    uint64_t mapped = length == 0 ? page : (length + page - 1) / page * page;
+    uint64_t mapped = (length + page - 1) / page * page;
     if (mapped > max_length) {
       smelt_err(err, errlen,
                 "buffer of %llu bytes needs %llu bytes in whole pages, more than this device's maxBufferLength "
@@ -53,31 +129,13 @@ SMELT_API smelt_buffer* smelt_buffer_new(smelt_device* handle, uint64_t length, 
                 (unsigned long long)length, (unsigned long long)mapped, (unsigned long long)max_length);
       return NULL;
     }
-
-    /* Anonymous mappings are page-aligned and zero-filled by the kernel. */
-    void* memory = mmap(NULL, (size_t)mapped, PROT_READ | PROT_WRITE, MAP_ANON | MAP_PRIVATE, -1, 0);
-    if (memory == MAP_FAILED) {
-      smelt_err(err, errlen, "buffer of %llu bytes: mmap failed: %s", (unsigned long long)length, strerror(errno));
-      return NULL;
-    }
-    /* The deallocator runs when the MTLBuffer is released for the last time, which may be on
-     * a Metal thread after a command buffer that used it completes; munmap is safe anywhere. */
-    id<MTLBuffer> mtl = [dev->mtl newBufferWithBytesNoCopy:memory
-                                                    length:(NSUInteger)mapped
-                                                   options:MTLResourceStorageModeShared |
-                                                           MTLResourceHazardTrackingModeUntracked |
-                                                           MTLResourceCPUCacheModeDefaultCache
-                                               deallocator:^(void* pointer, NSUInteger bytes) {
-                                                 munmap(pointer, bytes);
-                                               }];
+    const char* why = NULL;
+    id<MTLBuffer> mtl = map_pages(dev, mapped, &why);
     if (mtl == nil) {
-      munmap(memory, (size_t)mapped);
-      smelt_err(err, errlen, "buffer of %llu bytes: Metal could not wrap the memory (newBufferWithBytesNoCopy)",
-                (unsigned long long)length);
+      smelt_err(err, errlen, "buffer of %llu bytes: %s", (unsigned long long)length, why);
       return NULL;
     }
-
-    return handle_of(dev, mtl, length, mapped);
+    return handle_of(dev, mtl, NULL, length, mapped);
   }
 }
 
@@ -121,7 +179,7 @@ SMELT_API smelt_buffer* smelt_buffer_wrap(smelt_device* handle, void* memory, ui
                 (unsigned long long)length);
       return NULL;
     }
-    return handle_of(dev, mtl, length, mapped);
+    return handle_of(dev, mtl, NULL, length, mapped);
   }
 }
 
@@ -186,9 +244,13 @@ SMELT_API void smelt_buffer_free(smelt_buffer* handle) {
     smelt_device_unregister(dev, handle);
     smelt_count_sub(&dev->core->n_buffers, 1);
     smelt_count_sub(&dev->core->n_buffer_bytes, buf->length);
-    /* Releasing buf releases the MTLBuffer and unmaps its memory. Command buffers do not retain
-     * it (command.m): JS frees a buffer only once every command buffer that encoded it finished,
-     * except on a lost device, where a runaway part may still use it and the device keeps it. */
+    /* Command buffers do not retain buffers (command.m): JS frees a buffer only once every
+     * command buffer that encoded it finished, so its memory may go, or its slot be handed out
+     * again, now. Not on a lost device, where a runaway part may still use it: the device keeps
+     * the MTLBuffer (a slot's whole slab) mapped, and no buffer is made any more to reuse it. */
     [dev->core keepIfLost:buf->mtl];
+    /* Releasing buf then releases the MTLBuffer: a buffer's own memory is unmapped; a slot goes
+     * back to its slab, and the slab's memory once its last slot has. */
+    if (buf->slot.slab != NULL) smelt_slab_free(dev->slabs, &buf->slot);
   }
 }

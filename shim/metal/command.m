@@ -245,6 +245,9 @@ static int buffer_length(void* ctx, uint64_t handle, uint64_t* length) {
   if (!smelt_device_knows(dev, ptr, [SmeltBuffer class])) return -1;
   __unsafe_unretained SmeltBuffer* buf = (__bridge SmeltBuffer*)ptr;
   if (buf->device != dev) return -1;
+  /* debug=1: a live slot handle must be a slot its slab still has handed out; a mismatch means
+   * the books and the handles disagree, and binding it could alias another buffer. */
+  if (dev->debug && buf->slot.slab != NULL && !smelt_slab_live(dev->slabs, &buf->slot)) return -1;
   *length = buf->length;
   return 0;
 }
@@ -261,9 +264,9 @@ static int metal_checks(void* ctx, const smelt_dispatch* d, const smelt_kernel_f
     if (b->kind != SMELT_BIND_BUFFER) continue;
     __unsafe_unretained SmeltBuffer* buf = (__bridge SmeltBuffer*)(void*)(uintptr_t)b->a;
     /* The offset may equal the length (an empty view), but Metal needs it inside the
-     * allocation, which is whole pages and at least one. */
+     * allocation: the buffer's whole pages, or its slot of a slab (never empty either). */
     if (b->b >= buf->mapped_bytes) {
-      snprintf(why, whylen, "[[buffer(%u)]] offset %llu is at the end of the buffer's %llu mapped bytes", b->index,
+      snprintf(why, whylen, "[[buffer(%u)]] offset %llu is at the end of the buffer's %llu allocated bytes", b->index,
                (unsigned long long)b->b, (unsigned long long)buf->mapped_bytes);
       return -1;
     }
@@ -368,7 +371,8 @@ static int encode_dispatch(SmeltCmd* cmd, const smelt_dispatch* r, char* err, si
     if (b->kind == SMELT_BIND_BUFFER) {
       __unsafe_unretained SmeltBuffer* buf = (__bridge SmeltBuffer*)(void*)(uintptr_t)b->a;
       order_buffer(cmd, buf, (st->written_buffer_mask >> b->index) & 1u);
-      [enc setBuffer:buf->mtl offset:(NSUInteger)b->b atIndex:b->index];
+      /* A slot's bytes start at its offset in the slab's MTLBuffer. */
+      [enc setBuffer:buf->mtl offset:(NSUInteger)(buf->offset + b->b) atIndex:b->index];
     } else {
       [enc setBytes:r->bytes[i] length:(NSUInteger)b->b atIndex:b->index];
     }

@@ -125,6 +125,8 @@ SMELT_API const char* smelt_backend_name(void) { return "metal"; }
 
 - (void)dealloc {
   if (live_handles != NULL) CFRelease(live_handles);
+  /* Every buffer holds its device, so no slot is left: this releases no slab in use. */
+  smelt_slab_pool_free(slabs);
 }
 
 @end
@@ -250,6 +252,11 @@ SMELT_API smelt_device* smelt_device_open(const char* options, char* err, size_t
     /* Non-uniform threadgroup sizes (dispatchThreads) need Apple4 or Mac2 family GPUs. */
     dev->nonuniform = [mtl supportsFamily:MTLGPUFamilyApple4] || [mtl supportsFamily:MTLGPUFamilyMac2];
     if (o.debug) dev->live_handles = CFSetCreateMutable(kCFAllocatorDefault, 0, NULL);
+    dev->slabs = smelt_buffer_slabs_new(dev);
+    if (dev->slabs == NULL) {
+      smelt_err(err, errlen, "Metal device '%s': out of memory for the small-buffer slabs", mtl.name.UTF8String);
+      return NULL;
+    }
     return (__bridge_retained smelt_device*)dev;
   }
 }

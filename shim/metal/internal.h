@@ -16,6 +16,7 @@
 #include <pthread.h>
 
 #include "smelt.h"
+#include "../common/slab.h"
 
 #define SMELT_ATTR_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
 #define SMELT_PRIVATE __attribute__((visibility("hidden")))
@@ -135,6 +136,9 @@ SMELT_PRIVATE int smelt_parse_u64(const char* value, size_t valuelen, uint64_t* 
   /* debug=1 only: every live buffer and pipeline handle of this device, so that a stale or
    * foreign pointer in a record is an error rather than a crash. Pointer set, no retains. */
   CFMutableSetRef live_handles;
+  /* Buffers of up to SMELT_SLAB_MAX_SLOT bytes are slots of shared slabs (buffer.m); JS thread
+   * only, like every buffer call. Freed with the device, after its last buffer. */
+  smelt_slab_pool* slabs;
 }
 @end
 
@@ -157,13 +161,19 @@ static inline void smelt_count_sub(uint64_t* counter, uint64_t amount) {
 
 /* ---- buffers (buffer.m) ---- */
 
+/* A buffer is either an MTLBuffer of its own, or a slot of a slab's MTLBuffer (slot.slab set):
+ * its bytes start `offset` bytes into mtl, which every binding adds. */
 @interface SmeltBuffer : NSObject {
  @public
   SmeltDevice* device;
-  id<MTLBuffer> mtl;
-  void* contents;
-  uint64_t length;       /* as requested */
-  uint64_t mapped_bytes; /* length rounded up to whole pages, at least one page */
+  id<MTLBuffer> mtl; /* its own, or its slab's (which this reference keeps mapped) */
+  uint64_t offset;   /* of its first byte in mtl: 0, or the slot's offset in the slab */
+  smelt_slot slot;   /* where it lies in its slab; slot.slab is NULL for a buffer of its own */
+  void* contents;    /* its first byte */
+  uint64_t length;   /* as requested */
+  /* What bindings may address from offset: the slot, or the length rounded up to whole pages
+   * (at least one page) */
+  uint64_t mapped_bytes;
   /* Which passes used it last (JS thread only): the one that may have written it, and those
    * that read it since. Command buffers do not track these buffers (they are untracked and
    * unretained), so a part waits on exactly these fences before it uses the buffer. */
@@ -171,6 +181,10 @@ static inline void smelt_count_sub(uint64_t* counter, uint64_t amount) {
   NSMutableArray<SmeltPass*>* readers;
 }
 @end
+
+/* The device's pool of small-buffer slabs, each one MTLBuffer over whole pages; NULL when out of
+ * memory. */
+SMELT_PRIVATE smelt_slab_pool* smelt_buffer_slabs_new(SmeltDevice* dev);
 
 /* ---- libraries and pipelines (library.m) ---- */
 
