@@ -47,6 +47,22 @@ function tokenText(v: unknown): string | undefined {
   return undefined;
 }
 
+/**
+ * The library's tokenizer of a tokenizer.json. It keeps the object it is given, but reads the BPE
+ * vocabulary and merges only while it builds its own tables from them (a map of tokens, a map of
+ * merge ranks): they are dropped from the object then, or the vocabulary would be resident twice.
+ */
+function buildTokenizer(json: Json, config: Json): HFTokenizer {
+  const inner = new HFTokenizer(json, config);
+  const model = json.model as Json | undefined;
+  if (model?.type === "BPE") {
+    if (Array.isArray(model.merges)) model.merges.length = 0;
+    delete model.merges;
+    delete model.vocab;
+  }
+  return inner;
+}
+
 export class Tokenizer {
   private readonly template: Template | null;
 
@@ -64,7 +80,7 @@ export class Tokenizer {
   static fromJSON(tokenizerJson: Json, tokenizerConfig: Json = {}): Tokenizer {
     // transformers cleans up spaces before punctuation on decode only when the config asks for it.
     const config: Json = { clean_up_tokenization_spaces: false, ...tokenizerConfig };
-    const inner = new HFTokenizer(tokenizerJson, config);
+    const inner = buildTokenizer(tokenizerJson, config);
     const id = (key: string): number | null => {
       const text = tokenText(config[key]);
       return text === undefined ? null : (inner.token_to_id(text) ?? null);
@@ -133,6 +149,15 @@ export class Tokenizer {
 
     const vocab: Record<string, number> = {};
     names.forEach((t, i) => (vocab[t] = i));
+    // A merge's halves are tokens of the vocabulary: they share its strings rather than hold copies.
+    const pairs = (merges as string[]).map((m) => {
+      const pair = m.split(" ", 2);
+      for (let k = 0; k < pair.length; k++) {
+        const id = vocab[pair[k]!];
+        if (id !== undefined) pair[k] = names[id]!;
+      }
+      return pair;
+    });
     const added = names.flatMap((content, id) => {
       const type = typeOf(id);
       if (type !== CONTROL && type !== USER_DEFINED) return [];
@@ -158,7 +183,7 @@ export class Tokenizer {
       decoder: byteLevel(true),
       model: {
         type: "BPE", dropout: null, unk_token: null, continuing_subword_prefix: "", end_of_word_suffix: "",
-        fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges,
+        fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges: pairs,
       },
     };
     const config: Json = {
@@ -170,7 +195,7 @@ export class Tokenizer {
     };
     // Generation also ends at end-of-turn and end-of-message tokens (Llama 3's <|eot_id|>, <|eom_id|>).
     const ends = [eos, tokenId("eot_token_id"), tokenId("eom_token_id")].filter((id): id is number => id !== null);
-    return new Tokenizer(new HFTokenizer(json, config), config, bos, [...new Set(ends)]);
+    return new Tokenizer(buildTokenizer(json, config), config, bos, [...new Set(ends)]);
   }
 
   get vocabSize(): number {
