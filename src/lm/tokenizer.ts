@@ -48,18 +48,41 @@ function tokenText(v: unknown): string | undefined {
 }
 
 /**
- * The library's tokenizer of a tokenizer.json. It keeps the object it is given, but reads the BPE
- * vocabulary and merges only while it builds its own tables from them (a map of tokens, a map of
- * merge ranks): they are dropped from the object then, or the vocabulary would be resident twice.
+ * BPE merges ("a b" strings or [a, b] pairs) as pairs whose halves are the vocabulary's own
+ * strings (a merge's halves are tokens), so that they add no strings of their own.
+ */
+function mergePairs(merges: readonly (string | string[])[], vocab: Record<string, number>, names: readonly string[]): string[][] {
+  return merges.map((m) => {
+    const pair = typeof m === "string" ? m.split(" ", 2) : [...m];
+    for (let k = 0; k < pair.length; k++) {
+      const id = vocab[pair[k]!];
+      if (id !== undefined && names[id] === pair[k]) pair[k] = names[id]!;
+    }
+    return pair;
+  });
+}
+
+/**
+ * The library's tokenizer of a tokenizer.json object. The library keeps the object it is given
+ * but reads the BPE vocabulary and merges only while it builds its own maps from them. It is
+ * given a copy (the caller's object is left as it is) whose merges are pairs over the
+ * vocabulary's strings, and the copy loses both tables once the maps are built, or the
+ * vocabulary and merges would be resident twice.
  */
 function buildTokenizer(json: Json, config: Json): HFTokenizer {
-  const inner = new HFTokenizer(json, config);
   const model = json.model as Json | undefined;
-  if (model?.type === "BPE") {
-    if (Array.isArray(model.merges)) model.merges.length = 0;
-    delete model.merges;
-    delete model.vocab;
-  }
+  if (!model || model.type !== "BPE" || !model.vocab || typeof model.vocab !== "object" || !Array.isArray(model.merges))
+    return new HFTokenizer(json, config);
+  const vocab = model.vocab as Record<string, number>;
+  const names: string[] = [];
+  for (const t in vocab) names[vocab[t]!] = t;
+  const merges = mergePairs(model.merges as (string | string[])[], vocab, names);
+  const copy: Json = { ...json, model: { ...model, merges } };
+  const inner = new HFTokenizer(copy, config);
+  const kept = copy.model as Json;
+  merges.length = 0;
+  delete kept.merges;
+  delete kept.vocab;
   return inner;
 }
 
@@ -149,15 +172,6 @@ export class Tokenizer {
 
     const vocab: Record<string, number> = {};
     names.forEach((t, i) => (vocab[t] = i));
-    // A merge's halves are tokens of the vocabulary: they share its strings rather than hold copies.
-    const pairs = (merges as string[]).map((m) => {
-      const pair = m.split(" ", 2);
-      for (let k = 0; k < pair.length; k++) {
-        const id = vocab[pair[k]!];
-        if (id !== undefined) pair[k] = names[id]!;
-      }
-      return pair;
-    });
     const added = names.flatMap((content, id) => {
       const type = typeOf(id);
       if (type !== CONTROL && type !== USER_DEFINED) return [];
@@ -183,7 +197,7 @@ export class Tokenizer {
       decoder: byteLevel(true),
       model: {
         type: "BPE", dropout: null, unk_token: null, continuing_subword_prefix: "", end_of_word_suffix: "",
-        fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges: pairs,
+        fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges,
       },
     };
     const config: Json = {

@@ -63,3 +63,18 @@ describe.skipIf(!folder)("Tokenizer.fromFile on the same tokenizer saved by tran
     expect(errorMessage(() => sm.lm.Tokenizer.fromFile(join(folder!, "absent.json")))).toContain("cannot read");
   });
 });
+
+test("Tokenizer.fromJSON leaves the caller's object as it was, for another tokenizer", () => {
+  const json = {
+    version: "1.0", added_tokens: [], normalizer: null, pre_tokenizer: null, post_processor: null, decoder: null,
+    model: {
+      type: "BPE", dropout: null, unk_token: null, continuing_subword_prefix: "", end_of_word_suffix: "",
+      fuse_unk: false, byte_fallback: false, ignore_merges: false,
+      vocab: { a: 0, b: 1, ab: 2, c: 3, abc: 4 }, merges: ["a b", "ab c"],
+    },
+  };
+  const before = JSON.stringify(json);
+  expect(sm.lm.Tokenizer.fromJSON(json).encode("abcab")).toEqual([4, 2]);
+  expect(JSON.stringify(json)).toBe(before);
+  expect(sm.lm.Tokenizer.fromJSON(json).encode("cab")).toEqual([3, 2]);
+});
