@@ -212,8 +212,10 @@ export class Tokenizer {
     return new Tokenizer(buildTokenizer(json, config), config, bos, [...new Set(ends)]);
   }
 
+  #vocabSize: number | undefined;
+  /** Computed once: the library builds a map of the whole vocabulary to answer it, and decode checks every id against it. */
   get vocabSize(): number {
-    return this.inner.get_vocab(true).size;
+    return (this.#vocabSize ??= this.inner.get_vocab(true).size);
   }
 
   encode(text: string, { addSpecialTokens = true }: { addSpecialTokens?: boolean } = {}): number[] {
