@@ -92,6 +92,8 @@ export function dequantizeKernel({ out, dispatch }: PlainPlan): KernelCode {
 
 /** Independent partial sums of a one-row product: as many as a vector register of floats holds. */
 const LANES = 16;
+/** The formats whose quants sit at fixed offsets, which laneDot reads. */
+const LANE_FORMATS: ReadonlySet<QuantFormat> = new Set(["Q8_0", "Q4_0", "Q4_1"]);
 
 /**
  * The lines of a one-row product's loop body adding block (row n, block kb) times x's matching
@@ -99,11 +101,9 @@ const LANES = 16;
  * takes values l and l + 16 (Q4_0 and Q4_1 keep them in one byte), scaled by the block's scale
  * (and, for Q4_1, its minimum times the two x values). The lanes are independent, consecutive
  * in x and in the block's bytes, so the host's compiler turns each step into vector
- * instructions over all of them; they are added once, after the row. Returns false for the
- * formats read a value at a time.
+ * instructions over all of them; they are added once, after the row.
  */
-function laneDot(b: Builder, blocks: Node, format: QuantFormat, xAt: (k: string) => string): boolean {
-  if (format !== "Q8_0" && format !== "Q4_0" && format !== "Q4_1") return false;
+function laneDot(b: Builder, blocks: Node, format: QuantFormat, xAt: (k: string) => string): void {
   const byte = (k: string | number) => `int(${b.emit(blocks, `(base + ${k})`)})`;
   const half = (k: number) => {
     const v = b.fresh("d");
@@ -126,7 +126,6 @@ function laneDot(b: Builder, blocks: Node, format: QuantFormat, xAt: (k: string)
     // Q4_1's value is d q + m: the pair adds d (x . q) + m (x's two values).
     b.line(format === "Q4_1" ? `a${l} = fma(${d}, ${dot}, fma(${m}, lo${l} + hi${l}, a${l}));` : `a${l} = fma(${d}, ${dot}, a${l});`);
   }
-  return true;
 }
 
 /** The sum of lanes a[from, from + n), in pairs (a tree), so no lane waits on a long chain. */
@@ -138,9 +137,10 @@ function laneSum(from: number, n: number): string {
 
 /**
  * One thread per weight row n and R rows of x (R = quantRowsPerThread: 1 when decoding, up to 8),
- * the dot products in float32, a block at a time. With one row the block's sums factor its
- * scales out (blockDot); with more, each weight is dequantized once and multiplied into the R
- * rows' sums, so the dequantization is shared by R rows and no float copy of W is made.
+ * the dot products in float32, a block at a time. With one row, the formats at fixed offsets
+ * sum in lanes that last the row (laneDot), the others a value at a time; with more, each weight
+ * is dequantized once and multiplied into the R rows' sums, so the dequantization is shared by R
+ * rows and no float copy of W is made.
  */
 export function quantizedMatmulKernel({ out, dispatch }: PlainPlan): KernelCode {
   const [x, blocks] = out.inputs as [Node, Node];
@@ -158,14 +158,14 @@ export function quantizedMatmulKernel({ out, dispatch }: PlainPlan): KernelCode 
   b.line(`int n = int(gid) % ${N}; int m0 = int(gid) / ${N} * ${R};`);
   // Rows past the last are read as the last (always in bounds) and not stored.
   for (const r of rs) b.line(`int x${r} = min(m0 + ${r}, ${M} - 1) * ${K}; float acc${r} = 0.0f;`);
-  const lanes = R === 1 && (format === "Q8_0" || format === "Q4_0" || format === "Q4_1");
+  const lanes = R === 1 && LANE_FORMATS.has(format);
   if (lanes) b.line(Array.from({ length: LANES }, (_, l) => `float a${l} = 0.0f;`).join(" "));
   b.line(`for (int kb = 0; kb < ${perRow}; ++kb) {`);
   b.scoped(() => {
     b.line(`int base = (n * ${perRow} + kb) * ${bytes};`);
     b.line(`int xo = x0 + kb * ${elements};`);
+    if (lanes) return laneDot(b, blocks, format, (k) => b.emit(x, `(xo + ${k})`));
     if (R === 1) {
-      if (laneDot(b, blocks, format, (k) => b.emit(x, `(xo + ${k})`))) return;
       const value = blockReader(b, blocks, format);
       b.line(`for (int j = 0; j < ${elements}; ++j) {`);
       b.scoped(() => b.line(`acc0 = fma(float(${b.emit(x, "(xo + j)")}), ${value()}, acc0);`));
