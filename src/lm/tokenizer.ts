@@ -172,10 +172,10 @@ export class Tokenizer {
 
     const vocab: Record<string, number> = {};
     names.forEach((t, i) => (vocab[t] = i));
-    const added = names.flatMap((content, id) => {
+    const added: Json[] = [];
+    names.forEach((content, id) => {
       const type = typeOf(id);
-      if (type !== CONTROL && type !== USER_DEFINED) return [];
-      return [{ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: type === CONTROL }];
+      if (type === CONTROL || type === USER_DEFINED) added.push({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: type === CONTROL });
     });
     const byteLevel = (useRegex: boolean) => ({ type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: useRegex });
     const steps: Json[] = [];
