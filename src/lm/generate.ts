@@ -125,6 +125,41 @@ function stopPrefixLength(text: string, stop: readonly string[]): number {
   return held;
 }
 
+/**
+ * The text of a growing list of tokens, decoding a few tokens a step rather than all of them
+ * (which made a long generation quadratic). Tokens up to `read` are settled: their text ended
+ * in a whole character. A step decodes the window from the settling point before (`prefix`) to
+ * the end and keeps what follows the text of prefix..read decoded alone: both start at the same
+ * token, so a decoder that treats a text's start specially (dropping a leading space) does so
+ * in both. Where the window's text does not start with that part's (a decoder whose output
+ * depends on tokens further back), everything is decoded.
+ */
+class Detokenizer {
+  readonly #ids: number[] = [];
+  /** The text of ids[0, read). */
+  #settled = "";
+  #prefix = 0;
+  #read = 0;
+  /** The text of ids[prefix, read) decoded alone. */
+  #prefixText = "";
+  constructor(readonly tokenizer: TextTokenizer) {}
+
+  /** Adds a token; returns the text of all of them, as decode() of the whole list gives it. */
+  push(token: number): string {
+    const ids = this.#ids;
+    ids.push(token);
+    const window = this.tokenizer.decode(ids.slice(this.#prefix));
+    const text = window.startsWith(this.#prefixText) ? this.#settled + window.slice(this.#prefixText.length) : this.tokenizer.decode(ids);
+    if (!text.endsWith("\uFFFD")) {
+      this.#settled = text;
+      this.#prefix = this.#read;
+      this.#read = ids.length;
+      this.#prefixText = this.tokenizer.decode(ids.slice(this.#prefix, this.#read));
+    }
+    return text;
+  }
+}
+
 interface Timing {
   promptTokens: number;
   promptMs: number;
@@ -139,7 +174,7 @@ async function* steps(model: CausalLM, tokenizer: TextTokenizer, p: Plan, timing
   const seen = p.sampler.repetitionPenalty !== undefined ? new Set(p.ids) : undefined;
   let key = p.seed !== undefined ? randomReference.key(p.seed) : undefined;
   const longestStop = Math.max(0, ...p.stop.map((s) => s.length));
-  const generated: number[] = [];
+  const detokenizer = new Detokenizer(tokenizer);
   let text = "";
   let emitted = 0;
   let input = p.ids;
@@ -178,9 +213,8 @@ async function* steps(model: CausalLM, tokenizer: TextTokenizer, p: Plan, timing
         yield { token, text: text.slice(emitted) };
         return;
       }
-      generated.push(token);
       const before = text;
-      text = tokenizer.decode(generated);
+      text = detokenizer.push(token);
       // A stop string can only newly appear where this token's text meets what came before.
       const from = Math.max(0, before.length - longestStop);
       let cut = -1;

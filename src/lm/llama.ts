@@ -101,20 +101,28 @@ function project(x: Tensor, current: readonly AnyLinear[], joined: Joined | unde
   });
 }
 
-/** cos and sin of every position's angles, [T, headDim], halves repeated as rotate-half pairs them. */
+/**
+ * What every layer needs of a pass's positions. cos and sin of their rotary angles [T, headDim],
+ * halves repeated as rotate-half pairs them, sin's first half negated (the sign rotate-half gives
+ * x's second half); mask: the causal mask [T, offset + T], 0 or -inf ("causal" past
+ * MASK_TABLE elements), null for one position (which sees every cached one).
+ */
 interface Rotary {
   cos: Tensor;
   sin: Tensor;
+  mask: Tensor | "causal" | null;
 }
+
+/** The most elements of a causal mask uploaded as a table (16 MB of float32). */
+const MASK_TABLE = 1 << 22;
 
 function rotate(x: Tensor, r: Rotary): Tensor {
   const D = x.shape[x.ndim - 1]!;
   const half = D / 2;
   const lead = x.shape.slice(0, -1);
-  // rotate_half: [-x2, x1]
+  // rotate_half: [-x2, x1], the minus in r.sin
   const partner = x.reshape([...lead, 2, half]).slice("...", { step: -1 }, {}).reshape([...lead, D]);
-  const sign = ops.where(ops.less(ops.arange(D), half), -1, 1).astype("float32");
-  return x.mul(r.cos).add(partner.mul(r.sin).mul(sign));
+  return x.mul(r.cos).add(partner.mul(r.sin));
 }
 
 export class Attention extends Module {
@@ -149,8 +157,7 @@ export class Attention extends Module {
       [k, v] = cache.extend(layer, k, v);
       kv?.push([k, v]);
     }
-    // One new token sees every cached one: no mask needed.
-    const o = fast.scaledDotProductAttention(q, k, v, { mask: T === 1 ? null : "causal" });
+    const o = fast.scaledDotProductAttention(q, k, v, { mask: rot.mask });
     return this.o_proj.forward(o.transpose([0, 2, 1, 3]).reshape([B, T, numHeads * headDim]));
   }
 }
@@ -220,7 +227,8 @@ export class DecoderStack extends Module {
 export class LlamaModel extends Module {
   model: DecoderStack;
   lm_head?: AnyLinear;
-  readonly #invFreq: Tensor;
+  /** Rotary frequencies, float32 as transformers keeps them. */
+  readonly #invFreq: Float32Array;
 
   /**
    * From weights under transformers' names; `file` names the source in errors. ropeFactors: GGUF's
@@ -236,9 +244,7 @@ export class LlamaModel extends Module {
     const b = new Builder(opts.file ?? "weights", weights, opts.handOver ?? false);
     this.model = new DecoderStack(config, b);
     if (!config.tieWordEmbeddings) this.lm_head = b.linear("lm_head", config.hiddenSize, config.vocabSize, false);
-    const inv = ropeInvFreq(config, opts.ropeFactors);
-    this.#invFreq = ops.array(Array.from(inv), "float32").reshape([1, inv.length]);
-    evalTensors(this.#invFreq);
+    this.#invFreq = Float32Array.from(ropeInvFreq(config, opts.ropeFactors));
   }
 
   /** An empty key/value cache for this model, one entry per layer. */
@@ -246,11 +252,35 @@ export class LlamaModel extends Module {
     return new KVCache(this.config.numLayers);
   }
 
+  /**
+   * The tables are computed here and uploaded: computed in the graph, every element of q and k
+   * evaluated a cosine and a sine, and every score its mask's index arithmetic (divisions by
+   * runtime sizes), which made the softmax the costliest kernel of a long prompt. The angle is
+   * float32 position times float32 frequency, rounded once, as in transformers.
+   */
   #rotary(offset: number, T: number): Rotary {
-    const pos = ops.arange(T).astype("float32").add(offset).reshape([T, 1]);
-    const angle = pos.mul(this.#invFreq);
-    const both = (t: Tensor) => concatenate([t, t], -1);
-    return { cos: both(ops.cos(angle)), sin: both(ops.sin(angle)) };
+    const inv = this.#invFreq;
+    const half = inv.length, D = 2 * half;
+    const cos = new Float32Array(T * D), sin = new Float32Array(T * D);
+    for (let t = 0; t < T; t++) {
+      const pos = Math.fround(offset + t);
+      for (let i = 0; i < half; i++) {
+        const angle = Math.fround(pos * inv[i]!);
+        const c = Math.cos(angle), s = Math.sin(angle);
+        cos[t * D + i] = cos[t * D + half + i] = c;
+        sin[t * D + i] = -s;
+        sin[t * D + half + i] = s;
+      }
+    }
+    let mask: Tensor | "causal" | null = T > 1 ? "causal" : null;
+    // Past MASK_TABLE elements the table's memory outweighs the arithmetic it saves.
+    if (T > 1 && T * (offset + T) <= MASK_TABLE) {
+      const S = offset + T;
+      const m = new Float32Array(T * S);
+      for (let t = 0; t < T; t++) m.fill(-Infinity, t * S + offset + t + 1, (t + 1) * S);
+      mask = ops.fromBytes(m, [T, S], "float32");
+    }
+    return { cos: ops.fromBytes(cos, [T, D], "float32"), sin: ops.fromBytes(sin, [T, D], "float32"), mask };
   }
 
   /** lastOnly: logits for the last position only ([B, 1, vocab]), all a generation's prompt pass needs. */

@@ -11,7 +11,7 @@ import { loadGGUF } from "../io/gguf.ts";
 import { loadSafetensors } from "../io/safetensors.ts";
 import { clearCache } from "../exec/memory.ts";
 import { QuantizedTensor } from "../tensor/quantized.ts";
-import { evalTensors, Tensor } from "../tensor/tensor.ts";
+import { evalTensors, Tensor, tidy } from "../tensor/tensor.ts";
 import { configFromGGUF, configFromHF, type ModelConfig } from "./config.ts";
 import { LlamaModel, type Weight } from "./llama.ts";
 import { Tokenizer } from "./tokenizer.ts";
@@ -64,15 +64,24 @@ export function unpermuteRows<W extends Weight>(w: W, heads: number): W {
   const half = rows / heads / 2;
   if (w instanceof QuantizedTensor) {
     const rowBytes = w.nbytes / rows;
-    const blocks = w.blocks.reshape([heads, half, 2, rowBytes]).transpose([0, 2, 1, 3]).reshape([w.nbytes]);
-    evalTensors(blocks);
+    const blocks = evaluated(() => w.blocks.reshape([heads, half, 2, rowBytes]).transpose([0, 2, 1, 3]).reshape([w.nbytes]));
     return QuantizedTensor.fromBlocks(blocks, w.shape, w.format) as W;
   }
   const t = w as Tensor;
   const rest = t.shape.slice(1);
-  const out = t.reshape([heads, half, 2, ...rest]).swapaxes(1, 2).reshape(t.shape);
-  evalTensors(out);
-  return out as W;
+  return evaluated(() => t.reshape([heads, half, 2, ...rest]).swapaxes(1, 2).reshape(t.shape)) as W;
+}
+
+/**
+ * make()'s tensor, evaluated, with the views made on the way disposed: left to the collector,
+ * they would hold their source's buffer after the caller disposes it, past load's clearCache.
+ */
+function evaluated(make: () => Tensor): Tensor {
+  return tidy(() => {
+    const t = make();
+    evalTensors(t);
+    return t;
+  });
 }
 
 function asFloat32(w: Tensor): Tensor {

@@ -47,6 +47,45 @@ function tokenText(v: unknown): string | undefined {
   return undefined;
 }
 
+/**
+ * BPE merges ("a b" strings or [a, b] pairs) as pairs whose halves are the vocabulary's own
+ * strings (a merge's halves are tokens), so that they add no strings of their own.
+ */
+function mergePairs(merges: readonly (string | string[])[], vocab: Record<string, number>, names: readonly string[]): string[][] {
+  return merges.map((m) => {
+    const pair = typeof m === "string" ? m.split(" ", 2) : [...m];
+    for (let k = 0; k < pair.length; k++) {
+      const id = vocab[pair[k]!];
+      if (id !== undefined && names[id] === pair[k]) pair[k] = names[id]!;
+    }
+    return pair;
+  });
+}
+
+/**
+ * The library's tokenizer of a tokenizer.json object. The library keeps the object it is given
+ * but reads the BPE vocabulary and merges only while it builds its own maps from them. It is
+ * given a copy (the caller's object is left as it is) whose merges are pairs over the
+ * vocabulary's strings, and the copy loses both tables once the maps are built, or the
+ * vocabulary and merges would be resident twice.
+ */
+function buildTokenizer(json: Json, config: Json): HFTokenizer {
+  const model = json.model as Json | undefined;
+  if (!model || model.type !== "BPE" || !model.vocab || typeof model.vocab !== "object" || !Array.isArray(model.merges))
+    return new HFTokenizer(json, config);
+  const vocab = model.vocab as Record<string, number>;
+  const names: string[] = [];
+  for (const t in vocab) names[vocab[t]!] = t;
+  const merges = mergePairs(model.merges as (string | string[])[], vocab, names);
+  const copy: Json = { ...json, model: { ...model, merges } };
+  const inner = new HFTokenizer(copy, config);
+  const kept = copy.model as Json;
+  merges.length = 0;
+  delete kept.merges;
+  delete kept.vocab;
+  return inner;
+}
+
 export class Tokenizer {
   private readonly template: Template | null;
 
@@ -64,7 +103,7 @@ export class Tokenizer {
   static fromJSON(tokenizerJson: Json, tokenizerConfig: Json = {}): Tokenizer {
     // transformers cleans up spaces before punctuation on decode only when the config asks for it.
     const config: Json = { clean_up_tokenization_spaces: false, ...tokenizerConfig };
-    const inner = new HFTokenizer(tokenizerJson, config);
+    const inner = buildTokenizer(tokenizerJson, config);
     const id = (key: string): number | null => {
       const text = tokenText(config[key]);
       return text === undefined ? null : (inner.token_to_id(text) ?? null);
@@ -133,10 +172,10 @@ export class Tokenizer {
 
     const vocab: Record<string, number> = {};
     names.forEach((t, i) => (vocab[t] = i));
-    const added = names.flatMap((content, id) => {
+    const added: Json[] = [];
+    names.forEach((content, id) => {
       const type = typeOf(id);
-      if (type !== CONTROL && type !== USER_DEFINED) return [];
-      return [{ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: type === CONTROL }];
+      if (type === CONTROL || type === USER_DEFINED) added.push({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: type === CONTROL });
     });
     const byteLevel = (useRegex: boolean) => ({ type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: useRegex });
     const steps: Json[] = [];
@@ -170,11 +209,13 @@ export class Tokenizer {
     };
     // Generation also ends at end-of-turn and end-of-message tokens (Llama 3's <|eot_id|>, <|eom_id|>).
     const ends = [eos, tokenId("eot_token_id"), tokenId("eom_token_id")].filter((id): id is number => id !== null);
-    return new Tokenizer(new HFTokenizer(json, config), config, bos, [...new Set(ends)]);
+    return new Tokenizer(buildTokenizer(json, config), config, bos, [...new Set(ends)]);
   }
 
+  #vocabSize: number | undefined;
+  /** Computed once: the library builds a map of the whole vocabulary to answer it, and decode checks every id against it. */
   get vocabSize(): number {
-    return this.inner.get_vocab(true).size;
+    return (this.#vocabSize ??= this.inner.get_vocab(true).size);
   }
 
   encode(text: string, { addSpecialTokens = true }: { addSpecialTokens?: boolean } = {}): number[] {

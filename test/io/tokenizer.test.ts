@@ -3,6 +3,7 @@
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { Tokenizer as HFTokenizer } from "@huggingface/tokenizers";
 import * as sm from "../../src/index.ts";
 import { errorMessage } from "../expect-error.ts";
 import { modelPath, SMOLLM2_GGUF } from "../models.ts";
@@ -62,4 +63,42 @@ describe.skipIf(!folder)("Tokenizer.fromFile on the same tokenizer saved by tran
   test("a missing file", () => {
     expect(errorMessage(() => sm.lm.Tokenizer.fromFile(join(folder!, "absent.json")))).toContain("cannot read");
   });
+});
+
+/** A BPE tokenizer.json of five tokens and two merges, without pre-tokenizer or decoder. */
+const tinyJSON = () => ({
+    version: "1.0", added_tokens: [], normalizer: null, pre_tokenizer: null, post_processor: null, decoder: null,
+    model: {
+      type: "BPE", dropout: null, unk_token: null, continuing_subword_prefix: "", end_of_word_suffix: "",
+      fuse_unk: false, byte_fallback: false, ignore_merges: false,
+      vocab: { a: 0, b: 1, ab: 2, c: 3, abc: 4 }, merges: ["a b", "ab c"],
+    },
+  });
+
+test("Tokenizer.fromJSON leaves the caller's object as it was, for another tokenizer", () => {
+  const json = tinyJSON();
+  const before = JSON.stringify(json);
+  expect(sm.lm.Tokenizer.fromJSON(json).encode("abcab")).toEqual([4, 2]);
+  expect(JSON.stringify(json)).toBe(before);
+  expect(sm.lm.Tokenizer.fromJSON(json).encode("cab")).toEqual([3, 2]);
+});
+
+test("decode checks ids against a vocabulary size it computes once", () => {
+  // The library answers get_vocab by building a map of every token: once per decode was a
+  // measurable part of a decoding step with 49152 tokens.
+  const tok = sm.lm.Tokenizer.fromJSON(tinyJSON());
+  const proto = HFTokenizer.prototype as { get_vocab: (withAdded?: boolean) => Map<string, number> };
+  const original = proto.get_vocab;
+  let calls = 0;
+  proto.get_vocab = function (this: unknown, withAdded?: boolean) {
+    calls++;
+    return original.call(this, withAdded);
+  };
+  try {
+    for (let i = 0; i < 5; i++) expect(tok.decode([4, 2])).toBe("abc ab");
+    expect(errorMessage(() => tok.decode([5]))).toContain("not a token id");
+  } finally {
+    proto.get_vocab = original;
+  }
+  expect(calls).toBeLessThanOrEqual(1);
 });

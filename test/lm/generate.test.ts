@@ -144,6 +144,32 @@ describe("lm.stream: text", () => {
     expect(cut.map((c) => c.text).join("")).toBe(byteTokenizer.decode(bytes("ab€").slice(0, 3)));
   });
 
+  test("each step decodes a few tokens, and the text is the whole list's decode", async () => {
+    let longest = 0;
+    const counted = (decode: (ids: readonly number[]) => string) => (ids: readonly number[]) => {
+      longest = Math.max(longest, ids.length);
+      return decode(ids);
+    };
+    // Pieces with and without a leading space; like SentencePiece's decoder, decode drops the
+    // space that starts its text, so a window decoded alone starts differently from the whole.
+    const piece = (t: number) => (t % 3 === 0 ? ` w${t}` : t % 3 === 1 ? "é" : `${t % 10}`);
+    const spaced = { ...byteTokenizer, decode: counted((ids) => ids.filter((t) => t < 256).map(piece).join("").replace(/^ /, "")) };
+    const script = Array.from({ length: 200 }, (_, i) => (i * 7 + 3) % 256);
+    const got = await sm.lm.generate(new ScriptedLM(script), spaced, "p", { maxTokens: 200 });
+    expect(longest).toBeLessThanOrEqual(4);
+    expect(got.tokens).toEqual(script);
+    expect(got.text).toBe(spaced.decode(script));
+    expect(got.text.startsWith("w3")).toBe(true);
+
+    // Characters of two to four bytes, one byte a token: windows span the incomplete ones.
+    longest = 0;
+    const text = "ü€😀 ".repeat(40);
+    const bytewise = { ...byteTokenizer, decode: counted(byteTokenizer.decode) };
+    const viaBytes = await sm.lm.generate(new ScriptedLM(bytes(text)), bytewise, "p", { maxTokens: 1000 });
+    expect(viaBytes.text).toBe(text);
+    expect(longest).toBeLessThanOrEqual(8);
+  });
+
   test("generate's text and tokens are the stream's", async () => {
     const model = new ScriptedLM(bytes("one two😀 three"));
     const got = await sm.lm.generate(model, byteTokenizer, "p", { stop: " three" });

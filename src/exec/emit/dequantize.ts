@@ -90,48 +90,57 @@ export function dequantizeKernel({ out, dispatch }: PlainPlan): KernelCode {
   return finish(b, out, ELEMENT_POSITION, dispatch);
 }
 
+/** Independent partial sums of a one-row product: as many as a vector register of floats holds. */
+const LANES = 16;
+/** The formats whose quants sit at fixed offsets, which laneDot reads. */
+const LANE_FORMATS: ReadonlySet<QuantFormat> = new Set(["Q8_0", "Q4_0", "Q4_1"]);
+
 /**
- * The lines adding block (row n, block kb) times x's matching values into `acc`, for the formats
- * whose quants sit at fixed offsets: values j and j + 16 are read in one pass over 16 positions
- * (Q4_0 and Q4_1 keep them in one byte), into two sums that do not wait on each other, and the
- * block's scales multiply the block's sums once rather than every product. Returns false for
- * the formats read a value at a time.
+ * The lines of a one-row product's loop body adding block (row n, block kb) times x's matching
+ * values into the lane sums a0..a15, for the formats whose quants sit at fixed offsets: lane l
+ * takes values l and l + 16 (Q4_0 and Q4_1 keep them in one byte), scaled by the block's scale
+ * (and, for Q4_1, its minimum times the two x values). The lanes are independent, consecutive
+ * in x and in the block's bytes, so the host's compiler turns each step into vector
+ * instructions over all of them; they are added once, after the row.
  */
-function blockDot(b: Builder, blocks: Node, format: QuantFormat, xAt: (k: string) => string): boolean {
+function laneDot(b: Builder, blocks: Node, format: QuantFormat, xAt: (k: string) => string): void {
   const byte = (k: string | number) => `int(${b.emit(blocks, `(base + ${k})`)})`;
-  const half = (k: number) => `float(as_type<half>(ushort(${byte(k)} | (${byte(k + 1)} << 8))))`;
-  if (format !== "Q8_0" && format !== "Q4_0" && format !== "Q4_1") return false;
-  const lanes = [0, 1, 2, 3];
-  const names = format === "Q4_1" ? ["s", "t", "u", "w"] : ["s", "t"];
-  b.line(names.map((v) => lanes.map((l) => `float ${v}${l} = 0.0f;`).join(" ")).join(" "));
-  b.line("for (int j = 0; j < 16; j += 4) {");
-  b.scoped(() => {
-    for (const l of lanes) {
-      b.line(`float lo${l} = float(${xAt(`(j + ${l})`)}); float hi${l} = float(${xAt(`(j + ${16 + l})`)});`);
-      if (format === "Q8_0") {
-        const int8 = (k: string) => `float(as_type<char>(${b.emit(blocks, `(base + ${k})`)}))`;
-        b.line(`s${l} = fma(lo${l}, ${int8(`2 + j + ${l}`)}, s${l}); t${l} = fma(hi${l}, ${int8(`18 + j + ${l}`)}, t${l});`);
-      } else {
-        const shift = format === "Q4_0" ? " - 8" : "";
-        b.line(`int q${l} = ${byte(`${format === "Q4_0" ? 2 : 4} + j + ${l}`)};`);
-        b.line(`s${l} = fma(lo${l}, float((q${l} & 15)${shift}), s${l}); t${l} = fma(hi${l}, float((q${l} >> 4)${shift}), t${l});`);
-        if (format === "Q4_1") b.line(`u${l} += lo${l}; w${l} += hi${l};`);
-      }
+  const half = (k: number) => {
+    const v = b.fresh("d");
+    b.line(`float ${v} = float(as_type<half>(ushort(${byte(k)} | (${byte(k + 1)} << 8))));`);
+    return v;
+  };
+  const d = half(0);
+  const m = format === "Q4_1" ? half(2) : "";
+  for (let l = 0; l < LANES; l++) {
+    b.line(`float lo${l} = float(${xAt(`${l}`)}); float hi${l} = float(${xAt(`${16 + l}`)});`);
+    let dot: string;
+    if (format === "Q8_0") {
+      const int8 = (k: number) => `float(as_type<char>(${b.emit(blocks, `(base + ${k})`)}))`;
+      dot = `fma(lo${l}, ${int8(2 + l)}, hi${l} * ${int8(18 + l)})`;
+    } else {
+      const shift = format === "Q4_0" ? " - 8" : "";
+      b.line(`int q${l} = ${byte(`${format === "Q4_0" ? 2 : 4} + ${l}`)};`);
+      dot = `fma(lo${l}, float((q${l} & 15)${shift}), hi${l} * float((q${l} >> 4)${shift}))`;
     }
-  });
-  b.line("}");
-  const total = (v: string) => `((${v}0 + ${v}1) + (${v}2 + ${v}3))`;
-  // Q4_1's value is d q + m: the block adds d (x . q) + m (sum of x).
-  if (format === "Q4_1") b.line(`acc += ${half(0)} * (${total("s")} + ${total("t")}) + ${half(2)} * (${total("u")} + ${total("w")});`);
-  else b.line(`acc = fma(${half(0)}, ${total("s")} + ${total("t")}, acc);`);
-  return true;
+    // Q4_1's value is d q + m: the pair adds d (x . q) + m (x's two values).
+    b.line(format === "Q4_1" ? `a${l} = fma(${d}, ${dot}, fma(${m}, lo${l} + hi${l}, a${l}));` : `a${l} = fma(${d}, ${dot}, a${l});`);
+  }
+}
+
+/** The sum of lanes a[from, from + n), in pairs (a tree), so no lane waits on a long chain. */
+function laneSum(from: number, n: number): string {
+  if (n === 1) return `a${from}`;
+  const h = n / 2;
+  return `(${laneSum(from, h)} + ${laneSum(from + h, h)})`;
 }
 
 /**
  * One thread per weight row n and R rows of x (R = quantRowsPerThread: 1 when decoding, up to 8),
- * the dot products in float32, a block at a time. With one row the block's sums factor its
- * scales out (blockDot); with more, each weight is dequantized once and multiplied into the R
- * rows' sums, so the dequantization is shared by R rows and no float copy of W is made.
+ * the dot products in float32, a block at a time. With one row, the formats at fixed offsets
+ * sum in lanes that last the row (laneDot), the others a value at a time; with more, each weight
+ * is dequantized once and multiplied into the R rows' sums, so the dequantization is shared by R
+ * rows and no float copy of W is made.
  */
 export function quantizedMatmulKernel({ out, dispatch }: PlainPlan): KernelCode {
   const [x, blocks] = out.inputs as [Node, Node];
@@ -149,19 +158,18 @@ export function quantizedMatmulKernel({ out, dispatch }: PlainPlan): KernelCode 
   b.line(`int n = int(gid) % ${N}; int m0 = int(gid) / ${N} * ${R};`);
   // Rows past the last are read as the last (always in bounds) and not stored.
   for (const r of rs) b.line(`int x${r} = min(m0 + ${r}, ${M} - 1) * ${K}; float acc${r} = 0.0f;`);
+  const lanes = R === 1 && LANE_FORMATS.has(format);
+  if (lanes) b.line(Array.from({ length: LANES }, (_, l) => `float a${l} = 0.0f;`).join(" "));
   b.line(`for (int kb = 0; kb < ${perRow}; ++kb) {`);
   b.scoped(() => {
     b.line(`int base = (n * ${perRow} + kb) * ${bytes};`);
     b.line(`int xo = x0 + kb * ${elements};`);
+    if (lanes) return laneDot(b, blocks, format, (k) => b.emit(x, `(xo + ${k})`));
     if (R === 1) {
-      b.line("float acc = acc0;");
-      if (!blockDot(b, blocks, format, (k) => b.emit(x, `(xo + ${k})`))) {
-        const value = blockReader(b, blocks, format);
-        b.line(`for (int j = 0; j < ${elements}; ++j) {`);
-        b.scoped(() => b.line(`acc = fma(float(${b.emit(x, "(xo + j)")}), ${value()}, acc);`));
-        b.line("}");
-      }
-      b.line("acc0 = acc;");
+      const value = blockReader(b, blocks, format);
+      b.line(`for (int j = 0; j < ${elements}; ++j) {`);
+      b.scoped(() => b.line(`acc0 = fma(float(${b.emit(x, "(xo + j)")}), ${value()}, acc0);`));
+      b.line("}");
       return;
     }
     const value = blockReader(b, blocks, format);
@@ -173,6 +181,7 @@ export function quantizedMatmulKernel({ out, dispatch }: PlainPlan): KernelCode 
     b.line("}");
   });
   b.line("}");
+  if (lanes) b.line(`acc0 = ${laneSum(0, LANES)};`);
   for (const r of rs) {
     const at = `(m0 + ${r}) * ${N} + n`;
     const st = `out0[${at}] = ${store(out, `${computeType(out.dtype)}(acc${r})`)};`;
