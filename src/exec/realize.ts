@@ -43,6 +43,11 @@ class Schedule {
   readonly matmuls = new Map<Node, { main: Node; variant: MatmulVariant; panels: Panels | null }>();
   /** Multi-output kernels: the node a kernel is ordered by, and the other nodes it writes. */
   readonly outputs = new Map<Node, Node[]>();
+  /**
+   * While mergeOutputs runs: the kernels that read each node from memory (or a view of it), so
+   * that merge() finds the ones between a group's members without walking every kernel there.
+   */
+  private readers: Map<Node, Node[]> | null = null;
 
   /** Views of nodes computed in this evaluation, given their memory at other strides, with their bases. */
   readonly views: [view: Node, base: Node][] = [];
@@ -249,6 +254,7 @@ class Schedule {
         else if (o !== k) join(o, k);
       });
     }
+    this.readers = readersOf(this.order, new Map(this.views));
     const groups = new Map<Node, Node[]>();
     for (const k of cands) {
       const r = find(k);
@@ -269,6 +275,7 @@ class Schedule {
       }
       if (run.length > 1) this.merge(run, true);
     }
+    this.readers = null;
   }
 
   /**
@@ -304,14 +311,20 @@ class Schedule {
     const bases = new Map(this.views);
     const readsMember = (x: Node): boolean => members.has(x) || (bases.has(x) && readsMember(bases.get(x)!));
     let between = false;
-    for (let i = first + 1; i < last && !between; i++) {
-      const k = this.order[i]!;
-      if (!members.has(k)) inlineWalk(k, (x, inline) => (between ||= !inline && readsMember(x)));
+    const inOrder = (k: Node) => !members.has(k) && k.schedOrder > first && k.schedOrder < last && this.order[k.schedOrder] === k;
+    if (this.readers) between = g.some((m) => this.readers!.get(m)?.some(inOrder));
+    else {
+      for (let i = first + 1; i < last && !between; i++) {
+        const k = this.order[i]!;
+        if (!members.has(k)) inlineWalk(k, (x, inline) => (between ||= !inline && readsMember(x)));
+      }
     }
     let early = true;
     if (between) for (const m of g) inlineWalk(m, (x, inline) => (early &&= inline || x.schedOrder < first));
     if (between && !early) return false;
     const root = between ? g[0]! : g[g.length - 1]!;
+    // Moving kernels earlier can make a kernel read from memory what it computed inline before.
+    if (commit && between) this.readers = null;
     // The caps of one kernel, counted on what the group computes at the root's place.
     const leaves = new Set<Node>(), inline = new Set<Node>();
     const stack = g.flatMap((m) => m.inputs);
@@ -389,6 +402,22 @@ function inlineWalk(k: Node, f: (x: Node, inline: boolean) => void): void {
     f(x, inline);
     if (inline) stack.push(...x.inputs);
   }
+}
+
+/** The kernels of order that read each node from memory, directly or through views of it (bases: view to base). */
+function readersOf(order: readonly Node[], bases: ReadonlyMap<Node, Node>): Map<Node, Node[]> {
+  const readers = new Map<Node, Node[]>();
+  for (const k of order) {
+    inlineWalk(k, (x, inline) => {
+      if (inline) return;
+      for (let y: Node | undefined = x; y; y = bases.get(y)) {
+        const list = readers.get(y);
+        if (!list) readers.set(y, [k]);
+        else if (list[list.length - 1] !== k) list.push(k);
+      }
+    });
+  }
+  return readers;
 }
 
 /**
