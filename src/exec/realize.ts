@@ -19,6 +19,7 @@ import { epilogueOf, type MatmulVariant, panelBytes, type Panels, pendingMatmuls
 import { matmulKernel, plainKernel, rowKernel } from "./plans.ts";
 import { memory, type Storage, stats } from "./memory.ts";
 import { compileMissing, libraryPipeline, pipelineFor } from "./kernels.ts";
+import { multiTensor } from "./emit/multi.ts";
 
 // A fused kernel computes at most this many inline nodes and reads at most this many computed
 // ones (Metal has 31 buffer slots); past either, the widest inline input gets a kernel of its own.
@@ -521,12 +522,15 @@ export function planOf(schedule: Schedule, node: Node): KernelCode {
   return group ? rowKernel(node, group, rowThreads(schedule.target, group), also) : plainKernel(node, also);
 }
 
+/** The kernels encode() dispatches, kernels of one source over many tensors as one (emit/multi.ts). */
+function launches(schedule: Schedule) {
+  const launches = schedule.order.map((node) => ({ node, code: planOf(schedule, node), out: node.data! }));
+  return schedule.target.multiTensor ? multiTensor(launches) : launches.map((l) => ({ ...l, members: [l] }));
+}
+
 /** The sources of the kernels that encode() will dispatch. */
 function kernelSources(schedule: Schedule): string[] {
-  const plans = schedule.order.flatMap((n) => {
-    const k = planOf(schedule, n);
-    return [k, ...(k.packs ?? []).map((p) => p.code)];
-  });
+  const plans = launches(schedule).flatMap(({ code: k }) => [k, ...(k.packs ?? []).map((p) => p.code)]);
   return plans.filter((k) => !k.library && k.dispatch.size.every((x) => x > 0)).map((k) => k.source);
 }
 
@@ -597,8 +601,12 @@ function encode(schedule: Schedule) {
     for (const s of outs) written.add(s);
     return true;
   };
-  for (const node of schedule.order) {
-    const k = planOf(schedule, node);
+  for (const step of launches(schedule)) {
+    if (step.members.length > 1) {
+      const fused = step.members.some((m) => m.node.schedInlineCount > 1);
+      if (put(step.code, step.out.storage, step.members[0]!.node.op, fused)) continue;
+    }
+    for (const { node, code: k } of step.members) {
     for (const p of k.packs ?? []) put(p.code, p.out, node.op, false);
     const fused = node.schedInlineCount > 1;
     if (put(k, node.data!.storage, node.op, fused, schedule.rows.has(node))) continue;
@@ -608,6 +616,7 @@ function encode(schedule: Schedule) {
     const limit = pipelineFor(k.source).maxThreadsPerThreadgroup;
     if (mm?.variant !== "simd" || !put(matmulKernel(node, mm.main, "dot", null), node.data!.storage, node.op, fused)) {
       throw new SmeltError(`eval: the kernel for ${node.op} needs ${k.dispatch.group.join(" x ")} threads per threadgroup; its pipeline allows ${limit}`);
+    }
     }
   }
   cmd.commit();
