@@ -49,6 +49,8 @@ class Schedule {
    * that merge() finds the ones between a group's members without walking every kernel there.
    */
   private readers: Map<Node, Node[]> | null = null;
+  /** Whether merges left members in the order at places they no longer run at (compact). */
+  private holes = false;
 
   /** Views of nodes computed in this evaluation, given their memory at other strides, with their bases. */
   readonly views: [view: Node, base: Node][] = [];
@@ -276,6 +278,7 @@ class Schedule {
       }
       if (run.length > 1) this.merge(run, true);
     }
+    this.compact();
     this.readers = null;
   }
 
@@ -317,7 +320,7 @@ class Schedule {
     else {
       for (let i = first + 1; i < last && !between; i++) {
         const k = this.order[i]!;
-        if (!members.has(k)) inlineWalk(k, (x, inline) => (between ||= !inline && readsMember(x)));
+        if (!members.has(k) && k.schedOrder === i) inlineWalk(k, (x, inline) => (between ||= !inline && readsMember(x)));
       }
     }
     let early = true;
@@ -345,6 +348,18 @@ class Schedule {
     }
     if (leaves.size > MAX_LEAVES || inline.size + g.length > MAX_INLINE) return false;
     if (!commit && !this.rows.has(root)) return true;
+    const also = g.filter((m) => m !== root);
+    // At the last member's place, kernels only move later: they leave holes in the order, closed
+    // once (compact) rather than by renumbering the whole order for every group.
+    if (!between && !this.rows.has(root)) {
+      for (const m of also) m.schedOrder = root.schedOrder;
+      this.placeViews();
+      this.holes = true;
+      root.schedInlineCount = inline.size + g.length;
+      this.outputs.set(root, also);
+      return true;
+    }
+    this.compact();
     const before = [...this.order];
     const order = before.filter((n) => n === root || !members.has(n));
     const renumber = (nodes: Node[]) => {
@@ -356,7 +371,6 @@ class Schedule {
       this.placeViews();
     };
     renumber(order);
-    const also = g.filter((m) => m !== root);
     for (const m of also) m.schedOrder = root.schedOrder;
     this.placeViews();
     // One row group must compute every output, at the new places.
@@ -372,6 +386,20 @@ class Schedule {
     root.schedInlineCount = inline.size + g.length;
     this.outputs.set(root, also);
     return true;
+  }
+
+  /** Closes the holes merges left in the order: the members merged into a kernel at a later place. */
+  private compact(): void {
+    if (!this.holes) return;
+    this.holes = false;
+    const kept = this.order.filter((n, i) => n.schedOrder === i);
+    this.order.length = 0;
+    for (const n of kept) {
+      n.schedOrder = this.order.length;
+      this.order.push(n);
+    }
+    for (const [root, also] of this.outputs) for (const m of also) m.schedOrder = root.schedOrder;
+    this.placeViews();
   }
 
   /** Views computed with their bases stay at their bases' places when kernels move. */
