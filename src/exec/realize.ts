@@ -629,15 +629,10 @@ function encode(schedule: Schedule) {
     for (const s of outs) written.add(s);
     return true;
   };
-  for (const step of launches(schedule)) {
-    if (step.members.length > 1) {
-      const fused = step.members.some((m) => m.node.schedInlineCount > 1);
-      if (put(step.code, step.out.storage, step.members[0]!.node.op, fused)) continue;
-    }
-    for (const { node, code: k } of step.members) {
+  const single = (node: Node, k: KernelCode) => {
     for (const p of k.packs ?? []) put(p.code, p.out, node.op, false);
     const fused = node.schedInlineCount > 1;
-    if (put(k, node.data!.storage, node.op, fused, schedule.rows.has(node))) continue;
+    if (put(k, node.data!.storage, node.op, fused, schedule.rows.has(node))) return;
     // Only the simdgroup matmul is built around its threadgroup (4 SIMD groups): the dot kernel
     // computes the same product with threadgroups of any size.
     const mm = schedule.matmuls.get(node);
@@ -645,7 +640,12 @@ function encode(schedule: Schedule) {
     if (mm?.variant !== "simd" || !put(matmulKernel(node, mm.main, "dot", null), node.data!.storage, node.op, fused)) {
       throw new SmeltError(`eval: the kernel for ${node.op} needs ${k.dispatch.group.join(" x ")} threads per threadgroup; its pipeline allows ${limit}`);
     }
-    }
+  };
+  for (const step of launches(schedule)) {
+    // A multi-tensor dispatch whose pipeline takes smaller threadgroups runs its members one by one.
+    const fused = step.members.some((m) => m.node.schedInlineCount > 1);
+    if (step.members.length > 1 && put(step.code, step.out.storage, step.members[0]!.node.op, fused)) continue;
+    for (const { node, code } of step.members) single(node, code);
   }
   cmd.commit();
   stats.commandBuffers++;
