@@ -552,7 +552,10 @@ export function planOf(schedule: Schedule, node: Node): KernelCode {
 
 /** The kernels encode() dispatches, kernels of one source over many tensors as one (emit/multi.ts). */
 function launches(schedule: Schedule) {
-  const launches = schedule.order.map((node) => ({ node, code: planOf(schedule, node), out: node.data! }));
+  const launches = schedule.order.map((node) => {
+    const shares = !schedule.rows.has(node) && !schedule.matmuls.has(node) && (OPS[node.op].kind !== "kernel" || node.op === "reduce");
+    return { node, code: planOf(schedule, node), out: node.data!, shares };
+  });
   return schedule.target.multiTensor ? multiTensor(launches) : launches.map((l) => ({ ...l, members: [l] }));
 }
 

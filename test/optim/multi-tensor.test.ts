@@ -129,3 +129,29 @@ test("scheduling an update of 1,000 parameters, new parameters before moments, t
   // Quadratic, it took seconds; linear, tens of milliseconds.
   expect(ms).toBeLessThan(2000);
 });
+
+test("only kernels writing each element once from their inputs share a dispatch (not scatter-adds)", () => {
+  multi(true, () => {
+    // Two scatter-adds of one source, computed before the kernel adding them: a member's repeated
+    // threads would add their values twice, so they stay two dispatches (one would do otherwise).
+    const x = tensor([300, 4], 30);
+    const idx = [0, 1].map((k) => Array.from({ length: 600 }, (_, i) => [(i * 7 + k) % 300, (i * 3) % 300, i % 300, (i * 5 + k) % 300]));
+    const vals = [0, 1].map((k) => tensor([600, 4], 40 + k));
+    const parts = [0, 1].map((k) => sm.scatterAdd(x, sm.array(idx[k]!.flat(), "int32").reshape([600, 4]), vals[k]!, 0));
+    const out = sm.add(parts[0]!, parts[1]!);
+    sm.resetStats();
+    out.eval();
+    expect(sm.stats().kernelsDispatched).toBe(3);
+    const want = [0, 1].map((k) => {
+      const w = Array.from(x.raw());
+      const v = vals[k]!.raw();
+      idx[k]!.forEach((row, i) => row.forEach((r, c) => (w[r * 4 + c] = w[r * 4 + c]! + v[i * 4 + c]!)));
+      return w;
+    });
+    const got = out.raw();
+    want[0]!.forEach((w, j) => {
+      const e = w + want[1]![j]!;
+      expect(Math.abs(got[j]! - e)).toBeLessThanOrEqual(1e-5 * Math.max(1, Math.abs(e)));
+    });
+  });
+});

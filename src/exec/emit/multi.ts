@@ -1,7 +1,7 @@
 /**
- * Multi-tensor kernels: the kernels of one evaluation whose generated source is the same (one
- * body over other buffers, parameters and element counts, as the update of every parameter of a
- * model by one optimizer is) run as one dispatch. Its threads are the members' elements one after
+ * Multi-tensor kernels: the elementwise and reduction kernels of one evaluation whose generated
+ * source is the same (one body over other buffers, parameters and element counts, as the update
+ * of every parameter of a model by one optimizer is) run as one dispatch. Its threads are the members' elements one after
  * the other, each member's range rounded up to whole threadgroups, so that a threadgroup belongs
  * to one member: a thread finds its member from its threadgroup's first thread, with a table of
  * where each member starts, its element count and where its parameters are.
@@ -17,14 +17,21 @@ import { MAX_BUFFER_SLOTS } from "../../runtime/records.ts";
 import type { Storage } from "../memory.ts";
 import { ELEMENT_POSITION, type KernelCode } from "./builder.ts";
 
-/** A kernel in evaluation order, with the memory it writes. */
+/**
+ * A kernel in evaluation order, with the memory it writes; `shares` when it may be a member: it
+ * writes each of its elements once, from its inputs alone (elementwise kernels and reductions),
+ * so that threads repeating some of its elements write the same values.
+ */
 export interface Launch {
   code: KernelCode;
   out: Data;
+  shares: boolean;
 }
 
 /** A dispatch: one kernel, or members run by one multi-tensor kernel (out: the first member's). */
-export interface Step<L extends Launch = Launch> extends Launch {
+export interface Step<L extends Launch = Launch> {
+  code: KernelCode;
+  out: Data;
   members: readonly L[];
 }
 
@@ -192,7 +199,7 @@ export function multiTensor<L extends Launch>(launches: readonly L[]): Step<L>[]
   const conflicts = (g: Open<L>, l: L) =>
     storages(l, false).some((s) => g.writes.has(s)) || storages(l, true).some((s) => g.writes.has(s) || g.reads.has(s));
   for (const l of launches) {
-    const count = capacity(l.code);
+    const count = l.shares ? capacity(l.code) : 0;
     const group = groupFor(l.code.dispatch.size[0]);
     const key = count ? `${group} ${l.code.source}` : null;
     for (const [k, g] of [...open]) if (k !== key && conflicts(g, l)) close(k);
