@@ -19,6 +19,7 @@ import { epilogueOf, type MatmulVariant, panelBytes, type Panels, pendingMatmuls
 import { matmulKernel, plainKernel, rowKernel } from "./plans.ts";
 import { memory, type Storage, stats } from "./memory.ts";
 import { compileMissing, libraryPipeline, pipelineFor } from "./kernels.ts";
+import { multiTensor } from "./emit/multi.ts";
 
 // A fused kernel computes at most this many inline nodes and reads at most this many computed
 // ones (Metal has 31 buffer slots); past either, the widest inline input gets a kernel of its own.
@@ -43,6 +44,13 @@ class Schedule {
   readonly matmuls = new Map<Node, { main: Node; variant: MatmulVariant; panels: Panels | null }>();
   /** Multi-output kernels: the node a kernel is ordered by, and the other nodes it writes. */
   readonly outputs = new Map<Node, Node[]>();
+  /**
+   * While mergeOutputs runs: the kernels that read each node from memory (or a view of it), so
+   * that merge() finds the ones between a group's members without walking every kernel there.
+   */
+  private readers: Map<Node, Node[]> | null = null;
+  /** Whether merges left members in the order at places they no longer run at (compact). */
+  private holes = false;
 
   /** Views of nodes computed in this evaluation, given their memory at other strides, with their bases. */
   readonly views: [view: Node, base: Node][] = [];
@@ -249,6 +257,7 @@ class Schedule {
         else if (o !== k) join(o, k);
       });
     }
+    this.readers = readersOf(this.order, new Map(this.views));
     const groups = new Map<Node, Node[]>();
     for (const k of cands) {
       const r = find(k);
@@ -269,6 +278,8 @@ class Schedule {
       }
       if (run.length > 1) this.merge(run, true);
     }
+    this.compact();
+    this.readers = null;
   }
 
   /**
@@ -304,14 +315,20 @@ class Schedule {
     const bases = new Map(this.views);
     const readsMember = (x: Node): boolean => members.has(x) || (bases.has(x) && readsMember(bases.get(x)!));
     let between = false;
-    for (let i = first + 1; i < last && !between; i++) {
-      const k = this.order[i]!;
-      if (!members.has(k)) inlineWalk(k, (x, inline) => (between ||= !inline && readsMember(x)));
+    const inOrder = (k: Node) => !members.has(k) && k.schedOrder > first && k.schedOrder < last && this.order[k.schedOrder] === k;
+    if (this.readers) between = g.some((m) => this.readers!.get(m)?.some(inOrder));
+    else {
+      for (let i = first + 1; i < last && !between; i++) {
+        const k = this.order[i]!;
+        if (!members.has(k) && k.schedOrder === i) inlineWalk(k, (x, inline) => (between ||= !inline && readsMember(x)));
+      }
     }
     let early = true;
     if (between) for (const m of g) inlineWalk(m, (x, inline) => (early &&= inline || x.schedOrder < first));
     if (between && !early) return false;
     const root = between ? g[0]! : g[g.length - 1]!;
+    // Moving kernels earlier can make a kernel read from memory what it computed inline before.
+    if (commit && between) this.readers = null;
     // The caps of one kernel, counted on what the group computes at the root's place.
     const leaves = new Set<Node>(), inline = new Set<Node>();
     const stack = g.flatMap((m) => m.inputs);
@@ -331,6 +348,18 @@ class Schedule {
     }
     if (leaves.size > MAX_LEAVES || inline.size + g.length > MAX_INLINE) return false;
     if (!commit && !this.rows.has(root)) return true;
+    const also = g.filter((m) => m !== root);
+    // At the last member's place, kernels only move later: they leave holes in the order, closed
+    // once (compact) rather than by renumbering the whole order for every group.
+    if (!between && !this.rows.has(root)) {
+      for (const m of also) m.schedOrder = root.schedOrder;
+      this.placeViews();
+      this.holes = true;
+      root.schedInlineCount = inline.size + g.length;
+      this.outputs.set(root, also);
+      return true;
+    }
+    this.compact();
     const before = [...this.order];
     const order = before.filter((n) => n === root || !members.has(n));
     const renumber = (nodes: Node[]) => {
@@ -342,7 +371,6 @@ class Schedule {
       this.placeViews();
     };
     renumber(order);
-    const also = g.filter((m) => m !== root);
     for (const m of also) m.schedOrder = root.schedOrder;
     this.placeViews();
     // One row group must compute every output, at the new places.
@@ -358,6 +386,20 @@ class Schedule {
     root.schedInlineCount = inline.size + g.length;
     this.outputs.set(root, also);
     return true;
+  }
+
+  /** Closes the holes merges left in the order: the members merged into a kernel at a later place. */
+  private compact(): void {
+    if (!this.holes) return;
+    this.holes = false;
+    const kept = this.order.filter((n, i) => n.schedOrder === i);
+    this.order.length = 0;
+    for (const n of kept) {
+      n.schedOrder = this.order.length;
+      this.order.push(n);
+    }
+    for (const [root, also] of this.outputs) for (const m of also) m.schedOrder = root.schedOrder;
+    this.placeViews();
   }
 
   /** Views computed with their bases stay at their bases' places when kernels move. */
@@ -389,6 +431,22 @@ function inlineWalk(k: Node, f: (x: Node, inline: boolean) => void): void {
     f(x, inline);
     if (inline) stack.push(...x.inputs);
   }
+}
+
+/** The kernels of order that read each node from memory, directly or through views of it (bases: view to base). */
+function readersOf(order: readonly Node[], bases: ReadonlyMap<Node, Node>): Map<Node, Node[]> {
+  const readers = new Map<Node, Node[]>();
+  for (const k of order) {
+    inlineWalk(k, (x, inline) => {
+      if (inline) return;
+      for (let y: Node | undefined = x; y; y = bases.get(y)) {
+        const list = readers.get(y);
+        if (!list) readers.set(y, [k]);
+        else if (list[list.length - 1] !== k) list.push(k);
+      }
+    });
+  }
+  return readers;
 }
 
 /**
@@ -492,12 +550,18 @@ export function planOf(schedule: Schedule, node: Node): KernelCode {
   return group ? rowKernel(node, group, rowThreads(schedule.target, group), also) : plainKernel(node, also);
 }
 
+/** The kernels encode() dispatches, kernels of one source over many tensors as one (emit/multi.ts). */
+function launches(schedule: Schedule) {
+  const launches = schedule.order.map((node) => {
+    const shares = !schedule.rows.has(node) && !schedule.matmuls.has(node) && (OPS[node.op].kind !== "kernel" || node.op === "reduce");
+    return { node, code: planOf(schedule, node), out: node.data!, shares };
+  });
+  return schedule.target.multiTensor ? multiTensor(launches) : launches.map((l) => ({ ...l, members: [l] }));
+}
+
 /** The sources of the kernels that encode() will dispatch. */
 function kernelSources(schedule: Schedule): string[] {
-  const plans = schedule.order.flatMap((n) => {
-    const k = planOf(schedule, n);
-    return [k, ...(k.packs ?? []).map((p) => p.code)];
-  });
+  const plans = launches(schedule).flatMap(({ code: k }) => [k, ...(k.packs ?? []).map((p) => p.code)]);
   return plans.filter((k) => !k.library && k.dispatch.size.every((x) => x > 0)).map((k) => k.source);
 }
 
@@ -568,11 +632,10 @@ function encode(schedule: Schedule) {
     for (const s of outs) written.add(s);
     return true;
   };
-  for (const node of schedule.order) {
-    const k = planOf(schedule, node);
+  const single = (node: Node, k: KernelCode) => {
     for (const p of k.packs ?? []) put(p.code, p.out, node.op, false);
     const fused = node.schedInlineCount > 1;
-    if (put(k, node.data!.storage, node.op, fused, schedule.rows.has(node))) continue;
+    if (put(k, node.data!.storage, node.op, fused, schedule.rows.has(node))) return;
     // Only the simdgroup matmul is built around its threadgroup (4 SIMD groups): the dot kernel
     // computes the same product with threadgroups of any size.
     const mm = schedule.matmuls.get(node);
@@ -580,6 +643,12 @@ function encode(schedule: Schedule) {
     if (mm?.variant !== "simd" || !put(matmulKernel(node, mm.main, "dot", null), node.data!.storage, node.op, fused)) {
       throw new SmeltError(`eval: the kernel for ${node.op} needs ${k.dispatch.group.join(" x ")} threads per threadgroup; its pipeline allows ${limit}`);
     }
+  };
+  for (const step of launches(schedule)) {
+    // A multi-tensor dispatch whose pipeline takes smaller threadgroups runs its members one by one.
+    const fused = step.members.some((m) => m.node.schedInlineCount > 1);
+    if (step.members.length > 1 && put(step.code, step.out.storage, step.members[0]!.node.op, fused)) continue;
+    for (const { node, code } of step.members) single(node, code);
   }
   cmd.commit();
   stats.commandBuffers++;

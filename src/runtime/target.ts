@@ -29,6 +29,13 @@ export interface Target {
    * multiply-adds) and for the others.
    */
   matmul: { small: MatmulLayout; large: MatmulLayout; smallRows: number; smallWork: number };
+  /**
+   * Kernels of one source in an evaluation run as one multi-tensor dispatch (exec/emit/multi.ts):
+   * on a GPU, where each dispatch costs a launch. Not on a CPU, whose launches are cheap and whose
+   * compiler vectorizes a threadgroup's loop only over buffers fixed for the dispatch: picking a
+   * member's buffers per threadgroup made it gather.
+   */
+  multiTensor: boolean;
 }
 
 type Env = Record<string, string | undefined>;
@@ -52,6 +59,7 @@ export function makeTarget(device: Pick<Device, "backend" | "limits">, env: Env 
     maxThreadsPerThreadgroup: device.limits.maxThreadsPerThreadgroup,
     rowThreads: forcedRows >= 1 && forcedRows <= 1024 ? forcedRows : cpu ? 1 : 0,
     matmul,
+    multiTensor: env.SMELT_MULTI_TENSOR === "1" || (env.SMELT_MULTI_TENSOR !== "0" && !cpu),
   };
 }
 

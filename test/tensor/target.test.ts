@@ -15,17 +15,20 @@ describe("Target", () => {
     const gpu = makeTarget({ backend: "metal", limits }, {});
     expect(gpu).toEqual({
       cpu: false, unifiedMemory: true, hostVisible: true, simdWidth: 32, maxThreadsPerThreadgroup: 1024, rowThreads: 0,
-      matmul: { small: "dot", large: "simd", smallRows: 16, smallWork: 0 },
+      matmul: { small: "dot", large: "simd", smallRows: 16, smallWork: 0 }, multiTensor: true,
     });
     const cpu = makeTarget({ backend: "host", limits: { ...limits, simdWidth: 8, unifiedMemory: false } }, {});
-    expect([cpu.cpu, cpu.rowThreads, cpu.simdWidth, cpu.unifiedMemory, cpu.matmul.small, cpu.matmul.large]).toEqual([true, 1, 8, false, "column", "panel"]);
+    expect([cpu.cpu, cpu.rowThreads, cpu.simdWidth, cpu.unifiedMemory, cpu.matmul.small, cpu.matmul.large, cpu.multiTensor]).toEqual([true, 1, 8, false, "column", "panel", false]);
   });
 
-  test("SMELT_ROW_THREADS and SMELT_MATMUL are read when the target is made; bad values are ignored", () => {
+  test("SMELT_ROW_THREADS, SMELT_MATMUL and SMELT_MULTI_TENSOR are read when the target is made; bad values are ignored", () => {
     const t = makeTarget({ backend: "host", limits }, { SMELT_ROW_THREADS: "64", SMELT_MATMUL: "dot" });
     expect([t.rowThreads, t.matmul.small, t.matmul.large]).toEqual([64, "dot", "dot"]);
     const bad = makeTarget({ backend: "metal", limits }, { SMELT_ROW_THREADS: "0", SMELT_MATMUL: "block" });
     expect([bad.rowThreads, bad.matmul.small, bad.matmul.large]).toEqual([0, "dot", "simd"]);
+    const on = makeTarget({ backend: "host", limits }, { SMELT_MULTI_TENSOR: "1" });
+    const off = makeTarget({ backend: "metal", limits }, { SMELT_MULTI_TENSOR: "0" });
+    expect([on.multiTensor, off.multiTensor]).toEqual([true, false]);
   });
 
   test("the scheduler reads the target, not the environment", () => {
