@@ -205,9 +205,10 @@ class Schedule {
    * Multi-output kernels: elementwise kernels of one shape that compute some of the same work (one
    * computes another's node inline, as a new parameter does its new moments; or both compute a
    * producer they share) become one kernel writing all of their nodes, the shared work done once;
-   * so do float sums over the same axes of inputs of one shape (a weight's and a bias's gradient),
-   * which share their loop. merge() can also join row kernels of one row shape, but mergeKind
-   * keeps them apart for now. See merge() for where a group runs, and when it stays apart.
+   * so do row kernels of one row shape that fold the same reductions (a norm's dx and the
+   * products its weight gradient sums), and float sums over the same axes of inputs of one shape
+   * (a weight's and a bias's gradient), which share their loop. See merge() for where a group
+   * runs, and when it stays apart.
    */
   mergeOutputs(): void {
     const keys = new Map<Node, string>();
@@ -279,10 +280,7 @@ class Schedule {
     const kind = OPS[n.op].kind;
     if (this.matmuls.has(n)) return null;
     const group = this.rows.get(n);
-    // Row kernels stay apart: merging them scheduled a consumer of a group's per-row value before
-    // the value's kernel in LoRA training graphs (test/lora/trainer.test.ts); until the merge
-    // accounts for what a row group writes besides its members, they are not merged.
-    if (group) return null;
+    if (group) return group.perRow ? null : "rows";
     if (n.op === "reduce") {
       const { kind: k, axes } = attrsOf(n, "reduce");
       const input = n.inputs[0]!;
@@ -304,9 +302,11 @@ class Schedule {
     const bases = new Map(this.views);
     const readsMember = (x: Node): boolean => members.has(x) || (bases.has(x) && readsMember(bases.get(x)!));
     let between = false;
+    // A kernel merged before writes further outputs, whose reads count as its kernel's.
     for (let i = first + 1; i < last && !between; i++) {
       const k = this.order[i]!;
-      if (!members.has(k)) inlineWalk(k, (x, inline) => (between ||= !inline && readsMember(x)));
+      if (members.has(k)) continue;
+      for (const o of [k, ...(this.outputs.get(k) ?? [])]) inlineWalk(o, (x, inline) => (between ||= !inline && readsMember(x)));
     }
     let early = true;
     if (between) for (const m of g) inlineWalk(m, (x, inline) => (early &&= inline || x.schedOrder < first));
@@ -339,12 +339,12 @@ class Schedule {
         n.schedOrder = this.order.length;
         this.order.push(n);
       }
-      this.placeViews();
+      this.placeOutputs();
     };
     renumber(order);
     const also = g.filter((m) => m !== root);
     for (const m of also) m.schedOrder = root.schedOrder;
-    this.placeViews();
+    this.placeOutputs();
     // One row group must compute every output, at the new places.
     const group = this.rows.has(root) ? rowGroup(root, also) : null;
     if (!commit || (this.rows.has(root) && !group)) {
@@ -360,8 +360,13 @@ class Schedule {
     return true;
   }
 
-  /** Views computed with their bases stay at their bases' places when kernels move. */
-  private placeViews(): void {
+  /**
+   * The further outputs of kernels merged before, and views computed with their bases, stay at
+   * their kernels' places when kernels move: a kernel decides from these places whether it reads
+   * a node or computes it inline, and a row kernel's node cannot be computed inline elsewhere.
+   */
+  private placeOutputs(): void {
+    for (const [root, also] of this.outputs) for (const m of also) m.schedOrder = root.schedOrder;
     for (const [v, base] of this.views) v.schedOrder = base.schedOrder;
   }
 
