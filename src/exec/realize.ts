@@ -19,6 +19,7 @@ import { epilogueOf, type MatmulVariant, panelBytes, type Panels, pendingMatmuls
 import { matmulKernel, plainKernel, rowKernel } from "./plans.ts";
 import { memory, type Storage, stats } from "./memory.ts";
 import { compileMissing, libraryPipeline, pipelineFor } from "./kernels.ts";
+import { bindMemory, byDepth } from "./lifetimes.ts";
 
 // A fused kernel computes at most this many inline nodes and reads at most this many computed
 // ones (Metal has 31 buffer slots); past either, the widest inline input gets a kernel of its own.
@@ -195,7 +196,7 @@ class Schedule {
       fill = kept.fresh;
       if (fill) keeper = d.storage;
     } else {
-      b = memory.allocate(panelBytes(main), "matmul");
+      b = memory.reserve(panelBytes(main));
     }
     const summed = summedProduct(n, main);
     return { b, fill, keeper, summed };
@@ -371,7 +372,8 @@ class Schedule {
   }
 
   private allocate(n: Node): void {
-    const storage: Storage = memory.allocate(n.size * itemsize(n.dtype), n.op);
+    // Its buffer comes once the kernel order is final (bindMemory): maybe one an earlier node is done with.
+    const storage: Storage = memory.reserve(n.size * itemsize(n.dtype));
     n.data = { storage, strides: contiguousStrides(n.shape), offset: 0 };
     n.schedReads = []; // planned: the list would only keep nodes alive
     n.schedOrder = this.order.length;
@@ -536,7 +538,9 @@ export function fitGroup(d: KernelCode["dispatch"], pipeline: Pipeline, rows: bo
 function encode(schedule: Schedule) {
   const dev = memory.device;
   const cmd = dev.commandBuffer();
-  let written = new Set<Storage>();
+  // Since the last barrier. A kernel's output may be memory that earlier kernels of this command
+  // buffer wrote and read (lifetimes.ts), so writing it waits for them as reading it would.
+  let written = new Set<Storage>(), read = new Set<Storage>();
   const used: Storage[] = [];
   const put = (k: KernelCode, out: Storage, op: string, fused: boolean, rows = false): boolean => {
     const reads = k.inputs.map((d) => d.storage);
@@ -548,10 +552,12 @@ function encode(schedule: Schedule) {
       }
     }
     used.push(out, ...outs, ...reads);
-    if (reads.some((s) => written.has(s))) {
+    if (reads.some((s) => written.has(s)) || [out, ...outs].some((s) => written.has(s) || read.has(s))) {
       cmd.barrier();
       written = new Set();
+      read = new Set();
     }
+    for (const r of reads) read.add(r);
     const lib = k.library;
     const args: unknown[] = lib
       ? [lib.key ?? { buffer: k.inputs[0]!.storage.buffer, offset: k.inputs[0]!.offset * 4 }, out.buffer, k.params]
@@ -627,8 +633,10 @@ function releasePanels(schedule: Schedule, failed: boolean): void {
 export function schedule(nodes: readonly Node[]): Schedule {
   const s = new Schedule();
   try {
-    for (const n of nodes) s.require(n);
+    for (const n of byDepth(nodes)) s.require(n);
     s.mergeOutputs();
+    const panels = (n: Node) => s.matmuls.get(n)?.panels;
+    bindMemory(s.order.map((n) => ({ writes: [n, ...(s.outputs.get(n) ?? [])], scratch: panels(n) ? [panels(n)!] : [] })), s.views, nodes);
   } catch (e) {
     // Nothing was computed: give the memory back so no node claims data it does not have.
     releasePanels(s, true);
