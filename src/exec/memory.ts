@@ -34,7 +34,9 @@ export const stats: EngineStats = {
 /**
  * A device buffer shared by every tensor that views it; returned to the cache at zero refs. Its
  * contents never change once computed, so data derived from them (a matmul operand packed into
- * panels) can be kept beside it, and is freed with it.
+ * panels) can be kept beside it, and is freed with it. A storage planned for a node of an
+ * evaluation gets its buffer only once the evaluation's kernel order is known (exec/lifetimes.ts),
+ * and none when the node takes over another's storage instead.
  */
 export class Storage {
   refs = 1;
@@ -42,9 +44,20 @@ export class Storage {
   busy = 0;
   private derived: Map<string, Storage> | null = null;
   constructor(
-    readonly buffer: DeviceBuffer,
+    private buf: DeviceBuffer | null,
     readonly bytes: number,
   ) {}
+  get buffer(): DeviceBuffer {
+    if (!this.buf) throw new SmeltError("eval: internal error: memory used before it was given a buffer; please report it");
+    return this.buf;
+  }
+  get bound(): boolean {
+    return this.buf !== null;
+  }
+  /** Gives a planned storage its buffer (Memory.bind). */
+  attach(buffer: DeviceBuffer): void {
+    this.buf = buffer;
+  }
   retain(): this {
     this.refs++;
     return this;
@@ -52,7 +65,7 @@ export class Storage {
   release(): void {
     if (--this.refs > 0) return;
     this.dropDerived();
-    memory.recycle(this);
+    if (this.buf) memory.recycle(this);
   }
   /** The storage derived under key, made by make() when absent (fresh: its contents are still to be written). */
   derive(key: string, make: () => Storage): { storage: Storage; fresh: boolean } {
@@ -103,7 +116,19 @@ class Memory {
   }
 
   allocate(bytes: number, op: string): Storage {
-    const bucket = bucketOf(Math.max(bytes, 1));
+    const s = this.reserve(bytes);
+    this.bind(s, op, bytes);
+    return s;
+  }
+
+  /** A storage of `bytes` without a buffer yet: no memory is in use for it until bind(). */
+  reserve(bytes: number): Storage {
+    return new Storage(null, bucketOf(Math.max(bytes, 1)));
+  }
+
+  /** Gives a reserved storage its buffer, from the cache or the device; op and bytes (asked for) are for errors. */
+  bind(s: Storage, op: string, bytes = s.bytes): void {
+    const bucket = s.bytes;
     if (this.pending.length) this.reap();
     if (stats.bytesAllocated + bucket > this.limit) for (const s of [...this.deriving]) s.dropDerived();
     if (stats.bytesAllocated + bucket > this.limit) {
@@ -123,7 +148,7 @@ class Memory {
     }
     stats.bytesAllocated += bucket;
     stats.peakBytes = Math.max(stats.peakBytes, stats.bytesAllocated);
-    return new Storage(buffer, bucket);
+    s.attach(buffer);
   }
 
   /** A storage nothing refers to: cached for reuse, once no command buffer in flight uses it. */

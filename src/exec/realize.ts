@@ -20,6 +20,7 @@ import { matmulKernel, plainKernel, rowKernel } from "./plans.ts";
 import { memory, type Storage, stats } from "./memory.ts";
 import { compileMissing, libraryPipeline, pipelineFor } from "./kernels.ts";
 import { multiTensor } from "./emit/multi.ts";
+import { bindMemory, byDepth } from "./lifetimes.ts";
 
 // A fused kernel computes at most this many inline nodes and reads at most this many computed
 // ones (Metal has 31 buffer slots); past either, the widest inline input gets a kernel of its own.
@@ -203,7 +204,7 @@ class Schedule {
       fill = kept.fresh;
       if (fill) keeper = d.storage;
     } else {
-      b = memory.allocate(panelBytes(main), "matmul");
+      b = memory.reserve(panelBytes(main));
     }
     const summed = summedProduct(n, main);
     return { b, fill, keeper, summed };
@@ -213,9 +214,10 @@ class Schedule {
    * Multi-output kernels: elementwise kernels of one shape that compute some of the same work (one
    * computes another's node inline, as a new parameter does its new moments; or both compute a
    * producer they share) become one kernel writing all of their nodes, the shared work done once;
-   * so do float sums over the same axes of inputs of one shape (a weight's and a bias's gradient),
-   * which share their loop. merge() can also join row kernels of one row shape, but mergeKind
-   * keeps them apart for now. See merge() for where a group runs, and when it stays apart.
+   * so do row kernels of one row shape that fold the same reductions (a norm's dx and the
+   * products its weight gradient sums), and float sums over the same axes of inputs of one shape
+   * (a weight's and a bias's gradient), which share their loop. See merge() for where a group
+   * runs, and when it stays apart.
    */
   mergeOutputs(): void {
     const keys = new Map<Node, string>();
@@ -290,10 +292,7 @@ class Schedule {
     const kind = OPS[n.op].kind;
     if (this.matmuls.has(n)) return null;
     const group = this.rows.get(n);
-    // Row kernels stay apart: merging them scheduled a consumer of a group's per-row value before
-    // the value's kernel in LoRA training graphs (test/lora/trainer.test.ts); until the merge
-    // accounts for what a row group writes besides its members, they are not merged.
-    if (group) return null;
+    if (group) return group.perRow ? null : "rows";
     if (n.op === "reduce") {
       const { kind: k, axes } = attrsOf(n, "reduce");
       const input = n.inputs[0]!;
@@ -315,12 +314,22 @@ class Schedule {
     const bases = new Map(this.views);
     const readsMember = (x: Node): boolean => members.has(x) || (bases.has(x) && readsMember(bases.get(x)!));
     let between = false;
-    const inOrder = (k: Node) => !members.has(k) && k.schedOrder > first && k.schedOrder < last && this.order[k.schedOrder] === k;
+    // A reader counts at its kernel's place: a kernel merged before writes further outputs, whose
+    // reads count as its root's.
+    const placed = (k: Node): Node | undefined => {
+      const r = this.order[k.schedOrder];
+      return r === k || (r && this.outputs.get(r)?.includes(k)) ? r : undefined;
+    };
+    const inOrder = (k: Node) => {
+      const r = placed(k);
+      return r !== undefined && !members.has(r) && k.schedOrder > first && k.schedOrder < last;
+    };
     if (this.readers) between = g.some((m) => this.readers!.get(m)?.some(inOrder));
     else {
       for (let i = first + 1; i < last && !between; i++) {
         const k = this.order[i]!;
-        if (!members.has(k) && k.schedOrder === i) inlineWalk(k, (x, inline) => (between ||= !inline && readsMember(x)));
+        if (members.has(k) || k.schedOrder !== i) continue;
+        for (const o of [k, ...(this.outputs.get(k) ?? [])]) inlineWalk(o, (x, inline) => (between ||= !inline && readsMember(x)));
       }
     }
     let early = true;
@@ -353,7 +362,7 @@ class Schedule {
     // once (compact) rather than by renumbering the whole order for every group.
     if (!between && !this.rows.has(root)) {
       for (const m of also) m.schedOrder = root.schedOrder;
-      this.placeViews();
+      this.placeOutputs();
       this.holes = true;
       root.schedInlineCount = inline.size + g.length;
       this.outputs.set(root, also);
@@ -368,11 +377,11 @@ class Schedule {
         n.schedOrder = this.order.length;
         this.order.push(n);
       }
-      this.placeViews();
+      this.placeOutputs();
     };
     renumber(order);
     for (const m of also) m.schedOrder = root.schedOrder;
-    this.placeViews();
+    this.placeOutputs();
     // One row group must compute every output, at the new places.
     const group = this.rows.has(root) ? rowGroup(root, also) : null;
     if (!commit || (this.rows.has(root) && !group)) {
@@ -398,17 +407,22 @@ class Schedule {
       n.schedOrder = this.order.length;
       this.order.push(n);
     }
-    for (const [root, also] of this.outputs) for (const m of also) m.schedOrder = root.schedOrder;
-    this.placeViews();
+    this.placeOutputs();
   }
 
-  /** Views computed with their bases stay at their bases' places when kernels move. */
-  private placeViews(): void {
+  /**
+   * The further outputs of kernels merged before, and views computed with their bases, stay at
+   * their kernels' places when kernels move: a kernel decides from these places whether it reads
+   * a node or computes it inline, and a row kernel's node cannot be computed inline elsewhere.
+   */
+  private placeOutputs(): void {
+    for (const [root, also] of this.outputs) for (const m of also) m.schedOrder = root.schedOrder;
     for (const [v, base] of this.views) v.schedOrder = base.schedOrder;
   }
 
   private allocate(n: Node): void {
-    const storage: Storage = memory.allocate(n.size * itemsize(n.dtype), n.op);
+    // Its buffer comes once the kernel order is final (bindMemory): maybe one an earlier node is done with.
+    const storage: Storage = memory.reserve(n.size * itemsize(n.dtype));
     n.data = { storage, strides: contiguousStrides(n.shape), offset: 0 };
     n.schedReads = []; // planned: the list would only keep nodes alive
     n.schedOrder = this.order.length;
@@ -595,7 +609,9 @@ export function fitGroup(d: KernelCode["dispatch"], pipeline: Pipeline, rows: bo
 function encode(schedule: Schedule) {
   const dev = memory.device;
   const cmd = dev.commandBuffer();
-  let written = new Set<Storage>();
+  // Since the last barrier. A kernel's output may be memory that earlier kernels of this command
+  // buffer wrote and read (lifetimes.ts), so writing it waits for them as reading it would.
+  let written = new Set<Storage>(), read = new Set<Storage>();
   const used: Storage[] = [];
   const put = (k: KernelCode, out: Storage, op: string, fused: boolean, rows = false): boolean => {
     const reads = k.inputs.map((d) => d.storage);
@@ -607,10 +623,12 @@ function encode(schedule: Schedule) {
       }
     }
     used.push(out, ...outs, ...reads);
-    if (reads.some((s) => written.has(s))) {
+    if (reads.some((s) => written.has(s)) || [out, ...outs].some((s) => written.has(s) || read.has(s))) {
       cmd.barrier();
       written = new Set();
+      read = new Set();
     }
+    for (const r of reads) read.add(r);
     const lib = k.library;
     const args: unknown[] = lib
       ? [lib.key ?? { buffer: k.inputs[0]!.storage.buffer, offset: k.inputs[0]!.offset * 4 }, out.buffer, k.params]
@@ -691,8 +709,10 @@ function releasePanels(schedule: Schedule, failed: boolean): void {
 export function schedule(nodes: readonly Node[]): Schedule {
   const s = new Schedule();
   try {
-    for (const n of nodes) s.require(n);
+    for (const n of byDepth(nodes)) s.require(n);
     s.mergeOutputs();
+    const panels = (n: Node) => s.matmuls.get(n)?.panels;
+    bindMemory(s.order.map((n) => ({ writes: [n, ...(s.outputs.get(n) ?? [])], scratch: panels(n) ? [panels(n)!] : [] })), s.views, nodes);
   } catch (e) {
     // Nothing was computed: give the memory back so no node claims data it does not have.
     releasePanels(s, true);

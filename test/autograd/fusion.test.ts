@@ -33,11 +33,32 @@ test("the backward of softmax, logSoftmax, logsumexp, RMS norm and layer norm (d
   expect(kernels(dx((x) => sm.fast.layerNorm(x, w, b)))).toBe(1);
 });
 
-// Row kernels are not merged into multi-output kernels (src/exec/realize.ts mergeKind says why), so
-// the products a weight gradient sums are a row kernel of their own beside dx's.
-test("with the weight (and bias) gradients: the dx row kernel, the products' row kernel and one reduction kernel", () => {
-  expect(kernels(() => sm.vjp((x: T, w: T) => sm.fast.rmsNorm(x, w), [x, w], [ct])[1] as T[])).toBe(3);
-  expect(kernels(() => sm.vjp((x: T, w: T, b: T) => sm.fast.layerNorm(x, w, b), [x, w, b], [ct])[1] as T[])).toBe(3);
+test("with the weight (and bias) gradients: the dx row kernel and one reduction kernel, values as eager", () => {
+  const rms = () => sm.vjp((x: T, w: T) => sm.fast.rmsNorm(x, w), [x, w], [ct])[1] as T[];
+  const ln = () => sm.vjp((x: T, w: T, b: T) => sm.fast.layerNorm(x, w, b), [x, w, b], [ct])[1] as T[];
+  expect(kernels(rms)).toBe(2);
+  expect(kernels(ln)).toBe(2);
+  for (const build of [rms, ln]) {
+    const lazy = build();
+    sm.eval(lazy);
+    const eager = sm.eager(build);
+    lazy.forEach((g, i) => {
+      const got = g.toArray() as number[], want = eager[i]!.toArray() as number[];
+      const bad = want.findIndex((v, j) => !(Math.abs(got[j]! - v) <= 1e-5 * (1 + Math.abs(v))));
+      expect(bad < 0 ? null : `gradient ${i} [${bad}]: lazy ${got[bad]}, eager ${want[bad]}`).toBeNull();
+    });
+  }
+  // And RMS norm's weight gradient against float64: the column sums of ct * x / rms(x).
+  const xv = x.toArray() as number[], cv = ct.toArray() as number[];
+  const [R, C] = x.shape as [number, number];
+  const dw = new Float64Array(C);
+  for (let i = 0; i < R; i++) {
+    const row = xv.slice(i * C, i * C + C);
+    const r = 1 / Math.sqrt(row.reduce((a, v) => a + v * v, 0) / C + 1e-5);
+    for (let j = 0; j < C; j++) dw[j]! += cv[i * C + j]! * row[j]! * r;
+  }
+  const gw = rms()[1]!.toArray() as number[];
+  for (let j = 0; j < C; j++) expect(Math.abs(gw[j]! - dw[j]!)).toBeLessThan(1e-4 * (1 + Math.abs(dw[j]!)));
 });
 
 test("over many rows the weight gradients' reduction is two parallel stages, each one kernel for w and b", () => {
@@ -47,14 +68,13 @@ test("over many rows the weight gradients' reduction is two parallel stages, eac
   const ws = sm.random.normal([C], "float32", 0, 1, sm.random.key(9)).eval();
   const bs = sm.random.normal([C], "float32", 0, 1, sm.random.key(10)).eval();
   const build = () => sm.vjp((x: T, w: T, b: T) => sm.fast.layerNorm(x, w, b), [xs, ws, bs], [cts])[1] as T[];
-  expect(kernels(build)).toBe(4);
+  expect(kernels(build)).toBe(3);
   const outs = build();
   const s = schedule(outs.map((t) => t.node("test")));
   const threads = s.order.map((n) => planOf(s, n).dispatch.size[0]);
   execute(s);
-  // Two row kernels (a threadgroup per row: dx, the products), then partial sums of many rows'
-  // parts, then their fold.
-  expect(threads).toEqual([R, R, 64 * C, C]); // 64 parts of 32 rows
+  // A row kernel (a threadgroup per row), then partial sums of many rows' parts, then their fold.
+  expect(threads).toEqual([R, 64 * C, C]); // 64 parts of 32 rows
   // db is the column sum of the cotangent; dw that of cotangent times the normalized x.
   const xv = xs.toArray() as number[], cv = cts.toArray() as number[];
   const dw = new Float64Array(C), db = new Float64Array(C);

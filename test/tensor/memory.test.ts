@@ -73,6 +73,37 @@ test("intermediates of a fused kernel get no memory", () => {
   y.dispose();
 });
 
+test("a chain of kernels evaluated at once holds a few buffers, not one per kernel", () => {
+  // 16 products, each a kernel of its own (a contraction of 128), each read only by the next. tidy
+  // disposes the handles of the intermediates (a handle merely dropped holds its node until the
+  // garbage collector finds it, and a held tensor keeps its memory).
+  const [B, W, L] = [64, 128, 16];
+  const x = sm.random.normal([B, W], "float32", 0, 1, sm.random.key(1)).eval();
+  const ws = Array.from({ length: L }, (_, i) => sm.random.normal([W, W], "float32", 0, 1 / Math.sqrt(W), sm.random.key(2 + i)).eval());
+  const chain = () => sm.tidy(() => ws.reduce((h, w) => sm.tanh(sm.matmul(h, w)), x));
+  // Once first: the weights' packed operands are made and kept then, and the kernels compiled.
+  chain().eval().dispose();
+  const base = sm.getActiveMemory();
+  sm.resetStats();
+  sm.resetPeakMemory();
+  const y = chain().eval();
+  expect(sm.stats().kernelsDispatched).toBe(L);
+  const act = B * W * 4;
+  // Each product's output takes over the memory of the one before the last, which nothing reads
+  // any more: three buffers at most, where keeping every one until the end took sixteen.
+  expect(sm.getPeakMemory() - base).toBeLessThanOrEqual(3 * act);
+  expect(sm.getActiveMemory() - base).toBe(act);
+  // The values, against float64 on a few rows.
+  const xv = x.toArray() as number[], yv = y.toArray() as number[];
+  const wv = ws.map((w) => w.toArray() as number[]);
+  for (const r of [0, 17, B - 1]) {
+    let h = xv.slice(r * W, r * W + W);
+    for (const w of wv) h = Array.from({ length: W }, (_, j) => Math.tanh(h.reduce((s, v, k) => s + v * w[k * W + j]!, 0)));
+    h.forEach((v, j) => expect(Math.abs(yv[r * W + j]! - v)).toBeLessThan(1e-4));
+  }
+  for (const t of [x, y, ...ws]) t.dispose();
+});
+
 test("a training-style loop of 10,000 steps does not grow tensor memory", () => {
   let w = sm.zeros([64, 32]).eval();
   const target = sm.full([64, 32], 3).eval();
