@@ -19,6 +19,7 @@ import { epilogueOf, type MatmulVariant, panelBytes, type Panels, pendingMatmuls
 import { matmulKernel, plainKernel, rowKernel } from "./plans.ts";
 import { memory, type Storage, stats } from "./memory.ts";
 import { compileMissing, libraryPipeline, pipelineFor } from "./kernels.ts";
+import { Readers } from "./readers.ts";
 
 // A fused kernel computes at most this many inline nodes and reads at most this many computed
 // ones (Metal has 31 buffer slots); past either, the widest inline input gets a kernel of its own.
@@ -46,6 +47,8 @@ class Schedule {
 
   /** Views of nodes computed in this evaluation, given their memory at other strides, with their bases. */
   readonly views: [view: Node, base: Node][] = [];
+  /** While mergeOutputs runs: the kernels that read each node. */
+  private readers: Readers | null = null;
 
   /** Every node that gets memory: the kernels' nodes, the further outputs of multi-output ones, views. */
   nodes(): Node[] {
@@ -216,6 +219,7 @@ class Schedule {
       if (key !== null) keys.set(n, key);
     }
     if (keys.size < 2) return;
+    this.readers = new Readers(this.order, new Map(this.views), inlineWalk);
     const cands = new Set(keys.keys());
     const parent = new Map<Node, Node>();
     const find = (n: Node): Node => {
@@ -269,6 +273,7 @@ class Schedule {
       }
       if (run.length > 1) this.merge(run, true);
     }
+    this.readers = null;
   }
 
   /**
@@ -300,14 +305,11 @@ class Schedule {
   private merge(g: Node[], commit: boolean): boolean {
     const members = new Set(g);
     const first = g[0]!.schedOrder, last = g[g.length - 1]!.schedOrder;
+    const readers = this.readers!;
     // What a kernel reads of them: a member, or a view of one that has the member's memory.
-    const bases = new Map(this.views);
+    const bases = readers.bases;
     const readsMember = (x: Node): boolean => members.has(x) || (bases.has(x) && readsMember(bases.get(x)!));
-    let between = false;
-    for (let i = first + 1; i < last && !between; i++) {
-      const k = this.order[i]!;
-      if (!members.has(k)) inlineWalk(k, (x, inline) => (between ||= !inline && readsMember(x)));
-    }
+    const between = readers.readBetween(members, first, last);
     let early = true;
     if (between) for (const m of g) inlineWalk(m, (x, inline) => (early &&= inline || x.schedOrder < first));
     if (between && !early) return false;
@@ -357,6 +359,7 @@ class Schedule {
     }
     root.schedInlineCount = inline.size + g.length;
     this.outputs.set(root, also);
+    readers.merged(root, also);
     return true;
   }
 
