@@ -21,6 +21,7 @@ import { memory, type Storage, stats } from "./memory.ts";
 import { compileMissing, libraryPipeline, pipelineFor } from "./kernels.ts";
 import { multiTensor } from "./emit/multi.ts";
 import { bindMemory, byDepth } from "./lifetimes.ts";
+import { restrideView } from "./plan/restride.ts";
 
 // A fused kernel computes at most this many inline nodes and reads at most this many computed
 // ones (Metal has 31 buffer slots); past either, the widest inline input gets a kernel of its own.
@@ -68,10 +69,23 @@ class Schedule {
       if (OPS[n.op].readsComputedInputs) for (const i of n.inputs) this.operand(i);
       const inline = isInline(n);
       if (inline || OPS[n.op].kind === "kernel") this.weigh(n, inline);
+      if (inline && this.sharesDots(n)) this.materialize(n);
       // Row reductions and matmuls wait: the kernel of whatever reads them may compute them.
       if (!inline && !isRowReduce(n) && n.op !== "matmul") this.materialize(n);
     }
     if (!root.data) this.materialize(root);
+  }
+
+  /**
+   * Whether inline n computes a matmul inline (a low-rank product, say) and has more than one
+   * consumer: each consumer's kernel would compute the dot products again for every element, and
+   * a CPU pays for that (a LoRA layer's output, read by the activation and by the backward pass,
+   * cost a matmul's epilogue several times the matmul). Computed once, it is the epilogue of the
+   * matmul it adds to, or a kernel of its own.
+   */
+  private sharesDots(n: Node): boolean {
+    n.schedDots = n.op === "matmul" || n.inputs.some((i) => !i.data && i.schedDots);
+    return n.schedDots && n.consumers > 1;
   }
 
   // n.schedInlineCount: the inline nodes n's kernel would compute (an upper bound when nodes are shared);
@@ -124,9 +138,13 @@ class Schedule {
     const base = n.inputs[0]!;
     this.operand(base);
     const d = base.data!;
-    if (!isRowContiguous(base.shape, d.strides)) return this.materialize(n);
-    const map = kind === "view" ? viewMapOf(n) : { strides: contiguousStrides(n.shape), offset: 0 };
-    n.data = { storage: d.storage.retain(), strides: map.strides, offset: d.offset + map.offset };
+    let map: { strides: number[]; offset: number } | null;
+    if (isRowContiguous(base.shape, d.strides)) {
+      const m = kind === "view" ? viewMapOf(n) : { strides: contiguousStrides(n.shape), offset: 0 };
+      map = { strides: m.strides, offset: d.offset + m.offset };
+    } else map = kind === "view" ? restrideView(n, d.strides, d.offset) : null;
+    if (!map) return this.materialize(n);
+    n.data = { storage: d.storage.retain(), strides: map.strides, offset: map.offset };
     n.schedOrder = base.schedOrder;
     this.views.push([n, base]);
   }

@@ -53,6 +53,8 @@ export class Node<O extends Op = Op> {
   schedMark = 0;
   /** Whether the node's kernel may have row reductions or matmuls to plan around: until weighed, yes. */
   schedPlansAround = true;
+  /** Whether the node's inline code would compute a matmul inline (a dot product per element). */
+  schedDots = false;
   /** While an evaluation is pending: this node's place in its kernel order (else -1). */
   schedOrder = -1;
   constructor(op: O, inputs: Node[], shape: number[], dtype: DType, ...attrs: AttrsArg<O>);

@@ -1,0 +1,63 @@
+// Merging kernels into multi-output ones costs time about linear in the schedule: a training
+// step's hundreds of AdamW-like groups, each spanning most of the step's kernels, are merged
+// without walking every kernel between a group's first and last member once per group.
+import { expect, setDefaultTimeout, test } from "bun:test";
+import * as sm from "../../src/index.ts";
+import { execute, schedule } from "../../src/exec/realize.ts";
+import type { Node } from "../../src/graph/node.ts";
+
+setDefaultTimeout(120_000);
+
+const nodeOf = (t: sm.Tensor) => (t as unknown as { node(why: string): Node }).node("eval");
+
+/**
+ * n parameters, each with a gradient that is a kernel of its own (a long chain ending in a max
+ * over rows: sums would merge), updated as AdamW does and evaluated as a trainer does (every
+ * parameter, then every moment), so each (p, m, v) is one multi-output kernel placed after all
+ * the gradients' kernels. Checks kernel count and values; returns the fewest ms over `runs` runs
+ * of building the graph and of schedule().
+ */
+function updateTimes(n: number, runs: number): { build: number; schedule: number } {
+  const rows = Array.from({ length: n }, (_, i) => sm.full([4, 8], (i % 5) + 1, "float32").eval());
+  let build = Infinity, scheduling = Infinity;
+  for (let r = 0; r < runs; r++) {
+    sm.tidy(() => {
+      const b0 = performance.now();
+      const ps: sm.Tensor[] = [], ms: sm.Tensor[] = [], vs: sm.Tensor[] = [];
+      for (let i = 0; i < n; i++) {
+        let x = rows[i]!;
+        for (let j = 0; j < 30; j++) x = x.mul(1.5).mul(1 / 1.5);
+        const g = x.max(0);
+        const m = g.mul(0.1);
+        const v = g.square().mul(0.001);
+        ps.push(sm.full([8], 1, "float32").sub(m.div(v.sqrt().add(1e-8)).mul(0.01)));
+        ms.push(m);
+        vs.push(v);
+      }
+      const nodes = [...ps, ...ms, ...vs].map(nodeOf);
+      sm.resetStats();
+      const t0 = performance.now();
+      const s = schedule(nodes);
+      build = Math.min(build, t0 - b0);
+      scheduling = Math.min(scheduling, performance.now() - t0);
+      execute(s);
+      // n gradients and n merged updates.
+      expect(sm.stats().kernelsDispatched).toBe(2 * n);
+      const i = n - 1, g = (i % 5) + 1;
+      const m = Math.fround(g * 0.1), v = Math.fround(Math.fround(g * g) * 0.001);
+      expect(ms[i]!.toArray()[0]).toBeCloseTo(m, 4);
+      expect(vs[i]!.toArray()[0]).toBeCloseTo(v, 4);
+      expect(ps[i]!.toArray()[0]).toBeCloseTo(1 - (m / (Math.sqrt(v) + 1e-8)) * 0.01, 4);
+    });
+  }
+  rows.forEach((t) => t.dispose());
+  return { build, schedule: scheduling };
+}
+
+test("merging 320 AdamW-like groups costs a few times building their graph, not 70x", () => {
+  updateTimes(8, 1); // compiles the kernels
+  const t = updateTimes(320, 3);
+  console.log(`320 groups: build ${t.build.toFixed(1)} ms, schedule ${t.schedule.toFixed(1)} ms`);
+  // Walking the kernels between each group's members took about 70x the build; now 3x to 9x.
+  expect(t.schedule).toBeLessThan(30 * t.build);
+});
