@@ -28,6 +28,20 @@ kernel void simd_ops(device const float* x [[buffer(0)]], device float* out [[bu
   out[6 * i + 4] = simd_shuffle_down(v, ushort(3));
   out[6 * i + 5] = simd_shuffle_xor(v, ushort(5));
 }
+template <typename E>
+kernel void mma16(device const float* a [[buffer(0)]], device const float* b [[buffer(1)]], device float* c [[buffer(2)]]) {
+  simdgroup_matrix<E, 8, 8> ma, mb;
+  simdgroup_float8x8 mc = make_filled_simdgroup_matrix<float, 8, 8>(1.0f);
+  simdgroup_matrix<E, 8, 8> mh;
+  simdgroup_load(ma, a, 8);
+  simdgroup_load(mb, b, 8, ulong2(0, 0), true);
+  simdgroup_multiply_accumulate(mc, ma, mb, mc);
+  simdgroup_multiply(mh, ma, mb);
+  simdgroup_store(mc, c, 8);
+  simdgroup_store(mh, c + 64, 8);
+}
+template [[host_name("mma_half")]] kernel void mma16<half>(device const float*, device const float*, device float*);
+template [[host_name("mma_bfloat")]] kernel void mma16<bfloat>(device const float*, device const float*, device float*);
 kernel void mma(device const float* a [[buffer(0)]], device const float* b [[buffer(1)]], device float* c [[buffer(2)]]) {
   simdgroup_float8x8 ma, mb, mc = make_filled_simdgroup_matrix<float, 8, 8>(1.0f);
   simdgroup_load(ma, a, 8);
@@ -133,6 +147,33 @@ gpu("the CUDA backend", () => {
         expect(c[i * 8 + j]!).toBe(s);
       }
   });
+
+  // On sm_80 and later these run on the tensor cores (mma.sync m16n8k8); small integers keep every
+  // product and sum exact, so the results are exact in any order of summation.
+  for (const [kernel, bound] of [["mma_half", 2048], ["mma_bfloat", 256]] as const) {
+    test(`simdgroup_matrix of ${kernel.slice(4)}: float and ${kernel.slice(4)} accumulators, B loaded transposed`, () => {
+      using dev = sm.openDevice({ backend: "cuda" });
+      const pipe = dev.compile(KERNELS).pipeline(kernel);
+      const a = Float32Array.from({ length: 64 }, (_, i) => ((i * 7) % 15) - 7);
+      const b = Float32Array.from({ length: 64 }, (_, i) => ((i * 5) % 9) - 4);
+      using ab = dev.buffer(a);
+      using bb = dev.buffer(b);
+      using cb = dev.buffer(128 * 4);
+      using cmd = dev.commandBuffer();
+      cmd.dispatchThreadgroups(pipe, { args: [ab, bb, cb], threadgroups: [1], threadgroup: [32] });
+      cmd.commit();
+      cmd.wait();
+      const c = cb.read(Float32Array);
+      for (let i = 0; i < 8; i++)
+        for (let j = 0; j < 8; j++) {
+          let s = 0;
+          for (let k = 0; k < 8; k++) s += a[i * 8 + k]! * b[j * 8 + k]!;
+          expect(Math.abs(s)).toBeLessThan(bound); // exact in the 16-bit accumulator too
+          expect(c[i * 8 + j]!).toBe(s + 1);
+          expect(c[64 + i * 8 + j]!).toBe(s);
+        }
+    });
+  }
 
   test("a non-uniform 2-D grid: edge threadgroups are smaller and their barriers still meet", () => {
     using dev = sm.openDevice({ backend: "cuda" });
