@@ -127,6 +127,7 @@ gpu("the CUDA backend", () => {
     }
   });
 
+  // Small integers are half values: from sm_80 this product runs on the tensor cores.
   test("simdgroup_matrix 8x8 multiply-accumulate, B loaded transposed", () => {
     using dev = sm.openDevice({ backend: "cuda" });
     const pipe = dev.compile(KERNELS).pipeline("mma");
@@ -144,6 +145,28 @@ gpu("the CUDA backend", () => {
       for (let j = 0; j < 8; j++) {
         let s = 1;
         for (let k = 0; k < 8; k++) s += a[i * 8 + k]! * b[j * 8 + k]!;
+        expect(c[i * 8 + j]!).toBe(s);
+      }
+  });
+
+  test("simdgroup_matrix of float whose values half cannot hold: the exact product in k order", () => {
+    using dev = sm.openDevice({ backend: "cuda" });
+    const pipe = dev.compile(KERNELS).pipeline("mma");
+    const a = Float32Array.from({ length: 64 }, (_, i) => ((i % 9) - 4) / 3);
+    const b = Float32Array.from({ length: 64 }, (_, i) => (((i * 5) % 7) - 3) / 7);
+    using ab = dev.buffer(a);
+    using bb = dev.buffer(b);
+    using cb = dev.buffer(64 * 4);
+    using cmd = dev.commandBuffer();
+    cmd.dispatchThreadgroups(pipe, { args: [ab, bb, cb], threadgroups: [1], threadgroup: [32] });
+    cmd.commit();
+    cmd.wait();
+    const c = cb.read(Float32Array);
+    const f = Math.fround;
+    for (let i = 0; i < 8; i++)
+      for (let j = 0; j < 8; j++) {
+        let s = 1;
+        for (let k = 0; k < 8; k++) s = f(s + f(a[i * 8 + k]! * b[j * 8 + k]!));
         expect(c[i * 8 + j]!).toBe(s);
       }
   });
