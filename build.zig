@@ -12,6 +12,11 @@ const common_sources = [_][]const u8{
 };
 const common_flags = [_][]const u8{ "-std=c11", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden" };
 
+/// What the host and CUDA backends' smelt.h implementations share (shim/common), in C++.
+const common_abi_sources = [_][]const u8{
+    "abi_common.cpp",
+};
+
 const host_sources = [_][]const u8{
     "abi.cpp",
     "compiler.cpp",
@@ -23,6 +28,7 @@ const host_sources = [_][]const u8{
 
 const translate_sources = [_][]const u8{
     "msl_front.cpp",
+    "msl_rewrite.cpp",
 };
 
 pub fn build(b: *std.Build) void {
@@ -43,6 +49,7 @@ pub fn build(b: *std.Build) void {
     // The MSL front end, shared with any other backend that translates MSL.
     host_mod.addCSourceFiles(.{ .root = b.path("shim/translate"), .files = &translate_sources, .flags = &host_flags });
     host_mod.addCSourceFiles(.{ .root = b.path("shim/common"), .files = &common_sources, .flags = &common_flags });
+    host_mod.addCSourceFiles(.{ .root = b.path("shim/common"), .files = &common_abi_sources, .flags = &host_flags });
     const host = b.addLibrary(.{ .linkage = .dynamic, .name = "smelt_host", .root_module = host_mod });
     // Export exactly the smelt.h functions, not the statically linked C++ runtime's symbols.
     if (target.result.os.tag != .macos) host.setVersionScript(b.path("shim/host/exports.map"));
@@ -74,6 +81,7 @@ fn addCuda(b: *std.Build, target: std.Build.ResolvedTarget, optimize: std.builti
     mod.addCSourceFiles(.{ .root = b.path("shim/cuda"), .files = &(cuda_sources ++ [_][]const u8{"abi.cpp"}), .flags = flags });
     mod.addCSourceFiles(.{ .root = b.path("shim/translate"), .files = &translate_sources, .flags = flags });
     mod.addCSourceFiles(.{ .root = b.path("shim/common"), .files = &common_sources, .flags = &common_flags });
+    mod.addCSourceFiles(.{ .root = b.path("shim/common"), .files = &common_abi_sources, .flags = flags });
     const lib = b.addLibrary(.{ .linkage = .dynamic, .name = "smelt_cuda", .root_module = mod });
     lib.setVersionScript(b.path("shim/host/exports.map"));
     b.installArtifact(lib);

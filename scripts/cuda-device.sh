@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
 # Runs the CUDA backend's checks on a GPU machine, from the files scripts/cuda-pack.sh made
-# (carried there as cuda-pack/). Logs go to $OUT (default ./cuda-out).
+# (carried there as cuda-pack/). Logs go to $OUT (default ./cuda-out), at most a few files, since
+# the lent machines return only 8.
 #
-#   scripts/cuda-device.sh smoke   nvidia-smi, the CUDA tests and the MSL kernel tests    (~2-4 min)
-#   scripts/cuda-device.sh suite   the whole test suite with SMELT_BACKEND=cuda           (~5-10 min)
-#   scripts/cuda-device.sh race    compute-sanitizer racecheck and synccheck over the kernel tests
-#   scripts/cuda-device.sh bench   bun run bench --backend cuda --peer torch
+#   scripts/cuda-device.sh smoke          nvidia-smi, the CUDA tests and the MSL kernel tests (~2-4 min)
+#   scripts/cuda-device.sh suite [N/M]    the whole suite with SMELT_BACKEND=cuda, its files split into
+#                                         $JOBS chunks (default 8) run at once; N/M runs the Nth
+#                                         of M parts of the file list only, so that each part fits
+#                                         one 10-minute command (suite 1/2, then suite 2/2)
+#   scripts/cuda-device.sh racecheck      compute-sanitizer racecheck over the kernel tests
+#   scripts/cuda-device.sh synccheck      compute-sanitizer synccheck over test/msl, $JOBS at once
+#   scripts/cuda-device.sh bench          bun run bench --backend cuda --peer torch
+#   scripts/cuda-device.sh exec CMD...    any command in the same environment (bun on the PATH)
 #
 # Every stage first unpacks cuda-pack/ (once) and uses a kernel cache in .cuda-cache/, which a warm
 # machine keeps between calls, so later stages compile only what earlier ones did not.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 stage=${1:-smoke}
+shift || true
 OUT=${OUT:-$PWD/cuda-out}
+JOBS=${JOBS:-8}
 mkdir -p "$OUT"
 
 if [ -d cuda-pack ]; then
@@ -40,9 +48,46 @@ if ! command -v zig > /dev/null && [ -z "${SMELT_CXX:-}" ] && command -v g++ > /
   nvidia-smi || echo "nvidia-smi failed"
   ls /usr/local/cuda/lib64/libnvrtc.so* 2>/dev/null
 } > "$OUT/machine.txt" 2>&1
-cat "$OUT/machine.txt"
+head -20 "$OUT/machine.txt"
 
-# Kernel tests: each one dispatches MSL kernels and compares with a reference.
+# Splits the files given into $JOBS lists of about equal size (largest first, each to the
+# smallest list so far), one list a line.
+split_files() {
+  for f in "$@"; do echo "$(wc -c < "$f") $f"; done | sort -rn | awk -v jobs="$JOBS" '
+    { best = 0; for (j = 1; j < jobs; j++) if (size[j] < size[best]) best = j; size[best] += $1; list[best] = list[best] " " $2 }
+    END { for (j = 0; j < jobs; j++) if (list[j] != "") print list[j] }'
+}
+
+# Runs `prefix... bun test --timeout 120000 FILES` once per list of split_files at once, each into
+# a log of its own under $work, then joins the logs into $OUT/$1.log with a header per chunk and
+# prints the failures and each chunk's summary.
+run_chunks() {
+  local name=$1 limit=$2
+  shift 2
+  local work
+  work=$(mktemp -d)
+  local -a prefix=()
+  while [ "$1" != "--" ]; do prefix+=("$1"); shift; done
+  shift
+  local k=0
+  while IFS= read -r list; do
+    k=$((k + 1))
+    # shellcheck disable=SC2086
+    (SMELT_BACKEND=cuda timeout "$limit" "${prefix[@]}" bun test --timeout 120000 $list > "$work/$k.log" 2>&1
+     echo "exit $?" >> "$work/$k.log") &
+    echo "$list" > "$work/$k.files"
+  done < <(split_files "$@")
+  wait
+  : > "$OUT/$name.log"
+  for f in "$work"/*.log; do
+    c=$(basename "$f" .log)
+    { echo "=== chunk $c:$(cat "$work/$c.files")"; cat "$f"; } >> "$OUT/$name.log"
+  done
+  grep -E "^\(fail\)" "$OUT/$name.log" | head -80
+  grep -E "^=== chunk|^ *[0-9]+ (pass|fail|skip)$|^exit " "$OUT/$name.log"
+  rm -rf "$work"
+}
+
 kernel_tests=(test/msl/reduce.test.ts test/msl/scan.test.ts test/msl/simd.test.ts test/msl/softmax.test.ts
   test/msl/matmul.test.ts test/msl/atomics.test.ts test/msl/thread_ids.test.ts test/runtime/cuda.test.ts)
 
@@ -51,29 +96,42 @@ case "$stage" in
     SMELT_BACKEND=cuda bun test --timeout 120000 test/runtime/cuda.test.ts test/msl 2>&1 | tee "$OUT/smoke.log" | tail -40
     ;;
   suite)
-    # The whole suite; bun prints each failing test, and the summary is the log's last lines.
-    SMELT_BACKEND=cuda timeout "${SUITE_TIMEOUT:-560}" bun test --timeout 120000 ${SUITE_FILES:-} > "$OUT/suite.log" 2>&1
-    echo "exit $?" >> "$OUT/suite.log"
-    grep -E "^\(fail\)" "$OUT/suite.log" | head -80
-    tail -8 "$OUT/suite.log"
+    # The whole suite (or part N of M), in chunks at once: the GPU is shared by the chunks, the
+    # 16 cores run their JavaScript and compiles. Each chunk stops at SUITE_TIMEOUT seconds.
+    mapfile -t all < <(find test -name '*.test.ts' -not -path '*/node_modules/*' | sort)
+    part=${1:-1/1}
+    n=${part%/*} m=${part#*/}
+    files=()
+    for i in "${!all[@]}"; do [ $((i % m)) -eq $((n - 1)) ] && files+=("${all[$i]}"); done
+    echo "suite part $part: ${#files[@]} files in $JOBS chunks"
+    run_chunks "suite-${n}of${m}" "${SUITE_TIMEOUT:-540}" -- "${files[@]}"
     ;;
-  race)
-    # racecheck: shared-memory hazards (a missing threadgroup_barrier); synccheck: barriers that
-    # not every thread reaches. Findings are fixed in the MSL, since Metal would hit them too.
-    for tool in racecheck synccheck; do
-      SMELT_BACKEND=cuda compute-sanitizer --tool "$tool" --target-processes all --print-limit 100 \
-        --log-file "$OUT/$tool.txt" bun test --timeout 600000 "${kernel_tests[@]}" > "$OUT/$tool-tests.log" 2>&1
-      echo "$tool: exit $?; $(grep -cE 'Race|Error|Hazard' "$OUT/$tool.txt" 2>/dev/null) report lines"
-      tail -5 "$OUT/$tool.txt" 2>/dev/null
-      tail -3 "$OUT/$tool-tests.log"
-    done
+  racecheck)
+    # Shared-memory hazards (a missing threadgroup_barrier). Findings are fixed in the MSL, since
+    # Metal would hit them too.
+    SMELT_BACKEND=cuda compute-sanitizer --tool racecheck --target-processes all --print-limit 100 \
+      --log-file "$OUT/racecheck.txt" bun test --timeout 600000 "${kernel_tests[@]}" > "$OUT/racecheck-tests.log" 2>&1
+    echo "racecheck: exit $?; $(grep -cE 'Race|Error|Hazard' "$OUT/racecheck.txt" 2>/dev/null) report lines"
+    tail -5 "$OUT/racecheck.txt" 2>/dev/null
+    tail -3 "$OUT/racecheck-tests.log"
+    ;;
+  synccheck)
+    # Barriers that not every thread of a block reaches, over every kernel test; the tool's
+    # reports go into each chunk's log, which run_chunks joins.
+    mapfile -t files < <(find test/msl test/runtime/cuda.test.ts -name '*.test.ts' | sort)
+    run_chunks synccheck "${SANITIZER_TIMEOUT:-560}" compute-sanitizer --tool synccheck --target-processes all --print-limit 100 -- "${files[@]}"
+    echo "synccheck: $(grep -cE '^========= (Barrier|Invalid|Error)' "$OUT/synccheck.log") report lines"
+    grep -E "^========= ERROR SUMMARY" "$OUT/synccheck.log"
     ;;
   bench)
     bun run bench --backend cuda --peer torch 2>&1 | tee "$OUT/bench.log" | tail -60
     cp bench/results/cuda-*.json "$OUT/" 2>/dev/null
     ;;
+  exec)
+    "$@"
+    ;;
   *)
-    echo "cuda-device: unknown stage $stage (smoke, suite, race, bench)" >&2
+    echo "cuda-device: unknown stage $stage (smoke, suite, racecheck, synccheck, bench, exec)" >&2
     exit 2
     ;;
 esac

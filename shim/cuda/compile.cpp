@@ -89,7 +89,7 @@ std::string gcc_style(const std::string& log) {
 bool load_headers(const std::string& dirs, Headers& out, std::string& why) {
   out = Headers{};
   std::string all;
-  for (const char* name : {"metal_stdlib", "metal_core"}) {
+  for (const char* name : {"metal_stdlib", "metal_core", "smelt_mma", "smelt_threads"}) {
     std::string text;
     bool found = false;
     std::stringstream list(dirs);

@@ -11,20 +11,15 @@
 #include <sstream>
 #include <thread>
 
-#include "../common/records.h"
+#include "../common/abi_common.h"
 #include "msl_front.h"
 #include "host.h"
 
 using namespace smelt_host;
+using smelt_common::LibraryOptions;
+using smelt_common::set_error;
 
 namespace smelt_host {
-
-void set_error(char* err, size_t errlen, const std::string& msg) {
-  if (!err || errlen == 0) return;
-  size_t n = std::min(msg.size(), errlen - 1);
-  std::memcpy(err, msg.data(), n);
-  err[n] = 0;
-}
 
 void buffer_retain(smelt_buffer* b) { b->refs.fetch_add(1); }
 
@@ -42,49 +37,6 @@ namespace {
 size_t page_size() { return size_t(sysconf(_SC_PAGESIZE)); }
 
 uint64_t physical_memory() { return uint64_t(sysconf(_SC_PHYS_PAGES)) * page_size(); }
-
-bool parse_options(const char* text, Options& o, std::string& why) {
-  std::string s = text ? text : "";
-  std::stringstream in(s);
-  for (std::string item; std::getline(in, item, ';');) {
-    if (item.find_first_not_of(" \t") == std::string::npos) continue;
-    size_t eq = item.find('=');
-    if (eq == std::string::npos) {
-      why = "device option '" + item + "' is not key=value";
-      return false;
-    }
-    std::string key = item.substr(0, eq), value = item.substr(eq + 1);
-    if (key == "threads") {
-      long n = std::strtol(value.c_str(), nullptr, 10);
-      if (n < 1 || n > 1024) {
-        why = "device option threads=" + value + " must be a number from 1 to 1024";
-        return false;
-      }
-      o.threads = unsigned(n);
-    } else if (key == "max_threads") {
-      long n = std::strtol(value.c_str(), nullptr, 10);
-      if (n < 1 || n > long(SMELT_MAX_THREADS_PER_THREADGROUP)) {
-        why = "device option max_threads=" + value + " must be a number from 1 to 1024";
-        return false;
-      }
-      o.max_threads = unsigned(n);
-    } else if (key == "debug") {
-      o.debug = value == "1" || value == "true";
-    } else if (key == "cache") {
-      o.cache = value;
-    } else if (key == "cxx") {
-      o.cxx = value;
-    } else if (key == "include") {
-      o.include = value;
-    } else if (key == "host_visible") {
-      o.host_visible = value != "0";
-    } else if (key != "commit_every") {
-      why = "unknown device option '" + key + "' (known: threads, max_threads, debug, cache, cxx, include, commit_every, host_visible)";
-      return false;
-    }
-  }
-  return true;
-}
 
 std::string read_all(const std::string& path, bool& ok) {
   std::ifstream in(path, std::ios::binary);
@@ -179,39 +131,9 @@ bool in_buffer(const char* call, smelt_buffer* buf, uint64_t offset, const void*
     set_error(err, errlen, std::string(call) + ": not a live buffer");
     return false;
   }
-  if (offset > buf->length || length > buf->length - offset) {
-    set_error(err, errlen, std::string(call) + ": bytes " + std::to_string(offset) + ".." +
-                               std::to_string(offset + length) + " are outside the buffer's " +
-                               std::to_string(buf->length) + " bytes");
-    return false;
-  }
-  if (!host && length) {
-    set_error(err, errlen, std::string(call) + ": the host pointer is NULL");
-    return false;
-  }
-  return true;
-}
-
-struct LibraryOptions {
-  bool fast_math = false;
-  int version = smelt_msl::kMslVersion31;  // the newest the Metal shim selects
-};
-
-bool parse_library_options(const char* options, LibraryOptions& lo, std::string& why) {
-  lo = LibraryOptions{};
-  std::stringstream in(options ? options : "");
-  for (std::string item; std::getline(in, item, ';');) {
-    if (item.empty()) continue;
-    if (item == "fast_math=1") lo.fast_math = true;
-    else if (item == "fast_math=0") lo.fast_math = false;
-    else if (item == "msl=3.0") lo.version = smelt_msl::kMslVersion30;
-    else if (item == "msl=3.1") lo.version = smelt_msl::kMslVersion31;
-    else {
-      why = "library option '" + item + "' is unknown (known: fast_math=0|1, msl=3.0|3.1)";
-      return false;
-    }
-  }
-  return true;
+  std::string why = smelt_common::copy_error(call, buf->length, offset, host, length);
+  set_error(err, errlen, why);
+  return why.empty();
 }
 
 // Translates and compiles a library; safe on any thread, several at once.
@@ -236,16 +158,6 @@ smelt_library* make_library(smelt_device* dev, const std::string& source, const 
 
 }  // namespace
 
-struct smelt_compile {
-  smelt_device* dev;
-  std::string source;
-  LibraryOptions options;
-  std::thread thread;
-  std::atomic<bool> done{false};
-  smelt_library* library = nullptr;
-  std::string error;
-};
-
 extern "C" {
 
 SMELT_API uint32_t smelt_abi_version(void) { return SMELT_ABI_VERSION; }
@@ -255,7 +167,7 @@ SMELT_API const char* smelt_backend_name(void) { return "host"; }
 SMELT_API smelt_device* smelt_device_open(const char* options, char* err, size_t errlen) {
   Options o;
   std::string why;
-  if (!parse_options(options, o, why)) {
+  if (!smelt_common::parse_device_options(options, o, why)) {
     set_error(err, errlen, "host backend: " + why);
     return nullptr;
   }
@@ -269,10 +181,6 @@ SMELT_API smelt_device* smelt_device_open(const char* options, char* err, size_t
   if (!ok1 || !ok2 || !ok3) {
     set_error(err, errlen, "host backend: " + o.include + " does not hold metal_stdlib, metal_core and smelt_kernel_abi.h");
     return nullptr;
-  }
-  if (o.cache.empty()) {
-    const char* home = std::getenv("HOME");
-    o.cache = std::string(home ? home : "/tmp") + "/.cache/smelt";
   }
   if (o.threads == 0) o.threads = std::max(1u, std::thread::hardware_concurrency());
   void* page = mmap(nullptr, page_size(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -426,7 +334,7 @@ SMELT_API smelt_library* smelt_library_new(smelt_device* dev, const char* source
   LibraryOptions lo;
   std::string why;
   smelt_library* lib = nullptr;
-  if (parse_library_options(options, lo, why)) lib = make_library(dev, std::string(source, source_len), lo, why);
+  if (smelt_common::parse_library_options(options, lo, why)) lib = make_library(dev, std::string(source, source_len), lo, why);
   if (!lib) set_error(err, errlen, why);
   return lib;
 }
@@ -436,27 +344,12 @@ SMELT_API smelt_compile* smelt_library_new_async(smelt_device* dev, const char* 
   if (!dev || !source || lost(dev, err, errlen)) return nullptr;
   LibraryOptions lo;
   std::string why;
-  if (!parse_library_options(options, lo, why)) {
+  if (!smelt_common::parse_library_options(options, lo, why)) {
     set_error(err, errlen, why);
     return nullptr;
   }
-  auto* job = new smelt_compile{dev, std::string(source, source_len), lo, {}, {false}, nullptr, {}};
-  job->thread = std::thread([job] {
-    job->library = make_library(job->dev, job->source, job->options, job->error);
-    job->done.store(true, std::memory_order_release);
-  });
-  return job;
-}
-
-SMELT_API int smelt_compile_done(smelt_compile* job) { return job && job->done.load(std::memory_order_acquire) ? 1 : 0; }
-
-SMELT_API smelt_library* smelt_compile_finish(smelt_compile* job, char* err, size_t errlen) {
-  if (!job) return nullptr;
-  job->thread.join();
-  smelt_library* lib = job->library;
-  if (!lib) set_error(err, errlen, job->error);
-  delete job;
-  return lib;
+  std::string text(source, source_len);
+  return smelt_common::start_compile([dev, text, lo](std::string& error) { return make_library(dev, text, lo, error); });
 }
 
 SMELT_API void smelt_library_free(smelt_library* lib) {
@@ -470,20 +363,10 @@ SMELT_API void smelt_library_free(smelt_library* lib) {
 
 SMELT_API smelt_pipeline* smelt_pipeline_new(smelt_library* lib, const char* function_name, char* err, size_t errlen) {
   if (!lib || !function_name || lost(lib->dev, err, errlen)) return nullptr;
-  std::string name = function_name;
-  const KernelInfo* info = nullptr;
-  std::string names;
-  for (auto& k : lib->kernels) {
-    if (k.name == name) info = &k;
-    names += (names.empty() ? "" : ", ") + k.name;
-  }
+  std::string name = function_name, why;
+  const KernelInfo* info = smelt_common::find_kernel(lib->kernels, name, why);
   if (!info) {
-    set_error(err, errlen, "the library has no kernel named '" + name + "' (it has: " + (names.empty() ? "none" : names) + ")");
-    return nullptr;
-  }
-  if (info->threadgroup_mask >> SMELT_MAX_THREADGROUP_SLOTS) {
-    set_error(err, errlen, "kernel " + name + ": a [[threadgroup(i)]] argument is past Metal's " +
-                               std::to_string(SMELT_MAX_THREADGROUP_SLOTS) + " threadgroup memory slots");
+    set_error(err, errlen, why);
     return nullptr;
   }
   auto code = std::make_shared<KernelCode>();
@@ -521,12 +404,7 @@ SMELT_API void smelt_pipeline_free(smelt_pipeline* pipe) {
   delete pipe;  // a command buffer using it holds its own reference to the code
 }
 
-static void close_open(smelt_cmd* cmd) {
-  if (!cmd->open) return;
-  std::lock_guard<std::mutex> lock(cmd->dev->live_mutex);
-  --cmd->dev->open_command_buffers;
-  cmd->open = false;
-}
+static void close_open(smelt_cmd* cmd) { smelt_common::release_open(cmd->dev->live_mutex, cmd->dev->open_command_buffers, cmd->open); }
 
 SMELT_API smelt_cmd* smelt_cmd_new(smelt_device* dev, char* err, size_t errlen) {
   if (!dev) {
@@ -542,39 +420,15 @@ SMELT_API smelt_cmd* smelt_cmd_new(smelt_device* dev, char* err, size_t errlen) 
 }
 
 SMELT_API int smelt_cmd_encode(smelt_cmd* cmd, const void* records, size_t length, char* err, size_t errlen) {
-  if (!cmd) return SMELT_ERROR;
-  if (cmd->state != SMELT_CMD_RECORDING) {
-    set_error(err, errlen, "encode: the command buffer was already committed");
-    return SMELT_ERROR;
-  }
-  if (lost(cmd->dev, err, errlen)) return SMELT_ERROR;
-  smelt_record_env env{};
-  env.ctx = cmd->dev;
-  env.max_threadgroup_memory = SMELT_MAX_THREADGROUP_MEMORY;
-  env.pipeline = facts_of;
-  env.buffer = length_of;
-  std::string why(512, '\0');
-  if (smelt_records_check(records, length, &env, &why[0], why.size()) != 0) {
-    set_error(err, errlen, "encode: " + std::string(why.c_str()));
+  if (!cmd || lost(cmd->dev, err, errlen)) return SMELT_ERROR;
+  smelt_record_env env{cmd->dev, SMELT_MAX_THREADGROUP_MEMORY, facts_of, length_of, nullptr};
+  std::string why;
+  if (!smelt_common::accept_records(cmd->state == SMELT_CMD_RECORDING, records, length, env, cmd->dev->live_mutex,
+                                    cmd->dev->open_command_buffers, cmd->open, why)) {
+    set_error(err, errlen, why);
     return SMELT_ERROR;
   }
   smelt_dispatch r;
-  if (!cmd->open) {
-    bool dispatches = false;
-    for (size_t at = 0; !dispatches && smelt_records_next(records, length, &at, &r);) dispatches = r.kind != SMELT_REC_BARRIER;
-    if (dispatches) {
-      // Metal's queue would block the caller forever past this many uncommitted command buffers.
-      std::lock_guard<std::mutex> lock(cmd->dev->live_mutex);
-      if (cmd->dev->open_command_buffers >= SMELT_MAX_OPEN_COMMAND_BUFFERS) {
-        set_error(err, errlen, "encode: " + std::to_string(SMELT_MAX_OPEN_COMMAND_BUFFERS) +
-                                   " command buffers of this device hold uncommitted dispatches (the most Metal's queue "
-                                   "allows without blocking); commit or free one first");
-        return SMELT_ERROR;
-      }
-      ++cmd->dev->open_command_buffers;
-      cmd->open = true;
-    }
-  }
   for (size_t at = 0; smelt_records_next(records, length, &at, &r);) {
     if (r.kind == SMELT_REC_BARRIER) {
       Dispatch d;

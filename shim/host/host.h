@@ -16,25 +16,14 @@
 #include <unordered_set>
 #include <vector>
 
+#include "../common/abi_common.h"
 #include "msl/smelt_kernel_abi.h"
 #include "smelt.h"
 #include "translate.h"
 
 namespace smelt_host {
 
-void set_error(char* err, size_t errlen, const std::string& msg);
-
-struct Options {
-  unsigned threads = 0;
-  bool debug = false;
-  std::string cache;
-  std::string cxx = "c++";
-  std::string include;
-  bool host_visible = true;  // host_visible=0 hides contents, as a discrete GPU would
-  // Every pipeline's maxTotalThreadsPerThreadgroup. Metal lowers it below 1024 for kernels that
-  // use many registers; max_threads=N lets tests make the host do the same.
-  unsigned max_threads = SMELT_MAX_THREADS_PER_THREADGROUP;
-};
+using Options = smelt_common::DeviceOptions;
 
 // A loaded kernel module; unloaded when the last library or pipeline using it goes.
 struct Module {

@@ -1,140 +1,70 @@
 // The host back end of the MSL translator: C++ from the front end's description of the source
-// (shim/translate/msl_front.h). The few places where MSL differs from C++ are edited in place,
-// keeping every line where it was so that compiler messages point at MSL lines, and a launcher per
-// kernel is appended that turns the dispatch's bindings and thread positions into the kernel's
+// (shim/translate/msl_front.h), through the edits every back end shares (msl_rewrite.h), with a
+// launcher per kernel that turns the dispatch's bindings and thread positions into the kernel's
 // arguments.
 #include "translate.h"
 
-#include <algorithm>
-#include <cstring>
-#include <map>
-
-#include "msl_front.h"
+#include "msl_rewrite.h"
 
 namespace smelt_host {
 namespace {
 
-using smelt_msl::Function;
 using smelt_msl::Param;
 using smelt_msl::ParamKind;
-using smelt_msl::TokenKind;
 
-struct Edit {
-  size_t begin, end;
-  std::string text;
-};
-
-// A kernel becomes an ordinary function that its launchers inline.
-const char* const kKernelSpecifiers = "static inline __attribute__((always_inline))";
-
-// Where the launcher finds each thread attribute: a field of __smelt_hk_thread (smelt_kernel_abi.h),
-// the dispatch's threadgroup size ("grid"), or the SIMD width (empty).
-const std::map<std::string, std::string>& attribute_fields() {
-  static const std::map<std::string, std::string> m = {
-      {"thread_position_in_grid", "tpig"},
-      {"thread_position_in_threadgroup", "tpitg"},
-      {"threadgroup_position_in_grid", "tgpig"},
-      {"threads_per_threadgroup", "tptg"},
-      {"threads_per_grid", "tpg"},
-      {"threadgroups_per_grid", "tgpg"},
-      {"dispatch_threads_per_threadgroup", "grid"},
-      {"thread_index_in_threadgroup", "tiitg"},
-      {"thread_index_in_simdgroup", "lane"},
-      {"simdgroup_index_in_threadgroup", "sgitg"},
-      {"simdgroups_per_threadgroup", "sgptg"},
-      {"threads_per_simdgroup", ""},
-      {"thread_execution_width", ""},
-  };
-  return m;
-}
-
-class CppBackEnd {
+class CppBackEnd : public smelt_msl::Rewriter {
  public:
-  CppBackEnd(const smelt_msl::Source& s, bool checks, int version) : s_(s), checks_(checks), version_(version) {}
+  CppBackEnd(const smelt_msl::Source& s, bool checks, int version) : Rewriter(s, version), checks_(checks) {}
 
   std::string run(std::vector<KernelInfo>& kernels) {
-    for (auto& m : s_.markers) replace(m.first, m.last, m.kernel ? kKernelSpecifiers : "");
-    for (auto& in : s_.instantiations)
-      if (in.last < s_.tokens.size()) replace(in.first, in.last, "");
-    for (auto& f : s_.functions) {
-      if (f.is_kernel) rewrite_signature(f);
-      rewrite_threadgroup_storage(f);
+    rewrite();
+    std::string out = prologue() + "#line 1 \"" + std::string(smelt_msl::kSourceName) + "\"\n" + body() +
+                      "\n#line 1 \"smelt-launchers\"\n"
+                      "extern \"C\" {\n"
+                      "const __smelt_hk_api* __smelt_api = 0;\n"
+                      "__attribute__((visibility(\"default\"))) void __smelt_module_init(const __smelt_hk_api* a) { __smelt_api = a; }\n";
+    // Kernels that synchronize run their threads as fibers (fiber.cpp); the others also get a
+    // plain loop over whole threadgroups.
+    for (auto& l : launchers()) {
+      KernelInfo k;
+      k.name = l.host_name;
+      k.needs_fibers = l.function->synchronizes;
+      k.buffer_mask = l.buffer_mask;
+      k.threadgroup_mask = l.threadgroup_mask;
+      std::string args;
+      for (auto& p : l.function->params) args += (args.empty() ? "" : ", ") + argument(p);
+      out += "__attribute__((visibility(\"default\"))) void __smelt_kthread_" + l.host_name +
+             "(const __smelt_hk_launch* L, const __smelt_hk_thread* T) { (void)L; (void)T; " + l.call + "(" + args + "); }\n";
+      if (!k.needs_fibers)
+        out += "__attribute__((visibility(\"default\"))) void __smelt_kloop_" + l.host_name +
+               "(const __smelt_hk_launch* L, unsigned first, unsigned end) { __smelt_detail::run_groups(L, first, end, "
+               "[L](const __smelt_hk_thread* T) { (void)T; " + l.call + "(" + args + "); }); }\n";
+      kernels.push_back(k);
     }
-    for (size_t i = 0; i < s_.tokens.size(); ++i) {
-      if (s_.structural[i]) continue;
-      TokenKind kind = s_.tokens[i].kind;
-      if (kind == TokenKind::Directive) {
-        if (includes_metal_header(i)) replace(i, i, "#include <metal_stdlib>");
-      } else if (kind == TokenKind::Number) {
-        rewrite_number(i);
-      } else if (kind == TokenKind::Ident) {
-        if (s_.is(i, "device") || s_.is(i, "thread") || s_.is(i, "threadgroup")) replace(i, i, "");
-        else if (s_.is(i, "constant")) replace(i, i, s_.is(i + 1, "const") || (i > 0 && s_.is(i - 1, "const")) ? "" : "const");
-      }
-    }
-    return assemble(kernels);
+    return out + "}\n";
   }
 
  private:
-  const smelt_msl::Source& s_;
   bool checks_;
-  int version_;
-  std::vector<Edit> edits_;
 
-  // Replaces tokens [first, last] by text, keeping the lines they spanned.
-  void replace(size_t first, size_t last, const std::string& with) {
-    size_t b = s_.tokens[first].begin, e = s_.tokens[last].end;
-    std::string t = with;
-    t.append(size_t(std::count(s_.text.begin() + long(b), s_.text.begin() + long(e), '\n')), '\n');
-    edits_.push_back(Edit{b, e, t});
-  }
+  // A kernel becomes an ordinary function that its launchers inline.
+  std::string kernel_specifiers() const override { return "static inline __attribute__((always_inline))"; }
 
-  // The front end accepted only #include directives of the <metal_*> headers.
-  bool includes_metal_header(size_t i) const {
-    std::string d = s_.spelling(i);
-    size_t p = d.find_first_not_of(" \t", 1);
-    return p != std::string::npos && d.compare(p, 7, "include") == 0;
-  }
-
-  void rewrite_signature(const Function& f) {
-    std::string sig;
-    for (auto& p : f.params) {
-      std::string decl = p.type + " " + p.name;
-      if (p.kind == ParamKind::Buffer && p.pointer && checks_)
-        decl = "__smelt_detail::checked<" + p.type.substr(0, p.type.size() - 1) + "> " + p.name;
-      sig += (sig.empty() ? "" : ", ") + decl;
-    }
-    replace(f.params_open, f.params_close, "(" + sig + ")");
-  }
-
-  // Floating literals without a suffix are float in MSL (no double); 1.0h is half.
-  void rewrite_number(size_t i) {
-    std::string s = s_.spelling(i);
-    bool hex = s.size() > 1 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X');
-    bool is_float = hex ? s.find_first_of("pP") != std::string::npos : s.find_first_of(".eE") != std::string::npos;
-    if (!is_float) return;
-    size_t core = s.size();
-    while (core > 0 && std::strchr("fFhHlL", s[core - 1])) --core;
-    std::string suffix = s.substr(core);
-    if (suffix.empty()) replace(i, i, s + "f");
-    else if (suffix == "h" || suffix == "H") replace(i, i, "((half)" + s.substr(0, core) + "f)");
+  std::string parameter(const Param& p) const override {
+    if (p.kind == ParamKind::Buffer && p.pointer && checks_)
+      return "__smelt_detail::checked<" + p.type.substr(0, p.type.size() - 1) + "> " + p.name;
+    return p.type + " " + p.name;
   }
 
   // One instance of a threadgroup variable per threadgroup. Every GPU thread of a threadgroup runs
-  // on the same worker thread, so thread_local storage is exactly that.
-  void rewrite_threadgroup_storage(const Function& f) {
-    for (auto& d : f.threadgroup) {
-      std::string storage = "__smelt_tg_" + d.name;
-      std::string sum;
-      for (auto& n : d.in_scope) sum += (sum.empty() ? "" : " + ") + std::string("sizeof(__smelt_tg_") + n + ")";
-      // The size is checked here at compile time, and reported at run time so that the runtime can
-      // check it together with the dispatch's [[threadgroup(i)]] memory.
-      std::string out = "static thread_local " + d.type + " " + storage + d.dims + "; auto& " + d.name + " = " + storage +
-                        "; static_assert(" + sum +
-                        " <= 32768, \"threadgroup memory declared in this function exceeds Metal's 32 KiB\"); "
-                        "__smelt_api->threadgroup_static_bytes(" + sum + ");";
-      replace(d.first, d.last, out);
-    }
+  // on the same worker thread, so thread_local storage is exactly that. The size is checked here at
+  // compile time, and reported at run time so that the runtime can check it together with the
+  // dispatch's [[threadgroup(i)]] memory.
+  std::string threadgroup_storage(const smelt_msl::ThreadgroupDecl& d, const std::string& storage,
+                                  const std::string& bytes) const override {
+    return "static thread_local " + d.type + " " + storage + d.dims + "; auto& " + d.name + " = " + storage + "; static_assert(" + bytes +
+           " <= 32768, \"threadgroup memory declared in this function exceeds Metal's 32 KiB\"); "
+           "__smelt_api->threadgroup_static_bytes(" + bytes + ");";
   }
 
   // Each argument is a proxy that converts to whatever type the parameter has, so launchers of
@@ -146,63 +76,10 @@ class CppBackEnd {
              (checks_ ? "true" : "false") + "}";
     if (p.kind == ParamKind::Threadgroup)
       return std::string(p.pointer ? "__smelt_detail::raw_ptr" : "__smelt_detail::raw_ref") + "{L->threadgroup[" + slot + "]}";
-    const std::string& field = attribute_fields().at(p.attr);
+    const std::string& field = attribute_field(p.attr);
     if (p.kind == ParamKind::Position)
       return "__smelt_detail::position_arg{" + (field == "grid" ? std::string("L->grid->group") : "T->" + field) + "}";
     return "__smelt_detail::index_arg{" + (field.empty() ? std::string("__SMELT_SIMD_WIDTH") : "T->" + field) + "}";
-  }
-
-  // What Apple's compiler predefines at the version. Before 3.1 bfloat does not exist: its names
-  // become ones no declaration has, so a kernel using them fails at its own line, naming why.
-  std::string version_macros() const {
-    std::string m = "#define __METAL_VERSION__ " + std::to_string(version_) + "\n";
-    if (version_ >= smelt_msl::kMslVersion31) return m + "#define __HAVE_BFLOAT__ 1\n";
-    for (const char* n : {"bfloat", "bfloat2", "bfloat3", "bfloat4"})
-      m += "#define " + std::string(n) + " " + n + "_needs_MSL_3_1\n";
-    return m;
-  }
-
-  std::string assemble(std::vector<KernelInfo>& kernels) {
-    std::sort(edits_.begin(), edits_.end(), [](const Edit& a, const Edit& b) { return a.begin < b.begin; });
-    std::string body;
-    size_t at = 0;
-    for (auto& e : edits_) {
-      body.append(s_.text, at, e.begin - at);
-      body += e.text;
-      at = e.end;
-    }
-    body.append(s_.text, at, std::string::npos);
-
-    std::string out = "#include <metal_stdlib>\n" + version_macros() + "#line 1 \"" + std::string(smelt_msl::kSourceName) + "\"\n" + body +
-                      "\n#line 1 \"smelt-launchers\"\n"
-                      "extern \"C\" {\n"
-                      "const __smelt_hk_api* __smelt_api = 0;\n"
-                      "__attribute__((visibility(\"default\"))) void __smelt_module_init(const __smelt_hk_api* a) { __smelt_api = a; }\n";
-    // Kernels that synchronize run their threads as fibers (fiber.cpp); the others also get a
-    // plain loop over whole threadgroups.
-    auto launcher = [&](const Function& f, const std::string& host, const std::string& call) {
-      KernelInfo k;
-      k.name = host;
-      k.needs_fibers = f.synchronizes;
-      std::string args;
-      for (auto& p : f.params) {
-        args += (args.empty() ? "" : ", ") + argument(p);
-        if (p.kind == ParamKind::Buffer) k.buffer_mask |= 1u << p.index;
-        if (p.kind == ParamKind::Threadgroup) k.threadgroup_mask |= 1u << p.index;
-      }
-      out += "__attribute__((visibility(\"default\"))) void __smelt_kthread_" + host +
-             "(const __smelt_hk_launch* L, const __smelt_hk_thread* T) { (void)L; (void)T; " + call + "(" + args + "); }\n";
-      if (!k.needs_fibers)
-        out += "__attribute__((visibility(\"default\"))) void __smelt_kloop_" + host +
-               "(const __smelt_hk_launch* L, unsigned first, unsigned end) { __smelt_detail::run_groups(L, first, end, "
-               "[L](const __smelt_hk_thread* T) { (void)T; " + call + "(" + args + "); }); }\n";
-      kernels.push_back(k);
-    };
-    for (auto& f : s_.functions)
-      if (f.is_kernel && !f.is_template) launcher(f, f.name, f.name);
-    for (auto& in : s_.instantiations) launcher(*s_.kernel(in.function), in.host_name, in.function + "<" + in.template_args + ">");
-    out += "}\n";
-    return out;
   }
 };
 

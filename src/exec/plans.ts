@@ -14,10 +14,11 @@ import { attrsOf, OPS } from "../graph/op.ts";
 import type { KernelCode, ScalarArg } from "./emit/builder.ts";
 import { emitKernel } from "./emit/kernel.ts";
 import { arangeInInts, readFromMemory } from "./plan/inline.ts";
-import { plainPlan } from "./plan/kernel.ts";
+import { elementsPerThread, plainPlan } from "./plan/kernel.ts";
 import { type MatmulVariant, type Panels, planMatmul } from "./plan/matmul.ts";
 import { planRows, type RowGroup } from "./plan/rows.ts";
 import type { Storage } from "./memory.ts";
+import type { Target } from "../runtime/target.ts";
 
 type Word = number | string | boolean | symbol;
 
@@ -58,10 +59,12 @@ let kept = 0;
  * The kernel computing `out` (inline producers, or its own kernel for reduce, scan, putAlong...),
  * and writing the nodes `also` too (a multi-output elementwise kernel).
  */
-export function plainKernel(out: Node, also: readonly Node[] = []): KernelCode {
+export function plainKernel(out: Node, target: Pick<Target, "elementwise">, also: readonly Node[] = []): KernelCode {
   // A library kernel: nothing to generate, and its key and arguments change every call.
   if (out.op === "random") return emitKernel(plainPlan(out));
-  return codeFor(out, also.length ? ["outputs", also.length] : [], () => emitKernel(plainPlan(out, also)), [], undefined, also);
+  const per = elementsPerThread(target, out);
+  const extra = [...(also.length ? ["outputs", also.length] : []), ...(per > 1 ? ["per", per] : [])];
+  return codeFor(out, extra, () => emitKernel(plainPlan(out, also, per)), [], undefined, also);
 }
 
 /**

@@ -579,7 +579,7 @@ export function planOf(schedule: Schedule, node: Node): KernelCode {
   if (mm) return matmulKernel(node, mm.main, mm.variant, mm.panels);
   const group = schedule.rows.get(node);
   const also = schedule.outputs.get(node);
-  return group ? rowKernel(node, group, rowThreads(schedule.target, group), also) : plainKernel(node, also);
+  return group ? rowKernel(node, group, rowThreads(schedule.target, group), also) : plainKernel(node, schedule.target, also);
 }
 
 /** The kernels encode() dispatches, kernels of one source over many tensors as one (emit/multi.ts). */

@@ -1,7 +1,8 @@
 /**
  * The target: what the scheduler needs to know about a device to lay out its kernels, and
  * nothing else about it. Built once per device from the limits it reports, the backend's kind
- * (a CPU or a GPU) and the test-only overrides SMELT_ROW_THREADS and SMELT_MATMUL.
+ * (a CPU or a GPU) and the test-only overrides SMELT_ROW_THREADS, SMELT_MATMUL and
+ * SMELT_ELEMENTS_PER_THREAD.
  */
 import type { Device } from "./device.ts";
 import { BACKENDS } from "./native.ts";
@@ -25,6 +26,12 @@ export interface Target {
    */
   rowThreads: number;
   /**
+   * Elements each thread of an elementwise kernel of at least `from` elements computes (when its
+   * size is a multiple). A GPU keeps as many loads in flight as its threads issue, and one 4-byte
+   * load per thread leaves its memory idle part of the time; a CPU thread's loop vectorizes anyway.
+   */
+  elementwise: { perThread: number; from: number };
+  /**
    * The matmul layout for small products (at most `smallRows` rows, or fewer than `smallWork`
    * multiply-adds) and for the others.
    */
@@ -45,6 +52,7 @@ export function makeTarget(device: Pick<Device, "backend" | "limits">, env: Env 
   const cpu = BACKENDS[device.backend].cpu;
   const forcedRows = Number(env.SMELT_ROW_THREADS);
   const forcedMatmul = env.SMELT_MATMUL;
+  const forcedPer = Number(env.SMELT_ELEMENTS_PER_THREAD);
   const matmul: Target["matmul"] = cpu
     ? { small: "column", large: "panel", smallRows: 5, smallWork: 1 << 15 }
     : { small: "dot", large: "simd", smallRows: 16, smallWork: 0 };
@@ -58,6 +66,7 @@ export function makeTarget(device: Pick<Device, "backend" | "limits">, env: Env 
     simdWidth: device.limits.simdWidth,
     maxThreadsPerThreadgroup: device.limits.maxThreadsPerThreadgroup,
     rowThreads: forcedRows >= 1 && forcedRows <= 1024 ? forcedRows : cpu ? 1 : 0,
+    elementwise: forcedPer >= 1 && forcedPer <= 16 ? { perThread: forcedPer, from: 0 } : cpu ? { perThread: 1, from: 0 } : { perThread: 4, from: 1 << 22 },
     matmul,
     multiTensor: env.SMELT_MULTI_TENSOR === "1" || (env.SMELT_MULTI_TENSOR !== "0" && !cpu),
   };

@@ -28,6 +28,20 @@ kernel void simd_ops(device const float* x [[buffer(0)]], device float* out [[bu
   out[6 * i + 4] = simd_shuffle_down(v, ushort(3));
   out[6 * i + 5] = simd_shuffle_xor(v, ushort(5));
 }
+template <typename E>
+kernel void mma16(device const float* a [[buffer(0)]], device const float* b [[buffer(1)]], device float* c [[buffer(2)]]) {
+  simdgroup_matrix<E, 8, 8> ma, mb;
+  simdgroup_float8x8 mc = make_filled_simdgroup_matrix<float, 8, 8>(1.0f);
+  simdgroup_matrix<E, 8, 8> mh;
+  simdgroup_load(ma, a, 8);
+  simdgroup_load(mb, b, 8, ulong2(0, 0), true);
+  simdgroup_multiply_accumulate(mc, ma, mb, mc);
+  simdgroup_multiply(mh, ma, mb);
+  simdgroup_store(mc, c, 8);
+  simdgroup_store(mh, c + 64, 8);
+}
+template [[host_name("mma_half")]] kernel void mma16<half>(device const float*, device const float*, device float*);
+template [[host_name("mma_bfloat")]] kernel void mma16<bfloat>(device const float*, device const float*, device float*);
 kernel void mma(device const float* a [[buffer(0)]], device const float* b [[buffer(1)]], device float* c [[buffer(2)]]) {
   simdgroup_float8x8 ma, mb, mc = make_filled_simdgroup_matrix<float, 8, 8>(1.0f);
   simdgroup_load(ma, a, 8);
@@ -113,26 +127,58 @@ gpu("the CUDA backend", () => {
     }
   });
 
-  test("simdgroup_matrix 8x8 multiply-accumulate, B loaded transposed", () => {
+  /** Runs a simdgroup_matrix kernel of KERNELS on one SIMD-group: C (out floats) from 8x8 A and B. */
+  function product(kernel: string, a: Float32Array, b: Float32Array, out: number): Float32Array {
     using dev = sm.openDevice({ backend: "cuda" });
-    const pipe = dev.compile(KERNELS).pipeline("mma");
-    const a = Float32Array.from({ length: 64 }, (_, i) => (i % 9) - 4);
-    const b = Float32Array.from({ length: 64 }, (_, i) => ((i * 5) % 7) - 3);
+    const pipe = dev.compile(KERNELS).pipeline(kernel);
     using ab = dev.buffer(a);
     using bb = dev.buffer(b);
-    using cb = dev.buffer(64 * 4);
+    using cb = dev.buffer(out * 4);
     using cmd = dev.commandBuffer();
     cmd.dispatchThreadgroups(pipe, { args: [ab, bb, cb], threadgroups: [1], threadgroup: [32] });
     cmd.commit();
     cmd.wait();
-    const c = cb.read(Float32Array);
-    for (let i = 0; i < 8; i++)
-      for (let j = 0; j < 8; j++) {
-        let s = 1;
-        for (let k = 0; k < 8; k++) s += a[i * 8 + k]! * b[j * 8 + k]!;
-        expect(c[i * 8 + j]!).toBe(s);
-      }
+    return cb.read(Float32Array);
+  }
+  /** Sum over k of A[i, k] B[j, k] (B is loaded transposed), each step as add(s, multiply(a, b)). */
+  function rowDot(a: Float32Array, b: Float32Array, i: number, j: number, s: number, add = (x: number, y: number) => x + y, multiply = (x: number, y: number) => x * y) {
+    for (let k = 0; k < 8; k++) s = add(s, multiply(a[i * 8 + k]!, b[j * 8 + k]!));
+    return s;
+  }
+
+  // Small integers are half values: from sm_80 this product runs on the tensor cores.
+  test("simdgroup_matrix 8x8 multiply-accumulate, B loaded transposed", () => {
+    const a = Float32Array.from({ length: 64 }, (_, i) => (i % 9) - 4);
+    const b = Float32Array.from({ length: 64 }, (_, i) => ((i * 5) % 7) - 3);
+    const c = product("mma", a, b, 64);
+    for (let i = 0; i < 8; i++) for (let j = 0; j < 8; j++) expect(c[i * 8 + j]!).toBe(rowDot(a, b, i, j, 1));
   });
+
+  test("simdgroup_matrix of float whose values half cannot hold: the exact product in k order", () => {
+    const a = Float32Array.from({ length: 64 }, (_, i) => ((i % 9) - 4) / 3);
+    const b = Float32Array.from({ length: 64 }, (_, i) => (((i * 5) % 7) - 3) / 7);
+    const c = product("mma", a, b, 64);
+    const f = Math.fround;
+    const add = (x: number, y: number) => f(x + y), multiply = (x: number, y: number) => f(x * y);
+    for (let i = 0; i < 8; i++) for (let j = 0; j < 8; j++) expect(c[i * 8 + j]!).toBe(rowDot(a, b, i, j, 1, add, multiply));
+  });
+
+  // On sm_80 and later these run on the tensor cores (mma.sync m16n8k8); small integers keep every
+  // product and sum exact, so the results are exact in any order of summation.
+  for (const [kernel, bound] of [["mma_half", 2048], ["mma_bfloat", 256]] as const) {
+    test(`simdgroup_matrix of ${kernel.slice(4)}: float and ${kernel.slice(4)} accumulators, B loaded transposed`, () => {
+      const a = Float32Array.from({ length: 64 }, (_, i) => ((i * 7) % 15) - 7);
+      const b = Float32Array.from({ length: 64 }, (_, i) => ((i * 5) % 9) - 4);
+      const c = product(kernel, a, b, 128);
+      for (let i = 0; i < 8; i++)
+        for (let j = 0; j < 8; j++) {
+          const s = rowDot(a, b, i, j, 0);
+          expect(Math.abs(s)).toBeLessThan(bound); // exact in the 16-bit accumulator too
+          expect(c[i * 8 + j]!).toBe(s + 1);
+          expect(c[64 + i * 8 + j]!).toBe(s);
+        }
+    });
+  }
 
   test("a non-uniform 2-D grid: edge threadgroups are smaller and their barriers still meet", () => {
     using dev = sm.openDevice({ backend: "cuda" });

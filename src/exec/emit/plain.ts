@@ -17,12 +17,21 @@ import { dequantizeKernel, quantizedMatmulKernel } from "./dequantize.ts";
  * A kernel computing every element of `out` (and of the nodes `also`, into out1, out2...) from
  * their inline producers; a producer they share is computed once per element.
  */
-function elementwiseKernel({ out, also, dispatch }: PlainPlan): KernelCode {
+function elementwiseKernel({ out, also, perThread, dispatch }: PlainPlan): KernelCode {
   const b = new Builder(out);
-  const v = b.emit(out, "int(gid)");
-  b.line(`out0[gid] = ${store(out, v)};`);
-  also.forEach((m, i) => b.line(`out${i + 1}[gid] = ${store(m, b.emit(m, "int(gid)"))};`));
-  return finish(b, out, ELEMENT_POSITION, dispatch, also);
+  if (perThread === 1) {
+    const v = b.emit(out, "int(gid)");
+    b.line(`out0[gid] = ${store(out, v)};`);
+    also.forEach((m, i) => b.line(`out${i + 1}[gid] = ${store(m, b.emit(m, "int(gid)"))};`));
+    return finish(b, out, ELEMENT_POSITION, dispatch, also);
+  }
+  // Every element's loads before any store: a store may alias a later element's input, so the
+  // compiler could not move those loads above it, and the thread would wait for each in turn.
+  const at = Array.from({ length: perThread }, (_, e) => (e === 0 ? "int(gid)" : `int(gid + ${e}u * grid_threads)`));
+  const outs = [out, ...also];
+  const values = at.map((i) => outs.map((m) => store(m, b.emit(m, i))));
+  at.forEach((i, e) => outs.forEach((_, k) => b.line(`out${k}[${i}] = ${values[e]![k]};`)));
+  return finish(b, out, [...ELEMENT_POSITION, "uint grid_threads [[threads_per_grid]]"], dispatch, also);
 }
 
 /** Elements a reduction thread folds in order before a pairwise combine (see reduceKernel). */

@@ -8,6 +8,7 @@ import type { Node } from "../../graph/node.ts";
 import { attrsOf, type KernelOp, OPS } from "../../graph/op.ts";
 import type { MatmulPlan } from "./matmul.ts";
 import type { RowPlan } from "./rows.ts";
+import type { Target } from "../../runtime/target.ts";
 
 /** dispatchThreads(size) or, with threadgroups, dispatchThreadgroups(size), in groups of `group`. */
 export interface Dispatch {
@@ -34,6 +35,8 @@ export interface PlainPlan {
    * stored at the thread's element, their shared producers computed once.
    */
   also: readonly Node[];
+  /** Elements of out each thread of an elementwise kernel computes: gid, gid + threads, ... */
+  perThread: number;
   dispatch: Dispatch;
 }
 
@@ -83,11 +86,18 @@ const threads: Record<PlainPlan["kind"], (out: Node) => number> = {
  * The kernel computing `out` (and the nodes `also`, elementwise only) from its inline producers,
  * or out's own kernel (reduce, scan, ...).
  */
-export function plainPlan(out: Node, also: readonly Node[] = []): PlainPlan {
+export function plainPlan(out: Node, also: readonly Node[] = [], perThread = 1): PlainPlan {
   const kind = OPS[out.op].kind === "kernel" ? (out.op as KernelOp) : "elementwise";
-  const dispatch = threadDispatch(threads[kind](out));
+  const dispatch = threadDispatch(threads[kind](out) / perThread);
   // A decoding step's matmuls have a few hundred weight rows, a thread each: groups of one SIMD
   // group leave enough of them to spread over every core (the host runs a group on one core).
   if (kind === "quantizedMatmul") dispatch.group[0] = Math.min(dispatch.group[0], QUANT_GROUP);
-  return { kind, out, also, dispatch };
+  return { kind, out, also, perThread, dispatch };
+}
+
+/** Elements per thread of the kernel computing out on target (Target.elementwise): 1 but for large elementwise kernels. */
+export function elementsPerThread(target: Pick<Target, "elementwise">, out: Node): number {
+  const { perThread, from } = target.elementwise;
+  const elementwise = OPS[out.op].kind !== "kernel";
+  return elementwise && out.size >= from && out.size % perThread === 0 ? perThread : 1;
 }
