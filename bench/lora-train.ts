@@ -20,7 +20,7 @@ export const MODEL = "SmolLM2-135M-Instruct.Q4_1.gguf";
 export interface StepFigures {
   msPerStep: number;
   tokensPerSec: number;
-  /** bytes: sm.getPeakMemory() over the measured steps (smelt) or the process's peak RSS (torch). */
+  /** bytes: sm.getPeakMemory() over the measured steps (smelt); torch: the process's peak RSS on the CPU, its CUDA allocator's peak on the GPU. */
   peakMemory: number;
 }
 export interface LoraTrainBench {
@@ -33,7 +33,7 @@ export interface LoraTrainBench {
   trainable: number;
   lazy: StepFigures & { kernelsPerStep: number };
   eager: StepFigures & { kernelsPerStep: number };
-  torch?: { eager: StepFigures; compile: StepFigures | { error: string }; torch: string; peft: string; threads: number } | { error: string };
+  torch?: { eager: StepFigures; compile: StepFigures | { error: string }; torch: string; peft: string; threads: number; device: string } | { error: string };
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -129,7 +129,7 @@ function printLoraTrain(r: LoraTrainBench, log: (s: string) => void): void {
   const t = r.torch;
   if (t && "error" in t) log(`  PEFT + torch   ${t.error}`);
   else if (t) {
-    line("torch eager", t.eager, ` (torch ${t.torch}, peft ${t.peft}, float32, peak RSS)`);
+    line("torch eager", t.eager, ` (torch ${t.torch}, peft ${t.peft}, float32, ${t.device === "cuda" ? "CUDA allocator peak" : "peak RSS"})`);
     if ("error" in t.compile) log(`  torch.compile  ${t.compile.error}`);
     else line("torch.compile", t.compile);
     log(`  smelt lazy / torch eager: ${(r.lazy.tokensPerSec / t.eager.tokensPerSec).toFixed(2)}x tokens/s`);

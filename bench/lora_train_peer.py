@@ -85,7 +85,8 @@ def main():
             compiled = timed(torch.compile(model))
         except Exception as e:  # a compile failure is a result to report, not a crash of the bench
             compiled = {"error": f"torch.compile failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"}
-    json.dump({"eager": eager, "compile": compiled, "torch": torch.__version__, "peft": version("peft"), "threads": torch.get_num_threads()}, sys.stdout)
+    json.dump({"eager": eager, "compile": compiled, "torch": torch.__version__, "peft": version("peft"), "threads": torch.get_num_threads(),
+               "device": device}, sys.stdout)
 
 
 if __name__ == "__main__":
