@@ -131,12 +131,14 @@ case "$stage" in
     # results before kernels on another stream had written them, which shows only when kernels
     # are slowed down. Separate processes, each on a copy of one warm cache so that every kernel
     # comes from the cache and dispatch is as fast as it gets (the failing case).
+    # Alone at most WARM_TIMEOUT (220 s), the copies CONTENTION_TIMEOUT (300 s): one 10-minute
+    # command holds both; SKIP_WARM=1 skips the first on a machine whose cache is already warm.
     copies=${1:-6}
     file=${CONTENTION_FILE:-test/tensor/elementwise.test.ts}
     summary() { grep -E "^ *[0-9]+ (pass|fail|skip)$" "$1" | tr -s ' \n' ' '; tail -1 "$1"; }
     if [ "${SKIP_WARM:-0}" != 1 ]; then
       # Warms .cuda-cache and is the baseline: alone, the file must pass.
-      SMELT_BACKEND=cuda timeout "${WARM_TIMEOUT:-240}" bun test --timeout 120000 "$file" > "$OUT/contention-alone.log" 2>&1
+      SMELT_BACKEND=cuda timeout "${WARM_TIMEOUT:-220}" bun test --timeout 120000 "$file" > "$OUT/contention-alone.log" 2>&1
       echo "exit $?" >> "$OUT/contention-alone.log"
       echo "alone: $(summary "$OUT/contention-alone.log")"
     fi
@@ -146,7 +148,7 @@ case "$stage" in
       cp -a "$SMELT_CACHE_DIR/." "$work/cache$k/" 2>/dev/null
     done
     for k in $(seq "$copies"); do
-      (SMELT_CACHE_DIR="$work/cache$k" SMELT_BACKEND=cuda timeout "${CONTENTION_TIMEOUT:-420}" \
+      (SMELT_CACHE_DIR="$work/cache$k" SMELT_BACKEND=cuda timeout "${CONTENTION_TIMEOUT:-300}" \
         bun test --timeout 120000 "$file" > "$work/$k.log" 2>&1
        echo "exit $?" >> "$work/$k.log") &
     done
