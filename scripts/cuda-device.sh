@@ -10,6 +10,9 @@
 #                                         one 10-minute command (suite 1/2, then suite 2/2)
 #   scripts/cuda-device.sh racecheck      compute-sanitizer racecheck over the kernel tests
 #   scripts/cuda-device.sh synccheck      compute-sanitizer synccheck over test/msl, $JOBS at once
+#   scripts/cuda-device.sh contention [N] N (default 6) copies of one test file at once on the GPU,
+#                                         each with its own copy of one warmed kernel cache: the
+#                                         check for the stream-ordering bug (docs/cuda.md)
 #   scripts/cuda-device.sh bench          bun run bench --backend cuda --peer torch
 #   scripts/cuda-device.sh exec CMD...    any command in the same environment (bun on the PATH)
 #
@@ -123,6 +126,42 @@ case "$stage" in
     echo "synccheck: $(grep -cE '^========= (Barrier|Invalid|Error)' "$OUT/synccheck.log") report lines"
     grep -E "^========= ERROR SUMMARY" "$OUT/synccheck.log"
     ;;
+  contention)
+    # The bug this checks passed alone and failed only with the GPU shared: copies were reading
+    # results before kernels on another stream had written them, which shows only when kernels
+    # are slowed down. Separate processes, each on a copy of one warm cache so that every kernel
+    # comes from the cache and dispatch is as fast as it gets (the failing case).
+    # Alone at most WARM_TIMEOUT (220 s), the copies CONTENTION_TIMEOUT (300 s): one 10-minute
+    # command holds both; SKIP_WARM=1 skips the first on a machine whose cache is already warm.
+    copies=${1:-6}
+    file=${CONTENTION_FILE:-test/tensor/elementwise.test.ts}
+    summary() { grep -E "^ *[0-9]+ (pass|fail|skip)$" "$1" | tr -s ' \n' ' '; tail -1 "$1"; }
+    if [ "${SKIP_WARM:-0}" != 1 ]; then
+      # Warms .cuda-cache and is the baseline: alone, the file must pass.
+      SMELT_BACKEND=cuda timeout "${WARM_TIMEOUT:-220}" bun test --timeout 120000 "$file" > "$OUT/contention-alone.log" 2>&1
+      echo "exit $?" >> "$OUT/contention-alone.log"
+      echo "alone: $(summary "$OUT/contention-alone.log")"
+    fi
+    work=$(mktemp -d)
+    for k in $(seq "$copies"); do
+      mkdir -p "$work/cache$k"
+      cp -a "$SMELT_CACHE_DIR/." "$work/cache$k/" 2>/dev/null
+    done
+    for k in $(seq "$copies"); do
+      (SMELT_CACHE_DIR="$work/cache$k" SMELT_BACKEND=cuda timeout "${CONTENTION_TIMEOUT:-300}" \
+        bun test --timeout 120000 "$file" > "$work/$k.log" 2>&1
+       echo "exit $?" >> "$work/$k.log") &
+    done
+    wait
+    : > "$OUT/contention.log"
+    for k in $(seq "$copies"); do
+      { echo "=== copy $k of $copies: $file"; cat "$work/$k.log"; } >> "$OUT/contention.log"
+      echo "copy $k: $(summary "$work/$k.log")"
+    done
+    echo "failures: $(grep -cE '^\(fail\)' "$OUT/contention.log") in all copies; the first ones:"
+    grep -E "^\(fail\)|^error: " "$OUT/contention.log" | head -12
+    rm -rf "$work"
+    ;;
   bench)
     bun run bench --backend cuda --peer torch 2>&1 | tee "$OUT/bench.log" | tail -60
     cp bench/results/cuda-*.json "$OUT/" 2>/dev/null
@@ -131,7 +170,7 @@ case "$stage" in
     "$@"
     ;;
   *)
-    echo "cuda-device: unknown stage $stage (smoke, suite, racecheck, synccheck, bench, exec)" >&2
+    echo "cuda-device: unknown stage $stage (smoke, suite, racecheck, synccheck, contention, bench, exec)" >&2
     exit 2
     ;;
 esac

@@ -1,5 +1,7 @@
 // The CUDA backend's smelt.h: device buffers with explicit copies (host_visible 0), libraries
 // translated from MSL and compiled by NVRTC, and command buffers launched on one stream at commit.
+// That stream carries every zero fill and copy too: nothing may go to the legacy default stream,
+// which the non-blocking stream is not ordered against.
 // A completion thread per device waits for each command buffer's event and then publishes it
 // through the completion counter, so that nothing ever calls back into the caller.
 #include <sys/mman.h>
@@ -349,12 +351,19 @@ bool in_buffer(const char* call, smelt_buffer* buf, uint64_t offset, const void*
   return why.empty();
 }
 
+// Waits for everything queued on the device's stream so far (a copy just issued among it).
+CUresult drain(smelt_device* dev, CUresult r) { return r == CUDA_SUCCESS ? dev->cu->cuStreamSynchronize(dev->stream) : r; }
+
 smelt_buffer* new_buffer(smelt_device* dev, uint64_t length, char* err, size_t errlen) {
   CUdeviceptr p = 0;
   dev->cu->cuCtxSetCurrent(dev->ctx);
   // A zero-length buffer still gets an address a kernel may be given.
   CUresult r = dev->cu->cuMemAlloc(&p, size_t(std::max<uint64_t>(length, 16)));
-  if (r == CUDA_SUCCESS) r = dev->cu->cuMemsetD8(p, 0, size_t(std::max<uint64_t>(length, 16)));
+  // The zero fill goes on the kernels' stream: the plain cuMemsetD8 ran on the legacy default
+  // stream, which the non-blocking kernel stream is not ordered against, so under load it could
+  // land after a kernel had written the buffer and wipe its results. Waiting for it here also
+  // keeps a buffer freed before any use from being freed under a fill still queued.
+  if (r == CUDA_SUCCESS) r = drain(dev, dev->cu->cuMemsetD8Async(p, 0, size_t(std::max<uint64_t>(length, 16)), dev->stream));
   if (r != CUDA_SUCCESS) {
     if (p) dev->cu->cuMemFree(p);
     set_error(err, errlen, "cannot allocate a buffer of " + std::to_string(length) + " bytes: " + driver_error(r));
@@ -552,8 +561,14 @@ SMELT_API void smelt_buffer_free(smelt_buffer* buf) {
 SMELT_API int smelt_buffer_write(smelt_buffer* buf, uint64_t offset, const void* src, uint64_t length, char* err, size_t errlen) {
   if (!buf || lost(buf->dev, err, errlen) || !in_buffer("smelt_buffer_write", buf, offset, src, length, err, errlen)) return SMELT_ERROR;
   if (!length) return SMELT_OK;
-  buf->dev->cu->cuCtxSetCurrent(buf->dev->ctx);
-  CUresult r = buf->dev->cu->cuMemcpyHtoD(buf->ptr + offset, src, size_t(length));
+  smelt_device* dev = buf->dev;
+  dev->cu->cuCtxSetCurrent(dev->ctx);
+  // On the kernels' stream, then waited for: cuMemcpyHtoD from pageable memory returns once the
+  // bytes are staged, with the DMA still queued on the legacy default stream, so a kernel launched
+  // next on the non-blocking stream could read the buffer before the bytes arrived. Ordered on one
+  // stream, kernels committed before the write finish first and kernels after it see the bytes;
+  // the wait makes the copy done, and src free to reuse, when this returns.
+  CUresult r = drain(dev, dev->cu->cuMemcpyHtoDAsync(buf->ptr + offset, src, size_t(length), dev->stream));
   if (r != CUDA_SUCCESS) {
     set_error(err, errlen, "smelt_buffer_write: " + driver_error(r));
     return SMELT_ERROR;
@@ -564,8 +579,12 @@ SMELT_API int smelt_buffer_write(smelt_buffer* buf, uint64_t offset, const void*
 SMELT_API int smelt_buffer_read(smelt_buffer* buf, uint64_t offset, void* dst, uint64_t length, char* err, size_t errlen) {
   if (!buf || lost(buf->dev, err, errlen) || !in_buffer("smelt_buffer_read", buf, offset, dst, length, err, errlen)) return SMELT_ERROR;
   if (!length) return SMELT_OK;
-  buf->dev->cu->cuCtxSetCurrent(buf->dev->ctx);
-  CUresult r = buf->dev->cu->cuMemcpyDtoH(dst, buf->ptr + offset, size_t(length));
+  smelt_device* dev = buf->dev;
+  dev->cu->cuCtxSetCurrent(dev->ctx);
+  // On the kernels' stream, so that the copy comes after every kernel committed before it (and
+  // after the buffer's zero fill and writes), whether or not the caller waited; cuMemcpyDtoH on
+  // the legacy default stream was ordered only by the caller's wait.
+  CUresult r = drain(dev, dev->cu->cuMemcpyDtoHAsync(dst, buf->ptr + offset, size_t(length), dev->stream));
   if (r != CUDA_SUCCESS) {
     set_error(err, errlen, "smelt_buffer_read: " + driver_error(r));
     return SMELT_ERROR;
@@ -743,10 +762,14 @@ SMELT_API uint64_t smelt_cmd_commit(smelt_cmd* cmd, char* err, size_t errlen) {
     if (r == CUDA_SUCCESS && dev->options.debug) r = cu->cuStreamSynchronize(dev->stream);
     if (r != CUDA_SUCCESS) error = "kernel " + d.kernel->info.name + " failed: " + driver_error(r);
   }
-  if (error.empty()) {
-    r = cu->cuEventCreate(&cmd->event, CU_EVENT_DISABLE_TIMING);
-    if (r == CUDA_SUCCESS) r = cu->cuEventRecord(cmd->event, dev->stream);
-    if (r != CUDA_SUCCESS) error = "cannot record the completion event: " + driver_error(r);
+  // The event follows whatever was queued, even when a later launch failed: the completion thread
+  // releases the buffers and the arena only once it has passed, never under a kernel still running.
+  r = cu->cuEventCreate(&cmd->event, CU_EVENT_DISABLE_TIMING);
+  if (r == CUDA_SUCCESS) r = cu->cuEventRecord(cmd->event, dev->stream);
+  if (r != CUDA_SUCCESS) {
+    if (cmd->event) cu->cuEventDestroy(cmd->event);
+    cmd->event = nullptr;
+    if (error.empty()) error = "cannot record the completion event: " + driver_error(r);
   }
   std::lock_guard<std::mutex> lock(dev->done_mutex);
   cmd->sequence = ++dev->next_sequence;

@@ -51,10 +51,10 @@ const Driver* driver(std::string& why) {
     resolve(lib, "cuEventDestroy_v2", d.cuEventDestroy, missing);
     resolve(lib, "cuMemAlloc_v2", d.cuMemAlloc, missing);
     resolve(lib, "cuMemFree_v2", d.cuMemFree, missing);
-    resolve(lib, "cuMemsetD8_v2", d.cuMemsetD8, missing);
-    resolve(lib, "cuMemcpyHtoD_v2", d.cuMemcpyHtoD, missing);
-    resolve(lib, "cuMemcpyDtoH_v2", d.cuMemcpyDtoH, missing);
+    // cuMemsetD8Async was 64-bit from the start: it has no _v2.
+    resolve(lib, "cuMemsetD8Async", d.cuMemsetD8Async, missing);
     resolve(lib, "cuMemcpyHtoDAsync_v2", d.cuMemcpyHtoDAsync, missing);
+    resolve(lib, "cuMemcpyDtoHAsync_v2", d.cuMemcpyDtoHAsync, missing);
     resolve(lib, "cuModuleLoadData", d.cuModuleLoadData, missing);
     resolve(lib, "cuModuleUnload", d.cuModuleUnload, missing);
     resolve(lib, "cuModuleGetFunction", d.cuModuleGetFunction, missing);

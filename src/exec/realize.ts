@@ -6,6 +6,7 @@
  * memory; reductions take their inline producers into their loads the same way.
  */
 import { SmeltError } from "../errors.ts";
+import type { CommandBuffer } from "../runtime/command.ts";
 import type { Pipeline } from "../runtime/resources.ts";
 import { type Target, targetOf } from "../runtime/target.ts";
 import { isFloating, itemsize } from "../graph/dtype.ts";
@@ -749,6 +750,9 @@ export function execute(s: Schedule): void {
   if (s.order.length === 0) return;
   let failed = true;
   try {
+    // Pending asyncEval evaluations were scheduled first: their kernels are committed ahead of
+    // this one's, so that commit order never runs against the order nodes were given memory.
+    encodePending();
     encode(s).wait();
     failed = false;
   } finally {
@@ -761,6 +765,46 @@ export function evalNodes(nodes: readonly Node[]): void {
   execute(schedule(nodes));
 }
 
+/**
+ * asyncEval's evaluations until they resolve, in the order they were scheduled. Their nodes get
+ * memory, and so count as computed, when they are scheduled, before their kernels are compiled
+ * and encoded. Without this, toArray() of such a node before the evaluation resolved found
+ * nothing to compute and copied the buffer out before any kernel wrote it (on every backend; on
+ * the host it read the memory directly). Evaluating an op on such a node meanwhile still fails in
+ * the scheduler (the node keeps its pending schedule's marks until settle()).
+ */
+interface Pending {
+  readonly schedule: Schedule;
+  cmd: CommandBuffer | null;
+  /** What encoding it threw when another evaluation encoded it: its own caller rethrows it. */
+  error: unknown;
+}
+const pending: Pending[] = [];
+
+/** Encodes (and so commits) every pending evaluation not yet encoded, in schedule order. */
+function encodePending(): void {
+  for (const p of pending) {
+    if (p.cmd || p.error !== undefined) continue;
+    try {
+      p.cmd = encode(p.schedule);
+    } catch (e) {
+      p.error = e;
+    }
+  }
+}
+
+/** Before the CPU reads s: waits for the pending evaluations up to the last one that uses it. */
+export function awaitStorage(s: Storage): void {
+  if (pending.length === 0) return;
+  encodePending();
+  // The device finishes command buffers in commit order, so waiting for the latest one not after
+  // s.busy (the last command buffer using s) covers the one that wrote s.
+  let last: CommandBuffer | undefined;
+  for (const { cmd } of pending) if (cmd && cmd.sequence <= s.busy && (!last || cmd.sequence > last.sequence)) last = cmd;
+  // wait() throws when it failed: the reader gets that failure rather than the buffer's old bytes.
+  if (last && last.state !== "completed" && last.state !== "disposed") last.wait();
+}
+
 /** Computes the nodes; resolves when the device is done. */
 export async function evalNodesAsync(nodes: readonly Node[]): Promise<void> {
   const s = schedule(nodes);
@@ -769,13 +813,19 @@ export async function evalNodesAsync(nodes: readonly Node[]): Promise<void> {
   // a hold like a handle's keeps each node and its memory until the evaluation is settled.
   const held = s.nodes();
   for (const n of held) n.tensors++;
+  const p: Pending = { schedule: s, cmd: null, error: undefined };
+  pending.push(p);
   let failed = true;
   try {
     // The kernels the evaluation lacks compile together, off the JS thread, before encoding.
     await compileMissing(kernelSources(s));
-    await encode(s).completed();
+    // Evaluations scheduled before this one commit first, since this one may read what they compute.
+    encodePending();
+    if (p.error !== undefined) throw p.error;
+    await p.cmd!.completed();
     failed = false;
   } finally {
+    pending.splice(pending.indexOf(p), 1);
     settle(s, failed);
     for (const n of held) {
       n.tensors--;

@@ -4,7 +4,7 @@
  * a FinalizationRegistry only catches handles that were dropped without either.
  */
 import { SmeltError } from "../errors.ts";
-import { evalNodes, evalNodesAsync } from "../exec/realize.ts";
+import { awaitStorage, evalNodes, evalNodesAsync } from "../exec/realize.ts";
 import { bf16BitsToNumber, decode, type DType, f16BitsToNumber, itemsize, numberToBf16Bits, numberToF16Bits, storageFor } from "../graph/dtype.ts";
 import { formatTensor } from "./format.ts";
 import { contiguousStrides, isRowContiguous } from "../graph/shape.ts";
@@ -173,6 +173,7 @@ function readRaw(n: Node): ArrayLike<number> {
   const d = n.data!;
   const Ctor = storageFor(n.dtype);
   const size = n.size;
+  awaitStorage(d.storage);
   const all = d.storage.buffer.peek(Ctor as never, 0, d.storage.bytes / itemsize(n.dtype)) as unknown as ArrayLike<number> & {
     slice(a: number, b: number): ArrayLike<number>;
   };

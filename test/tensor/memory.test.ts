@@ -145,6 +145,21 @@ test("asyncEval and data() resolve once the device is done", async () => {
   expect(await b.data()).toEqual([1, 4, 7, 10, 13, 16, 19, 22, 25, 28]);
 });
 
+test("reading a tensor before its asyncEval resolved waits for the kernels that write it", async () => {
+  // A slow kernel (a long reduction of generated values): the read comes while it still runs.
+  const rows = 64, cols = 1 << 20;
+  const slow = sm.sum(sm.sin(sm.reshape(sm.arange(rows * cols), [rows, cols]).astype("float32")), 1);
+  const done = sm.asyncEval(slow);
+  const early = slow.toArray();
+  const viaData = await slow.data();
+  await done;
+  const late = slow.toArray();
+  expect(early).toEqual(late);
+  expect(viaData).toEqual(late);
+  expect(late.some((v) => v !== 0)).toBe(true);
+  slow.dispose();
+});
+
 test("a failed evaluation leaves no tensor claiming data it does not have", () => {
   const x = sm.arange(1 << 16).astype("float32");
   const y = x.mul(2); // scheduled first, then the reduction's allocation fails
