@@ -2,7 +2,7 @@
 import { expect, setDefaultTimeout, test } from "bun:test";
 import * as sm from "../../src/index.ts";
 import { planOf, schedule, execute } from "../../src/exec/realize.ts";
-import { withTargetEnv } from "../../src/runtime/target.ts";
+import { kernels } from "../tensor/helpers.ts";
 
 setDefaultTimeout(120_000);
 type T = sm.Tensor;
@@ -12,17 +12,6 @@ const w = sm.random.normal([256]).eval();
 const b = sm.random.normal([256]).eval();
 const ct = sm.random.normal([64, 256]).eval();
 
-/** Kernels dispatched to evaluate what build() makes (compiled once beforehand). */
-// Kernels, not dispatches: a GPU target runs kernels of one source as one multi-tensor dispatch.
-function kernels(build: () => T[]): number {
-  return withTargetEnv(sm.device(), { SMELT_MULTI_TENSOR: "0" }, () => {
-    sm.eval(build());
-    const outs = build();
-    sm.resetStats();
-    sm.eval(outs);
-    return sm.stats().kernelsDispatched;
-  });
-}
 const dx = (f: (x: T) => T, cot = ct) => () => [sm.vjp(f, [x], [cot])[1][0] as T];
 
 test("the backward of softmax, logSoftmax, logsumexp, RMS norm and layer norm (dx) is one row kernel each", () => {

@@ -7,6 +7,7 @@ import { expect } from "bun:test";
 import * as sm from "../../src/index.ts";
 import { bf16BitsToNumber, f16BitsToNumber, numberToBf16Bits, numberToF16Bits } from "../../src/graph/dtype.ts";
 import { prng } from "../../src/lora/data.ts";
+import { withTargetEnv } from "../../src/runtime/target.ts";
 
 export type DType = sm.DType;
 export const FLOATS: readonly DType[] = ["float32", "float16", "bfloat16"];
@@ -411,4 +412,16 @@ export function expectSmeltError(fn: () => unknown, ...patterns: (string | RegEx
     else expect(msg).toMatch(p);
   }
   return caught as sm.SmeltError;
+}
+
+/** Kernels dispatched to evaluate what build() makes (compiled once beforehand). */
+// Kernels, not dispatches: a GPU target runs kernels of one source as one multi-tensor dispatch.
+export function kernels(build: () => sm.Tensor[]): number {
+  return withTargetEnv(sm.device(), { SMELT_MULTI_TENSOR: "0" }, () => {
+    sm.eval(build());
+    const outs = build();
+    sm.resetStats();
+    sm.eval(outs);
+    return sm.stats().kernelsDispatched;
+  });
 }

@@ -3,23 +3,11 @@
 import { expect, setDefaultTimeout, test } from "bun:test";
 import * as sm from "../../src/index.ts";
 import { execute, planOf, schedule } from "../../src/exec/realize.ts";
-import { withTargetEnv } from "../../src/runtime/target.ts";
-import { rng, roundTo } from "./helpers.ts";
+import { kernels, rng, roundTo } from "./helpers.ts";
 
 setDefaultTimeout(120_000);
 type T = sm.Tensor;
 
-/** Kernels dispatched to evaluate what build() makes (compiled once beforehand). */
-// Kernels, not dispatches: a GPU target runs kernels of one source as one multi-tensor dispatch.
-function kernels(build: () => T[]): number {
-  return withTargetEnv(sm.device(), { SMELT_MULTI_TENSOR: "0" }, () => {
-    sm.eval(build());
-    const outs = build();
-    sm.resetStats();
-    sm.eval(outs);
-    return sm.stats().kernelsDispatched;
-  });
-}
 
 const data = (n: number, seed: number) => {
   const r = rng(seed);
