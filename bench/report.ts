@@ -1,7 +1,7 @@
 /**
  * bun run bench:report: turns bench/results/*.json into docs/benchmarks.md and
  * docs/benchmarks.svg (lazy against eager per workload, from the newest full run of the host backend; PyTorch beside
- * them when that run had --peer torch). Quick runs are left out.
+ * them when that run had --peer torch). Quick runs and --filter runs are left out.
  */
 import { readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -31,8 +31,9 @@ const dir = join(root, "bench", "results");
 const runs: Run[] = readdirSync(dir)
   .filter((f) => f.endsWith(".json"))
   .map((f) => ({ ...(JSON.parse(readFileSync(join(dir, f), "utf8")) as Omit<Run, "file">), file: f }))
-  // The page shows CPU runs of the host backend; GPU runs are reported per backend (docs/cuda.md).
-  .filter((r) => !r.quick && r.backend === "host")
+  // The page shows CPU runs of the host backend over every workload; GPU runs are reported per
+  // backend (docs/cuda.md), and a --filter run covers too few workloads to stand for the whole.
+  .filter((r) => !r.quick && r.backend === "host" && !r.filter)
   .sort((a, b) => a.date.localeCompare(b.date));
 if (runs.length === 0) {
   console.error("bench:report: no full host runs in bench/results (run `bun run bench` first)");
