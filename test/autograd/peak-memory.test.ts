@@ -39,6 +39,17 @@ test("cross-entropy forward + backward over [512, 49152] holds no more than the 
   for (const t of [logits, targets]) t.dispose();
 });
 
+/** Memory run() takes at its peak above what was in use before it, and the values it returns (then disposed). */
+function peakOf(run: () => sm.Tensor[]): { peak: number; values: number[][] } {
+  const base = sm.getActiveMemory();
+  sm.resetPeakMemory();
+  const outs = run();
+  const peak = sm.getPeakMemory() - base;
+  const values = outs.map((t) => t.toArray() as number[]);
+  outs.forEach((t) => t.dispose());
+  return { peak, values };
+}
+
 test("eager: sm.checkpoint lowers the peak memory of a deep MLP's gradient, same gradients", () => {
   const B = 512, W = 256, L = 16;
   const ws = Array.from({ length: L }, (_, i) => sm.random.normal([W, W], "float32", 0, 1 / Math.sqrt(W), sm.random.key(10 + i)).eval());
@@ -52,13 +63,7 @@ test("eager: sm.checkpoint lowers the peak memory of a deep MLP's gradient, same
         for (const w of ws) h = useCheckpoint ? blockC(h, w) : block(h, w);
         return sm.mean(sm.square(h));
       };
-      const base = sm.getActiveMemory();
-      sm.resetPeakMemory();
-      const g = sm.grad(loss)(ws) as sm.Tensor[];
-      const peak = sm.getPeakMemory() - base;
-      const values = g.map((t) => t.toArray() as number[]);
-      g.forEach((t) => t.dispose());
-      return { peak, values };
+      return peakOf(() => sm.grad(loss)(ws) as sm.Tensor[]);
     });
   const plain = measure(false);
   const checkpointed = measure(true);
@@ -94,13 +99,7 @@ test("lazy: sm.checkpoint around each layer lowers the peak of an 8-layer MLP's 
     };
     // Once first, so that the weights' packed operands are made and kept outside the measurement.
     run().forEach((t) => t.dispose());
-    const base = sm.getActiveMemory();
-    sm.resetPeakMemory();
-    const outs = run();
-    const peak = sm.getPeakMemory() - base;
-    const values = outs.map((t) => t.toArray() as number[]);
-    outs.forEach((t) => t.dispose());
-    return { peak, values };
+    return peakOf(run);
   };
   const plain = measure(false);
   const checkpointed = measure(true);
