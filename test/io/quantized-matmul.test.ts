@@ -6,6 +6,7 @@ import { join } from "node:path";
 import * as sm from "../../src/index.ts";
 import { errorMessage } from "../expect-error.ts";
 import { modelPath, SMOLLM2_GGUF } from "../models.ts";
+import { matmulNT64 } from "../tensor/helpers.ts";
 
 const FIXTURES = join(import.meta.dir, "../fixtures/gguf");
 const expected = JSON.parse(readFileSync(join(FIXTURES, "tiny.json"), "utf8")).tensors as Record<
@@ -22,18 +23,8 @@ function inputs(n: number, seed: number): number[] {
 
 /** Largest |got - want| relative to sum |x||w| of each output (the float32 accumulation's scale). */
 function worst(got: number[], x: number[], w: number[], M: number, N: number, K: number): number {
-  let e = 0;
-  for (let m = 0; m < M; m++) {
-    for (let n = 0; n < N; n++) {
-      let want = 0, scale = 0;
-      for (let k = 0; k < K; k++) {
-        want += x[m * K + k]! * w[n * K + k]!;
-        scale += Math.abs(x[m * K + k]! * w[n * K + k]!);
-      }
-      e = Math.max(e, Math.abs(got[m * N + n]! - want) / Math.max(scale, 1e-30));
-    }
-  }
-  return e;
+  const { want, scale } = matmulNT64(x, w, M, N, K);
+  return want.reduce((e, v, i) => Math.max(e, Math.abs(got[i]! - v) / Math.max(scale[i]!, 1e-30)), 0);
 }
 
 describe("quantizedMatmul on every quantized type", () => {

@@ -425,3 +425,20 @@ export function kernels(build: () => sm.Tensor[]): number {
     return sm.stats().kernelsDispatched;
   });
 }
+
+/** x [rows, K] @ w [N, K]^T in float64, and sum |x||w| of each output (float32's error scale). */
+export function matmulNT64(x: number[], w: number[], rows: number, N: number, K: number) {
+  const want: number[] = [], scale: number[] = [];
+  for (let m = 0; m < rows; m++) {
+    for (let n = 0; n < N; n++) {
+      let s = 0, a = 0;
+      for (let k = 0; k < K; k++) {
+        s += x[m * K + k]! * w[n * K + k]!;
+        a += Math.abs(x[m * K + k]! * w[n * K + k]!);
+      }
+      want.push(s);
+      scale.push(a);
+    }
+  }
+  return { want, scale };
+}

@@ -7,6 +7,7 @@ import * as sm from "../../src/index.ts";
 import { QUANT_BLOCKS } from "../../src/graph/quant.ts";
 import { plainPlan, QUANT_GROUP } from "../../src/exec/plan/kernel.ts";
 import { DEQUANTIZE_ROWS } from "../../src/tensor/quantized.ts";
+import { matmulNT64 } from "./helpers.ts";
 
 let state = 20261206;
 const next = () => (state = (Math.imul(state, 1664525) + 1013904223) >>> 0);
@@ -32,22 +33,6 @@ function randomWeight(format: sm.QuantFormat, N: number, K: number): sm.Quantize
   return sm.QuantizedTensor.fromBytes(data, [N, K], format);
 }
 
-/** x [rows, K] @ w [N, K]^T in float64, and sum |x||w| of each output (float32's error scale). */
-function reference(x: number[], w: number[], rows: number, N: number, K: number) {
-  const want: number[] = [], scale: number[] = [];
-  for (let m = 0; m < rows; m++) {
-    for (let n = 0; n < N; n++) {
-      let s = 0, a = 0;
-      for (let k = 0; k < K; k++) {
-        s += x[m * K + k]! * w[n * K + k]!;
-        a += Math.abs(x[m * K + k]! * w[n * K + k]!);
-      }
-      want.push(s);
-      scale.push(a);
-    }
-  }
-  return { want, scale };
-}
 
 const FORMATS: sm.QuantFormat[] = ["Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K"];
 
@@ -69,7 +54,7 @@ describe("quantizedMatmul paths on every quantized type", () => {
         const got = sm.quantizedMatmul(sm.array(xs).reshape([...lead, K]), w);
         expect(got.shape).toEqual([...lead, N]);
         const g = got.toArray() as number[];
-        const { want, scale } = reference(xs, wv, rows, N, K);
+        const { want, scale } = matmulNT64(xs, wv, rows, N, K);
         let e = 0;
         for (let i = 0; i < want.length; i++) e = Math.max(e, Math.abs(g[i]! - want[i]!) / Math.max(scale[i]!, 1e-30));
         expect(e).toBeLessThan(1e-5);
@@ -86,7 +71,7 @@ describe("quantizedMatmul paths on every quantized type", () => {
       const got = sm.quantizedMatmul(sm.array(xs).reshape([rows, 64]).astype("float16"), w);
       expect(got.dtype).toBe("float16");
       const g = got.toArray() as number[];
-      const { want } = reference(xs, wv, rows, 5, 64);
+      const { want } = matmulNT64(xs, wv, rows, 5, 64);
       for (let i = 0; i < want.length; i++) expect(Math.abs(g[i]! - want[i]!)).toBeLessThan(2e-3 * (1 + Math.abs(want[i]!)));
     }
   }, 120_000);
