@@ -726,6 +726,7 @@ function releasePanels(schedule: Schedule, failed: boolean): void {
 
 /** Decides the kernels that compute the nodes (exported for the scheduling benchmark). */
 export function schedule(nodes: readonly Node[]): Schedule {
+  releasePendingMarks();
   const s = new Schedule();
   try {
     for (const n of byDepth(nodes)) s.require(n);
@@ -770,8 +771,7 @@ export function evalNodes(nodes: readonly Node[]): void {
  * memory, and so count as computed, when they are scheduled, before their kernels are compiled
  * and encoded. Without this, toArray() of such a node before the evaluation resolved found
  * nothing to compute and copied the buffer out before any kernel wrote it (on every backend; on
- * the host it read the memory directly). Evaluating an op on such a node meanwhile still fails in
- * the scheduler (the node keeps its pending schedule's marks until settle()).
+ * the host it read the memory directly).
  */
 interface Pending {
   readonly schedule: Schedule;
@@ -791,6 +791,19 @@ function encodePending(): void {
       p.error = e;
     }
   }
+}
+
+/**
+ * A graph built on the results of a pending asyncEval sees its nodes as computed inputs: their
+ * schedule's marks (its kernel order) would otherwise be read as this evaluation's own. Encoding
+ * first is what lets the marks go, since only encoding reads them, and it keeps commit order the
+ * order the evaluations were scheduled in. An evaluation whose encoding failed keeps its marks:
+ * its own caller reports the failure, and anything built on it fails to schedule.
+ */
+function releasePendingMarks(): void {
+  if (pending.length === 0) return;
+  encodePending();
+  for (const p of pending) if (p.cmd) for (const n of p.schedule.nodes()) n.schedOrder = -1;
 }
 
 /** Before the CPU reads s: waits for the pending evaluations up to the last one that uses it. */

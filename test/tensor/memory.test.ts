@@ -160,6 +160,23 @@ test("reading a tensor before its asyncEval resolved waits for the kernels that 
   slow.dispose();
 });
 
+test("ops on a tensor whose asyncEval is still pending evaluate after it, lazily and inline", async () => {
+  const rows = 64, cols = 1 << 18;
+  const make = () => sm.sum(sm.sin(sm.reshape(sm.arange(rows * cols), [rows, cols]).astype("float32")), 1);
+  const want = (sm.eager(make).toArray() as number[]).map((v) => Math.fround(Math.fround(v * 2) + 1));
+  const slow = make();
+  const done = sm.asyncEval(slow);
+  // A row kernel over the pending result (its reduction inlined into the consumer's kernel) and a
+  // plain elementwise one, while the first evaluation may still run.
+  const total = slow.mul(2).add(1).sum();
+  const next = slow.mul(2).add(1);
+  const pendingToo = sm.asyncEval(next);
+  expect(total.item()).toBeCloseTo(want.reduce((a, v) => a + v, 0), 0);
+  await Promise.all([done, pendingToo]);
+  expect(next.toArray()).toEqual(want);
+  for (const t of [slow, total, next]) t.dispose();
+});
+
 test("a failed evaluation leaves no tensor claiming data it does not have", () => {
   const x = sm.arange(1 << 16).astype("float32");
   const y = x.mul(2); // scheduled first, then the reduction's allocation fails
