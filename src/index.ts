@@ -48,6 +48,8 @@ export {
   setMemoryLimit,
 } from "./exec/memory.ts";
 export { stats, resetStats } from "./exec/stats.ts";
+export { formatProfile, profile } from "./exec/profile.ts";
+export type { KernelTimes, Profile } from "./exec/profile.ts";
 export * as fast from "./tensor/fast.ts";
 export * as io from "./io/index.ts";
 export * as nn from "./nn/index.ts";

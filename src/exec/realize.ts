@@ -22,6 +22,7 @@ import { memory, type Storage, stats } from "./memory.ts";
 import { compileMissing, libraryPipeline, pipelineFor } from "./kernels.ts";
 import { multiTensor } from "./emit/multi.ts";
 import { bindMemory, byDepth } from "./lifetimes.ts";
+import { profiling, recordKernel } from "./profile.ts";
 import { restrideView } from "./plan/restride.ts";
 
 // A fused kernel computes at most this many inline nodes and reads at most this many computed
@@ -466,6 +467,17 @@ function inlineWalk(k: Node, f: (x: Node, inline: boolean) => void): void {
   }
 }
 
+/** For sm.profile: the kind of kernel, its node's op and shape, and the ops computed inline in it. */
+function kernelLabel(k: Node, what: string): string {
+  const ops = new Set<string>();
+  inlineWalk(k, (x, inline) => {
+    if (inline && OPS[x.op].kind !== "view") ops.add(x.op);
+  });
+  const fused = [...ops].sort();
+  const more = fused.length > 6 ? ` +${fused.length - 6}` : "";
+  return `${what} ${k.op} [${k.shape.join(", ")}]${fused.length ? ` (${fused.slice(0, 6).join(", ")}${more})` : ""}`;
+}
+
 /** The kernels of order that read each node from memory, directly or through views of it (bases: view to base). */
 function readersOf(order: readonly Node[], bases: ReadonlyMap<Node, Node>): Map<Node, Node[]> {
   const readers = new Map<Node, Node[]>();
@@ -627,12 +639,13 @@ export function fitGroup(d: KernelCode["dispatch"], pipeline: Pipeline, rows: bo
 /** Generates, compiles (once per structure) and encodes the scheduled kernels into one command buffer. */
 function encode(schedule: Schedule) {
   const dev = memory.device;
-  const cmd = dev.commandBuffer();
+  let cmd = dev.commandBuffer();
   // Since the last barrier. A kernel's output may be memory that earlier kernels of this command
   // buffer wrote and read (lifetimes.ts), so writing it waits for them as reading it would.
   let written = new Set<Storage>(), read = new Set<Storage>();
   const used: Storage[] = [];
-  const put = (k: KernelCode, out: Storage, op: string, fused: boolean, rows = false): boolean => {
+  const put = (k: KernelCode, out: Storage, node: Node, what: string, fused: boolean, rows = false): boolean => {
+    const op = node.op;
     const reads = k.inputs.map((d) => d.storage);
     const outs = (k.outputs ?? []).map((d) => d.storage);
     for (const r of reads) {
@@ -664,27 +677,39 @@ function encode(schedule: Schedule) {
       else cmd.dispatchThreads(pipeline, { args: args as never, grid: d.size, threadgroup: group });
       stats.kernelsDispatched++;
       if (fused) stats.fusedGroups++;
+      if (profiling()) {
+        // Alone in its command buffer, waited for: its time is its own.
+        const t0 = performance.now();
+        cmd.commit();
+        stats.commandBuffers++;
+        cmd.wait();
+        recordKernel(kernelLabel(node, what), performance.now() - t0);
+        cmd = dev.commandBuffer();
+        written = new Set();
+        read = new Set();
+      }
     }
     written.add(out);
     for (const s of outs) written.add(s);
     return true;
   };
   const single = (node: Node, k: KernelCode) => {
-    for (const p of k.packs ?? []) put(p.code, p.out, node.op, false);
+    for (const p of k.packs ?? []) put(p.code, p.out, node, "pack", false);
     const fused = node.schedInlineCount > 1;
-    if (put(k, node.data!.storage, node.op, fused, schedule.rows.has(node))) return;
+    const mm = schedule.matmuls.get(node);
+    const rows = schedule.rows.has(node);
+    if (put(k, node.data!.storage, node, mm ? `matmul ${mm.variant}` : rows ? "row" : "kernel", fused, rows)) return;
     // Only the simdgroup matmul is built around its threadgroup (4 SIMD groups): the dot kernel
     // computes the same product with threadgroups of any size.
-    const mm = schedule.matmuls.get(node);
     const limit = pipelineFor(k.source).maxThreadsPerThreadgroup;
-    if (mm?.variant !== "simd" || !put(matmulKernel(node, mm.main, "dot", null), node.data!.storage, node.op, fused)) {
+    if (mm?.variant !== "simd" || !put(matmulKernel(node, mm.main, "dot", null), node.data!.storage, node, "matmul dot", fused)) {
       throw new SmeltError(`eval: the kernel for ${node.op} needs ${k.dispatch.group.join(" x ")} threads per threadgroup; its pipeline allows ${limit}`);
     }
   };
   for (const step of launches(schedule)) {
     // A multi-tensor dispatch whose pipeline takes smaller threadgroups runs its members one by one.
     const fused = step.members.some((m) => m.node.schedInlineCount > 1);
-    if (step.members.length > 1 && put(step.code, step.out.storage, step.members[0]!.node.op, fused)) continue;
+    if (step.members.length > 1 && put(step.code, step.out.storage, step.members[0]!.node, `multi-tensor x${step.members.length}`, fused)) continue;
     for (const { node, code } of step.members) single(node, code);
   }
   cmd.commit();
