@@ -77,6 +77,34 @@ bool accept_records(bool recording, const void* records, size_t length, const sm
                     uint32_t& open_count, bool& open, std::string& why);
 void release_open(std::mutex& mutex, uint32_t& open_count, bool& open);
 
+// smelt_cmd_new for a backend's device and command buffer types: refused without a device or on
+// a lost one (lost(dev, err, errlen) reports it), counted in the device's command_buffers.
+template <typename Cmd, typename Dev, typename Lost>
+Cmd* new_command(Dev* dev, char* err, size_t errlen, Lost lost) {
+  if (!dev) {
+    set_error(err, errlen, "no device");
+    return nullptr;
+  }
+  if (lost(dev, err, errlen)) return nullptr;
+  auto* cmd = new Cmd();
+  cmd->dev = dev;
+  std::lock_guard<std::mutex> lock(dev->live_mutex);
+  ++dev->command_buffers;
+  return cmd;
+}
+
+// The start of smelt_cmd_encode: accept_records over the command buffer and its device, with the
+// reason in err when refused.
+template <typename Cmd>
+bool accept_command_records(Cmd* cmd, const void* records, size_t length, const smelt_record_env& env, char* err, size_t errlen) {
+  std::string why;
+  if (accept_records(cmd->state == SMELT_CMD_RECORDING, records, length, env, cmd->dev->live_mutex, cmd->dev->open_command_buffers,
+                     cmd->open, why))
+    return true;
+  set_error(err, errlen, why);
+  return false;
+}
+
 }  // namespace smelt_common
 
 // The job of smelt_library_new_async: make runs on a thread of its own.
@@ -89,4 +117,32 @@ struct smelt_compile {
 
 namespace smelt_common {
 smelt_compile* start_compile(std::function<smelt_library*(std::string& why)> make);
+
+// smelt_library_new and smelt_library_new_async over a backend's make(dev, source, options, why),
+// which compiles (or finds in the cache) and returns the library or nullptr with the reason.
+template <typename Dev, typename Lost, typename Make>
+smelt_library* new_library(Dev* dev, const char* source, size_t source_len, const char* options, char* err, size_t errlen, Lost lost,
+                           Make make) {
+  if (!dev || !source || lost(dev, err, errlen)) return nullptr;
+  LibraryOptions lo;
+  std::string why;
+  smelt_library* lib = nullptr;
+  if (parse_library_options(options, lo, why)) lib = make(dev, std::string(source, source_len), lo, why);
+  if (!lib) set_error(err, errlen, why);
+  return lib;
+}
+
+template <typename Dev, typename Lost, typename Make>
+smelt_compile* new_library_async(Dev* dev, const char* source, size_t source_len, const char* options, char* err, size_t errlen, Lost lost,
+                                 Make make) {
+  if (!dev || !source || lost(dev, err, errlen)) return nullptr;
+  LibraryOptions lo;
+  std::string why;
+  if (!parse_library_options(options, lo, why)) {
+    set_error(err, errlen, why);
+    return nullptr;
+  }
+  std::string text(source, source_len);
+  return start_compile([dev, text, lo, make](std::string& error) { return make(dev, text, lo, error); });
+}
 }  // namespace smelt_common

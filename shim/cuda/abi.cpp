@@ -66,6 +66,9 @@ struct smelt_device {
   CUdevice device = 0;
   CUcontext ctx = nullptr;
   CUstream stream = nullptr;
+  // Buffers come from the device's stream-ordered pool where the driver has one: allocating and
+  // freeing are then queued on the stream like kernels and wait for nothing.
+  bool pooled = false;
   smelt_common::DeviceOptions options;
   Headers headers;
   int arch = 0;
@@ -151,7 +154,9 @@ namespace {
 void buffer_release(smelt_buffer* b) {
   if (b->refs.fetch_sub(1) == 1) {
     b->dev->cu->cuCtxSetCurrent(b->dev->ctx);
-    b->dev->cu->cuMemFree(b->ptr);
+    // Queued after every kernel committed so far, which includes the last that used it.
+    if (b->dev->pooled) b->dev->cu->cuMemFreeAsync(b->ptr, b->dev->stream);
+    else b->dev->cu->cuMemFree(b->ptr);
     delete b;
   }
 }
@@ -358,14 +363,18 @@ smelt_buffer* new_buffer(smelt_device* dev, uint64_t length, char* err, size_t e
   CUdeviceptr p = 0;
   dev->cu->cuCtxSetCurrent(dev->ctx);
   // A zero-length buffer still gets an address a kernel may be given.
-  CUresult r = dev->cu->cuMemAlloc(&p, size_t(std::max<uint64_t>(length, 16)));
+  const size_t bytes = size_t(std::max<uint64_t>(length, 16));
   // The zero fill goes on the kernels' stream: the plain cuMemsetD8 ran on the legacy default
   // stream, which the non-blocking kernel stream is not ordered against, so under load it could
-  // land after a kernel had written the buffer and wipe its results. Waiting for it here also
-  // keeps a buffer freed before any use from being freed under a fill still queued.
-  if (r == CUDA_SUCCESS) r = drain(dev, dev->cu->cuMemsetD8Async(p, 0, size_t(std::max<uint64_t>(length, 16)), dev->stream));
+  // land after a kernel had written the buffer and wipe its results. From the pool, allocation,
+  // fill and the eventual free are all ordered on that stream, so nothing needs waiting for;
+  // otherwise the wait keeps a buffer freed before any use from being freed under its fill.
+  CUresult r = dev->pooled ? dev->cu->cuMemAllocAsync(&p, bytes, dev->stream) : dev->cu->cuMemAlloc(&p, bytes);
+  if (r == CUDA_SUCCESS) r = dev->cu->cuMemsetD8Async(p, 0, bytes, dev->stream);
+  if (r == CUDA_SUCCESS && !dev->pooled) r = drain(dev, r);
   if (r != CUDA_SUCCESS) {
-    if (p) dev->cu->cuMemFree(p);
+    if (p && dev->pooled) dev->cu->cuMemFreeAsync(p, dev->stream);
+    else if (p) dev->cu->cuMemFree(p);
     set_error(err, errlen, "cannot allocate a buffer of " + std::to_string(length) + " bytes: " + driver_error(r));
     return nullptr;
   }
@@ -478,6 +487,16 @@ SMELT_API smelt_device* smelt_device_open(const char* options, char* err, size_t
   dev->max_grid_y = unsigned(gy);
   dev->max_grid_z = unsigned(gz);
   dev->completion = (volatile uint64_t*)page;
+  int pools = 0;
+  CUmemoryPool pool = nullptr;
+  if (cu->cuMemAllocAsync && cu->cuDeviceGetAttribute(&pools, CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED, dev->device) == CUDA_SUCCESS &&
+      pools && cu->cuDeviceGetDefaultMemPool(&pool, dev->device) == CUDA_SUCCESS) {
+    dev->pooled = true;
+    // Freed memory stays in the pool rather than going back to the driver at every
+    // synchronization; the engine's own cache bounds what is kept.
+    unsigned long long keep = ~0ull;
+    cu->cuMemPoolSetAttribute(pool, CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, &keep);
+  }
   dev->completer = std::thread(complete_loop, dev);
   return dev;
 }
@@ -609,26 +628,12 @@ SMELT_API smelt_buffer* smelt_buffer_wrap(smelt_device* dev, void* memory, uint6
 
 SMELT_API smelt_library* smelt_library_new(smelt_device* dev, const char* source, size_t source_len, const char* options, char* err,
                                            size_t errlen) {
-  if (!dev || !source || lost(dev, err, errlen)) return nullptr;
-  LibraryOptions lo;
-  std::string why;
-  smelt_library* lib = nullptr;
-  if (smelt_common::parse_library_options(options, lo, why)) lib = make_library(dev, std::string(source, source_len), lo, why);
-  if (!lib) set_error(err, errlen, why);
-  return lib;
+  return smelt_common::new_library(dev, source, source_len, options, err, errlen, lost, make_library);
 }
 
 SMELT_API smelt_compile* smelt_library_new_async(smelt_device* dev, const char* source, size_t source_len, const char* options,
                                                  char* err, size_t errlen) {
-  if (!dev || !source || lost(dev, err, errlen)) return nullptr;
-  LibraryOptions lo;
-  std::string why;
-  if (!smelt_common::parse_library_options(options, lo, why)) {
-    set_error(err, errlen, why);
-    return nullptr;
-  }
-  std::string text(source, source_len);
-  return smelt_common::start_compile([dev, text, lo](std::string& error) { return make_library(dev, text, lo, error); });
+  return smelt_common::new_library_async(dev, source, source_len, options, err, errlen, lost, make_library);
 }
 
 SMELT_API void smelt_library_free(smelt_library* lib) {
@@ -690,27 +695,13 @@ SMELT_API void smelt_pipeline_free(smelt_pipeline* pipe) {
 }
 
 SMELT_API smelt_cmd* smelt_cmd_new(smelt_device* dev, char* err, size_t errlen) {
-  if (!dev) {
-    set_error(err, errlen, "no device");
-    return nullptr;
-  }
-  if (lost(dev, err, errlen)) return nullptr;
-  auto* cmd = new smelt_cmd();
-  cmd->dev = dev;
-  std::lock_guard<std::mutex> lock(dev->live_mutex);
-  ++dev->command_buffers;
-  return cmd;
+  return smelt_common::new_command<smelt_cmd>(dev, err, errlen, lost);
 }
 
 SMELT_API int smelt_cmd_encode(smelt_cmd* cmd, const void* records, size_t length, char* err, size_t errlen) {
   if (!cmd || lost(cmd->dev, err, errlen)) return SMELT_ERROR;
   smelt_record_env env{cmd->dev, SMELT_MAX_THREADGROUP_MEMORY, facts_of, length_of, grid_fits};
-  std::string why;
-  if (!smelt_common::accept_records(cmd->state == SMELT_CMD_RECORDING, records, length, env, cmd->dev->live_mutex,
-                                    cmd->dev->open_command_buffers, cmd->open, why)) {
-    set_error(err, errlen, why);
-    return SMELT_ERROR;
-  }
+  if (!smelt_common::accept_command_records(cmd, records, length, env, err, errlen)) return SMELT_ERROR;
   smelt_dispatch r;
   // One stream runs dispatches in order, so a barrier record needs nothing more.
   for (size_t at = 0; smelt_records_next(records, length, &at, &r);)

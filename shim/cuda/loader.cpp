@@ -66,6 +66,11 @@ const Driver* driver(std::string& why) {
       error = "libcuda.so.1 lacks " + missing + " (the driver is too old)";
       return;
     }
+    std::string optional;
+    if (!resolve(lib, "cuMemAllocAsync", d.cuMemAllocAsync, optional) || !resolve(lib, "cuMemFreeAsync", d.cuMemFreeAsync, optional) ||
+        !resolve(lib, "cuDeviceGetDefaultMemPool", d.cuDeviceGetDefaultMemPool, optional) ||
+        !resolve(lib, "cuMemPoolSetAttribute", d.cuMemPoolSetAttribute, optional))
+      d.cuMemAllocAsync = nullptr;
     ok = true;
   });
   if (!ok) why = error;

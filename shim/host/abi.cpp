@@ -328,28 +328,14 @@ SMELT_API smelt_buffer* smelt_buffer_wrap(smelt_device* dev, void* memory, uint6
   return b;
 }
 
-SMELT_API smelt_library* smelt_library_new(smelt_device* dev, const char* source, size_t source_len,
-                                           const char* options, char* err, size_t errlen) {
-  if (!dev || !source || lost(dev, err, errlen)) return nullptr;
-  LibraryOptions lo;
-  std::string why;
-  smelt_library* lib = nullptr;
-  if (smelt_common::parse_library_options(options, lo, why)) lib = make_library(dev, std::string(source, source_len), lo, why);
-  if (!lib) set_error(err, errlen, why);
-  return lib;
+SMELT_API smelt_library* smelt_library_new(smelt_device* dev, const char* source, size_t source_len, const char* options, char* err,
+                                           size_t errlen) {
+  return smelt_common::new_library(dev, source, source_len, options, err, errlen, lost, make_library);
 }
 
-SMELT_API smelt_compile* smelt_library_new_async(smelt_device* dev, const char* source, size_t source_len,
-                                                 const char* options, char* err, size_t errlen) {
-  if (!dev || !source || lost(dev, err, errlen)) return nullptr;
-  LibraryOptions lo;
-  std::string why;
-  if (!smelt_common::parse_library_options(options, lo, why)) {
-    set_error(err, errlen, why);
-    return nullptr;
-  }
-  std::string text(source, source_len);
-  return smelt_common::start_compile([dev, text, lo](std::string& error) { return make_library(dev, text, lo, error); });
+SMELT_API smelt_compile* smelt_library_new_async(smelt_device* dev, const char* source, size_t source_len, const char* options,
+                                                 char* err, size_t errlen) {
+  return smelt_common::new_library_async(dev, source, source_len, options, err, errlen, lost, make_library);
 }
 
 SMELT_API void smelt_library_free(smelt_library* lib) {
@@ -407,27 +393,13 @@ SMELT_API void smelt_pipeline_free(smelt_pipeline* pipe) {
 static void close_open(smelt_cmd* cmd) { smelt_common::release_open(cmd->dev->live_mutex, cmd->dev->open_command_buffers, cmd->open); }
 
 SMELT_API smelt_cmd* smelt_cmd_new(smelt_device* dev, char* err, size_t errlen) {
-  if (!dev) {
-    set_error(err, errlen, "no device");
-    return nullptr;
-  }
-  if (lost(dev, err, errlen)) return nullptr;
-  auto* cmd = new smelt_cmd();
-  cmd->dev = dev;
-  std::lock_guard<std::mutex> lock(dev->live_mutex);
-  ++dev->command_buffers;
-  return cmd;
+  return smelt_common::new_command<smelt_cmd>(dev, err, errlen, lost);
 }
 
 SMELT_API int smelt_cmd_encode(smelt_cmd* cmd, const void* records, size_t length, char* err, size_t errlen) {
   if (!cmd || lost(cmd->dev, err, errlen)) return SMELT_ERROR;
   smelt_record_env env{cmd->dev, SMELT_MAX_THREADGROUP_MEMORY, facts_of, length_of, nullptr};
-  std::string why;
-  if (!smelt_common::accept_records(cmd->state == SMELT_CMD_RECORDING, records, length, env, cmd->dev->live_mutex,
-                                    cmd->dev->open_command_buffers, cmd->open, why)) {
-    set_error(err, errlen, why);
-    return SMELT_ERROR;
-  }
+  if (!smelt_common::accept_command_records(cmd, records, length, env, err, errlen)) return SMELT_ERROR;
   smelt_dispatch r;
   for (size_t at = 0; smelt_records_next(records, length, &at, &r);) {
     if (r.kind == SMELT_REC_BARRIER) {
