@@ -53,6 +53,8 @@ class Schedule {
    * that merge() finds the ones between a group's members without walking every kernel there.
    */
   private readers: Map<Node, Node[]> | null = null;
+  /** View to base, for mergeOutputs: the views are all known by then and merging adds none. */
+  private bases = new Map<Node, Node>();
   /** Whether merges left members in the order at places they no longer run at (compact). */
   private holes = false;
 
@@ -279,7 +281,8 @@ class Schedule {
         else if (o !== k) join(o, k);
       });
     }
-    this.readers = readersOf(this.order, new Map(this.views));
+    this.bases = new Map(this.views);
+    this.readers = readersOf(this.order, this.bases);
     const groups = new Map<Node, Node[]>();
     for (const k of cands) {
       const r = find(k);
@@ -331,7 +334,7 @@ class Schedule {
     const members = new Set(g);
     const first = g[0]!.schedOrder, last = g[g.length - 1]!.schedOrder;
     // What a kernel reads of them: a member, or a view of one that has the member's memory.
-    const bases = new Map(this.views);
+    const bases = this.bases;
     const readsMember = (x: Node): boolean => members.has(x) || (bases.has(x) && readsMember(bases.get(x)!));
     let between = false;
     // A reader counts at its kernel's place: a kernel merged before writes further outputs, whose
