@@ -144,7 +144,7 @@ export class Attention extends Module {
     this.#qkv = joined;
     this.o_proj = b.linear(`${prefix}.o_proj`, numHeads * headDim, H, false);
   }
-  /** kv, when given, receives this layer's keys and values (the cache's with the new ones appended). */
+  /** kv, when given, receives the cache buffers this layer's keys and values are written into (KVCache.extend's stored). */
   override forward(x: Tensor, rot: Rotary, cache?: KVCache, layer = 0, kv?: [Tensor, Tensor][]): Tensor {
     const [B, T] = x.shape as [number, number];
     const { numHeads, numKvHeads, headDim } = this.config;
@@ -154,8 +154,9 @@ export class Attention extends Module {
     let k = rotate(heads(kx, numKvHeads), rot);
     let v = heads(vx, numKvHeads);
     if (cache) {
-      [k, v] = cache.extend(layer, k, v);
-      kv?.push([k, v]);
+      const all = cache.extend(layer, k, v);
+      [k, v] = [all.keys, all.values];
+      kv?.push(all.stored);
     }
     const o = fast.scaledDotProductAttention(q, k, v, { mask: rot.mask });
     return this.o_proj.forward(o.transpose([0, 2, 1, 3]).reshape([B, T, numHeads * headDim]));
