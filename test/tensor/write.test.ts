@@ -98,3 +98,33 @@ test("a matmul reads a new axis of a row range of a write's result in place, as 
   expect(got.length).toBe(want.length);
   got.forEach((v, i) => expect(Math.abs(v - want[i]!)).toBeLessThan(1e-4));
 });
+
+test("a matmul reads slices of a transpose computed with it (steps, reversed, a new axis) in place", () => {
+  const a = evaluated([6, 5], 1);
+  const w = evaluated([6, 2], 3);
+  const A = a.toArray() as number[], W = w.toArray() as number[];
+  // t = (2a)ᵀ [5, 6]: 2a gets a kernel of the matmul's evaluation, and t lies column-major in it
+  const T = (r: number, c: number) => 2 * A[c * 5 + r]!;
+  // rows of t: start, step, count; columns likewise (all 6 for the matmul's depth, maybe reversed)
+  const cases: { rows: [number, number, number]; cols: [number, number]; lead: boolean }[] = [
+    { rows: [1, 1, 3], cols: [0, 1], lead: false },
+    { rows: [0, 2, 3], cols: [5, -1], lead: false },
+    { rows: [4, -3, 2], cols: [0, 1], lead: true },
+  ];
+  for (const { rows: [r0, rs, rn], cols: [c0, cs], lead } of cases) {
+    const stop = r0 + rs * rn;
+    const rowRange = stop < 0 ? { start: r0, step: rs } : { start: r0, stop, step: rs };
+    const colRange = cs > 0 ? {} : { step: -1 };
+    const s = sm.transpose(a.mul(2)).slice(...(lead ? [null, rowRange, colRange] : [rowRange, colRange]));
+    sm.resetStats();
+    const y = sm.matmul(s, w);
+    y.eval();
+    // 2a and the matmul: no kernel copies the slice first
+    expect(sm.stats().kernelsDispatched).toBe(2);
+    const want: number[] = [];
+    for (let i = 0; i < rn; i++)
+      for (let j = 0; j < 2; j++) want.push([0, 1, 2, 3, 4, 5].reduce((acc, k) => acc + T(r0 + i * rs, c0 + k * cs) * W[k * 2 + j]!, 0));
+    expect(y.shape).toEqual(lead ? [1, rn, 2] : [rn, 2]);
+    (y.toArray() as number[]).forEach((v, i) => expect(Math.abs(v - want[i]!)).toBeLessThan(1e-3));
+  }
+});
