@@ -284,8 +284,13 @@ export class LlamaModel extends Module {
     return { cos: ops.fromBytes(cos, [T, D], "float32"), sin: ops.fromBytes(sin, [T, D], "float32"), mask };
   }
 
-  /** lastOnly: logits for the last position only ([B, 1, vocab]), all a generation's prompt pass needs. */
-  override forward(tokens: Tensor, cache?: KVCache, opts: { lastOnly?: boolean | undefined } = {}): Tensor {
+  /**
+   * lastOnly: logits for the last position only ([B, 1, vocab]), all a generation's prompt pass
+   * needs. evaluate: false leaves the logits and the cache's new entries lazy, for the caller to
+   * evaluate together with what it computes from them (a generation step's sampled token), in one
+   * evaluation, before the next call.
+   */
+  override forward(tokens: Tensor, cache?: KVCache, opts: { lastOnly?: boolean | undefined; evaluate?: boolean | undefined } = {}): Tensor {
     const op = "LlamaModel.forward";
     if (!(tokens instanceof Tensor)) throw new SmeltError(`${op}: tokens must be a Tensor of int32 ids [B, T]`);
     if (tokens.ndim !== 2 || tokens.dtype !== "int32") throw new SmeltError(`${op}: tokens must be int32 of shape [B, T], got ${tokens.dtype} [${tokens.shape}]`);
@@ -314,7 +319,7 @@ export class LlamaModel extends Module {
     });
     if (cache) {
       cache.update(kv, T, B);
-      evalTensors(logits, ...cache.tensors());
+      if (opts.evaluate !== false) evalTensors(logits, ...cache.tensors());
     }
     return logits;
   }

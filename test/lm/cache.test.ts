@@ -116,3 +116,20 @@ test("tensor memory stays flat over a long generation while the capacity holds",
   expect(cache.capacity).toBe(256);
   cache.dispose();
 }, SLOW);
+
+test("generation evaluates each step's token and cache entries in one command buffer", async () => {
+  const { tokenizer } = await sm.lm.load(join(FIXTURES, "tiny-llama.gguf"));
+  const endless: sm.lm.TextTokenizer = { encode: (t, o) => tokenizer.encode(t, o), decode: (ids, o) => tokenizer.decode(ids, o), eosTokenIds: [] };
+  const prompt = idsOf(8, 6);
+  sm.resetStats();
+  const { tokens } = await sm.lm.generate(model, endless, prompt, { maxTokens: 12 });
+  expect(sm.stats().commandBuffers).toBe(12);
+  // Greedy tokens as whole cache-less forwards pick them.
+  const ids = [...prompt];
+  for (let i = 0; i < 12; i++) {
+    const next = sm.tidy(() => model.forward(sm.array([ids], "int32")).slice(0, -1).argmax(-1));
+    ids.push(next.item() as number);
+    next.dispose();
+  }
+  expect(tokens).toEqual(ids.slice(8));
+}, SLOW);
