@@ -309,6 +309,8 @@ export const RULES: Readonly<Record<Op, Rule | "none">> = {
   argsort: "none",
   // Its input is the uint8 block storage of a quantized weight, which has no gradient.
   dequantize: "none",
+  // A cache's in-place write (src/tensor/write.ts): nothing differentiates through a KV cache.
+  writeSlice: "none",
   // x's cotangent goes through the dequantized weight; the blocks get none.
   quantizedMatmul: (c, i) => {
     if (i === 1) return null;

@@ -23,8 +23,9 @@ export interface KernelMemory {
  */
 export function bindMemory(kernels: readonly KernelMemory[], views: readonly (readonly [Node, Node])[], roots: readonly Node[]): void {
   // The nodes sharing each storage planned here: its node, and views of it.
+  // A storage bound already (a writeSlice's, which is its dst's) is neither taken nor freed here.
   const holders = new Map<Storage, Node[]>();
-  for (const k of kernels) for (const o of k.writes) holders.set(o.data!.storage, [o]);
+  for (const k of kernels) for (const o of k.writes) if (!o.data!.storage.bound) holders.set(o.data!.storage, [o]);
   for (const [v] of views) holders.get(v.data!.storage)?.push(v);
   // After which kernel each storage is free to take over.
   const freedAt: Storage[][] = kernels.map(() => []);
@@ -50,6 +51,7 @@ export function bindMemory(kernels: readonly KernelMemory[], views: readonly (re
     const { writes, scratch } = kernels[i]!;
     for (const o of writes) {
       const s = o.data!.storage;
+      if (s.bound) continue;
       // The storage planned for o never gets a buffer: o and its views hold the reused one instead.
       const reuse = take(s, o.op);
       if (reuse) for (const h of holders.get(s)!) h.data!.storage = reuse.retain();

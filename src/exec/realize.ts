@@ -444,8 +444,10 @@ class Schedule {
   }
 
   private allocate(n: Node): void {
-    // Its buffer comes once the kernel order is final (bindMemory): maybe one an earlier node is done with.
-    const storage: Storage = memory.reserve(n.size * itemsize(n.dtype));
+    // Its buffer comes once the kernel order is final (bindMemory): maybe one an earlier node is
+    // done with. A writeSlice writes into its dst's buffer instead (bindMemory leaves it bound).
+    const into = n.op === "writeSlice" ? n.inputs[0]!.data : null;
+    const storage: Storage = into ? into.storage.retain() : memory.reserve(n.size * itemsize(n.dtype));
     n.data = { storage, strides: contiguousStrides(n.shape), offset: 0 };
     n.schedReads = []; // planned: the list would only keep nodes alive
     n.schedOrder = this.order.length;

@@ -23,7 +23,7 @@ export type ViewOp = StridedViewOp | ReshapeOp;
 /** Inline ops that read other elements of their inputs than their own. */
 export type GatherOp = "concat" | "pad" | "take" | "takeAlong";
 /** Ops that always get a kernel of their own (random's is a kernel of metal/random.metal). */
-export type KernelOp = "reduce" | "scan" | "putAlong" | "scatterAdd" | "random" | "argsort" | "dequantize" | "quantizedMatmul";
+export type KernelOp = "reduce" | "scan" | "putAlong" | "scatterAdd" | "random" | "argsort" | "dequantize" | "quantizedMatmul" | "writeSlice";
 export type Op = ElementwiseOp | GeneratorOp | ViewOp | GatherOp | KernelOp | "cast" | "matmul" | "data";
 
 /** GGML's block-quantized weight formats that smelt reads (src/graph/quant.ts has their layouts). */
@@ -67,6 +67,11 @@ interface OpAttrTable {
   dequantize: { format: QuantFormat };
   /** x @ dequantize(W)^T: inputs x and W's blocks. */
   quantizedMatmul: { format: QuantFormat };
+  /**
+   * Inputs dst (computed, contiguous) and src: dst with src written at [start, start + src's
+   * length) of axis, in dst's own memory (src/tensor/write.ts).
+   */
+  writeSlice: { axis: number; start: number };
   /**
    * A stream kernel of metal/random.metal, its argument struct as uint32 words, and the key's
    * words when it is known on the host (the global key); else the key is the node's input.
@@ -144,6 +149,7 @@ export const OPS: Readonly<Record<Op, Readonly<OpInfo>>> = {
   argsort: { kind: "kernel", arity: 1, inline: false },
   dequantize: { kind: "kernel", arity: 1, inline: false, readsComputedInputs: true },
   quantizedMatmul: { kind: "kernel", arity: 2, inline: false, readsComputedInputs: true },
+  writeSlice: { kind: "kernel", arity: 2, inline: false, scalars: ["start"] },
 
   random: { kind: "kernel", arity: -1, inline: false, readsComputedInputs: true },
 

@@ -1,12 +1,26 @@
 /**
  * The keys and values a decoder has seen, per layer, so that a step computes only its new
- * positions. Each step makes a layer's keys the old ones with the new appended (one copy of the
- * cache per step, which attention reads in full anyway); kernels are keyed by their structure,
- * not their lengths, so a growing cache compiles nothing new.
+ * positions. Each layer's keys (and values) live in one buffer [B, Hkv, capacity, D]; a step
+ * writes its positions into it in place (writeSlice) and attention reads the positions held so
+ * far, a view. The old entries are never copied, but when the capacity is reached: it then doubles,
+ * so a generation of n tokens copies O(n) entries in all rather than O(n) each step. Kernels are
+ * keyed by their structure, not their lengths, so a growing cache compiles nothing new (but at a
+ * new capacity).
  */
 import { SmeltError } from "../errors.ts";
-import { concatenate } from "../tensor/ops-structure.ts";
 import type { Tensor } from "../tensor/tensor.ts";
+import { unwritten, writeSlice } from "../tensor/write.ts";
+
+/** The capacity, in positions, of a layer's first buffer at least: short prompts then never grow it. */
+const FIRST_CAPACITY = 256;
+
+/** What a layer's extend() gives: all positions' keys and values, and the buffers that hold them (for update). */
+export interface Extended {
+  /** [B, Hkv, offset + T, D]: views of `stored`. */
+  keys: Tensor;
+  values: Tensor;
+  stored: [keys: Tensor, values: Tensor];
+}
 
 export class KVCache {
   /** Positions held: the next token's position. */
@@ -20,17 +34,44 @@ export class KVCache {
     this.#values = new Array(numLayers).fill(null);
   }
 
-  /** Layer i's keys and values [B, Hkv, offset + T, D] with k and v (of T new positions) appended; the cache is unchanged until update. */
-  extend(layer: number, k: Tensor, v: Tensor): [Tensor, Tensor] {
-    const ok = this.#keys[layer], ov = this.#values[layer];
-    if (!ok || !ov) return [k, v];
-    return [concatenate([ok, k], 2), concatenate([ov, v], 2)];
+  /** Positions each layer's buffers hold room for (0 while empty). */
+  get capacity(): number {
+    return this.#keys[0]?.shape[2] ?? 0;
   }
 
-  /** Takes the extended keys and values of every layer (from extend) for T more positions, releasing the old ones. */
-  update(kv: readonly [Tensor, Tensor][], T: number, batch: number): void {
-    if (kv.length !== this.numLayers) throw new SmeltError(`KVCache.update: ${kv.length} layers given, the cache has ${this.numLayers}`);
-    kv.forEach(([k, v], i) => {
+  /**
+   * Writes k and v [B, Hkv, T, D] (T new positions) after layer i's cached ones. The cache itself
+   * is unchanged until update() takes `stored`; until then the writes are graphs, evaluated with
+   * the step (the old buffers are consumed by them, so update() must follow before another extend).
+   */
+  extend(layer: number, k: Tensor, v: Tensor): Extended {
+    const T = k.shape[2]!;
+    const stored: [Tensor, Tensor] = [this.#room(this.#keys[layer] ?? null, k, T), this.#room(this.#values[layer] ?? null, v, T)];
+    stored[0] = writeSlice(stored[0], k, 2, this.offset);
+    stored[1] = writeSlice(stored[1], v, 2, this.offset);
+    const live = { start: 0, stop: this.offset + T };
+    return { keys: stored[0].slice({}, {}, live), values: stored[1].slice({}, {}, live), stored };
+  }
+
+  /**
+   * The buffer to write T more positions of x's shape into: the layer's own while it has room;
+   * else new memory for twice the room (at least FIRST_CAPACITY positions), with the positions so
+   * far written into it as part of the step (allocating it runs nothing).
+   */
+  #room(buffer: Tensor | null, x: Tensor, T: number): Tensor {
+    const need = this.offset + T;
+    if (buffer && buffer.shape[2]! >= need) return buffer;
+    let capacity = Math.max(FIRST_CAPACITY, buffer ? 2 * buffer.shape[2]! : 0);
+    while (capacity < need) capacity *= 2;
+    const [B, H, , D] = x.shape as [number, number, number, number];
+    const grown = unwritten([B, H, capacity, D], x.dtype);
+    return buffer && this.offset > 0 ? writeSlice(grown, buffer.slice({}, {}, { stop: this.offset }), 2, 0) : grown;
+  }
+
+  /** Takes every layer's `stored` buffers (from extend) holding T more positions, releasing the old ones. */
+  update(stored: readonly (readonly [Tensor, Tensor])[], T: number, batch: number): void {
+    if (stored.length !== this.numLayers) throw new SmeltError(`KVCache.update: ${stored.length} layers given, the cache has ${this.numLayers}`);
+    stored.forEach(([k, v], i) => {
       if (this.#keys[i] !== k) this.#keys[i]?.dispose();
       if (this.#values[i] !== v) this.#values[i]?.dispose();
       this.#keys[i] = k;
@@ -40,13 +81,14 @@ export class KVCache {
     this.batch = batch;
   }
 
-  /** The keys and values of layer i [B, Hkv, offset, D], or null while empty. */
+  /** The keys and values of layer i [B, Hkv, offset, D] (views of its buffers), or null while empty. */
   layer(i: number): { keys: Tensor; values: Tensor } | null {
     const k = this.#keys[i], v = this.#values[i];
-    return k && v ? { keys: k, values: v } : null;
+    const live = { start: 0, stop: this.offset };
+    return k && v ? { keys: k.slice({}, {}, live), values: v.slice({}, {}, live) } : null;
   }
 
-  /** Every cached tensor, keys then values per layer. */
+  /** Every buffer the cache holds, keys then values per layer: [B, Hkv, capacity, D]. */
   tensors(): Tensor[] {
     return [...this.#keys, ...this.#values].filter((t): t is Tensor => t !== null);
   }

@@ -14,9 +14,11 @@ import { resolveSampling, type Sampler, type SamplingOptions, sampleWith } from 
 export interface CausalLM<Cache = unknown> {
   /**
    * int32 [B, T] token ids → logits [B, T, vocab]; with a cache, positions continue from it.
-   * With lastOnly the model may return the last position's logits alone ([B, 1, vocab]).
+   * With lastOnly the model may return the last position's logits alone ([B, 1, vocab]); with
+   * evaluate: false it may leave them and the cache's new entries lazy (generation evaluates
+   * them with the sampled token).
    */
-  forward(tokens: Tensor, cache?: Cache, opts?: { lastOnly?: boolean | undefined }): Tensor;
+  forward(tokens: Tensor, cache?: Cache, opts?: { lastOnly?: boolean | undefined; evaluate?: boolean | undefined }): Tensor;
   makeCache(): Cache;
 }
 
@@ -183,7 +185,7 @@ async function* steps(model: CausalLM, tokenizer: TextTokenizer, p: Plan, timing
     for (let step = 0; step < p.maxTokens; step++) {
       const start = performance.now();
       const [next] = tidy(() => {
-        const logits = model.forward(array([input], "int32"), cache, { lastOnly: true });
+        const logits = model.forward(array([input], "int32"), cache, { lastOnly: true, evaluate: false });
         const last = slice(logits, 0, -1);
         let k: Tensor | undefined;
         if (key) {

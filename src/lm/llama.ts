@@ -144,7 +144,7 @@ export class Attention extends Module {
     this.#qkv = joined;
     this.o_proj = b.linear(`${prefix}.o_proj`, numHeads * headDim, H, false);
   }
-  /** kv, when given, receives this layer's keys and values (the cache's with the new ones appended). */
+  /** kv, when given, receives the cache buffers this layer's keys and values are written into (KVCache.extend's stored). */
   override forward(x: Tensor, rot: Rotary, cache?: KVCache, layer = 0, kv?: [Tensor, Tensor][]): Tensor {
     const [B, T] = x.shape as [number, number];
     const { numHeads, numKvHeads, headDim } = this.config;
@@ -154,8 +154,9 @@ export class Attention extends Module {
     let k = rotate(heads(kx, numKvHeads), rot);
     let v = heads(vx, numKvHeads);
     if (cache) {
-      [k, v] = cache.extend(layer, k, v);
-      kv?.push([k, v]);
+      const all = cache.extend(layer, k, v);
+      [k, v] = [all.keys, all.values];
+      kv?.push(all.stored);
     }
     const o = fast.scaledDotProductAttention(q, k, v, { mask: rot.mask });
     return this.o_proj.forward(o.transpose([0, 2, 1, 3]).reshape([B, T, numHeads * headDim]));
@@ -283,8 +284,13 @@ export class LlamaModel extends Module {
     return { cos: ops.fromBytes(cos, [T, D], "float32"), sin: ops.fromBytes(sin, [T, D], "float32"), mask };
   }
 
-  /** lastOnly: logits for the last position only ([B, 1, vocab]), all a generation's prompt pass needs. */
-  override forward(tokens: Tensor, cache?: KVCache, opts: { lastOnly?: boolean | undefined } = {}): Tensor {
+  /**
+   * lastOnly: logits for the last position only ([B, 1, vocab]), all a generation's prompt pass
+   * needs. evaluate: false leaves the logits and the cache's new entries lazy, for the caller to
+   * evaluate together with what it computes from them (a generation step's sampled token), in one
+   * evaluation, before the next call.
+   */
+  override forward(tokens: Tensor, cache?: KVCache, opts: { lastOnly?: boolean | undefined; evaluate?: boolean | undefined } = {}): Tensor {
     const op = "LlamaModel.forward";
     if (!(tokens instanceof Tensor)) throw new SmeltError(`${op}: tokens must be a Tensor of int32 ids [B, T]`);
     if (tokens.ndim !== 2 || tokens.dtype !== "int32") throw new SmeltError(`${op}: tokens must be int32 of shape [B, T], got ${tokens.dtype} [${tokens.shape}]`);
@@ -313,7 +319,7 @@ export class LlamaModel extends Module {
     });
     if (cache) {
       cache.update(kv, T, B);
-      evalTensors(logits, ...cache.tensors());
+      if (opts.evaluate !== false) evalTensors(logits, ...cache.tensors());
     }
     return logits;
   }

@@ -103,10 +103,12 @@ function attention(q: Tensor, k: Tensor, v: Tensor, mask: "causal" | Tensor | nu
   const op = "scaledDotProductAttention";
   const [B, Hq, L, D] = q.shape as [number, number, number, number];
   const [, Hkv, S] = k.shape as [number, number, number, number];
-  // Query heads grouped by the key/value head they share: batch broadcasting does the rest.
+  // Query heads grouped by the key/value head they share: batch broadcasting does the rest. k and
+  // v get their unit axis as a view (a KV cache's are views of a longer buffer, which a reshape
+  // would copy).
   const qg = q.reshape([B, Hkv, G, L, D]);
-  const kg = k.reshape([B, Hkv, 1, S, D]);
-  const vg = v.reshape([B, Hkv, 1, S, v.shape[3]!]);
+  const kg = k.slice({}, {}, null);
+  const vg = v.slice({}, {}, null);
   let s = ops.matmul(qg, ops.swapaxes(kg, -1, -2)).mul(scale);
   if (mask === "causal") {
     const row = ops.arange(L).reshape([L, 1]).add(S - L);

@@ -203,6 +203,25 @@ function scatterAddKernel({ out, dispatch }: PlainPlan): KernelCode {
   return finish(b, out, ELEMENT_POSITION, dispatch);
 }
 
+/**
+ * writeSlice (inputs: dst, src): one thread per element of src stores it at its place in dst,
+ * whose memory is this node's (realize.ts gives it dst's storage), so dst's other elements are
+ * neither read nor copied. start is an argument: a cache written a position further each step
+ * reuses the kernel.
+ */
+function writeSliceKernel({ out, dispatch }: PlainPlan): KernelCode {
+  const src = out.inputs[1]!;
+  const { axis } = attrsOf(out, "writeSlice");
+  const b = new Builder(out);
+  const inner = b.int(out.shape.slice(axis + 1).reduce((a, d) => a * d, 1));
+  const span = b.int(src.shape[axis]!);
+  const len = b.int(out.shape[axis]!);
+  const start = b.arg(out, "start", 0, false);
+  b.line(`int w = int(gid) % ${inner}; int r = int(gid) / ${inner}; int t = r % ${span}; int o = r / ${span};`);
+  b.line(`out0[(o * ${len} + ${start} + t) * ${inner} + w] = ${store(out, b.emit(src, "int(gid)"))};`);
+  return finish(b, out, ELEMENT_POSITION, dispatch);
+}
+
 /** The emitter of each kind of plain kernel. */
 const emitters: Record<PlainPlan["kind"], (p: PlainPlan) => KernelCode> = {
   elementwise: elementwiseKernel,
@@ -214,6 +233,7 @@ const emitters: Record<PlainPlan["kind"], (p: PlainPlan) => KernelCode> = {
   argsort: argsortKernel,
   dequantize: dequantizeKernel,
   quantizedMatmul: quantizedMatmulKernel,
+  writeSlice: writeSliceKernel,
 };
 
 const randomLibrary = readFileSync(join(import.meta.dir, "../../../metal/random.metal"), "utf8");

@@ -76,6 +76,7 @@ const threads: Record<PlainPlan["kind"], (out: Node) => number> = {
   },
   random: (out) => Math.ceil(out.size / 2),
   dequantize: (out) => out.size,
+  writeSlice: (out) => out.inputs[1]!.size,
   quantizedMatmul: (out) => {
     const N = out.shape[out.shape.length - 1]!;
     return N === 0 ? 0 : N * Math.ceil(out.size / N / quantRowsPerThread(out));
