@@ -8,7 +8,8 @@
 #                                         $JOBS chunks (default 8) run at once; N/M runs the Nth
 #                                         of M parts of the file list only, so that each part fits
 #                                         one 10-minute command (suite 1/2, then suite 2/2)
-#   scripts/cuda-device.sh racecheck      compute-sanitizer racecheck over the kernel tests
+#   scripts/cuda-device.sh racecheck [F...] compute-sanitizer racecheck over the kernel tests, or
+#                                         over the test files F (the generated kernel families)
 #   scripts/cuda-device.sh synccheck      compute-sanitizer synccheck over test/msl, $JOBS at once
 #   scripts/cuda-device.sh contention [N] N (default 6) copies of one test file at once on the GPU,
 #                                         each with its own copy of one warmed kernel cache: the
@@ -112,8 +113,10 @@ case "$stage" in
   racecheck)
     # Shared-memory hazards (a missing threadgroup_barrier). Findings are fixed in the MSL, since
     # Metal would hit them too.
+    race_files=("$@")
+    [ ${#race_files[@]} -gt 0 ] || race_files=("${kernel_tests[@]}")
     SMELT_BACKEND=cuda compute-sanitizer --tool racecheck --target-processes all --print-limit 100 \
-      --log-file "$OUT/racecheck.txt" bun test --timeout 600000 "${kernel_tests[@]}" > "$OUT/racecheck-tests.log" 2>&1
+      --log-file "$OUT/racecheck.txt" bun test --timeout 600000 "${race_files[@]}" > "$OUT/racecheck-tests.log" 2>&1
     echo "racecheck: exit $?; $(grep -cE 'Race|Error|Hazard' "$OUT/racecheck.txt" 2>/dev/null) report lines"
     tail -5 "$OUT/racecheck.txt" 2>/dev/null
     tail -3 "$OUT/racecheck-tests.log"
