@@ -7,6 +7,13 @@ import { readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Result } from "./measure.ts";
 
+interface StepFigures {
+  msPerStep: number;
+  tokensPerSec: number;
+  peakMemory: number;
+  kernelsPerStep?: number;
+}
+
 interface Run {
   file: string;
   quick: boolean;
@@ -24,17 +31,20 @@ interface Run {
   date: string;
   filter: string | null;
   workloads: Result[];
+  loraTrain?: { model: string; batch: number; seqLen: number; rank: number; lazy: StepFigures; eager: StepFigures; torch?: { eager?: StepFigures; compile?: StepFigures; error?: string; torch?: string; peft?: string } } | null;
 }
 
 const root = join(import.meta.dir, "..");
 const dir = join(root, "bench", "results");
-const runs: Run[] = readdirSync(dir)
+const all: Run[] = readdirSync(dir)
   .filter((f) => f.endsWith(".json"))
   .map((f) => ({ ...(JSON.parse(readFileSync(join(dir, f), "utf8")) as Omit<Run, "file">), file: f }))
-  // The page shows CPU runs of the host backend over every workload; GPU runs are reported per
-  // backend (docs/cuda.md), and a --filter run covers too few workloads to stand for the whole.
-  .filter((r) => !r.quick && r.backend === "host" && !r.filter)
+  // A --filter run covers too few workloads to stand for the whole.
+  .filter((r) => !r.quick && !r.filter)
   .sort((a, b) => a.date.localeCompare(b.date));
+// The page and its chart are the host backend's CPU runs; the newest CUDA run gets a section.
+const runs = all.filter((r) => r.backend === "host");
+const gpu = all.filter((r) => r.backend === "cuda").at(-1);
 if (runs.length === 0) {
   console.error("bench:report: no full host runs in bench/results (run `bun run bench` first)");
   process.exit(1);
@@ -194,7 +204,7 @@ function doc(run: Run): string {
     "# Benchmarks",
     "",
     "Made by `bun run bench:report` from `bench/results/" + run.file + "`, written by `bun run bench" + (run.workloads.some((w) => w.peer) ? " --peer torch" : "") + "`.",
-    "Do not edit by hand: run the benchmark and the report again. Figures of the CUDA backend on an NVIDIA GPU are in docs/cuda.md.",
+    "Do not edit by hand: run the benchmark and the report again. The CUDA backend's newest run on an NVIDIA GPU has [a section of its own](#on-an-nvidia-gpu-cuda-backend); docs/cuda.md says what else ran there.",
     "",
     `Machine: ${run.cpu}, ${run.cores} cores, ${run.memoryGiB} GiB, ${run.platform}; backend **${run.backend}** (${run.device}); Bun ${run.bun}; mitata ${run.mitata}; smelt ${commit}; ${run.date}.`,
     "",
@@ -223,6 +233,7 @@ function doc(run: Run): string {
   const peer = peerTable(run);
   if (peer.length) lines.push("## Beside PyTorch", "", ...peer, "", ...peerNotes(run), "");
   else lines.push("## Beside PyTorch", "", "This run had no PyTorch peer (`bun run bench --peer torch` adds it).", "");
+  if (gpu) lines.push(...gpuSection(gpu));
   lines.push(
     "## Caveats",
     "",
@@ -245,6 +256,33 @@ function doc(run: Run): string {
     "",
   );
   return lines.join("\n");
+}
+
+function gpuSection(run: Run): string[] {
+  const commit = run.smeltCommit ? `${run.smeltCommit.slice(0, 10)}${run.smeltDirty ? " (with uncommitted changes)" : ""}` : "unknown";
+  const lines = [
+    "## On an NVIDIA GPU (CUDA backend)",
+    "",
+    `From \`bench/results/${run.file}\` (\`bun run bench --backend cuda${run.workloads.some((w) => w.peer) ? " --peer torch" : ""}\`): **${run.device}**; host ${run.cpu}, ${run.cores} cores; Bun ${run.bun}; smelt ${commit}; ${run.date}. The same workloads as above, at the same sizes; PyTorch on the same GPU. A timed call waits for the GPU to finish, on both sides.`,
+    "",
+    ...summaryTable(run),
+    "",
+    compileCheck(run),
+    "",
+  ];
+  const peer = peerTable(run);
+  const p0 = run.workloads.find((w) => w.peer)?.peer;
+  if (peer.length && p0) lines.push(`PyTorch ${p0.torch} on the same GPU, eager and \`torch.compile\`; \"smelt best / torch best\" below 1 means smelt is faster.`, "", ...peer.slice(2), "");
+  const l = run.loraTrain;
+  if (l) {
+    const tps = (x: StepFigures | undefined) => (x ? `${f(x.msPerStep, 3)} ms (${f(x.tokensPerSec, 3)} tokens/s)` : "–");
+    lines.push(
+      `LoRA training step (\`bench/lora-train.ts\`, model \`${l.model}\`, batch ${l.batch} x ${l.seqLen}, rank ${l.rank} on every linear layer, AdamW, float32): smelt lazy ${tps(l.lazy)}, ${l.lazy.kernelsPerStep ?? "?"} kernels; smelt eager ${tps(l.eager)}; ` +
+        (l.torch?.eager ? `PyTorch ${l.torch.torch ?? ""} + PEFT ${l.torch.peft ?? ""} eager ${tps(l.torch.eager)}, torch.compile ${tps(l.torch.compile)}.` : `no PyTorch peer${l.torch?.error ? ` (${l.torch.error})` : ""}.`),
+      "",
+    );
+  }
+  return lines;
 }
 
 function compileCheck(run: Run): string {

@@ -129,8 +129,10 @@ const git = (...args: string[]) => {
     return null;
   }
 };
-const commit = git("rev-parse", "HEAD");
-const dirty = commit !== null && git("status", "--porcelain", "--untracked-files=no") !== "";
+// A tree copied to another machine (scripts/cuda-device.sh) names its commit in the environment.
+const packed = process.env.SMELT_BENCH_COMMIT?.match(/^([0-9a-f]{40})(\+dirty)?$/);
+const commit = packed ? packed[1]! : git("rev-parse", "HEAD");
+const dirty = packed ? packed[2] !== undefined : commit !== null && git("status", "--porcelain", "--untracked-files=no") !== "";
 const cpuModel = cpus()[0]?.model?.trim() || "unknown-cpu";
 const machine = (dev.backend === "host" ? `${cpuModel}-${cpus().length}c` : dev.name || hostname())
   .toLowerCase()

@@ -38,6 +38,7 @@ command -v bun > /dev/null || { echo "cuda-device: no bun (run scripts/cuda-pack
 # The libraries were built elsewhere: never try to rebuild them with Zig here.
 export SMELT_PREBUILT=1
 export SMELT_CACHE_DIR="$PWD/.cuda-cache"
+[ -f cuda-pack/commit ] && export SMELT_BENCH_COMMIT="$(cat cuda-pack/commit)"
 # NVRTC from the CUDA toolkit, unless SMELT_NVRTC names one.
 for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
   [ -d "$d" ] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"

@@ -28,6 +28,8 @@ rm -rf cuda-pack/lib
 modules=(node_modules/@huggingface node_modules/fast-check node_modules/pure-rand node_modules/mitata)
 for m in "${modules[@]}"; do [ -e "$m" ] || { echo "cuda-pack: $m is missing; run bun install" >&2; exit 1; }; done
 tar -cJf cuda-pack/node_modules.tar.xz "${modules[@]}"
-git rev-parse HEAD > cuda-pack/commit
+# The commit the pack was made from, "+dirty" when tracked files differ from it: the copy on the GPU
+# machine has no history of its own to say so (bench/run.ts records it through SMELT_BENCH_COMMIT).
+{ git rev-parse HEAD | tr -d '\n'; git diff --quiet HEAD -- || printf '+dirty'; echo; } > cuda-pack/commit
 du -sh cuda-pack
 ls -la cuda-pack
