@@ -18,6 +18,7 @@ import { isInline, matmulDepth, readFromMemory, readsOwnElement } from "./plan/i
 import { columnPartial, isRowReduce, pendingReductions, type RowGroup, rowGroup, splitColumns, splitRow } from "./plan/rows.ts";
 import { epilogueOf, type MatmulVariant, panelBytes, type Panels, pendingMatmuls, summedProduct } from "./plan/matmul.ts";
 import { matmulKernel, plainKernel, rowKernel } from "./plans.ts";
+import { finishedSum, isLeadingSum } from "./plan/kernel.ts";
 import { memory, type Storage, stats } from "./memory.ts";
 import { compileMissing, libraryPipeline, pipelineFor } from "./kernels.ts";
 import { multiTensor } from "./emit/multi.ts";
@@ -71,8 +72,10 @@ class Schedule {
       const inline = isInline(n);
       if (inline || OPS[n.op].kind === "kernel") this.weigh(n, inline);
       if (inline && this.sharesDots(n)) this.materialize(n);
-      // Row reductions and matmuls wait: the kernel of whatever reads them may compute them.
-      if (!inline && !isRowReduce(n) && n.op !== "matmul") this.materialize(n);
+      // Row reductions and matmuls wait: the kernel of whatever reads them may compute them. So
+      // does a float sum over leading axes read once: its kernel may finish the reader's value.
+      const finishes = n.consumers === 1 && isLeadingSum(n);
+      if (!inline && !isRowReduce(n) && n.op !== "matmul" && !finishes) this.materialize(n);
     }
     if (!root.data) this.materialize(root);
   }
@@ -174,16 +177,14 @@ class Schedule {
         if (partial) this.materialize(partial);
       }
     }
-    // A reduction over many rows: its partials first (plan/rows.ts splitColumns).
-    const partial = splitColumns(n);
-    if (partial) this.partialSums(partial);
-    // A reduction over leading axes of an input that reads row reductions (a norm's weight
-    // gradient) and too few rows to split: the input is a row kernel of its own first, as no row
-    // group can hold both.
-    else if (n.op === "reduce" && !isRowReduce(n)) {
-      const input = n.inputs[0]!;
-      if (isInline(input) && pendingReductions(input).length) this.materialize(input);
+    // An elementwise finish of a sum over rows that reads nothing else (a gradient cast to its
+    // weight's dtype, or added to an earlier one) is computed by the sum's kernel.
+    const sum = finishedSum(n);
+    if (sum && sum !== n && sum.consumers === 1) {
+      this.sumInputs(sum);
+      return this.allocate(n);
     }
+    if (n.op === "reduce") this.sumInputs(n);
     const pending = pendingReductions(n);
     if (pending.length || isRowReduce(n)) {
       let group = rowGroup(n);
@@ -207,6 +208,19 @@ class Schedule {
       if (group) this.rows.set(n, group);
     }
     this.allocate(n);
+  }
+
+  /** Before sum r's kernel: its partials over many rows, or else the row kernel of its input. */
+  private sumInputs(r: Node): void {
+    // A reduction over many rows: its partials first (plan/rows.ts splitColumns).
+    const partial = splitColumns(r);
+    if (partial) return this.partialSums(partial);
+    // A reduction over leading axes of an input that reads row reductions (a norm's weight
+    // gradient) and too few rows to split: the input is a row kernel of its own first, as no row
+    // group can hold both.
+    if (isRowReduce(r)) return;
+    const input = r.inputs[0]!;
+    if (isInline(input) && pendingReductions(input).length) this.materialize(input);
   }
 
   /**
@@ -287,7 +301,7 @@ class Schedule {
     const rowReads = new Map<Node, Node>();
     const partials: [Node, Node][] = [];
     for (const k of cands) {
-      const key = sumKey(k, this.rows.has(k));
+      const key = this.rows.has(k) ? null : sumKey(finishedSum(k));
       if (key !== null) {
         const first = sums.get(key);
         if (first) join(first, k);
@@ -349,7 +363,8 @@ class Schedule {
     if (group) return group.perRow ? null : `rows ${group.rowShape} ${group.trailing}`;
     const x = columnPartial(n);
     if (x) return `rows ${x.shape} ${n.shape.length - 1}`;
-    if (n.op === "reduce") return sumKey(n, false);
+    const sum = finishedSum(n);
+    if (sum) return sumKey(sum);
     return kind === "kernel" || kind === "data" ? null : "elementwise";
   }
 
@@ -396,7 +411,7 @@ class Schedule {
     const leaves = new Set<Node>(), inline = new Set<Node>();
     const stack = g.flatMap((m) => m.inputs);
     // A sum cannot compute another inline: each is its kernel's loop.
-    const sum = root.op === "reduce" && !rows;
+    const sum = finishedSum(root) !== null && !rows;
     while (stack.length) {
       const x = stack.pop()!;
       if (sum && members.has(x)) return false;
@@ -484,12 +499,15 @@ class Schedule {
   }
 }
 
-/** What float sums (not row kernels) over the same axes of inputs of one shape and dtype share, which may merge. */
-function sumKey(n: Node, rows: boolean): string | null {
-  if (rows || n.op !== "reduce") return null;
+/**
+ * What float sums (not row kernels) over the same axes of inputs of one shape share, which may
+ * merge: every float dtype is summed in float (emit/plain.ts), whatever dtypes they read or give.
+ */
+function sumKey(n: Node | null): string | null {
+  if (!n || n.op !== "reduce") return null;
   const { kind, axes } = attrsOf(n, "reduce");
   const input = n.inputs[0]!;
-  return kind === "sum" && isFloating(input.dtype) ? `reduce ${input.dtype} ${n.dtype} ${axes} ${input.shape}` : null;
+  return kind === "sum" && isFloating(input.dtype) ? `reduce ${axes} ${input.shape}` : null;
 }
 
 /**

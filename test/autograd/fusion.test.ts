@@ -136,9 +136,9 @@ test("norm weight gradients over random rows, widths, dtypes, [B, T, C] inputs a
     fc.property(
       fc.constantFrom([1024], [2048], [3072], [4, 256], [2, 8, 64], [48], [1536]),
       fc.constantFrom(8, 100, 128, 576),
-      fc.constantFrom<sm.DType>("float32"),
+      fc.constantFrom<sm.DType>("float32", "float16", "bfloat16"),
       fc.boolean(), // layer norm (else RMS norm)
-      fc.constant(false), // added to gradients from before
+      fc.boolean(), // added to gradients from before
       fc.constantFrom("1", "32"),
       fc.integer({ min: 0, max: 1000 }),
       (lead, C, dtype, centered, accumulate, threads, seed) => {
