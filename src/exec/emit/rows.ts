@@ -14,13 +14,13 @@ const CHUNK = 256; // elements a CPU thread computes before folding them (1 KiB 
 const PAIRWISE_BLOCK = 32; // strided elements a GPU thread folds in order before a pairwise push
 const FOLDS: Record<RowReduceKind, string> = { sum: "smelt_fold_sum", prod: "smelt_fold_prod", max: "smelt_fold_max", min: "smelt_fold_min" };
 
-/** The code of a row kernel: one threadgroup of `threads` threads per row. */
+/** The code of a row kernel: one threadgroup of `threads` threads per row, or per block of rows. */
 export function emitRows(plan: RowPlan): KernelCode {
   const { out, also, group: g, rowLength, rows } = plan;
   const b = new Builder(out);
   const len = b.int(rowLength);
   b.line("threadgroup float partial[32];");
-  if (g.blocks === rows) {
+  if (g.sums.length === 0) {
     emitRow(b, plan, "int(row)", len);
   } else {
     // Rows of a block in order: the partials' first row stores, the others add.
