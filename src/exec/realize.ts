@@ -301,7 +301,7 @@ class Schedule {
     const rowReads = new Map<Node, Node>();
     const partials: [Node, Node][] = [];
     for (const k of cands) {
-      const key = this.rows.has(k) ? null : sumKey(finishedSum(k));
+      const key = this.rows.has(k) ? null : sumKey(sumKernel(k));
       if (key !== null) {
         const first = sums.get(key);
         if (first) join(first, k);
@@ -363,7 +363,7 @@ class Schedule {
     if (group) return group.perRow ? null : `rows ${group.rowShape} ${group.trailing}`;
     const x = columnPartial(n);
     if (x) return `rows ${x.shape} ${n.shape.length - 1}`;
-    const sum = finishedSum(n);
+    const sum = sumKernel(n);
     if (sum) return sumKey(sum);
     return kind === "kernel" || kind === "data" ? null : "elementwise";
   }
@@ -411,7 +411,7 @@ class Schedule {
     const leaves = new Set<Node>(), inline = new Set<Node>();
     const stack = g.flatMap((m) => m.inputs);
     // A sum cannot compute another inline: each is its kernel's loop.
-    const sum = finishedSum(root) !== null && !rows;
+    const sum = sumKernel(root) !== null && !rows;
     while (stack.length) {
       const x = stack.pop()!;
       if (sum && members.has(x)) return false;
@@ -497,6 +497,14 @@ class Schedule {
     n.schedOrder = this.order.length;
     this.order.push(n);
   }
+}
+
+/**
+ * The sum a scheduled node's kernel computes (the node, or the sum it finishes), or null. An
+ * elementwise kernel that read no reduction while weighed (schedPlansAround) finishes none.
+ */
+function sumKernel(n: Node): Node | null {
+  return n.op === "reduce" ? n : n.schedPlansAround ? finishedSum(n) : null;
 }
 
 /**
