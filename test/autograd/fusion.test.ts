@@ -181,6 +181,27 @@ test("norm weight gradients over random rows, widths, dtypes, [B, T, C] inputs a
   );
 });
 
+test("a sum over rows finished by a cast or an add into an earlier gradient is one kernel with it, values right", () => {
+  for (const R of [64, 2048]) {
+    const xs = sm.random.normal([R, 24], "float32", 0, 1, sm.random.key(40)).eval();
+    const g0 = sm.random.normal([24], "float32", 0, 1, sm.random.key(41)).eval();
+    const build = () => [xs.sum(0).astype("float16"), g0.add(xs.mul(xs).sum(0)).mul(0.5)];
+    // Below 1024 rows the two sums share one kernel; from there their partials take one more.
+    expect(kernels(build)).toBe(R < 1024 ? 1 : 2);
+    const [half, acc] = build().map((t) => t.astype("float32").toArray() as number[]);
+    const xv = xs.toArray() as number[], gv = g0.toArray() as number[];
+    for (let j = 0; j < 24; j++) {
+      let s = 0, q = 0;
+      for (let i = 0; i < R; i++) {
+        s += xv[i * 24 + j]!;
+        q += xv[i * 24 + j]! ** 2;
+      }
+      expect(Math.abs(half![j]! - s)).toBeLessThanOrEqual(1e-3 * (1 + Math.abs(s)));
+      expect(Math.abs(acc![j]! - 0.5 * (gv[j]! + q))).toBeLessThanOrEqual(1e-5 * (1 + q));
+    }
+  }
+});
+
 test("LoRA x@W + s(x@A)@B with W frozen: forward 2 kernels, forward and full backward 4 more", () => {
   for (const [bt, n, d, r] of [[2, 16, 64, 4], [4, 64, 512, 8], [2, 64, 256, 16]] as const) {
     const key = (k: number) => sm.random.key(100 + k);
