@@ -354,7 +354,8 @@ class Schedule {
   /**
    * Which kernels n's may merge with (those of an equal key): elementwise ones, row ones writing
    * every row element or column partials (by row shape, with sums that are column partials of
-   * rows of that shape), float sums over the same axes of inputs of one shape and dtype; or none.
+   * rows of that shape), float sums over the same axes of inputs of one shape (and elementwise
+   * kernels finishing one: plan/kernel.ts finishedSum); or none.
    */
   private mergeKind(n: Node): string | null {
     const kind = OPS[n.op].kind;
