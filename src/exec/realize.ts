@@ -15,9 +15,10 @@ import type { Node } from "../graph/node.ts";
 import { attrsOf, OPS, viewMapOf } from "../graph/op.ts";
 import type { KernelCode } from "./emit/builder.ts";
 import { isInline, matmulDepth, readFromMemory, readsOwnElement } from "./plan/inline.ts";
-import { isRowReduce, pendingReductions, type RowGroup, rowGroup, splitColumns, splitRow } from "./plan/rows.ts";
+import { columnPartial, isRowReduce, pendingReductions, type RowGroup, rowGroup, splitColumns, splitRow } from "./plan/rows.ts";
 import { epilogueOf, type MatmulVariant, panelBytes, type Panels, pendingMatmuls, summedProduct } from "./plan/matmul.ts";
 import { matmulKernel, plainKernel, rowKernel } from "./plans.ts";
+import { finishedSum, isLeadingSum } from "./plan/kernel.ts";
 import { memory, type Storage, stats } from "./memory.ts";
 import { compileMissing, libraryPipeline, pipelineFor } from "./kernels.ts";
 import { multiTensor } from "./emit/multi.ts";
@@ -74,8 +75,10 @@ class Schedule {
       const inline = isInline(n);
       if (inline || OPS[n.op].kind === "kernel") this.weigh(n, inline);
       if (inline && this.sharesDots(n)) this.materialize(n);
-      // Row reductions and matmuls wait: the kernel of whatever reads them may compute them.
-      if (!inline && !isRowReduce(n) && n.op !== "matmul") this.materialize(n);
+      // Row reductions and matmuls wait: the kernel of whatever reads them may compute them. So
+      // does a float sum over leading axes read once: its kernel may finish the reader's value.
+      const finishes = n.consumers === 1 && isLeadingSum(n);
+      if (!inline && !isRowReduce(n) && n.op !== "matmul" && !finishes) this.materialize(n);
     }
     if (!root.data) this.materialize(root);
   }
@@ -177,15 +180,14 @@ class Schedule {
         if (partial) this.materialize(partial);
       }
     }
-    // A reduction over leading axes of an input that reads row reductions (a norm's weight
-    // gradient): the input is a row kernel of its own first, as no row group can hold both.
-    if (n.op === "reduce" && !isRowReduce(n)) {
-      const input = n.inputs[0]!;
-      if (isInline(input) && pendingReductions(input).length) this.materialize(input);
+    // An elementwise finish of a sum over rows that reads nothing else (a gradient cast to its
+    // weight's dtype, or added to an earlier one) is computed by the sum's kernel.
+    const sum = finishedSum(n);
+    if (sum && sum !== n && sum.consumers === 1) {
+      this.sumInputs(sum);
+      return this.allocate(n);
     }
-    // A reduction over many rows: its partials first (plan/rows.ts splitColumns).
-    const partial = splitColumns(n);
-    if (partial) this.materialize(partial);
+    if (n.op === "reduce") this.sumInputs(n);
     const pending = pendingReductions(n);
     if (pending.length || isRowReduce(n)) {
       let group = rowGroup(n);
@@ -209,6 +211,37 @@ class Schedule {
       if (group) this.rows.set(n, group);
     }
     this.allocate(n);
+  }
+
+  /** Before sum r's kernel: its partials over many rows, or else the row kernel of its input. */
+  private sumInputs(r: Node): void {
+    // A reduction over many rows: its partials first (plan/rows.ts splitColumns).
+    const partial = splitColumns(r);
+    if (partial) return this.partialSums(partial);
+    // A reduction over leading axes of an input that reads row reductions (a norm's weight
+    // gradient) and too few rows to split: the input is a row kernel of its own first, as no row
+    // group can hold both.
+    if (isRowReduce(r)) return;
+    const input = r.inputs[0]!;
+    if (isInline(input) && pendingReductions(input).length) this.materialize(input);
+  }
+
+  /**
+   * Column partials p (plan/rows.ts columnPartial) of what reads row reductions (a norm's weight
+   * gradient): the row kernel of those reductions writes them, a block of rows per threadgroup.
+   * Else what they sum is computed first, and p is a sum of its own.
+   */
+  private partialSums(p: Node): void {
+    const x = columnPartial(p)!;
+    if (isInline(x) && pendingReductions(x).length) {
+      const group = rowGroup(p);
+      if (group) {
+        this.rows.set(p, group);
+        return this.allocate(p);
+      }
+      this.materialize(x);
+    }
+    this.materialize(p);
   }
 
   /**
@@ -256,7 +289,8 @@ class Schedule {
       return r;
     };
     const join = (a: Node, b: Node) => {
-      if (!sameShape(a.shape, b.shape) || keys.get(a) !== keys.get(b)) return;
+      // Row kernels of one row shape may write nodes of other shapes (column partials).
+      if (keys.get(a) !== keys.get(b) || (!keys.get(a)!.startsWith("rows") && !sameShape(a.shape, b.shape))) return;
       const [ra, rb] = [find(a), find(b)];
       if (ra !== rb) parent.set(ra.schedOrder < rb.schedOrder ? ra : rb, ra.schedOrder < rb.schedOrder ? rb : ra);
     };
@@ -264,15 +298,25 @@ class Schedule {
     // by two kernels are not work worth a merge).
     const owner = new Map<Node, Node>();
     const sums = new Map<string, Node>();
+    // The first row kernel reading each node from memory, and the column partials of such nodes:
+    // a partial of what a row kernel reads (a norm's bias gradient: the sum of the cotangent that
+    // its dx reads) is written by that kernel too.
+    const rowReads = new Map<Node, Node>();
+    const partials: [Node, Node][] = [];
     for (const k of cands) {
-      const key = keys.get(k)!;
-      if (key.startsWith("reduce")) {
+      const key = this.rows.has(k) ? null : sumKey(sumKernel(k));
+      if (key !== null) {
         const first = sums.get(key);
         if (first) join(first, k);
         else sums.set(key, k);
+        const x = columnPartial(k);
+        if (x && readFromMemory(x, k)) partials.push([k, x]);
       }
       inlineWalk(k, (x, inline) => {
-        if (!inline) return;
+        if (!inline) {
+          if (this.rows.has(k) && !rowReads.has(x)) rowReads.set(x, k);
+          return;
+        }
         if (x.data && cands.has(x)) join(k, x);
         const kind = OPS[x.op].kind;
         if (kind === "view" || kind === "reshape" || kind === "generator") return;
@@ -280,6 +324,10 @@ class Schedule {
         if (!o) owner.set(x, k);
         else if (o !== k) join(o, k);
       });
+    }
+    for (const [k, x] of partials) {
+      const r = rowReads.get(x);
+      if (r) join(k, r);
     }
     this.bases = new Map(this.views);
     this.readers = readersOf(this.order, this.bases);
@@ -309,18 +357,19 @@ class Schedule {
 
   /**
    * Which kernels n's may merge with (those of an equal key): elementwise ones, row ones writing
-   * every row element, float sums over the same axes of inputs of one shape and dtype; or none.
+   * every row element or column partials (by row shape, with sums that are column partials of
+   * rows of that shape), float sums over the same axes of inputs of one shape (and elementwise
+   * kernels finishing one: plan/kernel.ts finishedSum); or none.
    */
   private mergeKind(n: Node): string | null {
     const kind = OPS[n.op].kind;
     if (this.matmuls.has(n)) return null;
     const group = this.rows.get(n);
-    if (group) return group.perRow ? null : "rows";
-    if (n.op === "reduce") {
-      const { kind: k, axes } = attrsOf(n, "reduce");
-      const input = n.inputs[0]!;
-      return k === "sum" && isFloating(input.dtype) ? `reduce ${input.dtype} ${n.dtype} ${axes} ${input.shape}` : null;
-    }
+    if (group) return group.perRow ? null : `rows ${group.rowShape} ${group.trailing}`;
+    const x = columnPartial(n);
+    if (x) return `rows ${x.shape} ${n.shape.length - 1}`;
+    const sum = sumKernel(n);
+    if (sum) return sumKey(sum);
     return kind === "kernel" || kind === "data" ? null : "elementwise";
   }
 
@@ -359,13 +408,15 @@ class Schedule {
     if (between) for (const m of g) inlineWalk(m, (x, inline) => (early &&= inline || x.schedOrder < first));
     if (between && !early) return false;
     const root = between ? g[0]! : g[g.length - 1]!;
+    // With a row kernel among them, the root writes the others as a row kernel too.
+    const rows = g.some((m) => this.rows.has(m));
     // Moving kernels earlier can make a kernel read from memory what it computed inline before.
     if (commit && between) this.readers = null;
     // The caps of one kernel, counted on what the group computes at the root's place.
     const leaves = new Set<Node>(), inline = new Set<Node>();
     const stack = g.flatMap((m) => m.inputs);
     // A sum cannot compute another inline: each is its kernel's loop.
-    const sum = root.op === "reduce";
+    const sum = sumKernel(root) !== null && !rows;
     while (stack.length) {
       const x = stack.pop()!;
       if (sum && members.has(x)) return false;
@@ -379,11 +430,11 @@ class Schedule {
       }
     }
     if (leaves.size > MAX_LEAVES || inline.size + g.length > MAX_INLINE) return false;
-    if (!commit && !this.rows.has(root)) return true;
+    if (!commit && !rows) return true;
     const also = g.filter((m) => m !== root);
     // At the last member's place, kernels only move later: they leave holes in the order, closed
     // once (compact) rather than by renumbering the whole order for every group.
-    if (!between && !this.rows.has(root)) {
+    if (!between && !rows) {
       for (const m of also) m.schedOrder = root.schedOrder;
       this.placeOutputs();
       this.holes = true;
@@ -406,10 +457,10 @@ class Schedule {
     for (const m of also) m.schedOrder = root.schedOrder;
     this.placeOutputs();
     // One row group must compute every output, at the new places.
-    const group = this.rows.has(root) ? rowGroup(root, also) : null;
-    if (!commit || (this.rows.has(root) && !group)) {
+    const group = rows ? rowGroup(root, also) : null;
+    if (!commit || (rows && !group)) {
       renumber(before);
-      return commit ? false : !this.rows.has(root) || group !== null;
+      return commit ? false : !rows || group !== null;
     }
     if (group) {
       this.rows.set(root, group);
@@ -453,6 +504,25 @@ class Schedule {
     n.schedOrder = this.order.length;
     this.order.push(n);
   }
+}
+
+/**
+ * The sum a scheduled node's kernel computes (the node, or the sum it finishes), or null. An
+ * elementwise kernel that read no reduction while weighed (schedPlansAround) finishes none.
+ */
+function sumKernel(n: Node): Node | null {
+  return n.op === "reduce" ? n : n.schedPlansAround ? finishedSum(n) : null;
+}
+
+/**
+ * What float sums (not row kernels) over the same axes of inputs of one shape share, which may
+ * merge: every float dtype is summed in float (emit/plain.ts), whatever dtypes they read or give.
+ */
+function sumKey(n: Node | null): string | null {
+  if (!n || n.op !== "reduce") return null;
+  const { kind, axes } = attrsOf(n, "reduce");
+  const input = n.inputs[0]!;
+  return kind === "sum" && isFloating(input.dtype) ? `reduce ${axes} ${input.shape}` : null;
 }
 
 /**

@@ -2,6 +2,8 @@
 import { expect, setDefaultTimeout, test } from "bun:test";
 import * as sm from "../../src/index.ts";
 import { planOf, schedule, execute } from "../../src/exec/realize.ts";
+import fc from "fast-check";
+import { withTargetEnv } from "../../src/runtime/target.ts";
 import { kernels } from "../tensor/helpers.ts";
 
 setDefaultTimeout(120_000);
@@ -50,36 +52,153 @@ test("with the weight (and bias) gradients: the dx row kernel and one reduction 
   for (let j = 0; j < C; j++) expect(Math.abs(gw[j]! - dw[j]!)).toBeLessThan(1e-4 * (1 + Math.abs(dw[j]!)));
 });
 
-test("over many rows the weight gradients' reduction is two parallel stages, each one kernel for w and b", () => {
+/** The kernels of outs in schedule order, each as [op, threadgroups or threads], evaluated. */
+function dispatches(outs: T[]): [string, number][] {
+  const s = schedule(outs.map((t) => t.node("test")));
+  const d = s.order.map((n): [string, number] => [n.op, planOf(s, n).dispatch.size[0]]);
+  execute(s);
+  return d;
+}
+
+/** Layer norm's (or, without a bias, RMS norm's) dw and db in float64: column sums of ct * xhat and of ct, and their error scales. */
+function normGrads64(xv: number[], cv: number[], C: number, centered: boolean) {
+  const R = xv.length / C;
+  const dw = new Float64Array(C), db = new Float64Array(C), scale = new Float64Array(C);
+  for (let i = 0; i < R; i++) {
+    const row = xv.slice(i * C, i * C + C);
+    const mu = centered ? row.reduce((a, v) => a + v, 0) / C : 0;
+    const r = 1 / Math.sqrt(row.reduce((a, v) => a + (v - mu) ** 2, 0) / C + 1e-5);
+    for (let j = 0; j < C; j++) {
+      const c = cv[i * C + j]!, p = c * (row[j]! - mu) * r;
+      db[j]! += c;
+      dw[j]! += p;
+      scale[j]! += Math.abs(p) + Math.abs(c);
+    }
+  }
+  return { dw, db, scale };
+}
+
+test("at any row count, the weight (and bias) gradients are partials of the row kernel and one fold kernel", () => {
+  for (const C of [128, 576, 4096]) {
+    for (const R of [64, 1024, 2048, 4096, 8192]) {
+      const key = (k: number) => sm.random.key(1000 + k);
+      const xs = sm.random.normal([R, C], "float32", 0, 1, key(0)).eval();
+      const cts = sm.random.normal([R, C], "float32", 0, 1, key(1)).eval();
+      const ws = sm.random.normal([C], "float32", 0, 1, key(2)).eval();
+      const bs = sm.random.normal([C], "float32", 0, 1, key(3)).eval();
+      const at = `[${R}, ${C}]`;
+      const rms = () => sm.vjp((x: T, w: T) => sm.fast.rmsNorm(x, w), [xs, ws], [cts])[1] as T[];
+      const rmsW = () => sm.vjp((w: T) => sm.fast.rmsNorm(xs, w), [ws], [cts])[1] as T[];
+      const ln = () => sm.vjp((x: T, w: T, b: T) => sm.fast.layerNorm(x, w, b), [xs, ws, bs], [cts])[1] as T[];
+      // One evaluation each (dispatches), as the largest take a while on the host.
+      for (const [name, build] of [["rmsNorm dx, dw", rms], ["rmsNorm dw", rmsW]] as const) {
+        expect(`${name} ${at}: ${dispatches(build()).length}`).toBe(`${name} ${at}: 2`);
+      }
+      const one = (f: (x: T) => T, cot = cts) => [sm.vjp(f, [xs], [cot])[1][0] as T];
+      expect(dispatches(one((x) => sm.softmax(x, -1))).length).toBe(1);
+      expect(dispatches(one((x) => sm.logSoftmax(x, -1))).length).toBe(1);
+      expect(dispatches(one((x) => sm.logsumexp(x, -1), sm.ones([R]))).length).toBe(1);
+      // Over many rows, a threadgroup per block of rows, then a thread per column folds the blocks.
+      const lnKernels = dispatches(ln());
+      expect(`layerNorm dx, dw, db ${at}: ${lnKernels.length}`).toBe(`layerNorm dx, dw, db ${at}: 2`);
+      const [row, fold] = lnKernels;
+      if (R >= 1024) {
+        expect(row![1] * 16).toBeLessThanOrEqual(R);
+        expect(row![1]).toBeGreaterThanOrEqual(16);
+      } else expect(row![1]).toBe(R);
+      expect(fold![1]).toBe(C);
+    }
+  }
+});
+
+test("the blocks' partial sums against float64, on the host's one thread per row and on 32", () => {
   const [R, C] = [2048, 128];
   const xs = sm.random.normal([R, C], "float32", 0, 1, sm.random.key(7)).eval();
   const cts = sm.random.normal([R, C], "float32", 0, 1, sm.random.key(8)).eval();
   const ws = sm.random.normal([C], "float32", 0, 1, sm.random.key(9)).eval();
   const bs = sm.random.normal([C], "float32", 0, 1, sm.random.key(10)).eval();
-  const build = () => sm.vjp((x: T, w: T, b: T) => sm.fast.layerNorm(x, w, b), [xs, ws, bs], [cts])[1] as T[];
-  expect(kernels(build)).toBe(3);
-  const outs = build();
-  const s = schedule(outs.map((t) => t.node("test")));
-  const threads = s.order.map((n) => planOf(s, n).dispatch.size[0]);
-  execute(s);
-  // A row kernel (a threadgroup per row), then partial sums of many rows' parts, then their fold.
-  expect(threads).toEqual([R, 64 * C, C]); // 64 parts of 32 rows
-  // db is the column sum of the cotangent; dw that of cotangent times the normalized x.
-  const xv = xs.toArray() as number[], cv = cts.toArray() as number[];
-  const dw = new Float64Array(C), db = new Float64Array(C);
-  for (let i = 0; i < R; i++) {
-    const row = xv.slice(i * C, i * C + C);
-    const mu = row.reduce((a, v) => a + v, 0) / C;
-    const r = 1 / Math.sqrt(row.reduce((a, v) => a + (v - mu) ** 2, 0) / C + 1e-5);
+  const want = normGrads64(xs.toArray() as number[], cts.toArray() as number[], C, true);
+  for (const threads of ["1", "32"]) {
+    const outs = withTargetEnv(sm.device(), { SMELT_ROW_THREADS: threads }, () => {
+      const outs = sm.vjp((x: T, w: T, b: T) => sm.fast.layerNorm(x, w, b), [xs, ws, bs], [cts])[1] as T[];
+      // 64 blocks of 32 rows, then the fold of their partials, a thread per column.
+      expect(dispatches(outs)).toEqual([["reduce", 64], ["reduce", C]]);
+      return outs;
+    });
+    const [gw, gb] = [outs[1]!.toArray() as number[], outs[2]!.toArray() as number[]];
     for (let j = 0; j < C; j++) {
-      db[j]! += cv[i * C + j]!;
-      dw[j]! += cv[i * C + j]! * (row[j]! - mu) * r;
+      expect(Math.abs(gw[j]! - want.dw[j]!)).toBeLessThan(1e-6 * want.scale[j]!);
+      expect(Math.abs(gb[j]! - want.db[j]!)).toBeLessThan(1e-6 * want.scale[j]!);
     }
   }
-  const [gw, gb] = [outs[1]!.toArray() as number[], outs[2]!.toArray() as number[]];
-  for (let j = 0; j < C; j++) {
-    expect(Math.abs(gw[j]! - dw[j]!)).toBeLessThan(1e-3 * (1 + Math.abs(dw[j]!)));
-    expect(Math.abs(gb[j]! - db[j]!)).toBeLessThan(1e-3 * (1 + Math.abs(db[j]!)));
+});
+
+test("norm weight gradients over random rows, widths, dtypes, [B, T, C] inputs and accumulation: 2 kernels, lazy as eager and float64", () => {
+  const TOL: Record<string, number> = { float32: 2e-6, float16: 2e-3, bfloat16: 1e-2 };
+  fc.assert(
+    fc.property(
+      fc.constantFrom([1024], [2048], [3072], [4, 256], [2, 8, 64], [48], [1536]),
+      fc.constantFrom(8, 100, 128, 576),
+      fc.constantFrom<sm.DType>("float32", "float16", "bfloat16"),
+      fc.boolean(), // layer norm (else RMS norm)
+      fc.boolean(), // added to gradients from before
+      fc.constantFrom("1", "32"),
+      fc.integer({ min: 0, max: 1000 }),
+      (lead, C, dtype, centered, accumulate, threads, seed) => {
+        const shape = [...lead, C];
+        const key = (k: number) => sm.random.key(seed * 8 + k);
+        const input = (s: number[], k: number) => sm.random.normal(s, "float32", 0, 1, key(k)).astype(dtype).eval();
+        const [xs, cts, ws, bs, gw0, gb0] = [input(shape, 0), input(shape, 1), input([C], 2), input([C], 3), input([C], 4), input([C], 5)];
+        const build = (): T[] => {
+          const f = (x: T, w: T, b: T) => (centered ? sm.fast.layerNorm(x, w, b) : sm.fast.rmsNorm(x, w).add(b));
+          const [dx, dw, db] = sm.vjp(f, [xs, ws, bs], [cts])[1] as [T, T, T];
+          return accumulate ? [dx, gw0.add(dw), gb0.add(db)] : [dx, dw, db];
+        };
+        const count = withTargetEnv(sm.device(), { SMELT_ROW_THREADS: threads }, () => kernels(build));
+        expect(`${shape} ${dtype}: ${count}`).toBe(`${shape} ${dtype}: 2`);
+        const lazy = withTargetEnv(sm.device(), { SMELT_ROW_THREADS: threads }, () => {
+          const outs = build();
+          sm.eval(outs);
+          return outs.map((t) => t.astype("float32").toArray() as number[]);
+        });
+        const eager = sm.eager(build).map((t) => t.astype("float32").toArray() as number[]);
+        const want = normGrads64(xs.astype("float32").toArray() as number[], cts.astype("float32").toArray() as number[], C, centered);
+        const before = [gw0, gb0].map((t) => t.astype("float32").toArray() as number[]);
+        const tol = TOL[dtype]!;
+        for (let j = 0; j < C; j++) {
+          for (const [k, w] of [[1, want.dw[j]!], [2, want.db[j]!]] as const) {
+            const expected = w + (accumulate ? before[k - 1]![j]! : 0);
+            const scale = want.scale[j]! + Math.abs(expected);
+            expect(Math.abs(lazy[k]![j]! - expected)).toBeLessThanOrEqual(tol * scale);
+            expect(Math.abs(lazy[k]![j]! - eager[k]![j]!)).toBeLessThanOrEqual(tol * scale);
+          }
+        }
+        const worst = lazy[0]!.reduce((m, v, i) => Math.max(m, Math.abs(v - eager[0]![i]!) / (1 + Math.abs(eager[0]![i]!))), 0);
+        expect(worst).toBeLessThanOrEqual(dtype === "float32" ? 1e-5 : 8 * tol);
+      },
+    ),
+    { numRuns: 16, seed: 20261206 },
+  );
+});
+
+test("a sum over rows finished by a cast or an add into an earlier gradient is one kernel with it, values right", () => {
+  for (const R of [64, 2048]) {
+    const xs = sm.random.normal([R, 24], "float32", 0, 1, sm.random.key(40)).eval();
+    const g0 = sm.random.normal([24], "float32", 0, 1, sm.random.key(41)).eval();
+    const build = () => [xs.sum(0).astype("float16"), g0.add(xs.mul(xs).sum(0)).mul(0.5)];
+    // Below 1024 rows the two sums share one kernel; from there their partials take one more.
+    expect(kernels(build)).toBe(R < 1024 ? 1 : 2);
+    const [half, acc] = build().map((t) => t.astype("float32").toArray() as number[]);
+    const xv = xs.toArray() as number[], gv = g0.toArray() as number[];
+    for (let j = 0; j < 24; j++) {
+      let s = 0, q = 0;
+      for (let i = 0; i < R; i++) {
+        s += xv[i * 24 + j]!;
+        q += xv[i * 24 + j]! ** 2;
+      }
+      expect(Math.abs(half![j]! - s)).toBeLessThanOrEqual(1e-3 * (1 + Math.abs(s)));
+      expect(Math.abs(acc![j]! - 0.5 * (gv[j]! + q))).toBeLessThanOrEqual(1e-5 * (1 + q));
+    }
   }
 });
 

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { contiguousStrides } from "../../graph/shape.ts";
 import { attrsOf, type ReduceKind } from "../../graph/op.ts";
 import type { Node } from "../../graph/node.ts";
-import type { PlainPlan } from "../plan/kernel.ts";
+import { finishedSum, type PlainPlan } from "../plan/kernel.ts";
 import { Builder, computeType, ELEMENT_POSITION, finish, type KernelCode, store } from "./builder.ts";
 import { argsortKernel } from "./sort.ts";
 import { dequantizeKernel, quantizedMatmulKernel } from "./dequantize.ts";
@@ -40,12 +40,14 @@ const REDUCE_BLOCK = 16;
 /**
  * One thread per output element, looping over the reduced elements of the (inline) input; with
  * `also` (float sums over the same axes of inputs of one shape: a multi-output kernel), one loop
- * folds every input, each into its own accumulator and output.
+ * folds every input, each into its own accumulator and output. An output that finishes a sum
+ * (plan/kernel.ts finishedSum) is computed from it at the end.
  */
 function reduceKernel({ out, also, dispatch }: PlainPlan): KernelCode {
   const outs = [out, ...also];
-  const input = out.inputs[0]!;
-  const { axes, kind } = attrsOf(out, "reduce");
+  const sums = outs.map((o) => finishedSum(o)!);
+  const input = sums[0]!.inputs[0]!;
+  const { axes, kind } = attrsOf(sums[0]!, "reduce");
   const kept = input.shape.map((_, d) => d).filter((d) => !axes.includes(d));
   const strides = contiguousStrides(input.shape);
   const b = new Builder(out);
@@ -87,7 +89,7 @@ function reduceKernel({ out, also, dispatch }: PlainPlan): KernelCode {
     const redIds = b.unflatten(redShape, "r");
     const at = b.fresh("at");
     b.line(`int ${at} = ${[base, ...redIds.map((v, i) => `${v} * ${b.int(strides[axes[i]!]!)}`)].join(" + ")};`);
-    outs.forEach((o, k) => {
+    sums.forEach((o, k) => {
       const x = b.emit(o.inputs[0]!, at);
       const acc = accs[k]!;
       const isFloat = A === "float";
@@ -116,7 +118,12 @@ function reduceKernel({ out, also, dispatch }: PlainPlan): KernelCode {
   }
   outs.forEach((o, k) => {
     const result = kind === "argmax" || kind === "argmin" ? arg : accs[k]!;
-    b.line(`out${k}[gid] = ${store(o, `${computeType(o.dtype)}(${result})`)};`);
+    const sum = sums[k]!;
+    if (sum === o) return b.line(`out${k}[gid] = ${store(o, `${computeType(o.dtype)}(${result})`)};`);
+    const T = computeType(sum.dtype), v = b.fresh();
+    b.line(`${T} ${v} = ${T}(${result});`);
+    b.bind(sum, "int(gid)", v);
+    b.line(`out${k}[gid] = ${store(o, b.emit(o, "int(gid)"))};`);
   });
   return finish(b, out, ELEMENT_POSITION, dispatch, also);
 }

@@ -1,23 +1,44 @@
 /**
  * The MSL of a row kernel (plan/rows.ts): every reduction of the row folded in turn, each pass
- * able to use the reductions before it and the per-row values they give, then the output.
+ * able to use the reductions before it and the per-row values they give, then the output. With
+ * column partials, a threadgroup does this for each row of its block, and each thread adds its
+ * columns into the block's partials as it goes: a thread keeps the same columns on every row, so
+ * it alone reads and writes them.
  */
 import type { Node } from "../../graph/node.ts";
 import { attrsOf } from "../../graph/op.ts";
-import type { RowPlan, RowReduceKind } from "../plan/rows.ts";
+import { columnPartial, type RowPlan, type RowReduceKind } from "../plan/rows.ts";
 import { Builder, computeType, finish, type KernelCode, ROW_POSITION, store } from "./builder.ts";
 
 const CHUNK = 256; // elements a CPU thread computes before folding them (1 KiB of floats)
 const PAIRWISE_BLOCK = 32; // strided elements a GPU thread folds in order before a pairwise push
 const FOLDS: Record<RowReduceKind, string> = { sum: "smelt_fold_sum", prod: "smelt_fold_prod", max: "smelt_fold_max", min: "smelt_fold_min" };
 
-/** The code of a row kernel: one threadgroup of `threads` threads per row. */
-export function emitRows({ out, also, group: g, threads, rowLength, spill: spilled, dispatch }: RowPlan): KernelCode {
+/** The code of a row kernel: one threadgroup of `threads` threads per row, or per block of rows. */
+export function emitRows(plan: RowPlan): KernelCode {
+  const { out, also, group: g, rowLength, rows } = plan;
   const b = new Builder(out);
   const len = b.int(rowLength);
   b.line("threadgroup float partial[32];");
-  b.line(`int base = int(row) * ${len};`);
-  b.rowIndex = { idx: "(base + j)", row: "int(row)", j: "j", shape: g.rowShape, trailing: g.trailing };
+  if (g.sums.length === 0) {
+    emitRow(b, plan, "int(row)", len);
+  } else {
+    // Rows of a block in order: the partials' first row stores, the others add.
+    const per = b.int(rows / g.blocks);
+    b.line(`for (int br = 0; br < ${per}; ++br) {`);
+    b.scoped(() => {
+      b.line(`int brow = int(row) * ${per} + br;`);
+      emitRow(b, plan, "brow", len);
+    });
+    b.line("}");
+  }
+  return finish(b, out, ROW_POSITION, plan.dispatch, also);
+}
+
+/** The body of one row: its reductions, then its outputs (row is its index, an int expression). */
+function emitRow(b: Builder, { out, also, group: g, threads, spill: spilled }: RowPlan, row: string, len: string): void {
+  b.line(`int base = ${row} * ${len};`);
+  b.rowIndex = { idx: "(base + j)", row, j: "j", shape: g.rowShape, trailing: g.trailing };
   // Per-row values (a mean, an rsqrt of a variance) are computed once per row, as soon as the
   // reductions they read are known, instead of at every element.
   const known = new Set<Node>();
@@ -41,7 +62,7 @@ export function emitRows({ out, also, group: g, threads, rowLength, spill: spill
     for (let i = 0; i < pending.length; ) {
       const v = pending[i]!;
       if (reads(v).every((r) => known.has(r))) {
-        b.fixed.set(v, b.emit(v.inputs[0]!, "int(row)"));
+        b.fixed.set(v, b.emit(v.inputs[0]!, row));
         pending.splice(i, 1);
       } else i++;
     }
@@ -116,8 +137,8 @@ export function emitRows({ out, also, group: g, threads, rowLength, spill: spill
   }
   hoist();
   if (g.perRow) {
-    const v = out.op === "reduce" ? `${computeType(out.dtype)}(${fold(out)})` : b.emit(out, "int(row)");
-    b.line(`if (tid == 0) out0[row] = ${store(out, v)};`);
+    const v = out.op === "reduce" ? `${computeType(out.dtype)}(${fold(out)})` : b.emit(out, row);
+    b.line(`if (tid == 0) out0[${row}] = ${store(out, v)};`);
   } else {
     b.line(`for (int j = int(tid); j < ${len}; j += ${serial ? "1" : "int(tpg)"}) {`);
     b.scoped(() => {
@@ -126,11 +147,13 @@ export function emitRows({ out, also, group: g, threads, rowLength, spill: spill
         b.line(`${T} ${s} = ${T}(out0[base + j]);`);
         b.bind(spilled, "(base + j)", s);
       }
-      const v = b.emit(out, "(base + j)");
-      b.line(`out0[base + j] = ${store(out, v)};`);
-      also.forEach((m, i) => b.line(`out${i + 1}[base + j] = ${store(m, b.emit(m, "(base + j)"))};`));
+      [out, ...also].forEach((m, i) => {
+        if (!g.sums.includes(m)) return b.line(`out${i}[base + j] = ${store(m, b.emit(m, "(base + j)"))};`);
+        const v = b.emit(columnPartial(m)!, "(base + j)");
+        const at = `int(row) * ${len} + j`;
+        b.line(`out${i}[${at}] = ${store(m, `(br == 0 ? 0.0f : float(out${i}[${at}])) + float(${v})`)};`);
+      });
     });
     b.line("}");
   }
-  return finish(b, out, ROW_POSITION, dispatch, also);
 }

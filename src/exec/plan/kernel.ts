@@ -7,7 +7,10 @@
 import type { Node } from "../../graph/node.ts";
 import { attrsOf, type KernelOp, OPS } from "../../graph/op.ts";
 import type { MatmulPlan } from "./matmul.ts";
-import type { RowPlan } from "./rows.ts";
+import { isFloating } from "../../graph/dtype.ts";
+import { sameShape } from "../../graph/shape.ts";
+import { readFromMemory, readsOwnElement } from "./inline.ts";
+import { pendingReductions, type RowPlan } from "./rows.ts";
 import type { Target } from "../../runtime/target.ts";
 
 /** dispatchThreads(size) or, with threadgroups, dispatchThreadgroups(size), in groups of `group`. */
@@ -88,12 +91,52 @@ const threads: Record<PlainPlan["kind"], (out: Node) => number> = {
  * or out's own kernel (reduce, scan, ...).
  */
 export function plainPlan(out: Node, also: readonly Node[] = [], perThread = 1): PlainPlan {
-  const kind = OPS[out.op].kind === "kernel" ? (out.op as KernelOp) : "elementwise";
+  const kind = OPS[out.op].kind === "kernel" ? (out.op as KernelOp) : finishedSum(out) ? "reduce" : "elementwise";
   const dispatch = threadDispatch(threads[kind](out) / perThread);
   // A decoding step's matmuls have a few hundred weight rows, a thread each: groups of one SIMD
   // group leave enough of them to spread over every core (the host runs a group on one core).
   if (kind === "quantizedMatmul") dispatch.group[0] = Math.min(dispatch.group[0], QUANT_GROUP);
   return { kind, out, also, perThread, dispatch };
+}
+
+/** Whether r is a float sum over leading axes (a weight gradient summed over rows). */
+export function isLeadingSum(r: Node): boolean {
+  if (r.op !== "reduce") return false;
+  const { kind, axes } = attrsOf(r, "reduce");
+  const input = r.inputs[0]!;
+  return kind === "sum" && isFloating(input.dtype) && axes.length < input.shape.length && axes.every((a, k) => a === k);
+}
+
+/**
+ * The float sum that elementwise `out` finishes at each of its elements (a weight gradient cast
+ * to the weight's dtype, or added to a gradient from before): a sum over leading axes, of out's
+ * shape, read through ops at their own element only, and not computed before out's kernel, which
+ * is then the sum's kernel, computing out from each sum rather than storing it. Null when out
+ * reads no such sum, or another reduction too. Of a sum itself (any reduction), that one.
+ */
+export function finishedSum(out: Node): Node | null {
+  if (out.op === "reduce") return out;
+  if (!readsOwnElement(out)) return null;
+  let sum: Node | null = null;
+  const seen = new Set<Node>();
+  const stack = [out];
+  while (stack.length) {
+    const x = stack.pop()!;
+    for (const i of x.inputs) {
+      // While scheduling (out has no memory yet) every node with memory is read.
+      if (seen.has(i) || (i.data && (!out.data || readFromMemory(i, out)))) continue;
+      seen.add(i);
+      if (i.op === "reduce") {
+        if ((sum && sum !== i) || !isLeadingSum(i) || !sameShape(i.shape, out.shape)) return null;
+        sum = i;
+      } else if (readsOwnElement(i) && sameShape(i.shape, out.shape)) {
+        stack.push(i);
+      } else if (pendingReductions(i).length) {
+        return null;
+      }
+    }
+  }
+  return sum;
 }
 
 /** Elements per thread of the kernel computing out on target (Target.elementwise): 1 but for large elementwise kernels. */

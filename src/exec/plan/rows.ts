@@ -5,6 +5,11 @@
  * primitive ops each become a single kernel this way: every reduction of the row is computed in
  * turn (each pass may use the reductions before it), then the output is written. This decides
  * the groups and each one's kernel (RowPlan); emit/rows.ts writes it.
+ *
+ * A row kernel may also write column partial sums (columnPartial): the first stage of a sum over
+ * the rows of something it computes at each row element (a norm's weight gradient, the sum of
+ * the cotangent times the normalized row). Its threadgroups then take a block of rows each and
+ * add each column over the block, so the summed values are never written out, nor read back.
  */
 import { contiguousStrides, sameShape } from "../../graph/shape.ts";
 import { Node } from "../../graph/node.ts";
@@ -112,12 +117,29 @@ export function splitColumns(r: Node): Node | null {
   return partial;
 }
 
+/**
+ * The node of the row shape whose columns p sums over blocks of rows, when p is a partial of
+ * splitColumns (a sum over axis 1 of x reshaped to [blocks, rows per block, ...row]); else null.
+ */
+export function columnPartial(p: Node): Node | null {
+  if (p.op !== "reduce") return null;
+  const { kind, axes } = attrsOf(p, "reduce");
+  const split = p.inputs[0]!;
+  if (kind !== "sum" || axes.length !== 1 || axes[0] !== 1 || split.op !== "reshape" || split.shape.length < 3) return null;
+  const x = split.inputs[0]!;
+  const row = split.shape.slice(2);
+  if (!x.dtype.startsWith("float") && x.dtype !== "bfloat16") return null;
+  return row.length < x.shape.length && sameShape(x.shape.slice(x.shape.length - row.length), row) ? x : null;
+}
+
 export interface RowGroup {
   rowShape: number[];   // the shape the row passes walk: rows x row length
   trailing: number;     // how many trailing axes make a row
   reductions: Node[];   // in the order they must be computed
   broadcasts: Node[];   // views spreading a per-row value over the row: computed once per row
   perRow: boolean;      // the output has one element per row (else one per row element)
+  sums: Node[];         // outputs that are column partials (columnPartial), one row per block
+  blocks: number;       // threadgroups: one per block of rows (the rows, without sums)
 }
 
 /**
@@ -151,7 +173,15 @@ export function rowGroup(out: Node, also: readonly Node[] = []): RowGroup | null
   // A scan or a scatter has its own kernel. (Outputs merged once scheduled have memory already.)
   if (out.op !== "reduce" && !(out.data ? OPS[out.op].inline : isInline(out))) return null;
   const outs = new Set([out, ...also]);
-  const reductions = [...new Set([out, ...also].flatMap((o) => allReductions(o, outs)))];
+  // Column partials: the kernel computes what they sum (read from memory if computed before).
+  const summed = new Map<Node, Node>();
+  for (const o of outs) {
+    const x = columnPartial(o);
+    if (x) summed.set(o, x);
+  }
+  const elementOuts = [...outs].filter((o) => !summed.has(o));
+  const computes = [...elementOuts, ...[...summed.values()].filter((x) => outs.has(x) || !readFromMemory(x, out))];
+  const reductions = [...new Set(computes.flatMap((o) => allReductions(o, outs)))];
   if (reductions.length === 0 || !reductions.every(isRowReduce)) return null;
   const first = reductions[0]!;
   const rowShape = first.inputs[0]!.shape;
@@ -199,10 +229,19 @@ export function rowGroup(out: Node, also: readonly Node[] = []): RowGroup | null
     checked.set(n, ok);
     return ok;
   };
-  const perRow = isPerRow(out.shape) && rowConstant(out.shape);
-  if (!perRow && !sameShape(out.shape, rowShape)) return null;
-  if (!visit(out, perRow)) return null;
-  if (also.length && (perRow || !also.every((m) => sameShape(m.shape, rowShape) && visit(m, false)))) return null;
+  const [main, ...others] = elementOuts;
+  const perRow = main !== undefined && isPerRow(main.shape) && rowConstant(main.shape);
+  if (main && !perRow && !sameShape(main.shape, rowShape)) return null;
+  if (main && !visit(main, perRow)) return null;
+  if ((others.length || summed.size) && perRow) return null;
+  if (!others.every((m) => sameShape(m.shape, rowShape) && visit(m, false))) return null;
+  // Every partial sums blocks of the same rows, read at the row's elements.
+  let blocks = rows;
+  for (const [p, x] of summed) {
+    if (blocks !== rows && p.shape[0] !== blocks) return null;
+    blocks = p.shape[0]!;
+    if (!sameShape(x.shape, rowShape) || p.shape.length - 1 !== trailing || !visit(x, false)) return null;
+  }
   // Reductions in dependency order: each after the ones its input reads.
   const order: Node[] = [];
   const placed = new Set<Node>();
@@ -213,7 +252,7 @@ export function rowGroup(out: Node, also: readonly Node[] = []): RowGroup | null
     order.push(r);
   };
   for (const r of reductions) if (!outs.has(r)) place(r);
-  return { rowShape: [...rowShape], trailing, reductions: order, broadcasts, perRow };
+  return { rowShape: [...rowShape], trailing, reductions: order, broadcasts, perRow, sums: [...summed.keys()], blocks };
 }
 
 /** Whether out's element reads e's element at the same index, through elementwise ops. */
@@ -247,7 +286,7 @@ function isRowBroadcast(v: Node, rowShape: readonly number[], trailing: number):
   );
 }
 
-/** The kernel of a row group: a threadgroup of `threads` threads per row. */
+/** The kernel of a row group: a threadgroup of `threads` threads per row, or per block of rows. */
 export interface RowPlan {
   kind: "rows";
   out: Node;
@@ -273,7 +312,7 @@ export function planRows(out: Node, group: RowGroup, threads: number, also: read
   const n = rowLength(group.rowShape, group.trailing);
   const rows = group.rowShape.reduce((a, x) => a * x, 1) / n;
   const e = group.reductions[group.reductions.length - 1]?.inputs[0];
-  const spill = threads === 1 && !group.perRow && e && out.dtype === "float32" && !readFromMemory(e, out) && readsAt(out, e) ? e : null;
-  const dispatch: Dispatch = { threadgroups: true, size: [rows, 1, 1], group: [threads, 1, 1] };
+  const spill = threads === 1 && !group.perRow && !group.sums.includes(out) && e && out.dtype === "float32" && !readFromMemory(e, out) && readsAt(out, e) ? e : null;
+  const dispatch: Dispatch = { threadgroups: true, size: [group.blocks, 1, 1], group: [threads, 1, 1] };
   return { kind: "rows", out, also, group, threads, rowLength: n, rows, spill, dispatch };
 }
