@@ -17,6 +17,7 @@ import type { KernelCode } from "./emit/builder.ts";
 import { isInline, matmulDepth, readFromMemory, readsOwnElement } from "./plan/inline.ts";
 import { isRowReduce, pendingReductions, type RowGroup, rowGroup, splitColumns, splitRow } from "./plan/rows.ts";
 import { epilogueOf, type MatmulVariant, panelBytes, type Panels, pendingMatmuls, summedProduct } from "./plan/matmul.ts";
+import { sharedProducts } from "./plan/shared.ts";
 import { matmulKernel, plainKernel, rowKernel } from "./plans.ts";
 import { memory, type Storage, stats } from "./memory.ts";
 import { compileMissing, libraryPipeline, pipelineFor } from "./kernels.ts";
@@ -57,6 +58,8 @@ class Schedule {
 
   /** Views of nodes computed in this evaluation, given their memory at other strides, with their bases. */
   readonly views: [view: Node, base: Node][] = [];
+  /** Nodes over a long matmul that several kernels read: each gets a kernel (plan/shared.ts). */
+  shared: ReadonlySet<Node> = new Set();
 
   /** Every node that gets memory: the kernels' nodes, the further outputs of multi-output ones, views. */
   nodes(): Node[] {
@@ -70,7 +73,7 @@ class Schedule {
       if (OPS[n.op].readsComputedInputs) for (const i of n.inputs) this.operand(i);
       const inline = isInline(n);
       if (inline || OPS[n.op].kind === "kernel") this.weigh(n, inline);
-      if (inline && this.sharesDots(n)) this.materialize(n);
+      if ((inline && this.sharesDots(n)) || this.shared.has(n)) this.materialize(n);
       // Row reductions and matmuls wait: the kernel of whatever reads them may compute them.
       if (!inline && !isRowReduce(n) && n.op !== "matmul") this.materialize(n);
     }
@@ -728,6 +731,7 @@ function releasePanels(schedule: Schedule, failed: boolean): void {
 export function schedule(nodes: readonly Node[]): Schedule {
   const s = new Schedule();
   try {
+    s.shared = sharedProducts(nodes);
     for (const n of byDepth(nodes)) s.require(n);
     s.mergeOutputs();
     const panels = (n: Node) => s.matmuls.get(n)?.panels;
