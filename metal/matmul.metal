@@ -10,6 +10,8 @@
 //   smelt_mm_pack    for CPUs: copies B into panels of 16 columns, the layout smelt_mm_panel reads
 //   smelt_mm_panel   for CPUs: a 6x16 block per thread from one packed panel (with a second
 //                    product summed into the first as more rows of K)
+//   smelt_mm_narrow  for CPUs: smelt_mm_panel's blocks with B read in place, for B of 16 columns
+//                    or fewer (a low-rank factor or its gradient), where a panel copy costs more
 //   smelt_mm_column  8 rows of one column per thread, for CPUs, at any strides
 #include <metal_stdlib>
 using namespace metal;
@@ -118,6 +120,13 @@ inline void smelt_mm_panel(device const T* A, int sam, int sak, int K, device co
     if (i0 + r < M)
       for (int c = 0; c < 16; ++c)
         if (j0 + c < N) epi.store(acc[r][c], i0 + r, j0 + c);
+}
+
+// The product is the panel kernel's second one, with no first: B's rows are read in place.
+template <typename T, typename T2, typename E>
+inline void smelt_mm_narrow(device const T* A, device const T2* B, int M, int N, int K, int sam, int sak, int sbk,
+                            int sbn, int i0, int j0, thread const E& epi) {
+  smelt_mm_panel(A, sam, sak, 0, (device const float*)nullptr, A, sam, sak, K, B, sbk, sbn, 1.0f, M, N, i0, j0, epi);
 }
 
 template <typename T, typename E>

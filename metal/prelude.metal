@@ -3,6 +3,9 @@
 #include <metal_stdlib>
 using namespace metal;
 
+// n / d for an index 0 <= n < 2^31, from d's magic numbers m and s (builder.ts divisionMagic).
+inline int smelt_udiv(int n, uint m, uint s) { return int((ulong(uint(n)) * ulong(m)) >> s); }
+
 // exp(x) - 1 and log(1 + x) without cancellation near 0 (Kahan's correction).
 inline float smelt_expm1(float x) {
   float u = exp(x);

@@ -17,6 +17,7 @@ import type { KernelCode } from "./emit/builder.ts";
 import { isInline, matmulDepth, readFromMemory, readsOwnElement } from "./plan/inline.ts";
 import { columnPartial, isRowReduce, pendingReductions, type RowGroup, rowGroup, splitColumns, splitRow } from "./plan/rows.ts";
 import { epilogueOf, type MatmulVariant, panelBytes, type Panels, pendingMatmuls, summedProduct } from "./plan/matmul.ts";
+import { sharedProducts } from "./plan/shared.ts";
 import { matmulKernel, plainKernel, rowKernel } from "./plans.ts";
 import { finishedSum, isLeadingSum } from "./plan/kernel.ts";
 import { memory, type Storage, stats } from "./memory.ts";
@@ -61,6 +62,12 @@ class Schedule {
 
   /** Views of nodes computed in this evaluation, given their memory at other strides, with their bases. */
   readonly views: [view: Node, base: Node][] = [];
+  /**
+   * Nodes over a long matmul that several kernels read: each gets a kernel (plan/shared.ts).
+   * Found at the first long matmul the walk meets: graphs without one skip the search.
+   */
+  private shared: ReadonlySet<Node> | null = null;
+  constructor(private readonly roots: readonly Node[]) {}
 
   /** Every node that gets memory: the kernels' nodes, the further outputs of multi-output ones, views. */
   nodes(): Node[] {
@@ -74,7 +81,8 @@ class Schedule {
       if (OPS[n.op].readsComputedInputs) for (const i of n.inputs) this.operand(i);
       const inline = isInline(n);
       if (inline || OPS[n.op].kind === "kernel") this.weigh(n, inline);
-      if (inline && this.sharesDots(n)) this.materialize(n);
+      if (n.op === "matmul" && !inline) this.shared ??= sharedProducts(this.roots);
+      if ((inline && this.sharesDots(n)) || this.shared?.has(n)) this.materialize(n);
       // Row reductions and matmuls wait: the kernel of whatever reads them may compute them. So
       // does a float sum over leading axes read once: its kernel may finish the reader's value.
       const finishes = n.consumers === 1 && isLeadingSum(n);
@@ -657,6 +665,8 @@ function matmulVariant(target: Target, main: Node): MatmulVariant {
   // by a kernel of its own (a low-rank factor's gradient).
   const narrow = large === "panel" && N <= 16;
   const layout = M <= smallRows || narrow || main.size * matmulDepth(main) < smallWork ? small : large;
+  // Rows enough for the panel kernel's blocks: they take B's few columns in place.
+  if (layout === "column" && narrow && M > smallRows && main.size * matmulDepth(main) >= smallWork) return "narrow";
   // Panels pad B's columns to 16: past MAX_ELEMENTS their 32-bit indices would overflow.
   return layout === "panel" && panelBytes(main) / 4 > MAX_ELEMENTS ? "column" : layout;
 }
@@ -827,7 +837,7 @@ function releasePanels(schedule: Schedule, failed: boolean): void {
 /** Decides the kernels that compute the nodes (exported for the scheduling benchmark). */
 export function schedule(nodes: readonly Node[]): Schedule {
   releasePendingMarks();
-  const s = new Schedule();
+  const s = new Schedule(nodes);
   try {
     for (const n of byDepth(nodes)) s.require(n);
     s.mergeOutputs();

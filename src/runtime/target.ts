@@ -7,9 +7,9 @@
 import type { Device } from "./device.ts";
 import { BACKENDS } from "./native.ts";
 
-/** The matmul kernels: simdgroup_matrix tiles, a dot product per element, and the CPU kernels (B in panels, or by columns). */
-export type MatmulLayout = "simd" | "dot" | "panel" | "column";
-const MATMUL_LAYOUTS: readonly string[] = ["simd", "dot", "panel", "column"] satisfies MatmulLayout[];
+/** The matmul kernels: simdgroup_matrix tiles, a dot product per element, and the CPU kernels (B in panels, B of 16 columns or fewer read in place by the same blocks, or by columns). */
+export type MatmulLayout = "simd" | "dot" | "panel" | "narrow" | "column";
+const MATMUL_LAYOUTS: readonly string[] = ["simd", "dot", "panel", "narrow", "column"] satisfies MatmulLayout[];
 
 export interface Target {
   /** The device is a CPU: a threadgroup's threads run one after another on one core. */

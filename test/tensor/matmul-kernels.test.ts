@@ -3,6 +3,8 @@
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import * as sm from "../../src/index.ts";
 import { summedProduct } from "../../src/exec/plan/matmul.ts";
+import { execute, planOf, schedule } from "../../src/exec/realize.ts";
+import type { Node } from "../../src/graph/node.ts";
 import { withTargetEnv } from "../../src/runtime/target.ts";
 import { erf } from "./helpers.ts";
 
@@ -73,7 +75,7 @@ const cases: [number[], number[]][] = [
 ];
 
 describe("every variant against float64", () => {
-  for (const variant of ["panel", "column", "dot", "simd"]) {
+  for (const variant of ["panel", "narrow", "column", "dot", "simd"]) {
     for (const [as, bs] of cases) {
       test(`${variant}: [${as}] @ [${bs}]`, () => {
         const a = data(as.reduce((p, q) => p * q, 1), as.length * 7 + as[0]!);
@@ -99,7 +101,7 @@ describe("operands at any strides, read in place", () => {
     for (let i = 0; i < 37; i++) for (let k = 0; k < 40; k++) at.push(a[k * 37 + i]!);
     for (let k = 0; k < 40; k++) for (let j = 0; j < 29; j++) bt.push(b[j * 40 + k]!);
     const { v } = ref(Float32Array.from(at), [37, 40], Float32Array.from(bt), [40, 29]);
-    for (const variant of ["panel", "column", "dot", "simd"]) {
+    for (const variant of ["panel", "narrow", "column", "dot", "simd"]) {
       const got = withVariant(variant, () =>
         sm.tidy(() => sm.matmul(sm.array(a).reshape([40, 37]).T, sm.array(b).reshape([29, 40]).T).toArray() as number[]),
       );
@@ -260,7 +262,7 @@ describe("a second product summed into the first runs as more rows of K (panel v
 
 describe("a bfloat16 product stored without an epilogue", () => {
   // The store converts the float accumulator by name: MSL 3.1 refuses an implicit float to bfloat.
-  for (const variant of ["panel", "column", "dot", "simd"]) {
+  for (const variant of ["panel", "narrow", "column", "dot", "simd"]) {
     test(`${variant}: [33, 40] @ [40, 21] in bfloat16 matches float64 within bfloat rounding`, () => {
       const a = data(33 * 40, 41), b = data(40 * 21, 42);
       const round = (x: Float32Array) => Float32Array.from(sm.tidy(() => sm.array(x).astype("bfloat16").astype("float32").toArray() as number[]));
@@ -314,5 +316,29 @@ describe("LoRA forward: x@W + s*(x@A)@B", () => {
     const xa = ref(xs, [64, 512], As, [512, 8]).v;
     const xab = ref(Float32Array.from(xa), [64, 8], Bs, [8, 512]).v;
     close(got, xw.map((v, i) => v + scale * xab[i]!), 1e-5);
+  });
+});
+
+describe("narrow variant: B of 16 columns or fewer read in place by the panel kernel's blocks", () => {
+  const nodeOf = (t: sm.Tensor) => (t as unknown as { node(why: string): Node }).node("eval");
+  test("a low-rank factor and its gradient take it on host (x @ A, x^T @ g), values against float64", () => {
+    const [M, K, R] = [70, 96, 8];
+    const xs = data(M * K, 31), as = data(K * R, 32, 0.1), gs = data(M * R, 33);
+    const run = () => {
+      const x = sm.array(xs).reshape([M, K]);
+      return [sm.matmul(x, sm.array(as).reshape([K, R])), sm.matmul(x.T, sm.array(gs).reshape([M, R]))];
+    };
+    const [y, d] = sm.tidy(() => {
+      const outs = run();
+      const s = schedule(outs.map(nodeOf));
+      const srcs = s.order.map((n) => planOf(s, n).source);
+      execute(s);
+      if (sm.device().backend === "host") for (const src of srcs) expect(src).toContain("smelt_mm_narrow(a, bm");
+      return outs.map((t) => t.toArray() as number[]);
+    });
+    close(y!, ref(xs, [M, K], as, [K, R]).v, 1e-5);
+    const xt = new Float32Array(K * M);
+    for (let i = 0; i < M; i++) for (let k = 0; k < K; k++) xt[k * M + i] = xs[i * K + k]!;
+    close(d!, ref(xt, [K, M], gs, [M, R]).v, 1e-5);
   });
 });

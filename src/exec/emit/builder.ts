@@ -146,16 +146,24 @@ export class Builder {
     if (shape.length === 0) return [];
     if (shape.length === 1) return [idx];
     const out: string[] = new Array(shape.length);
-    const rest = this.fresh("r");
-    this.line(`int ${rest} = ${idx};`);
-    for (let d = shape.length - 1; d > 0; d--) {
-      const dim = this.int(shape[d]!);
-      const v = this.fresh("i");
-      this.line(`int ${v} = ${rest} % ${dim}; ${rest} /= ${dim};`);
-      out[d] = v;
-    }
+    let rest = idx;
+    for (let d = shape.length - 1; d > 0; d--) [rest, out[d]] = this.divmod(rest, shape[d]!, "i");
     out[0] = rest;
     return out;
+  }
+
+  /**
+   * Variables holding the quotient and remainder of index idx (0 <= idx < 2^31) by d, divided
+   * through d's magic numbers: kernels divide indices by shapes for every element, and a hardware
+   * integer division costs several times a multiply and a shift (and keeps a CPU loop scalar).
+   */
+  divmod(idx: string, d: number, prefix = "w"): [q: string, r: string] {
+    const [m, s] = divisionMagic(d);
+    const q = this.fresh("q"), r = this.fresh(prefix);
+    this.params.push(m, s);
+    const p = this.params.length;
+    this.line(`int ${q} = smelt_udiv(${idx}, P[${p - 2}], P[${p - 1}]); int ${r} = ${idx} - ${q} * ${this.int(d)};`);
+    return [q, r];
   }
 
   /** Offset + sum(index_d * stride_d), in elements. */
@@ -294,9 +302,8 @@ export class Builder {
   private concat(n: Node, idx: string, v: string): string {
     const axis = attrsOf(n, "concat").axis;
     const inner = this.int(n.shape.slice(axis + 1).reduce((a, d) => a * d, 1));
-    const len = this.int(n.shape[axis]!);
-    const [w, c, o] = [this.fresh("w"), this.fresh("c"), this.fresh("o")];
-    this.line(`int ${w} = ${idx} % ${inner}; int ${c} = ${idx} / ${inner}; int ${o} = ${c} / ${len}; ${c} %= ${len};`);
+    const [outer, w] = this.divmod(idx, n.shape.slice(axis + 1).reduce((a, d) => a * d, 1));
+    const [o, c] = this.divmod(outer, n.shape[axis]!, "c");
     this.line(`${computeType(n.dtype)} ${v};`);
     let start = 0;
     n.inputs.forEach((x, k) => {
@@ -349,10 +356,9 @@ export class Builder {
     const [x, indices] = n.inputs as [Node, Node];
     const axis = n.op === "take" ? attrsOf(n, "take").axis : attrsOf(n, "takeAlong").axis;
     const inner = this.int(x.shape.slice(axis + 1).reduce((a, d) => a * d, 1));
-    const span = this.int(n.op === "take" ? indices.size : n.shape[axis]!);
     const len = this.int(x.shape[axis]!);
-    const [w, i, o] = [this.fresh("w"), this.fresh("t"), this.fresh("o")];
-    this.line(`int ${w} = ${idx} % ${inner}; int ${i} = ${idx} / ${inner}; int ${o} = ${i} / ${span}; ${i} %= ${span};`);
+    const [outer, w] = this.divmod(idx, x.shape.slice(axis + 1).reduce((a, d) => a * d, 1));
+    const [o, i] = this.divmod(outer, n.op === "take" ? indices.size : n.shape[axis]!, "t");
     const k = this.axisIndex(this.emit(indices, n.op === "take" ? i : idx), indices.dtype, len);
     const j = this.fresh("j");
     this.line(`int ${j} = (${o} * ${len} + ${k}) * ${inner} + ${w};`);
@@ -452,4 +458,24 @@ export function matmulOffsets(b: Builder, n: Node, batchIds: readonly string[], 
     a: offset(A, i, 0), b: offset(B, j, 1),
     sak: b.int(A.data!.strides[A.shape.length - 1]!), sbk: b.int(B.data!.strides[B.shape.length - 2]!),
   };
+}
+
+const magics = new Map<number, [m: number, s: number]>();
+
+/**
+ * Magic numbers of division by d >= 1 for dividends 0 <= n < 2^31: n / d = (n * m) >> s, with
+ * l = ceil(log2 d), s = 31 + l and m = floor(2^s / d) + 1, which fits 32 bits (Granlund and
+ * Montgomery, "Division by invariant integers using multiplication", theorem 4.2). d = 0 (an
+ * empty axis: no element is computed) gets zeros.
+ */
+export function divisionMagic(d: number): [m: number, s: number] {
+  let v = magics.get(d);
+  if (v) return v;
+  if (d <= 0) v = [0, 0];
+  else {
+    const l = 32 - Math.clz32(d - 1);
+    v = [Number((1n << BigInt(31 + l)) / BigInt(d)) + 1, 31 + l];
+  }
+  magics.set(d, v);
+  return v;
 }

@@ -14,8 +14,9 @@ import type { Dispatch } from "./kernel.ts";
 
 /**
  * simd: tiles of simdgroup_matrix products (GPUs); dot: an element per thread (small M); panel
- * (B copied into panels first, into memory the scheduler provides) and column (in place, for
- * small M): for CPUs.
+ * (B copied into panels first, into memory the scheduler provides), narrow (the panel kernel's
+ * blocks with B read in place, for B of 16 columns or fewer) and column (in place, for small M):
+ * for CPUs.
  */
 export type MatmulVariant = MatmulLayout;
 
@@ -207,10 +208,12 @@ export function planMatmul(out: Node, main: Node, variant: MatmulVariant, panels
     dispatch = { threadgroups: true, size: [Math.ceil(N / 32), Math.ceil(M / 32), batches], group: [128, 1, 1] };
   } else if (variant === "dot") {
     dispatch = { threadgroups: false, size: [N, M, batches], group: [Math.min(N, 64), 1, 1] };
-  } else if (variant === "panel") {
-    if (!panels) throw new SmeltError("eval: internal error: a panel matmul kernel was planned without memory for its panels; please report it");
-    const B = main.inputs[1]!;
-    if (panels.fill) packs.push(planPack(B, folded ? 1 : product(B.shape.slice(0, -2)), N, null, panels.b));
+  } else if (variant === "panel" || variant === "narrow") {
+    if (variant === "panel") {
+      if (!panels) throw new SmeltError("eval: internal error: a panel matmul kernel was planned without memory for its panels; please report it");
+      const B = main.inputs[1]!;
+      if (panels.fill) packs.push(planPack(B, folded ? 1 : product(B.shape.slice(0, -2)), N, null, panels.b));
+    }
     // Threads walk down the rows of one panel (x fastest): a threadgroup of 8 x 16 shares 48 rows
     // of A and each panel of B stays in cache while its 8 blocks use it. Threadgroups are what the
     // host spreads over its cores, so a small product gets narrower ones, at least 16 of them.

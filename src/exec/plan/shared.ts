@@ -1,0 +1,84 @@
+/**
+ * Long matmuls read by several kernels. A matmul too long to inline waits for the kernel of
+ * whatever reads it, which computes it as its epilogue (plan/matmul.ts); but when the nodes over
+ * it reach more than one kernel, each of those computes the whole product again. A training step
+ * does this twice per layer: the weight gradient feeds the new parameter and both new moments
+ * (three kernels, three matmuls), and the pre-activation z = x@W + b feeds the forward activation
+ * and the backward pass's mask (the forward matmul run again in the backward). This finds the node
+ * where the reads part ways, so that the scheduler gives it a kernel of its own and the product is
+ * computed once.
+ */
+import { OPS } from "../../graph/op.ts";
+import type { Node } from "../../graph/node.ts";
+import { isInline } from "./inline.ts";
+
+/** Several kernels, as opposed to one. */
+const SEVERAL = null;
+
+/**
+ * The uncomputed nodes of the graph under roots that compute a long matmul (it or inline nodes
+ * over it) and whose consumers in this evaluation fall into more than one kernel. A consumer
+ * falls into its own kernel when it is a root, no inline node, or the operand of a matmul-like
+ * op that reads its inputs from memory; else into the kernels its own consumers fall into.
+ * Consumers outside the evaluation are left out: what they will need is not known yet.
+ */
+export function sharedProducts(roots: readonly Node[]): Set<Node> {
+  const order = topological(roots);
+  const asked = new Set(roots);
+  const users = new Map<Node, Node[]>();
+  for (const x of order) {
+    for (const i of new Set(x.inputs)) {
+      if (i.data) continue;
+      const list = users.get(i);
+      if (list) list.push(x);
+      else users.set(i, [x]);
+    }
+  }
+  // The long matmuls, and inline nodes computing one.
+  const dots = new Set<Node>();
+  for (const x of order) {
+    if (x.op === "matmul" ? !isInline(x) : isInline(x) && x.inputs.some((i) => dots.has(i))) dots.add(x);
+  }
+  const own = (x: Node) => asked.has(x) || !isInline(x) || users.get(x)?.some((u) => OPS[u.op].readsComputedInputs) === true;
+  // The kernel computing each node, or SEVERAL; consumers before their inputs.
+  const kernel = new Map<Node, Node | typeof SEVERAL>();
+  const out = new Set<Node>();
+  for (let k = order.length - 1; k >= 0; k--) {
+    const x = order[k]!;
+    let into: Node | typeof SEVERAL | undefined;
+    for (const u of users.get(x) ?? []) {
+      const v = own(u) ? u : kernel.get(u)!;
+      into = into === undefined || into === v ? v : SEVERAL;
+    }
+    if (dots.has(x) && into === SEVERAL && users.get(x)!.length > 1) out.add(x);
+    kernel.set(x, own(x) || out.has(x) || into === undefined ? x : into);
+  }
+  return out;
+}
+
+/** The uncomputed nodes under roots, inputs before their consumers. */
+function topological(roots: readonly Node[]): Node[] {
+  const out: Node[] = [];
+  const seen = new Set<Node>();
+  for (const root of roots) {
+    if (root.data || seen.has(root)) continue;
+    seen.add(root);
+    const stack: [Node, number][] = [[root, 0]];
+    while (stack.length) {
+      const top = stack[stack.length - 1]!;
+      const [n, i] = top;
+      if (i < n.inputs.length) {
+        top[1] = i + 1;
+        const c = n.inputs[i]!;
+        if (!c.data && !seen.has(c)) {
+          seen.add(c);
+          stack.push([c, 0]);
+        }
+      } else {
+        stack.pop();
+        out.push(n);
+      }
+    }
+  }
+  return out;
+}
