@@ -91,3 +91,28 @@ test("readers inside one kernel keep the product as that kernel's epilogue (silu
   expect(sm.tidy(() => matmulKernels([silu()]))).toBe(1);
   check(silu, mapN([matmulRef(ref([M, K], xs), ref([K, N], ws))], (v) => v / (1 + Math.exp(-v))), "float32", { rtol: 1e-5, atol: 1e-5 });
 });
+
+test("the nodes over a shared product inside one row kernel stay in it: softmax of x@W is one row kernel", () => {
+  // The product is read by the row's max and by x - max, which the row kernel computes together:
+  // it gets a kernel of its own (the matmul's), but exp(x - max), read by the sum and the division
+  // of the same row kernel, must not.
+  const build = () => {
+    const a = sm.array(as, "float32").reshape([K, M]), g = sm.array(gs, "float32").reshape([K, N]);
+    return sm.softmax(a.T.matmul(g), -1);
+  };
+  const s = schedule([nodeOf(build())]);
+  const rows = s.order.filter((n) => s.rows.has(n)).length;
+  execute(s);
+  expect(rows).toBe(1);
+  expect(matmulKernels([build()])).toBe(1);
+  const y = matmulRef(permuteRef(ref([K, M], as), [1, 0]), ref([K, N], gs));
+  const want: number[] = new Array(M * N).fill(0);
+  for (let i = 0; i < M; i++) {
+    const row = Array.from(y.data.slice(i * N, i * N + N));
+    const mx = Math.max(...row);
+    const e = row.map((v) => Math.exp(v - mx));
+    const sum = e.reduce((p, q) => p + q, 0);
+    e.forEach((v, j) => (want[i * N + j] = v / sum));
+  }
+  check(build, { shape: [M, N], data: want }, "float32", { rtol: 1e-5, atol: 1e-6 });
+});

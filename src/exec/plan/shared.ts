@@ -53,7 +53,21 @@ export function sharedProducts(roots: readonly Node[]): Set<Node> {
     if (dots.has(x) && into === SEVERAL && users.get(x)!.length > 1) out.add(x);
     kernel.set(x, own(x) || out.has(x) || into === undefined ? x : into);
   }
-  return out;
+  return lowest(order, out);
+}
+
+/**
+ * Of the nodes found, those that still compute a long matmul once the ones below them have their
+ * kernels: a node over a product that gets a kernel reads it from memory. Softmax over x@W finds
+ * the product (read by the row's max and by x - max) and exp(x - max) (read by the row's sum and
+ * the division); only the product needs its kernel, and the row kernel stays whole.
+ */
+function lowest(order: readonly Node[], found: Set<Node>): Set<Node> {
+  const computes = new Set<Node>();
+  for (const x of order) {
+    if (x.op === "matmul" ? !isInline(x) : isInline(x) && x.inputs.some((i) => computes.has(i) && !found.has(i))) computes.add(x);
+  }
+  return new Set([...found].filter((x) => computes.has(x)));
 }
 
 /** The uncomputed nodes under roots, inputs before their consumers. */
