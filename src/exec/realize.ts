@@ -11,7 +11,7 @@ import type { Pipeline } from "../runtime/resources.ts";
 import { type Target, targetOf } from "../runtime/target.ts";
 import { isFloating, itemsize } from "../graph/dtype.ts";
 import { contiguousStrides, isRowContiguous, MAX_ELEMENTS, sameShape } from "../graph/shape.ts";
-import type { Node } from "../graph/node.ts";
+import { newMark, type Node } from "../graph/node.ts";
 import { attrsOf, OPS, viewMapOf } from "../graph/op.ts";
 import type { KernelCode } from "./emit/builder.ts";
 import { isInline, matmulDepth, readFromMemory, readsOwnElement } from "./plan/inline.ts";
@@ -34,8 +34,6 @@ import { restrideView } from "./plan/restride.ts";
 // below it, every kernel more costs each evaluation a dispatch and a pass over memory.
 const MAX_INLINE = 128;
 const MAX_LEAVES = 24;
-/** Stamps for Node.schedMark: each walk over nodes (postOrder, weigh) marks what it has seen with a new one. */
-let marks = 0;
 
 /**
  * Scheduling: decides which nodes get a kernel (and memory), in an order where every kernel
@@ -113,7 +111,7 @@ class Schedule {
     for (;;) {
       let cost = 1, widest: Node | null = null, waits = !inline;
       const leaves: Node[] = [];
-      const mark = ++marks;
+      const mark = newMark();
       for (const i of n.inputs) {
         if (i.data || i.consumers > 1) {
           if (i.schedMark !== mark) leaves.push(i);
@@ -538,7 +536,7 @@ function sumKey(n: Node | null): string | null {
  * the ones it reads from memory (not walked into).
  */
 function inlineWalk(k: Node, f: (x: Node, inline: boolean) => void): void {
-  const seen = ++marks;
+  const seen = newMark();
   const stack = [...k.inputs];
   while (stack.length) {
     const x = stack.pop()!;
@@ -620,7 +618,7 @@ function distinctUncomputed(n: Node, limit: number): number {
 /** The uncomputed nodes n depends on, inputs before their consumers, n last (iteratively). */
 function postOrder(root: Node): Node[] {
   const out: Node[] = [];
-  const seen = ++marks;
+  const seen = newMark();
   root.schedMark = seen;
   // The stack: nodes, and the next input of each to visit.
   const stack = [root];
