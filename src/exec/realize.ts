@@ -51,8 +51,9 @@ class Schedule {
   /**
    * While mergeOutputs runs: the kernels that read each node from memory (or a view of it), so
    * that merge() finds the ones between a group's members without walking every kernel there.
+   * Each merge adds the reads it makes (noteReads).
    */
-  private readers: Map<Node, Node[]> | null = null;
+  private readers = new Map<Node, Node[]>();
   /** View to base, for mergeOutputs: the views are all known by then and merging adds none. */
   private bases = new Map<Node, Node>();
   /** Whether merges left members in the order at places they no longer run at (compact). */
@@ -358,7 +359,24 @@ class Schedule {
       if (run.length > 1) this.merge(run, true);
     }
     this.compact();
-    this.readers = null;
+    this.readers = new Map();
+  }
+
+  /**
+   * Records that kernel k (a kernel of the order, or a further output of one) reads from memory
+   * what its code reaches that way now, or of that only the nodes in `only`.
+   */
+  private noteReads(k: Node, only: ReadonlySet<Node> | null): void {
+    const readers = this.readers, bases = this.bases;
+    inlineWalk(k, (x, inline) => {
+      if (inline) return;
+      for (let y: Node | undefined = x; y; y = bases.get(y)) {
+        if (only && !only.has(y)) continue;
+        const list = readers.get(y);
+        if (!list) readers.set(y, [k]);
+        else if (list[list.length - 1] !== k) list.push(k);
+      }
+    });
   }
 
   /**
@@ -402,22 +420,13 @@ class Schedule {
       const r = placed(k);
       return r !== undefined && !members.has(r) && k.schedOrder > first && k.schedOrder < last;
     };
-    if (this.readers) between = g.some((m) => this.readers!.get(m)?.some(inOrder));
-    else {
-      for (let i = first + 1; i < last && !between; i++) {
-        const k = this.order[i]!;
-        if (members.has(k) || k.schedOrder !== i) continue;
-        for (const o of [k, ...(this.outputs.get(k) ?? [])]) inlineWalk(o, (x, inline) => (between ||= !inline && readsMember(x)));
-      }
-    }
+    between = g.some((m) => this.readers.get(m)?.some(inOrder));
     let early = true;
     if (between) for (const m of g) inlineWalk(m, (x, inline) => (early &&= inline || x.schedOrder < first));
     if (between && !early) return false;
     const root = between ? g[0]! : g[g.length - 1]!;
     // With a row kernel among them, the root writes the others as a row kernel too.
     const rows = g.some((m) => this.rows.has(m));
-    // Moving kernels earlier can make a kernel read from memory what it computed inline before.
-    if (commit && between) this.readers = null;
     // The caps of one kernel, counted on what the group computes at the root's place.
     const leaves = new Set<Node>(), inline = new Set<Node>();
     const stack = g.flatMap((m) => m.inputs);
@@ -446,10 +455,13 @@ class Schedule {
       this.holes = true;
       root.schedInlineCount = inline.size + g.length;
       this.outputs.set(root, also);
+      // At the later place, members read from memory what kernels between computed.
+      for (const m of also) this.noteReads(m, null);
       return true;
     }
     this.compact();
     const before = [...this.order];
+    const from = g[0]!.schedOrder, to = g[g.length - 1]!.schedOrder;
     const order = before.filter((n) => n === root || !members.has(n));
     const renumber = (nodes: Node[]) => {
       this.order.length = 0;
@@ -474,6 +486,14 @@ class Schedule {
     }
     root.schedInlineCount = inline.size + g.length;
     this.outputs.set(root, also);
+    if (between) {
+      // Moved earlier, the members are read from memory by the kernels between that computed
+      // them inline; what the members read stays the same (it all comes before the first).
+      for (const k of before.slice(from + 1, to)) {
+        if (members.has(k)) continue;
+        for (const o of [k, ...(this.outputs.get(k) ?? [])]) this.noteReads(o, members);
+      }
+    } else for (const m of also) this.noteReads(m, null);
     return true;
   }
 
