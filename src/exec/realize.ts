@@ -51,11 +51,19 @@ class Schedule {
   /**
    * While mergeOutputs runs: the kernels that read each node from memory (or a view of it), so
    * that merge() finds the ones between a group's members without walking every kernel there.
-   * Each merge adds the reads it makes (noteReads).
+   * Each merge brings it up to date (reread).
    */
   private readers = new Map<Node, Node[]>();
+  /**
+   * While mergeOutputs runs: the kernels whose code computes each node (or a view of it) inline
+   * when mergeOutputs began, though it has memory: a kernel of its own later in the order. Merges
+   * only shrink these; moved before such a kernel, the node is read from memory there.
+   */
+  private inliners = new Map<Node, Node[]>();
   /** View to base, for mergeOutputs: the views are all known by then and merging adds none. */
   private bases = new Map<Node, Node>();
+  /** Base to its views, for mergeOutputs: the views that move with a kernel. */
+  private viewsOf = new Map<Node, Node[]>();
   /** Whether merges left members in the order at places they no longer run at (compact). */
   private holes = false;
 
@@ -337,7 +345,12 @@ class Schedule {
       if (r) join(k, r);
     }
     this.bases = new Map(this.views);
-    this.readers = readersOf(this.order, this.bases);
+    for (const [v, base] of this.views) {
+      const list = this.viewsOf.get(base);
+      if (list) list.push(v);
+      else this.viewsOf.set(base, [v]);
+    }
+    this.readers = readersOf(this.order, this.bases, this.inliners);
     const groups = new Map<Node, Node[]>();
     for (const k of cands) {
       const r = find(k);
@@ -360,23 +373,57 @@ class Schedule {
     }
     this.compact();
     this.readers = new Map();
+    this.inliners = new Map();
+    this.viewsOf = new Map();
+  }
+
+  /** What k (a kernel of the order, or a further output of one) reads from memory now, views with their bases. */
+  private readsOf(k: Node): Set<Node> {
+    const reads = new Set<Node>();
+    inlineWalk(k, (x, inline) => {
+      if (!inline) for (let y: Node | undefined = x; y; y = this.bases.get(y)) reads.add(y);
+    });
+    return reads;
   }
 
   /**
-   * Records that kernel k (a kernel of the order, or a further output of one) reads from memory
-   * what its code reaches that way now, or of that only the nodes in `only`.
+   * The kernels whose reads a merge about to commit changes (members at a later place read what
+   * kernels between computed; moved earlier, they are read by the kernels between that computed
+   * them inline), each with what it reads before the merge.
    */
-  private noteReads(k: Node, only: ReadonlySet<Node> | null): void {
-    const readers = this.readers, bases = this.bases;
-    inlineWalk(k, (x, inline) => {
-      if (inline) return;
-      for (let y: Node | undefined = x; y; y = bases.get(y)) {
-        if (only && !only.has(y)) continue;
+  private readsBefore(g: readonly Node[], members: ReadonlySet<Node>, between: boolean): Map<Node, Set<Node>> {
+    const out = new Map<Node, Set<Node>>();
+    const first = g[0]!.schedOrder, last = g[g.length - 1]!.schedOrder;
+    if (!between) {
+      for (const m of g.slice(0, -1)) out.set(m, this.readsOf(m));
+      return out;
+    }
+    // What the members read comes before the first (merge checks), so theirs stay the same.
+    for (const m of g) {
+      for (const k of this.inliners.get(m) ?? []) {
+        if (!members.has(k) && !out.has(k) && k.schedOrder > first && k.schedOrder < last) out.set(k, this.readsOf(k));
+      }
+    }
+    return out;
+  }
+
+  /** After a merge: the readers of what the kernels of readsBefore read now, and no longer read. */
+  private reread(changed: ReadonlyMap<Node, ReadonlySet<Node>>): void {
+    const readers = this.readers;
+    for (const [k, before] of changed) {
+      const after = this.readsOf(k);
+      for (const y of after) {
+        if (before.has(y)) continue;
         const list = readers.get(y);
         if (!list) readers.set(y, [k]);
-        else if (list[list.length - 1] !== k) list.push(k);
+        else list.push(k);
       }
-    });
+      for (const y of before) {
+        if (after.has(y)) continue;
+        const list = readers.get(y)!;
+        readers.set(y, list.filter((r) => r !== k));
+      }
+    }
   }
 
   /**
@@ -449,19 +496,18 @@ class Schedule {
     const also = g.filter((m) => m !== root);
     // At the last member's place, kernels only move later: they leave holes in the order, closed
     // once (compact) rather than by renumbering the whole order for every group.
+    const changed = commit ? this.readsBefore(g, members, between) : null;
     if (!between && !rows) {
-      for (const m of also) m.schedOrder = root.schedOrder;
-      this.placeOutputs();
+      // Only they and their views move: the rest of the order keeps its places.
+      for (const m of also) this.place(m, root.schedOrder);
       this.holes = true;
       root.schedInlineCount = inline.size + g.length;
       this.outputs.set(root, also);
-      // At the later place, members read from memory what kernels between computed.
-      for (const m of also) this.noteReads(m, null);
+      this.reread(changed!);
       return true;
     }
     this.compact();
     const before = [...this.order];
-    const from = g[0]!.schedOrder, to = g[g.length - 1]!.schedOrder;
     const order = before.filter((n) => n === root || !members.has(n));
     const renumber = (nodes: Node[]) => {
       this.order.length = 0;
@@ -486,14 +532,7 @@ class Schedule {
     }
     root.schedInlineCount = inline.size + g.length;
     this.outputs.set(root, also);
-    if (between) {
-      // Moved earlier, the members are read from memory by the kernels between that computed
-      // them inline; what the members read stays the same (it all comes before the first).
-      for (const k of before.slice(from + 1, to)) {
-        if (members.has(k)) continue;
-        for (const o of [k, ...(this.outputs.get(k) ?? [])]) this.noteReads(o, members);
-      }
-    } else for (const m of also) this.noteReads(m, null);
+    this.reread(changed!);
     return true;
   }
 
@@ -508,6 +547,12 @@ class Schedule {
       this.order.push(n);
     }
     this.placeOutputs();
+  }
+
+  /** Puts n, and the views of it computed with it, at place `at`. */
+  private place(n: Node, at: number): void {
+    n.schedOrder = at;
+    for (const v of this.viewsOf.get(n) ?? []) this.place(v, at);
   }
 
   /**
@@ -579,15 +624,19 @@ function kernelLabel(k: Node, what: string): string {
   return `${what} ${k.op} [${k.shape.join(", ")}]${fused.length ? ` (${fused.slice(0, 6).join(", ")}${more})` : ""}`;
 }
 
-/** The kernels of order that read each node from memory, directly or through views of it (bases: view to base). */
-function readersOf(order: readonly Node[], bases: ReadonlyMap<Node, Node>): Map<Node, Node[]> {
+/**
+ * The kernels of order that read each node from memory, directly or through views of it (bases:
+ * view to base); and in `inliners`, those that compute inline a node that has memory, or a view of it.
+ */
+function readersOf(order: readonly Node[], bases: ReadonlyMap<Node, Node>, inliners: Map<Node, Node[]>): Map<Node, Node[]> {
   const readers = new Map<Node, Node[]>();
   for (const k of order) {
     inlineWalk(k, (x, inline) => {
-      if (inline) return;
+      if (inline && !x.data) return;
+      const into = inline ? inliners : readers;
       for (let y: Node | undefined = x; y; y = bases.get(y)) {
-        const list = readers.get(y);
-        if (!list) readers.set(y, [k]);
+        const list = into.get(y);
+        if (!list) into.set(y, [k]);
         else if (list[list.length - 1] !== k) list.push(k);
       }
     });
