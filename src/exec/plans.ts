@@ -9,7 +9,7 @@
  * panels). This spares planning and emitting (and hashing) the source of the same kernels every
  * evaluation, which costs more than building their graph.
  */
-import type { Data, Node } from "../graph/node.ts";
+import { type Data, newMark, type Node } from "../graph/node.ts";
 import { attrsOf, OPS } from "../graph/op.ts";
 import type { KernelCode, ScalarArg } from "./emit/builder.ts";
 import { emitKernel } from "./emit/kernel.ts";
@@ -94,7 +94,12 @@ function codeFor(out: Node, extra: Word[], make: () => KernelCode, scratch: Stor
   // Breadth first from out (and a multi-output kernel's other outputs), inputs numbered as found;
   // a node computed before out's kernel (readFromMemory) is read, not walked into.
   const walk = [out, ...also];
-  const ids = new Map<Node, number>(also.map((m, k) => [m, k + 1]));
+  // Nodes numbered so far hold this stamp in schedMark, their number in schedId.
+  const numbered = newMark();
+  for (let k = 0; k < also.length; k++) {
+    also[k]!.schedMark = numbered;
+    also[k]!.schedId = k + 1;
+  }
   // The other outputs may be inputs of nodes with one consumer: every node is looked up then.
   const multi = also.length > 0;
   const words: Word[] = [...extra];
@@ -149,11 +154,16 @@ function codeFor(out: Node, extra: Word[], make: () => KernelCode, scratch: Stor
     words.push(END);
     for (const i of n.inputs) {
       // A node with one consumer is reached once; only shared ones can be met again.
-      let id = multi || i.consumers > 1 ? ids.get(i) : undefined;
-      if (id === undefined) {
+      const shared = multi || i.consumers > 1;
+      let id: number;
+      if (shared && i.schedMark === numbered) id = i.schedId;
+      else {
         id = walk.length;
         walk.push(i);
-        if (multi || i.consumers > 1) ids.set(i, id);
+        if (shared) {
+          i.schedMark = numbered;
+          i.schedId = id;
+        }
       }
       words.push(id);
       hash = mix(hash, id);

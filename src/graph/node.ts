@@ -60,6 +60,8 @@ export class Node<O extends Op = Op> {
   schedReads: readonly Node[] = NONE;
   /** The stamp of the last walk over the graph that saw this node. */
   schedMark = 0;
+  /** The node's number in the walk whose stamp schedMark holds, where that walk numbers nodes (plans.ts). */
+  schedId = 0;
   /** Whether the node's kernel may have row reductions or matmuls to plan around: until weighed, yes. */
   schedPlansAround = true;
   /** Whether the node's inline code would compute a matmul inline (a dot product per element). */
