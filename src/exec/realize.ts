@@ -60,6 +60,8 @@ class Schedule {
    * only shrink these; moved before such a kernel, the node is read from memory there.
    */
   private inliners = new Map<Node, Node[]>();
+  /** The other way round: for each kernel, the nodes with memory it computes inline. */
+  private inlined = new Map<Node, Node[]>();
   /** View to base, for mergeOutputs: the views are all known by then and merging adds none. */
   private bases = new Map<Node, Node>();
   /** Base to its views, for mergeOutputs: the views that move with a kernel. */
@@ -350,7 +352,7 @@ class Schedule {
       if (list) list.push(v);
       else this.viewsOf.set(base, [v]);
     }
-    this.readers = readersOf(this.order, this.bases, this.inliners);
+    this.readers = readersOf(this.order, this.bases, this.inliners, this.inlined);
     const groups = new Map<Node, Node[]>();
     for (const k of cands) {
       const r = find(k);
@@ -374,6 +376,7 @@ class Schedule {
     this.compact();
     this.readers = new Map();
     this.inliners = new Map();
+    this.inlined = new Map();
     this.viewsOf = new Map();
   }
 
@@ -395,7 +398,8 @@ class Schedule {
     const out = new Map<Node, Set<Node>>();
     const first = g[0]!.schedOrder, last = g[g.length - 1]!.schedOrder;
     if (!between) {
-      for (const m of g.slice(0, -1)) out.set(m, this.readsOf(m));
+      // Only those computing inline a node with memory that will come before them.
+      for (const m of g.slice(0, -1)) if (this.inlined.get(m)?.some((x) => x.schedOrder < last)) out.set(m, this.readsOf(m));
       return out;
     }
     // What the members read comes before the first (merge checks), so theirs stay the same.
@@ -475,23 +479,29 @@ class Schedule {
     // With a row kernel among them, the root writes the others as a row kernel too.
     const rows = g.some((m) => this.rows.has(m));
     // The caps of one kernel, counted on what the group computes at the root's place.
-    const leaves = new Set<Node>(), inline = new Set<Node>();
+    // Members and the nodes counted hold this stamp.
+    const seen = newMark();
+    for (const m of g) m.schedMark = seen;
+    let leaves = 0, inline = 0;
     const stack = g.flatMap((m) => m.inputs);
     // A sum cannot compute another inline: each is its kernel's loop.
     const sum = sumKernel(root) !== null && !rows;
     while (stack.length) {
       const x = stack.pop()!;
-      if (sum && members.has(x)) return false;
+      if (x.schedMark === seen) {
+        if (sum && members.has(x)) return false;
+        continue;
+      }
       // A view given a member's memory would be computed inline at the member's place: not planned.
       if (bases.has(x) && readsMember(x)) return false;
-      if (members.has(x) || leaves.has(x) || inline.has(x)) continue;
-      if (x.data && (x.schedOrder < 0 || x.schedOrder < root.schedOrder)) leaves.add(x);
+      x.schedMark = seen;
+      if (x.data && (x.schedOrder < 0 || x.schedOrder < root.schedOrder)) leaves++;
       else {
-        inline.add(x);
-        stack.push(...x.inputs);
+        inline++;
+        for (const i of x.inputs) stack.push(i);
       }
     }
-    if (leaves.size > MAX_LEAVES || inline.size + g.length > MAX_INLINE) return false;
+    if (leaves > MAX_LEAVES || inline + g.length > MAX_INLINE) return false;
     if (!commit && !rows) return true;
     const also = g.filter((m) => m !== root);
     // At the last member's place, kernels only move later: they leave holes in the order, closed
@@ -501,7 +511,7 @@ class Schedule {
       // Only they and their views move: the rest of the order keeps its places.
       for (const m of also) this.place(m, root.schedOrder);
       this.holes = true;
-      root.schedInlineCount = inline.size + g.length;
+      root.schedInlineCount = inline + g.length;
       this.outputs.set(root, also);
       this.reread(changed!);
       return true;
@@ -530,7 +540,7 @@ class Schedule {
       this.rows.set(root, group);
       for (const m of also) this.rows.delete(m);
     }
-    root.schedInlineCount = inline.size + g.length;
+    root.schedInlineCount = inline + g.length;
     this.outputs.set(root, also);
     this.reread(changed!);
     return true;
@@ -626,13 +636,19 @@ function kernelLabel(k: Node, what: string): string {
 
 /**
  * The kernels of order that read each node from memory, directly or through views of it (bases:
- * view to base); and in `inliners`, those that compute inline a node that has memory, or a view of it.
+ * view to base); in `inliners`, those that compute inline a node that has memory, or a view of
+ * it; in `inlined`, the nodes with memory each kernel computes inline.
  */
-function readersOf(order: readonly Node[], bases: ReadonlyMap<Node, Node>, inliners: Map<Node, Node[]>): Map<Node, Node[]> {
+function readersOf(order: readonly Node[], bases: ReadonlyMap<Node, Node>, inliners: Map<Node, Node[]>, inlined: Map<Node, Node[]>): Map<Node, Node[]> {
   const readers = new Map<Node, Node[]>();
   for (const k of order) {
     inlineWalk(k, (x, inline) => {
       if (inline && !x.data) return;
+      if (inline) {
+        const list = inlined.get(k);
+        if (list) list.push(x);
+        else inlined.set(k, [x]);
+      }
       const into = inline ? inliners : readers;
       for (let y: Node | undefined = x; y; y = bases.get(y)) {
         const list = into.get(y);
