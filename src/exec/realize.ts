@@ -320,8 +320,16 @@ class Schedule {
     // its dx reads) is written by that kernel too.
     const rowReads = new Map<Node, Node>();
     const partials: [Node, Node][] = [];
-    for (const k of cands) {
-      const key = this.rows.has(k) ? null : sumKey(sumKernel(k));
+    this.bases = new Map(this.views);
+    for (const [v, base] of this.views) {
+      const list = this.viewsOf.get(base);
+      if (list) list.push(v);
+      else this.viewsOf.set(base, [v]);
+    }
+    // One walk per kernel indexes what it reads (for merge) and finds the work candidates share.
+    for (const k of this.order) {
+      const cand = cands.has(k);
+      const key = !cand || this.rows.has(k) ? null : sumKey(sumKernel(k));
       if (key !== null) {
         const first = sums.get(key);
         if (first) join(first, k);
@@ -330,6 +338,8 @@ class Schedule {
         if (x && readFromMemory(x, k)) partials.push([k, x]);
       }
       inlineWalk(k, (x, inline) => {
+        this.index(k, x, inline);
+        if (!cand) return;
         if (!inline) {
           if (this.rows.has(k) && !rowReads.has(x)) rowReads.set(x, k);
           return;
@@ -346,13 +356,6 @@ class Schedule {
       const r = rowReads.get(x);
       if (r) join(k, r);
     }
-    this.bases = new Map(this.views);
-    for (const [v, base] of this.views) {
-      const list = this.viewsOf.get(base);
-      if (list) list.push(v);
-      else this.viewsOf.set(base, [v]);
-    }
-    this.readers = readersOf(this.order, this.bases, this.inliners, this.inlined);
     const groups = new Map<Node, Node[]>();
     for (const k of cands) {
       const r = find(k);
@@ -378,6 +381,25 @@ class Schedule {
     this.inliners = new Map();
     this.inlined = new Map();
     this.viewsOf = new Map();
+  }
+
+  /**
+   * Indexes that kernel k reads x from memory, directly or through views of it (readers), or
+   * computes inline x that has memory, or a view of it (inliners, inlined).
+   */
+  private index(k: Node, x: Node, inline: boolean): void {
+    if (inline && !x.data) return;
+    if (inline) {
+      const list = this.inlined.get(k);
+      if (list) list.push(x);
+      else this.inlined.set(k, [x]);
+    }
+    const into = inline ? this.inliners : this.readers;
+    for (let y: Node | undefined = x; y; y = this.bases.get(y)) {
+      const list = into.get(y);
+      if (!list) into.set(y, [k]);
+      else if (list[list.length - 1] !== k) list.push(k);
+    }
   }
 
   /** What k (a kernel of the order, or a further output of one) reads from memory now, views with their bases. */
@@ -632,32 +654,6 @@ function kernelLabel(k: Node, what: string): string {
   const fused = [...ops].sort();
   const more = fused.length > 6 ? ` +${fused.length - 6}` : "";
   return `${what} ${k.op} [${k.shape.join(", ")}]${fused.length ? ` (${fused.slice(0, 6).join(", ")}${more})` : ""}`;
-}
-
-/**
- * The kernels of order that read each node from memory, directly or through views of it (bases:
- * view to base); in `inliners`, those that compute inline a node that has memory, or a view of
- * it; in `inlined`, the nodes with memory each kernel computes inline.
- */
-function readersOf(order: readonly Node[], bases: ReadonlyMap<Node, Node>, inliners: Map<Node, Node[]>, inlined: Map<Node, Node[]>): Map<Node, Node[]> {
-  const readers = new Map<Node, Node[]>();
-  for (const k of order) {
-    inlineWalk(k, (x, inline) => {
-      if (inline && !x.data) return;
-      if (inline) {
-        const list = inlined.get(k);
-        if (list) list.push(x);
-        else inlined.set(k, [x]);
-      }
-      const into = inline ? inliners : readers;
-      for (let y: Node | undefined = x; y; y = bases.get(y)) {
-        const list = into.get(y);
-        if (!list) into.set(y, [k]);
-        else if (list[list.length - 1] !== k) list.push(k);
-      }
-    });
-  }
-  return readers;
 }
 
 /**
