@@ -7,7 +7,7 @@
  * forward values alive. The kernel that takes a storage over comes after the last one reading it
  * in the same command buffer, behind a barrier (realize.ts, encode).
  */
-import { type Node, tracing } from "../graph/node.ts";
+import { newMark, type Node, tracing } from "../graph/node.ts";
 import { memory, type Storage } from "./memory.ts";
 import { readFromMemory } from "./plan/inline.ts";
 
@@ -33,7 +33,7 @@ export function bindMemory(kernels: readonly KernelMemory[], views: readonly (re
   if (dead) {
     const last = lastReads(kernels);
     for (const [s, nodes] of holders) {
-      if (nodes.every((n) => dead.has(n))) freedAt[last.get(s) ?? nodes[0]!.schedOrder]!.push(s);
+      if (nodes.every((n) => n.lifeMark === dead)) freedAt[last.get(s) ?? nodes[0]!.schedOrder]!.push(s);
     }
   }
   const free = new Map<number, Storage[]>();
@@ -74,15 +74,16 @@ export function bindMemory(kernels: readonly KernelMemory[], views: readonly (re
  */
 function lastReads(kernels: readonly KernelMemory[]): Map<Storage, number> {
   const last = new Map<Storage, number>();
-  const seen = new Map<Node, number>();
+  const stack: Node[] = [];
   for (let i = 0; i < kernels.length; i++) {
+    const seen = newMark();
     for (const o of kernels[i]!.writes) {
-      const stack = [...o.inputs];
+      for (const x of o.inputs) stack.push(x);
       while (stack.length) {
         const x = stack.pop()!;
-        if (seen.get(x) === i) continue;
-        seen.set(x, i);
-        if (!readFromMemory(x, o)) stack.push(...x.inputs);
+        if (x.schedMark === seen) continue;
+        x.schedMark = seen;
+        if (!readFromMemory(x, o)) for (const y of x.inputs) stack.push(y);
         else if (x.schedOrder >= 0) last.set(x.data!.storage, i);
       }
     }
@@ -91,27 +92,30 @@ function lastReads(kernels: readonly KernelMemory[]): Map<Storage, number> {
 }
 
 /**
- * The nodes computed in this evaluation that nothing can reach once it is done: not asked for,
- * held by no tensor, and read only by nodes that let go of them as it settles (computed ones
- * detach their inputs; uncomputed ones that nothing can reach are freed).
+ * Marks the nodes computed in this evaluation that nothing can reach once it is done: not asked
+ * for, held by no tensor, and read only by nodes that let go of them as it settles (computed ones
+ * detach their inputs; uncomputed ones that nothing can reach are freed). Returns the stamp they
+ * hold in lifeMark, which holds until the next deadAfter.
  */
-function deadAfter(roots: readonly Node[]): Set<Node> {
+function deadAfter(roots: readonly Node[]): number {
   // The evaluation's nodes (uncomputed before it), each after its inputs.
   const order: Node[] = [];
-  const visited = new Set<Node>();
+  const visited = newMark();
   const inEval = (n: Node) => !(n.data && n.schedOrder < 0);
+  const stack: Node[] = [], next: number[] = [];
   for (const root of roots) {
-    if (visited.has(root) || !inEval(root)) continue;
-    visited.add(root);
-    const stack = [root], next = [0];
+    if (root.lifeMark === visited || !inEval(root)) continue;
+    root.lifeMark = visited;
+    stack.push(root);
+    next.push(0);
     while (stack.length) {
       const top = stack.length - 1;
       const n = stack[top]!, i = next[top]!;
       if (i < n.inputs.length) {
         next[top] = i + 1;
         const x = n.inputs[i]!;
-        if (!visited.has(x) && inEval(x)) {
-          visited.add(x);
+        if (x.lifeMark !== visited && inEval(x)) {
+          x.lifeMark = visited;
           stack.push(x);
           next.push(0);
         }
@@ -122,15 +126,16 @@ function deadAfter(roots: readonly Node[]): Set<Node> {
       }
     }
   }
-  const asked = new Set(roots);
-  const dead = new Set<Node>();
-  // Per node, the edges from consumers that let go of it.
-  const dropped = new Map<Node, number>();
+  // Per node, the edges from consumers that let go of it (inputs outside the evaluation are
+  // counted too, never read).
+  for (const n of order) n.lifeCount = 0;
+  const asked = newMark(), dead = newMark();
+  for (const root of roots) root.lifeMark = asked;
   for (let j = order.length - 1; j >= 0; j--) {
     const n = order[j]!;
-    const dies = !asked.has(n) && n.tensors === 0 && (dropped.get(n) ?? 0) === n.consumers;
-    if (dies) dead.add(n);
-    if (dies || n.data) for (const x of n.inputs) dropped.set(x, (dropped.get(x) ?? 0) + 1);
+    const dies = n.lifeMark !== asked && n.tensors === 0 && n.lifeCount === n.consumers;
+    if (dies) n.lifeMark = dead;
+    if (dies || n.data) for (const x of n.inputs) x.lifeCount++;
   }
   return dead;
 }
@@ -147,41 +152,45 @@ function deadAfter(roots: readonly Node[]): Set<Node> {
  */
 export function byDepth(roots: readonly Node[]): Node[] {
   if (roots.length < 2) return [...roots];
-  const asked = new Set(roots);
-  const depth = new Map<Node, number>();
-  // The root whose walk reached each node first; roots sharing nodes, roots read by others.
-  const owner = new Map<Node, Node>();
+  const asked = newMark();
+  for (const root of roots) root.schedMark = asked;
+  // A node's depth (lifeCount) and the root whose walk reached it first (lifeOwner) are known
+  // once it holds this stamp; roots sharing nodes, roots read by others.
+  const known = newMark();
   const sharing = new Set<Node>(), read = new Set<Node>();
-  for (const root of roots) {
-    const stack = [root];
+  const stack: Node[] = [];
+  for (let r = 0; r < roots.length; r++) {
+    const root = roots[r]!;
+    stack.push(root);
     while (stack.length) {
       const n = stack[stack.length - 1]!;
-      if (n.data || depth.has(n)) {
+      if (n.data || n.lifeMark === known) {
         stack.pop();
         continue;
       }
       let d = 0, ready = true;
       for (const x of n.inputs) {
         if (x.data) continue;
-        const dx = depth.get(x);
-        if (dx === undefined) {
+        if (x.lifeMark !== known) {
           ready = false;
           stack.push(x);
-        } else d = Math.max(d, dx);
+        } else if (x.lifeCount > d) d = x.lifeCount;
       }
       if (!ready) continue;
       for (const x of n.inputs) {
-        if (asked.has(x)) read.add(x);
-        const o = owner.get(x);
-        if (o && o !== root) sharing.add(o).add(root);
+        if (x.schedMark === asked) read.add(x);
+        if (x.lifeMark !== known) continue;
+        const o = roots[x.lifeOwner]!;
+        if (o !== root) sharing.add(o).add(root);
       }
-      depth.set(n, d + 1);
-      owner.set(n, root);
+      n.lifeMark = known;
+      n.lifeCount = d + 1;
+      n.lifeOwner = r;
       stack.pop();
     }
   }
   const moves = (n: Node) => sharing.has(n) && !read.has(n);
-  const moved = roots.filter(moves).map((n, i) => ({ n, i, d: depth.get(n) ?? 0 }));
+  const moved = roots.filter(moves).map((n, i) => ({ n, i, d: n.lifeMark === known ? n.lifeCount : 0 }));
   moved.sort((a, b) => a.d - b.d || a.i - b.i);
   let next = 0;
   return roots.map((n) => (moves(n) ? moved[next++]!.n : n));

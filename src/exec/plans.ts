@@ -9,7 +9,7 @@
  * panels). This spares planning and emitting (and hashing) the source of the same kernels every
  * evaluation, which costs more than building their graph.
  */
-import type { Data, Node } from "../graph/node.ts";
+import { type Data, newMark, type Node } from "../graph/node.ts";
 import { attrsOf, OPS } from "../graph/op.ts";
 import type { KernelCode, ScalarArg } from "./emit/builder.ts";
 import { emitKernel } from "./emit/kernel.ts";
@@ -53,6 +53,8 @@ const SCALAR = Symbol("scalar");
 // arguments, not part of a kernel's description, so they make no new ones.
 const LIMIT = 512;
 const templates = new Map<number, Template[]>();
+/** codeFor's description of a walk, reused: it keeps its storage from call to call. */
+const described: Word[] = [];
 let kept = 0;
 
 /**
@@ -94,10 +96,18 @@ function codeFor(out: Node, extra: Word[], make: () => KernelCode, scratch: Stor
   // Breadth first from out (and a multi-output kernel's other outputs), inputs numbered as found;
   // a node computed before out's kernel (readFromMemory) is read, not walked into.
   const walk = [out, ...also];
-  const ids = new Map<Node, number>(also.map((m, k) => [m, k + 1]));
+  // Nodes numbered so far hold this stamp in schedMark, their number in schedId.
+  const numbered = newMark();
+  for (let k = 0; k < also.length; k++) {
+    also[k]!.schedMark = numbered;
+    also[k]!.schedId = k + 1;
+  }
   // The other outputs may be inputs of nodes with one consumer: every node is looked up then.
   const multi = also.length > 0;
-  const words: Word[] = [...extra];
+  // The description, written into the reused array from index 0 to len.
+  const words = described;
+  let len = 0;
+  for (const w of extra) words[len++] = w;
   // A hash of some of the words (shapes, ops, connections) finds the kernels worth comparing.
   let hash = extra.length;
   let cacheable = true;
@@ -106,64 +116,74 @@ function codeFor(out: Node, extra: Word[], make: () => KernelCode, scratch: Stor
   for (let k = 0; k < walk.length; k++) {
     const n = walk[k]!;
     const read = readFromMemory(n, out);
-    words.push(n.dtype, read ? 2 : n.data ? 1 : 0, n.shape.length);
+    words[len++] = n.dtype;
+    words[len++] = read ? 2 : n.data ? 1 : 0;
+    words[len++] = n.shape.length;
     hash = mix(hash, n.shape.length);
     for (const d of n.shape) {
-      words.push(d);
+      words[len++] = d;
       hash = mix(hash, d);
     }
     if (n.data) {
-      words.push(n.data.offset);
-      for (const d of n.data.strides) words.push(d);
+      words[len++] = n.data.offset;
+      for (const d of n.data.strides) words[len++] = d;
     }
     if (read) continue;
-    words.push(n.op);
+    words[len++] = n.op;
     hash = mix(hash, n.op.length);
     if (n.op === "scalar") {
       // The commonest node, whose one attribute is an argument.
       values.push(attrsOf(n, "scalar").value);
-      words.push(SCALAR);
+      words[len++] = SCALAR;
     } else {
       const attrs = n.attrs as Record<string, unknown>;
       const scalars = OPS[n.op].scalars;
       if (scalars) {
         pushValues(n, scalars, values);
-        if (n.op === "arange") words.push(arangeInInts(n));
+        if (n.op === "arange") words[len++] = arangeInInts(n);
       }
       for (const key in attrs) {
         const v = attrs[key];
         if (scalars?.includes(key)) {
-          words.push(SCALAR);
+          words[len++] = SCALAR;
         } else if (Array.isArray(v)) {
-          words.push(key, LIST, v.length);
+          words[len++] = key;
+          words[len++] = LIST;
+          words[len++] = v.length;
           for (const x of v) {
-            words.push(x);
+            words[len++] = x;
             cacheable &&= isWord(x);
           }
         } else {
-          words.push(key, v as Word);
+          words[len++] = key;
+          words[len++] = v as Word;
           cacheable &&= isWord(v);
         }
       }
     }
-    words.push(END);
+    words[len++] = END;
     for (const i of n.inputs) {
       // A node with one consumer is reached once; only shared ones can be met again.
-      let id = multi || i.consumers > 1 ? ids.get(i) : undefined;
-      if (id === undefined) {
+      const shared = multi || i.consumers > 1;
+      let id: number;
+      if (shared && i.schedMark === numbered) id = i.schedId;
+      else {
         id = walk.length;
         walk.push(i);
-        if (multi || i.consumers > 1) ids.set(i, id);
+        if (shared) {
+          i.schedMark = numbered;
+          i.schedId = id;
+        }
       }
-      words.push(id);
+      words[len++] = id;
       hash = mix(hash, id);
     }
-    words.push(END);
+    words[len++] = END;
   }
-  if (marked) words.push(walk.indexOf(marked));
+  if (marked) words[len++] = walk.indexOf(marked);
   if (!cacheable) return make();
   const memoryOf = (slot: Slot): Data => (slot >= 0 ? walk[slot]!.data! : { storage: scratch[-1 - slot]!, strides: [], offset: 0 });
-  const hit = templates.get(hash)?.find((t) => same(t.words, words));
+  const hit = templates.get(hash)?.find((t) => same(t.words, words, len));
   if (hit) {
     // Unchanged scalars (constants such as an epsilon) keep the kept parameters themselves.
     const fresh = sameValues(hit.values, values) ? null : values;
@@ -173,6 +193,7 @@ function codeFor(out: Node, extra: Word[], make: () => KernelCode, scratch: Stor
       code.packs = hit.packs.map((p) => ({ code: { ...p.code, params: bind(p.code.params, p.bound, fresh), inputs: p.leaves.map(memoryOf) }, out: scratch[p.out]! }));
     return code;
   }
+  const description = words.slice(0, len);
   const code = make();
   // Kept with where its inputs were found (all of them, or it is not kept), not with the memory of
   // this evaluation's nodes: a node's memory in the walk, or whole scratch memory.
@@ -218,7 +239,7 @@ function codeFor(out: Node, extra: Word[], make: () => KernelCode, scratch: Stor
   if (found) {
     const { packs: _, outputs: __, ...bare } = code;
     // Kept without the nodes its arguments came from: a hit binds this walk's values instead.
-    keep(hash, { words, code: { ...bare, inputs: [], args: [] }, leaves, outs, values, bound, packs });
+    keep(hash, { words: description, code: { ...bare, inputs: [], args: [] }, leaves, outs, values, bound, packs });
   }
   return code;
 }
@@ -283,9 +304,10 @@ function sameValues(a: readonly number[], b: readonly number[]): boolean {
   return true;
 }
 
-function same(a: readonly Word[], b: readonly Word[]): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) return false;
+/** Whether a equals the first `len` words of b. */
+function same(a: readonly Word[], b: readonly Word[], len: number): boolean {
+  if (a.length !== len) return false;
+  for (let i = 0; i < len; i++) if (!Object.is(a[i], b[i])) return false;
   return true;
 }
 

@@ -11,7 +11,7 @@ import type { Pipeline } from "../runtime/resources.ts";
 import { type Target, targetOf } from "../runtime/target.ts";
 import { isFloating, itemsize } from "../graph/dtype.ts";
 import { contiguousStrides, isRowContiguous, MAX_ELEMENTS, sameShape } from "../graph/shape.ts";
-import type { Node } from "../graph/node.ts";
+import { newMark, type Node } from "../graph/node.ts";
 import { attrsOf, OPS, viewMapOf } from "../graph/op.ts";
 import type { KernelCode } from "./emit/builder.ts";
 import { isInline, matmulDepth, readFromMemory, readsOwnElement } from "./plan/inline.ts";
@@ -34,8 +34,6 @@ import { restrideView } from "./plan/restride.ts";
 // below it, every kernel more costs each evaluation a dispatch and a pass over memory.
 const MAX_INLINE = 128;
 const MAX_LEAVES = 24;
-/** Stamps for Node.schedMark: each walk over nodes (postOrder, weigh) marks what it has seen with a new one. */
-let marks = 0;
 
 /**
  * Scheduling: decides which nodes get a kernel (and memory), in an order where every kernel
@@ -53,10 +51,21 @@ class Schedule {
   /**
    * While mergeOutputs runs: the kernels that read each node from memory (or a view of it), so
    * that merge() finds the ones between a group's members without walking every kernel there.
+   * Each merge brings it up to date (reread).
    */
-  private readers: Map<Node, Node[]> | null = null;
+  private readers = new Map<Node, Node[]>();
+  /**
+   * While mergeOutputs runs: the kernels whose code computes each node (or a view of it) inline
+   * when mergeOutputs began, though it has memory: a kernel of its own later in the order. Merges
+   * only shrink these; moved before such a kernel, the node is read from memory there.
+   */
+  private inliners = new Map<Node, Node[]>();
+  /** The other way round: for each kernel, the nodes with memory it computes inline. */
+  private inlined = new Map<Node, Node[]>();
   /** View to base, for mergeOutputs: the views are all known by then and merging adds none. */
   private bases = new Map<Node, Node>();
+  /** Base to its views, for mergeOutputs: the views that move with a kernel. */
+  private viewsOf = new Map<Node, Node[]>();
   /** Whether merges left members in the order at places they no longer run at (compact). */
   private holes = false;
 
@@ -113,7 +122,7 @@ class Schedule {
     for (;;) {
       let cost = 1, widest: Node | null = null, waits = !inline;
       const leaves: Node[] = [];
-      const mark = ++marks;
+      const mark = newMark();
       for (const i of n.inputs) {
         if (i.data || i.consumers > 1) {
           if (i.schedMark !== mark) leaves.push(i);
@@ -311,8 +320,16 @@ class Schedule {
     // its dx reads) is written by that kernel too.
     const rowReads = new Map<Node, Node>();
     const partials: [Node, Node][] = [];
-    for (const k of cands) {
-      const key = this.rows.has(k) ? null : sumKey(sumKernel(k));
+    this.bases = new Map(this.views);
+    for (const [v, base] of this.views) {
+      const list = this.viewsOf.get(base);
+      if (list) list.push(v);
+      else this.viewsOf.set(base, [v]);
+    }
+    // One walk per kernel indexes what it reads (for merge) and finds the work candidates share.
+    for (const k of this.order) {
+      const cand = cands.has(k);
+      const key = !cand || this.rows.has(k) ? null : sumKey(sumKernel(k));
       if (key !== null) {
         const first = sums.get(key);
         if (first) join(first, k);
@@ -321,6 +338,8 @@ class Schedule {
         if (x && readFromMemory(x, k)) partials.push([k, x]);
       }
       inlineWalk(k, (x, inline) => {
+        this.index(k, x, inline);
+        if (!cand) return;
         if (!inline) {
           if (this.rows.has(k) && !rowReads.has(x)) rowReads.set(x, k);
           return;
@@ -337,8 +356,6 @@ class Schedule {
       const r = rowReads.get(x);
       if (r) join(k, r);
     }
-    this.bases = new Map(this.views);
-    this.readers = readersOf(this.order, this.bases);
     const groups = new Map<Node, Node[]>();
     for (const k of cands) {
       const r = find(k);
@@ -360,7 +377,79 @@ class Schedule {
       if (run.length > 1) this.merge(run, true);
     }
     this.compact();
-    this.readers = null;
+    this.readers = new Map();
+    this.inliners = new Map();
+    this.inlined = new Map();
+    this.viewsOf = new Map();
+  }
+
+  /**
+   * Indexes that kernel k reads x from memory, directly or through views of it (readers), or
+   * computes inline x that has memory, or a view of it (inliners, inlined).
+   */
+  private index(k: Node, x: Node, inline: boolean): void {
+    if (inline && !x.data) return;
+    if (inline) {
+      const list = this.inlined.get(k);
+      if (list) list.push(x);
+      else this.inlined.set(k, [x]);
+    }
+    const into = inline ? this.inliners : this.readers;
+    for (let y: Node | undefined = x; y; y = this.bases.get(y)) {
+      const list = into.get(y);
+      if (!list) into.set(y, [k]);
+      else if (list[list.length - 1] !== k) list.push(k);
+    }
+  }
+
+  /** What k (a kernel of the order, or a further output of one) reads from memory now, views with their bases. */
+  private readsOf(k: Node): Set<Node> {
+    const reads = new Set<Node>();
+    inlineWalk(k, (x, inline) => {
+      if (!inline) for (let y: Node | undefined = x; y; y = this.bases.get(y)) reads.add(y);
+    });
+    return reads;
+  }
+
+  /**
+   * The kernels whose reads a merge about to commit changes (members at a later place read what
+   * kernels between computed; moved earlier, they are read by the kernels between that computed
+   * them inline), each with what it reads before the merge.
+   */
+  private readsBefore(g: readonly Node[], members: ReadonlySet<Node>, between: boolean): Map<Node, Set<Node>> {
+    const out = new Map<Node, Set<Node>>();
+    const first = g[0]!.schedOrder, last = g[g.length - 1]!.schedOrder;
+    if (!between) {
+      // Only those computing inline a node with memory that will come before them.
+      for (const m of g.slice(0, -1)) if (this.inlined.get(m)?.some((x) => x.schedOrder < last)) out.set(m, this.readsOf(m));
+      return out;
+    }
+    // What the members read comes before the first (merge checks), so theirs stay the same.
+    for (const m of g) {
+      for (const k of this.inliners.get(m) ?? []) {
+        if (!members.has(k) && !out.has(k) && k.schedOrder > first && k.schedOrder < last) out.set(k, this.readsOf(k));
+      }
+    }
+    return out;
+  }
+
+  /** After a merge: the readers of what the kernels of readsBefore read now, and no longer read. */
+  private reread(changed: ReadonlyMap<Node, ReadonlySet<Node>>): void {
+    const readers = this.readers;
+    for (const [k, before] of changed) {
+      const after = this.readsOf(k);
+      for (const y of after) {
+        if (before.has(y)) continue;
+        const list = readers.get(y);
+        if (!list) readers.set(y, [k]);
+        else list.push(k);
+      }
+      for (const y of before) {
+        if (after.has(y)) continue;
+        const list = readers.get(y)!;
+        readers.set(y, list.filter((r) => r !== k));
+      }
+    }
   }
 
   /**
@@ -404,50 +493,49 @@ class Schedule {
       const r = placed(k);
       return r !== undefined && !members.has(r) && k.schedOrder > first && k.schedOrder < last;
     };
-    if (this.readers) between = g.some((m) => this.readers!.get(m)?.some(inOrder));
-    else {
-      for (let i = first + 1; i < last && !between; i++) {
-        const k = this.order[i]!;
-        if (members.has(k) || k.schedOrder !== i) continue;
-        for (const o of [k, ...(this.outputs.get(k) ?? [])]) inlineWalk(o, (x, inline) => (between ||= !inline && readsMember(x)));
-      }
-    }
+    between = g.some((m) => this.readers.get(m)?.some(inOrder));
     let early = true;
     if (between) for (const m of g) inlineWalk(m, (x, inline) => (early &&= inline || x.schedOrder < first));
     if (between && !early) return false;
     const root = between ? g[0]! : g[g.length - 1]!;
     // With a row kernel among them, the root writes the others as a row kernel too.
     const rows = g.some((m) => this.rows.has(m));
-    // Moving kernels earlier can make a kernel read from memory what it computed inline before.
-    if (commit && between) this.readers = null;
     // The caps of one kernel, counted on what the group computes at the root's place.
-    const leaves = new Set<Node>(), inline = new Set<Node>();
+    // Members and the nodes counted hold this stamp.
+    const seen = newMark();
+    for (const m of g) m.schedMark = seen;
+    let leaves = 0, inline = 0;
     const stack = g.flatMap((m) => m.inputs);
     // A sum cannot compute another inline: each is its kernel's loop.
     const sum = sumKernel(root) !== null && !rows;
     while (stack.length) {
       const x = stack.pop()!;
-      if (sum && members.has(x)) return false;
+      if (x.schedMark === seen) {
+        if (sum && members.has(x)) return false;
+        continue;
+      }
       // A view given a member's memory would be computed inline at the member's place: not planned.
       if (bases.has(x) && readsMember(x)) return false;
-      if (members.has(x) || leaves.has(x) || inline.has(x)) continue;
-      if (x.data && (x.schedOrder < 0 || x.schedOrder < root.schedOrder)) leaves.add(x);
+      x.schedMark = seen;
+      if (x.data && (x.schedOrder < 0 || x.schedOrder < root.schedOrder)) leaves++;
       else {
-        inline.add(x);
-        stack.push(...x.inputs);
+        inline++;
+        for (const i of x.inputs) stack.push(i);
       }
     }
-    if (leaves.size > MAX_LEAVES || inline.size + g.length > MAX_INLINE) return false;
+    if (leaves > MAX_LEAVES || inline + g.length > MAX_INLINE) return false;
     if (!commit && !rows) return true;
     const also = g.filter((m) => m !== root);
     // At the last member's place, kernels only move later: they leave holes in the order, closed
     // once (compact) rather than by renumbering the whole order for every group.
+    const changed = commit ? this.readsBefore(g, members, between) : null;
     if (!between && !rows) {
-      for (const m of also) m.schedOrder = root.schedOrder;
-      this.placeOutputs();
+      // Only they and their views move: the rest of the order keeps its places.
+      for (const m of also) this.place(m, root.schedOrder);
       this.holes = true;
-      root.schedInlineCount = inline.size + g.length;
+      root.schedInlineCount = inline + g.length;
       this.outputs.set(root, also);
+      this.reread(changed!);
       return true;
     }
     this.compact();
@@ -474,8 +562,9 @@ class Schedule {
       this.rows.set(root, group);
       for (const m of also) this.rows.delete(m);
     }
-    root.schedInlineCount = inline.size + g.length;
+    root.schedInlineCount = inline + g.length;
     this.outputs.set(root, also);
+    this.reread(changed!);
     return true;
   }
 
@@ -490,6 +579,12 @@ class Schedule {
       this.order.push(n);
     }
     this.placeOutputs();
+  }
+
+  /** Puts n, and the views of it computed with it, at place `at`. */
+  private place(n: Node, at: number): void {
+    n.schedOrder = at;
+    for (const v of this.viewsOf.get(n) ?? []) this.place(v, at);
   }
 
   /**
@@ -538,7 +633,7 @@ function sumKey(n: Node | null): string | null {
  * the ones it reads from memory (not walked into).
  */
 function inlineWalk(k: Node, f: (x: Node, inline: boolean) => void): void {
-  const seen = ++marks;
+  const seen = newMark();
   const stack = [...k.inputs];
   while (stack.length) {
     const x = stack.pop()!;
@@ -559,22 +654,6 @@ function kernelLabel(k: Node, what: string): string {
   const fused = [...ops].sort();
   const more = fused.length > 6 ? ` +${fused.length - 6}` : "";
   return `${what} ${k.op} [${k.shape.join(", ")}]${fused.length ? ` (${fused.slice(0, 6).join(", ")}${more})` : ""}`;
-}
-
-/** The kernels of order that read each node from memory, directly or through views of it (bases: view to base). */
-function readersOf(order: readonly Node[], bases: ReadonlyMap<Node, Node>): Map<Node, Node[]> {
-  const readers = new Map<Node, Node[]>();
-  for (const k of order) {
-    inlineWalk(k, (x, inline) => {
-      if (inline) return;
-      for (let y: Node | undefined = x; y; y = bases.get(y)) {
-        const list = readers.get(y);
-        if (!list) readers.set(y, [k]);
-        else if (list[list.length - 1] !== k) list.push(k);
-      }
-    });
-  }
-  return readers;
 }
 
 /**
@@ -620,7 +699,7 @@ function distinctUncomputed(n: Node, limit: number): number {
 /** The uncomputed nodes n depends on, inputs before their consumers, n last (iteratively). */
 function postOrder(root: Node): Node[] {
   const out: Node[] = [];
-  const seen = ++marks;
+  const seen = newMark();
   root.schedMark = seen;
   // The stack: nodes, and the next input of each to visit.
   const stack = [root];

@@ -40,6 +40,15 @@ export function releaseHeld(): void {
   for (const n of held) if (n.data) n.detachInputs();
 }
 
+let marks = 0;
+/**
+ * A stamp no walk over nodes has used: a walk marks what it has seen with one (Node.schedMark,
+ * Node.lifeMark), which spares it a Set or Map keyed by node.
+ */
+export function newMark(): number {
+  return ++marks;
+}
+
 export class Node<O extends Op = Op> {
   data: Data | null = null;
   tensors = 0;
@@ -51,12 +60,21 @@ export class Node<O extends Op = Op> {
   schedReads: readonly Node[] = NONE;
   /** The stamp of the last walk over the graph that saw this node. */
   schedMark = 0;
+  /** The node's number in the walk whose stamp schedMark holds, where that walk numbers nodes (plans.ts). */
+  schedId = 0;
   /** Whether the node's kernel may have row reductions or matmuls to plan around: until weighed, yes. */
   schedPlansAround = true;
   /** Whether the node's inline code would compute a matmul inline (a dot product per element). */
   schedDots = false;
   /** While an evaluation is pending: this node's place in its kernel order (else -1). */
   schedOrder = -1;
+  // Scratch of the memory planner (src/exec/lifetimes.ts), valid under its stamp in lifeMark.
+  /** The stamp of the last walk of the memory planner that saw this node. */
+  lifeMark = 0;
+  /** A count that walk keeps per node (a depth, the edges let go of). */
+  lifeCount = 0;
+  /** The root whose walk reached this node first, as its index among the roots. */
+  lifeOwner = -1;
   constructor(op: O, inputs: Node[], shape: number[], dtype: DType, ...attrs: AttrsArg<O>);
   constructor(
     readonly op: O,

@@ -61,3 +61,52 @@ test("merging 320 AdamW-like groups costs a few times building their graph, not 
   // Walking the kernels between each group's members took about 70x the build; now 3x to 9x.
   expect(t.schedule).toBeLessThan(30 * t.build);
 });
+
+/**
+ * n groups that merge at their first member's place: u = e*2 and w = e*3 (e = exp of a row block
+ * of its own) share e, and the row sums of u read u between them, so (u, w) is one kernel before
+ * the sums. Every u, then every sum, then every w, as a backward pass orders gradients: each
+ * group spans most of the kernels, and every merge after the first relies on what the earlier
+ * ones changed of which kernel reads what. Checks kernel count and values; returns the fewest ms over
+ * `runs` runs of building the graph and of schedule().
+ */
+function earlyTimes(n: number, runs: number): { build: number; schedule: number } {
+  const xs = Array.from({ length: n }, (_, i) => sm.full([4, 8], ((i % 7) - 3) / 4, "float32").eval());
+  let build = Infinity, scheduling = Infinity;
+  for (let r = 0; r < runs; r++) {
+    sm.tidy(() => {
+      const b0 = performance.now();
+      const us: sm.Tensor[] = [], ss: sm.Tensor[] = [], ws: sm.Tensor[] = [];
+      for (let i = 0; i < n; i++) {
+        let e = xs[i]!;
+        for (let j = 0; j < 10; j++) e = e.mul(1.5).mul(1 / 1.5);
+        e = sm.exp(e);
+        us.push(e.mul(2));
+        ss.push(us[i]!.sum(1));
+        ws.push(e.mul(3));
+      }
+      const nodes = [...us, ...ss, ...ws].map(nodeOf);
+      sm.resetStats();
+      const t0 = performance.now();
+      const s = schedule(nodes);
+      build = Math.min(build, t0 - b0);
+      scheduling = Math.min(scheduling, performance.now() - t0);
+      execute(s);
+      // n merged (u, w) kernels and n sums.
+      expect(sm.stats().kernelsDispatched).toBe(2 * n);
+      const i = n - 1, e = Math.exp(((i % 7) - 3) / 4);
+      expect(us[i]!.toArray()[0]).toBeCloseTo(2 * e, 4);
+      expect(ws[i]!.toArray()[0]).toBeCloseTo(3 * e, 4);
+      expect(ss[i]!.toArray()[0]).toBeCloseTo(16 * e, 3);
+    });
+  }
+  xs.forEach((t) => t.dispose());
+  return { build, schedule: scheduling };
+}
+
+test("after a merge at its first member's place, each later group still merges there, values right", () => {
+  earlyTimes(8, 1); // compiles the kernels
+  const t = earlyTimes(320, 2);
+  console.log(`320 early groups: build ${t.build.toFixed(1)} ms, schedule ${t.schedule.toFixed(1)} ms`);
+  expect(t.schedule).toBeLessThan(30 * t.build);
+});

@@ -9,7 +9,7 @@
  * computed once.
  */
 import { OPS } from "../../graph/op.ts";
-import type { Node } from "../../graph/node.ts";
+import { newMark, type Node } from "../../graph/node.ts";
 import { isInline } from "./inline.ts";
 
 /** Several kernels, as opposed to one. */
@@ -23,35 +23,38 @@ const SEVERAL = null;
  * Consumers outside the evaluation are left out: what they will need is not known yet.
  */
 export function sharedProducts(roots: readonly Node[]): Set<Node> {
+  // Nodes are numbered by their place in order (schedId), which indexes what is known of them.
   const order = topological(roots);
-  const asked = new Set(roots);
-  const users = new Map<Node, Node[]>();
+  const asked = order.map(() => false);
+  for (const r of roots) if (!r.data) asked[r.schedId] = true;
+  const users: Node[][] = order.map(() => []);
   for (const x of order) {
-    for (const i of new Set(x.inputs)) {
+    for (const i of x.inputs) {
       if (i.data) continue;
-      const list = users.get(i);
-      if (list) list.push(x);
-      else users.set(i, [x]);
+      // An input read twice (x * x) makes x one user.
+      const list = users[i.schedId]!;
+      if (list[list.length - 1] !== x) list.push(x);
     }
   }
   // The long matmuls, and inline nodes computing one.
-  const dots = new Set<Node>();
-  for (const x of order) {
-    if (x.op === "matmul" ? !isInline(x) : isInline(x) && x.inputs.some((i) => dots.has(i))) dots.add(x);
+  const dots = order.map(() => false);
+  for (let k = 0; k < order.length; k++) {
+    const x = order[k]!;
+    dots[k] = x.op === "matmul" ? !isInline(x) : isInline(x) && x.inputs.some((i) => !i.data && dots[i.schedId]);
   }
-  const own = (x: Node) => asked.has(x) || !isInline(x) || users.get(x)?.some((u) => OPS[u.op].readsComputedInputs) === true;
+  const own = (x: Node) => asked[x.schedId] || !isInline(x) || users[x.schedId]!.some((u) => OPS[u.op].readsComputedInputs);
   // The kernel computing each node, or SEVERAL; consumers before their inputs.
-  const kernel = new Map<Node, Node | typeof SEVERAL>();
+  const kernel: (Node | typeof SEVERAL)[] = order.map(() => SEVERAL);
   const out = new Set<Node>();
   for (let k = order.length - 1; k >= 0; k--) {
     const x = order[k]!;
     let into: Node | typeof SEVERAL | undefined;
-    for (const u of users.get(x) ?? []) {
-      const v = own(u) ? u : kernel.get(u)!;
+    for (const u of users[k]!) {
+      const v = own(u) ? u : kernel[u.schedId]!;
       into = into === undefined || into === v ? v : SEVERAL;
     }
-    if (dots.has(x) && into === SEVERAL && users.get(x)!.length > 1) out.add(x);
-    kernel.set(x, own(x) || out.has(x) || into === undefined ? x : into);
+    if (dots[k] && into === SEVERAL && users[k]!.length > 1) out.add(x);
+    kernel[k] = own(x) || out.has(x) || into === undefined ? x : into;
   }
   return lowest(order, out);
 }
@@ -70,26 +73,31 @@ function lowest(order: readonly Node[], found: Set<Node>): Set<Node> {
   return new Set([...found].filter((x) => computes.has(x)));
 }
 
-/** The uncomputed nodes under roots, inputs before their consumers. */
+/** The uncomputed nodes under roots, inputs before their consumers, each numbered with its place (schedId). */
 function topological(roots: readonly Node[]): Node[] {
   const out: Node[] = [];
-  const seen = new Set<Node>();
+  const seen = newMark();
+  const stack: Node[] = [], next: number[] = [];
   for (const root of roots) {
-    if (root.data || seen.has(root)) continue;
-    seen.add(root);
-    const stack: [Node, number][] = [[root, 0]];
+    if (root.data || root.schedMark === seen) continue;
+    root.schedMark = seen;
+    stack.push(root);
+    next.push(0);
     while (stack.length) {
-      const top = stack[stack.length - 1]!;
-      const [n, i] = top;
+      const top = stack.length - 1;
+      const n = stack[top]!, i = next[top]!;
       if (i < n.inputs.length) {
-        top[1] = i + 1;
+        next[top] = i + 1;
         const c = n.inputs[i]!;
-        if (!c.data && !seen.has(c)) {
-          seen.add(c);
-          stack.push([c, 0]);
+        if (!c.data && c.schedMark !== seen) {
+          c.schedMark = seen;
+          stack.push(c);
+          next.push(0);
         }
       } else {
         stack.pop();
+        next.pop();
+        n.schedId = out.length;
         out.push(n);
       }
     }
