@@ -67,6 +67,10 @@ export class Storage {
     this.dropDerived();
     if (this.buf) memory.recycle(this);
   }
+  /** The storage derived under key, if it is kept. */
+  kept(key: string): Storage | undefined {
+    return this.derived?.get(key);
+  }
   /** The storage derived under key, made by make() when absent (fresh: its contents are still to be written). */
   derive(key: string, make: () => Storage): { storage: Storage; fresh: boolean } {
     const hit = this.derived?.get(key);
