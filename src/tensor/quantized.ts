@@ -9,7 +9,7 @@ import type { QuantFormat } from "../graph/op.ts";
 import { QUANT_BLOCKS, quantBytes } from "../graph/quant.ts";
 import { checkShape, contiguousStrides, isRowContiguous } from "../graph/shape.ts";
 import { evalNodes } from "../exec/realize.ts";
-import { memory, stats } from "../exec/memory.ts";
+import { memory } from "../exec/memory.ts";
 import { isFloating } from "../graph/dtype.ts";
 import { astype, fromBytes, matmul, transpose } from "./ops.ts";
 import { composite, Tensor } from "./tensor.ts";
@@ -98,19 +98,22 @@ function floatKey(blocks: Node, format: QuantFormat, shape: readonly number[]): 
  * backward reads the weight too) beside its computed blocks, as derived data of their storage,
  * computing it now unless it is kept already: later steps read it as a computed tensor, so they
  * neither dequantize it again nor pack it into matmul panels again (those are kept beside it in
- * turn). Inference alone never keeps one (the float form is 6 to 8 times the blocks), nor a step
- * whose float form and its two sets of panels would not fit under the memory limit. Derived data
- * goes first when memory runs short; the weight is then dequantized per step again. Returns
- * whether the float form is kept.
+ * turn). Inference alone never keeps one (the float form is 6 to 8 times the blocks). Derived
+ * data (the float forms and their two sets of panels) is kept within half the memory limit, and
+ * goes first when memory runs short; a weight not kept is dequantized per step. Returns whether
+ * the float form is kept.
  */
 export function keepFloat(blocks: Tensor, format: QuantFormat, shape: readonly number[]): boolean {
   const b = blocks.node("dequantize");
   const key = floatKey(b, format, shape);
   if (key === null) return false;
   const d = b.data!;
+  // Kept data takes at most half the memory limit, leaving the rest to the steps. A limit lowered
+  // under what is kept lets it all go, before a step holds it for its whole evaluation.
+  if (memory.derivedBytes > memory.limit / 2) memory.dropDerived();
   if (d.storage.kept(key)) return true;
+  if (memory.derivedBytes + 3 * 4 * shape.reduce((a, e) => a * e, 1) > memory.limit / 2) return false;
   const n = new Node("dequantize", [b], [...shape], "float32", { format });
-  if (stats.bytesAllocated + 3 * 4 * n.size > memory.limit) return false;
   evalNodes([n]);
   const f = n.data!;
   // A kernel's output has a storage of its own, row-major from offset 0: anything else is not kept.
