@@ -9,7 +9,7 @@ import type { QuantFormat } from "../graph/op.ts";
 import { QUANT_BLOCKS, quantBytes } from "../graph/quant.ts";
 import { checkShape, contiguousStrides, isRowContiguous } from "../graph/shape.ts";
 import { evalNodes } from "../exec/realize.ts";
-import { memory } from "../exec/memory.ts";
+import { memory, stats } from "../exec/memory.ts";
 import { isFloating } from "../graph/dtype.ts";
 import { astype, fromBytes, matmul, transpose } from "./ops.ts";
 import { composite, Tensor } from "./tensor.ts";
@@ -112,7 +112,8 @@ export function keepFloat(blocks: Tensor, format: QuantFormat, shape: readonly n
   // under what is kept lets it all go, before a step holds it for its whole evaluation.
   if (memory.derivedBytes > memory.limit / 2) memory.dropDerived();
   if (d.storage.kept(key)) return true;
-  if (memory.derivedBytes + 3 * 4 * shape.reduce((a, e) => a * e, 1) > memory.limit / 2) return false;
+  const bytes = 3 * 4 * shape.reduce((a, e) => a * e, 1);
+  if (memory.derivedBytes + bytes > memory.limit / 2 || stats.bytesAllocated + bytes > memory.limit) return false;
   const n = new Node("dequantize", [b], [...shape], "float32", { format });
   evalNodes([n]);
   const f = n.data!;
