@@ -11,7 +11,7 @@ import { attrsOf, type Op, viewMapOf } from "../graph/op.ts";
 import { contiguousStrides } from "../graph/shape.ts";
 import * as ops from "../tensor/ops.ts";
 import { pad, putAlongAxis, scatterAdd, takeAlongAxis } from "../tensor/ops-structure.ts";
-import { dequantizeBlocks } from "../tensor/quantized.ts";
+import { floatWeight, keepFloat } from "../tensor/quantized.ts";
 import { Tensor } from "../tensor/tensor.ts";
 
 /** What a rule sees of one node: its inputs and value as tensors, and its cotangent. */
@@ -314,7 +314,9 @@ export const RULES: Readonly<Record<Op, Rule | "none">> = {
   // x's cotangent goes through the dequantized weight; the blocks get none.
   quantizedMatmul: (c, i) => {
     if (i === 1) return null;
-    const weight = dequantizeBlocks(c.x(1), attrsOf(c.node, "quantizedMatmul").format, [c.node.shape.at(-1)!, c.node.inputs[0]!.shape.at(-1)!]);
+    const { format } = attrsOf(c.node, "quantizedMatmul"), shape = [c.node.shape.at(-1)!, c.node.inputs[0]!.shape.at(-1)!];
+    keepFloat(c.x(1), format, shape);
+    const weight = floatWeight(c.x(1), format, shape);
     return ops.matmul(c.ct, weight);
   },
 };

@@ -67,6 +67,10 @@ export class Storage {
     this.dropDerived();
     if (this.buf) memory.recycle(this);
   }
+  /** The storage derived under key, if it is kept. */
+  kept(key: string): Storage | undefined {
+    return this.derived?.get(key);
+  }
   /** The storage derived under key, made by make() when absent (fresh: its contents are still to be written). */
   derive(key: string, make: () => Storage): { storage: Storage; fresh: boolean } {
     const hit = this.derived?.get(key);
@@ -74,12 +78,17 @@ export class Storage {
     const storage = make();
     (this.derived ??= new Map()).set(key, storage);
     memory.deriving.add(this);
+    memory.derivedBytes += storage.bytes;
     return { storage, fresh: true };
   }
   dropDerived(): void {
     if (!this.derived) return;
-    for (const d of this.derived.values()) d.release();
+    const derived = this.derived;
     this.derived = null;
+    for (const d of derived.values()) {
+      memory.derivedBytes -= d.bytes;
+      d.release();
+    }
     memory.deriving.delete(this);
   }
 }
@@ -107,6 +116,8 @@ class Memory {
   cacheLimit = Infinity;
   /** Storages holding derived data, which goes first when memory runs short. */
   readonly deriving = new Set<Storage>();
+  /** Bytes of the derived data they hold (some of it may also be in use by an evaluation). */
+  derivedBytes = 0;
 
   /** The shared device: after it was disposed, the one that device() opens next. */
   get device(): Device {
@@ -130,7 +141,7 @@ class Memory {
   bind(s: Storage, op: string, bytes = s.bytes): void {
     const bucket = s.bytes;
     if (this.pending.length) this.reap();
-    if (stats.bytesAllocated + bucket > this.limit) for (const s of [...this.deriving]) s.dropDerived();
+    if (stats.bytesAllocated + bucket > this.limit) this.dropDerived();
     if (stats.bytesAllocated + bucket > this.limit) {
       this.clearCache();
       throw new SmeltError(
@@ -149,6 +160,11 @@ class Memory {
     stats.bytesAllocated += bucket;
     stats.peakBytes = Math.max(stats.peakBytes, stats.bytesAllocated);
     s.attach(buffer);
+  }
+
+  /** Lets go of all derived data. */
+  dropDerived(): void {
+    for (const s of [...this.deriving]) s.dropDerived();
   }
 
   /** A storage nothing refers to: cached for reuse, once no command buffer in flight uses it. */

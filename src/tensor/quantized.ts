@@ -4,10 +4,12 @@
  * tensor: the last axis is the one the blocks run along (GGUF's ne[0]).
  */
 import { SmeltError } from "../errors.ts";
-import { Node } from "../graph/node.ts";
+import { Node, tracing } from "../graph/node.ts";
 import type { QuantFormat } from "../graph/op.ts";
 import { QUANT_BLOCKS, quantBytes } from "../graph/quant.ts";
-import { checkShape } from "../graph/shape.ts";
+import { checkShape, contiguousStrides, isRowContiguous } from "../graph/shape.ts";
+import { evalNodes } from "../exec/realize.ts";
+import { memory, stats } from "../exec/memory.ts";
 import { isFloating } from "../graph/dtype.ts";
 import { astype, fromBytes, matmul, transpose } from "./ops.ts";
 import { composite, Tensor } from "./tensor.ts";
@@ -85,6 +87,53 @@ export function dequantizeBlocks(blocks: Tensor, format: QuantFormat, shape: rea
   return new Tensor(new Node("dequantize", [blocks.node("dequantize")], [...shape], "float32", { format }));
 }
 
+/** Where the float form of blocks holding a tensor of `shape` is kept: a key of the blocks' storage. */
+function floatKey(blocks: Node, format: QuantFormat, shape: readonly number[]): string | null {
+  const d = blocks.data;
+  return d ? `dequantized ${format} ${d.offset} ${d.strides} ${shape}` : null;
+}
+
+/**
+ * Keeps the float form of a frozen weight that a training step reads (under a transform: its
+ * backward reads the weight too) beside its computed blocks, as derived data of their storage,
+ * computing it now unless it is kept already: later steps read it as a computed tensor, so they
+ * neither dequantize it again nor pack it into matmul panels again (those are kept beside it in
+ * turn). Inference alone never keeps one (the float form is 6 to 8 times the blocks). Derived
+ * data (the float forms and their two sets of panels) is kept within half the memory limit, and
+ * goes first when memory runs short; a weight not kept is dequantized per step. Returns whether
+ * the float form is kept.
+ */
+export function keepFloat(blocks: Tensor, format: QuantFormat, shape: readonly number[]): boolean {
+  const b = blocks.node("dequantize");
+  const key = floatKey(b, format, shape);
+  if (key === null) return false;
+  const d = b.data!;
+  // Kept data takes at most half the memory limit, leaving the rest to the steps. A limit lowered
+  // under what is kept lets it all go, before a step holds it for its whole evaluation.
+  if (memory.derivedBytes > memory.limit / 2) memory.dropDerived();
+  if (d.storage.kept(key)) return true;
+  const bytes = 3 * 4 * shape.reduce((a, e) => a * e, 1);
+  if (memory.derivedBytes + bytes > memory.limit / 2 || stats.bytesAllocated + bytes > memory.limit) return false;
+  const n = new Node("dequantize", [b], [...shape], "float32", { format });
+  evalNodes([n]);
+  const f = n.data!;
+  // A kernel's output has a storage of its own, row-major from offset 0: anything else is not kept.
+  const own = f.offset === 0 && isRowContiguous(n.shape, f.strides);
+  if (own) d.storage.derive(key, () => f.storage.retain());
+  n.collect();
+  return own;
+}
+
+/** dequantizeBlocks, served from the float form keepFloat kept when there is one. */
+export function floatWeight(blocks: Tensor, format: QuantFormat, shape: readonly number[]): Tensor {
+  const b = blocks.node("dequantize");
+  const n = new Node("dequantize", [b], [...shape], "float32", { format });
+  const key = floatKey(b, format, shape);
+  const kept = key === null ? undefined : b.data!.storage.kept(key);
+  if (kept) n.data = { storage: kept.retain(), strides: contiguousStrides(n.shape), offset: 0 };
+  return new Tensor(n);
+}
+
 /**
  * From this many rows of x on (all of x's axes but the last), quantizedMatmul dequantizes the
  * weight once and runs the tiled matmul, which then outruns the kernel dequantizing as it reads
@@ -112,9 +161,11 @@ export function quantizedMatmul(x: Tensor, w: QuantizedTensor): Tensor {
     throw new SmeltError(`${op}: x's last axis must be w's K = ${K} (w is [${w.shape}]), got x of shape [${n.shape}]`);
   }
   const shape = [...n.shape.slice(0, -1), N];
-  if (n.size / K >= DEQUANTIZE_ROWS) {
+  // A kept float form serves any number of rows: its panels are kept too, and outrun decoding.
+  const kept = tracing.depth > 0 && keepFloat(w.blocks, w.format, w.shape);
+  if (kept || n.size / K >= DEQUANTIZE_ROWS) {
     return composite(() => {
-      const wf = w.dequantize();
+      const wf = floatWeight(w.blocks, w.format, w.shape);
       return matmul(x, transpose(n.dtype === "float32" ? wf : astype(wf, n.dtype)));
     });
   }

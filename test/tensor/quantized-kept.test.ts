@@ -1,0 +1,107 @@
+// A frozen quantized weight read by training steps: its float form and matmul panels are kept
+// beside its blocks after the first step, so a later step runs no dequantize or pack kernel for it;
+// values against float64 in JS, lazy against eager; under a memory limit the kept data goes first.
+import { describe, expect, test } from "bun:test";
+import * as sm from "../../src/index.ts";
+import { join } from "node:path";
+import { DEQUANTIZE_ROWS } from "../../src/tensor/quantized.ts";
+
+let state = 20261206;
+const next = () => (state = (Math.imul(state, 1664525) + 1013904223) >>> 0);
+const inputs = (n: number) => Array.from({ length: n }, () => next() / 2 ** 31 - 1);
+
+// Q4_1 blocks of 32 values: float16 scale and minimum (small, finite), then 16 bytes of nibbles.
+function randomQ4_1(N: number, K: number): sm.QuantizedTensor {
+  const blocks = (N * K) / 32;
+  const data = new Uint8Array(blocks * 20);
+  for (let i = 0; i < data.length; i++) data[i] = next() & 255;
+  const halves = [0x2400, 0x2a00, 0x2c00, 0xa800];
+  for (let b = 0; b < blocks; b++) {
+    for (const at of [0, 2]) {
+      const h = halves[next() % halves.length]!;
+      data[b * 20 + at] = h & 255;
+      data[b * 20 + at + 1] = h >> 8;
+    }
+  }
+  return sm.QuantizedTensor.fromBytes(data, [N, K], "Q4_1");
+}
+
+// Large enough that the host's matmuls of both passes take the panel kernel (and so pack B).
+const NN = 80, KK = 96;
+const N = NN, K = KK;
+
+/**
+ * loss(a) = sum(quantizedMatmul(x * a, w) * c) and its gradient in float64: the backward reads
+ * the weight as dx = ct @ W.
+ */
+function reference(xs: number[], as: number[], cs: number[], wv: number[], rows: number, N = NN, K = KK) {
+  let loss = 0;
+  const grad = new Array<number>(K).fill(0);
+  for (let m = 0; m < rows; m++) {
+    for (let n = 0; n < N; n++) {
+      let y = 0;
+      for (let k = 0; k < K; k++) y += xs[m * K + k]! * as[k]! * wv[n * K + k]!;
+      loss += y * cs[m * N + n]!;
+    }
+    for (let k = 0; k < K; k++) {
+      let g = 0;
+      for (let n = 0; n < N; n++) g += cs[m * N + n]! * wv[n * K + k]!;
+      grad[k]! += xs[m * K + k]! * g;
+    }
+  }
+  return { loss, grad };
+}
+
+describe("a frozen quantized weight across training steps", () => {
+  for (const rows of [8, DEQUANTIZE_ROWS + 8]) {
+    test(`${rows} rows: the second step neither dequantizes nor packs it; values as float64, lazy as eager`, () => {
+      const w = randomQ4_1(N, K);
+      const wv = w.dequantize().toArray() as number[];
+      const xs = inputs(rows * K), as = inputs(K), cs = inputs(rows * N);
+      const x = sm.array(xs).reshape([rows, K]), c = sm.array(cs).reshape([rows, N]), a = sm.array(as);
+      sm.eval(x, c, a);
+      const lossAndGrad = sm.valueAndGrad((p: sm.Tensor) => sm.sum(sm.multiply(sm.quantizedMatmul(sm.multiply(x, p), w), c)));
+      const step = () => {
+        const [loss, g] = lossAndGrad(a) as [sm.Tensor, sm.Tensor];
+        sm.eval(loss, g);
+        return { loss: loss.item(), grad: g.toArray() as number[] };
+      };
+      const want = reference(xs, as, cs, wv, rows);
+      const check = (got: { loss: number; grad: number[] }) => {
+        expect(Math.abs(got.loss - want.loss)).toBeLessThan(1e-4 * (1 + Math.abs(want.loss)));
+        for (let k = 0; k < K; k++) expect(Math.abs(got.grad[k]! - want.grad[k]!)).toBeLessThan(1e-4 * (1 + Math.abs(want.grad[k]!)));
+      };
+      const first = step();
+      check(first);
+      const [second, p] = sm.profile(step);
+      check(second);
+      const labels = p.byLabel.map((e) => e.label);
+      expect(labels.some((l) => /^matmul panel/.test(l))).toBe(true);
+      expect(labels.filter((l) => /dequantize|^pack|quantizedMatmul/.test(l))).toEqual([]);
+      const eager = sm.eager(step);
+      expect(eager.loss).toBeCloseTo(second.loss, 4);
+      for (let k = 0; k < K; k++) expect(Math.abs(eager.grad[k]! - second.grad[k]!)).toBeLessThan(1e-5 * (1 + Math.abs(want.grad[k]!)));
+      w.dispose();
+    }, 120_000);
+  }
+
+  test("kept data stays within half the memory limit: a lower limit drops it rather than failing", () => {
+    // In a process of its own: the limit is on all tensor memory, which other tests' leave varying.
+    const run = Bun.spawnSync([process.execPath, join(import.meta.dir, "quantized-kept-limit.ts")], { env: process.env });
+    expect(run.exitCode).toBe(0);
+    const out = JSON.parse(run.stdout.toString().trim().split("\n").pop()!);
+    // The float form and its panels for both passes, each at least n x k floats.
+    expect(out.kept).toBeGreaterThanOrEqual(3 * out.n * out.k * 4);
+    // Room for a step that dequantizes and packs as it goes, but not for keeping beside it.
+    expect(out.limit).toBeLessThan(out.before + 2 * out.kept);
+    expect(out.limit).toBeGreaterThan(out.before + out.kept);
+    // Every step's loss and gradient as float64, whether its weight was kept or not.
+    expect(out.errors.length).toBe(4);
+    for (const e of out.errors) expect(e).toBeLessThan(1e-4);
+    // Under the limit nothing stays kept after a step; without it the next step keeps it again.
+    expect(out.limited).toEqual([out.before, out.before]);
+    expect(out.unlimited).toBe(out.before + out.kept);
+    // The kept data goes with the blocks.
+    expect(out.disposed).toBeLessThan(out.before);
+  }, 120_000);
+});
