@@ -14,7 +14,7 @@
  * Exits nonzero when a workload throws or its lazy and eager outputs differ beyond tolerance.
  */
 import { execFileSync, spawnSync } from "node:child_process";
-import { mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { cpus, hostname, totalmem } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -165,7 +165,14 @@ const report = {
   loraTrain,
 };
 
-const file = values.out ?? (quick ? null : join(root, "bench", "results", `${dev.backend}-${machine}-${stamp}.json`));
+// Two runs within one minute get two files: a result is never overwritten by the next run.
+const resultFile = (): string => {
+  const base = join(root, "bench", "results", `${dev.backend}-${machine}-${stamp}`);
+  let name = `${base}.json`;
+  for (let k = 2; existsSync(name); k++) name = `${base}-${k}.json`;
+  return name;
+};
+const file = values.out ?? (quick ? null : resultFile());
 if (file) {
   mkdirSync(join(file, ".."), { recursive: true });
   writeFileSync(`${file}.tmp`, JSON.stringify(report, null, 1) + "\n");
