@@ -6,6 +6,7 @@
  * error. "none" marks ops whose result carries no gradient to their inputs (comparisons,
  * generators, data, random streams).
  */
+import { SmeltError } from "../errors.ts";
 import type { Node } from "../graph/node.ts";
 import { attrsOf, type Op, viewMapOf } from "../graph/op.ts";
 import { contiguousStrides } from "../graph/shape.ts";
@@ -310,7 +311,11 @@ export const RULES: Readonly<Record<Op, Rule | "none">> = {
   // Its input is the uint8 block storage of a quantized weight, which has no gradient.
   dequantize: "none",
   // A cache's in-place write (src/tensor/write.ts): nothing differentiates through a KV cache.
-  writeSlice: "none",
+  // The KV cache's in-place write (src/tensor/write.ts): a gradient through it would have to
+  // follow values the cache keeps across calls; refusing beats a silent zero for k and v.
+  writeSlice: () => {
+    throw new SmeltError("grad: writeSlice (the KV cache's in-place write) has no gradient; differentiate a forward pass without a cache");
+  },
   // x's cotangent goes through the dequantized weight; the blocks get none.
   quantizedMatmul: (c, i) => {
     if (i === 1) return null;

@@ -128,3 +128,10 @@ test("a matmul reads slices of a transpose computed with it (steps, reversed, a 
     (y.toArray() as number[]).forEach((v, i) => expect(Math.abs(v - want[i]!)).toBeLessThan(1e-3));
   }
 });
+
+test("a gradient through writeSlice is refused with a SmeltError naming it, not a silent zero", () => {
+  const dst = unwritten([2, 6], "float32");
+  const src = evaluated([2, 3], 1);
+  const through = (s: sm.Tensor) => writeSlice(dst, s, 1, 0).slice({}, { stop: 3 }).sum();
+  expect(errorMessage(() => sm.grad(through)(src))).toMatch(/writeSlice.*no gradient/);
+});
