@@ -45,6 +45,21 @@ describe("quantizedMatmul on every quantized type", () => {
     });
   }
 
+  test("every row count below the dequantizing threshold: rows per thread 1 to 8, blocks of rows uneven", () => {
+    // 1 to 3 rows per thread sum in straight-line lanes, 4 to 8 in loops over rows and lanes
+    // (q6_k a value at a time); 9 and 31 rows split into uneven blocks (5 + 4, 8 x 3 + 7).
+    for (const name of ["q8_0", "q4_1", "q6_k"]) {
+      const w = g.tensors[name] as sm.QuantizedTensor;
+      const [N, K] = w.shape as [number, number];
+      for (const M of [1, 3, 4, 9, 31]) {
+        const xs = inputs(M * K, 3 * M + N);
+        const got = sm.tidy(() => sm.quantizedMatmul(sm.array(xs).reshape([M, K]), w).toArray()) as number[];
+        expect(got.length).toBe(M * N);
+        expect(worst(got, xs, expected[name]!.values, M, N, K)).toBeLessThan(1e-6);
+      }
+    }
+  }, 60_000);
+
   test("leading batch axes, a strided x, and a fused producer", () => {
     const w = g.tensors.q4_1 as sm.QuantizedTensor;
     const [N, K] = w.shape as [number, number];

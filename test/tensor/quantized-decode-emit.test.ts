@@ -11,7 +11,7 @@ for (const [format, bytes] of [["Q4_1", 20], ["Q8_0", 34], ["Q4_0", 18]] as cons
     const w = sm.QuantizedTensor.fromBytes(new Uint8Array(4 * 2 * bytes), [4, 64], format);
     const y = sm.quantizedMatmul(sm.zeros([1, 64]), w);
     const { source } = emitKernel(plainPlan(y.node("test")));
-    const chain = Array.from({ length: 16 }, (_, l) => `a${l}`).join(" + ");
+    const chain = Array.from({ length: 16 }, (_, l) => `a0_${l}`).join(" + ");
     expect(source).toContain(`acc0 = ${chain};`);
   });
 }

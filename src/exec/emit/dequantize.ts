@@ -92,18 +92,25 @@ export function dequantizeKernel({ out, dispatch }: PlainPlan): KernelCode {
 
 /** Independent partial sums of a one-row product: as many as a vector register of floats holds. */
 const LANES = 16;
+/**
+ * Up to this many rows per thread laneDot's straight-line code is the faster (2 rows cost about
+ * what one does); from 5 the host's compiler stopped vectorizing it, and manyRowLanes' loops,
+ * which it vectorizes at any row count, take over.
+ */
+const STRAIGHT_ROWS = 3;
 /** The formats whose quants sit at fixed offsets, which laneDot reads. */
 const LANE_FORMATS: ReadonlySet<QuantFormat> = new Set(["Q8_0", "Q4_0", "Q4_1"]);
 
 /**
- * The lines of a one-row product's loop body adding block (row n, block kb) times x's matching
- * values into the lane sums a0..a15, for the formats whose quants sit at fixed offsets: lane l
- * takes values l and l + 16 (Q4_0 and Q4_1 keep them in one byte), scaled by the block's scale
- * (and, for Q4_1, its minimum times the two x values). The lanes are independent, consecutive
- * in x and in the block's bytes, so the host's compiler turns each step into vector
- * instructions over all of them; they are added once, after the row.
+ * The lines of a loop body adding block (row n, block kb) times x's matching values into the
+ * lane sums a{r}_0..a{r}_15 of each of R rows of x, for the formats whose quants sit at fixed
+ * offsets: lane l takes values l and l + 16 (Q4_0 and Q4_1 keep them in one byte), scaled by
+ * the block's scale (and, for Q4_1, its minimum times the two x values). The quants are decoded
+ * once per block and serve every row. The lanes are independent, consecutive in x and in the
+ * block's bytes, so the host's compiler turns each step into vector instructions over all of
+ * them; they are added once, after the row. xAt(r, k): row r's value k of the block.
  */
-function laneDot(b: Builder, blocks: Node, format: QuantFormat, xAt: (k: string) => string): void {
+function laneDot(b: Builder, blocks: Node, format: QuantFormat, R: number, xAt: (r: number, k: string) => string): void {
   const byte = (k: string | number) => `int(${b.emit(blocks, `(base + ${k})`)})`;
   const half = (k: number) => {
     const v = b.fresh("d");
@@ -113,18 +120,21 @@ function laneDot(b: Builder, blocks: Node, format: QuantFormat, xAt: (k: string)
   const d = half(0);
   const m = format === "Q4_1" ? half(2) : "";
   for (let l = 0; l < LANES; l++) {
-    b.line(`float lo${l} = float(${xAt(`${l}`)}); float hi${l} = float(${xAt(`${16 + l}`)});`);
-    let dot: string;
     if (format === "Q8_0") {
       const int8 = (k: number) => `float(as_type<char>(${b.emit(blocks, `(base + ${k})`)}))`;
-      dot = `fma(lo${l}, ${int8(2 + l)}, hi${l} * ${int8(18 + l)})`;
+      b.line(`float ql${l} = ${int8(2 + l)}; float qh${l} = ${int8(18 + l)};`);
     } else {
       const shift = format === "Q4_0" ? " - 8" : "";
       b.line(`int q${l} = ${byte(`${format === "Q4_0" ? 2 : 4} + ${l}`)};`);
-      dot = `fma(lo${l}, float((q${l} & 15)${shift}), hi${l} * float((q${l} >> 4)${shift}))`;
+      b.line(`float ql${l} = float((q${l} & 15)${shift}); float qh${l} = float((q${l} >> 4)${shift});`);
     }
-    // Q4_1's value is d q + m: the pair adds d (x . q) + m (x's two values).
-    b.line(format === "Q4_1" ? `a${l} = fma(${d}, ${dot}, fma(${m}, lo${l} + hi${l}, a${l}));` : `a${l} = fma(${d}, ${dot}, a${l});`);
+    for (let r = 0; r < R; r++) {
+      const lo = `lo${r}_${l}`, hi = `hi${r}_${l}`, a = `a${r}_${l}`;
+      b.line(`float ${lo} = float(${xAt(r, `${l}`)}); float ${hi} = float(${xAt(r, `${16 + l}`)});`);
+      const dot = `fma(${lo}, ql${l}, ${hi} * qh${l})`;
+      // Q4_1's value is d q + m: the pair adds d (x . q) + m (x's two values).
+      b.line(format === "Q4_1" ? `${a} = fma(${d}, ${dot}, fma(${m}, ${lo} + ${hi}, ${a}));` : `${a} = fma(${d}, ${dot}, ${a});`);
+    }
   }
 }
 
@@ -134,16 +144,63 @@ function laneDot(b: Builder, blocks: Node, format: QuantFormat, xAt: (k: string)
  * tree, it paired the lanes into short vectors with shuffles, and the whole row ran about 3.5x
  * slower. The chain runs once per row, so its length costs nothing.
  */
-function laneSum(): string {
-  return Array.from({ length: LANES }, (_, l) => `a${l}`).join(" + ");
+function laneSum(r: number): string {
+  return Array.from({ length: LANES }, (_, l) => `a${r}_${l}`).join(" + ");
+}
+
+/**
+ * laneDot's sums for R > 1 rows of x, written as loops over arrays (rows, then lanes) rather than
+ * straight-line code: each block's quants are decoded into 32 floats once, then every row adds
+ * its 32 values times them into its 16 lane sums. The host's compiler vectorizes the inner loop
+ * over lanes whatever R is; unrolled, from 5 rows it gave up and each row cost about as much as
+ * a one-row product. Leaves acc0..acc{R-1} set.
+ */
+function manyRowLanes(b: Builder, blocks: Node, format: QuantFormat, R: number, perRow: string, elements: number, bytes: number, xAt: (k: string) => string): void {
+  const byte = (k: string) => `int(${b.emit(blocks, `(base + ${k})`)})`;
+  const half = (k: number) => `float(as_type<half>(ushort(${byte(`${k}`)} | (${byte(`${k + 1}`)} << 8))))`;
+  b.line(`float a[${R}][${LANES}];`);
+  b.line(`for (int r = 0; r < ${R}; ++r) for (int l = 0; l < ${LANES}; ++l) a[r][l] = 0.0f;`);
+  b.line(`int xr[${R}] = {${Array.from({ length: R }, (_, r) => `x${r}`).join(", ")}};`);
+  b.line(`for (int kb = 0; kb < ${perRow}; ++kb) {`);
+  b.scoped(() => {
+    b.line(`int base = (n * ${perRow} + kb) * ${bytes};`);
+    b.line(`float d = ${half(0)};`);
+    if (format === "Q4_1") b.line(`float mn = ${half(2)};`);
+    b.line(`float ql[${LANES}]; float qh[${LANES}];`);
+    b.line(`for (int l = 0; l < ${LANES}; ++l) {`);
+    b.scoped(() => {
+      if (format === "Q8_0") {
+        b.line(`ql[l] = float(as_type<char>(${b.emit(blocks, "(base + 2 + l)")})); qh[l] = float(as_type<char>(${b.emit(blocks, "(base + 18 + l)")}));`);
+      } else {
+        const shift = format === "Q4_0" ? " - 8" : "";
+        b.line(`int q = ${byte(`${format === "Q4_0" ? 2 : 4} + l`)};`);
+        b.line(`ql[l] = float((q & 15)${shift}); qh[l] = float((q >> 4)${shift});`);
+      }
+    });
+    b.line("}");
+    b.line(`for (int r = 0; r < ${R}; ++r) {`);
+    b.scoped(() => {
+      b.line(`int xo = xr[r] + kb * ${elements};`);
+      b.line(`for (int l = 0; l < ${LANES}; ++l) {`);
+      b.scoped(() => {
+        b.line(`float lo = float(${xAt("(xo + l)")}); float hi = float(${xAt(`(xo + ${LANES} + l)`)});`);
+        const dot = "fma(lo, ql[l], hi * qh[l])";
+        b.line(format === "Q4_1" ? `a[r][l] = fma(d, ${dot}, fma(mn, lo + hi, a[r][l]));` : `a[r][l] = fma(d, ${dot}, a[r][l]);`);
+      });
+      b.line("}");
+    });
+    b.line("}");
+  });
+  b.line("}");
+  for (let r = 0; r < R; r++) b.line(`acc${r} = ${Array.from({ length: LANES }, (_, l) => `a[${r}][${l}]`).join(" + ")};`);
 }
 
 /**
  * One thread per weight row n and R rows of x (R = quantRowsPerThread: 1 when decoding, up to 8),
- * the dot products in float32, a block at a time. With one row, the formats at fixed offsets
- * sum in lanes that last the row (laneDot), the others a value at a time; with more, each weight
- * is dequantized once and multiplied into the R rows' sums, so the dequantization is shared by R
- * rows and no float copy of W is made.
+ * the dot products in float32, a block at a time. The formats at fixed offsets sum in lanes that
+ * last the row (laneDot), the others a value at a time; either way each weight is dequantized
+ * once and multiplied into the R rows' sums, so the dequantization is shared by R rows and no
+ * float copy of W is made.
  */
 export function quantizedMatmulKernel({ out, dispatch }: PlainPlan): KernelCode {
   const [x, blocks] = out.inputs as [Node, Node];
@@ -161,30 +218,28 @@ export function quantizedMatmulKernel({ out, dispatch }: PlainPlan): KernelCode 
   b.line(`int n = int(gid) % ${N}; int m0 = int(gid) / ${N} * ${R};`);
   // Rows past the last are read as the last (always in bounds) and not stored.
   for (const r of rs) b.line(`int x${r} = min(m0 + ${r}, ${M} - 1) * ${K}; float acc${r} = 0.0f;`);
-  const lanes = R === 1 && LANE_FORMATS.has(format);
-  if (lanes) b.line(Array.from({ length: LANES }, (_, l) => `float a${l} = 0.0f;`).join(" "));
-  b.line(`for (int kb = 0; kb < ${perRow}; ++kb) {`);
-  b.scoped(() => {
-    b.line(`int base = (n * ${perRow} + kb) * ${bytes};`);
-    b.line(`int xo = x0 + kb * ${elements};`);
-    if (lanes) return laneDot(b, blocks, format, (k) => b.emit(x, `(xo + ${k})`));
-    if (R === 1) {
+  const lanes = LANE_FORMATS.has(format);
+  if (lanes && R > STRAIGHT_ROWS) {
+    manyRowLanes(b, blocks, format, R, perRow, elements, bytes, (k) => b.emit(x, k));
+  } else {
+    if (lanes) for (const r of rs) b.line(Array.from({ length: LANES }, (_, l) => `float a${r}_${l} = 0.0f;`).join(" "));
+    b.line(`for (int kb = 0; kb < ${perRow}; ++kb) {`);
+    b.scoped(() => {
+      b.line(`int base = (n * ${perRow} + kb) * ${bytes};`);
+      if (lanes) return laneDot(b, blocks, format, R, (r, k) => b.emit(x, `(x${r} + kb * ${elements} + ${k})`));
+      b.line(`int xo = x0 + kb * ${elements};`);
       const value = blockReader(b, blocks, format);
       b.line(`for (int j = 0; j < ${elements}; ++j) {`);
-      b.scoped(() => b.line(`acc0 = fma(float(${b.emit(x, "(xo + j)")}), ${value()}, acc0);`));
+      b.scoped(() => {
+        if (R === 1) return b.line(`acc0 = fma(float(${b.emit(x, "(xo + j)")}), ${value()}, acc0);`);
+        b.line(`float w = ${value()};`);
+        for (const r of rs) b.line(`acc${r} = fma(float(${b.emit(x, `(x${r} + kb * ${elements} + j)`)}), w, acc${r});`);
+      });
       b.line("}");
-      return;
-    }
-    const value = blockReader(b, blocks, format);
-    b.line(`for (int j = 0; j < ${elements}; ++j) {`);
-    b.scoped(() => {
-      b.line(`float w = ${value()};`);
-      for (const r of rs) b.line(`acc${r} = fma(float(${b.emit(x, `(x${r} + kb * ${elements} + j)`)}), w, acc${r});`);
     });
     b.line("}");
-  });
-  b.line("}");
-  if (lanes) b.line(`acc0 = ${laneSum()};`);
+    if (lanes) for (const r of rs) b.line(`acc${r} = ${laneSum(r)};`);
+  }
   for (const r of rs) {
     const at = `(m0 + ${r}) * ${N} + n`;
     const st = `out0[${at}] = ${store(out, `${computeType(out.dtype)}(acc${r})`)};`;

@@ -54,11 +54,13 @@ function lines(out: Node, axis: number): number {
 
 /**
  * Rows of x each quantizedMatmul thread multiplies by its weight row: every weight it
- * dequantizes serves that many rows, and their sums are independent chains.
+ * dequantizes serves that many rows, and their sums are independent chains. At most 8, and as
+ * even as the blocks of rows allow (9 rows: 5 and 4, not 8 and a block of 1 that costs as much).
  */
 export function quantRowsPerThread(out: Node): number {
   const rows = out.size / out.shape[out.shape.length - 1]!;
-  return Math.max(1, Math.min(8, rows));
+  if (rows <= 1) return 1;
+  return Math.ceil(rows / Math.ceil(rows / 8));
 }
 
 /** Threads per threadgroup of quantizedMatmul. */
