@@ -61,12 +61,13 @@ let kept = 0;
  * The kernel computing `out` (inline producers, or its own kernel for reduce, scan, putAlong...),
  * and writing the nodes `also` too (a multi-output elementwise kernel).
  */
-export function plainKernel(out: Node, target: Pick<Target, "elementwise">, also: readonly Node[] = []): KernelCode {
+export function plainKernel(out: Node, target: Pick<Target, "elementwise" | "cpu">, also: readonly Node[] = []): KernelCode {
   // A library kernel: nothing to generate, and its key and arguments change every call.
   if (out.op === "random") return emitKernel(plainPlan(out));
   const per = elementsPerThread(target, out);
-  const extra = [...(also.length ? ["outputs", also.length] : []), ...(per > 1 ? ["per", per] : [])];
-  return codeFor(out, extra, () => emitKernel(plainPlan(out, also, per)), [], undefined, also);
+  const lanes = target.cpu && out.op === "quantizedMatmul";
+  const extra = [...(also.length ? ["outputs", also.length] : []), ...(per > 1 ? ["per", per] : []), ...(lanes ? ["lanes"] : [])];
+  return codeFor(out, extra, () => emitKernel(plainPlan(out, also, per, lanes)), [], undefined, also);
 }
 
 /**

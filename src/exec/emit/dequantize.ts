@@ -198,11 +198,11 @@ function manyRowLanes(b: Builder, blocks: Node, format: QuantFormat, R: number, 
 /**
  * One thread per weight row n and R rows of x (R = quantRowsPerThread: 1 when decoding, up to 8),
  * the dot products in float32, a block at a time. The formats at fixed offsets sum in lanes that
- * last the row (laneDot), the others a value at a time; either way each weight is dequantized
- * once and multiplied into the R rows' sums, so the dequantization is shared by R rows and no
- * float copy of W is made.
+ * last the row (laneDot; on a GPU with one row only: plan.rowLanes), the others a value at a
+ * time; either way each weight is dequantized once and multiplied into the R rows' sums, so the
+ * dequantization is shared by R rows and no float copy of W is made.
  */
-export function quantizedMatmulKernel({ out, dispatch }: PlainPlan): KernelCode {
+export function quantizedMatmulKernel({ out, dispatch, rowLanes }: PlainPlan): KernelCode {
   const [x, blocks] = out.inputs as [Node, Node];
   const format = attrsOf(out, "quantizedMatmul").format;
   const { elements, bytes } = QUANT_BLOCKS[format];
@@ -218,7 +218,7 @@ export function quantizedMatmulKernel({ out, dispatch }: PlainPlan): KernelCode 
   b.line(`int n = int(gid) % ${N}; int m0 = int(gid) / ${N} * ${R};`);
   // Rows past the last are read as the last (always in bounds) and not stored.
   for (const r of rs) b.line(`int x${r} = min(m0 + ${r}, ${M} - 1) * ${K}; float acc${r} = 0.0f;`);
-  const lanes = LANE_FORMATS.has(format);
+  const lanes = LANE_FORMATS.has(format) && (R === 1 || rowLanes);
   if (lanes && R > STRAIGHT_ROWS) {
     manyRowLanes(b, blocks, format, R, perRow, elements, bytes, (k) => b.emit(x, k));
   } else {

@@ -40,6 +40,12 @@ export interface PlainPlan {
   also: readonly Node[];
   /** Elements of out each thread of an elementwise kernel computes: gid, gid + threads, ... */
   perThread: number;
+  /**
+   * quantizedMatmul over several rows of x: whether each row sums in 16 vector lanes (a CPU,
+   * whose compiler vectorizes them), or in one scalar sum (a GPU thread, whose registers 16 sums
+   * per row would spill).
+   */
+  rowLanes: boolean;
   dispatch: Dispatch;
 }
 
@@ -92,13 +98,13 @@ const threads: Record<PlainPlan["kind"], (out: Node) => number> = {
  * The kernel computing `out` (and the nodes `also`, elementwise only) from its inline producers,
  * or out's own kernel (reduce, scan, ...).
  */
-export function plainPlan(out: Node, also: readonly Node[] = [], perThread = 1): PlainPlan {
+export function plainPlan(out: Node, also: readonly Node[] = [], perThread = 1, rowLanes = false): PlainPlan {
   const kind = OPS[out.op].kind === "kernel" ? (out.op as KernelOp) : finishedSum(out) ? "reduce" : "elementwise";
   const dispatch = threadDispatch(threads[kind](out) / perThread);
   // A decoding step's matmuls have a few hundred weight rows, a thread each: groups of one SIMD
   // group leave enough of them to spread over every core (the host runs a group on one core).
   if (kind === "quantizedMatmul") dispatch.group[0] = Math.min(dispatch.group[0], QUANT_GROUP);
-  return { kind, out, also, perThread, dispatch };
+  return { kind, out, also, perThread, rowLanes, dispatch };
 }
 
 /** Whether r is a float sum over leading axes (a weight gradient summed over rows). */
