@@ -8,6 +8,7 @@
  * in the same command buffer, behind a barrier (realize.ts, encode).
  */
 import { newMark, type Node, tracing } from "../graph/node.ts";
+import { postOrder } from "../graph/walk.ts";
 import { memory, type Storage } from "./memory.ts";
 import { readFromMemory } from "./plan/inline.ts";
 
@@ -99,33 +100,7 @@ function lastReads(kernels: readonly KernelMemory[]): Map<Storage, number> {
  */
 function deadAfter(roots: readonly Node[]): number {
   // The evaluation's nodes (uncomputed before it), each after its inputs.
-  const order: Node[] = [];
-  const visited = newMark();
-  const inEval = (n: Node) => !(n.data && n.schedOrder < 0);
-  const stack: Node[] = [], next: number[] = [];
-  for (const root of roots) {
-    if (root.lifeMark === visited || !inEval(root)) continue;
-    root.lifeMark = visited;
-    stack.push(root);
-    next.push(0);
-    while (stack.length) {
-      const top = stack.length - 1;
-      const n = stack[top]!, i = next[top]!;
-      if (i < n.inputs.length) {
-        next[top] = i + 1;
-        const x = n.inputs[i]!;
-        if (x.lifeMark !== visited && inEval(x)) {
-          x.lifeMark = visited;
-          stack.push(x);
-          next.push(0);
-        }
-      } else {
-        stack.pop();
-        next.pop();
-        order.push(n);
-      }
-    }
-  }
+  const order = postOrder(roots, (n) => !(n.data && n.schedOrder < 0), "lifeMark");
   // Per node, the edges from consumers that let go of it (inputs outside the evaluation are
   // counted too, never read).
   for (const n of order) n.lifeCount = 0;

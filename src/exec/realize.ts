@@ -12,6 +12,7 @@ import { type Target, targetOf } from "../runtime/target.ts";
 import { isFloating, itemsize } from "../graph/dtype.ts";
 import { contiguousStrides, isRowContiguous, MAX_ELEMENTS, sameShape } from "../graph/shape.ts";
 import { newMark, type Node } from "../graph/node.ts";
+import { postOrder, uncomputed } from "../graph/walk.ts";
 import { attrsOf, OPS, viewMapOf } from "../graph/op.ts";
 import type { KernelCode } from "./emit/builder.ts";
 import { isInline, matmulDepth, readFromMemory, readsOwnElement } from "./plan/inline.ts";
@@ -85,8 +86,7 @@ class Schedule {
   }
 
   require(root: Node): void {
-    for (const n of postOrder(root)) {
-      if (n.data) continue;
+    for (const n of postOrder([root], uncomputed, "schedMark")) {
       if (OPS[n.op].readsComputedInputs) for (const i of n.inputs) this.operand(i);
       const inline = isInline(n);
       if (inline || OPS[n.op].kind === "kernel") this.weigh(n, inline);
@@ -696,33 +696,6 @@ function distinctUncomputed(n: Node, limit: number): number {
   return count;
 }
 
-/** The uncomputed nodes n depends on, inputs before their consumers, n last (iteratively). */
-function postOrder(root: Node): Node[] {
-  const out: Node[] = [];
-  const seen = newMark();
-  root.schedMark = seen;
-  // The stack: nodes, and the next input of each to visit.
-  const stack = [root];
-  const next = [0];
-  while (stack.length) {
-    const top = stack.length - 1;
-    const n = stack[top]!, i = next[top]!;
-    if (i < n.inputs.length && !n.data) {
-      next[top] = i + 1;
-      const c = n.inputs[i]!;
-      if (!c.data && c.schedMark !== seen) {
-        c.schedMark = seen;
-        stack.push(c);
-        next.push(0);
-      }
-    } else {
-      stack.pop();
-      next.pop();
-      out.push(n);
-    }
-  }
-  return out;
-}
 
 /** Threads per row of a row kernel: the target's, or on a GPU a SIMD group per 8 elements or so of the row. */
 function rowThreads(target: Target, g: RowGroup): number {

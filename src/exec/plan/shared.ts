@@ -9,7 +9,8 @@
  * computed once.
  */
 import { OPS } from "../../graph/op.ts";
-import { newMark, type Node } from "../../graph/node.ts";
+import type { Node } from "../../graph/node.ts";
+import { postOrder, uncomputed } from "../../graph/walk.ts";
 import { isInline } from "./inline.ts";
 
 /** Several kernels, as opposed to one. */
@@ -75,32 +76,7 @@ function lowest(order: readonly Node[], found: Set<Node>): Set<Node> {
 
 /** The uncomputed nodes under roots, inputs before their consumers, each numbered with its place (schedId). */
 function topological(roots: readonly Node[]): Node[] {
-  const out: Node[] = [];
-  const seen = newMark();
-  const stack: Node[] = [], next: number[] = [];
-  for (const root of roots) {
-    if (root.data || root.schedMark === seen) continue;
-    root.schedMark = seen;
-    stack.push(root);
-    next.push(0);
-    while (stack.length) {
-      const top = stack.length - 1;
-      const n = stack[top]!, i = next[top]!;
-      if (i < n.inputs.length) {
-        next[top] = i + 1;
-        const c = n.inputs[i]!;
-        if (!c.data && c.schedMark !== seen) {
-          c.schedMark = seen;
-          stack.push(c);
-          next.push(0);
-        }
-      } else {
-        stack.pop();
-        next.pop();
-        n.schedId = out.length;
-        out.push(n);
-      }
-    }
-  }
-  return out;
+  const order = postOrder(roots, uncomputed, "schedMark");
+  for (let k = 0; k < order.length; k++) order[k]!.schedId = k;
+  return order;
 }
