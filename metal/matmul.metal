@@ -11,7 +11,8 @@
 //   smelt_mm_panel   for CPUs: a 6x16 block per thread from one packed panel (with a second
 //                    product summed into the first as more rows of K)
 //   smelt_mm_narrow  for CPUs: smelt_mm_panel's blocks with B read in place, for B of 16 columns
-//                    or fewer (a low-rank factor or its gradient), where a panel copy costs more
+//                    or fewer (a low-rank factor or its gradient), where a panel copy costs more;
+//                    smelt_mm_narrow8 for B of 8 columns or fewer, a block 8 columns wide
 //   smelt_mm_column  8 rows of one column per thread, for CPUs, at any strides
 #include <metal_stdlib>
 using namespace metal;
@@ -127,6 +128,43 @@ template <typename T, typename T2, typename E>
 inline void smelt_mm_narrow(device const T* A, device const T2* B, int M, int N, int K, int sam, int sak, int sbk,
                             int sbn, int i0, int j0, thread const E& epi) {
   smelt_mm_panel(A, sam, sak, 0, (device const float*)nullptr, A, sam, sak, K, B, sbk, sbn, 1.0f, M, N, i0, j0, epi);
+}
+
+// For B of 8 columns or fewer (a rank-8 factor, or its gradient): 6 rows of C per thread, each
+// k one 8-float row of B in a vector register and six A values broadcast into it. Half the
+// panel kernel's 16 columns would be zeros, and its loads checked column by column; a B of
+// exactly 8 contiguous columns is read with no check at all.
+template <typename T, typename T2, typename E>
+inline void smelt_mm_narrow8(device const T* A, device const T2* B, int M, int N, int K, int sam, int sak, int sbk,
+                             int sbn, int i0, thread const E& epi) {
+  float acc[6][8];
+  int arow[6];
+  for (int r = 0; r < 6; ++r) {
+    arow[r] = min(i0 + r, M - 1) * sam;  // rows past the edge repeat the last one and are not stored
+    for (int c = 0; c < 8; ++c) acc[r][c] = 0.0f;
+  }
+  if (N == 8 && sbn == 1) {
+    for (int k = 0; k < K; ++k) {
+      float b[8];
+      for (int c = 0; c < 8; ++c) b[c] = float(B[k * sbk + c]);
+      for (int r = 0; r < 6; ++r) {
+        float a = float(A[arow[r] + k * sak]);
+        for (int c = 0; c < 8; ++c) acc[r][c] = fma(a, b[c], acc[r][c]);
+      }
+    }
+  } else {
+    for (int k = 0; k < K; ++k) {
+      float b[8];
+      for (int c = 0; c < 8; ++c) b[c] = c < N ? float(B[k * sbk + c * sbn]) : 0.0f;
+      for (int r = 0; r < 6; ++r) {
+        float a = float(A[arow[r] + k * sak]);
+        for (int c = 0; c < 8; ++c) acc[r][c] = fma(a, b[c], acc[r][c]);
+      }
+    }
+  }
+  for (int r = 0; r < 6; ++r)
+    if (i0 + r < M)
+      for (int c = 0; c < N; ++c) epi.store(acc[r][c], i0 + r, c);
 }
 
 template <typename T, typename E>

@@ -321,6 +321,28 @@ describe("LoRA forward: x@W + s*(x@A)@B", () => {
 
 describe("narrow variant: B of 16 columns or fewer read in place by the panel kernel's blocks", () => {
   const nodeOf = (t: sm.Tensor) => (t as unknown as { node(why: string): Node }).node("eval");
+  test("8 columns or fewer: contiguous, transposed and fewer than 8, 9 to 16 in the panel kernel's blocks", () => {
+    const [M, K] = [23, 50];
+    const xs = data(M * K, 41);
+    for (const [N, transposed] of [[8, false], [8, true], [5, false], [5, true], [12, false]] as const) {
+      const bs = data(K * N, 42 + N);
+      const src: string[] = [];
+      const got = withVariant("narrow", () =>
+        sm.tidy(() => {
+          const b = transposed ? sm.array(bs).reshape([N, K]).T : sm.array(bs).reshape([K, N]);
+          const y = sm.matmul(sm.array(xs).reshape([M, K]), b);
+          const s = schedule([nodeOf(y)]);
+          src.push(...s.order.map((n) => planOf(s, n).source));
+          execute(s);
+          return y.toArray() as number[];
+        }),
+      );
+      if (sm.device().backend === "host") expect(src.join("\n")).toContain(N <= 8 ? "smelt_mm_narrow8(a, bm" : "smelt_mm_narrow(a, bm");
+      const bk = new Float32Array(K * N);
+      for (let k = 0; k < K; k++) for (let j = 0; j < N; j++) bk[k * N + j] = transposed ? bs[j * K + k]! : bs[k * N + j]!;
+      close(got, ref(xs, [M, K], bk, [K, N]).v, 1e-5);
+    }
+  });
   test("a low-rank factor and its gradient take it on host (x @ A, x^T @ g), values against float64", () => {
     const [M, K, R] = [70, 96, 8];
     const xs = data(M * K, 31), as = data(K * R, 32, 0.1), gs = data(M * R, 33);
@@ -333,7 +355,7 @@ describe("narrow variant: B of 16 columns or fewer read in place by the panel ke
       const s = schedule(outs.map(nodeOf));
       const srcs = s.order.map((n) => planOf(s, n).source);
       execute(s);
-      if (sm.device().backend === "host") for (const src of srcs) expect(src).toContain("smelt_mm_narrow(a, bm");
+      if (sm.device().backend === "host") for (const src of srcs) expect(src).toContain("smelt_mm_narrow8(a, bm");
       return outs.map((t) => t.toArray() as number[]);
     });
     close(y!, ref(xs, [M, K], as, [K, R]).v, 1e-5);

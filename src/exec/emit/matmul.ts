@@ -91,7 +91,8 @@ export function emitMatmul(p: MatmulPlan): KernelCode {
     b.line(`smelt_mm_panel(a, ${sam}, ${sak}, ${Kp}, panel, ${second}, ${Mp}, ${Np}, int(gid.x) * 6, int(gid.y) * 16, epi);`);
     position = ["uint3 gid [[thread_position_in_grid]]"];
   } else if (variant === "narrow") {
-    b.line(`smelt_mm_narrow(a, bm, ${Mp}, ${Np}, ${b.int(K)}, ${strides}, int(gid.x) * 6, int(gid.y) * 16, epi);`);
+    if (N <= 8) b.line(`smelt_mm_narrow8(a, bm, ${Mp}, ${Np}, ${b.int(K)}, ${strides}, int(gid.x) * 6, epi);`);
+    else b.line(`smelt_mm_narrow(a, bm, ${Mp}, ${Np}, ${b.int(K)}, ${strides}, int(gid.x) * 6, int(gid.y) * 16, epi);`);
     position = ["uint3 gid [[thread_position_in_grid]]"];
   } else {
     b.line(`smelt_mm_column(a, bm, ${Mp}, ${b.int(K)}, ${strides}, int(gid.y) * 8, int(gid.x), epi);`);
