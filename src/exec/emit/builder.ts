@@ -95,6 +95,8 @@ export class Builder {
   private vars = 0;
   /** The values computed so far: per node, its (index, variable) pairs, newest first. */
   private memo = new Map<Node, Memo>();
+  /** The divisions of indices done so far, by "index/divisor": views of one shape over one index share them. */
+  private divisions = new Map<string, [q: string, r: string]>();
   private indent = "  ";
 
   int(v: number): string {
@@ -120,14 +122,16 @@ export class Builder {
     this.lines.push(this.indent + s);
   }
   scoped<T>(body: () => T): T {
-    const saved = this.memo;
+    const saved = this.memo, divisions = this.divisions;
     this.memo = new Map(saved);
+    this.divisions = new Map(divisions);
     const indent = this.indent;
     this.indent += "  ";
     try {
       return body();
     } finally {
       this.memo = saved;
+      this.divisions = divisions;
       this.indent = indent;
     }
   }
@@ -158,11 +162,15 @@ export class Builder {
    * integer division costs several times a multiply and a shift (and keeps a CPU loop scalar).
    */
   divmod(idx: string, d: number, prefix = "w"): [q: string, r: string] {
+    const key = `${idx}/${d}`;
+    const done = this.divisions.get(key);
+    if (done) return done;
     const [m, s] = divisionMagic(d);
     const q = this.fresh("q"), r = this.fresh(prefix);
     this.params.push(m, s);
     const p = this.params.length;
     this.line(`int ${q} = smelt_udiv(${idx}, P[${p - 2}], P[${p - 1}]); int ${r} = ${idx} - ${q} * ${this.int(d)};`);
+    this.divisions.set(key, [q, r]);
     return [q, r];
   }
 
@@ -264,8 +272,14 @@ export class Builder {
         const [A, B] = n.inputs as [Node, Node];
         const ai = this.leaf(A), bi = this.leaf(B);
         const acc = this.fresh("dot");
-        this.line(`float ${acc} = 0.0f;`);
-        this.line(`for (int k = 0, pa = ${o.a}, pb = ${o.b}; k < ${this.int(matmulDepth(n))}; ++k, pa += ${o.sak}, pb += ${o.sbk}) ${acc} = fma(float(in${ai}[pa]), float(in${bi}[pb]), ${acc});`);
+        // Unrolled (the contraction is short, INLINE_MATMUL_DEPTH at most): a loop inside the
+        // kernel's element loop keeps a CPU's compiler from vectorizing that loop over elements.
+        const pa = this.fresh("pa"), pb = this.fresh("pb"), sak = this.fresh("sa"), sbk = this.fresh("sb");
+        this.line(`float ${acc} = 0.0f; int ${pa} = ${o.a}, ${pb} = ${o.b}, ${sak} = ${o.sak}, ${sbk} = ${o.sbk};`);
+        for (let k = 0; k < matmulDepth(n); k++) {
+          const at = (p: string, s: string) => (k === 0 ? p : `${p} + ${k} * ${s}`);
+          this.line(`${acc} = fma(float(in${ai}[${at(pa, sak)}]), float(in${bi}[${at(pb, sbk)}]), ${acc});`);
+        }
         this.line(`${T} ${v} = ${T}(${acc});`);
         return v;
       }
