@@ -117,3 +117,18 @@ describe("plans", () => {
     expect(code.source).toContain("device uchar* out0 [[buffer(1)]]");
   });
 });
+
+test("a pad selects its value rather than branching around the padded input's loads", () => {
+  // A branch around x's loads keeps a CPU's compiler from vectorizing the element loop.
+  const y = sm.pad(sm.exp(sm.array(data(12, 5)).reshape([3, 4])), [[1, 0], [0, 2]], 0.5);
+  const { source } = emitKernel(plainPlan((y as unknown as { node(why: string): import("../../src/graph/node.ts").Node }).node("test")));
+  const body = source.slice(source.indexOf("kernel void"));
+  expect(body).not.toMatch(/\bif \(/);
+  expect(body).toMatch(/int j\d+ = inside\d+ \? .+ : 0;/);
+  expect(body).toMatch(/v\d+ = inside\d+ \? /);
+  const xs = data(12, 5);
+  const got = y.toArray() as number[];
+  for (let i = 0; i < 4; i++) {
+    for (let j = 0; j < 6; j++) expect(got[i * 6 + j]!).toBeCloseTo(i >= 1 && j < 4 ? Math.exp(Math.fround(xs[(i - 1) * 4 + j]!)) : 0.5, 5);
+  }
+});

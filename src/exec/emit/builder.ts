@@ -352,13 +352,15 @@ export class Builder {
       inside.push(`uint(${s}) < uint(${this.int(x.shape[d]!)})`);
       at.push(`${s} * ${this.int(strides[d]!)}`);
     });
-    this.line(`if (${inside.join(" && ") || "true"}) {`);
-    this.scoped(() => {
-      const j = this.fresh("j");
-      this.line(`int ${j} = ${at.join(" + ")};`);
-      this.line(`${v} = ${this.emit(x, j)};`);
-    });
-    this.line("}");
+    if (x.size === 0) return v;
+    // Branch-free: x is computed at its first element where the index is padding, and the
+    // padding value selected. A branch around x's loads keeps a CPU's compiler from vectorizing
+    // the element loop (a slice's gradient is a pad, and attention's q, k, v sum three of them).
+    const ok = this.fresh("inside"), j = this.fresh("j");
+    this.line(`bool ${ok} = ${inside.join(" && ") || "true"};`);
+    this.line(`int ${j} = ${ok} ? ${at.join(" + ")} : 0;`);
+    const xv = this.emit(x, j);
+    this.line(`${v} = ${ok} ? ${T}(${xv}) : ${v};`);
     return v;
   }
 
