@@ -32,6 +32,16 @@ interface Run {
   filter: string | null;
   workloads: Result[];
   loraTrain?: { model: string; batch: number; seqLen: number; rank: number; lazy: StepFigures; eager: StepFigures; torch?: { eager?: StepFigures; compile?: StepFigures; error?: string; torch?: string; peft?: string } } | null;
+  generate?: {
+    model: string;
+    fileBytes: number;
+    promptTokens: number;
+    decodeTokens: number;
+    runs: number;
+    threads: number;
+    smelt: { promptTps: number; decodeTps: number; peakMemory: number; loadMs: number; rssAfterLoad: number };
+    torch?: { promptTps: number; decodeTps: number; peakMemory: number; torch: string; transformers: string } | { error: string };
+  } | null;
 }
 
 const root = join(import.meta.dir, "..");
@@ -233,6 +243,7 @@ function doc(run: Run): string {
   const peer = peerTable(run);
   if (peer.length) lines.push("## Beside PyTorch", "", ...peer, "", ...peerNotes(run), "");
   else lines.push("## Beside PyTorch", "", "This run had no PyTorch peer (`bun run bench --peer torch` adds it).", "");
+  lines.push(...modelSection(run));
   if (gpu) lines.push(...gpuSection(gpu));
   lines.push(
     "## Caveats",
@@ -256,6 +267,51 @@ function doc(run: Run): string {
     "",
   );
   return lines.join("\n");
+}
+
+const gb = (bytes: number) => `${f(bytes / 1e9, 2)} GB`;
+
+/** The run's language-model workloads (bench/generate.ts, bench/lora-train.ts), when it has them. */
+function modelSection(run: Run): string[] {
+  const g = run.generate, l = run.loraTrain;
+  if (!g && !l) return [];
+  const lines = ["## SmolLM2-135M: generation and LoRA training", ""];
+  if (g) {
+    const t = g.torch && "promptTps" in g.torch ? g.torch : undefined;
+    lines.push(
+      `Generation (\`bench/generate.ts\`, ${g.model}, ${g.threads} threads, median of ${g.runs}): prompt processing over ${g.promptTokens} tokens (to the first token) and decoding of ${g.decodeTokens} tokens, in tokens per second.`,
+      "",
+      "| | prompt tokens/s | decode tokens/s | peak memory |",
+      "|---|---:|---:|---:|",
+      `| smelt lazy | ${f(g.smelt.promptTps, 3)} | ${f(g.smelt.decodeTps, 3)} | ${gb(g.smelt.peakMemory)} (tensor memory) |`,
+    );
+    if (t) lines.push(`| transformers ${t.transformers} (torch ${t.torch}, float32) | ${f(t.promptTps, 3)} | ${f(t.decodeTps, 3)} | ${gb(t.peakMemory)} (peak RSS) |`);
+    const versus = t
+      ? `smelt / transformers: prompt ${f(g.smelt.promptTps / t.promptTps)}x, decode ${f(g.smelt.decodeTps / t.decodeTps)}x. `
+      : g.torch && "error" in g.torch
+        ? `No transformers peer (${g.torch.error}). `
+        : "";
+    const mb = (bytes: number) => `${f(bytes / 1e6, 3)} MB`;
+    lines.push("", `${versus}Loading took ${f(g.smelt.loadMs / 1000)} s; the resident memory it added was ${mb(g.smelt.rssAfterLoad)}, ${f(g.smelt.rssAfterLoad / g.fileBytes)}x the ${mb(g.fileBytes)} file.`, "");
+  }
+  if (l) {
+    const row = (name: string, x: StepFigures | undefined, peak: string) =>
+      x ? `| ${name} | ${f(x.msPerStep, 3)} | ${f(x.tokensPerSec, 3)} | ${x.kernelsPerStep ?? "–"} | ${gb(x.peakMemory)} ${peak} |` : `| ${name} | – | – | – | – |`;
+    lines.push(
+      `LoRA training step (\`bench/lora-train.ts\`, ${l.model}, batch ${l.batch} x ${l.seqLen}, rank ${l.rank} on every linear layer, forward, backward and AdamW, float32): median of the runs.`,
+      "",
+      "| | ms per step | tokens/s | kernels per step | peak memory |",
+      "|---|---:|---:|---:|---:|",
+      row("smelt lazy", l.lazy, "(tensor memory)"),
+      row("smelt eager", l.eager, "(tensor memory)"),
+    );
+    if (l.torch?.eager) {
+      const who = `PyTorch ${l.torch.torch ?? ""} + PEFT ${l.torch.peft ?? ""}`;
+      lines.push(row(`${who} eager`, l.torch.eager, "(peak RSS)"), row(`${who} torch.compile`, l.torch.compile, "(peak RSS)"));
+    }
+    lines.push("", `smelt lazy / eager: ${f(l.lazy.tokensPerSec / l.eager.tokensPerSec)}x tokens/s` + (l.torch?.eager ? `; smelt lazy / PyTorch eager: ${f(l.lazy.tokensPerSec / l.torch.eager.tokensPerSec)}x.` : "."), "");
+  }
+  return lines;
 }
 
 function gpuSection(run: Run): string[] {
