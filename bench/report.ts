@@ -5,6 +5,7 @@
  */
 import { readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import type { GenerateBench } from "./generate.ts";
 import type { Result } from "./measure.ts";
 
 interface StepFigures {
@@ -32,16 +33,7 @@ interface Run {
   filter: string | null;
   workloads: Result[];
   loraTrain?: { model: string; batch: number; seqLen: number; rank: number; lazy: StepFigures; eager: StepFigures; torch?: { eager?: StepFigures; compile?: StepFigures; error?: string; torch?: string; peft?: string } } | null;
-  generate?: {
-    model: string;
-    fileBytes: number;
-    promptTokens: number;
-    decodeTokens: number;
-    runs: number;
-    threads: number;
-    smelt: { promptTps: number; decodeTps: number; peakMemory: number; loadMs: number; rssAfterLoad: number };
-    torch?: { promptTps: number; decodeTps: number; peakMemory: number; torch: string; transformers: string } | { error: string };
-  } | null;
+  generate?: GenerateBench | null;
 }
 
 const root = join(import.meta.dir, "..");
