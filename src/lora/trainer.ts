@@ -260,6 +260,24 @@ export class Trainer {
     await save(this.model, root, { baseModel: this.opts.baseModel });
   }
 
+  /**
+   * A run from step 0 into a folder that an earlier run wrote would append to its metrics.jsonl
+   * and meet its checkpoints (which a later resume would take for this run's): refused, naming
+   * the ways on, rather than mixing the two or deleting the earlier one.
+   */
+  #refuseEarlierRun(): void {
+    const root = this.opts.adapterPath;
+    if (!root) return;
+    const base = join(root, CHECKPOINTS);
+    const checkpoints = existsSync(base) ? readdirSync(base).filter((n) => /^\d{7}$/.test(n)).sort() : [];
+    const metrics = existsSync(join(root, "metrics.jsonl"));
+    if (checkpoints.length === 0 && !metrics) return;
+    const what = checkpoints.length ? `checkpoints of an earlier run (the latest at step ${Number(checkpoints.at(-1))})` : "the metrics.jsonl of an earlier run";
+    throw new SmeltError(
+      `lora.Trainer.run: ${root} holds ${what}; pass resume: true (smelt lora --resume) to continue that run, or another adapterPath, or remove the folder, to start over`,
+    );
+  }
+
   /** Restores adapter, optimizer state and step from the latest checkpoint; false when there is none. */
   async resume(): Promise<boolean> {
     const root = this.opts.adapterPath;
@@ -333,6 +351,7 @@ export class Trainer {
   /** Trains to totalSteps (or until onStep returns false), evaluating, reporting and saving on the way. */
   async run(): Promise<TrainResult> {
     if (this.opts.resume && !(await this.resume()) && this.opts.progress) console.error("lora: no checkpoint to resume from; starting at step 0");
+    if (this.step === 0) this.#refuseEarlierRun();
     const lossAndGrad = valueAndGrad(this.model, (m: Module, x: Tensor, y: Tensor, w: Tensor, n: number) => maskedLoss(this.#forward(x), y, w, n));
     this.model.train();
     if (this.opts.progress && this.step === 0) {

@@ -127,6 +127,15 @@ test("train: loss falls, metrics.jsonl, loss.svg, checkpoints; stop at k + resum
   expect(t.optimizer.step).toBe(6);
   // A resume with other settings is refused rather than silently diverging.
   await expect(sm.lora.train({ model: setup(), ...common, seed: 12, adapterPath: part, resume: true })).rejects.toThrow("other settings");
+  // So is a run from step 0 into a folder an earlier run wrote: its metrics and checkpoints stay
+  // as they were, not mixed with a second run's.
+  const before = readFileSync(join(part, "metrics.jsonl"), "utf8");
+  const refused = sm.lora.train({ model: setup(), ...common, adapterPath: part });
+  await expect(refused).rejects.toBeInstanceOf(sm.SmeltError);
+  await expect(sm.lora.train({ model: setup(), ...common, adapterPath: part })).rejects.toThrow(
+    `lora.Trainer.run: ${part} holds checkpoints of an earlier run (the latest at step 6); pass resume: true`,
+  );
+  expect(readFileSync(join(part, "metrics.jsonl"), "utf8")).toBe(before);
 });
 
 test("memory does not grow from step to step", async () => {
