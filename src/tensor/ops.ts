@@ -490,7 +490,12 @@ export function logsumexp(x: TensorLike, axis?: Axes, keepdims = false): Tensor 
 }
 export function softmax(x: TensorLike, axis: Axes = -1): Tensor {
   return inFloat32("softmax", x, axis, (t) => {
-    const e = exp(subtract(t, reduce("max", t, axis, true)));
+    // The max is a gradient stop: the result does not depend on it, so its gradient would be
+    // zero at the cost of two more passes over the row. (Not rowShift, whose 0 for an infinite
+    // max would turn a row holding +inf into NaN and zeros where PyTorch gives all NaN.)
+    const m = reduce("max", t, axis, true);
+    gradientStops.add(m.node("softmax"));
+    const e = exp(subtract(t, m));
     return divide(e, sum(e, axis, true));
   });
 }

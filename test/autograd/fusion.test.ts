@@ -24,6 +24,27 @@ test("the backward of softmax, logSoftmax, logsumexp, RMS norm and layer norm (d
   expect(kernels(dx((x) => sm.fast.layerNorm(x, w, b)))).toBe(1);
 });
 
+test("softmax's backward folds three row reductions: no gradient flows into its row max", () => {
+  // The max, the sum of exponentials, and the sum of cotangent times output; the max's own
+  // gradient (zero: softmax does not depend on it) would add a count of ties and a sum.
+  const outs = dx((x) => sm.softmax(x, -1))();
+  const s = schedule(outs.map((t) => (t as unknown as { node(why: string): import("../../src/graph/node.ts").Node }).node("test")));
+  expect(s.order.length).toBe(1);
+  const source = planOf(s, s.order[0]!).source;
+  execute(s);
+  expect(source.match(/smelt_row_fold</g)?.length).toBe(3);
+  // dx = y * (g - sum(g * y)) against float64.
+  const xs = x.toArray() as number[], gs = ct.toArray() as number[], got = outs[0]!.toArray() as number[];
+  let worst = 0;
+  for (let r = 0; r < 64; r++) {
+    const row = xs.slice(r * 256, r * 256 + 256), g = gs.slice(r * 256, r * 256 + 256);
+    const m = Math.max(...row), e = row.map((v) => Math.exp(v - m)), z = e.reduce((a, v) => a + v, 0), y = e.map((v) => v / z);
+    const dot = y.reduce((a, v, j) => a + v * g[j]!, 0);
+    y.forEach((v, j) => (worst = Math.max(worst, Math.abs(got[r * 256 + j]! - v * (g[j]! - dot)))));
+  }
+  expect(worst).toBeLessThan(1e-6);
+});
+
 test("with the weight (and bias) gradients: the dx row kernel and one reduction kernel, values as eager", () => {
   const rms = () => sm.vjp((x: T, w: T) => sm.fast.rmsNorm(x, w), [x, w], [ct])[1] as T[];
   const ln = () => sm.vjp((x: T, w: T, b: T) => sm.fast.layerNorm(x, w, b), [x, w, b], [ct])[1] as T[];
