@@ -13,6 +13,18 @@ import { QUANT_BLOCKS } from "../../graph/quant.ts";
 import { type PlainPlan, quantRowsPerThread } from "../plan/kernel.ts";
 import { Builder, computeType, ELEMENT_POSITION, finish, type KernelCode, store } from "./builder.ts";
 
+/** The byte at offset k (an int expression) of the block starting at byte `base`, as an int 0..255. */
+function blockByte(b: Builder, blocks: Node, k: string | number): string {
+  return `int(${b.emit(blocks, `(base + ${k})`)})`;
+}
+
+/** Declares the float16 at offset k of the block (a scale or minimum) as a float; its name. */
+function blockHalf(b: Builder, blocks: Node, k: number): string {
+  const v = b.fresh("d");
+  b.line(`float ${v} = float(as_type<half>(ushort(${blockByte(b, blocks, k)} | (${blockByte(b, blocks, k + 1)} << 8))));`);
+  return v;
+}
+
 /**
  * Reads values of the block starting at byte `base` (an int variable) of blocks. Called, it
  * emits the lines that load the block's scales; the function it returns emits the lines for value
@@ -20,13 +32,8 @@ import { Builder, computeType, ELEMENT_POSITION, finish, type KernelCode, store 
  * reads a whole block loads its scales once, before its loop over the values.
  */
 function blockReader(b: Builder, blocks: Node, format: QuantFormat): () => string {
-  // The byte at offset k (an int expression) of the block, as an int 0..255.
-  const byte = (k: string | number) => `int(${b.emit(blocks, `(base + ${k})`)})`;
-  const half = (k: number) => {
-    const v = b.fresh("d");
-    b.line(`float ${v} = float(as_type<half>(ushort(${byte(k)} | (${byte(k + 1)} << 8))));`);
-    return v;
-  };
+  const byte = (k: string | number) => blockByte(b, blocks, k);
+  const half = (k: number) => blockHalf(b, blocks, k);
   const signed = (v: string) => `(${v} - ((${v} & 128) << 1))`;
   switch (format) {
     case "Q8_0": {
@@ -111,31 +118,38 @@ const LANE_FORMATS: ReadonlySet<QuantFormat> = new Set(["Q8_0", "Q4_0", "Q4_1"])
  * them; they are added once, after the row. xAt(r, k): row r's value k of the block.
  */
 function laneDot(b: Builder, blocks: Node, format: QuantFormat, R: number, xAt: (r: number, k: string) => string): void {
-  const byte = (k: string | number) => `int(${b.emit(blocks, `(base + ${k})`)})`;
-  const half = (k: number) => {
-    const v = b.fresh("d");
-    b.line(`float ${v} = float(as_type<half>(ushort(${byte(k)} | (${byte(k + 1)} << 8))));`);
-    return v;
-  };
-  const d = half(0);
-  const m = format === "Q4_1" ? half(2) : "";
+  const d = blockHalf(b, blocks, 0);
+  const m = format === "Q4_1" ? blockHalf(b, blocks, 2) : "";
   for (let l = 0; l < LANES; l++) {
-    if (format === "Q8_0") {
-      const int8 = (k: number) => `float(as_type<char>(${b.emit(blocks, `(base + ${k})`)}))`;
-      b.line(`float ql${l} = ${int8(2 + l)}; float qh${l} = ${int8(18 + l)};`);
-    } else {
-      const shift = format === "Q4_0" ? " - 8" : "";
-      b.line(`int q${l} = ${byte(`${format === "Q4_0" ? 2 : 4} + ${l}`)};`);
-      b.line(`float ql${l} = float((q${l} & 15)${shift}); float qh${l} = float((q${l} >> 4)${shift});`);
-    }
+    b.line(`float ql${l}, qh${l};`);
+    laneQuants(b, blocks, format, `${l}`, `ql${l}`, `qh${l}`);
     for (let r = 0; r < R; r++) {
-      const lo = `lo${r}_${l}`, hi = `hi${r}_${l}`, a = `a${r}_${l}`;
+      const lo = `lo${r}_${l}`, hi = `hi${r}_${l}`;
       b.line(`float ${lo} = float(${xAt(r, `${l}`)}); float ${hi} = float(${xAt(r, `${16 + l}`)});`);
-      const dot = `fma(${lo}, ql${l}, ${hi} * qh${l})`;
-      // Q4_1's value is d q + m: the pair adds d (x . q) + m (x's two values).
-      b.line(format === "Q4_1" ? `${a} = fma(${d}, ${dot}, fma(${m}, ${lo} + ${hi}, ${a}));` : `${a} = fma(${d}, ${dot}, ${a});`);
+      b.line(laneStep(format, `a${r}_${l}`, d, m, lo, hi, `ql${l}`, `qh${l}`));
     }
   }
+}
+
+/** Sets ql and qh to lane l's two quants (values l and l + 16 of the block) as floats; l an int expression. */
+function laneQuants(b: Builder, blocks: Node, format: QuantFormat, l: string, ql: string, qh: string): void {
+  if (format === "Q8_0") {
+    const int8 = (k: string) => `float(as_type<char>(${b.emit(blocks, `(base + ${k})`)}))`;
+    b.line(`${ql} = ${int8(`2 + ${l}`)}; ${qh} = ${int8(`18 + ${l}`)};`);
+    return;
+  }
+  // Q4_0 and Q4_1 keep both in one byte; Q4_0's quants are offset by 8.
+  const shift = format === "Q4_0" ? " - 8" : "";
+  const q = b.fresh("q");
+  b.line(`int ${q} = ${blockByte(b, blocks, `${format === "Q4_0" ? 2 : 4} + ${l}`)};`);
+  b.line(`${ql} = float((${q} & 15)${shift}); ${qh} = float((${q} >> 4)${shift});`);
+}
+
+/** The statement adding a lane's pair (x values lo, hi; quants ql, qh) into its sum a, with the block's scale d (and minimum m). */
+function laneStep(format: QuantFormat, a: string, d: string, m: string, lo: string, hi: string, ql: string, qh: string): string {
+  const dot = `fma(${lo}, ${ql}, ${hi} * ${qh})`;
+  // Q4_1's value is d q + m: the pair adds d (x . q) + m (x's two values).
+  return format === "Q4_1" ? `${a} = fma(${d}, ${dot}, fma(${m}, ${lo} + ${hi}, ${a}));` : `${a} = fma(${d}, ${dot}, ${a});`;
 }
 
 /**
@@ -144,8 +158,8 @@ function laneDot(b: Builder, blocks: Node, format: QuantFormat, R: number, xAt: 
  * tree, it paired the lanes into short vectors with shuffles, and the whole row ran about 3.5x
  * slower. The chain runs once per row, so its length costs nothing.
  */
-function laneSum(r: number): string {
-  return Array.from({ length: LANES }, (_, l) => `a${r}_${l}`).join(" + ");
+function laneSum(lane: (l: number) => string): string {
+  return Array.from({ length: LANES }, (_, l) => lane(l)).join(" + ");
 }
 
 /**
@@ -156,27 +170,17 @@ function laneSum(r: number): string {
  * a one-row product. Leaves acc0..acc{R-1} set.
  */
 function manyRowLanes(b: Builder, blocks: Node, format: QuantFormat, R: number, perRow: string, elements: number, bytes: number, xAt: (k: string) => string): void {
-  const byte = (k: string) => `int(${b.emit(blocks, `(base + ${k})`)})`;
-  const half = (k: number) => `float(as_type<half>(ushort(${byte(`${k}`)} | (${byte(`${k + 1}`)} << 8))))`;
   b.line(`float a[${R}][${LANES}];`);
   b.line(`for (int r = 0; r < ${R}; ++r) for (int l = 0; l < ${LANES}; ++l) a[r][l] = 0.0f;`);
   b.line(`int xr[${R}] = {${Array.from({ length: R }, (_, r) => `x${r}`).join(", ")}};`);
   b.line(`for (int kb = 0; kb < ${perRow}; ++kb) {`);
   b.scoped(() => {
     b.line(`int base = (n * ${perRow} + kb) * ${bytes};`);
-    b.line(`float d = ${half(0)};`);
-    if (format === "Q4_1") b.line(`float mn = ${half(2)};`);
+    const d = blockHalf(b, blocks, 0);
+    const m = format === "Q4_1" ? blockHalf(b, blocks, 2) : "";
     b.line(`float ql[${LANES}]; float qh[${LANES}];`);
     b.line(`for (int l = 0; l < ${LANES}; ++l) {`);
-    b.scoped(() => {
-      if (format === "Q8_0") {
-        b.line(`ql[l] = float(as_type<char>(${b.emit(blocks, "(base + 2 + l)")})); qh[l] = float(as_type<char>(${b.emit(blocks, "(base + 18 + l)")}));`);
-      } else {
-        const shift = format === "Q4_0" ? " - 8" : "";
-        b.line(`int q = ${byte(`${format === "Q4_0" ? 2 : 4} + l`)};`);
-        b.line(`ql[l] = float((q & 15)${shift}); qh[l] = float((q >> 4)${shift});`);
-      }
-    });
+    b.scoped(() => laneQuants(b, blocks, format, "l", "ql[l]", "qh[l]"));
     b.line("}");
     b.line(`for (int r = 0; r < ${R}; ++r) {`);
     b.scoped(() => {
@@ -184,15 +188,14 @@ function manyRowLanes(b: Builder, blocks: Node, format: QuantFormat, R: number, 
       b.line(`for (int l = 0; l < ${LANES}; ++l) {`);
       b.scoped(() => {
         b.line(`float lo = float(${xAt("(xo + l)")}); float hi = float(${xAt(`(xo + ${LANES} + l)`)});`);
-        const dot = "fma(lo, ql[l], hi * qh[l])";
-        b.line(format === "Q4_1" ? `a[r][l] = fma(d, ${dot}, fma(mn, lo + hi, a[r][l]));` : `a[r][l] = fma(d, ${dot}, a[r][l]);`);
+        b.line(laneStep(format, "a[r][l]", d, m, "lo", "hi", "ql[l]", "qh[l]"));
       });
       b.line("}");
     });
     b.line("}");
   });
   b.line("}");
-  for (let r = 0; r < R; r++) b.line(`acc${r} = ${Array.from({ length: LANES }, (_, l) => `a[${r}][${l}]`).join(" + ")};`);
+  for (let r = 0; r < R; r++) b.line(`acc${r} = ${laneSum((l) => `a[${r}][${l}]`)};`);
 }
 
 /**
@@ -238,7 +241,7 @@ export function quantizedMatmulKernel({ out, dispatch, rowLanes }: PlainPlan): K
       b.line("}");
     });
     b.line("}");
-    if (lanes) for (const r of rs) b.line(`acc${r} = ${laneSum(r)};`);
+    if (lanes) for (const r of rs) b.line(`acc${r} = ${laneSum((l) => `a${r}_${l}`)};`);
   }
   for (const r of rs) {
     const at = `(m0 + ${r}) * ${N} + n`;
