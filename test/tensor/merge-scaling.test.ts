@@ -11,6 +11,30 @@ setDefaultTimeout(120_000);
 const nodeOf = (t: sm.Tensor) => (t as unknown as { node(why: string): Node }).node("eval");
 
 /**
+ * `runs` times, inside a tidy: make() builds a graph (its roots, in evaluation order), schedule()
+ * plans it and it runs, then its check() sees the values and counts. The fewest ms of building
+ * the graph and of schedule().
+ */
+function fewestMs(runs: number, make: () => { roots: sm.Tensor[]; check: () => void }): { build: number; schedule: number } {
+  let build = Infinity, scheduling = Infinity;
+  for (let r = 0; r < runs; r++) {
+    sm.tidy(() => {
+      const b0 = performance.now();
+      const { roots, check } = make();
+      const nodes = roots.map(nodeOf);
+      sm.resetStats();
+      const t0 = performance.now();
+      const s = schedule(nodes);
+      build = Math.min(build, t0 - b0);
+      scheduling = Math.min(scheduling, performance.now() - t0);
+      execute(s);
+      check();
+    });
+  }
+  return { build, schedule: scheduling };
+}
+
+/**
  * n parameters, each with a gradient that is a kernel of its own (a long chain ending in a max
  * over rows: sums would merge), updated as AdamW does and evaluated as a trainer does (every
  * parameter, then every moment), so each (p, m, v) is one multi-output kernel placed after all
@@ -19,28 +43,19 @@ const nodeOf = (t: sm.Tensor) => (t as unknown as { node(why: string): Node }).n
  */
 function updateTimes(n: number, runs: number): { build: number; schedule: number } {
   const rows = Array.from({ length: n }, (_, i) => sm.full([4, 8], (i % 5) + 1, "float32").eval());
-  let build = Infinity, scheduling = Infinity;
-  for (let r = 0; r < runs; r++) {
-    sm.tidy(() => {
-      const b0 = performance.now();
-      const ps: sm.Tensor[] = [], ms: sm.Tensor[] = [], vs: sm.Tensor[] = [];
-      for (let i = 0; i < n; i++) {
-        let x = rows[i]!;
-        for (let j = 0; j < 30; j++) x = x.mul(1.5).mul(1 / 1.5);
-        const g = x.max(0);
-        const m = g.mul(0.1);
-        const v = g.square().mul(0.001);
-        ps.push(sm.full([8], 1, "float32").sub(m.div(v.sqrt().add(1e-8)).mul(0.01)));
-        ms.push(m);
-        vs.push(v);
-      }
-      const nodes = [...ps, ...ms, ...vs].map(nodeOf);
-      sm.resetStats();
-      const t0 = performance.now();
-      const s = schedule(nodes);
-      build = Math.min(build, t0 - b0);
-      scheduling = Math.min(scheduling, performance.now() - t0);
-      execute(s);
+  const times = fewestMs(runs, () => {
+    const ps: sm.Tensor[] = [], ms: sm.Tensor[] = [], vs: sm.Tensor[] = [];
+    for (let i = 0; i < n; i++) {
+      let x = rows[i]!;
+      for (let j = 0; j < 30; j++) x = x.mul(1.5).mul(1 / 1.5);
+      const g = x.max(0);
+      const m = g.mul(0.1);
+      const v = g.square().mul(0.001);
+      ps.push(sm.full([8], 1, "float32").sub(m.div(v.sqrt().add(1e-8)).mul(0.01)));
+      ms.push(m);
+      vs.push(v);
+    }
+    const check = () => {
       // n gradients and n merged updates.
       expect(sm.stats().kernelsDispatched).toBe(2 * n);
       const i = n - 1, g = (i % 5) + 1;
@@ -48,10 +63,11 @@ function updateTimes(n: number, runs: number): { build: number; schedule: number
       expect(ms[i]!.toArray()[0]).toBeCloseTo(m, 4);
       expect(vs[i]!.toArray()[0]).toBeCloseTo(v, 4);
       expect(ps[i]!.toArray()[0]).toBeCloseTo(1 - (m / (Math.sqrt(v) + 1e-8)) * 0.01, 4);
-    });
-  }
+    };
+    return { roots: [...ps, ...ms, ...vs], check };
+  });
   rows.forEach((t) => t.dispose());
-  return { build, schedule: scheduling };
+  return times;
 }
 
 test("merging 320 AdamW-like groups costs a few times building their graph, not 70x", () => {
@@ -72,36 +88,28 @@ test("merging 320 AdamW-like groups costs a few times building their graph, not 
  */
 function earlyTimes(n: number, runs: number): { build: number; schedule: number } {
   const xs = Array.from({ length: n }, (_, i) => sm.full([4, 8], ((i % 7) - 3) / 4, "float32").eval());
-  let build = Infinity, scheduling = Infinity;
-  for (let r = 0; r < runs; r++) {
-    sm.tidy(() => {
-      const b0 = performance.now();
-      const us: sm.Tensor[] = [], ss: sm.Tensor[] = [], ws: sm.Tensor[] = [];
-      for (let i = 0; i < n; i++) {
-        let e = xs[i]!;
-        for (let j = 0; j < 10; j++) e = e.mul(1.5).mul(1 / 1.5);
-        e = sm.exp(e);
-        us.push(e.mul(2));
-        ss.push(us[i]!.sum(1));
-        ws.push(e.mul(3));
-      }
-      const nodes = [...us, ...ss, ...ws].map(nodeOf);
-      sm.resetStats();
-      const t0 = performance.now();
-      const s = schedule(nodes);
-      build = Math.min(build, t0 - b0);
-      scheduling = Math.min(scheduling, performance.now() - t0);
-      execute(s);
+  const times = fewestMs(runs, () => {
+    const us: sm.Tensor[] = [], ss: sm.Tensor[] = [], ws: sm.Tensor[] = [];
+    for (let i = 0; i < n; i++) {
+      let e = xs[i]!;
+      for (let j = 0; j < 10; j++) e = e.mul(1.5).mul(1 / 1.5);
+      e = sm.exp(e);
+      us.push(e.mul(2));
+      ss.push(us[i]!.sum(1));
+      ws.push(e.mul(3));
+    }
+    const check = () => {
       // n merged (u, w) kernels and n sums.
       expect(sm.stats().kernelsDispatched).toBe(2 * n);
       const i = n - 1, e = Math.exp(((i % 7) - 3) / 4);
       expect(us[i]!.toArray()[0]).toBeCloseTo(2 * e, 4);
       expect(ws[i]!.toArray()[0]).toBeCloseTo(3 * e, 4);
       expect(ss[i]!.toArray()[0]).toBeCloseTo(16 * e, 3);
-    });
-  }
+    };
+    return { roots: [...us, ...ss, ...ws], check };
+  });
   xs.forEach((t) => t.dispose());
-  return { build, schedule: scheduling };
+  return times;
 }
 
 test("after a merge at its first member's place, each later group still merges there, values right", () => {
