@@ -4,6 +4,7 @@
 // the memory in use after each step and each step's largest relative error against float64.
 import * as sm from "../../src/index.ts";
 import { DEQUANTIZE_ROWS } from "../../src/tensor/quantized.ts";
+import { frozenLossAndGrad64 } from "./quantized-reference.ts";
 
 let state = 20261206;
 const next = () => (state = (Math.imul(state, 1664525) + 1013904223) >>> 0);
@@ -21,20 +22,7 @@ const x = sm.array(xs).reshape([rows, k]), c = sm.array(cs).reshape([rows, n]), 
 sm.eval(x, c, a);
 
 // loss(p) = sum(quantizedMatmul(x * p, w) * c) and its gradient, in float64.
-let wantLoss = 0;
-const wantGrad = new Array<number>(k).fill(0);
-for (let m = 0; m < rows; m++) {
-  for (let j = 0; j < n; j++) {
-    let y = 0;
-    for (let i = 0; i < k; i++) y += xs[m * k + i]! * as[i]! * wv[j * k + i]!;
-    wantLoss += y * cs[m * n + j]!;
-  }
-  for (let i = 0; i < k; i++) {
-    let g = 0;
-    for (let j = 0; j < n; j++) g += cs[m * n + j]! * wv[j * k + i]!;
-    wantGrad[i]! += xs[m * k + i]! * g;
-  }
-}
+const { loss: wantLoss, grad: wantGrad } = frozenLossAndGrad64(xs, as, cs, wv, rows, n, k);
 
 const lossAndGrad = sm.valueAndGrad((p: sm.Tensor) => sm.sum(sm.multiply(sm.quantizedMatmul(sm.multiply(x, p), w), c)));
 const errors: number[] = [];

@@ -5,6 +5,7 @@ import { describe, expect, test } from "bun:test";
 import * as sm from "../../src/index.ts";
 import { join } from "node:path";
 import { DEQUANTIZE_ROWS } from "../../src/tensor/quantized.ts";
+import { frozenLossAndGrad64 } from "./quantized-reference.ts";
 
 let state = 20261206;
 const next = () => (state = (Math.imul(state, 1664525) + 1013904223) >>> 0);
@@ -27,30 +28,7 @@ function randomQ4_1(N: number, K: number): sm.QuantizedTensor {
 }
 
 // Large enough that the host's matmuls of both passes take the panel kernel (and so pack B).
-const NN = 80, KK = 96;
-const N = NN, K = KK;
-
-/**
- * loss(a) = sum(quantizedMatmul(x * a, w) * c) and its gradient in float64: the backward reads
- * the weight as dx = ct @ W.
- */
-function reference(xs: number[], as: number[], cs: number[], wv: number[], rows: number, N = NN, K = KK) {
-  let loss = 0;
-  const grad = new Array<number>(K).fill(0);
-  for (let m = 0; m < rows; m++) {
-    for (let n = 0; n < N; n++) {
-      let y = 0;
-      for (let k = 0; k < K; k++) y += xs[m * K + k]! * as[k]! * wv[n * K + k]!;
-      loss += y * cs[m * N + n]!;
-    }
-    for (let k = 0; k < K; k++) {
-      let g = 0;
-      for (let n = 0; n < N; n++) g += cs[m * N + n]! * wv[n * K + k]!;
-      grad[k]! += xs[m * K + k]! * g;
-    }
-  }
-  return { loss, grad };
-}
+const N = 80, K = 96;
 
 describe("a frozen quantized weight across training steps", () => {
   for (const rows of [8, DEQUANTIZE_ROWS + 8]) {
@@ -66,7 +44,7 @@ describe("a frozen quantized weight across training steps", () => {
         sm.eval(loss, g);
         return { loss: loss.item(), grad: g.toArray() as number[] };
       };
-      const want = reference(xs, as, cs, wv, rows);
+      const want = frozenLossAndGrad64(xs, as, cs, wv, rows, N, K);
       const check = (got: { loss: number; grad: number[] }) => {
         expect(Math.abs(got.loss - want.loss)).toBeLessThan(1e-4 * (1 + Math.abs(want.loss)));
         for (let k = 0; k < K; k++) expect(Math.abs(got.grad[k]! - want.grad[k]!)).toBeLessThan(1e-4 * (1 + Math.abs(want.grad[k]!)));
