@@ -74,8 +74,8 @@ export function plainKernel(out: Node, target: Pick<Target, "elementwise" | "cpu
  * The row kernel computing `out` (and writing `also`) with `threads` threads per row. The group is not described:
  * plan/rows.ts finds it from the nodes the walk describes, so equal walks have equal groups.
  */
-export function rowKernel(out: Node, group: RowGroup, threads: number, also: readonly Node[] = []): KernelCode {
-  return codeFor(out, ["rows", threads, also.length], () => emitKernel(planRows(out, group, threads, also)), [], undefined, also);
+export function rowKernel(out: Node, group: RowGroup, threads: number, also: readonly Node[] = [], maxSteps = 0): KernelCode {
+  return codeFor(out, ["rows", threads, also.length, maxSteps], () => emitKernel(planRows(out, group, threads, also, maxSteps)), [], undefined, also);
 }
 
 /**

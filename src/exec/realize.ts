@@ -634,14 +634,14 @@ function sumKey(n: Node | null): string | null {
  */
 function inlineWalk(k: Node, f: (x: Node, inline: boolean) => void): void {
   const seen = newMark();
-  const stack = [...k.inputs];
+  const stack = k.inputs.slice();
   while (stack.length) {
     const x = stack.pop()!;
     if (x.schedMark === seen) continue;
     x.schedMark = seen;
     const inline = !readFromMemory(x, k);
     f(x, inline);
-    if (inline) stack.push(...x.inputs);
+    if (inline) for (const i of x.inputs) stack.push(i);
   }
 }
 
@@ -729,7 +729,7 @@ export function planOf(schedule: Schedule, node: Node): KernelCode {
   if (mm) return matmulKernel(node, mm.main, mm.variant, mm.panels);
   const group = schedule.rows.get(node);
   const also = schedule.outputs.get(node);
-  return group ? rowKernel(node, group, rowThreads(schedule.target, group), also) : plainKernel(node, schedule.target, also);
+  return group ? rowKernel(node, group, rowThreads(schedule.target, group), also, schedule.target.rowSteps) : plainKernel(node, schedule.target, also);
 }
 
 /** The kernels encode() dispatches, kernels of one source over many tensors as one (emit/multi.ts). */
@@ -765,6 +765,7 @@ export function fitGroup(d: KernelCode["dispatch"], pipeline: Pipeline, rows: bo
   // The simdgroup matmul spreads its 8 x 8 tiles over SIMD groups of 32 threads.
   if (d.threadgroups && !rows && w !== 32) return null;
   if (x * y * z <= limit) return d.group;
+  if (d.whole) return null;
   if (rows) return [limit >= w ? limit - (limit % w) : limit, 1, 1];
   if (d.threadgroups) return null;
   while (x * y * z > limit && x > 1) x = Math.ceil(x / 2);
@@ -774,13 +775,24 @@ export function fitGroup(d: KernelCode["dispatch"], pipeline: Pipeline, rows: bo
 }
 
 /** Generates, compiles (once per structure) and encodes the scheduled kernels into one command buffer. */
-function encode(schedule: Schedule) {
+function encode(schedule: Schedule): CommandBuffer[] {
   const dev = memory.device;
+  const cmds: CommandBuffer[] = [];
   let cmd = dev.commandBuffer();
+  let dispatched = 0;
   // Since the last barrier. A kernel's output may be memory that earlier kernels of this command
   // buffer wrote and read (lifetimes.ts), so writing it waits for them as reading it would.
   let written = new Set<Storage>(), read = new Set<Storage>();
-  const used: Storage[] = [];
+  let used: Storage[] = [];
+  // Commits cmd: disposed while the device still uses them (asyncEval), its storages must not be
+  // reused before it is done.
+  const close = () => {
+    cmd.commit();
+    stats.commandBuffers++;
+    for (const s of used) s.busy = cmd.sequence;
+    used = [];
+    cmds.push(cmd);
+  };
   const put = (k: KernelCode, out: Storage, node: Node, what: string, fused: boolean, rows = false): boolean => {
     const op = node.op;
     const reads = k.inputs.map((d) => d.storage);
@@ -817,11 +829,17 @@ function encode(schedule: Schedule) {
       if (profiling()) {
         // Alone in its command buffer, waited for: its time is its own.
         const t0 = performance.now();
-        cmd.commit();
-        stats.commandBuffers++;
+        close();
         cmd.wait();
         recordKernel(kernelLabel(node, what), performance.now() - t0);
         cmd = dev.commandBuffer();
+        written = new Set();
+        read = new Set();
+      } else if (++dispatched === schedule.target.commitEvery) {
+        // The device starts on these while the rest are encoded; its queue keeps their order.
+        close();
+        cmd = dev.commandBuffer();
+        dispatched = 0;
         written = new Set();
         read = new Set();
       }
@@ -836,6 +854,9 @@ function encode(schedule: Schedule) {
     const mm = schedule.matmuls.get(node);
     const rows = schedule.rows.has(node);
     if (put(k, node.data!.storage, node, mm ? `matmul ${mm.variant}` : rows ? "row" : "kernel", fused, rows)) return;
+    // A row kernel whose threads each keep a fixed number of steps loops over the row instead.
+    const group = schedule.rows.get(node);
+    if (group && put(rowKernel(node, group, rowThreads(schedule.target, group), schedule.outputs.get(node)), node.data!.storage, node, "row", fused, true)) return;
     // Only the simdgroup matmul is built around its threadgroup (4 SIMD groups): the dot kernel
     // computes the same product with threadgroups of any size.
     const limit = pipelineFor(k.source).maxThreadsPerThreadgroup;
@@ -849,11 +870,8 @@ function encode(schedule: Schedule) {
     if (step.members.length > 1 && put(step.code, step.out.storage, step.members[0]!.node, `multi-tensor x${step.members.length}`, fused)) continue;
     for (const { node, code } of step.members) single(node, code);
   }
-  cmd.commit();
-  stats.commandBuffers++;
-  // Disposed while the device still uses them (asyncEval), they must not be reused before it is done.
-  for (const s of used) s.busy = cmd.sequence;
-  return cmd;
+  close();
+  return cmds;
 }
 
 function settle(schedule: Schedule, failed: boolean): void {
@@ -916,7 +934,7 @@ export function execute(s: Schedule): void {
     // Pending asyncEval evaluations were scheduled first: their kernels are committed ahead of
     // this one's, so that commit order never runs against the order nodes were given memory.
     encodePending();
-    encode(s).wait();
+    for (const cmd of encode(s)) cmd.wait();
     failed = false;
   } finally {
     settle(s, failed);
@@ -937,7 +955,7 @@ export function evalNodes(nodes: readonly Node[]): void {
  */
 interface Pending {
   readonly schedule: Schedule;
-  cmd: CommandBuffer | null;
+  cmds: CommandBuffer[] | null;
   /** What encoding it threw when another evaluation encoded it: its own caller rethrows it. */
   error: unknown;
 }
@@ -946,9 +964,9 @@ const pending: Pending[] = [];
 /** Encodes (and so commits) every pending evaluation not yet encoded, in schedule order. */
 function encodePending(): void {
   for (const p of pending) {
-    if (p.cmd || p.error !== undefined) continue;
+    if (p.cmds || p.error !== undefined) continue;
     try {
-      p.cmd = encode(p.schedule);
+      p.cmds = encode(p.schedule);
     } catch (e) {
       p.error = e;
     }
@@ -965,7 +983,7 @@ function encodePending(): void {
 function releasePendingMarks(): void {
   if (pending.length === 0) return;
   encodePending();
-  for (const p of pending) if (p.cmd) for (const n of p.schedule.nodes()) n.schedOrder = -1;
+  for (const p of pending) if (p.cmds) for (const n of p.schedule.nodes()) n.schedOrder = -1;
 }
 
 /** Before the CPU reads s: waits for the pending evaluations up to the last one that uses it. */
@@ -975,7 +993,7 @@ export function awaitStorage(s: Storage): void {
   // The device finishes command buffers in commit order, so waiting for the latest one not after
   // s.busy (the last command buffer using s) covers the one that wrote s.
   let last: CommandBuffer | undefined;
-  for (const { cmd } of pending) if (cmd && cmd.sequence <= s.busy && (!last || cmd.sequence > last.sequence)) last = cmd;
+  for (const { cmds } of pending) for (const cmd of cmds ?? []) if (cmd.sequence <= s.busy && (!last || cmd.sequence > last.sequence)) last = cmd;
   // wait() throws when it failed: the reader gets that failure rather than the buffer's old bytes.
   if (last && last.state !== "completed" && last.state !== "disposed") last.wait();
 }
@@ -988,7 +1006,7 @@ export async function evalNodesAsync(nodes: readonly Node[]): Promise<void> {
   // a hold like a handle's keeps each node and its memory until the evaluation is settled.
   const held = s.nodes();
   for (const n of held) n.tensors++;
-  const p: Pending = { schedule: s, cmd: null, error: undefined };
+  const p: Pending = { schedule: s, cmds: null, error: undefined };
   pending.push(p);
   let failed = true;
   try {
@@ -997,7 +1015,7 @@ export async function evalNodesAsync(nodes: readonly Node[]): Promise<void> {
     // Evaluations scheduled before this one commit first, since this one may read what they compute.
     encodePending();
     if (p.error !== undefined) throw p.error;
-    await p.cmd!.completed();
+    for (const cmd of p.cmds!) await cmd.completed();
     failed = false;
   } finally {
     pending.splice(pending.indexOf(p), 1);

@@ -26,6 +26,12 @@ export interface Target {
    */
   rowThreads: number;
   /**
+   * Where a row kernel's threads can cover the row in at most this many steps each, each keeps
+   * the elements it loads in registers for the kernel's later passes (plan/rows.ts RowPlan.steps);
+   * 0 on a CPU, whose one thread per row walks it in chunks.
+   */
+  rowSteps: number;
+  /**
    * Elements each thread of an elementwise kernel of at least `from` elements computes (when its
    * size is a multiple). A GPU keeps as many loads in flight as its threads issue, and one 4-byte
    * load per thread leaves its memory idle part of the time; a CPU thread's loop vectorizes anyway.
@@ -43,6 +49,11 @@ export interface Target {
    * member's buffers per threadgroup made it gather.
    */
   multiTensor: boolean;
+  /**
+   * Dispatches per command buffer in an evaluation: each batch is committed as soon as it is
+   * encoded, so that the device runs it while the JavaScript thread encodes the next.
+   */
+  commitEvery: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -53,6 +64,7 @@ export function makeTarget(device: Pick<Device, "backend" | "limits">, env: Env 
   const forcedRows = Number(env.SMELT_ROW_THREADS);
   const forcedMatmul = env.SMELT_MATMUL;
   const forcedPer = Number(env.SMELT_ELEMENTS_PER_THREAD);
+  const forcedSteps = env.SMELT_ROW_STEPS === undefined ? NaN : Number(env.SMELT_ROW_STEPS);
   const matmul: Target["matmul"] = cpu
     ? { small: "column", large: "panel", smallRows: 5, smallWork: 1 << 15 }
     : { small: "dot", large: "simd", smallRows: 16, smallWork: 0 };
@@ -66,9 +78,11 @@ export function makeTarget(device: Pick<Device, "backend" | "limits">, env: Env 
     simdWidth: device.limits.simdWidth,
     maxThreadsPerThreadgroup: device.limits.maxThreadsPerThreadgroup,
     rowThreads: forcedRows >= 1 && forcedRows <= 1024 ? forcedRows : cpu ? 1 : 0,
+    rowSteps: forcedSteps >= 0 && forcedSteps <= 32 ? Math.floor(forcedSteps) : cpu ? 0 : 16,
     elementwise: forcedPer >= 1 && forcedPer <= 16 ? { perThread: forcedPer, from: 0 } : cpu ? { perThread: 1, from: 0 } : { perThread: 4, from: 1 << 22 },
     matmul,
     multiTensor: env.SMELT_MULTI_TENSOR === "1" || (env.SMELT_MULTI_TENSOR !== "0" && !cpu),
+    commitEvery: Number(env.SMELT_COMMIT_EVERY) >= 1 ? Number(env.SMELT_COMMIT_EVERY) : Infinity,
   };
 }
 

@@ -85,6 +85,26 @@ describe("kernels fit a pipeline limit below what the plan asked", () => {
     close(got.sum!, sum, 1e-4);
   });
 
+  test("row kernels whose threads keep register steps (256 planned) loop over the row under a limit of 64", () => {
+    // With steps, a row needs its whole threadgroup; the engine then plans the loop instead.
+    const rows = 3, n = 700;
+    const got = child(
+      { SMELT_HOST_MAX_THREADS: "64", SMELT_ROW_THREADS: "256", SMELT_ROW_STEPS: "16" },
+      `const x = sm.array(data(${rows * n}, 4)).reshape([${rows}, ${n}]);
+       out.softmax = sm.softmax(x, -1).toArray().flat();`,
+    );
+    const x = data(rows * n, 4);
+    const softmax: number[] = [];
+    for (let r = 0; r < rows; r++) {
+      const row = Array.from(x.subarray(r * n, (r + 1) * n));
+      const m = Math.max(...row);
+      const e = row.map((v) => Math.exp(v - m));
+      const z = e.reduce((a, b) => a + b, 0);
+      softmax.push(...e.map((v) => v / z));
+    }
+    close(got.softmax!, softmax, 1e-5);
+  });
+
   test("the simdgroup matmul (128 threads) gives way to the dot kernel under a limit of 64", () => {
     const M = 40, K = 50, N = 36;
     const got = child(

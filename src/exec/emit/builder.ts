@@ -118,6 +118,9 @@ export class Builder {
   fresh(prefix = "v"): string {
     return `${prefix}${this.vars++}`;
   }
+  currentIndent(): string {
+    return this.indent;
+  }
   line(s: string): void {
     this.lines.push(this.indent + s);
   }
@@ -181,6 +184,19 @@ export class Builder {
    */
   rowIndex: { idx: string; row: string; j: string; shape: readonly number[]; trailing: number } | null = null;
 
+  /**
+   * In a row kernel whose threads keep their row elements in registers (emit/rows.ts): the
+   * arrays, one per input and index expression, that hold element `t` of this thread's steps.
+   * A load at the row's index in the body of a pass (indent `body`) fills its array the first
+   * time and reads it afterwards; the arrays are declared where `at` was in the lines.
+   */
+  rowRegisters: { idx: string; steps: number; body: string; at: number; indent: string; arrays: Map<string, string> } | null = null;
+
+  /** Where declare() puts its lines: before everything emitted after this call. */
+  declarations(): { at: number; indent: string } {
+    return { at: this.lines.length, indent: this.indent };
+  }
+
   affine(shape: readonly number[], strides: readonly number[], offset: number, idx: string): string {
     if (strides.every((s, d) => s === 0 || shape[d] === 1)) return this.int(offset);  // one element, broadcast
     const contiguous = strides.every((s, d) => s === contiguousStrides(shape)[d] || shape[d] === 1);
@@ -236,6 +252,21 @@ export class Builder {
     if (this.computed(n)) {
       const i = this.leaf(n);
       const at = this.affine(n.shape, n.data!.strides, n.data!.offset, idx);
+      const r = this.rowRegisters;
+      if (r && idx === r.idx && this.indent === r.body) {
+        const key = `${i} ${at}`;
+        const array = r.arrays.get(key);
+        if (array) {
+          this.line(`${T} ${v} = ${array}[t];`);
+          return v;
+        }
+        const name = `row${r.arrays.size}`;
+        r.arrays.set(key, name);
+        this.lines.splice(r.at++, 0, `${r.indent}${T} ${name}[${r.steps}];`);
+        this.line(`${T} ${v} = ${T}(in${i}[${at}]);`);
+        this.line(`${name}[t] = ${v};`);
+        return v;
+      }
       this.line(`${T} ${v} = ${T}(in${i}[${at}]);`);
       return v;
     }

@@ -36,9 +36,28 @@ export function emitRows(plan: RowPlan): KernelCode {
 }
 
 /** The body of one row: its reductions, then its outputs (row is its index, an int expression). */
-function emitRow(b: Builder, { out, also, group: g, threads, spill: spilled }: RowPlan, row: string, len: string): void {
+function emitRow(b: Builder, { out, also, group: g, threads, spill: spilled, steps }: RowPlan, row: string, len: string): void {
   b.line(`int base = ${row} * ${len};`);
   b.rowIndex = { idx: "(base + j)", row, j: "j", shape: g.rowShape, trailing: g.trailing };
+  // Each thread's elements j = tid + t * tpg, t < steps (the whole threadgroup covers the row):
+  // body() runs in the pass's scope, where loads at the row's index go through rowRegisters.
+  const stepped = (body: () => void) => {
+    b.line(`for (int t = 0; t < ${steps}; ++t) {`);
+    b.scoped(() => {
+      b.line("int j = int(tid) + t * int(tpg);");
+      b.line(`if (j < ${len}) {`);
+      b.scoped(() => {
+        const r = b.rowRegisters!;
+        const outer = r.body;
+        r.body = b.currentIndent();
+        body();
+        r.body = outer;
+      });
+      b.line("}");
+    });
+    b.line("}");
+  };
+  if (steps) b.rowRegisters = { idx: "(base + j)", steps, body: "", ...b.declarations(), arrays: new Map() };
   // Per-row values (a mean, an rsqrt of a variance) are computed once per row, as soon as the
   // reductions they read are known, instead of at every element.
   const known = new Set<Node>();
@@ -114,6 +133,17 @@ function emitRow(b: Builder, { out, also, group: g, threads, spill: spilled }: R
         spilled !== null && r === last,
       );
       b.line(`float ${acc}_total = ${Op}::combine(smelt_pairwise_total8<${Op}>(${acc}_level, ${acc}_count), ${acc}_rest);`);
+    } else if (steps) {
+      // One block of at most PAIRWISE_BLOCK elements per thread, in the loop's order: what the
+      // loop below computes for such a row, with no pairwise levels to keep.
+      b.line(`float ${acc}_total = ${id};`);
+      b.line(`if (int(tid) < ${len}) {`);
+      b.scoped(() => {
+        b.line(`float block = ${id};`);
+        stepped(() => b.line(`block = ${Op}::combine(block, float(${b.emit(r.inputs[0]!, "(base + j)")}));`));
+        b.line(`${acc}_total = ${Op}::combine(block, ${id});`);
+      });
+      b.line("}");
     } else {
       b.line(`float ${acc}_level[32];`);
       b.line(`uint ${acc}_count = 0;`);
@@ -140,8 +170,7 @@ function emitRow(b: Builder, { out, also, group: g, threads, spill: spilled }: R
     const v = out.op === "reduce" ? `${computeType(out.dtype)}(${fold(out)})` : b.emit(out, row);
     b.line(`if (tid == 0) out0[${row}] = ${store(out, v)};`);
   } else {
-    b.line(`for (int j = int(tid); j < ${len}; j += ${serial ? "1" : "int(tpg)"}) {`);
-    b.scoped(() => {
+    const outputs = () => {
       if (spilled) {
         const T = computeType(spilled.dtype), s = b.fresh();
         b.line(`${T} ${s} = ${T}(out0[base + j]);`);
@@ -153,7 +182,10 @@ function emitRow(b: Builder, { out, also, group: g, threads, spill: spilled }: R
         const at = `int(row) * ${len} + j`;
         b.line(`out${i}[${at}] = ${store(m, `(br == 0 ? 0.0f : float(out${i}[${at}])) + float(${v})`)};`);
       });
-    });
+    };
+    if (steps) return stepped(outputs);
+    b.line(`for (int j = int(tid); j < ${len}; j += ${serial ? "1" : "int(tpg)"}) {`);
+    b.scoped(outputs);
     b.line("}");
   }
 }

@@ -18,6 +18,8 @@ export interface Dispatch {
   threadgroups: boolean;
   size: [number, number, number];
   group: [number, number, number];
+  /** The kernel needs its whole threadgroup (a row kernel whose threads cover the row in a fixed number of steps). */
+  whole?: boolean;
 }
 
 /** A grid of `threads` threads, in threadgroups of up to 256. */

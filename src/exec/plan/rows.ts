@@ -305,14 +305,23 @@ export interface RowPlan {
    * there than memory.)
    */
   spill: Node | null;
+  /**
+   * GPU threads (threads > 1) that cover the row in this many steps each, at most maxSteps: each
+   * thread keeps the row elements it loads in registers for the later passes, which then read no
+   * memory, and its loads are issued together, not one per loop trip. 0: a loop over the row.
+   */
+  steps: number;
   dispatch: Dispatch;
 }
 
-export function planRows(out: Node, group: RowGroup, threads: number, also: readonly Node[] = []): RowPlan {
+/** The row kernel's plan, with at most maxSteps steps per thread (RowPlan.steps; 0: the loop). */
+export function planRows(out: Node, group: RowGroup, threads: number, also: readonly Node[] = [], maxSteps = 0): RowPlan {
   const n = rowLength(group.rowShape, group.trailing);
   const rows = group.rowShape.reduce((a, x) => a * x, 1) / n;
   const e = group.reductions[group.reductions.length - 1]?.inputs[0];
   const spill = threads === 1 && !group.perRow && !group.sums.includes(out) && e && out.dtype === "float32" && !readFromMemory(e, out) && readsAt(out, e) ? e : null;
-  const dispatch: Dispatch = { threadgroups: true, size: [group.blocks, 1, 1], group: [threads, 1, 1] };
-  return { kind: "rows", out, also, group, threads, rowLength: n, rows, spill, dispatch };
+  // A block of rows per threadgroup (column partials) keeps the loop.
+  const steps = threads > 1 && group.sums.length === 0 && Math.ceil(n / threads) <= maxSteps ? Math.ceil(n / threads) : 0;
+  const dispatch: Dispatch = { threadgroups: true, size: [group.blocks, 1, 1], group: [threads, 1, 1], ...(steps ? { whole: true } : {}) };
+  return { kind: "rows", out, also, group, threads, rowLength: n, rows, spill, steps, dispatch };
 }

@@ -43,7 +43,8 @@ export function sharedProducts(roots: readonly Node[]): Set<Node> {
     const x = order[k]!;
     dots[k] = x.op === "matmul" ? !isInline(x) : isInline(x) && x.inputs.some((i) => !i.data && dots[i.schedId]);
   }
-  const own = (x: Node) => asked[x.schedId] || !isInline(x) || users[x.schedId]!.some((u) => OPS[u.op].readsComputedInputs);
+  const owns = order.map((x, k) => asked[k] || !isInline(x) || users[k]!.some((u) => OPS[u.op].readsComputedInputs));
+  const own = (x: Node) => owns[x.schedId]!;
   // The kernel computing each node, or SEVERAL; consumers before their inputs.
   const kernel: (Node | typeof SEVERAL)[] = order.map(() => SEVERAL);
   const out = new Set<Node>();
