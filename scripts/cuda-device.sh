@@ -30,7 +30,9 @@ mkdir -p "$OUT"
 if [ -d cuda-pack ]; then
   mkdir -p .cuda-bin zig-out
   [ -x .cuda-bin/bun ] || { xz -dc cuda-pack/bun.xz > .cuda-bin/bun && chmod +x .cuda-bin/bun; }
-  [ -d node_modules/fast-check ] || tar -xJf cuda-pack/node_modules.tar.xz
+  if [ ! -f node_modules/.cuda-pack ] || [ cuda-pack/node_modules.tar.xz -nt node_modules/.cuda-pack ]; then
+    tar -xJf cuda-pack/node_modules.tar.xz && touch node_modules/.cuda-pack
+  fi
   tar -xJf cuda-pack/lib.tar.xz -C zig-out
   export PATH="$PWD/.cuda-bin:$PATH"
 fi

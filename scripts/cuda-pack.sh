@@ -23,9 +23,9 @@ cp zig-out/lib/libsmelt_cuda.so zig-out/lib/libsmelt_host.so cuda-pack/lib/
 if command -v strip > /dev/null; then strip --strip-unneeded cuda-pack/lib/*.so; fi
 tar -cJf cuda-pack/lib.tar.xz -C cuda-pack lib
 rm -rf cuda-pack/lib
-# Run-time packages only: the tokenizer and template packages, fast-check for the tests, mitata
-# for the benchmarks (the type checker stays behind).
-modules=(node_modules/@huggingface node_modules/fast-check node_modules/pure-rand node_modules/mitata)
+# Run-time packages only: the tokenizer and template packages, fast-check and the dataset the
+# training test learns for the tests, mitata for the benchmarks (the type checker stays behind).
+modules=(node_modules/@huggingface node_modules/fast-check node_modules/pure-rand node_modules/@stdlib node_modules/mitata)
 for m in "${modules[@]}"; do [ -e "$m" ] || { echo "cuda-pack: $m is missing; run bun install" >&2; exit 1; }; done
 tar -cJf cuda-pack/node_modules.tar.xz "${modules[@]}"
 # The commit the pack was made from, "+dirty" when tracked files differ from it: the copy on the GPU

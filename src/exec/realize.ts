@@ -779,7 +779,6 @@ function encode(schedule: Schedule): CommandBuffer[] {
   const dev = memory.device;
   const cmds: CommandBuffer[] = [];
   let cmd = dev.commandBuffer();
-  let dispatched = 0;
   // Since the last barrier. A kernel's output may be memory that earlier kernels of this command
   // buffer wrote and read (lifetimes.ts), so writing it waits for them as reading it would.
   let written = new Set<Storage>(), read = new Set<Storage>();
@@ -833,13 +832,6 @@ function encode(schedule: Schedule): CommandBuffer[] {
         cmd.wait();
         recordKernel(kernelLabel(node, what), performance.now() - t0);
         cmd = dev.commandBuffer();
-        written = new Set();
-        read = new Set();
-      } else if (++dispatched === schedule.target.commitEvery) {
-        // The device starts on these while the rest are encoded; its queue keeps their order.
-        close();
-        cmd = dev.commandBuffer();
-        dispatched = 0;
         written = new Set();
         read = new Set();
       }

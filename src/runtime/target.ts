@@ -49,11 +49,6 @@ export interface Target {
    * member's buffers per threadgroup made it gather.
    */
   multiTensor: boolean;
-  /**
-   * Dispatches per command buffer in an evaluation: each batch is committed as soon as it is
-   * encoded, so that the device runs it while the JavaScript thread encodes the next.
-   */
-  commitEvery: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -82,7 +77,6 @@ export function makeTarget(device: Pick<Device, "backend" | "limits">, env: Env 
     elementwise: forcedPer >= 1 && forcedPer <= 16 ? { perThread: forcedPer, from: 0 } : cpu ? { perThread: 1, from: 0 } : { perThread: 4, from: 1 << 22 },
     matmul,
     multiTensor: env.SMELT_MULTI_TENSOR === "1" || (env.SMELT_MULTI_TENSOR !== "0" && !cpu),
-    commitEvery: Number(env.SMELT_COMMIT_EVERY) >= 1 ? Number(env.SMELT_COMMIT_EVERY) : Infinity,
   };
 }
 

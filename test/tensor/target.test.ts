@@ -16,7 +16,7 @@ describe("Target", () => {
     expect(gpu).toEqual({
       cpu: false, unifiedMemory: true, hostVisible: true, simdWidth: 32, maxThreadsPerThreadgroup: 1024, rowThreads: 0,
       elementwise: { perThread: 4, from: 1 << 22 },
-      matmul: { small: "dot", large: "simd", smallRows: 16, smallWork: 0 }, multiTensor: true, commitEvery: Infinity, rowSteps: 16,
+      matmul: { small: "dot", large: "simd", smallRows: 16, smallWork: 0 }, multiTensor: true, rowSteps: 16,
     });
     const cpu = makeTarget({ backend: "host", limits: { ...limits, simdWidth: 8, unifiedMemory: false } }, {});
     expect([cpu.cpu, cpu.rowThreads, cpu.simdWidth, cpu.unifiedMemory, cpu.matmul.small, cpu.matmul.large, cpu.multiTensor]).toEqual([true, 1, 8, false, "column", "panel", false]);
