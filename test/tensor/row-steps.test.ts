@@ -11,6 +11,7 @@ import { withTargetEnv } from "../../src/runtime/target.ts";
 
 const ops: [string, (x: sm.Tensor, w: sm.Tensor) => sm.Tensor][] = [
   ["softmax", (x) => sm.softmax(x, -1)],
+  ["softmax in float16", (x) => sm.softmax(x.astype("float16"), -1)],
   ["logSoftmax", (x) => sm.logSoftmax(x, -1)],
   ["rms norm", (x, w) => x.mul(sm.rsqrt(x.mul(x).mean(-1, true).add(1e-5))).mul(w)],
   ["layer norm", (x) => x.sub(x.mean(-1, true)).div(sm.sqrt(x.sub(x.mean(-1, true)).square().mean(-1, true).add(1e-5)))],
@@ -56,6 +57,9 @@ describe("row kernels with register steps", () => {
     const fits = source(1000, "16");
     expect(fits.source).toContain("for (int t = 0; t < 16; ++t)");
     expect(fits.source).toContain("row0[t]");
+    // The output reads exp(x - max) that the sum's pass kept, rather than computing it again.
+    expect(fits.source).toContain("spill[t]");
+    expect(fits.source.match(/exp\(/g)?.length).toBe(1);
     expect(fits.whole).toBe(true);
     // 1100 elements need 18 steps of 64 threads: over 16, the loop.
     const over = source(1100, "16");

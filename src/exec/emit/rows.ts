@@ -136,11 +136,17 @@ function emitRow(b: Builder, { out, also, group: g, threads, spill: spilled, ste
     } else if (steps) {
       // One block of at most PAIRWISE_BLOCK elements per thread, in the loop's order: what the
       // loop below computes for such a row, with no pairwise levels to keep.
+      const keep = spilled !== null && r === last;
+      if (keep) b.line(`float spill[${steps}];`);
       b.line(`float ${acc}_total = ${id};`);
       b.line(`if (int(tid) < ${len}) {`);
       b.scoped(() => {
         b.line(`float block = ${id};`);
-        stepped(() => b.line(`block = ${Op}::combine(block, float(${b.emit(r.inputs[0]!, "(base + j)")}));`));
+        stepped(() => {
+          const v = b.emit(r.inputs[0]!, "(base + j)");
+          if (keep) b.line(`spill[t] = float(${v});`);
+          b.line(`block = ${Op}::combine(block, float(${v}));`);
+        });
         b.line(`${acc}_total = ${Op}::combine(block, ${id});`);
       });
       b.line("}");
@@ -173,7 +179,7 @@ function emitRow(b: Builder, { out, also, group: g, threads, spill: spilled, ste
     const outputs = () => {
       if (spilled) {
         const T = computeType(spilled.dtype), s = b.fresh();
-        b.line(`${T} ${s} = ${T}(out0[base + j]);`);
+        b.line(`${T} ${s} = ${T}(${steps ? "spill[t]" : "out0[base + j]"});`);
         b.bind(spilled, "(base + j)", s);
       }
       [out, ...also].forEach((m, i) => {

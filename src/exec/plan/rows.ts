@@ -11,6 +11,7 @@
  * the cotangent times the normalized row). Its threadgroups then take a block of rows each and
  * add each column over the block, so the summed values are never written out, nor read back.
  */
+import { isFloating } from "../../graph/dtype.ts";
 import { contiguousStrides, sameShape } from "../../graph/shape.ts";
 import { Node } from "../../graph/node.ts";
 import { attrsOf, OPS, type ReduceKind, viewMapOf } from "../../graph/op.ts";
@@ -299,10 +300,10 @@ export interface RowPlan {
   rows: number;
   /**
    * The last reduction's input that out reads at its own element (softmax: e / sum(e), e =
-   * exp(x - max)), which a CPU thread (threads 1) writes to the output in the reduction's pass and
-   * reads back for the output instead of computing it twice; null where it is not worth it. The
-   * output's storage, float, holds any float dtype exactly. (GPU threads recompute it: cheaper
-   * there than memory.)
+   * exp(x - max)), computed once: a CPU thread (threads 1) writes it to the output in the
+   * reduction's pass and reads it back for the output (the output's storage, float32, holds any
+   * float dtype exactly); GPU threads with steps keep it in registers. Null where neither applies
+   * (a GPU thread looping over its row recomputes it: cheaper there than memory).
    */
   spill: Node | null;
   /**
@@ -319,9 +320,10 @@ export function planRows(out: Node, group: RowGroup, threads: number, also: read
   const n = rowLength(group.rowShape, group.trailing);
   const rows = group.rowShape.reduce((a, x) => a * x, 1) / n;
   const e = group.reductions[group.reductions.length - 1]?.inputs[0];
-  const spill = threads === 1 && !group.perRow && !group.sums.includes(out) && e && out.dtype === "float32" && !readFromMemory(e, out) && readsAt(out, e) ? e : null;
   // A block of rows per threadgroup (column partials) keeps the loop.
   const steps = threads > 1 && group.sums.length === 0 && Math.ceil(n / threads) <= maxSteps ? Math.ceil(n / threads) : 0;
+  const shared = !group.perRow && !group.sums.includes(out) && e && !readFromMemory(e, out) && readsAt(out, e);
+  const spill = shared && ((threads === 1 && out.dtype === "float32") || (steps > 0 && isFloating(e.dtype))) ? e : null;
   const dispatch: Dispatch = { threadgroups: true, size: [group.blocks, 1, 1], group: [threads, 1, 1], ...(steps ? { whole: true } : {}) };
   return { kind: "rows", out, also, group, threads, rowLength: n, rows, spill, steps, dispatch };
 }
