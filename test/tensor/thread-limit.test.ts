@@ -61,6 +61,20 @@ function close(got: number[], want: number[], tol: number) {
   if (!(worst <= tol)) throw new Error(`worst relative error ${worst} over tolerance ${tol}`);
 }
 
+/** Softmax of each row of x, and each row's sum of x - max, in float64. */
+function rowsReference(x: Float32Array, rows: number, n: number): { softmax: number[]; sum: number[] } {
+  const softmax: number[] = [], sum: number[] = [];
+  for (let r = 0; r < rows; r++) {
+    const row = Array.from(x.subarray(r * n, (r + 1) * n));
+    const m = Math.max(...row);
+    const e = row.map((v) => Math.exp(v - m));
+    const z = e.reduce((a, b) => a + b, 0);
+    softmax.push(...e.map((v) => v / z));
+    sum.push(row.reduce((a, v) => a + (v - m), 0));
+  }
+  return { softmax, sum };
+}
+
 describe("kernels fit a pipeline limit below what the plan asked", () => {
   test("row kernels planned with 256 threads per row run with 64 (softmax, and a row sum)", () => {
     // SMELT_ROW_THREADS=256 gives row kernels GPU-shaped threadgroups on the host
@@ -71,18 +85,9 @@ describe("kernels fit a pipeline limit below what the plan asked", () => {
        out.softmax = sm.softmax(x, -1).toArray().flat();
        out.sum = x.sub(x.max(-1, true)).sum(-1).toArray();`,
     );
-    const x = data(rows * n, 3);
-    const softmax: number[] = [], sum: number[] = [];
-    for (let r = 0; r < rows; r++) {
-      const row = Array.from(x.subarray(r * n, (r + 1) * n));
-      const m = Math.max(...row);
-      const e = row.map((v) => Math.exp(v - m));
-      const z = e.reduce((a, b) => a + b, 0);
-      softmax.push(...e.map((v) => v / z));
-      sum.push(row.reduce((a, v) => a + (v - m), 0));
-    }
-    close(got.softmax!, softmax, 1e-5);
-    close(got.sum!, sum, 1e-4);
+    const want = rowsReference(data(rows * n, 3), rows, n);
+    close(got.softmax!, want.softmax, 1e-5);
+    close(got.sum!, want.sum, 1e-4);
   });
 
   test("row kernels whose threads keep register steps (256 planned) loop over the row under a limit of 64", () => {
@@ -93,16 +98,7 @@ describe("kernels fit a pipeline limit below what the plan asked", () => {
       `const x = sm.array(data(${rows * n}, 4)).reshape([${rows}, ${n}]);
        out.softmax = sm.softmax(x, -1).toArray().flat();`,
     );
-    const x = data(rows * n, 4);
-    const softmax: number[] = [];
-    for (let r = 0; r < rows; r++) {
-      const row = Array.from(x.subarray(r * n, (r + 1) * n));
-      const m = Math.max(...row);
-      const e = row.map((v) => Math.exp(v - m));
-      const z = e.reduce((a, b) => a + b, 0);
-      softmax.push(...e.map((v) => v / z));
-    }
-    close(got.softmax!, softmax, 1e-5);
+    close(got.softmax!, rowsReference(data(rows * n, 4), rows, n).softmax, 1e-5);
   });
 
   test("the simdgroup matmul (128 threads) gives way to the dot kernel under a limit of 64", () => {
