@@ -775,23 +775,13 @@ export function fitGroup(d: KernelCode["dispatch"], pipeline: Pipeline, rows: bo
 }
 
 /** Generates, compiles (once per structure) and encodes the scheduled kernels into one command buffer. */
-function encode(schedule: Schedule): CommandBuffer[] {
+function encode(schedule: Schedule) {
   const dev = memory.device;
-  const cmds: CommandBuffer[] = [];
   let cmd = dev.commandBuffer();
   // Since the last barrier. A kernel's output may be memory that earlier kernels of this command
   // buffer wrote and read (lifetimes.ts), so writing it waits for them as reading it would.
   let written = new Set<Storage>(), read = new Set<Storage>();
-  let used: Storage[] = [];
-  // Commits cmd: disposed while the device still uses them (asyncEval), its storages must not be
-  // reused before it is done.
-  const close = () => {
-    cmd.commit();
-    stats.commandBuffers++;
-    for (const s of used) s.busy = cmd.sequence;
-    used = [];
-    cmds.push(cmd);
-  };
+  const used: Storage[] = [];
   const put = (k: KernelCode, out: Storage, node: Node, what: string, fused: boolean, rows = false): boolean => {
     const op = node.op;
     const reads = k.inputs.map((d) => d.storage);
@@ -828,7 +818,8 @@ function encode(schedule: Schedule): CommandBuffer[] {
       if (profiling()) {
         // Alone in its command buffer, waited for: its time is its own.
         const t0 = performance.now();
-        close();
+        cmd.commit();
+        stats.commandBuffers++;
         cmd.wait();
         recordKernel(kernelLabel(node, what), performance.now() - t0);
         cmd = dev.commandBuffer();
@@ -862,8 +853,11 @@ function encode(schedule: Schedule): CommandBuffer[] {
     if (step.members.length > 1 && put(step.code, step.out.storage, step.members[0]!.node, `multi-tensor x${step.members.length}`, fused)) continue;
     for (const { node, code } of step.members) single(node, code);
   }
-  close();
-  return cmds;
+  cmd.commit();
+  stats.commandBuffers++;
+  // Disposed while the device still uses them (asyncEval), they must not be reused before it is done.
+  for (const s of used) s.busy = cmd.sequence;
+  return cmd;
 }
 
 function settle(schedule: Schedule, failed: boolean): void {
@@ -926,7 +920,7 @@ export function execute(s: Schedule): void {
     // Pending asyncEval evaluations were scheduled first: their kernels are committed ahead of
     // this one's, so that commit order never runs against the order nodes were given memory.
     encodePending();
-    for (const cmd of encode(s)) cmd.wait();
+    encode(s).wait();
     failed = false;
   } finally {
     settle(s, failed);
@@ -947,7 +941,7 @@ export function evalNodes(nodes: readonly Node[]): void {
  */
 interface Pending {
   readonly schedule: Schedule;
-  cmds: CommandBuffer[] | null;
+  cmd: CommandBuffer | null;
   /** What encoding it threw when another evaluation encoded it: its own caller rethrows it. */
   error: unknown;
 }
@@ -956,9 +950,9 @@ const pending: Pending[] = [];
 /** Encodes (and so commits) every pending evaluation not yet encoded, in schedule order. */
 function encodePending(): void {
   for (const p of pending) {
-    if (p.cmds || p.error !== undefined) continue;
+    if (p.cmd || p.error !== undefined) continue;
     try {
-      p.cmds = encode(p.schedule);
+      p.cmd = encode(p.schedule);
     } catch (e) {
       p.error = e;
     }
@@ -975,7 +969,7 @@ function encodePending(): void {
 function releasePendingMarks(): void {
   if (pending.length === 0) return;
   encodePending();
-  for (const p of pending) if (p.cmds) for (const n of p.schedule.nodes()) n.schedOrder = -1;
+  for (const p of pending) if (p.cmd) for (const n of p.schedule.nodes()) n.schedOrder = -1;
 }
 
 /** Before the CPU reads s: waits for the pending evaluations up to the last one that uses it. */
@@ -985,7 +979,7 @@ export function awaitStorage(s: Storage): void {
   // The device finishes command buffers in commit order, so waiting for the latest one not after
   // s.busy (the last command buffer using s) covers the one that wrote s.
   let last: CommandBuffer | undefined;
-  for (const { cmds } of pending) for (const cmd of cmds ?? []) if (cmd.sequence <= s.busy && (!last || cmd.sequence > last.sequence)) last = cmd;
+  for (const { cmd } of pending) if (cmd && cmd.sequence <= s.busy && (!last || cmd.sequence > last.sequence)) last = cmd;
   // wait() throws when it failed: the reader gets that failure rather than the buffer's old bytes.
   if (last && last.state !== "completed" && last.state !== "disposed") last.wait();
 }
@@ -998,7 +992,7 @@ export async function evalNodesAsync(nodes: readonly Node[]): Promise<void> {
   // a hold like a handle's keeps each node and its memory until the evaluation is settled.
   const held = s.nodes();
   for (const n of held) n.tensors++;
-  const p: Pending = { schedule: s, cmds: null, error: undefined };
+  const p: Pending = { schedule: s, cmd: null, error: undefined };
   pending.push(p);
   let failed = true;
   try {
@@ -1007,7 +1001,7 @@ export async function evalNodesAsync(nodes: readonly Node[]): Promise<void> {
     // Evaluations scheduled before this one commit first, since this one may read what they compute.
     encodePending();
     if (p.error !== undefined) throw p.error;
-    for (const cmd of p.cmds!) await cmd.completed();
+    await p.cmd!.completed();
     failed = false;
   } finally {
     pending.splice(pending.indexOf(p), 1);
