@@ -73,7 +73,7 @@ export function makeTarget(device: Pick<Device, "backend" | "limits">, env: Env 
     simdWidth: device.limits.simdWidth,
     maxThreadsPerThreadgroup: device.limits.maxThreadsPerThreadgroup,
     rowThreads: forcedRows >= 1 && forcedRows <= 1024 ? forcedRows : cpu ? 1 : 0,
-    rowSteps: forcedSteps >= 0 && forcedSteps <= 32 ? Math.floor(forcedSteps) : cpu ? 0 : 16,
+    rowSteps: forcedSteps >= 0 ? Math.floor(forcedSteps) : cpu ? 0 : 16,
     elementwise: forcedPer >= 1 && forcedPer <= 16 ? { perThread: forcedPer, from: 0 } : cpu ? { perThread: 1, from: 0 } : { perThread: 4, from: 1 << 22 },
     matmul,
     multiTensor: env.SMELT_MULTI_TENSOR === "1" || (env.SMELT_MULTI_TENSOR !== "0" && !cpu),

@@ -187,12 +187,13 @@ export class Builder {
   /**
    * In a row kernel whose threads keep their row elements in registers (emit/rows.ts): the
    * arrays, one per input and index expression, that hold element `t` of this thread's steps.
-   * A load at the row's index in the body of a pass (indent `body`) fills its array the first
-   * time and reads it afterwards; the arrays are declared where `at` was in the lines.
+   * A load at the row's index in the body of a pass (indent `body`) reads its array once a pass
+   * before filled it; in a pass that fills (`fill`: every pass but the last) the first load
+   * stores into it. The arrays are declared at line `at`.
    */
-  rowRegisters: { idx: string; steps: number; body: string; at: number; indent: string; arrays: Map<string, string> } | null = null;
+  rowRegisters: { idx: string; steps: number; body: string; fill: boolean; at: number; indent: string; arrays: Map<string, string> } | null = null;
 
-  /** Where declare() puts its lines: before everything emitted after this call. */
+  /** The place for declarations before everything emitted after this call (rowRegisters.at). */
   declarations(): { at: number; indent: string } {
     return { at: this.lines.length, indent: this.indent };
   }
@@ -258,6 +259,10 @@ export class Builder {
         const array = r.arrays.get(key);
         if (array) {
           this.line(`${T} ${v} = ${array}[t];`);
+          return v;
+        }
+        if (!r.fill) {
+          this.line(`${T} ${v} = ${T}(in${i}[${at}]);`);
           return v;
         }
         const name = `row${r.arrays.size}`;

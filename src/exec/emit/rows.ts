@@ -7,11 +7,10 @@
  */
 import type { Node } from "../../graph/node.ts";
 import { attrsOf } from "../../graph/op.ts";
-import { columnPartial, type RowPlan, type RowReduceKind } from "../plan/rows.ts";
+import { columnPartial, PAIRWISE_BLOCK, type RowPlan, type RowReduceKind } from "../plan/rows.ts";
 import { Builder, computeType, finish, type KernelCode, ROW_POSITION, store } from "./builder.ts";
 
 const CHUNK = 256; // elements a CPU thread computes before folding them (1 KiB of floats)
-const PAIRWISE_BLOCK = 32; // strided elements a GPU thread folds in order before a pairwise push
 const FOLDS: Record<RowReduceKind, string> = { sum: "smelt_fold_sum", prod: "smelt_fold_prod", max: "smelt_fold_max", min: "smelt_fold_min" };
 
 /** The code of a row kernel: one threadgroup of `threads` threads per row, or per block of rows. */
@@ -41,7 +40,7 @@ function emitRow(b: Builder, { out, also, group: g, threads, spill: spilled, ste
   b.rowIndex = { idx: "(base + j)", row, j: "j", shape: g.rowShape, trailing: g.trailing };
   // Each thread's elements j = tid + t * tpg, t < steps (the whole threadgroup covers the row):
   // body() runs in the pass's scope, where loads at the row's index go through rowRegisters.
-  const stepped = (body: () => void) => {
+  const stepped = (body: () => void, fill = true) => {
     b.line(`for (int t = 0; t < ${steps}; ++t) {`);
     b.scoped(() => {
       b.line("int j = int(tid) + t * int(tpg);");
@@ -50,6 +49,7 @@ function emitRow(b: Builder, { out, also, group: g, threads, spill: spilled, ste
         const r = b.rowRegisters!;
         const outer = r.body;
         r.body = b.currentIndent();
+        r.fill = fill;
         body();
         r.body = outer;
       });
@@ -57,7 +57,7 @@ function emitRow(b: Builder, { out, also, group: g, threads, spill: spilled, ste
     });
     b.line("}");
   };
-  if (steps) b.rowRegisters = { idx: "(base + j)", steps, body: "", ...b.declarations(), arrays: new Map() };
+  if (steps) b.rowRegisters = { idx: "(base + j)", steps, body: "", fill: true, ...b.declarations(), arrays: new Map() };
   // Per-row values (a mean, an rsqrt of a variance) are computed once per row, as soon as the
   // reductions they read are known, instead of at every element.
   const known = new Set<Node>();
@@ -189,7 +189,8 @@ function emitRow(b: Builder, { out, also, group: g, threads, spill: spilled, ste
         b.line(`out${i}[${at}] = ${store(m, `(br == 0 ? 0.0f : float(out${i}[${at}])) + float(${v})`)};`);
       });
     };
-    if (steps) return stepped(outputs);
+    // The last pass: nothing reads what it loads afterwards.
+    if (steps) return stepped(outputs, false);
     b.line(`for (int j = int(tid); j < ${len}; j += ${serial ? "1" : "int(tpg)"}) {`);
     b.scoped(outputs);
     b.line("}");

@@ -315,13 +315,19 @@ export interface RowPlan {
   dispatch: Dispatch;
 }
 
-/** The row kernel's plan, with at most maxSteps steps per thread (RowPlan.steps; 0: the loop). */
+/**
+ * Strided elements a GPU thread folds in order before a pairwise push (emit/rows.ts). Steps stay
+ * within one such block, so a thread folds them exactly as the loop over the row does.
+ */
+export const PAIRWISE_BLOCK = 32;
+
+/** The row kernel's plan, with at most maxSteps (and PAIRWISE_BLOCK) steps per thread (RowPlan.steps; 0: the loop). */
 export function planRows(out: Node, group: RowGroup, threads: number, also: readonly Node[] = [], maxSteps = 0): RowPlan {
   const n = rowLength(group.rowShape, group.trailing);
   const rows = group.rowShape.reduce((a, x) => a * x, 1) / n;
   const e = group.reductions[group.reductions.length - 1]?.inputs[0];
   // A block of rows per threadgroup (column partials) keeps the loop.
-  const steps = threads > 1 && group.sums.length === 0 && Math.ceil(n / threads) <= maxSteps ? Math.ceil(n / threads) : 0;
+  const steps = threads > 1 && group.sums.length === 0 && Math.ceil(n / threads) <= Math.min(maxSteps, PAIRWISE_BLOCK) ? Math.ceil(n / threads) : 0;
   const shared = !group.perRow && !group.sums.includes(out) && e && !readFromMemory(e, out) && readsAt(out, e);
   const spill = shared && ((threads === 1 && out.dtype === "float32") || (steps > 0 && isFloating(e.dtype))) ? e : null;
   const dispatch: Dispatch = { threadgroups: true, size: [group.blocks, 1, 1], group: [threads, 1, 1], ...(steps ? { whole: true } : {}) };
