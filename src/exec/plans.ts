@@ -11,7 +11,7 @@
  */
 import { type Data, newMark, type Node } from "../graph/node.ts";
 import { attrsOf, OPS } from "../graph/op.ts";
-import type { KernelCode, ScalarArg } from "./emit/builder.ts";
+import { type KernelCode, MAX_PARAM_BYTES, type ScalarArg } from "./emit/builder.ts";
 import { emitKernel } from "./emit/kernel.ts";
 import { arangeInInts, readFromMemory } from "./plan/inline.ts";
 import { elementsPerThread, plainPlan } from "./plan/kernel.ts";
@@ -67,7 +67,12 @@ export function plainKernel(out: Node, target: Pick<Target, "elementwise" | "cpu
   const per = elementsPerThread(target, out);
   const lanes = target.cpu && out.op === "quantizedMatmul";
   const extra = [...(also.length ? ["outputs", also.length] : []), ...(per > 1 ? ["per", per] : []), ...(lanes ? ["lanes"] : [])];
-  return codeFor(out, extra, () => emitKernel(plainPlan(out, also, per, lanes)), [], undefined, also);
+  return codeFor(out, extra, () => {
+    const code = emitKernel(plainPlan(out, also, per, lanes));
+    // Each element of a thread takes parameters of its own for its index math: where they come
+    // to more than a dispatch takes (many views or pieces), one element per thread does.
+    return per > 1 && code.params.byteLength > MAX_PARAM_BYTES ? emitKernel(plainPlan(out, also, 1, lanes)) : code;
+  }, [], undefined, also);
 }
 
 /**

@@ -14,7 +14,7 @@ import { contiguousStrides, isRowContiguous, MAX_ELEMENTS, sameShape } from "../
 import { newMark, type Node } from "../graph/node.ts";
 import { postOrder, uncomputed } from "../graph/walk.ts";
 import { attrsOf, OPS, viewMapOf } from "../graph/op.ts";
-import type { KernelCode } from "./emit/builder.ts";
+import { type KernelCode, MAX_PARAM_BYTES } from "./emit/builder.ts";
 import { isInline, matmulDepth, readFromMemory, readsOwnElement } from "./plan/inline.ts";
 import { columnPartial, isRowReduce, pendingReductions, type RowGroup, rowGroup, splitColumns, splitRow } from "./plan/rows.ts";
 import { epilogueOf, type MatmulVariant, panelBytes, type Panels, pendingMatmuls, summedProduct } from "./plan/matmul.ts";
@@ -803,8 +803,8 @@ function encode(schedule: Schedule) {
     const args: unknown[] = lib
       ? [lib.key ?? { buffer: k.inputs[0]!.storage.buffer, offset: k.inputs[0]!.offset * 4 }, out.buffer, k.params]
       : [k.params, out.buffer, ...reads.map((s) => s.buffer), ...outs.map((s) => s.buffer)];
-    if (k.params.byteLength > 4096) {
-      throw new SmeltError(`eval: the kernel for ${op} needs ${k.params.byteLength} bytes of parameters, over 4096`);
+    if (k.params.byteLength > MAX_PARAM_BYTES) {
+      throw new SmeltError(`eval: the kernel for ${op} needs ${k.params.byteLength} bytes of parameters, over ${MAX_PARAM_BYTES}`);
     }
     const d = k.dispatch;
     if (d.size.every((x) => x > 0)) {

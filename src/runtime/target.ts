@@ -33,7 +33,8 @@ export interface Target {
   rowSteps: number;
   /**
    * Elements each thread of an elementwise kernel of at least `from` elements computes (when its
-   * size is a multiple). A GPU keeps as many loads in flight as its threads issue, and one 4-byte
+   * size is a multiple); multiples of 4 are runs of 4 consecutive elements, moved as vectors
+   * (emit/plain.ts). A GPU keeps as many loads in flight as its threads issue, and one 4-byte
    * load per thread leaves its memory idle part of the time; a CPU thread's loop vectorizes anyway.
    */
   elementwise: { perThread: number; from: number };

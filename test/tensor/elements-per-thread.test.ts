@@ -19,7 +19,7 @@ function plan(fn: () => sm.Tensor) {
   });
 }
 
-test("4 per thread: a quarter of the threads, each element at gid + k * threads, against 1 per thread and float64", () => {
+test("4 per thread: a quarter of the threads, each a run of 4 elements, against 1 per thread and float64", () => {
   const xs = uniform(3 * 64, -2, 2, 71), ys = uniform(64, -1, 1, 72);
   const x = sm.array(xs, "float32").reshape([3, 64]).eval();
   const y = sm.array(ys, "float32").eval();
@@ -31,7 +31,8 @@ test("4 per thread: a quarter of the threads, each element at gid + k * threads,
   per(4, () => {
     const p = plan(() => sm.exp(x.mul(y).add(1)));
     expect(p.dispatch.size[0]).toBe(48);
-    expect(p.source).toContain("grid_threads");
+    expect(p.source).toContain("((device const float4*)in0)[q0]");
+    expect(p.source).toContain("((device float4*)out0)[q0] = float4(");
     const got = sm.tidy(() => Array.from(sm.exp(x.mul(y).add(1)).raw()));
     expect(got).toEqual(one); // the same arithmetic per element, bit for bit
     got.forEach((g, i) => {
@@ -77,5 +78,70 @@ test("a size that is not a multiple keeps one element per thread", () => {
     expect(p.dispatch.size[0]).toBe(21);
     expect(p.source).not.toContain("grid_threads");
   });
+  x.dispose();
+});
+
+/** What fn computes, as numbers, with `n` elements per thread. */
+const valuesAt = (n: number, fn: () => sm.Tensor) => {
+  let out: number[] = [];
+  per(n, () => {
+    out = sm.tidy(() => Array.from(fn().astype("float32").raw()));
+  });
+  return out;
+};
+
+test("vector runs: inputs at an offset of whole vectors, at others, views and every dtype, as 1 per thread", () => {
+  const xs = uniform(4 * 260, -2, 2, 75);
+  const x = sm.array(xs, "float32").eval();
+  const h = sm.array(xs, "float16").eval();
+  const i = sm.array(xs.map((v) => Math.round(v * 100)), "int32").eval();
+  const m = sm.array(xs, "float32").reshape([40, 26]).eval();
+  const cases: [string, () => sm.Tensor, string[], string[]][] = [
+    // offset 4 (a whole vector): loaded as vectors from in0 + offset
+    ["slice at 4", () => x.slice("4:1036").mul(3).add(x.slice(":1032")), ["((device const float4*)(in1 + int(P["], []],
+    // offset 1: element by element, the other input still as vectors
+    ["slice at 1", () => x.slice("1:1033").mul(x.slice(":1032")), ["((device const float4*)in"], []],
+    // a transposed view: element loads at the run's indices
+    ["transpose", () => m.transpose().reshape([1040]).add(x), ["((device const float4*)in"], []],
+    ["float16", () => h.mul(h).add(1), ["((device const half4*)in0)[q0]", "((device half4*)out0)[q0] = half4("], []],
+    ["int32", () => i.mul(3).add(i), ["((device const int4*)in0)[q0]", "((device int4*)out0)[q0]"], []],
+    // outputs without a vector type store each element
+    ["uint8", () => i.astype("uint8"), ["((device const int4*)in0)[q0]"], ["uchar4"]],
+    ["bool", () => x.gt(0), ["((device const float4*)in0)[q0]"], ["uchar4"]],
+  ];
+  for (const [what, fn, has, lacks] of cases) {
+    const one = valuesAt(1, fn);
+    for (const n of [4, 8]) {
+      per(n, () => {
+        const p = plan(fn);
+        expect(p.dispatch.size[0]).toBe(one.length / n);
+        for (const t of has) expect(p.source, `${what}, ${n} per thread`).toContain(t);
+        for (const t of lacks) expect(p.source, `${what}, ${n} per thread`).not.toContain(t);
+        if (n === 8) expect(p.source).toMatch(/int q\d+ = int\(gid \+ 1u \* grid_threads\);/);
+      });
+      expect(valuesAt(n, fn), `${what}, ${n} per thread`).toEqual(one);
+    }
+  }
+  // The offset-1 slice against float64: its loads are not the vector ones.
+  const got = valuesAt(4, () => x.slice("1:1033").mul(x.slice(":1032")));
+  got.forEach((g, k) => expect(g).toBe(Math.fround(Math.fround(xs[k + 1]!) * Math.fround(xs[k]!))));
+  [x, h, i, m].forEach((v) => v.dispose());
+});
+
+test("a sum finished elementwise keeps its thread per element; too many parameters for 8 per thread, one", () => {
+  const xs = uniform(8 * 64, -1, 1, 76);
+  const x = sm.array(xs, "float32").reshape([8, 64]).eval();
+  // A gradient summed over rows and cast: the sum's kernel, one thread per output element.
+  const sum = () => x.sum(0).astype("float16");
+  per(4, () => expect(plan(sum).dispatch.size[0]).toBe(64));
+  expect(valuesAt(4, sum)).toEqual(valuesAt(1, sum));
+  // Many pieces: each element's index math takes parameters of its own, past what a dispatch takes.
+  const pieces = () => sm.concatenate(Array.from({ length: 24 }, (_, k) => x.slice(`:, ${k}:${k + 1}`).mul(k)), 1);
+  per(8, () => {
+    const p = plan(pieces);
+    expect(p.source).not.toContain("grid_threads");
+    expect(p.params.byteLength).toBeLessThanOrEqual(4096);
+  });
+  expect(valuesAt(8, pieces)).toEqual(valuesAt(1, pieces));
   x.dispose();
 });

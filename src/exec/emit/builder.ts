@@ -51,6 +51,9 @@ export interface ScalarArg {
   float: boolean;
 }
 
+/** The bytes of parameters (P) one dispatch may take: Metal's limit for setBytes. */
+export const MAX_PARAM_BYTES = 4096;
+
 /** An emitted kernel: its text and what it binds, ready to encode. */
 export interface KernelCode {
   /** The kernel's MSL after the prelude (which every kernel gets): its structure, and cache key. */
@@ -236,9 +239,11 @@ export class Builder {
       const f = this.fixed.get(n);
       if (f) return f;
     }
-    for (let m = this.memo.get(n); m; m = m.next) if (m.idx === idx) return m.v;
-    const v = this.compute(n, idx);
-    this.bind(n, idx, v);
+    // A scalar is the same at every index: one variable (and parameter) for all of a thread's elements.
+    const at = n.op === "scalar" && !this.computed(n) ? "" : idx;
+    for (let m = this.memo.get(n); m; m = m.next) if (m.idx === at) return m.v;
+    const v = this.compute(n, at);
+    this.bind(n, at, v);
     return v;
   }
   /** Records that variable v holds n's element at idx, for the rest of the current scope. */

@@ -15,7 +15,7 @@
 import type { Data } from "../../graph/node.ts";
 import { MAX_BUFFER_SLOTS } from "../../runtime/records.ts";
 import type { Storage } from "../memory.ts";
-import { ELEMENT_POSITION, type KernelCode } from "./builder.ts";
+import { ELEMENT_POSITION, type KernelCode, MAX_PARAM_BYTES } from "./builder.ts";
 
 /**
  * A kernel in evaluation order, with the memory it writes; `shares` when it may be a member: it
@@ -179,8 +179,8 @@ interface Open<L extends Launch> {
   writes: Set<Storage>;
 }
 
-/** Parameter words a dispatch may take (encode() allows 4096 bytes). */
-const MAX_WORDS = 1024;
+/** Parameter words a dispatch may take. */
+const MAX_WORDS = MAX_PARAM_BYTES / 4;
 
 /**
  * The dispatches of launches (in evaluation order): kernels of one source that can run as one

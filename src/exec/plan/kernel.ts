@@ -152,6 +152,7 @@ export function finishedSum(out: Node): Node | null {
 /** Elements per thread of the kernel computing out on target (Target.elementwise): 1 but for large elementwise kernels. */
 export function elementsPerThread(target: Pick<Target, "elementwise">, out: Node): number {
   const { perThread, from } = target.elementwise;
-  const elementwise = OPS[out.op].kind !== "kernel";
-  return elementwise && out.size >= from && out.size % perThread === 0 ? perThread : 1;
+  if (perThread === 1 || out.size < from || out.size % perThread !== 0) return 1;
+  // An elementwise node that finishes a sum is that sum's kernel, of one thread per element.
+  return OPS[out.op].kind !== "kernel" && !finishedSum(out) ? perThread : 1;
 }
