@@ -11,7 +11,7 @@ import type { Pipeline } from "../runtime/resources.ts";
 import { type Target, targetOf } from "../runtime/target.ts";
 import { isFloating, itemsize } from "../graph/dtype.ts";
 import { contiguousStrides, isRowContiguous, MAX_ELEMENTS, sameShape } from "../graph/shape.ts";
-import { newMark, type Node } from "../graph/node.ts";
+import { type Data, newMark, type Node } from "../graph/node.ts";
 import { postOrder, uncomputed } from "../graph/walk.ts";
 import { attrsOf, OPS, viewMapOf } from "../graph/op.ts";
 import { type KernelCode, MAX_PARAM_BYTES } from "./emit/builder.ts";
@@ -23,7 +23,7 @@ import { matmulKernel, plainKernel, rowKernel } from "./plans.ts";
 import { finishedSum, isLeadingSum } from "./plan/kernel.ts";
 import { memory, type Storage, stats } from "./memory.ts";
 import { compileMissing, libraryPipeline, pipelineFor } from "./kernels.ts";
-import { multiTensor } from "./emit/multi.ts";
+import { multiTensor, type Step } from "./emit/multi.ts";
 import { bindMemory, byDepth } from "./lifetimes.ts";
 import { profiling, recordKernel } from "./profile.ts";
 import { restrideView } from "./plan/restride.ts";
@@ -70,6 +70,8 @@ class Schedule {
   /** Whether merges left members in the order at places they no longer run at (compact). */
   private holes = false;
 
+  /** What encode() dispatches, once planned (launches()). */
+  steps: Step<Launch>[] | null = null;
   /** Views of nodes computed in this evaluation, given their memory at other strides, with their bases. */
   readonly views: [view: Node, base: Node][] = [];
   /**
@@ -732,13 +734,25 @@ export function planOf(schedule: Schedule, node: Node): KernelCode {
   return group ? rowKernel(node, group, rowThreads(schedule.target, group), also, schedule.target.rowSteps) : plainKernel(node, schedule.target, also);
 }
 
-/** The kernels encode() dispatches, kernels of one source over many tensors as one (emit/multi.ts). */
-function launches(schedule: Schedule) {
-  const launches = schedule.order.map((node) => {
+interface Launch {
+  node: Node;
+  code: KernelCode;
+  out: Data;
+  shares: boolean;
+}
+
+/**
+ * The kernels encode() dispatches, kernels of one source over many tensors as one (emit/multi.ts).
+ * Made once per schedule: asyncEval asks for them twice (the sources to compile, then to encode).
+ */
+function launches(schedule: Schedule): Step<Launch>[] {
+  if (schedule.steps) return schedule.steps;
+  const launches = schedule.order.map((node): Launch => {
     const shares = !schedule.rows.has(node) && !schedule.matmuls.has(node) && (OPS[node.op].kind !== "kernel" || node.op === "reduce");
     return { node, code: planOf(schedule, node), out: node.data!, shares };
   });
-  return schedule.target.multiTensor ? multiTensor(launches) : launches.map((l) => ({ ...l, members: [l] }));
+  schedule.steps = schedule.target.multiTensor ? multiTensor(launches) : launches.map((l) => ({ ...l, members: [l] }));
+  return schedule.steps;
 }
 
 /** The sources of the kernels that encode() will dispatch. */
@@ -863,6 +877,7 @@ function encode(schedule: Schedule) {
 function settle(schedule: Schedule, failed: boolean): void {
   releasePanels(schedule, failed);
   const nodes = schedule.nodes();
+  schedule.steps = null;
   schedule.outputs.clear();
   schedule.views.length = 0;
   for (const n of nodes) n.schedOrder = -1;
