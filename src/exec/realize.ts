@@ -11,7 +11,7 @@ import type { Pipeline } from "../runtime/resources.ts";
 import { type Target, targetOf } from "../runtime/target.ts";
 import { isFloating, itemsize } from "../graph/dtype.ts";
 import { contiguousStrides, isRowContiguous, MAX_ELEMENTS, sameShape } from "../graph/shape.ts";
-import { type Data, newMark, type Node } from "../graph/node.ts";
+import { newMark, type Node } from "../graph/node.ts";
 import { postOrder, uncomputed } from "../graph/walk.ts";
 import { attrsOf, OPS, viewMapOf } from "../graph/op.ts";
 import { type KernelCode, MAX_PARAM_BYTES } from "./emit/builder.ts";
@@ -23,7 +23,7 @@ import { matmulKernel, plainKernel, rowKernel } from "./plans.ts";
 import { finishedSum, isLeadingSum } from "./plan/kernel.ts";
 import { memory, type Storage, stats } from "./memory.ts";
 import { compileMissing, libraryPipeline, pipelineFor } from "./kernels.ts";
-import { multiTensor, type Step } from "./emit/multi.ts";
+import { type Launch as MultiLaunch, multiTensor, type Step } from "./emit/multi.ts";
 import { bindMemory, byDepth } from "./lifetimes.ts";
 import { profiling, recordKernel } from "./profile.ts";
 import { restrideView } from "./plan/restride.ts";
@@ -734,12 +734,8 @@ export function planOf(schedule: Schedule, node: Node): KernelCode {
   return group ? rowKernel(node, group, rowThreads(schedule.target, group), also, schedule.target.rowSteps) : plainKernel(node, schedule.target, also);
 }
 
-interface Launch {
-  node: Node;
-  code: KernelCode;
-  out: Data;
-  shares: boolean;
-}
+/** A kernel of the schedule, with the node it is ordered by. */
+type Launch = MultiLaunch & { node: Node };
 
 /**
  * The kernels encode() dispatches, kernels of one source over many tensors as one (emit/multi.ts).

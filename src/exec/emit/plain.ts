@@ -6,7 +6,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { DType } from "../../graph/dtype.ts";
-import { contiguousStrides, sameShape } from "../../graph/shape.ts";
+import { contiguousStrides, isRowContiguous, sameShape } from "../../graph/shape.ts";
 import { attrsOf, type ReduceKind } from "../../graph/op.ts";
 import type { Node } from "../../graph/node.ts";
 import { readsOwnElement } from "../plan/inline.ts";
@@ -52,7 +52,10 @@ const VECTOR_TYPE: Partial<Record<DType, string>> = { float32: "float4", float16
  */
 function vectorKernel(b: Builder, outs: readonly Node[], runs: number, dispatch: PlainPlan["dispatch"]): KernelCode {
   const [out, ...also] = outs as [Node, ...Node[]];
-  const direct = directLeaves(b, outs);
+  const direct = directLeaves(b, outs).map((leaf) => {
+    const i = b.leaf(leaf);
+    return { leaf, V: VECTOR_TYPE[leaf.dtype]!, base: leaf.data!.offset === 0 ? `in${i}` : `(in${i} + ${b.int(leaf.data!.offset)})` };
+  });
   const at: { q: string; idx: string[] }[] = [];
   for (let r = 0; r < runs; r++) {
     const q = b.fresh("q");
@@ -60,10 +63,7 @@ function vectorKernel(b: Builder, outs: readonly Node[], runs: number, dispatch:
     const idx = Array.from({ length: VECTOR }, (_, e) => (e === 0 ? `${q} * ${VECTOR}` : `(${q} * ${VECTOR} + ${e})`));
     at.push({ q, idx });
     // Every run's loads before any store, as in elementwiseKernel.
-    for (const leaf of direct) {
-      const V = VECTOR_TYPE[leaf.dtype]!;
-      const i = b.leaf(leaf);
-      const base = leaf.data!.offset === 0 ? `in${i}` : `(in${i} + ${b.int(leaf.data!.offset)})`;
+    for (const { leaf, V, base } of direct) {
       const v = b.fresh("l");
       b.line(`${V} ${v} = ((device const ${V}*)${base})[${q}];`);
       idx.forEach((x, e) => b.bind(leaf, x, `${v}.${"xyzw"[e]}`));
@@ -97,7 +97,7 @@ function directLeaves(b: Builder, outs: readonly Node[]): Node[] {
       seen.add(x);
       if (b.computed(x)) {
         const d = x.data!;
-        const contiguous = sameShape(x.shape, shape) && d.strides.every((s, k) => s === contiguousStrides(x.shape)[k] || x.shape[k] === 1);
+        const contiguous = sameShape(x.shape, shape) && isRowContiguous(x.shape, d.strides);
         if (VECTOR_TYPE[x.dtype] && contiguous && d.offset % VECTOR === 0) found.push(x);
       } else if (readsOwnElement(x)) {
         stack.push(x);
