@@ -14,6 +14,8 @@ export interface EngineStats {
   kernelDiskCacheHits: number;
   kernelCacheHits: number;
   fusedGroups: number;
+  /** Evaluations given a schedule kept from an earlier one of the same structure (exec/replay.ts). */
+  schedulesReplayed: number;
   bytesAllocated: number;
   peakBytes: number;
   bytesCached: number;
@@ -26,6 +28,7 @@ export const stats: EngineStats = {
   kernelDiskCacheHits: 0,
   kernelCacheHits: 0,
   fusedGroups: 0,
+  schedulesReplayed: 0,
   bytesAllocated: 0,
   peakBytes: 0,
   bytesCached: 0,

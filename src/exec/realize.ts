@@ -17,7 +17,7 @@ import { attrsOf, OPS, viewMapOf } from "../graph/op.ts";
 import { type KernelCode, MAX_PARAM_BYTES } from "./emit/builder.ts";
 import { isInline, matmulDepth, readFromMemory, readsOwnElement } from "./plan/inline.ts";
 import { columnPartial, isRowReduce, pendingReductions, type RowGroup, rowGroup, splitColumns, splitRow } from "./plan/rows.ts";
-import { epilogueOf, type MatmulVariant, panelBytes, type Panels, pendingMatmuls, summedProduct } from "./plan/matmul.ts";
+import { epilogueOf, type MatmulVariant, panelBytes, panelKey, type Panels, pendingMatmuls, summedProduct } from "./plan/matmul.ts";
 import { sharedProducts } from "./plan/shared.ts";
 import { matmulKernel, plainKernel, rowKernel } from "./plans.ts";
 import { finishedSum, isLeadingSum } from "./plan/kernel.ts";
@@ -27,6 +27,7 @@ import { type Launch as MultiLaunch, multiTensor, type Step } from "./emit/multi
 import { bindMemory, byDepth } from "./lifetimes.ts";
 import { profiling, recordKernel } from "./profile.ts";
 import { restrideView } from "./plan/restride.ts";
+import { describe, keep, replay, type ScheduleState } from "./replay.ts";
 
 // A fused kernel computes at most this many inline nodes and reads at most this many computed
 // ones (Metal has 31 buffer slots); past either, the widest inline input gets a kernel of its own.
@@ -40,7 +41,7 @@ const MAX_LEAVES = 24;
  * Scheduling: decides which nodes get a kernel (and memory), in an order where every kernel
  * comes after the kernels it reads. Linear in the size of the graph.
  */
-class Schedule {
+class Schedule implements ScheduleState {
   readonly target = targetOf(memory.device);
   readonly order: Node[] = [];
   /** Nodes computed by a row kernel, with the reductions it computes along the way. */
@@ -49,6 +50,8 @@ class Schedule {
   readonly matmuls = new Map<Node, { main: Node; variant: MatmulVariant; panels: Panels | null }>();
   /** Multi-output kernels: the node a kernel is ordered by, and the other nodes it writes. */
   readonly outputs = new Map<Node, Node[]>();
+  /** Reductions rewired as two stages (plan/rows.ts), in the order they were. */
+  readonly splits: { r: Node; columns: boolean }[] = [];
   /**
    * While mergeOutputs runs: the kernels that read each node from memory (or a view of it), so
    * that merge() finds the ones between a group's members without walking every kernel there.
@@ -196,6 +199,7 @@ class Schedule {
     if (n.size === 1) {
       for (const r of [...pendingReductions(n), n]) {
         const partial = splitRow(r);
+        if (partial) this.splits.push({ r, columns: false });
         if (partial) this.materialize(partial);
       }
     }
@@ -236,6 +240,7 @@ class Schedule {
   private sumInputs(r: Node): void {
     // A reduction over many rows: its partials first (plan/rows.ts splitColumns).
     const partial = splitColumns(r);
+    if (partial) this.splits.push({ r, columns: true });
     if (partial) return this.partialSums(partial);
     // A reduction over leading axes of an input that reads row reductions (a norm's weight
     // gradient) and too few rows to split: the input is a row kernel of its own first, as no row
@@ -272,11 +277,10 @@ class Schedule {
     const B = main.inputs[1]!;
     let b: Storage, fill = true, keeper: Storage | null = null;
     if (B.schedOrder < 0) {
-      const d = B.data!;
-      const kept = d.storage.derive(`panels ${B.dtype} ${d.offset} ${d.strides} ${B.shape}`, () => memory.allocate(panelBytes(main), "matmul"));
+      const kept = B.data!.storage.derive(panelKey(B), () => memory.allocate(panelBytes(main), "matmul"));
       b = kept.storage.retain();
       fill = kept.fresh;
-      if (fill) keeper = d.storage;
+      if (fill) keeper = B.data!.storage;
     } else {
       b = memory.reserve(panelBytes(main));
     }
@@ -905,6 +909,8 @@ function releasePanels(schedule: Schedule, failed: boolean): void {
 export function schedule(nodes: readonly Node[]): Schedule {
   releasePendingMarks();
   const s = new Schedule(nodes);
+  const walk = describe(nodes);
+  if (walk && replay(walk, s)) return s;
   try {
     for (const n of byDepth(nodes)) s.require(n);
     s.mergeOutputs();
@@ -920,6 +926,7 @@ export function schedule(nodes: readonly Node[]): Schedule {
     }
     throw e;
   }
+  if (walk) keep(walk, s);
   return s;
 }
 

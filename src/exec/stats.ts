@@ -12,5 +12,6 @@ export function resetStats(): void {
   counters.kernelDiskCacheHits = 0;
   counters.kernelCacheHits = 0;
   counters.fusedGroups = 0;
+  counters.schedulesReplayed = 0;
   counters.peakBytes = counters.bytesAllocated;
 }

@@ -105,7 +105,8 @@ function project(x: Tensor, current: readonly AnyLinear[], joined: Joined | unde
  * What every layer needs of a pass's positions. cos and sin of their rotary angles [T, headDim],
  * halves repeated as rotate-half pairs them, sin's first half negated (the sign rotate-half gives
  * x's second half); mask: the causal mask [T, offset + T], 0 or -inf ("causal" past
- * MASK_TABLE elements), null for one position (which sees every cached one).
+ * MASK_TABLE elements); for one position, the mask of the cache's window [1, window] (-inf past
+ * the positions held), or null without a cache.
  */
 interface Rotary {
   cos: Tensor;
@@ -259,7 +260,7 @@ export class LlamaModel extends Module {
    * runtime sizes), which made the softmax the costliest kernel of a long prompt. The angle is
    * float32 position times float32 frequency, rounded once, as in transformers.
    */
-  #rotary(offset: number, T: number): Rotary {
+  #rotary(offset: number, T: number, window?: number): Rotary {
     const inv = this.#invFreq;
     const half = inv.length, D = 2 * half;
     const cos = new Float32Array(T * D), sin = new Float32Array(T * D);
@@ -274,6 +275,11 @@ export class LlamaModel extends Module {
       }
     }
     let mask: Tensor | "causal" | null = T > 1 ? "causal" : null;
+    if (T === 1 && window !== undefined) {
+      const m = new Float32Array(window);
+      m.fill(-Infinity, offset + 1);
+      mask = ops.fromBytes(m, [1, window], "float32");
+    }
     // Past MASK_TABLE elements the table's memory outweighs the arithmetic it saves.
     if (T > 1 && T * (offset + T) <= MASK_TABLE) {
       const S = offset + T;
@@ -302,7 +308,7 @@ export class LlamaModel extends Module {
     // The intermediates' handles go with the scope, so their memory goes back as soon as the
     // graph is evaluated rather than when the collector runs.
     const { logits, kv } = tidy(() => {
-      const rot = this.#rotary(cache?.offset ?? 0, T);
+      const rot = this.#rotary(cache?.offset ?? 0, T, cache?.window(T));
       const kv: [Tensor, Tensor][] = [];
       let h = this.model.embed_tokens.forward(tokens);
       // An evaluation keeps its intermediates to its end, and quantized layers over many rows

@@ -519,6 +519,46 @@ describe("lazy equals eager equals float64 on random graphs", () => {
   }
 });
 
+/**
+ * Graph `seed` evaluated lazily three times: the third evaluation of the structure gets the
+ * schedule kept from the second (src/exec/replay.ts), and must land within the same bound.
+ */
+function checkReplayed(seed: number): string | null {
+  const { steps, vals } = generate(seed);
+  const last = vals.length - 1;
+  const outputs = [last];
+  let got: Float64Array[] = [];
+  let replays = 0;
+  try {
+    for (let k = 0; k < 3; k++) {
+      const before = sm.stats().schedulesReplayed;
+      got = run(steps, outputs);
+      replays = sm.stats().schedulesReplayed - before;
+    }
+  } catch (e) {
+    return `graph ${seed} replayed: threw ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`;
+  }
+  const why = compare(got[0]!, vals[last]!);
+  const problems = [...(why ? [`v${last}: ${why}`] : []), ...(replays === 0 ? ["the third evaluation was planned again, not replayed"] : [])];
+  return problems.length ? `graph ${seed} replayed:\n  ${steps.map((s) => s.text).join("\n  ")}\n${problems.join("\n")}` : null;
+}
+
+describe("the same replayed: a structure's third evaluation reuses the second's schedule", () => {
+  const cases = Math.min(CASES, 100);
+  for (let from = FIRST; from < FIRST + cases; from += BATCH) {
+    const to = Math.min(from + BATCH, FIRST + cases);
+    test(`graphs ${from} to ${to - 1}, three times`, () => {
+      const failures: string[] = [];
+      for (let seed = from; seed < to; seed++) {
+        const f = checkReplayed(seed);
+        if (f) failures.push(f);
+      }
+      if (failures.length) console.error(failures.join("\n\n"));
+      expect(failures.length).toBe(0);
+    });
+  }
+});
+
 describe("the same with sibling outputs of one evaluation (multi-output kernels)", () => {
   const cases = Math.min(CASES, 25);
   for (let from = FIRST; from < FIRST + cases; from += BATCH) {

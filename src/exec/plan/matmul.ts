@@ -144,6 +144,12 @@ export function summedProduct(out: Node, main: Node): SummedProduct | null {
   return null;
 }
 
+/** What the panels of B are kept under beside B's memory (Storage.derive): they depend on its layout there. */
+export function panelKey(B: Node): string {
+  const d = B.data!;
+  return `panels ${B.dtype} ${d.offset} ${d.strides} ${B.shape}`;
+}
+
 /** Bytes of the panels the "panel" variant copies B of matmul m into: 16 columns by K floats each, per batch of B. */
 export function panelBytes(m: Node): number {
   const { N, K, folded } = layoutOf(m);

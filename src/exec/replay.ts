@@ -1,0 +1,397 @@
+/**
+ * Schedules kept across evaluations. A training step, an optimizer update or a decoding step
+ * builds a graph of the same structure every time, and planning it (which nodes get kernels,
+ * merges, memory) costs a few microseconds a node in JavaScript: more than the device's work for
+ * small models. An evaluation is described in one walk (ops, dtypes, shapes, attributes, edges,
+ * consumer counts, handles, the layout of what it reads, which of those share memory); a
+ * description seen before finds the schedule made for it, which is given to the new nodes by
+ * their place in the walk: the same kernels in the same order, the same merges, memory bound the
+ * same way. Scalar attributes (a learning rate, a bias correction, a position) are not part of
+ * the description: they are kernel arguments (plans.ts), so a loop whose scalars change still
+ * finds its schedule. Like `mx.compile`, but without asking: an equal description is the
+ * guarantee, since the scheduler decides from nothing else.
+ */
+import { SmeltError } from "../errors.ts";
+import { newMark, type Node, tracing } from "../graph/node.ts";
+import { attrsOf, OPS } from "../graph/op.ts";
+import type { Target } from "../runtime/target.ts";
+import { arangeInInts } from "./plan/inline.ts";
+import { type MatmulVariant, panelKey, type Panels } from "./plan/matmul.ts";
+import { type RowGroup, splitColumns, splitRow } from "./plan/rows.ts";
+import { memory, stats, type Storage } from "./memory.ts";
+
+type Word = number | string | boolean | symbol;
+
+/** What the scheduler decided, on nodes: realize.ts's Schedule. */
+export interface ScheduleState {
+  readonly target: Target;
+  readonly order: Node[];
+  readonly rows: Map<Node, RowGroup>;
+  readonly matmuls: Map<Node, { main: Node; variant: MatmulVariant; panels: Panels | null }>;
+  readonly outputs: Map<Node, Node[]>;
+  readonly views: [view: Node, base: Node][];
+  /** The reductions split in two stages while planning, in order (plan/rows.ts rewires the graph). */
+  readonly splits: { r: Node; columns: boolean }[];
+  nodes(): Node[];
+}
+
+/** One walk over an evaluation: its description, and its nodes by their place in it. */
+export interface Walk {
+  words: Word[];
+  hash: number;
+  /** The uncomputed nodes, inputs first. */
+  nodes: Node[];
+  /** The computed nodes they read, in the order met. */
+  leaves: Node[];
+  /** The distinct storages of the leaves, in the order met. */
+  storages: Storage[];
+}
+
+/**
+ * A node of the schedule: its place among the walk's nodes (>= 0), or after them, the nodes the
+ * splits made (three per split: the reshape of the input, the partials, the reshape r reads).
+ */
+type Ref = number;
+/** A storage: one bound for this evaluation (>= 0), or a leaf's (-1 - its place among the walk's storages). */
+type StorageRef = number;
+
+interface Kept {
+  words: Word[];
+  target: Target;
+  splits: { r: Ref; columns: boolean }[];
+  order: Ref[];
+  inlineCounts: number[];
+  /** Every node given memory (kernels, further outputs, views): where, and its place in the order. */
+  data: { node: Ref; storage: StorageRef; strides: number[]; offset: number; at: number }[];
+  rows: { node: Ref; group: Omit<RowGroup, "reductions" | "broadcasts" | "sums">; reductions: Ref[]; broadcasts: Ref[]; sums: Ref[] }[];
+  matmuls: {
+    node: Ref;
+    main: Ref;
+    variant: MatmulVariant;
+    /** kept: panels derived from a weight's memory; else the storage they were given. */
+    panels: null | { kept: boolean; storage: StorageRef; bytes: number; fill: boolean; summed: { sum: Ref; product: Ref; scale: Ref | null } | null };
+  }[];
+  outputs: { root: Ref; also: Ref[] }[];
+  views: { view: Ref; base: Ref }[];
+  /** The storages bound for the evaluation: bytes, the op named if binding fails, how many hold each. */
+  storages: { bytes: number; op: string; holders: number }[];
+}
+
+// Separators no attribute key or value can equal.
+const LIST = Symbol("list");
+const LEAF = Symbol("leaf");
+const ROOTS = Symbol("roots");
+// An op as a number for the hash.
+const OP_CODES = new Map(Object.keys(OPS).map((op, i) => [op, i + 1]));
+// Schedules kept at most; the oldest go first.
+const LIMIT = 64;
+const kept = new Map<number, Kept[]>();
+let keptCount = 0;
+/** Descriptions met once: a schedule is kept the second time, so graphs that never repeat (a growing cache) cost no copies. */
+const seen = new Set<number>();
+const SEEN_LIMIT = 4096;
+/** The description of the last walk, reused from call to call; copied only when kept. */
+const described: Word[] = [];
+
+const disabled = process.env.SMELT_REPLAY === "0";
+
+/**
+ * Describes the evaluation of roots: every uncomputed node under them, inputs first, and the
+ * computed ones they read. Null when some attribute is no plain value (nothing to compare).
+ */
+export function describe(roots: readonly Node[]): Walk | null {
+  if (disabled) return null;
+  const words = described;
+  let len = 0;
+  let hash = roots.length;
+  const nodes: Node[] = [], leaves: Node[] = [], storages: Storage[] = [];
+  const mark = newMark();
+  const stack: Node[] = [], next: number[] = [];
+  // Leaves are numbered in schedId as -1 - place; uncomputed nodes as their place.
+  const refOf = (x: Node): number => {
+    if (x.schedMark === mark) return x.schedId;
+    // A computed node met for the first time.
+    x.schedMark = mark;
+    x.schedId = -1 - leaves.length;
+    leaves.push(x);
+    const d = x.data!;
+    let s = storages.indexOf(d.storage);
+    if (s < 0) {
+      s = storages.length;
+      storages.push(d.storage);
+    }
+    words[len++] = LEAF;
+    words[len++] = x.dtype;
+    words[len++] = s;
+    words[len++] = d.offset;
+    words[len++] = x.shape.length;
+    for (const v of x.shape) words[len++] = v;
+    for (const v of d.strides) words[len++] = v;
+    return x.schedId;
+  };
+  for (const root of roots) {
+    if (root.data || root.schedMark === mark) continue;
+    root.schedMark = mark;
+    stack.push(root);
+    next.push(0);
+    while (stack.length) {
+      const top = stack.length - 1;
+      const n = stack[top]!, i = next[top]!;
+      if (i < n.inputs.length) {
+        next[top] = i + 1;
+        const c = n.inputs[i]!;
+        if (c.schedMark !== mark && !c.data) {
+          c.schedMark = mark;
+          stack.push(c);
+          next.push(0);
+        }
+        continue;
+      }
+      stack.pop();
+      next.pop();
+      // Inputs first: their numbers (and the leaves' descriptions) come before n's.
+      const refs = n.inputs.map(refOf);
+      n.schedId = nodes.length;
+      nodes.push(n);
+      words[len++] = n.op;
+      words[len++] = n.dtype;
+      words[len++] = n.consumers;
+      words[len++] = n.tensors > 0;
+      words[len++] = n.shape.length;
+      hash = mix(hash, OP_CODES.get(n.op)!);
+      for (const v of n.shape) {
+        words[len++] = v;
+        hash = mix(hash, v);
+      }
+      if (n.op === "random") {
+        // Its arguments and key are read when its kernel is made; only their form matters here.
+        const a = attrsOf(n as Node<"random">, "random");
+        words[len++] = a.kernel;
+        words[len++] = a.params.length;
+        words[len++] = a.key === null;
+      } else if (n.op !== "scalar") {
+        const scalars = OPS[n.op].scalars;
+        if (n.op === "arange") words[len++] = arangeInInts(n);
+        const attrs = n.attrs as Record<string, unknown>;
+        for (const key in attrs) {
+          if (scalars?.includes(key)) continue;
+          const v = attrs[key];
+          words[len++] = key;
+          if (Array.isArray(v)) {
+            words[len++] = LIST;
+            words[len++] = v.length;
+            for (const x of v) {
+              if (!isWord(x)) return null;
+              words[len++] = x;
+            }
+          } else {
+            if (!isWord(v)) return null;
+            words[len++] = v as Word;
+          }
+        }
+      }
+      words[len++] = refs.length;
+      for (const r of refs) {
+        words[len++] = r;
+        hash = mix(hash, r);
+      }
+    }
+  }
+  words[len++] = ROOTS;
+  words[len++] = tracing.depth > 0;
+  for (const root of roots) words[len++] = refOf(root);
+  words.length = len;
+  return { words, hash, nodes, leaves, storages };
+}
+
+const mix = (hash: number, x: number) => Math.imul(hash ^ x, 0x9e3779b1);
+
+function isWord(x: unknown): boolean {
+  return typeof x === "number" || typeof x === "string" || typeof x === "boolean";
+}
+
+/** Whether a equals b word for word (Object.is: -0 is not 0). */
+function same(a: readonly Word[], b: readonly Word[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) return false;
+  return true;
+}
+
+/**
+ * Gives s the schedule kept for an evaluation described as walk, if there is one and it still
+ * holds (panels a weight kept may have been dropped since): the nodes get the kernels, memory and
+ * places it gave the nodes at their places then. False when there is none; s is then untouched,
+ * though the splits may have rewired the graph (which changes no value).
+ */
+export function replay(walk: Walk, s: ScheduleState): boolean {
+  const k = kept.get(walk.hash)?.find((c) => c.target === s.target && same(c.words, walk.words) && panelsHold(c, walk));
+  if (!k) return false;
+  const nodes = walk.nodes.slice();
+  for (const { r, columns } of k.splits) {
+    const node = nodes[r]!;
+    const partial = columns ? splitColumns(node) : splitRow(node);
+    // The same structure splits the same way: this cannot fail.
+    if (!partial) throw new SmeltError(`eval: internal error: a kept schedule's split of ${node.op} did not apply; please report it`);
+    nodes.push(partial.inputs[0]!, partial, node.inputs[0]!);
+  }
+  const at = (ref: Ref) => nodes[ref]!;
+  const bound: Storage[] = [];
+  // Panels kept with weights, retained here; weights whose panels were made here.
+  const retained: Storage[] = [];
+  const derived: Storage[] = [];
+  const panels: (Panels | null)[] = [];
+  try {
+    for (const b of k.storages) {
+      const st = memory.reserve(b.bytes);
+      memory.bind(st, b.op);
+      st.refs = b.holders;
+      bound.push(st);
+    }
+    for (const m of k.matmuls) {
+      const p = m.panels;
+      if (!p) {
+        panels.push(null);
+        continue;
+      }
+      const main = at(m.main);
+      const summed = p.summed && { sum: at(p.summed.sum), product: at(p.summed.product), scale: p.summed.scale === null ? null : at(p.summed.scale) };
+      if (!p.kept) {
+        panels.push({ b: bound[p.storage]!, fill: true, keeper: null, summed });
+        continue;
+      }
+      const B = main.inputs[1]!;
+      const weight = B.data!.storage;
+      const d = weight.derive(panelKey(B), () => memory.allocate(p.bytes, "matmul"));
+      if (d.fresh) derived.push(weight);
+      retained.push(d.storage.retain());
+      panels.push({ b: d.storage, fill: p.fill, keeper: p.fill ? weight : null, summed });
+    }
+  } catch (e) {
+    for (const st of bound) {
+      st.refs = 1;
+      st.release();
+    }
+    for (const st of retained) st.release();
+    for (const w of derived) w.dropDerived();
+    throw e;
+  }
+  const storageOf = (ref: StorageRef): Storage => (ref >= 0 ? bound[ref]! : walk.storages[-1 - ref]!.retain());
+  for (const d of k.data) {
+    const n = at(d.node);
+    n.data = { storage: storageOf(d.storage), strides: d.strides.slice(), offset: d.offset };
+    n.schedOrder = d.at;
+  }
+  for (let i = 0; i < k.order.length; i++) {
+    const n = at(k.order[i]!);
+    n.schedInlineCount = k.inlineCounts[i]!;
+    s.order.push(n);
+  }
+  for (const r of k.rows) s.rows.set(at(r.node), { ...r.group, reductions: r.reductions.map(at), broadcasts: r.broadcasts.map(at), sums: r.sums.map(at) });
+  k.matmuls.forEach((m, i) => s.matmuls.set(at(m.node), { main: at(m.main), variant: m.variant, panels: panels[i]! }));
+  for (const o of k.outputs) s.outputs.set(at(o.root), o.also.map(at));
+  for (const v of k.views) s.views.push([at(v.view), at(v.base)]);
+  stats.schedulesReplayed++;
+  return true;
+}
+
+/**
+ * Whether the panels kept with weights are there where k read them, and missing where it filled
+ * them: memory running short drops them, and a new weight has none yet.
+ */
+function panelsHold(k: Kept, walk: Walk): boolean {
+  for (const m of k.matmuls) {
+    const p = m.panels;
+    if (!p?.kept) continue;
+    const B = walk.nodes[m.main]!.inputs[1]!;
+    if ((B.data!.storage.kept(panelKey(B)) === undefined) !== p.fill) return false;
+  }
+  return true;
+}
+
+/**
+ * Keeps what s decided for the evaluation described as walk (once s has bound its memory), the
+ * second time such an evaluation is met. Nothing is kept when some part of s is not found among
+ * the walk's nodes and storages.
+ */
+export function keep(walk: Walk, s: ScheduleState): void {
+  if (!seen.has(walk.hash)) {
+    if (seen.size >= SEEN_LIMIT) seen.clear();
+    seen.add(walk.hash);
+    return;
+  }
+  const refs = new Map<Node, Ref>();
+  walk.nodes.forEach((n, i) => refs.set(n, i));
+  let extra = walk.nodes.length;
+  for (const { r } of s.splits) {
+    const outer = r.inputs[0]!, partial = outer.inputs[0]!, inner = partial.inputs[0]!;
+    refs.set(inner, extra++);
+    refs.set(partial, extra++);
+    refs.set(outer, extra++);
+  }
+  let missing = false;
+  const ref = (n: Node): Ref => {
+    const r = refs.get(n);
+    if (r === undefined) missing = true;
+    return r ?? -1;
+  };
+  const leafStorage = new Map(walk.storages.map((st, i) => [st, -1 - i]));
+  const boundRefs = new Map<Storage, StorageRef>();
+  const storages: Kept["storages"] = [];
+  const storageRef = (st: Storage, op: string): StorageRef => {
+    const leaf = leafStorage.get(st);
+    if (leaf !== undefined) return leaf;
+    let r = boundRefs.get(st);
+    if (r === undefined) {
+      r = storages.length;
+      boundRefs.set(st, r);
+      storages.push({ bytes: st.bytes, op, holders: 0 });
+    }
+    storages[r]!.holders++;
+    return r;
+  };
+  const data: Kept["data"] = s.nodes().map((n) => ({ node: ref(n), storage: storageRef(n.data!.storage, n.op), strides: n.data!.strides.slice(), offset: n.data!.offset, at: n.schedOrder }));
+  const matmuls: Kept["matmuls"] = [];
+  for (const [n, { main, variant, panels: p }] of s.matmuls) {
+    let panels: Kept["matmuls"][number]["panels"] = null;
+    if (p) {
+      const keptPanels = main.inputs[1]!.schedOrder < 0;
+      const summed = p.summed && { sum: ref(p.summed.sum), product: ref(p.summed.product), scale: p.summed.scale && ref(p.summed.scale) };
+      panels = { kept: keptPanels, storage: keptPanels ? 0 : storageRef(p.b, "matmul"), bytes: p.b.bytes, fill: p.fill, summed };
+    }
+    matmuls.push({ node: ref(n), main: ref(main), variant, panels });
+  }
+  const entry: Kept = {
+    words: walk.words.slice(),
+    target: s.target,
+    splits: s.splits.map(({ r, columns }) => ({ r: ref(r), columns })),
+    order: s.order.map(ref),
+    inlineCounts: s.order.map((n) => n.schedInlineCount),
+    data,
+    rows: [...s.rows].map(([n, g]) => {
+      const { reductions, broadcasts, sums, ...group } = g;
+      return { node: ref(n), group, reductions: reductions.map(ref), broadcasts: broadcasts.map(ref), sums: sums.map(ref) };
+    }),
+    matmuls,
+    outputs: [...s.outputs].map(([root, also]) => ({ root: ref(root), also: also.map(ref) })),
+    views: s.views.map(([v, b]) => ({ view: ref(v), base: ref(b) })),
+    storages,
+  };
+  // A node the walk did not reach, or memory it cannot name: planning did something not described.
+  if (missing) return;
+  if (keptCount >= LIMIT) {
+    const [oldest, list] = kept.entries().next().value!;
+    kept.delete(oldest);
+    keptCount -= list.length;
+  }
+  const list = kept.get(walk.hash);
+  if (list) list.push(entry);
+  else kept.set(walk.hash, [entry]);
+  keptCount++;
+}
+
+/** @internal For tests: how many schedules are kept. */
+export function keptSchedules(): number {
+  return keptCount;
+}
+
+
