@@ -1,14 +1,15 @@
 // The host backend's executor: a queue of committed command buffers run in order, one at a time,
 // by a runner thread of its own or by a thread waiting for one of them, which spreads each
 // dispatch's threadgroups over a pool of workers (itself included) when they are worth waking.
-// Dispatches run one after another, so barriers need no work here; each worker owns its
-// threadgroup memory, SIMD-group exchange area and fibers.
+// Dispatches between two barriers are one job, so a barrier is where the workers meet; each worker
+// owns its threadgroup memory, SIMD-group exchange area and fibers.
 //
 // Waking a sleeping thread costs the waker several microseconds (an inter-processor interrupt, a
 // VM exit in a VM) and the sleeper about as long again before it runs: for small command buffers
 // and dispatches that is most of their time. So a waiting thread runs its command buffer itself
 // when nothing else runs, rather than be woken when the runner is done, and the other workers are
 // woken only for dispatches long enough to pay for it.
+#include <algorithm>
 #include <chrono>
 #include <deque>
 #include <functional>
@@ -235,52 +236,91 @@ struct Executor::Impl {
     finished.notify_all();
   }
 
+  // Dispatches between barriers may run at once (as in Metal's concurrent encoder): each run of
+  // them is one job over all their threadgroups, so the workers go from one dispatch to the next
+  // without meeting in between; a barrier waits for every thread of the run before it.
   void execute(smelt_cmd* cmd) {
-    for (auto& d : cmd->items) {
-      if (d.barrier) continue;
-      running_code.store(d.code.get());
-      run_dispatch(cmd, d);
+    auto& items = cmd->items;
+    for (size_t i = 0; i < items.size();) {
+      if (items[i].barrier) {
+        ++i;
+        continue;
+      }
+      size_t j = i;
+      while (j < items.size() && !items[j].barrier) ++j;
+      run_dispatches(cmd, &items[i], j - i);
       if (!cmd->error.empty()) return;  // the rest of a failed command buffer is not run
+      i = j;
     }
   }
 
-  void run_dispatch(smelt_cmd* cmd, Dispatch& d) {
-    __smelt_hk_launch base{};
-    for (int i = 0; i < 31; ++i) {
-      if (d.buffers[i]) {
-        base.buffers[i] = (char*)d.buffers[i]->memory + d.offsets[i];
-        base.lengths[i] = d.buffers[i]->length - d.offsets[i];
-      } else if (d.bytes_at[i] >= 0) {
-        base.buffers[i] = (char*)d.bytes.data() + d.bytes_at[i];
-        base.lengths[i] = d.bytes_len[i];
+  struct Prepared {
+    Dispatch* d;
+    __smelt_hk_launch base;
+    unsigned start;  // its first threadgroup in the run's numbering
+  };
+
+  void run_dispatches(smelt_cmd* cmd, Dispatch* ds, size_t n) {
+    std::vector<Prepared> run(n);
+    unsigned total = 0;
+    for (size_t k = 0; k < n; ++k) {
+      Dispatch& d = ds[k];
+      Prepared& p = run[k];
+      p.d = &d;
+      p.base = __smelt_hk_launch{};
+      for (int i = 0; i < 31; ++i) {
+        if (d.buffers[i]) {
+          p.base.buffers[i] = (char*)d.buffers[i]->memory + d.offsets[i];
+          p.base.lengths[i] = d.buffers[i]->length - d.offsets[i];
+        } else if (d.bytes_at[i] >= 0) {
+          p.base.buffers[i] = (char*)d.bytes.data() + d.bytes_at[i];
+          p.base.lengths[i] = d.bytes_len[i];
+        }
       }
+      p.base.grid = &d.grid;
+      p.start = total;
+      total += d.grid.groups[0] * d.grid.groups[1] * d.grid.groups[2];
     }
-    base.grid = &d.grid;
-    const KernelCode& code = *d.code;
-    unsigned groups = d.grid.groups[0] * d.grid.groups[1] * d.grid.groups[2];
-    pool.run(groups, [&](unsigned w, unsigned first, unsigned end) {
+    pool.run(total, [&](unsigned w, unsigned first, unsigned end) {
       Worker& worker = pool.worker(w);
-      __smelt_hk_launch launch = base;
-      size_t at = 0;
-      for (uint32_t i = 0; i < d.ntgmem; ++i) {
-        launch.threadgroup[i] = worker.threadgroup_memory + at;
-        at += (d.tgmem[i] + 15u) & ~15u;
+      // The dispatch holding threadgroup `first`: the last one starting at or before it.
+      size_t k = std::upper_bound(run.begin(), run.end(), first, [](unsigned g, const Prepared& p) { return g < p.start; }) - run.begin() - 1;
+      while (first < end) {
+        const Prepared& p = run[k];
+        const Dispatch& d = *p.d;
+        unsigned stop = k + 1 < n ? std::min(end, run[k + 1].start) : end;
+        if (stop > first) {
+          const KernelCode& code = *d.code;
+          __smelt_hk_launch launch = p.base;
+          size_t at = 0;
+          for (uint32_t i = 0; i < d.ntgmem; ++i) {
+            launch.threadgroup[i] = worker.threadgroup_memory + at;
+            at += (d.tgmem[i] + 15u) & ~15u;
+          }
+          running_code.store(&code, std::memory_order_relaxed);
+          set_dispatch_context(cmd, &code, &launch);
+          if (!code.info.needs_fibers && code.loop_fn) {
+            code.loop_fn(&launch, first - p.start, stop - p.start);
+          } else {
+            for (unsigned g = first; g < stop; ++g) worker.runner.run(code.thread_fn, &launch, g - p.start);
+          }
+          set_dispatch_context(nullptr, nullptr, nullptr);
+          first = stop;
+        }
+        ++k;
       }
-      set_dispatch_context(cmd, &code, &launch);
-      if (!code.info.needs_fibers && code.loop_fn) {
-        code.loop_fn(&launch, first, end);
-      } else {
-        for (unsigned g = first; g < end; ++g) worker.runner.run(code.thread_fn, &launch, g);
-      }
-      set_dispatch_context(nullptr, nullptr, nullptr);
     });
-    uint32_t dynamic = 0;
-    for (uint32_t i = 0; i < d.ntgmem; ++i) dynamic += (d.tgmem[i] + 15u) & ~15u;
-    uint32_t fixed = code.static_threadgroup.load();
-    if (fixed + dynamic > SMELT_MAX_THREADGROUP_MEMORY && cmd->error.empty())
-      cmd->error = "kernel '" + code.info.name + "': " + std::to_string(fixed) + " bytes of threadgroup memory declared in the kernel plus " +
-                   std::to_string(dynamic) + " bytes of [[threadgroup]] memory exceed Metal's limit of " +
-                   std::to_string(SMELT_MAX_THREADGROUP_MEMORY);
+    for (size_t k = 0; k < n && cmd->error.empty(); ++k) {
+      const Dispatch& d = ds[k];
+      const KernelCode& code = *d.code;
+      uint32_t dynamic = 0;
+      for (uint32_t i = 0; i < d.ntgmem; ++i) dynamic += (d.tgmem[i] + 15u) & ~15u;
+      uint32_t fixed = code.static_threadgroup.load();
+      if (fixed + dynamic > SMELT_MAX_THREADGROUP_MEMORY)
+        cmd->error = "kernel '" + code.info.name + "': " + std::to_string(fixed) + " bytes of threadgroup memory declared in the kernel plus " +
+                     std::to_string(dynamic) + " bytes of [[threadgroup]] memory exceed Metal's limit of " +
+                     std::to_string(SMELT_MAX_THREADGROUP_MEMORY);
+    }
   }
 };
 
