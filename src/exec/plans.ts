@@ -9,9 +9,10 @@
  * panels). This spares planning and emitting (and hashing) the source of the same kernels every
  * evaluation, which costs more than building their graph.
  */
+import { SmeltError } from "../errors.ts";
 import { type Data, newMark, type Node } from "../graph/node.ts";
 import { attrsOf, OPS } from "../graph/op.ts";
-import { type KernelCode, MAX_PARAM_BYTES, type ScalarArg } from "./emit/builder.ts";
+import { type Bind, type KernelCode, MAX_PARAM_BYTES, type ScalarArg } from "./emit/builder.ts";
 import { emitKernel } from "./emit/kernel.ts";
 import { arangeInInts, readFromMemory } from "./plan/inline.ts";
 import { elementsPerThread, plainPlan } from "./plan/kernel.ts";
@@ -117,8 +118,11 @@ function codeFor(out: Node, extra: Word[], make: () => KernelCode, scratch: Stor
   // A hash of some of the words (shapes, ops, connections) finds the kernels worth comparing.
   let hash = extra.length;
   let cacheable = true;
-  // The values of scalar attributes (OpInfo.scalars) in walk order: the kernel's arguments.
+  // The values of scalar attributes (OpInfo.scalars) in walk order: the kernel's arguments; and
+  // where each comes from (its node, and its place among the node's values).
   const values: number[] = [];
+  const valueNodes: Node[] = [];
+  const valuePlaces: number[] = [];
   for (let k = 0; k < walk.length; k++) {
     const n = walk[k]!;
     const read = readFromMemory(n, out);
@@ -140,12 +144,19 @@ function codeFor(out: Node, extra: Word[], make: () => KernelCode, scratch: Stor
     if (n.op === "scalar") {
       // The commonest node, whose one attribute is an argument.
       values.push(attrsOf(n, "scalar").value);
+      valueNodes.push(n);
+      valuePlaces.push(0);
       words[len++] = SCALAR;
     } else {
       const attrs = n.attrs as Record<string, unknown>;
       const scalars = OPS[n.op].scalars;
       if (scalars) {
+        const from = values.length;
         pushValues(n, scalars, values);
+        for (let j = from; j < values.length; j++) {
+          valueNodes.push(n);
+          valuePlaces.push(j - from);
+        }
         if (n.op === "arange") words[len++] = arangeInInts(n);
       }
       for (const key in attrs) {
@@ -190,13 +201,17 @@ function codeFor(out: Node, extra: Word[], make: () => KernelCode, scratch: Stor
   if (!cacheable) return make();
   const memoryOf = (slot: Slot): Data => (slot >= 0 ? walk[slot]!.data! : { storage: scratch[-1 - slot]!, strides: [], offset: 0 });
   const hit = templates.get(hash)?.find((t) => same(t.words, words, len));
+  const bindsOf = (bound: readonly Bound[]): Bind[] => bound.map((b) => ({ slot: b.slot, node: valueNodes[b.value]!, place: valuePlaces[b.value]!, float: b.float }));
   if (hit) {
     // Unchanged scalars (constants such as an epsilon) keep the kept parameters themselves.
     const fresh = sameValues(hit.values, values) ? null : values;
-    const code: KernelCode = { ...hit.code, params: bind(hit.code.params, hit.bound, fresh), inputs: hit.leaves.map(memoryOf) };
+    const code: KernelCode = { ...hit.code, params: bind(hit.code.params, hit.bound, fresh), inputs: hit.leaves.map(memoryOf), binds: bindsOf(hit.bound) };
     if (hit.outs.length) code.outputs = hit.outs.map(memoryOf);
     if (hit.packs.length)
-      code.packs = hit.packs.map((p) => ({ code: { ...p.code, params: bind(p.code.params, p.bound, fresh), inputs: p.leaves.map(memoryOf) }, out: scratch[p.out]! }));
+      code.packs = hit.packs.map((p) => ({
+        code: { ...p.code, params: bind(p.code.params, p.bound, fresh), inputs: p.leaves.map(memoryOf), binds: bindsOf(p.bound) },
+        out: scratch[p.out]!,
+      }));
     return code;
   }
   const description = words.slice(0, len);
@@ -246,8 +261,26 @@ function codeFor(out: Node, extra: Word[], make: () => KernelCode, scratch: Stor
     const { packs: _, outputs: __, ...bare } = code;
     // Kept without the nodes its arguments came from: a hit binds this walk's values instead.
     keep(hash, { words: description, code: { ...bare, inputs: [], args: [] }, leaves, outs, values, bound, packs });
+    code.binds = bindsOf(bound);
+    code.packs?.forEach((p, i) => (p.code.binds = bindsOf(packs[i]!.bound)));
   }
   return code;
+}
+
+/** The value at `place` among n's scalar attributes (OpInfo.scalars), in their order. */
+export function scalarAt(n: Node, place: number): number {
+  const attrs = n.attrs as Record<string, number | number[]>;
+  for (const key of OPS[n.op].scalars!) {
+    const v = attrs[key]!;
+    if (typeof v === "number") {
+      if (place === 0) return v;
+      place--;
+    } else {
+      if (place < v.length) return v[place]!;
+      place -= v.length;
+    }
+  }
+  throw new SmeltError(`eval: internal error: ${n.op} has no scalar argument ${place}; please report it`);
 }
 
 const mix = (hash: number, x: number) => Math.imul(hash ^ x, 0x9e3779b1);
@@ -277,7 +310,7 @@ const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
 
 /** A value as the parameter word a kernel reads it from. */
-function word(v: number, float: boolean): number {
+export function word(v: number, float: boolean): number {
   if (!float) return v >>> 0;
   f32[0] = v;
   return u32[0]!;

@@ -27,7 +27,7 @@ import { type Launch as MultiLaunch, multiTensor, type Step } from "./emit/multi
 import { bindMemory, byDepth } from "./lifetimes.ts";
 import { profiling, recordKernel } from "./profile.ts";
 import { restrideView } from "./plan/restride.ts";
-import { describe, keep, replay, type ScheduleState } from "./replay.ts";
+import { describe, keep, keepCodes, keptCodes, replay, type Replaying, type ScheduleState } from "./replay.ts";
 
 // A fused kernel computes at most this many inline nodes and reads at most this many computed
 // ones (Metal has 31 buffer slots); past either, the widest inline input gets a kernel of its own.
@@ -52,6 +52,8 @@ class Schedule implements ScheduleState {
   readonly outputs = new Map<Node, Node[]>();
   /** Reductions rewired as two stages (plan/rows.ts), in the order they were. */
   readonly splits: { r: Node; columns: boolean }[] = [];
+  /** The kept schedule this one replays, or was just kept as (exec/replay.ts). */
+  kept: Replaying | null = null;
   /**
    * While mergeOutputs runs: the kernels that read each node from memory (or a view of it), so
    * that merge() finds the ones between a group's members without walking every kernel there.
@@ -747,9 +749,13 @@ type Launch = MultiLaunch & { node: Node };
  */
 function launches(schedule: Schedule): Step<Launch>[] {
   if (schedule.steps) return schedule.steps;
-  const launches = schedule.order.map((node): Launch => {
+  const kept = schedule.kept;
+  const keptCode = kept ? keptCodes(kept, schedule) : null;
+  const codes = schedule.order.map((node, i) => keptCode?.[i] ?? planOf(schedule, node));
+  if (kept && !keptCode) keepCodes(kept, schedule, codes);
+  const launches = schedule.order.map((node, i): Launch => {
     const shares = !schedule.rows.has(node) && !schedule.matmuls.has(node) && (OPS[node.op].kind !== "kernel" || node.op === "reduce");
-    return { node, code: planOf(schedule, node), out: node.data!, shares };
+    return { node, code: codes[i]!, out: node.data!, shares };
   });
   schedule.steps = schedule.target.multiTensor ? multiTensor(launches) : launches.map((l) => ({ ...l, members: [l] }));
   return schedule.steps;

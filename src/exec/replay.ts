@@ -12,13 +12,15 @@
  * guarantee, since the scheduler decides from nothing else.
  */
 import { SmeltError } from "../errors.ts";
-import { newMark, type Node, tracing } from "../graph/node.ts";
+import { type Data, newMark, type Node, tracing } from "../graph/node.ts";
 import { attrsOf, OPS } from "../graph/op.ts";
 import type { Target } from "../runtime/target.ts";
 import { arangeInInts } from "./plan/inline.ts";
 import { type MatmulVariant, panelKey, type Panels } from "./plan/matmul.ts";
 import { type RowGroup, splitColumns, splitRow } from "./plan/rows.ts";
 import { memory, stats, type Storage } from "./memory.ts";
+import type { KernelCode } from "./emit/builder.ts";
+import { scalarAt, word } from "./plans.ts";
 
 type Word = number | string | boolean | symbol;
 
@@ -32,7 +34,33 @@ export interface ScheduleState {
   readonly views: [view: Node, base: Node][];
   /** The reductions split in two stages while planning, in order (plan/rows.ts rewires the graph). */
   readonly splits: { r: Node; columns: boolean }[];
+  /** The kept schedule this one replays or was kept as, with its nodes by place. */
+  kept: Replaying | null;
   nodes(): Node[];
+}
+
+/** A kept schedule and the nodes of one evaluation of it, by their places (Ref). */
+export interface Replaying {
+  readonly entry: Kept;
+  readonly nodes: readonly Node[];
+  readonly leaves: readonly Node[];
+}
+
+/** Where a kernel's input lies: a node's memory, or the panels of the schedule's matmul number `panel`. */
+type DataRef = { node: Ref } | { panel: number };
+interface KeptArg {
+  slot: number;
+  node: Ref;
+  place: number;
+  float: boolean;
+}
+/** A kernel's code without this evaluation's memory and scalars: where they come from instead. */
+interface KeptCode {
+  code: KernelCode;
+  inputs: DataRef[];
+  outputs: DataRef[] | null;
+  args: KeptArg[];
+  packs: { code: KernelCode; inputs: DataRef[]; args: KeptArg[]; panel: number }[] | null;
 }
 
 /** One walk over an evaluation: its description, and its nodes by their place in it. */
@@ -75,6 +103,8 @@ interface Kept {
   views: { view: Ref; base: Ref }[];
   /** The storages bound for the evaluation: bytes, the op named if binding fails, how many hold each. */
   storages: { bytes: number; op: string; holders: number }[];
+  /** Each kernel's code (null: made every time, as a random kernel's), once the first evaluation made it. */
+  codes: (KeptCode | null)[] | null;
 }
 
 // Separators no attribute key or value can equal.
@@ -290,8 +320,89 @@ export function replay(walk: Walk, s: ScheduleState): boolean {
   k.matmuls.forEach((m, i) => s.matmuls.set(at(m.node), { main: at(m.main), variant: m.variant, panels: panels[i]! }));
   for (const o of k.outputs) s.outputs.set(at(o.root), o.also.map(at));
   for (const v of k.views) s.views.push([at(v.view), at(v.base)]);
+  s.kept = { entry: k, nodes, leaves: walk.leaves };
   stats.schedulesReplayed++;
   return true;
+}
+
+/**
+ * The code of each kernel of a replayed schedule, from the code kept with it: this evaluation's
+ * memory and scalars bound; null for a kernel whose code is made every time. Null before the
+ * schedule has kept its code (keepCodes).
+ */
+export function keptCodes(r: Replaying, s: ScheduleState): (KernelCode | null)[] | null {
+  const codes = r.entry.codes;
+  if (!codes) return null;
+  const at = (ref: Ref) => (ref >= 0 ? r.nodes[ref]! : r.leaves[-1 - ref]!);
+  const panels = [...s.matmuls.values()].map((m) => m.panels);
+  const dataOf = (d: DataRef): Data => ("node" in d ? at(d.node).data! : { storage: panels[d.panel]!.b, strides: [], offset: 0 });
+  const params = (kept: Uint32Array, args: readonly KeptArg[]): Uint32Array => {
+    let out = kept;
+    for (const a of args) {
+      const w = word(scalarAt(at(a.node), a.place), a.float);
+      if (out[a.slot] === w) continue;
+      if (out === kept) out = kept.slice();
+      out[a.slot] = w;
+    }
+    return out;
+  };
+  return codes.map((c) => {
+    if (!c) return null;
+    const code: KernelCode = { ...c.code, params: params(c.code.params, c.args), inputs: c.inputs.map(dataOf) };
+    if (c.outputs) code.outputs = c.outputs.map(dataOf);
+    if (c.packs) code.packs = c.packs.map((p) => ({ code: { ...p.code, params: params(p.code.params, p.args), inputs: p.inputs.map(dataOf) }, out: panels[p.panel]!.b }));
+    return code;
+  });
+}
+
+/**
+ * Keeps with r's schedule the code of each of its kernels (in order), as where its memory and
+ * scalars come from; code that plans.ts did not keep (binds absent) is made again every time.
+ */
+export function keepCodes(r: Replaying, s: ScheduleState, codes: readonly KernelCode[]): void {
+  const refs = new Map<Node, Ref>();
+  r.nodes.forEach((n, i) => refs.set(n, i));
+  r.leaves.forEach((n, j) => refs.set(n, -1 - j));
+  const dataRefs = new Map<Data, Ref>();
+  for (const [n, ref] of refs) if (n.data) dataRefs.set(n.data, ref);
+  const panelOf = new Map<Storage, number>();
+  [...s.matmuls.values()].forEach((m, i) => m.panels && panelOf.set(m.panels.b, i));
+  let lost = false;
+  const refOf = (d: Data): DataRef => {
+    const node = dataRefs.get(d);
+    if (node !== undefined) return { node };
+    const panel = panelOf.get(d.storage);
+    if (panel === undefined || d.offset !== 0 || d.strides.length !== 0) lost = true;
+    return { panel: panel ?? -1 };
+  };
+  const argsOf = (code: KernelCode): KeptArg[] =>
+    code.binds!.map((b) => {
+      const node = refs.get(b.node);
+      if (node === undefined) lost = true;
+      return { slot: b.slot, node: node ?? 0, place: b.place, float: b.float };
+    });
+  const bare = (code: KernelCode): KernelCode => {
+    const { inputs: _, outputs: __, packs: ___, args: ____, binds: _____, ...rest } = code;
+    return { ...rest, inputs: [] };
+  };
+  r.entry.codes = codes.map((code) => {
+    if (!code.binds || code.library || code.packs?.some((p) => !p.code.binds)) return null;
+    lost = false;
+    const kept: KeptCode = {
+      code: bare(code),
+      inputs: code.inputs.map(refOf),
+      outputs: code.outputs ? code.outputs.map(refOf) : null,
+      args: argsOf(code),
+      packs: code.packs
+        ? code.packs.map((p) => {
+            const panel = panelOf.get(p.out);
+            if (panel === undefined) lost = true;
+            return { code: bare(p.code), inputs: p.code.inputs.map(refOf), args: argsOf(p.code), panel: panel ?? -1 };
+          })
+        : null,
+    };
+    return lost ? null : kept;
+  });
 }
 
 /**
@@ -375,6 +486,7 @@ export function keep(walk: Walk, s: ScheduleState): void {
     outputs: [...s.outputs].map(([root, also]) => ({ root: ref(root), also: also.map(ref) })),
     views: s.views.map(([v, b]) => ({ view: ref(v), base: ref(b) })),
     storages,
+    codes: null,
   };
   // A node the walk did not reach, or memory it cannot name: planning did something not described.
   if (missing) return;
@@ -387,6 +499,12 @@ export function keep(walk: Walk, s: ScheduleState): void {
   if (list) list.push(entry);
   else kept.set(walk.hash, [entry]);
   keptCount++;
+  const nodes = walk.nodes.slice();
+  for (const { r } of s.splits) {
+    const outer = r.inputs[0]!, partial = outer.inputs[0]!;
+    nodes.push(partial.inputs[0]!, partial, outer);
+  }
+  s.kept = { entry, nodes, leaves: walk.leaves };
 }
 
 /** @internal For tests: how many schedules are kept. */

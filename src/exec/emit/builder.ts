@@ -51,6 +51,14 @@ export interface ScalarArg {
   float: boolean;
 }
 
+/** A parameter holding a node's scalar attribute: the value at `place` among them (plans.ts scalarAt). */
+export interface Bind {
+  slot: number;
+  node: Node;
+  place: number;
+  float: boolean;
+}
+
 /** The bytes of parameters (P) one dispatch may take: Metal's limit for setBytes. */
 export const MAX_PARAM_BYTES = 4096;
 
@@ -67,6 +75,11 @@ export interface KernelCode {
   dispatch: Dispatch;
   /** Kernels to run first, each writing its `out` (scratch memory this kernel reads): a matmul's packed operands. */
   packs?: { code: KernelCode; out: Storage }[];
+  /**
+   * Set on code that plans.ts keeps: every parameter that holds a scalar of this evaluation's
+   * nodes, so that the code is the kept code with these bound (what a kept schedule replays).
+   */
+  binds?: Bind[];
   /**
    * A kernel of a library in metal/ (source is the library) rather than a generated one: the
    * function to run, bound as (key, out, params); the key is these words, or else inputs[0].
