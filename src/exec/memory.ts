@@ -45,6 +45,9 @@ export class Storage {
   refs = 1;
   /** The sequence number of the last command buffer that reads or writes it (0: none). */
   busy = 0;
+  /** While an evaluation is encoded (realize.ts encode): the span between barriers that last wrote it, and that last read it. */
+  writtenIn = 0;
+  readIn = 0;
   private derived: Map<string, Storage> | null = null;
   constructor(
     private buf: DeviceBuffer | null,

@@ -7,6 +7,7 @@
  */
 import { SmeltError } from "../errors.ts";
 import type { CommandBuffer } from "../runtime/command.ts";
+import { REC_DISPATCH_THREADGROUPS, REC_DISPATCH_THREADS } from "../runtime/records.ts";
 import type { Pipeline } from "../runtime/resources.ts";
 import { type Target, targetOf } from "../runtime/target.ts";
 import { isFloating, itemsize } from "../graph/dtype.ts";
@@ -794,45 +795,65 @@ export function fitGroup(d: KernelCode["dispatch"], pipeline: Pipeline, rows: bo
   return [x, y, z];
 }
 
+/** Spans between barriers numbered so far, across evaluations: encode's marks on storages. */
+let spans = 0;
+
 /** Generates, compiles (once per structure) and encodes the scheduled kernels into one command buffer. */
 function encode(schedule: Schedule) {
   const dev = memory.device;
   let cmd = dev.commandBuffer();
-  // Since the last barrier. A kernel's output may be memory that earlier kernels of this command
-  // buffer wrote and read (lifetimes.ts), so writing it waits for them as reading it would.
-  let written = new Set<Storage>(), read = new Set<Storage>();
+  // The span since the last barrier, numbered across evaluations (Storage.writtenIn, readIn). A
+  // kernel's output may be memory that earlier kernels of this command buffer wrote and read
+  // (lifetimes.ts), so writing it waits for them as reading it would.
+  let span = ++spans;
   const used: Storage[] = [];
   const put = (k: KernelCode, out: Storage, node: Node, what: string, fused: boolean, rows = false): boolean => {
     const op = node.op;
-    const reads = k.inputs.map((d) => d.storage);
-    const outs = (k.outputs ?? []).map((d) => d.storage);
-    for (const r of reads) {
+    const outs = k.outputs;
+    let barrier = out.writtenIn === span || out.readIn === span;
+    used.push(out);
+    for (const d of k.inputs) {
+      const r = d.storage;
       if (r.buffer.device !== dev) {
         const why = r.buffer.device.lost ?? "it was disposed";
         throw new SmeltError(`eval: ${op} reads a tensor whose memory was on a device that is gone (${why}); compute it again from its sources`);
       }
+      if (r.writtenIn === span) barrier = true;
+      used.push(r);
     }
-    used.push(out, ...outs, ...reads);
-    if (reads.some((s) => written.has(s)) || [out, ...outs].some((s) => written.has(s) || read.has(s))) {
+    if (outs) {
+      for (const d of outs) {
+        const s = d.storage;
+        if (s.writtenIn === span || s.readIn === span) barrier = true;
+        used.push(s);
+      }
+    }
+    if (barrier) {
       cmd.barrier();
-      written = new Set();
-      read = new Set();
+      span = ++spans;
     }
-    for (const r of reads) read.add(r);
-    const lib = k.library;
-    const args: unknown[] = lib
-      ? [lib.key ?? { buffer: k.inputs[0]!.storage.buffer, offset: k.inputs[0]!.offset * 4 }, out.buffer, k.params]
-      : [k.params, out.buffer, ...reads.map((s) => s.buffer), ...outs.map((s) => s.buffer)];
+    for (const d of k.inputs) d.storage.readIn = span;
     if (k.params.byteLength > MAX_PARAM_BYTES) {
       throw new SmeltError(`eval: the kernel for ${op} needs ${k.params.byteLength} bytes of parameters, over ${MAX_PARAM_BYTES}`);
     }
     const d = k.dispatch;
     if (d.size.every((x) => x > 0)) {
+      const lib = k.library;
       const pipeline = lib ? libraryPipeline(k.source, lib.entry) : pipelineFor(k.source);
       const group = fitGroup(d, pipeline, rows);
       if (!group) return false;
-      if (d.threadgroups) cmd.dispatchThreadgroups(pipeline, { args: args as never, threadgroups: d.size, threadgroup: group });
-      else cmd.dispatchThreads(pipeline, { args: args as never, grid: d.size, threadgroup: group });
+      const kind = d.threadgroups ? REC_DISPATCH_THREADGROUPS : REC_DISPATCH_THREADS;
+      if (lib) {
+        const key = lib.key ?? { buffer: k.inputs[0]!.storage.buffer, offset: k.inputs[0]!.offset * 4 };
+        const args = [key, out.buffer, k.params] as never;
+        if (d.threadgroups) cmd.dispatchThreadgroups(pipeline, { args, threadgroups: d.size, threadgroup: group });
+        else cmd.dispatchThreads(pipeline, { args, grid: d.size, threadgroup: group });
+      } else {
+        const buffers = [out.buffer];
+        for (const x of k.inputs) buffers.push(x.storage.buffer);
+        if (outs) for (const x of outs) buffers.push(x.storage.buffer);
+        cmd.dispatchKernel(kind, pipeline, d.size, group, k.params, buffers);
+      }
       stats.kernelsDispatched++;
       if (fused) stats.fusedGroups++;
       if (profiling()) {
@@ -843,12 +864,11 @@ function encode(schedule: Schedule) {
         cmd.wait();
         recordKernel(kernelLabel(node, what), performance.now() - t0);
         cmd = dev.commandBuffer();
-        written = new Set();
-        read = new Set();
+        span = ++spans;
       }
     }
-    written.add(out);
-    for (const s of outs) written.add(s);
+    out.writtenIn = span;
+    if (outs) for (const x of outs) x.storage.writtenIn = span;
     return true;
   };
   const single = (node: Node, k: KernelCode) => {

@@ -62,6 +62,7 @@ export interface DispatchThreadgroupsOptions extends DispatchCommon {
 export type CommandBufferState = "recording" | "committed" | "completed" | "failed" | "disposed";
 
 const MAX_BYTES_BINDING = 4096;
+const NO_LENGTHS: readonly number[] = [];
 const MAX_DIM = 4294967295;
 /** Records batched in JS before one smelt_cmd_encode call. */
 const BATCH_RECORDS = 256;
@@ -96,6 +97,29 @@ export class CommandBuffer extends NativeObject {
 
   dispatchThreadgroups(pipeline: Pipeline, options: DispatchThreadgroupsOptions): void {
     this.#dispatch("dispatchThreadgroups", REC_DISPATCH_THREADGROUPS, pipeline, options, options?.threadgroups, "threadgroups");
+  }
+
+  /**
+   * @internal The engine's dispatch (exec/realize.ts): `params` bound at [[buffer(0)]], then
+   * `buffers` from [[buffer(1)]] on, no threadgroup memory. What the public calls check here
+   * about the kernel's signature and limits, the backend checks again as it takes the records
+   * (smelt_records_check), and the engine's kernels are made to fit; what can change at run time
+   * (this command buffer's state, the device, disposed buffers) is checked here.
+   */
+  dispatchKernel(kind: typeof REC_DISPATCH_THREADS | typeof REC_DISPATCH_THREADGROUPS, pipeline: Pipeline, size: readonly [number, number, number], group: readonly [number, number, number], params: Uint32Array, buffers: readonly DeviceBuffer[]): void {
+    const call = "eval";
+    const cmd = this.#recording(call);
+    if (pipeline.device !== this.device) throw new SmeltError(`${call}: the pipeline belongs to another device`);
+    const pipe = pipeline.handleFor(call);
+    this.core.depend(cmd, pipe);
+    const bindings: Binding[] = [{ index: 0, kind: BIND_BYTES, data: new Uint8Array(params.buffer, params.byteOffset, params.byteLength) }];
+    for (let i = 0; i < buffers.length; i++) {
+      const handle = this.#bufferHandle(call, i + 1, buffers[i]!);
+      this.core.depend(cmd, handle);
+      bindings.push({ index: i + 1, kind: BIND_BUFFER, buffer: handle, offset: 0 });
+    }
+    this.#stream.dispatch(kind, pipe, size, group, bindings, NO_LENGTHS);
+    this.#flushIfFull(call);
   }
 
   /** Dispatches after the barrier see every write of the dispatches before it. */
