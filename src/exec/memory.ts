@@ -48,6 +48,9 @@ export class Storage {
   /** While an evaluation is encoded (realize.ts encode): the span between barriers that last wrote it, and that last read it. */
   writtenIn = 0;
   readIn = 0;
+  /** While an evaluation is described (replay.ts describe): that walk's stamp, and the storage's number in it. */
+  walkMark = 0;
+  walkId = 0;
   private derived: Map<string, Storage> | null = null;
   constructor(
     private buf: DeviceBuffer | null,

@@ -113,10 +113,13 @@ const LEAF = Symbol("leaf");
 const ROOTS = Symbol("roots");
 // An op as a number for the hash.
 const OP_CODES = new Map(Object.keys(OPS).map((op, i) => [op, i + 1]));
-// Schedules kept at most; the oldest go first.
+// Schedules kept at most, and words of their descriptions (about 8 bytes each) at most; the
+// oldest go first.
 const LIMIT = 64;
+const WORDS_LIMIT = 1 << 22;
 const kept = new Map<number, Kept[]>();
 let keptCount = 0;
+let keptWords = 0;
 /** Descriptions met once: a schedule is kept the second time, so graphs that never repeat (a growing cache) cost no copies. */
 const seen = new Set<number>();
 const SEEN_LIMIT = 4096;
@@ -145,11 +148,13 @@ export function describe(roots: readonly Node[]): Walk | null {
     x.schedId = -1 - leaves.length;
     leaves.push(x);
     const d = x.data!;
-    let s = storages.indexOf(d.storage);
-    if (s < 0) {
-      s = storages.length;
-      storages.push(d.storage);
+    const st = d.storage;
+    if (st.walkMark !== mark) {
+      st.walkMark = mark;
+      st.walkId = storages.length;
+      storages.push(st);
     }
+    const s = st.walkId;
     words[len++] = LEAF;
     words[len++] = x.dtype;
     words[len++] = s;
@@ -250,8 +255,7 @@ function same(a: readonly Word[], b: readonly Word[]): boolean {
 /**
  * Gives s the schedule kept for an evaluation described as walk, if there is one and it still
  * holds (panels a weight kept may have been dropped since): the nodes get the kernels, memory and
- * places it gave the nodes at their places then. False when there is none; s is then untouched,
- * though the splits may have rewired the graph (which changes no value).
+ * places it gave the nodes at their places then. False when there is none; s is then untouched.
  */
 export function replay(walk: Walk, s: ScheduleState): boolean {
   const k = kept.get(walk.hash)?.find((c) => c.target === s.target && same(c.words, walk.words) && panelsHold(c, walk));
@@ -490,15 +494,17 @@ export function keep(walk: Walk, s: ScheduleState): void {
   };
   // A node the walk did not reach, or memory it cannot name: planning did something not described.
   if (missing) return;
-  if (keptCount >= LIMIT) {
+  while (kept.size > 0 && (keptCount >= LIMIT || keptWords + entry.words.length > WORDS_LIMIT)) {
     const [oldest, list] = kept.entries().next().value!;
     kept.delete(oldest);
     keptCount -= list.length;
+    for (const k of list) keptWords -= k.words.length;
   }
   const list = kept.get(walk.hash);
   if (list) list.push(entry);
   else kept.set(walk.hash, [entry]);
   keptCount++;
+  keptWords += entry.words.length;
   const nodes = walk.nodes.slice();
   for (const { r } of s.splits) {
     const outer = r.inputs[0]!, partial = outer.inputs[0]!;
