@@ -8,7 +8,7 @@ import { itemsize } from "../graph/dtype.ts";
 import { loadSafetensors, saveSafetensors } from "../io/safetensors.ts";
 import { Module, type ParamTree } from "../nn/module.ts";
 import * as ops from "../tensor/ops.ts";
-import { Tensor, tidy } from "../tensor/tensor.ts";
+import { persist, Tensor, tidy } from "../tensor/tensor.ts";
 import type { Schedule } from "./schedules.ts";
 import { mapLeaves } from "./trees.ts";
 
@@ -59,7 +59,10 @@ export abstract class Optimizer {
   init(params: ParamTree | Module): void {
     const tree = params instanceof Module ? params.trainableParameters() : params;
     mapLeaves(tree, (p, path) => {
-      if (!this.state[path]) this.state[path] = this.initSlots(p);
+      if (this.state[path]) return;
+      const slots = this.initSlots(p);
+      for (const x of Object.values(slots)) persist(x);
+      this.state[path] = slots;
     });
   }
 
@@ -85,6 +88,9 @@ export abstract class Optimizer {
       const slots = this.state[path] ?? this.initSlots(p);
       const [np, ns] = tidy(() => this.apply(g, p, slots, lr, t));
       old.push(p, ...Object.values(slots));
+      // Held by the model and by this optimizer, which disposes them when it replaces them.
+      persist(np);
+      for (const x of Object.values(ns)) persist(x);
       this.state[path] = ns;
       return np;
     }) as ParamTree;
@@ -116,6 +122,7 @@ export abstract class Optimizer {
       for (const n of names) {
         const t = tensors[`${p}.${n}`];
         if (!t) throw new SmeltError(`${this.constructor.name}.loadState: ${path} lacks ${p}.${n}`);
+        persist(t);
         state[p]![n] = t;
       }
     }
