@@ -21,7 +21,7 @@ import { planRows, type RowGroup } from "./plan/rows.ts";
 import type { Storage } from "./memory.ts";
 import type { Target } from "../runtime/target.ts";
 
-type Word = number | string | boolean | symbol;
+export type Word = number | string | boolean | symbol;
 
 /** Where an input's memory comes from: a position in the walk (>= 0), or scratch memory number -1 - slot. */
 type Slot = number;
@@ -204,7 +204,7 @@ function codeFor(out: Node, extra: Word[], make: () => KernelCode, scratch: Stor
   const bindsOf = (bound: readonly Bound[]): Bind[] => bound.map((b) => ({ slot: b.slot, node: valueNodes[b.value]!, place: valuePlaces[b.value]!, float: b.float }));
   if (hit) {
     // Unchanged scalars (constants such as an epsilon) keep the kept parameters themselves.
-    const fresh = sameValues(hit.values, values) ? null : values;
+    const fresh = sameWords(hit.values, values) ? null : values;
     const code: KernelCode = { ...hit.code, params: bind(hit.code.params, hit.bound, fresh), inputs: hit.leaves.map(memoryOf), binds: bindsOf(hit.bound) };
     if (hit.outs.length) code.outputs = hit.outs.map(memoryOf);
     if (hit.packs.length)
@@ -283,7 +283,7 @@ export function scalarAt(n: Node, place: number): number {
   throw new SmeltError(`eval: internal error: ${n.op} has no scalar argument ${place}; please report it`);
 }
 
-const mix = (hash: number, x: number) => Math.imul(hash ^ x, 0x9e3779b1);
+export const mix = (hash: number, x: number) => Math.imul(hash ^ x, 0x9e3779b1);
 
 /** Appends the values of n's scalar attributes `keys`, in their order. */
 function pushValues(n: Node, keys: readonly string[], values: number[]): void {
@@ -332,12 +332,12 @@ function bind(params: Uint32Array, bound: readonly Bound[], values: readonly num
   return out;
 }
 
-function isWord(x: unknown): boolean {
+export function isWord(x: unknown): boolean {
   return typeof x === "number" || typeof x === "string" || typeof x === "boolean";
 }
 
-// Object.is: a scalar -0 is not 0 (nor NaN unequal to itself).
-function sameValues(a: readonly number[], b: readonly number[]): boolean {
+/** Whether a equals b word for word. Object.is: a scalar -0 is not 0 (nor NaN unequal to itself). */
+export function sameWords(a: readonly Word[], b: readonly Word[]): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) return false;
   return true;

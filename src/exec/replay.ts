@@ -13,6 +13,7 @@
  */
 import { SmeltError } from "../errors.ts";
 import { type Data, newMark, type Node, tracing } from "../graph/node.ts";
+import { postOrder, uncomputed } from "../graph/walk.ts";
 import { attrsOf, OPS } from "../graph/op.ts";
 import type { Target } from "../runtime/target.ts";
 import { arangeInInts } from "./plan/inline.ts";
@@ -20,9 +21,7 @@ import { type MatmulVariant, panelKey, type Panels } from "./plan/matmul.ts";
 import { type RowGroup, splitColumns, splitRow } from "./plan/rows.ts";
 import { memory, stats, type Storage } from "./memory.ts";
 import type { KernelCode } from "./emit/builder.ts";
-import { scalarAt, word } from "./plans.ts";
-
-type Word = number | string | boolean | symbol;
+import { isWord, mix, sameWords, scalarAt, type Word, word } from "./plans.ts";
 
 /** What the scheduler decided, on nodes: realize.ts's Schedule. */
 export interface ScheduleState {
@@ -137,9 +136,10 @@ export function describe(roots: readonly Node[]): Walk | null {
   const words = described;
   let len = 0;
   let hash = roots.length;
-  const nodes: Node[] = [], leaves: Node[] = [], storages: Storage[] = [];
+  // The uncomputed nodes, inputs first; numbered as they are described.
+  const nodes = postOrder(roots, uncomputed, "schedMark");
+  const leaves: Node[] = [], storages: Storage[] = [];
   const mark = newMark();
-  const stack: Node[] = [], next: number[] = [];
   // Leaves are numbered in schedId as -1 - place; uncomputed nodes as their place.
   const refOf = (x: Node): number => {
     if (x.schedMark === mark) return x.schedId;
@@ -164,72 +164,53 @@ export function describe(roots: readonly Node[]): Walk | null {
     for (const v of d.strides) words[len++] = v;
     return x.schedId;
   };
-  for (const root of roots) {
-    if (root.data || root.schedMark === mark) continue;
-    root.schedMark = mark;
-    stack.push(root);
-    next.push(0);
-    while (stack.length) {
-      const top = stack.length - 1;
-      const n = stack[top]!, i = next[top]!;
-      if (i < n.inputs.length) {
-        next[top] = i + 1;
-        const c = n.inputs[i]!;
-        if (c.schedMark !== mark && !c.data) {
-          c.schedMark = mark;
-          stack.push(c);
-          next.push(0);
-        }
-        continue;
-      }
-      stack.pop();
-      next.pop();
-      // Inputs first: their numbers (and the leaves' descriptions) come before n's.
-      const refs = n.inputs.map(refOf);
-      n.schedId = nodes.length;
-      nodes.push(n);
-      words[len++] = n.op;
-      words[len++] = n.dtype;
-      words[len++] = n.consumers;
-      words[len++] = n.tensors > 0;
-      words[len++] = n.shape.length;
-      hash = mix(hash, OP_CODES.get(n.op)!);
-      for (const v of n.shape) {
-        words[len++] = v;
-        hash = mix(hash, v);
-      }
-      if (n.op === "random") {
-        // Its arguments and key are read when its kernel is made; only their form matters here.
-        const a = attrsOf(n as Node<"random">, "random");
-        words[len++] = a.kernel;
-        words[len++] = a.params.length;
-        words[len++] = a.key === null;
-      } else if (n.op !== "scalar") {
-        const scalars = OPS[n.op].scalars;
-        if (n.op === "arange") words[len++] = arangeInInts(n);
-        const attrs = n.attrs as Record<string, unknown>;
-        for (const key in attrs) {
-          if (scalars?.includes(key)) continue;
-          const v = attrs[key];
-          words[len++] = key;
-          if (Array.isArray(v)) {
-            words[len++] = LIST;
-            words[len++] = v.length;
-            for (const x of v) {
-              if (!isWord(x)) return null;
-              words[len++] = x;
-            }
-          } else {
-            if (!isWord(v)) return null;
-            words[len++] = v as Word;
+  for (let k = 0; k < nodes.length; k++) {
+    const n = nodes[k]!;
+    // Inputs first: their numbers (and the leaves' descriptions) come before n's.
+    const refs = n.inputs.map(refOf);
+    n.schedMark = mark;
+    n.schedId = k;
+    words[len++] = n.op;
+    words[len++] = n.dtype;
+    words[len++] = n.consumers;
+    words[len++] = n.tensors > 0;
+    words[len++] = n.shape.length;
+    hash = mix(hash, OP_CODES.get(n.op)!);
+    for (const v of n.shape) {
+      words[len++] = v;
+      hash = mix(hash, v);
+    }
+    if (n.op === "random") {
+      // Its arguments and key are read when its kernel is made; only their form matters here.
+      const a = attrsOf(n as Node<"random">, "random");
+      words[len++] = a.kernel;
+      words[len++] = a.params.length;
+      words[len++] = a.key === null;
+    } else if (n.op !== "scalar") {
+      const scalars = OPS[n.op].scalars;
+      if (n.op === "arange") words[len++] = arangeInInts(n);
+      const attrs = n.attrs as Record<string, unknown>;
+      for (const key in attrs) {
+        if (scalars?.includes(key)) continue;
+        const v = attrs[key];
+        words[len++] = key;
+        if (Array.isArray(v)) {
+          words[len++] = LIST;
+          words[len++] = v.length;
+          for (const x of v) {
+            if (!isWord(x)) return null;
+            words[len++] = x;
           }
+        } else {
+          if (!isWord(v)) return null;
+          words[len++] = v as Word;
         }
       }
-      words[len++] = refs.length;
-      for (const r of refs) {
-        words[len++] = r;
-        hash = mix(hash, r);
-      }
+    }
+    words[len++] = refs.length;
+    for (const r of refs) {
+      words[len++] = r;
+      hash = mix(hash, r);
     }
   }
   words[len++] = ROOTS;
@@ -239,18 +220,6 @@ export function describe(roots: readonly Node[]): Walk | null {
   return { words, hash, nodes, leaves, storages };
 }
 
-const mix = (hash: number, x: number) => Math.imul(hash ^ x, 0x9e3779b1);
-
-function isWord(x: unknown): boolean {
-  return typeof x === "number" || typeof x === "string" || typeof x === "boolean";
-}
-
-/** Whether a equals b word for word (Object.is: -0 is not 0). */
-function same(a: readonly Word[], b: readonly Word[]): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) return false;
-  return true;
-}
 
 /**
  * Gives s the schedule kept for an evaluation described as walk, if there is one and it still
@@ -258,7 +227,7 @@ function same(a: readonly Word[], b: readonly Word[]): boolean {
  * places it gave the nodes at their places then. False when there is none; s is then untouched.
  */
 export function replay(walk: Walk, s: ScheduleState): boolean {
-  const k = kept.get(walk.hash)?.find((c) => c.target === s.target && same(c.words, walk.words) && panelsHold(c, walk));
+  const k = kept.get(walk.hash)?.find((c) => c.target === s.target && sameWords(c.words, walk.words) && panelsHold(c, walk));
   if (!k) return false;
   const nodes = walk.nodes.slice();
   for (const { r, columns } of k.splits) {
