@@ -8,7 +8,7 @@ import { itemsize } from "../graph/dtype.ts";
 import { loadSafetensors, saveSafetensors } from "../io/safetensors.ts";
 import { Module, type ParamTree } from "../nn/module.ts";
 import * as ops from "../tensor/ops.ts";
-import { persist, Tensor, tidy } from "../tensor/tensor.ts";
+import { Tensor, tidy } from "../tensor/tensor.ts";
 import type { Schedule } from "./schedules.ts";
 import { mapLeaves } from "./trees.ts";
 
@@ -59,10 +59,7 @@ export abstract class Optimizer {
   init(params: ParamTree | Module): void {
     const tree = params instanceof Module ? params.trainableParameters() : params;
     mapLeaves(tree, (p, path) => {
-      if (this.state[path]) return;
-      const slots = this.initSlots(p);
-      for (const x of Object.values(slots)) persist(x);
-      this.state[path] = slots;
+      if (!this.state[path]) this.state[path] = this.initSlots(p);
     });
   }
 
@@ -88,9 +85,6 @@ export abstract class Optimizer {
       const slots = this.state[path] ?? this.initSlots(p);
       const [np, ns] = tidy(() => this.apply(g, p, slots, lr, t));
       old.push(p, ...Object.values(slots));
-      // Held by the model and by this optimizer, which disposes them when it replaces them.
-      persist(np);
-      for (const x of Object.values(ns)) persist(x);
       this.state[path] = ns;
       return np;
     }) as ParamTree;
@@ -122,7 +116,6 @@ export abstract class Optimizer {
       for (const n of names) {
         const t = tensors[`${p}.${n}`];
         if (!t) throw new SmeltError(`${this.constructor.name}.loadState: ${path} lacks ${p}.${n}`);
-        persist(t);
         state[p]![n] = t;
       }
     }

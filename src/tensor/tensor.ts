@@ -243,24 +243,10 @@ export function tidy<T>(fn: () => T): T {
   };
   mark(result);
   for (const t of scope) {
-    if (persistent.has(t)) watch(t);
-    else if (!keep.has(t)) t.dispose();
+    if (!keep.has(t)) t.dispose();
     else handOn(t);
   }
   return result;
-}
-
-/** Tensors an owner holds (persist): scopes leave them to it. */
-const persistent = new WeakSet<Tensor>();
-
-/**
- * Hands t to an owner that outlives any tidy scope open now (an optimizer, for the parameters and
- * slots it makes): no scope disposes it; its owner does (an optimizer disposes what it replaces),
- * or else the finalizer once it is dropped. So an optimizer's update inside a tidy'd training
- * step keeps the new parameters while the step's gradients and loss go with the scope.
- */
-export function persist(t: Tensor): void {
-  persistent.add(t);
 }
 
 /** A handle that outlives the scope it was made in goes to the enclosing scope, else to the finalizer. */
@@ -291,9 +277,8 @@ export function composite(fn: () => Tensor): Tensor {
   scopes.pop();
   let made = false;
   for (const t of scope) {
-    if (t === result) made = true;
-    else if (persistent.has(t)) watch(t);
-    else t.dispose();
+    if (t !== result) t.dispose();
+    else made = true;
   }
   // A result that is one of the inputs (a no-op cast) stays as the caller has it.
   if (made) handOn(result);
