@@ -202,8 +202,9 @@ class Schedule implements ScheduleState {
     if (n.size === 1) {
       for (const r of [...pendingReductions(n), n]) {
         const partial = splitRow(r);
-        if (partial) this.splits.push({ r, columns: false });
-        if (partial) this.materialize(partial);
+        if (!partial) continue;
+        this.splits.push({ r, columns: false });
+        this.materialize(partial);
       }
     }
     // An elementwise finish of a sum over rows that reads nothing else (a gradient cast to its
@@ -243,8 +244,10 @@ class Schedule implements ScheduleState {
   private sumInputs(r: Node): void {
     // A reduction over many rows: its partials first (plan/rows.ts splitColumns).
     const partial = splitColumns(r);
-    if (partial) this.splits.push({ r, columns: true });
-    if (partial) return this.partialSums(partial);
+    if (partial) {
+      this.splits.push({ r, columns: true });
+      return this.partialSums(partial);
+    }
     // A reduction over leading axes of an input that reads row reductions (a norm's weight
     // gradient) and too few rows to split: the input is a row kernel of its own first, as no row
     // group can hold both.
@@ -842,7 +845,6 @@ function encode(schedule: Schedule) {
       const pipeline = lib ? libraryPipeline(k.source, lib.entry) : pipelineFor(k.source);
       const group = fitGroup(d, pipeline, rows);
       if (!group) return false;
-      const kind = d.threadgroups ? REC_DISPATCH_THREADGROUPS : REC_DISPATCH_THREADS;
       if (lib) {
         const key = lib.key ?? { buffer: k.inputs[0]!.storage.buffer, offset: k.inputs[0]!.offset * 4 };
         const args = [key, out.buffer, k.params] as never;
@@ -852,7 +854,7 @@ function encode(schedule: Schedule) {
         const buffers = [out.buffer];
         for (const x of k.inputs) buffers.push(x.storage.buffer);
         if (outs) for (const x of outs) buffers.push(x.storage.buffer);
-        cmd.dispatchKernel(kind, pipeline, d.size, group, k.params, buffers);
+        cmd.dispatchKernel(d.threadgroups ? REC_DISPATCH_THREADGROUPS : REC_DISPATCH_THREADS, pipeline, d.size, group, k.params, buffers);
       }
       stats.kernelsDispatched++;
       if (fused) stats.fusedGroups++;
