@@ -14,6 +14,7 @@
 //                    or fewer (a low-rank factor or its gradient), where a panel copy costs more;
 //                    smelt_mm_narrow8 for B of 8 columns or fewer, a block 8 columns wide
 //   smelt_mm_column  8 rows of one column per thread, for CPUs, at any strides
+//   smelt_mm_skinny  for GPUs: B of 16 columns or fewer, a SIMD-group per row of C splitting K
 #include <metal_stdlib>
 using namespace metal;
 
@@ -182,4 +183,25 @@ inline void smelt_mm_column(device const T* A, device const T* B, int M, int K, 
   }
   for (int r = 0; r < 8; ++r)
     if (i0 + r < M) epi.store(acc[r], i0 + r, j);
+}
+
+// For GPUs, B of 16 columns or fewer (a low-rank factor, or the product of a gradient with one):
+// one SIMD-group per row i of C, its lanes taking every width-th k, each lane holding N partial
+// sums that the group adds at the end. A tile of 32 columns would leave most of its work on
+// columns that do not exist, and 32 rows per tile leave few threadgroups to fill the GPU with.
+template <typename T, typename T2, typename E>
+inline void smelt_mm_skinny(device const T* A, device const T2* B, int M, int N, int K, int sam, int sak, int sbk,
+                            int sbn, int i, uint lane, uint width, thread const E& epi) {
+  if (i >= M) return;  // the whole SIMD-group: i is the same for its lanes
+  float acc[16];
+  for (int c = 0; c < 16; ++c) acc[c] = 0.0f;
+  for (int k = int(lane); k < K; k += int(width)) {
+    float a = float(A[i * sam + k * sak]);
+    for (int c = 0; c < 16; ++c)
+      if (c < N) acc[c] = fma(a, float(B[k * sbk + c * sbn]), acc[c]);
+  }
+  for (int c = 0; c < N; ++c) {
+    float s = simd_sum(acc[c]);
+    if (lane == uint(c) % width) epi.store(s, i, c);
+  }
 }

@@ -15,7 +15,7 @@ import { attrsOf, OPS } from "../graph/op.ts";
 import { type Bind, type KernelCode, MAX_PARAM_BYTES, type ScalarArg } from "./emit/builder.ts";
 import { emitKernel } from "./emit/kernel.ts";
 import { arangeInInts, readFromMemory } from "./plan/inline.ts";
-import { elementsPerThread, plainPlan } from "./plan/kernel.ts";
+import { elementsPerThread, ONE, plainPlan } from "./plan/kernel.ts";
 import { type MatmulVariant, type Panels, planMatmul } from "./plan/matmul.ts";
 import { planRows, type RowGroup } from "./plan/rows.ts";
 import type { Storage } from "./memory.ts";
@@ -67,12 +67,12 @@ export function plainKernel(out: Node, target: Pick<Target, "elementwise" | "cpu
   if (out.op === "random") return emitKernel(plainPlan(out));
   const per = elementsPerThread(target, out);
   const lanes = target.cpu && out.op === "quantizedMatmul";
-  const extra = [...(also.length ? ["outputs", also.length] : []), ...(per > 1 ? ["per", per] : []), ...(lanes ? ["lanes"] : [])];
+  const extra = [...(also.length ? ["outputs", also.length] : []), ...(per.per > 1 ? ["per", per.per, per.run ? 1 : 0] : []), ...(lanes ? ["lanes"] : [])];
   return codeFor(out, extra, () => {
     const code = emitKernel(plainPlan(out, also, per, lanes));
     // Each element of a thread takes parameters of its own for its index math: where they come
     // to more than a dispatch takes (many views or pieces), one element per thread does.
-    return per > 1 && code.params.byteLength > MAX_PARAM_BYTES ? emitKernel(plainPlan(out, also, 1, lanes)) : code;
+    return per.per > 1 && code.params.byteLength > MAX_PARAM_BYTES ? emitKernel(plainPlan(out, also, ONE, lanes)) : code;
   }, [], undefined, also);
 }
 

@@ -724,13 +724,16 @@ function rowThreads(target: Target, g: RowGroup): number {
  */
 function matmulVariant(target: Target, main: Node): MatmulVariant {
   const M = main.shape[main.shape.length - 2]!, N = main.shape[main.shape.length - 1]!;
-  const { small, large, smallRows, smallWork } = target.matmul;
+  const { small, large, smallRows, smallWork, skinny } = target.matmul;
   // Panels are 16 columns wide: a B of one panel or less is read in place rather than copied into it
   // by a kernel of its own (a low-rank factor's gradient).
   const narrow = large === "panel" && N <= 16;
   const layout = M <= smallRows || narrow || main.size * matmulDepth(main) < smallWork ? small : large;
   // Rows enough for the panel kernel's blocks: they take B's few columns in place.
   if (layout === "column" && narrow && M > smallRows && main.size * matmulDepth(main) >= smallWork) return "narrow";
+  // A GPU's tiles are 32 columns wide: B of 16 or fewer gets a SIMD-group per row instead.
+  if (skinny && layout === large && N <= 16) return "skinny";
+  if (layout === "skinny" && N > 16) return "dot";
   // Panels pad B's columns to 16: past MAX_ELEMENTS their 32-bit indices would overflow.
   return layout === "panel" && panelBytes(main) / 4 > MAX_ELEMENTS ? "column" : layout;
 }

@@ -5,7 +5,7 @@
  */
 import { SmeltError } from "../errors.ts";
 import { getPeakMemory } from "../exec/memory.ts";
-import { array, slice } from "../tensor/ops.ts";
+import { array, astype, reshape, slice } from "../tensor/ops.ts";
 import * as randomReference from "../tensor/random-reference.ts";
 import { asyncEval, Tensor, tidy } from "../tensor/tensor.ts";
 import { resolveSampling, type Sampler, type SamplingOptions, sampleWith } from "./sample.ts";
@@ -162,6 +162,12 @@ class Detokenizer {
   }
 }
 
+/** A submitted step: its token (in flight) and the evaluation's promise. */
+interface Step {
+  next: Tensor;
+  done: Promise<unknown>;
+}
+
 interface Timing {
   promptTokens: number;
   promptMs: number;
@@ -179,37 +185,50 @@ async function* steps(model: CausalLM, tokenizer: TextTokenizer, p: Plan, timing
   const detokenizer = new Detokenizer(tokenizer);
   let text = "";
   let emitted = 0;
-  let input = p.ids;
   timing.promptTokens = p.ids.length;
+  // A step's graph, built from the ids or from the previous step's token tensor, and submitted.
+  const submit = (input: readonly number[] | Tensor): Step => {
+    const [next] = tidy(() => {
+      const ids = input instanceof Tensor ? astype(reshape(input, [1, 1]), "int32") : array([input], "int32");
+      const logits = model.forward(ids, cache, { lastOnly: true, evaluate: false });
+      const last = slice(logits, 0, -1);
+      let k: Tensor | undefined;
+      if (key) {
+        // Split on the host (the reference is the kernel's split, bit for bit): the key chain
+        // never becomes a graph that grows with the steps.
+        const pair = randomReference.split(key, 2);
+        key = pair.slice(0, 2);
+        k = array(pair.slice(2, 4), "uint32");
+      }
+      // The cache's tensors are returned so that tidy keeps what forward put in it.
+      return [sampleWith(last, p.sampler, k, seen ?? []), cacheTensors(cache)] as const;
+    });
+    // The cache is evaluated with the token: left lazy, each step's entries would be a graph
+    // over the previous step's, recomputed and kept alive for the whole generation.
+    return { next, done: asyncEval(next, cacheTensors(cache)) };
+  };
+  // The next step is built on this step's token tensor and submitted before the token is read,
+  // so the host builds step n + 1 while the device computes step n (what mlx-lm does); a
+  // repetition penalty needs the token's value first. A step past the end is computed and dropped.
+  const ahead = seen === undefined;
+  let last = performance.now();
+  let current: Step | undefined = submit(p.ids);
+  let following: Step | undefined;
   try {
     for (let step = 0; step < p.maxTokens; step++) {
-      const start = performance.now();
-      const [next] = tidy(() => {
-        const logits = model.forward(array([input], "int32"), cache, { lastOnly: true, evaluate: false });
-        const last = slice(logits, 0, -1);
-        let k: Tensor | undefined;
-        if (key) {
-          // Split on the host (the reference is the kernel's split, bit for bit): the key chain
-          // never becomes a graph that grows with the steps.
-          const pair = randomReference.split(key, 2);
-          key = pair.slice(0, 2);
-          k = array(pair.slice(2, 4), "uint32");
-        }
-        // The cache's tensors are returned so that tidy keeps what forward put in it.
-        return [sampleWith(last, p.sampler, k, seen ?? []), cacheTensors(cache)] as const;
-      });
-      // The cache is evaluated with the token: left lazy, each step's entries would be a graph
-      // over the previous step's, recomputed and kept alive for the whole generation.
-      await asyncEval(next, cacheTensors(cache));
-      const token = next.item();
-      next.dispose();
-      const ms = performance.now() - start;
-      if (step === 0) timing.promptMs = ms;
+      const now: Step = current!;
+      following = ahead && step + 1 < p.maxTokens ? submit(now.next) : undefined;
+      await now.done;
+      const token = now.next.item();
+      now.next.dispose();
+      current = undefined;
+      const arrived = performance.now();
+      if (step === 0) timing.promptMs = arrived - last;
       else {
-        timing.decodeMs += ms;
+        timing.decodeMs += arrived - last;
         timing.decodeSteps++;
       }
-      input = [token];
+      last = arrived;
       seen?.add(token);
       if (eos.has(token)) {
         yield { token, text: text.slice(emitted) };
@@ -238,8 +257,16 @@ async function* steps(model: CausalLM, tokenizer: TextTokenizer, p: Plan, timing
       safe = Math.max(emitted, safe - stopPrefixLength(text.slice(0, safe), p.stop));
       yield { token, text: text.slice(emitted, safe) };
       emitted = safe;
+      current = following ?? submit([token]);
+      following = undefined;
     }
   } finally {
+    // A step submitted ahead and not needed (an end token, a stop string, the consumer stopped).
+    for (const s of [current, following]) {
+      if (!s) continue;
+      await s.done.catch(() => {});
+      s.next.dispose();
+    }
     // The cache was made for this generation and nothing else sees it.
     for (const t of cacheTensors(cache)) t.dispose();
   }

@@ -238,6 +238,33 @@ describe("lm.generate on a model with a cache", () => {
     expect(sm.getActiveMemory()).toBe(before);
   });
 
+  test("steps submitted ahead of their token: memory flat from token to token, freed at an end token and at the end", async () => {
+    await sm.lm.generate(model, byteTokenizer, [1, 2, 3], { maxTokens: 4 });
+    await settleFinalizers();
+    const before = sm.getActiveMemory();
+    const active: number[] = [];
+    const tokens: number[] = [];
+    // Without a repetition penalty, step n + 1 is in flight while step n's token is read.
+    for await (const c of sm.lm.stream(model, byteTokenizer, [1, 2, 3], { maxTokens: 300, temperature: 1, seed: 1 })) {
+      active.push(sm.getActiveMemory());
+      tokens.push(c.token);
+    }
+    expect(active.length).toBe(300);
+    // At each token the next step is in flight, its temporaries held or already released: two
+    // values at most, and no growth over the stream.
+    expect(new Set(active.slice(0, -1)).size).toBeLessThanOrEqual(2);
+    expect(Math.max(...active.slice(150))).toBeLessThanOrEqual(Math.max(...active.slice(0, 150)));
+    expect(sm.getActiveMemory()).toBe(before);
+    expect((await sm.lm.generate(model, byteTokenizer, [1, 2, 3], { maxTokens: 300, temperature: 1, seed: 1 })).tokens).toEqual(tokens);
+    // An end token: the step submitted after it is dropped.
+    const eos = model.reference([1, 2, 3], 12)[5]!;
+    const ending = { ...byteTokenizer, eosTokenIds: [eos] };
+    const got = await sm.lm.generate(model, ending, [1, 2, 3], { maxTokens: 12 });
+    expect(got.tokens.at(-1)).toBe(eos);
+    expect(got.tokens.length).toBeLessThanOrEqual(6);
+    expect(sm.getActiveMemory()).toBe(before);
+  });
+
   test("a stream left early gives its memory back", async () => {
     await sm.lm.generate(model, byteTokenizer, [1, 2, 3], { maxTokens: 4 });
     await settleFinalizers();

@@ -145,3 +145,53 @@ test("a sum finished elementwise keeps its thread per element; too many paramete
   expect(valuesAt(8, pieces)).toEqual(valuesAt(1, pieces));
   x.dispose();
 });
+
+test("runs along the last axis (a CPU's, for inline matmuls): bit for bit one element per thread, float64 close", () => {
+  // A gradient sum of two low-rank products (K = 8) and two inputs, as a LoRA backward has; B
+  // contiguous along the run and transposed, a broadcast weight, and a multi-output kernel.
+  const [M, N, R] = [12, 48, 8];
+  const vals = (n: number, seed: number) => sm.array(uniform(n, -1, 1, seed), "float32");
+  const u = vals(M * R, 81).reshape([M, R]).eval(), v = vals(M * R, 82).reshape([M, R]).eval();
+  const b = vals(R * N, 83).reshape([R, N]).eval(), ct = vals(N * R, 84).reshape([N, R]).eval();
+  const y = vals(M * N, 85).reshape([M, N]).eval(), w = vals(N, 86).eval();
+  const build = () => {
+    const g = sm.matmul(u, b).mul(2).add(y).add(sm.matmul(v, ct.T).mul(0.5));
+    return [g.mul(w), g.add(1)] as const;
+  };
+  const run = (runs: string) =>
+    withTargetEnv(sm.device(), { SMELT_ELEMENT_RUNS: runs }, () =>
+      sm.tidy(() => {
+        const [a, c] = build();
+        const s = schedule([a.node("test"), c.node("test")]);
+        const sources = s.order.map((n) => planOf(s, n).source);
+        execute(s);
+        return { sources, a: Array.from(a.raw()), c: Array.from(c.raw()) };
+      }),
+    );
+  const runs = run("1"), one = run("0");
+  const host = sm.device().backend === "host";
+  expect(runs.sources.some((src) => src.includes("for (int e = 0; e <"))).toBe(host);
+  expect(one.sources.some((src) => src.includes("for (int e = 0; e <"))).toBe(false);
+  expect(runs.a).toEqual(one.a);
+  expect(runs.c).toEqual(one.c);
+  const [U, V, B, C, Y, W] = [u, v, b, ct, y, w].map((t) => Array.from(t.raw()));
+  for (let i = 0; i < M; i++)
+    for (let j = 0; j < N; j++) {
+      let p = 0, q = 0;
+      for (let k = 0; k < R; k++) {
+        p += U[i * R + k]! * B[k * N + j]!;
+        q += V[i * R + k]! * C[j * R + k]!;
+      }
+      const g = 2 * p + Y[i * N + j]! + 0.5 * q;
+      expect(Math.abs(runs.a[i * N + j]! - g * W[j]!)).toBeLessThanOrEqual(1e-5);
+      expect(Math.abs(runs.c[i * N + j]! - (g + 1))).toBeLessThanOrEqual(1e-5);
+    }
+  // A last axis that 16 does not divide keeps one element per thread.
+  const odd = vals(M * 24, 87).reshape([M, 24]).eval(), b24 = vals(R * 24, 88).reshape([R, 24]).eval();
+  const src = sm.tidy(() => {
+    const s = schedule([sm.matmul(u, b24).add(odd).node("test")]);
+    return s.order.map((n) => planOf(s, n).source).join("\n");
+  });
+  expect(src).not.toContain("for (int e = 0; e <");
+  [u, v, b, ct, y, w, odd, b24].forEach((t) => t.dispose());
+});

@@ -75,7 +75,7 @@ const cases: [number[], number[]][] = [
 ];
 
 describe("every variant against float64", () => {
-  for (const variant of ["panel", "narrow", "column", "dot", "simd"]) {
+  for (const variant of ["panel", "narrow", "column", "dot", "simd", "skinny"]) {
     for (const [as, bs] of cases) {
       test(`${variant}: [${as}] @ [${bs}]`, () => {
         const a = data(as.reduce((p, q) => p * q, 1), as.length * 7 + as[0]!);
@@ -101,7 +101,7 @@ describe("operands at any strides, read in place", () => {
     for (let i = 0; i < 37; i++) for (let k = 0; k < 40; k++) at.push(a[k * 37 + i]!);
     for (let k = 0; k < 40; k++) for (let j = 0; j < 29; j++) bt.push(b[j * 40 + k]!);
     const { v } = ref(Float32Array.from(at), [37, 40], Float32Array.from(bt), [40, 29]);
-    for (const variant of ["panel", "narrow", "column", "dot", "simd"]) {
+    for (const variant of ["panel", "narrow", "column", "dot", "simd", "skinny"]) {
       const got = withVariant(variant, () =>
         sm.tidy(() => sm.matmul(sm.array(a).reshape([40, 37]).T, sm.array(b).reshape([29, 40]).T).toArray() as number[]),
       );
@@ -262,7 +262,7 @@ describe("a second product summed into the first runs as more rows of K (panel v
 
 describe("a bfloat16 product stored without an epilogue", () => {
   // The store converts the float accumulator by name: MSL 3.1 refuses an implicit float to bfloat.
-  for (const variant of ["panel", "narrow", "column", "dot", "simd"]) {
+  for (const variant of ["panel", "narrow", "column", "dot", "simd", "skinny"]) {
     test(`${variant}: [33, 40] @ [40, 21] in bfloat16 matches float64 within bfloat rounding`, () => {
       const a = data(33 * 40, 41), b = data(40 * 21, 42);
       const round = (x: Float32Array) => Float32Array.from(sm.tidy(() => sm.array(x).astype("bfloat16").astype("float32").toArray() as number[]));
@@ -362,5 +362,43 @@ describe("narrow variant: B of 16 columns or fewer read in place by the panel ke
     const xt = new Float32Array(K * M);
     for (let i = 0; i < M; i++) for (let k = 0; k < K; k++) xt[k * M + i] = xs[i * K + k]!;
     close(d!, ref(xt, [K, M], gs, [M, R]).v, 1e-5);
+  });
+});
+
+describe("skinny variant: a SIMD-group per row of C for B of 16 columns or fewer (GPUs)", () => {
+  const nodeOf = (t: sm.Tensor) => (t as unknown as { node(why: string): Node }).node("eval");
+  test("contiguous, transposed and batched B of 1 to 16 columns, an epilogue, rows not a multiple of a threadgroup's", () => {
+    const [M, K] = [70, 96];
+    const xs = data(2 * M * K, 51);
+    for (const [N, transposed] of [[8, false], [8, true], [1, false], [5, true], [12, false], [16, true]] as const) {
+      const bs = data(K * N, 52 + N), bias = data(N, 60 + N);
+      const src: string[] = [];
+      const got = withVariant("skinny", () =>
+        sm.tidy(() => {
+          const b = transposed ? sm.array(bs).reshape([N, K]).T : sm.array(bs).reshape([K, N]);
+          const y = sm.matmul(sm.array(xs).reshape([2, M, K]), b).add(sm.array(bias));
+          const s = schedule([nodeOf(y)]);
+          src.push(...s.order.map((n) => planOf(s, n).source));
+          execute(s);
+          return y.toArray() as number[];
+        }),
+      );
+      expect(src.join("\n")).toContain("smelt_mm_skinny(a, bm");
+      const bk = new Float32Array(K * N);
+      for (let k = 0; k < K; k++) for (let j = 0; j < N; j++) bk[k * N + j] = transposed ? bs[j * K + k]! : bs[k * N + j]!;
+      close(got, ref(xs, [2 * M, K], bk, [K, N]).v.map((v, i) => v + bias[i % N]!), 1e-5);
+    }
+  });
+  test("a GPU target takes it for B of 16 columns or fewer and more than 16 rows; a CPU target never", () => {
+    const x = sm.zeros([64, 96]).eval(), x16 = sm.zeros([16, 96]).eval(), a = sm.zeros([96, 8]).eval(), w = sm.zeros([96, 17]).eval();
+    const variants = (t: sm.Tensor[]) => {
+      const s = schedule(t.map(nodeOf));
+      return s.order.map((n) => planOf(s, n).source.includes("smelt_mm_skinny(a, bm"));
+    };
+    const gpu = sm.device().backend !== "host";
+    expect(variants([sm.matmul(x, a)])).toEqual([gpu]);
+    expect(variants([sm.matmul(x, w)]).some((v) => v)).toBe(false);
+    expect(variants([sm.matmul(x16, a)])).toEqual([false]);
+    for (const t of [x, x16, a, w]) t.dispose();
   });
 });

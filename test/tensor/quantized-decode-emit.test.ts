@@ -20,8 +20,8 @@ test("several rows: each row's lanes on a CPU (loops from 4 rows), one scalar su
   const w = sm.QuantizedTensor.fromBytes(new Uint8Array(4 * 2 * 20), [4, 64], "Q4_1");
   for (const [rows, R] of [[3, 3], [9, 5]] as const) {
     const y = sm.quantizedMatmul(sm.zeros([rows, 64]), w).node("test");
-    const cpu = emitKernel(plainPlan(y, [], 1, true)).source;
-    const gpu = emitKernel(plainPlan(y, [], 1, false)).source;
+    const cpu = emitKernel(plainPlan(y, [], undefined, true)).source;
+    const gpu = emitKernel(plainPlan(y, [], undefined, false)).source;
     for (let r = 0; r < R; r++) {
       const sum = Array.from({ length: 16 }, (_, l) => (R > 3 ? `a[${r}][${l}]` : `a${r}_${l}`)).join(" + ");
       expect(cpu).toContain(`acc${r} = ${sum};`);

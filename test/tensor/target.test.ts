@@ -15,12 +15,13 @@ describe("Target", () => {
     const gpu = makeTarget({ backend: "metal", limits }, {});
     expect(gpu).toEqual({
       cpu: false, unifiedMemory: true, hostVisible: true, simdWidth: 32, maxThreadsPerThreadgroup: 1024, rowThreads: 0,
-      elementwise: { perThread: 4, from: 1 << 22 },
-      matmul: { small: "dot", large: "simd", smallRows: 16, smallWork: 0 }, multiTensor: true, rowSteps: 16,
+      elementwise: { perThread: 4, from: 1 << 22, run: 0 },
+      matmul: { small: "dot", large: "simd", smallRows: 16, smallWork: 0, skinny: true }, multiTensor: true, rowSteps: 16,
     });
     const cpu = makeTarget({ backend: "host", limits: { ...limits, simdWidth: 8, unifiedMemory: false } }, {});
     expect([cpu.cpu, cpu.rowThreads, cpu.simdWidth, cpu.unifiedMemory, cpu.matmul.small, cpu.matmul.large, cpu.multiTensor]).toEqual([true, 1, 8, false, "column", "panel", false]);
-    expect(cpu.elementwise.perThread).toBe(1);
+    expect(cpu.elementwise).toEqual({ perThread: 1, from: 0, run: 16 });
+    expect(makeTarget({ backend: "host", limits }, { SMELT_ELEMENT_RUNS: "0" }).elementwise.run).toBe(0);
   });
 
   test("SMELT_ROW_THREADS, SMELT_MATMUL and SMELT_MULTI_TENSOR are read when the target is made; bad values are ignored", () => {

@@ -34,7 +34,7 @@ export function emitMatmul(p: MatmulPlan): KernelCode {
   const ai = b.leaf(A), bi = b.leaf(B);
   const a2 = summed ? b.leaf(summed.product.inputs[0]!) : -1;
   const b2 = summed ? b.leaf(summed.product.inputs[1]!) : -1;
-  b.line(`int batch = int(${variant === "simd" ? "tg.z" : "gid.z"});`);
+  b.line(`int batch = int(${variant === "simd" || variant === "skinny" ? "tg.z" : "gid.z"});`);
   const ids = b.unflatten(batchShape, "batch");
   const offset = (x: Node) => {
     const d = x.data!;
@@ -61,6 +61,12 @@ export function emitMatmul(p: MatmulPlan): KernelCode {
     b.line("threadgroup float Cs[1024];");
     b.line(`smelt_mm_simd(a, bm, ${Mp}, ${Np}, ${b.int(K)}, ${strides}, epi, As, Bs, Cs, tg.xy, tid, sg);`);
     position = ["uint3 tg [[threadgroup_position_in_grid]]", "uint tid [[thread_index_in_threadgroup]]", "uint sg [[simdgroup_index_in_threadgroup]]"];
+  } else if (variant === "skinny") {
+    b.line(`smelt_mm_skinny(a, bm, ${Mp}, ${Np}, ${b.int(K)}, ${strides}, int(tg.x * nsg + sg), lane, width, epi);`);
+    position = [
+      "uint3 tg [[threadgroup_position_in_grid]]", "uint sg [[simdgroup_index_in_threadgroup]]", "uint nsg [[simdgroups_per_threadgroup]]",
+      "uint lane [[thread_index_in_simdgroup]]", "uint width [[threads_per_simdgroup]]",
+    ];
   } else if (variant === "dot") {
     b.line(`smelt_mm_dot(a, bm, ${b.int(K)}, ${strides}, int(gid.y), int(gid.x), epi);`);
     position = ["uint3 gid [[thread_position_in_grid]]"];

@@ -11,7 +11,7 @@ import { attrsOf, type ReduceKind } from "../../graph/op.ts";
 import type { Node } from "../../graph/node.ts";
 import { readsOwnElement } from "../plan/inline.ts";
 import { finishedSum, type PlainPlan } from "../plan/kernel.ts";
-import { Builder, computeType, ELEMENT_POSITION, finish, type KernelCode, store } from "./builder.ts";
+import { Builder, computeType, ELEMENT_POSITION, finish, type KernelCode, storageType, store } from "./builder.ts";
 import { argsortKernel } from "./sort.ts";
 import { dequantizeKernel, quantizedMatmulKernel } from "./dequantize.ts";
 
@@ -19,7 +19,7 @@ import { dequantizeKernel, quantizedMatmulKernel } from "./dequantize.ts";
  * A kernel computing every element of `out` (and of the nodes `also`, into out1, out2...) from
  * their inline producers; a producer they share is computed once per element.
  */
-function elementwiseKernel({ out, also, perThread, dispatch }: PlainPlan): KernelCode {
+function elementwiseKernel({ out, also, perThread, run, dispatch }: PlainPlan): KernelCode {
   const b = new Builder(out);
   if (perThread === 1) {
     const v = b.emit(out, "int(gid)");
@@ -28,6 +28,7 @@ function elementwiseKernel({ out, also, perThread, dispatch }: PlainPlan): Kerne
     return finish(b, out, ELEMENT_POSITION, dispatch, also);
   }
   const outs = [out, ...also];
+  if (run) return runKernel(b, outs, perThread, dispatch);
   if (perThread % VECTOR === 0) return vectorKernel(b, outs, perThread / VECTOR, dispatch);
   // Every element's loads before any store: a store may alias a later element's input, so the
   // compiler could not move those loads above it, and the thread would wait for each in turn.
@@ -35,6 +36,34 @@ function elementwiseKernel({ out, also, perThread, dispatch }: PlainPlan): Kerne
   const values = at.map((i) => outs.map((m) => store(m, b.emit(m, i))));
   at.forEach((i, e) => outs.forEach((_, k) => b.line(`out${k}[${i}] = ${values[e]![k]};`)));
   return finish(b, out, PER_THREAD_POSITION, dispatch, also);
+}
+
+/**
+ * An elementwise kernel whose threads each compute a run of R consecutive elements along the last
+ * axis (R divides it): the index is divided once per run, and the run is a loop whose index math
+ * is affine in the loop counter (rowIndex splits indices into the run's row and j), so what
+ * depends on the row only (an inline matmul's row of A) is loaded once and the rest are strided
+ * loads the CPU's compiler vectorizes. The trip count is a parameter: a constant one is unrolled,
+ * and the thread loop around it then vectorizes over threads, gathering every load. Values go
+ * to an array first, as in elementwiseKernel, so no store can alias a later element's loads.
+ */
+function runKernel(b: Builder, outs: readonly Node[], R: number, dispatch: PlainPlan["dispatch"]): KernelCode {
+  const [out, ...also] = outs as [Node, ...Node[]];
+  b.line(`int rb = int(gid) * ${R};`);
+  const [row, j0] = b.divmod("rb", out.shape[out.shape.length - 1]!, "c");
+  outs.forEach((m, k) => b.line(`${storageType(m.dtype)} r${k}[${R}];`));
+  const n = b.int(R);
+  b.line(`for (int e = 0; e < ${n}; ++e) {`);
+  b.scoped(() => {
+    b.line("int ri = rb + e;");
+    b.rowIndex = { idx: "ri", row, j: `(${j0} + e)`, shape: out.shape, trailing: 1 };
+    const values = outs.map((m) => store(m, b.emit(m, "ri")));
+    b.rowIndex = null;
+    outs.forEach((_, k) => b.line(`r${k}[e] = ${values[k]};`));
+  });
+  b.line("}");
+  outs.forEach((_, k) => b.line(`for (int e = 0; e < ${n}; ++e) out${k}[rb + e] = r${k}[e];`));
+  return finish(b, out, ELEMENT_POSITION, dispatch, also);
 }
 
 const PER_THREAD_POSITION = [...ELEMENT_POSITION, "uint grid_threads [[threads_per_grid]]"];

@@ -40,8 +40,12 @@ export interface PlainPlan {
    * stored at the thread's element, their shared producers computed once.
    */
   also: readonly Node[];
-  /** Elements of out each thread of an elementwise kernel computes: gid, gid + threads, ... */
+  /**
+   * Elements of out each thread of an elementwise kernel computes: gid, gid + threads, ... or,
+   * with `run`, perThread consecutive elements along out's last axis.
+   */
   perThread: number;
+  run: boolean;
   /**
    * quantizedMatmul over several rows of x: whether each row sums in 16 vector lanes (a CPU,
    * whose compiler vectorizes them), or in one scalar sum (a GPU thread, whose registers 16 sums
@@ -100,13 +104,13 @@ const threads: Record<PlainPlan["kind"], (out: Node) => number> = {
  * The kernel computing `out` (and the nodes `also`, elementwise only) from its inline producers,
  * or out's own kernel (reduce, scan, ...).
  */
-export function plainPlan(out: Node, also: readonly Node[] = [], perThread = 1, rowLanes = false): PlainPlan {
+export function plainPlan(out: Node, also: readonly Node[] = [], { per: perThread, run }: PerThread = ONE, rowLanes = false): PlainPlan {
   const kind = OPS[out.op].kind === "kernel" ? (out.op as KernelOp) : finishedSum(out) ? "reduce" : "elementwise";
   const dispatch = threadDispatch(threads[kind](out) / perThread);
   // A decoding step's matmuls have a few hundred weight rows, a thread each: groups of one SIMD
   // group leave enough of them to spread over every core (the host runs a group on one core).
   if (kind === "quantizedMatmul") dispatch.group[0] = Math.min(dispatch.group[0], QUANT_GROUP);
-  return { kind, out, also, perThread, rowLanes, dispatch };
+  return { kind, out, also, perThread, run, rowLanes, dispatch };
 }
 
 /** Whether r is a float sum over leading axes (a weight gradient summed over rows). */
@@ -149,10 +153,41 @@ export function finishedSum(out: Node): Node | null {
   return sum;
 }
 
-/** Elements per thread of the kernel computing out on target (Target.elementwise): 1 but for large elementwise kernels. */
-export function elementsPerThread(target: Pick<Target, "elementwise">, out: Node): number {
-  const { perThread, from } = target.elementwise;
-  if (perThread === 1 || out.size < from || out.size % perThread !== 0) return 1;
+/** Elements per thread of an elementwise kernel, and whether they are a run along the last axis. */
+export interface PerThread {
+  per: number;
+  run: boolean;
+}
+export const ONE: PerThread = { per: 1, run: false };
+
+/**
+ * Elements per thread of the kernel computing out on target (Target.elementwise): 1 but for large
+ * elementwise kernels, and on a CPU for kernels that compute an inline matmul at their own
+ * element. Such a thread's elements share the matmul's row of A, loaded once, and read B along
+ * the run; one thread per element read both through gathers (indices divided per element).
+ */
+export function elementsPerThread(target: Pick<Target, "elementwise">, out: Node): PerThread {
+  const { perThread, from, run } = target.elementwise;
+  const runs = run > 1 && (out.shape[out.shape.length - 1] ?? 1) % run === 0;
+  const many = perThread > 1 && out.size >= from && out.size % perThread === 0;
   // An elementwise node that finishes a sum is that sum's kernel, of one thread per element.
-  return OPS[out.op].kind !== "kernel" && !finishedSum(out) ? perThread : 1;
+  if ((!runs && !many) || OPS[out.op].kind === "kernel" || finishedSum(out)) return ONE;
+  if (runs && inlineMatmulAtElement(out)) return { per: run, run: true };
+  return many ? { per: perThread, run: false } : ONE;
+}
+
+/** Whether out's kernel computes an inline matmul of out's shape, reached through elementwise ops and casts. */
+function inlineMatmulAtElement(out: Node): boolean {
+  const stack = [out];
+  const seen = new Set<Node>();
+  while (stack.length) {
+    const n = stack.pop()!;
+    for (const x of n.inputs) {
+      if (seen.has(x) || readFromMemory(x, out) || !sameShape(x.shape, out.shape)) continue;
+      seen.add(x);
+      if (x.op === "matmul") return true;
+      if (readsOwnElement(x)) stack.push(x);
+    }
+  }
+  return false;
 }

@@ -205,6 +205,9 @@ export interface MatmulPlan {
   dispatch: Dispatch;
 }
 
+/** Rows of C per threadgroup of the skinny variant (one SIMD-group of 32 threads each). */
+export const SKINNY_ROWS = 4;
+
 export function planMatmul(out: Node, main: Node, variant: MatmulVariant, panels: Panels | null): MatmulPlan {
   const shape = layoutOf(main);
   const { M, N, batches, folded } = shape;
@@ -214,6 +217,10 @@ export function planMatmul(out: Node, main: Node, variant: MatmulVariant, panels
     dispatch = { threadgroups: true, size: [Math.ceil(N / 32), Math.ceil(M / 32), batches], group: [128, 1, 1] };
   } else if (variant === "dot") {
     dispatch = { threadgroups: false, size: [N, M, batches], group: [Math.min(N, 64), 1, 1] };
+  } else if (variant === "skinny") {
+    // SKINNY_ROWS SIMD-groups of 32 per threadgroup, a row each; where SIMD-groups are narrower
+    // (the host's), the threadgroup has more of them and the rows past M return at once.
+    dispatch = { threadgroups: true, size: [Math.ceil(M / SKINNY_ROWS), 1, batches], group: [32 * SKINNY_ROWS, 1, 1] };
   } else if (variant === "panel" || variant === "narrow") {
     if (variant === "panel") {
       if (!panels) throw new SmeltError("eval: internal error: a panel matmul kernel was planned without memory for its panels; please report it");
