@@ -174,7 +174,7 @@ test("runs along the last axis (a CPU's, for inline matmuls): bit for bit one el
   expect(one.sources.some((src) => src.includes("for (int e = 0; e <"))).toBe(false);
   expect(runs.a).toEqual(one.a);
   expect(runs.c).toEqual(one.c);
-  const [U, V, B, C, Y, W] = [u, v, b, ct, y, w].map((t) => Array.from(t.raw()));
+  const [U, V, B, C, Y, W] = [u, v, b, ct, y, w].map((t) => Array.from(t.raw())) as [number[], number[], number[], number[], number[], number[]];
   for (let i = 0; i < M; i++)
     for (let j = 0; j < N; j++) {
       let p = 0, q = 0;

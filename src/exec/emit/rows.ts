@@ -18,7 +18,9 @@ export function emitRows(plan: RowPlan): KernelCode {
   const { out, also, group: g, rowLength, rows } = plan;
   const b = new Builder(out);
   const len = b.int(rowLength);
-  b.line("threadgroup float partial[32];");
+  // One thread per row has the row's results itself: no meeting of threads, so no barrier, and a
+  // CPU runs the kernel as a plain loop rather than as fibers.
+  if (plan.threads > 1) b.line("threadgroup float partial[32];");
   if (g.sums.length === 0) {
     emitRow(b, plan, "int(row)", len);
   } else {
@@ -164,7 +166,7 @@ function emitRow(b: Builder, { out, also, group: g, threads, spill: spilled, ste
       b.line("}");
       b.line(`float ${acc}_total = smelt_pairwise_total<${Op}>(${acc}_level, ${acc}_count);`);
     }
-    b.line(`float ${acc} = smelt_row_fold<${Op}>(${acc}_total, partial, lane, sg, nsg);`);
+    b.line(serial ? `float ${acc} = ${acc}_total;` : `float ${acc} = smelt_row_fold<${Op}>(${acc}_total, partial, lane, sg, nsg);`);
     return acc;
   };
   for (const r of g.reductions) {
