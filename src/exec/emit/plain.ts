@@ -172,8 +172,10 @@ function reduceKernel({ out, also, dispatch }: PlainPlan): KernelCode {
   };
   // Float sums are pairwise: blocks of REDUCE_BLOCK elements added in order, their results combined
   // as in smelt_pairwise_push. Every rounding of a product is relative to the whole product, so
-  // no order helps it; the other kinds are exact in any order.
-  const pairwise = A === "float" && kind === "sum" ? "smelt_fold_sum" : null;
+  // no order helps it; the other kinds are exact in any order. A sum of one block at most is that
+  // block's loop alone (the same additions; the levels cost more than a few elements do).
+  const reduced = redShape.reduce((a, x) => a * x, 1);
+  const pairwise = A === "float" && kind === "sum" && reduced > REDUCE_BLOCK ? "smelt_fold_sum" : null;
   for (const acc of accs) b.line(`${A} ${acc} = ${init[kind]};`);
   b.line(`int ${arg} = 0;`);
   if (pairwise) {
