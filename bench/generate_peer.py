@@ -4,9 +4,10 @@ Reads {"file", "prompt", "decodePrompt", "decodeTokens", "runs", "threads"} on s
 file, the prompt's token ids, a short prompt's ids for decoding, how many tokens to decode, how
 many timed runs, and smelt's thread count. Loads the file with transformers (gguf_file: dequantized
 to float32), on the CPU with torch.set_num_threads(threads), and measures what bench/generate.ts
-measures: prompt processing as one forward pass over the prompt with a fresh KV cache (its tokens
-per second), and decoding as decodeTokens greedy steps of one token with the cache, after the
-short prompt's forward pass (steps per second). One warm-up run of each, then the median of runs.
+measures: prompt processing as one forward pass over the prompt with a fresh KV cache, the last
+position's logits only as in transformers' generate (its tokens per second), and decoding as
+decodeTokens greedy steps of one token with the cache, after the short prompt's forward pass
+(steps per second). One warm-up run of each, then the median of runs.
 Writes {"promptTps", "decodeTps", "peakMemory" (the process's peak RSS, bytes), "torch",
 "transformers", "threads"} to stdout; progress to stderr.
 """
@@ -42,14 +43,18 @@ def main():
     # transformers renamed past_key_values to cache (keyword and output) in its 5.x series.
     renamed = "cache" in inspect.signature(model.forward).parameters
 
-    def forward(ids, past=None):
+    # smelt's prompt pass computes the last position's logits only; transformers' generate does
+    # the same through logits_to_keep (4.45 and later), so the peer asks for it where it exists.
+    last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+
+    def forward(ids, past=None, **extra):
         kw = {} if past is None else {"cache" if renamed else "past_key_values": past}
-        out = model(ids, use_cache=True, **kw)
+        out = model(ids, use_cache=True, **kw, **extra)
         return out, out.cache if renamed else out.past_key_values
 
     def prompt_run():
         start = time.perf_counter()
-        forward(prompt)
+        forward(prompt, **last_only)
         return prompt.shape[1] / (time.perf_counter() - start)
 
     def decode_run():

@@ -271,7 +271,7 @@ function modelSection(run: Run): string[] {
   if (g) {
     const t = g.torch && "promptTps" in g.torch ? g.torch : undefined;
     lines.push(
-      `Generation (\`bench/generate.ts\`, ${g.model}, ${g.threads} threads, median of ${g.runs}): prompt processing over ${g.promptTokens} tokens (to the first token) and decoding of ${g.decodeTokens} tokens, in tokens per second.`,
+      `Generation (\`bench/generate.ts\`, ${g.model}, ${g.threads} threads, median of ${g.runs}): prompt processing over ${g.promptTokens} tokens (to the first token; both sides compute the last position's logits only) and decoding of ${g.decodeTokens} tokens, in tokens per second.`,
       "",
       "| | prompt tokens/s | decode tokens/s | peak memory |",
       "|---|---:|---:|---:|",
