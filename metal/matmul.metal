@@ -15,6 +15,8 @@
 //                    smelt_mm_narrow8 for B of 8 columns or fewer, a block 8 columns wide
 //   smelt_mm_column  8 rows of one column per thread, for CPUs, at any strides
 //   smelt_mm_skinny  for GPUs: B of 16 columns or fewer, a SIMD-group per row of C splitting K
+//   smelt_mm_block   for GPUs whose SIMD-group matrices of float are not hardware: a TM x TM block
+//                    of C per thread in registers, 256 threads a tile of 16TM x 16TM
 #include <metal_stdlib>
 using namespace metal;
 
@@ -205,3 +207,94 @@ inline void smelt_mm_skinny(device const T* A, device const T2* B, int M, int N,
     if (lane == uint(c) % width) epi.store(s, i, c);
   }
 }
+
+// For GPUs whose SIMD-group matrices of float are emulated (CUDA's: tensor cores would round
+// float to tf32), the classic register-blocked product: 256 threads (16 x 16) share a tile of
+// 16TM x 16TM elements of C, each thread holding TM x TM of them in registers, so that every value
+// it reads from threadgroup memory serves TM multiply-adds. A and B come through threadgroup
+// memory in slices of 8 along K, stored k-major (a row of As holds the tile's 16TM values of A at
+// one k), so that a thread's TM values at one k are TM/4 float4 reads. Its rows (and columns) are
+// in groups of 4 that are 64 apart: the 16 threads of a row of the grid then read 16 consecutive
+// float4s, which threadgroup memory serves without bank conflicts. While the threads multiply
+// one slice, the next one's values wait in their registers, and go to the other half of the
+// double-buffered threadgroup memory: one barrier per slice. Rows are padded by 4 floats so the
+// stores of a slice read along k (A row-major, B transposed) fall in different banks.
+constant int SMELT_MM_SLICE = 8;
+constant int SMELT_MM_PAD = 4;
+
+template <int TM, typename T, typename T2>
+inline void smelt_mm_block_fetch(device const T* A, device const T2* B, int M, int N, int K, int sam, int sak, int sbk,
+                                 int sbn, int row0, int col0, int k0, uint tid, thread float* ra, thread float* rb) {
+  const int BM = 16 * TM;
+  for (int q = 0; q < TM / 2; ++q) {
+    int e = q * 256 + int(tid);
+    // Consecutive threads read consecutive addresses: along k when it is A's unit stride, else along rows.
+    int r = sak == 1 ? e / SMELT_MM_SLICE : e % BM, k = sak == 1 ? e % SMELT_MM_SLICE : e / BM;
+    int i = row0 + r, kk = k0 + k;
+    ra[q] = i < M && kk < K ? float(A[i * sam + kk * sak]) : 0.0f;
+    int c = sbk == 1 ? e / SMELT_MM_SLICE : e % BM, kb = sbk == 1 ? e % SMELT_MM_SLICE : e / BM;
+    int j = col0 + c, kc = k0 + kb;
+    rb[q] = j < N && kc < K ? float(B[kc * sbk + j * sbn]) : 0.0f;
+  }
+}
+
+template <int TM>
+inline void smelt_mm_block_stash(threadgroup float* As, threadgroup float* Bs, int sak, int sbk, uint tid,
+                                 thread const float* ra, thread const float* rb) {
+  const int BM = 16 * TM, LD = BM + SMELT_MM_PAD;
+  for (int q = 0; q < TM / 2; ++q) {
+    int e = q * 256 + int(tid);
+    int r = sak == 1 ? e / SMELT_MM_SLICE : e % BM, k = sak == 1 ? e % SMELT_MM_SLICE : e / BM;
+    As[k * LD + r] = ra[q];
+    int c = sbk == 1 ? e / SMELT_MM_SLICE : e % BM, kb = sbk == 1 ? e % SMELT_MM_SLICE : e / BM;
+    Bs[kb * LD + c] = rb[q];
+  }
+}
+
+// As and Bs hold 2 x 8 x (16TM + 4) floats each.
+template <int TM, typename T, typename T2, typename E>
+inline void smelt_mm_block(device const T* A, device const T2* B, int M, int N, int K, int sam, int sak, int sbk,
+                           int sbn, thread const E& epi, threadgroup float* As, threadgroup float* Bs, uint2 tile,
+                           uint tid) {
+  const int BM = 16 * TM, LD = BM + SMELT_MM_PAD, HALF = SMELT_MM_SLICE * LD;
+  int row0 = int(tile.y) * BM, col0 = int(tile.x) * BM;
+  int ty = int(tid) / 16, tx = int(tid) % 16;
+  float acc[TM][TM];
+  for (int r = 0; r < TM; ++r)
+    for (int c = 0; c < TM; ++c) acc[r][c] = 0.0f;
+  float ra[TM / 2], rb[TM / 2];
+  smelt_mm_block_fetch<TM>(A, B, M, N, K, sam, sak, sbk, sbn, row0, col0, 0, tid, ra, rb);
+  smelt_mm_block_stash<TM>(As, Bs, sak, sbk, tid, ra, rb);
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  int slices = (K + SMELT_MM_SLICE - 1) / SMELT_MM_SLICE;
+  for (int s = 0; s < slices; ++s) {
+    threadgroup const float* as = As + (s % 2) * HALF;
+    threadgroup const float* bs = Bs + (s % 2) * HALF;
+    if (s + 1 < slices)
+      smelt_mm_block_fetch<TM>(A, B, M, N, K, sam, sak, sbk, sbn, row0, col0, (s + 1) * SMELT_MM_SLICE, tid, ra, rb);
+    for (int k = 0; k < SMELT_MM_SLICE; ++k) {
+      float a[TM], b[TM];
+      for (int g = 0; g < TM / 4; ++g) {
+        float4 va = *((threadgroup const float4*)(as + k * LD + g * 64 + ty * 4));
+        float4 vb = *((threadgroup const float4*)(bs + k * LD + g * 64 + tx * 4));
+        a[4 * g] = va.x; a[4 * g + 1] = va.y; a[4 * g + 2] = va.z; a[4 * g + 3] = va.w;
+        b[4 * g] = vb.x; b[4 * g + 1] = vb.y; b[4 * g + 2] = vb.z; b[4 * g + 3] = vb.w;
+      }
+      for (int r = 0; r < TM; ++r)
+        for (int c = 0; c < TM; ++c) acc[r][c] = fma(a[r], b[c], acc[r][c]);
+    }
+    if (s + 1 < slices) {
+      smelt_mm_block_stash<TM>(As + ((s + 1) % 2) * HALF, Bs + ((s + 1) % 2) * HALF, sak, sbk, tid, ra, rb);
+      threadgroup_barrier(mem_flags::mem_threadgroup);
+    }
+  }
+  for (int r = 0; r < TM; ++r) {
+    int i = row0 + (r / 4) * 64 + ty * 4 + r % 4;
+    if (i >= M) continue;
+    for (int c = 0; c < TM; ++c) {
+      int j = col0 + (c / 4) * 64 + tx * 4 + c % 4;
+      if (j < N) epi.store(acc[r][c], i, j);
+    }
+  }
+}
+

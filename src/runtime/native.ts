@@ -8,7 +8,16 @@ import { join, resolve } from "node:path";
 import { SmeltError } from "../errors.ts";
 
 /** Every backend, once: whether its devices are CPUs (until smelt_device_limits reports it). */
-export const BACKENDS = { metal: { cpu: false }, cuda: { cpu: false }, host: { cpu: true } } as const;
+/**
+ * What the scheduler needs to know of each backend: whether it runs on a CPU, and whether its
+ * SIMD-group matrices of float are hardware that keeps float's precision (Apple's GPUs), so that
+ * the matmul tiles built on them pay (on CUDA they are emulated with shuffles).
+ */
+export const BACKENDS = {
+  metal: { cpu: false, floatMatrix: true },
+  cuda: { cpu: false, floatMatrix: false },
+  host: { cpu: true, floatMatrix: false },
+} as const;
 export type BackendName = keyof typeof BACKENDS;
 export const isBackendName = (v: unknown): v is BackendName => typeof v === "string" && Object.hasOwn(BACKENDS, v);
 /** The backends as an error message lists them: "metal", "cuda" or "host". */

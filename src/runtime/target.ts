@@ -8,8 +8,8 @@ import type { Device } from "./device.ts";
 import { BACKENDS } from "./native.ts";
 
 /** The matmul kernels: simdgroup_matrix tiles, a dot product per element, and the CPU kernels (B in panels, B of 16 columns or fewer read in place by the same blocks, or by columns). */
-export type MatmulLayout = "simd" | "dot" | "panel" | "narrow" | "column" | "skinny";
-const MATMUL_LAYOUTS: readonly string[] = ["simd", "dot", "panel", "narrow", "column", "skinny"] satisfies MatmulLayout[];
+export type MatmulLayout = "simd" | "block" | "dot" | "panel" | "narrow" | "column" | "skinny";
+const MATMUL_LAYOUTS: readonly string[] = ["simd", "block", "dot", "panel", "narrow", "column", "skinny"] satisfies MatmulLayout[];
 
 export interface Target {
   /** The device is a CPU: a threadgroup's threads run one after another on one core. */
@@ -61,14 +61,14 @@ const ELEMENT_RUN = 16;
 
 /** The target of a device; env supplies the overrides (process.env unless a test gives its own). */
 export function makeTarget(device: Pick<Device, "backend" | "limits">, env: Env = process.env): Target {
-  const cpu = BACKENDS[device.backend].cpu;
+  const { cpu, floatMatrix } = BACKENDS[device.backend];
   const forcedRows = Number(env.SMELT_ROW_THREADS);
   const forcedMatmul = env.SMELT_MATMUL;
   const forcedPer = Number(env.SMELT_ELEMENTS_PER_THREAD);
   const forcedSteps = env.SMELT_ROW_STEPS === undefined ? NaN : Number(env.SMELT_ROW_STEPS);
   const matmul: Target["matmul"] = cpu
     ? { small: "column", large: "panel", smallRows: 5, smallWork: 1 << 15, skinny: false }
-    : { small: "dot", large: "simd", smallRows: 16, smallWork: 0, skinny: true };
+    : { small: "dot", large: floatMatrix ? "simd" : "block", smallRows: 16, smallWork: 0, skinny: true };
   if (forcedMatmul !== undefined && MATMUL_LAYOUTS.includes(forcedMatmul)) {
     matmul.small = matmul.large = forcedMatmul as MatmulLayout;
     matmul.skinny = false;

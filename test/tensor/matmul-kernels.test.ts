@@ -75,7 +75,7 @@ const cases: [number[], number[]][] = [
 ];
 
 describe("every variant against float64", () => {
-  for (const variant of ["panel", "narrow", "column", "dot", "simd", "skinny"]) {
+  for (const variant of ["panel", "narrow", "column", "dot", "simd", "block", "skinny"]) {
     for (const [as, bs] of cases) {
       test(`${variant}: [${as}] @ [${bs}]`, () => {
         const a = data(as.reduce((p, q) => p * q, 1), as.length * 7 + as[0]!);
@@ -101,7 +101,7 @@ describe("operands at any strides, read in place", () => {
     for (let i = 0; i < 37; i++) for (let k = 0; k < 40; k++) at.push(a[k * 37 + i]!);
     for (let k = 0; k < 40; k++) for (let j = 0; j < 29; j++) bt.push(b[j * 40 + k]!);
     const { v } = ref(Float32Array.from(at), [37, 40], Float32Array.from(bt), [40, 29]);
-    for (const variant of ["panel", "narrow", "column", "dot", "simd", "skinny"]) {
+    for (const variant of ["panel", "narrow", "column", "dot", "simd", "block", "skinny"]) {
       const got = withVariant(variant, () =>
         sm.tidy(() => sm.matmul(sm.array(a).reshape([40, 37]).T, sm.array(b).reshape([29, 40]).T).toArray() as number[]),
       );
@@ -262,7 +262,7 @@ describe("a second product summed into the first runs as more rows of K (panel v
 
 describe("a bfloat16 product stored without an epilogue", () => {
   // The store converts the float accumulator by name: MSL 3.1 refuses an implicit float to bfloat.
-  for (const variant of ["panel", "narrow", "column", "dot", "simd", "skinny"]) {
+  for (const variant of ["panel", "narrow", "column", "dot", "simd", "block", "skinny"]) {
     test(`${variant}: [33, 40] @ [40, 21] in bfloat16 matches float64 within bfloat rounding`, () => {
       const a = data(33 * 40, 41), b = data(40 * 21, 42);
       const round = (x: Float32Array) => Float32Array.from(sm.tidy(() => sm.array(x).astype("bfloat16").astype("float32").toArray() as number[]));
@@ -400,5 +400,38 @@ describe("skinny variant: a SIMD-group per row of C for B of 16 columns or fewer
     expect(variants([sm.matmul(x, w)]).some((v) => v)).toBe(false);
     expect(variants([sm.matmul(x16, a)])).toEqual([false]);
     for (const t of [x, x16, a, w]) t.dispose();
+  });
+});
+
+describe("block variant: a block of C per thread in registers (GPUs without float matrix hardware)", () => {
+  const nodeOf = (t: sm.Tensor) => (t as unknown as { node(why: string): Node }).node("eval");
+  test("tiles of 128 with 8 x 8 per thread: edges in both directions, K not a multiple of the slice, both operand layouts", () => {
+    const [batch, M, K, N] = [64, 130, 45, 129];
+    const xs = data(batch * M * K, 71), ws = data(K * N, 72), wt = new Float32Array(K * N), xt = new Float32Array(batch * M * K);
+    for (let k = 0; k < K; k++) for (let j = 0; j < N; j++) wt[j * K + k] = ws[k * N + j]!;
+    for (let t = 0; t < batch; t++) for (let i = 0; i < M; i++) for (let k = 0; k < K; k++) xt[(t * K + k) * M + i] = xs[(t * M + i) * K + k]!;
+    for (const transposed of [false, true]) {
+      const src: string[] = [];
+      const got = withVariant("block", () =>
+        sm.tidy(() => {
+          const w = transposed ? sm.array(wt).reshape([N, K]).T : sm.array(ws).reshape([K, N]);
+          // in the second round A too is read at its strides, its unit stride along rows
+          const a = transposed ? sm.array(xt).reshape([batch, K, M]).transpose([0, 2, 1]) : sm.array(xs).reshape([batch, M, K]);
+          const y = sm.matmul(a, w).mul(2);
+          const s = schedule([nodeOf(y)]);
+          src.push(...s.order.map((n) => planOf(s, n).source));
+          execute(s);
+          return y.toArray() as number[];
+        }),
+      );
+      expect(src.join("\n")).toContain("smelt_mm_block<8>(a, bm");
+      close(got, ref(xs, [batch * M, K], ws, [K, N]).v.map((v) => 2 * v), 1e-5);
+    }
+  });
+  test("a CUDA-like target takes it for large products, 4 x 4 per thread where tiles of 128 would be few", () => {
+    const x = sm.zeros([64, 96]).eval(), w = sm.zeros([96, 40]).eval();
+    const s = withVariant("block", () => schedule([nodeOf(sm.matmul(x, w))]));
+    expect(s.order.map((n) => planOf(s, n).source).join("\n")).toContain("smelt_mm_block<4>(a, bm");
+    for (const t of [x, w]) t.dispose();
   });
 });

@@ -18,6 +18,8 @@ describe("Target", () => {
       elementwise: { perThread: 4, from: 1 << 22, run: 0 },
       matmul: { small: "dot", large: "simd", smallRows: 16, smallWork: 0, skinny: true }, multiTensor: true, rowSteps: 16,
     });
+    // CUDA emulates float SIMD-group matrices: its large products take register blocks instead.
+    expect(makeTarget({ backend: "cuda", limits }, {}).matmul).toEqual({ small: "dot", large: "block", smallRows: 16, smallWork: 0, skinny: true });
     const cpu = makeTarget({ backend: "host", limits: { ...limits, simdWidth: 8, unifiedMemory: false } }, {});
     expect([cpu.cpu, cpu.rowThreads, cpu.simdWidth, cpu.unifiedMemory, cpu.matmul.small, cpu.matmul.large, cpu.multiTensor]).toEqual([true, 1, 8, false, "column", "panel", false]);
     expect(cpu.elementwise).toEqual({ perThread: 1, from: 0, run: 16 });
@@ -27,7 +29,7 @@ describe("Target", () => {
   test("SMELT_ROW_THREADS, SMELT_MATMUL and SMELT_MULTI_TENSOR are read when the target is made; bad values are ignored", () => {
     const t = makeTarget({ backend: "host", limits }, { SMELT_ROW_THREADS: "64", SMELT_MATMUL: "dot" });
     expect([t.rowThreads, t.matmul.small, t.matmul.large]).toEqual([64, "dot", "dot"]);
-    const bad = makeTarget({ backend: "metal", limits }, { SMELT_ROW_THREADS: "0", SMELT_MATMUL: "block" });
+    const bad = makeTarget({ backend: "metal", limits }, { SMELT_ROW_THREADS: "0", SMELT_MATMUL: "tiles" });
     expect([bad.rowThreads, bad.matmul.small, bad.matmul.large]).toEqual([0, "dot", "simd"]);
     const on = makeTarget({ backend: "host", limits }, { SMELT_MULTI_TENSOR: "1" });
     const off = makeTarget({ backend: "metal", limits }, { SMELT_MULTI_TENSOR: "0" });

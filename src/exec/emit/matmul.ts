@@ -7,7 +7,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Data, Node } from "../../graph/node.ts";
 import { matmulDepth } from "../plan/inline.ts";
-import type { MatmulPlan, PackPlan } from "../plan/matmul.ts";
+import { blockSize, type MatmulPlan, type PackPlan } from "../plan/matmul.ts";
 import { Builder, buffers, type KernelCode, signature, store } from "./builder.ts";
 
 const library = readFileSync(join(import.meta.dir, "../../../metal/matmul.metal"), "utf8");
@@ -34,7 +34,7 @@ export function emitMatmul(p: MatmulPlan): KernelCode {
   const ai = b.leaf(A), bi = b.leaf(B);
   const a2 = summed ? b.leaf(summed.product.inputs[0]!) : -1;
   const b2 = summed ? b.leaf(summed.product.inputs[1]!) : -1;
-  b.line(`int batch = int(${variant === "simd" || variant === "skinny" ? "tg.z" : "gid.z"});`);
+  b.line(`int batch = int(${variant === "simd" || variant === "block" || variant === "skinny" ? "tg.z" : "gid.z"});`);
   const ids = b.unflatten(batchShape, "batch");
   const offset = (x: Node) => {
     const d = x.data!;
@@ -61,6 +61,13 @@ export function emitMatmul(p: MatmulPlan): KernelCode {
     b.line("threadgroup float Cs[1024];");
     b.line(`smelt_mm_simd(a, bm, ${Mp}, ${Np}, ${b.int(K)}, ${strides}, epi, As, Bs, Cs, tg.xy, tid, sg);`);
     position = ["uint3 tg [[threadgroup_position_in_grid]]", "uint tid [[thread_index_in_threadgroup]]", "uint sg [[simdgroup_index_in_threadgroup]]"];
+  } else if (variant === "block") {
+    const tm = blockSize(M, N, p.shape.batches);
+    const floats = 2 * 8 * (16 * tm + 4);
+    b.line(`threadgroup float As[${floats}];`);
+    b.line(`threadgroup float Bs[${floats}];`);
+    b.line(`smelt_mm_block<${tm}>(a, bm, ${Mp}, ${Np}, ${b.int(K)}, ${strides}, epi, As, Bs, tg.xy, tid);`);
+    position = ["uint3 tg [[threadgroup_position_in_grid]]", "uint tid [[thread_index_in_threadgroup]]"];
   } else if (variant === "skinny") {
     b.line(`smelt_mm_skinny(a, bm, ${Mp}, ${Np}, ${b.int(K)}, ${strides}, int(tg.x * nsg + sg), lane, width, epi);`);
     position = [

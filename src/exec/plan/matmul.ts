@@ -13,7 +13,9 @@ import { isInline, matmulDepth, readsOwnElement } from "./inline.ts";
 import type { Dispatch } from "./kernel.ts";
 
 /**
- * simd: tiles of simdgroup_matrix products (GPUs); dot: an element per thread (small M); panel
+ * simd: tiles of simdgroup_matrix products (GPUs with float matrix hardware); block: a block of C
+ * per thread in registers (other GPUs); skinny: a SIMD-group per row of C (GPUs, B of 16 columns
+ * or fewer); dot: an element per thread (small M); panel
  * (B copied into panels first, into memory the scheduler provides), narrow (the panel kernel's
  * blocks with B read in place, for B of 16 columns or fewer) and column (in place, for small M):
  * for CPUs.
@@ -205,6 +207,14 @@ export interface MatmulPlan {
   dispatch: Dispatch;
 }
 
+/**
+ * The block variant's TM (a TM x TM block of C per thread, 256 threads a tile of 16TM x 16TM):
+ * 8 where there are tiles of 128 x 128 enough to fill a GPU, else 4, four times as many tiles.
+ */
+export function blockSize(M: number, N: number, batches: number): 4 | 8 {
+  return Math.ceil(M / 128) * Math.ceil(N / 128) * batches >= 64 ? 8 : 4;
+}
+
 /** Rows of C per threadgroup of the skinny variant (one SIMD-group of 32 threads each). */
 export const SKINNY_ROWS = 4;
 
@@ -215,6 +225,9 @@ export function planMatmul(out: Node, main: Node, variant: MatmulVariant, panels
   let dispatch: Dispatch;
   if (variant === "simd") {
     dispatch = { threadgroups: true, size: [Math.ceil(N / 32), Math.ceil(M / 32), batches], group: [128, 1, 1] };
+  } else if (variant === "block") {
+    const tile = 16 * blockSize(M, N, batches);
+    dispatch = { threadgroups: true, size: [Math.ceil(N / tile), Math.ceil(M / tile), batches], group: [256, 1, 1] };
   } else if (variant === "dot") {
     dispatch = { threadgroups: false, size: [N, M, batches], group: [Math.min(N, 64), 1, 1] };
   } else if (variant === "skinny") {
