@@ -194,6 +194,10 @@ class Schedule implements ScheduleState {
         this.allocate(n);
         return;
       }
+      // A view of what a matmul kernel can compute (an attention projection plus its low-rank
+      // term, split into heads): that kernel computes it and the view reads its memory at other
+      // strides, rather than a kernel of the product alone and a copy computing the rest.
+      if (!pendingReductions(n).length && epilogueBelowView(n)) return this.operand(n);
       for (const m of matmuls) if (m !== n) this.materialize(m);
     }
     // A single value (a loss, a mean) computed from long single-row reductions: they first get
@@ -736,6 +740,13 @@ function matmulVariant(target: Target, main: Node): MatmulVariant {
   if (layout === "skinny" && N > 16) return "dot";
   // Panels pad B's columns to 16: past MAX_ELEMENTS their 32-bit indices would overflow.
   return layout === "panel" && panelBytes(main) / 4 > MAX_ELEMENTS ? "column" : layout;
+}
+
+/** Whether n is a chain of uncomputed views over a node that a matmul kernel can compute as its epilogue. */
+function epilogueBelowView(n: Node): boolean {
+  let x = n;
+  while (!x.data && (OPS[x.op].kind === "view" || OPS[x.op].kind === "reshape")) x = x.inputs[0]!;
+  return x !== n && !x.data && isInline(x) && epilogueOf(x) !== null;
 }
 
 /** The code of the kernel the schedule gives node: a matmul's, a row group's, or a plain one. */

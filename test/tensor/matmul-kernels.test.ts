@@ -319,6 +319,38 @@ describe("LoRA forward: x@W + s*(x@A)@B", () => {
   });
 });
 
+describe("a view of a matmul's epilogue (attention heads of a LoRA projection)", () => {
+  test("the matmul kernel computes the sum and its consumers read it split into heads: no copy kernel", () => {
+    const [Bt, T, H, D, r] = [2, 24, 3, 40, 8];
+    const xs = data(Bt * T * 64, 31), Ws = data(64 * H * D, 32, 0.05), As = data(64 * r, 33, 0.05), Bs = data(r * H * D, 34, 0.05);
+    const x = sm.array(xs).reshape([Bt, T, 64]), W = sm.array(Ws).reshape([64, H * D]);
+    const A = sm.array(As).reshape([64, r]), B = sm.array(Bs).reshape([r, H * D]);
+    const u = sm.matmul(x, A).eval();
+    sm.resetStats();
+    const got = sm.tidy(() => {
+      const q = sm.matmul(x, W).add(sm.matmul(u, B).mul(2)).reshape([Bt, T, H, D]).transpose([0, 2, 1, 3]);
+      // read at two elements each (as rotary embeddings read the heads): q must be in memory
+      const partner = q.reshape([Bt, H, T, 2, D / 2]).slice("...", { step: -1 }, {}).reshape([Bt, H, T, D]);
+      return q.mul(3).add(partner).toArray() as number[];
+    });
+    // the sum in the product's epilogue (after W's panels on host), then the consumer reading it as heads
+    expect(sm.stats().kernelsDispatched).toBe(sm.device().backend === "host" ? 3 : 2);
+    const xw = ref(xs, [Bt * T, 64], Ws, [64, H * D]).v;
+    const ub = ref(Float32Array.from(ref(xs, [Bt * T, 64], As, [64, r]).v), [Bt * T, r], Bs, [r, H * D]).v;
+    const sum = xw.map((v, i) => v + 2 * ub[i]!);
+    const want: number[] = [];
+    for (let b = 0; b < Bt; b++)
+      for (let h = 0; h < H; h++)
+        for (let t = 0; t < T; t++)
+          for (let d = 0; d < D; d++) {
+            const at = (dd: number) => sum[(b * T + t) * H * D + h * D + dd]!;
+            want.push(3 * at(d) + at(d < D / 2 ? d + D / 2 : d - D / 2));
+          }
+    close(got, want, 1e-5);
+    u.dispose();
+  });
+});
+
 describe("narrow variant: B of 16 columns or fewer read in place by the panel kernel's blocks", () => {
   const nodeOf = (t: sm.Tensor) => (t as unknown as { node(why: string): Node }).node("eval");
   test("8 columns or fewer: contiguous, transposed and fewer than 8, 9 to 16 in the panel kernel's blocks", () => {
