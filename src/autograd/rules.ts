@@ -186,7 +186,22 @@ function matmulRule(c: Ctx, i: number): Tensor {
     const [K, N] = b.shape as [number, number];
     return scale(ops.matmul(t(reshape(a, [-1, K])), reshape(ct, [-1, N])));
   }
+  // b a transposed view (attention's keys): its gradient is computed in the layout of what was
+  // transposed, ct^T @ a, and handed over as a view, which the permute's rule then undoes; as
+  // a^T @ ct it would be written transposed and every later kernel would read it across rows.
+  if (transposedView(b)) {
+    const bt = [...b.shape.slice(0, -2), b.shape[b.ndim - 1]!, b.shape[b.ndim - 2]!];
+    return t(unbroadcast(scale(ops.matmul(t(ct), a)), bt));
+  }
   return unbroadcast(scale(ops.matmul(t(a), ct)), b.shape);
+}
+
+/** Whether x is an uncomputed view swapping the last two axes of its input. */
+function transposedView(x: Tensor): boolean {
+  const n = x.node("grad");
+  if (n.op !== "permute" || n.data) return false;
+  const axes = attrsOf(n, "permute").axes, d = axes.length;
+  return d >= 2 && axes.every((p, i) => p === (i === d - 1 ? d - 2 : i === d - 2 ? d - 1 : i));
 }
 
 function putAlongRule(c: Ctx, i: number): Tensor | null {
@@ -269,6 +284,10 @@ export const RULES: Readonly<Record<Op, Rule | "none">> = {
   broadcast: (c) => unbroadcast(c.ct, c.node.inputs[0]!.shape),
   permute: (c) => {
     const axes = attrsOf(c.node, "permute").axes;
+    // A cotangent that is this very permutation of a product (matmulRule's transposed operand):
+    // undone, it is the product itself, not a view of a view read across rows.
+    const n = c.ct.node("grad");
+    if (n.op === "permute" && !n.data && attrsOf(n, "permute").axes.every((p, i) => p === axes[i])) return new Tensor(n.inputs[0]!);
     return ops.transpose(c.ct, axes.map((_, i) => axes.indexOf(i)));
   },
   slice: (c) => sliceGrad(c.ct, c.node),

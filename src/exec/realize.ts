@@ -183,6 +183,10 @@ class Schedule implements ScheduleState {
 
   private materialize(n: Node): void {
     if (n.data) return;
+    // A view (heads split off a projection plus its low-rank term, keys transposed) is its
+    // base's memory at other strides: the base gets the kernel (a matmul's, with the sum in its
+    // epilogue), not a copy computing it in the view's order.
+    if (viewOfUncomputed(n)) return this.operand(n);
     // An elementwise kernel: no reductions or matmuls to plan around.
     if (!n.schedPlansAround) return this.allocate(n);
     const matmuls = pendingMatmuls(n);
@@ -194,10 +198,6 @@ class Schedule implements ScheduleState {
         this.allocate(n);
         return;
       }
-      // A view of what a matmul kernel can compute (an attention projection plus its low-rank
-      // term, split into heads): that kernel computes it and the view reads its memory at other
-      // strides, rather than a kernel of the product alone and a copy computing the rest.
-      if (!pendingReductions(n).length && epilogueBelowView(n)) return this.operand(n);
       for (const m of matmuls) if (m !== n) this.materialize(m);
     }
     // A single value (a loss, a mean) computed from long single-row reductions: they first get
@@ -742,11 +742,26 @@ function matmulVariant(target: Target, main: Node): MatmulVariant {
   return layout === "panel" && panelBytes(main) / 4 > MAX_ELEMENTS ? "column" : layout;
 }
 
-/** Whether n is a chain of uncomputed views over a node that a matmul kernel can compute as its epilogue. */
-function epilogueBelowView(n: Node): boolean {
-  let x = n;
-  while (!x.data && (OPS[x.op].kind === "view" || OPS[x.op].kind === "reshape")) x = x.inputs[0]!;
-  return x !== n && !x.data && isInline(x) && epilogueOf(x) !== null;
+/**
+ * Whether n is better computed as its base's memory at other strides: a chain of uncomputed
+ * views and reshapes, none over more elements than it shows (a slice would have its whole base
+ * computed), down to an uncomputed node that reads no row reduction (those are planned as row
+ * kernels, views and all), where either a matmul kernel can compute the base (its epilogue) or
+ * the chain moves the last axis (a copy would gather across rows; a matmul reads any strides).
+ * Other views stay copies: a reshape merging heads back needs its rows contiguous.
+ */
+function viewOfUncomputed(n: Node): boolean {
+  let x = n, transposes = false;
+  while (!x.data && (OPS[x.op].kind === "view" || OPS[x.op].kind === "reshape")) {
+    if (x.inputs[0]!.size > x.size) return false;
+    if (x.op === "permute") {
+      const axes = attrsOf(x, "permute").axes;
+      transposes ||= axes[axes.length - 1] !== axes.length - 1;
+    }
+    x = x.inputs[0]!;
+  }
+  if (x === n || x.data || isRowReduce(x) || pendingReductions(x).length) return false;
+  return transposes || (isInline(x) && epilogueOf(x) !== null);
 }
 
 /** The code of the kernel the schedule gives node: a matmul's, a row group's, or a plain one. */

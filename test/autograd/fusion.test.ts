@@ -267,3 +267,29 @@ test("LoRA x@W + s(x@A)@B with W frozen: forward 2 kernels, forward and full bac
     }
   }
 });
+
+test("attention's keys: their gradient is computed in their own layout, the transposed keys a view, no transposed copies", () => {
+  const [B, H, L, D] = [2, 2, 48, 40];
+  const q = sm.random.normal([B, H, L, D], "float32", 0, 1, sm.random.key(61)).eval();
+  const k = sm.random.normal([B, H, L, D], "float32", 0, 1, sm.random.key(62)).eval();
+  const c = sm.random.normal([B, H, L, L], "float32", 0, 1, sm.random.key(63)).eval();
+  // k goes through an elementwise op first (as rotary embeddings), read by two matmuls (forward, dq)
+  const f = (q: T, k: T) => sm.matmul(q, k.mul(2).add(1).swapaxes(-1, -2));
+  const build = () => sm.vjp(f, [q, k], [c])[1] as T[];
+  const grads = build();
+  const s = schedule(grads.map((g) => g.node("test")));
+  // two products (dq, dk), dk of k's shape; the transposed keys are never written in their own order
+  const products = [...s.matmuls.values()].map((m) => m.main.shape);
+  expect(products).toEqual([[B, H, L, D], [B, H, L, D]]);
+  expect(s.order.some((n) => n.op === "permute")).toBe(false);
+  execute(s);
+  const eager = sm.eager(build);
+  grads.forEach((g, i) => expect(Array.from(g.raw())).toEqual(Array.from(eager[i]!.raw())));
+  const fwd = sm.tidy(() => {
+    const s2 = schedule([f(q, k).mul(1).node("test")]);
+    return s2.order.map((n) => n.op);
+  });
+  // forward: the keys' op is a kernel of k's layout (no permute kernel), then the product
+  expect(fwd.includes("permute")).toBe(false);
+  [q, k, c, ...grads, ...eager].forEach((t) => t.dispose());
+});

@@ -195,3 +195,47 @@ test("runs along the last axis (a CPU's, for inline matmuls): bit for bit one el
   expect(src).not.toContain("for (int e = 0; e <");
   [u, v, b, ct, y, w, odd, b24].forEach((t) => t.dispose());
 });
+
+test("runs through views, reshapes and pads (attention heads split, merged, rotated; a slice's gradient): as one per thread", () => {
+  const [B, H, T, D] = [2, 3, 8, 32];
+  const q = sm.array(uniform(B * H * T * D, -1, 1, 91), "float32").reshape([B, H, T, D]).eval();
+  const g = sm.array(uniform(B * H * T * D, -1, 1, 92), "float32").reshape([B, H, T, D]).eval();
+  const y = sm.array(uniform(B * T * H * D, -1, 1, 93), "float32").reshape([B, T, H * D]).eval();
+  const bias = sm.array(uniform(H * D, -1, 1, 94), "float32").eval();
+  const cases: Record<string, () => sm.Tensor> = {
+    merge: () => q.mul(g).transpose([0, 2, 1, 3]).reshape([B, T, H * D]),
+    split: () => y.mul(2).reshape([B, T, H, D]).transpose([0, 2, 1, 3]),
+    rotate: () => q.mul(2).add(q.reshape([B, H, T, 2, D / 2]).slice("...", { step: -1 }, {}).reshape([B, H, T, D]).mul(3)),
+    // leading-axis padding and padding along the last axis in whole runs
+    pad: () => sm.pad(q.slice("...", { start: 0, stop: 16 }), [[0, 0], [1, 0], [0, 0], [16, 0]]).slice({ start: 0, stop: B }, { start: 0, stop: H }).add(g),
+    // an offset slice in whole runs, and a broadcast row
+    shifted: () => g.slice("...", { start: 16, stop: 32 }).add(q.slice("...", { start: 0, stop: 16 })).reshape([B, H, T * 16]).mul(bias.slice({ start: 0, stop: 1 })),
+  };
+  const host = sm.device().backend === "host";
+  for (const [name, f] of Object.entries(cases)) {
+    const run = (runs: string) =>
+      withTargetEnv(sm.device(), { SMELT_ELEMENT_RUNS: runs }, () =>
+        sm.tidy(() => {
+          const out = f();
+          const s = schedule([out.node("test")]);
+          const sources = s.order.map((n) => planOf(s, n).source).join("\n");
+          execute(s);
+          return { sources, values: Array.from(out.raw()) };
+        }),
+      );
+    const runs = run("1"), one = run("0");
+    // on a CPU every case runs: the view's row is found once per run, its position moves with e
+    expect([name, runs.sources.includes("for (int e = 0; e <")]).toEqual([name, host]);
+    expect([name, runs.values]).toEqual([name, one.values]);
+  }
+  // the eager values, from the same ops evaluated one at a time
+  const eager = sm.eager(() => cases.pad!().toArray() as number[]);
+  expect(sm.tidy(() => cases.pad!().toArray() as number[])).toEqual(eager);
+  // a true transpose of the last axes cannot split: one element per thread
+  const t = sm.tidy(() => {
+    const s = schedule([q.mul(2).swapaxes(-1, -2).reshape([B, H, D * T]).node("test")]);
+    return s.order.map((n) => planOf(s, n).source).join("\n");
+  });
+  expect(t).not.toContain("for (int e = 0; e <");
+  [q, g, y, bias].forEach((v) => v.dispose());
+});

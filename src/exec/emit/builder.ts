@@ -11,10 +11,11 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { SmeltError } from "../../errors.ts";
 import { type DType, isFloating, isSigned } from "../../graph/dtype.ts";
-import { contiguousStrides } from "../../graph/shape.ts";
+import { contiguousStrides, sameShape } from "../../graph/shape.ts";
 import type { Data, Node } from "../../graph/node.ts";
 import { attrsOf, type ElementwiseOp, OPS, viewMapOf } from "../../graph/op.ts";
 import { arangeInInts, matmulDepth, readFromMemory } from "../plan/inline.ts";
+import { padSplits, splitOfInput } from "../plan/splits.ts";
 import type { Dispatch } from "../plan/kernel.ts";
 import type { Storage } from "../memory.ts";
 import { elementwise, type Value } from "./elementwise.ts";
@@ -96,6 +97,19 @@ interface Memo {
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
 
+/**
+ * A flat index idx over shape split into its row (the leading axes) and its position j along the
+ * trailing ones; run, where j moves in runs: j = base + e, base a multiple of length, 0 <= e < length.
+ */
+export interface RowSplit {
+  idx: string;
+  row: string;
+  j: string;
+  shape: readonly number[];
+  trailing: number;
+  run?: { base: string; e: string; length: number };
+}
+
 export class Builder {
   readonly params: number[] = [];
   readonly args: ScalarArg[] = [];
@@ -141,9 +155,10 @@ export class Builder {
     this.lines.push(this.indent + s);
   }
   scoped<T>(body: () => T): T {
-    const saved = this.memo, divisions = this.divisions;
+    const saved = this.memo, divisions = this.divisions, splits = this.splits;
     this.memo = new Map(saved);
     this.divisions = new Map(divisions);
+    this.splits = new Map(splits);
     const indent = this.indent;
     this.indent += "  ";
     try {
@@ -151,6 +166,7 @@ export class Builder {
     } finally {
       this.memo = saved;
       this.divisions = divisions;
+      this.splits = splits;
       this.indent = indent;
     }
   }
@@ -198,7 +214,70 @@ export class Builder {
    * In a row or matmul kernel: the index expression of the element being computed, and its parts
    * (the row, and the position j within it), so that index math splits along them without dividing.
    */
-  rowIndex: { idx: string; row: string; j: string; shape: readonly number[]; trailing: number } | null = null;
+  get rowIndex(): RowSplit | null {
+    return this.#rowIndex;
+  }
+  set rowIndex(r: RowSplit | null) {
+    this.#rowIndex = r;
+    this.splits = new Map();
+  }
+  #rowIndex: RowSplit | null = null;
+  /**
+   * Further splits found from rowIndex's through views and reshapes (splitInput), by index and
+   * shape, in the scope whose lines declare their variables.
+   */
+  private splits = new Map<string, RowSplit>();
+
+  /** The split of flat index idx over shape into its row and position: rowIndex's, or one found from it. */
+  private splitOf(idx: string, shape: readonly number[]): RowSplit | null {
+    const r = this.#rowIndex;
+    if (!r) return null;
+    if (r.idx === idx && sameShape(shape, r.shape)) return r;
+    return this.splits.get(`${idx}|${shape}`) ?? null;
+  }
+
+  /**
+   * Where the element at idx of view or reshape n is split, the element `at` of its input (the
+   * same index for a reshape) is too, by plan/splits.ts's rules: the input's row is computed from
+   * n's row alone.
+   */
+  private splitInput(n: Node, idx: string, at: string): void {
+    const s = this.splitOf(idx, n.shape);
+    if (!s || s.trailing !== 1) return;
+    const map = splitOfInput(n, s.run?.length ?? 0);
+    if (!map) return;
+    const x = n.inputs[0]!;
+    const put = (row: string, j: string, run: RowSplit["run"]): void => {
+      this.splits.set(`${at}|${x.shape}`, { idx: at, row, j, shape: x.shape, trailing: 1, ...(run && map.run ? { run } : {}) });
+    };
+    switch (map.kind) {
+      case "same":
+        return put(s.row, s.j, s.run);
+      case "fold": {
+        const [q, r] = this.divmod(s.row, map.factor, "h");
+        const base = `(${r} * ${this.int(map.width)} + ${s.run?.base ?? s.j})`;
+        return put(q, s.run ? `(${base} + ${s.run.e})` : base, s.run && { base, e: s.run.e, length: s.run.length });
+      }
+      case "unfold": {
+        const run = s.run!;
+        const [q, r] = this.divmod(run.base, map.width, "h");
+        const row = this.fresh("r");
+        this.line(`int ${row} = ${s.row} * ${this.int(map.factor)} + ${q};`);
+        return put(row, `(${r} + ${run.e})`, { base: r, e: run.e, length: run.length });
+      }
+      case "view": {
+        const ids = this.unflatten(n.shape.slice(0, -1), s.row);
+        const terms = [this.int(map.rowOffset)];
+        map.rowStrides.forEach((st, k) => st !== 0 && terms.push(`${ids[k]} * ${this.int(st)}`));
+        const row = this.fresh("r");
+        this.line(`int ${row} = ${terms.join(" + ")};`);
+        if (!map.shift) return put(row, s.j, s.run);
+        const shift = this.int(map.shift);
+        return put(row, `(${shift} + ${s.j})`, s.run && { base: `(${shift} + ${s.run.base})`, e: s.run.e, length: s.run.length });
+      }
+    }
+  }
+
 
   /**
    * In a row kernel whose threads keep their row elements in registers (emit/rows.ts): the
@@ -220,16 +299,19 @@ export class Builder {
     if (contiguous) return offset === 0 ? idx : `(${this.int(offset)} + ${idx})`;
     const ids = this.indices(shape, idx);
     const terms = [this.int(offset)];
+    // A unit stride is written as such: a CPU's compiler then sees consecutive loads where the
+    // index moves along that axis (a run), where a stride in a parameter made them gathers.
     ids.forEach((v, d) => {
-      if (strides[d] !== 0 && shape[d] !== 1) terms.push(`${v} * ${this.int(strides[d]!)}`);
+      if (strides[d] === 1 && shape[d] !== 1) terms.push(v);
+      else if (strides[d] !== 0 && shape[d] !== 1) terms.push(`${v} * ${this.int(strides[d]!)}`);
     });
     return `(${terms.join(" + ")})`;
   }
 
-  /** The multi-index of flat index idx over shape, split along rowIndex's parts when idx is its index. */
+  /** The multi-index of flat index idx over shape, split along its row and position where they are known. */
   indices(shape: readonly number[], idx: string): string[] {
-    const r = this.rowIndex;
-    return r && r.idx === idx && shape.length === r.shape.length && shape.every((d, i) => d === r.shape[i])
+    const r = this.splitOf(idx, shape);
+    return r
       ? [...this.unflatten(shape.slice(0, shape.length - r.trailing), r.row), ...this.unflatten(shape.slice(shape.length - r.trailing), r.j)]
       : this.unflatten(shape, idx);
   }
@@ -318,6 +400,7 @@ export class Builder {
       case "reshape":
       case "squeeze":
       case "expandDims":
+        this.splitInput(n, idx, idx);
         return this.emit(n.inputs[0]!, idx);
       case "matmul": {
         const ids = this.indices(n.shape, idx);
@@ -344,6 +427,7 @@ export class Builder {
         const at = this.affine(n.shape, map.strides, map.offset, idx);
         const j = this.fresh("j");
         this.line(`int ${j} = ${at};`);
+        this.splitInput(n, idx, j);
         return this.emit(n.inputs[0]!, j);
       }
       case "concat":
@@ -390,6 +474,40 @@ export class Builder {
     return v;
   }
 
+  /**
+   * Constant padding along a run that is all padding or all input (padSplits): whether it is input,
+   * and where in the input, follow from the row and the run's base alone, so the run's loads are
+   * consecutive. A run of padding reads the input's first elements, and drops them.
+   */
+  private padRun(n: Node, s: RowSplit, v: string): string {
+    const x = n.inputs[0]!, run = s.run!;
+    const { before } = attrsOf(n, "pad");
+    const T = computeType(n.dtype);
+    const last = n.shape.length - 1, li = x.shape[last]!;
+    const rowStrides = contiguousStrides(x.shape.slice(0, last));
+    const inside: string[] = [], row: string[] = ["0"];
+    this.unflatten(n.shape.slice(0, last), s.row).forEach((id, d) => {
+      const c = this.fresh("s");
+      this.line(`int ${c} = ${id} - ${this.int(before[d]!)};`);
+      inside.push(`uint(${c}) < uint(${this.int(x.shape[d]!)})`);
+      row.push(`${c} * ${this.int(rowStrides[d]!)}`);
+    });
+    const c = this.fresh("s");
+    this.line(`int ${c} = ${run.base} - ${this.int(before[last]!)};`);
+    inside.push(`uint(${c}) < uint(${this.int(li)})`);
+    const ok = this.fresh("inside"), r = this.fresh("r"), base = this.fresh("b"), j = this.fresh("j");
+    // Tested without branches and zeroed by a product, not a select: through either the
+    // compiler no longer sees the run's index as the counter plus a constant, and gathers.
+    this.line(`bool ${ok} = ${inside.map((c) => `(${c})`).join(" & ")};`);
+    this.line(`int ${r} = (${row.join(" + ")}) * int(${ok});`);
+    this.line(`int ${base} = ${c} * int(${ok});`);
+    this.line(`int ${j} = ${r} * ${this.int(li)} + ${base} + ${run.e};`);
+    this.splits.set(`${j}|${x.shape}`, { idx: j, row: r, j: `(${base} + ${run.e})`, shape: x.shape, trailing: 1, run: { base, e: run.e, length: run.length } });
+    const xv = this.emit(x, j);
+    this.line(`${v} = ${ok} ? ${T}(${xv}) : ${v};`);
+    return v;
+  }
+
   /** Constant padding: coordinates outside the input (attrs.before of it per axis) give attrs.value. */
   private pad(n: Node, idx: string, v: string): string {
     const x = n.inputs[0]!;
@@ -397,10 +515,12 @@ export class Builder {
     const T = computeType(n.dtype);
     // Integers go as int so that values past 2^24 survive; uint32 ones wrap back in T(int).
     this.line(`${T} ${v} = ${T}(${this.arg(n, "value", 0, isFloating(n.dtype))});`);
+    const split = this.splitOf(idx, n.shape);
+    if (split?.run && split.trailing === 1 && x.size && padSplits(n.shape, before, x.shape, split.run.length)) return this.padRun(n, split, v);
     const strides = contiguousStrides(x.shape);
     const inside: string[] = [];
     const at: string[] = ["0"];
-    this.unflatten(n.shape, idx).forEach((id, d) => {
+    this.indices(n.shape, idx).forEach((id, d) => {
       const s = this.fresh("s");
       this.line(`int ${s} = ${id} - ${this.int(before[d]!)};`);
       inside.push(`uint(${s}) < uint(${this.int(x.shape[d]!)})`);

@@ -56,7 +56,7 @@ function runKernel(b: Builder, outs: readonly Node[], R: number, dispatch: Plain
   b.line(`for (int e = 0; e < ${n}; ++e) {`);
   b.scoped(() => {
     b.line("int ri = rb + e;");
-    b.rowIndex = { idx: "ri", row, j: `(${j0} + e)`, shape: out.shape, trailing: 1 };
+    b.rowIndex = { idx: "ri", row, j: `(${j0} + e)`, shape: out.shape, trailing: 1, run: { base: j0, e: "e", length: R } };
     const values = outs.map((m) => store(m, b.emit(m, "ri")));
     b.rowIndex = null;
     outs.forEach((_, k) => b.line(`r${k}[e] = ${values[k]};`));

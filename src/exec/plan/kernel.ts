@@ -10,6 +10,7 @@ import type { MatmulPlan } from "./matmul.ts";
 import { isFloating } from "../../graph/dtype.ts";
 import { sameShape } from "../../graph/shape.ts";
 import { readFromMemory, readsOwnElement } from "./inline.ts";
+import { padSplits, splitOfInput } from "./splits.ts";
 import { pendingReductions, type RowPlan } from "./rows.ts";
 import type { Target } from "../../runtime/target.ts";
 
@@ -172,8 +173,42 @@ export function elementsPerThread(target: Pick<Target, "elementwise">, out: Node
   const many = perThread > 1 && out.size >= from && out.size % perThread === 0;
   // An elementwise node that finishes a sum is that sum's kernel, of one thread per element.
   if ((!runs && !many) || OPS[out.op].kind === "kernel" || finishedSum(out)) return ONE;
-  if (runs && inlineMatmulAtElement(out)) return { per: run, run: true };
+  if (runs && (inlineMatmulAtElement(out) || runsThroughViews(out, run))) return { per: run, run: true };
   return many ? { per: perThread, run: false } : ONE;
+}
+
+/**
+ * Whether out's kernel reads something through views or reshapes (attention heads split or
+ * merged, the halves rotary embeddings swap, a slice's gradient padded) and, along runs of R,
+ * every one of them splits (plan/splits.ts): per element their index math divides, and the CPU's
+ * compiler gathers each load; along a run it is affine in the counter. Joins and gathers keep one
+ * element per thread.
+ */
+function runsThroughViews(out: Node, R: number): boolean {
+  let views = false;
+  const seen = new Map<Node, number[]>();
+  const stack: [Node, number][] = [[out, R]];
+  while (stack.length) {
+    const [n, run] = stack.pop()!;
+    const runs = seen.get(n) ?? [];
+    if (runs.includes(run)) continue;
+    seen.set(n, [...runs, run]);
+    if (n !== out && readFromMemory(n, out)) continue;
+    const kind = OPS[n.op].kind;
+    if (kind === "view" || kind === "reshape") {
+      const map = splitOfInput(n, run);
+      if (!map) return false;
+      views ||= map.kind !== "same" || !sameShape(n.shape, n.inputs[0]!.shape);
+      stack.push([n.inputs[0]!, map.run]);
+    } else if (n.op === "pad") {
+      if (!padSplits(n.shape, attrsOf(n, "pad").before, n.inputs[0]!.shape, run)) return false;
+      views = true;
+      stack.push([n.inputs[0]!, run]);
+    } else if (readsOwnElement(n) || n.op === "matmul" || n.op === "scalar") {
+      for (const x of n.inputs) stack.push([x, run]);
+    } else if (n !== out) return false;
+  }
+  return views;
 }
 
 /** Whether out's kernel computes an inline matmul of out's shape, reached through elementwise ops and casts. */
