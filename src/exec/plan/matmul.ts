@@ -245,7 +245,8 @@ export function planMatmul(out: Node, main: Node, variant: MatmulVariant, panels
     // host spreads over its cores, so a small product gets narrower ones, at least 16 of them.
     const rows = Math.ceil(M / 6), cols = Math.ceil(N / 16);
     const gx = Math.ceil(rows / Math.ceil(rows / 8)); // at most 8, the row groups about equal
-    let gy = Math.min(cols, 16);
+    // At most 16 panels, the panel groups about equal too (36 panels as 12, 12 and 12, not 16, 16 and 4).
+    let gy = Math.ceil(cols / Math.ceil(cols / 16));
     while (gy > 1 && Math.ceil(rows / gx) * Math.ceil(cols / gy) * batches < 16) gy >>= 1;
     dispatch = { threadgroups: false, size: [rows, cols, batches], group: [gx, gy, 1] };
   } else {
