@@ -66,22 +66,15 @@ export async function generateGroup(opts: { quick: boolean; peer: boolean; log: 
   const threads = Number(process.env.SMELT_HOST_THREADS) || cpus().length;
   log(`\ngenerate: ${MODEL}, prompt ${promptTokens} tokens, decode ${decodeTokens} tokens, ${runs} run(s) each ...`);
 
-  // Resident memory that loading adds, as test/lm/load-memory.test.ts measures it: from a process
-  // whose device is up to after the collector has finalized the mapped file.
-  const warm = sm.array([1]);
-  warm.eval();
-  warm.dispose();
-  sm.clearCache();
-  Bun.gc(true);
-  const rssBefore = process.memoryUsage.rss();
+  // Resident memory that loading adds, in a process of its own (bench/load-memory.ts, which
+  // test/lm/load-memory.test.ts runs too): in this one, buffers the earlier workloads freed and
+  // the allocator kept would take the load's copies and hide them.
+  const child = Bun.spawnSync([process.execPath, join(import.meta.dir, "load-memory.ts"), file], { stderr: "inherit" });
+  if (child.exitCode !== 0) throw new Error(`generate: bench/load-memory.ts exited with ${child.exitCode}`);
+  const rssAfterLoad = (JSON.parse(child.stdout.toString()) as { rss: number }).rss;
   const t0 = performance.now();
   const { model, tokenizer } = await sm.lm.load(file);
   const loadMs = performance.now() - t0;
-  for (let i = 0; i < 10; i++) {
-    await Bun.sleep(50);
-    Bun.gc(true);
-  }
-  const rssAfterLoad = process.memoryUsage.rss() - rssBefore;
   // Generation that never stops early: the same steps in every run (and in the peer's).
   const endless: sm.lm.TextTokenizer = { encode: (t, o) => tokenizer.encode(t, o), decode: (ids, o) => tokenizer.decode(ids, o), eosTokenIds: [] };
   const prompt = promptIds(tokenizer, promptTokens);

@@ -284,7 +284,7 @@ function modelSection(run: Run): string[] {
         ? `No transformers peer (${g.torch.error}). `
         : "";
     const mb = (bytes: number) => `${f(bytes / 1e6, 3)} MB`;
-    lines.push("", `${versus}Loading took ${f(g.smelt.loadMs / 1000)} s; the resident memory it added was ${mb(g.smelt.rssAfterLoad)}, ${f(g.smelt.rssAfterLoad / g.fileBytes)}x the ${mb(g.fileBytes)} file.`, "");
+    lines.push("", `${versus}Loading took ${f(g.smelt.loadMs / 1000)} s; the resident memory it added (model and tokenizer, measured in a process of its own by bench/load-memory.ts) was ${mb(g.smelt.rssAfterLoad)}, ${f(g.smelt.rssAfterLoad / g.fileBytes)}x the ${mb(g.fileBytes)} file.`, "");
   }
   if (l) {
     const row = (name: string, x: StepFigures | undefined, peak: string) =>

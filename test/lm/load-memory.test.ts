@@ -11,7 +11,7 @@ import { modelPath, SMOLLM2_GGUF } from "../models.ts";
 const path = modelPath(SMOLLM2_GGUF);
 
 test.skipIf(!path)("tensor memory after sm.lm.load is at most 1.15x the GGUF file, nothing cached, resident memory 1.35x", () => {
-  const child = Bun.spawnSync([process.execPath, join(import.meta.dir, "load-memory-child.ts"), path!], { stderr: "inherit" });
+  const child = Bun.spawnSync([process.execPath, join(import.meta.dir, "../../bench/load-memory.ts"), path!], { stderr: "inherit" });
   expect(child.exitCode).toBe(0);
   const { rss, active, cached, layers } = JSON.parse(child.stdout.toString()) as { rss: number; active: number; cached: number; layers: number };
   const file = statSync(path!).size;

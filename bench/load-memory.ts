@@ -1,8 +1,10 @@
-// Run by load-memory.test.ts in a process of its own: loads a model and prints, as JSON, the
+// bun bench/load-memory.ts MODEL: loads a model in a process of its own and prints, as JSON, the
 // growth of resident memory, the tensor memory in use and the buffer cache's, once the mapped
 // file is collected (the mapping goes when the collector finalizes its buffer, which can take
-// more than one cycle).
-import * as sm from "../../src/index.ts";
+// more than one cycle). A process of its own, because memory an earlier workload freed and the
+// allocator kept would be reused by the load and hide what it adds (bench/generate.ts and
+// test/lm/load-memory.test.ts run it).
+import * as sm from "../src/index.ts";
 
 // The device and runtime, which are not the model's.
 const warm = sm.array([1]);
