@@ -63,10 +63,11 @@ export function emitMatmul(p: MatmulPlan): KernelCode {
     position = ["uint3 tg [[threadgroup_position_in_grid]]", "uint tid [[thread_index_in_threadgroup]]", "uint sg [[simdgroup_index_in_threadgroup]]"];
   } else if (variant === "block") {
     const tm = blockSize(M, N, p.shape.batches);
-    const floats = 2 * 8 * (16 * tm + 4);
-    b.line(`threadgroup float As[${floats}];`);
-    b.line(`threadgroup float Bs[${floats}];`);
-    b.line(`smelt_mm_block<${tm}>(a, bm, ${Mp}, ${Np}, ${b.int(K)}, ${strides}, epi, As, Bs, tg.xy, tid);`);
+    // Declared as float4s: the kernel reads them as float4s, which need 16-byte alignment.
+    const vectors = (2 * 8 * (16 * tm + 4)) / 4;
+    b.line(`threadgroup float4 As[${vectors}];`);
+    b.line(`threadgroup float4 Bs[${vectors}];`);
+    b.line(`smelt_mm_block<${tm}>(a, bm, ${Mp}, ${Np}, ${b.int(K)}, ${strides}, epi, (threadgroup float*)As, (threadgroup float*)Bs, tg.xy, tid);`);
     position = ["uint3 tg [[threadgroup_position_in_grid]]", "uint tid [[thread_index_in_threadgroup]]"];
   } else if (variant === "skinny") {
     b.line(`smelt_mm_skinny(a, bm, ${Mp}, ${Np}, ${b.int(K)}, ${strides}, int(tg.x * nsg + sg), lane, width, epi);`);
