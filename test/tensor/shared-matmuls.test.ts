@@ -16,7 +16,7 @@ function matmulKernels(ts: sm.Tensor[]): number {
   const s = schedule(ts.map(nodeOf));
   const srcs = s.order.map((n) => planOf(s, n).source);
   execute(s);
-  return srcs.filter((src) => /smelt_mm_(panel|column|dot|simd)\(a/.test(src)).length;
+  return srcs.filter((src) => /smelt_mm_(panel|narrow8?|column|dot|simd|block<\d+>|skinny)\(a/.test(src)).length;
 }
 
 // K = 48 is past the depth computed inline as dot products: each reader would run a matmul kernel.
