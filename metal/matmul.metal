@@ -222,32 +222,34 @@ inline void smelt_mm_skinny(device const T* A, device const T2* B, int M, int N,
 constant int SMELT_MM_SLICE = 8;
 constant int SMELT_MM_PAD = 4;
 
+// Where load q of thread tid goes in a slice of a 16TM-wide tile: (position across the tile, k).
+// Consecutive threads take consecutive addresses: along k where it is the operand's unit stride,
+// else across the tile.
+template <int TM>
+inline int2 smelt_mm_block_slot(int q, uint tid, int kstride) {
+  int e = q * 256 + int(tid);
+  return kstride == 1 ? int2(e / SMELT_MM_SLICE, e % SMELT_MM_SLICE) : int2(e % (16 * TM), e / (16 * TM));
+}
+
 template <int TM, typename T, typename T2>
 inline void smelt_mm_block_fetch(device const T* A, device const T2* B, int M, int N, int K, int sam, int sak, int sbk,
                                  int sbn, int row0, int col0, int k0, uint tid, thread float* ra, thread float* rb) {
-  const int BM = 16 * TM;
   for (int q = 0; q < TM / 2; ++q) {
-    int e = q * 256 + int(tid);
-    // Consecutive threads read consecutive addresses: along k when it is A's unit stride, else along rows.
-    int r = sak == 1 ? e / SMELT_MM_SLICE : e % BM, k = sak == 1 ? e % SMELT_MM_SLICE : e / BM;
-    int i = row0 + r, kk = k0 + k;
-    ra[q] = i < M && kk < K ? float(A[i * sam + kk * sak]) : 0.0f;
-    int c = sbk == 1 ? e / SMELT_MM_SLICE : e % BM, kb = sbk == 1 ? e % SMELT_MM_SLICE : e / BM;
-    int j = col0 + c, kc = k0 + kb;
-    rb[q] = j < N && kc < K ? float(B[kc * sbk + j * sbn]) : 0.0f;
+    int2 a = smelt_mm_block_slot<TM>(q, tid, sak), b = smelt_mm_block_slot<TM>(q, tid, sbk);
+    int i = row0 + a.x, ka = k0 + a.y, j = col0 + b.x, kb = k0 + b.y;
+    ra[q] = i < M && ka < K ? float(A[i * sam + ka * sak]) : 0.0f;
+    rb[q] = j < N && kb < K ? float(B[kb * sbk + j * sbn]) : 0.0f;
   }
 }
 
 template <int TM>
 inline void smelt_mm_block_stash(threadgroup float* As, threadgroup float* Bs, int sak, int sbk, uint tid,
                                  thread const float* ra, thread const float* rb) {
-  const int BM = 16 * TM, LD = BM + SMELT_MM_PAD;
+  const int LD = 16 * TM + SMELT_MM_PAD;
   for (int q = 0; q < TM / 2; ++q) {
-    int e = q * 256 + int(tid);
-    int r = sak == 1 ? e / SMELT_MM_SLICE : e % BM, k = sak == 1 ? e % SMELT_MM_SLICE : e / BM;
-    As[k * LD + r] = ra[q];
-    int c = sbk == 1 ? e / SMELT_MM_SLICE : e % BM, kb = sbk == 1 ? e % SMELT_MM_SLICE : e / BM;
-    Bs[kb * LD + c] = rb[q];
+    int2 a = smelt_mm_block_slot<TM>(q, tid, sak), b = smelt_mm_block_slot<TM>(q, tid, sbk);
+    As[a.y * LD + a.x] = ra[q];
+    Bs[b.y * LD + b.x] = rb[q];
   }
 }
 
