@@ -14,6 +14,8 @@
 //                    or fewer (a low-rank factor or its gradient), where a panel copy costs more;
 //                    smelt_mm_narrow8 for B of 8 columns or fewer, a block 8 columns wide
 //   smelt_mm_column  8 rows of one column per thread, for CPUs, at any strides
+//   smelt_mm_lanes   for CPUs: an element per thread for few rows, A and B both along k, in 16 lanes
+//   smelt_mm_run     for CPUs: 16 columns of a row per thread for few rows, B's rows contiguous
 //   smelt_mm_skinny  for GPUs: B of 16 columns or fewer, a SIMD-group per row of C splitting K
 //   smelt_mm_block   for GPUs whose SIMD-group matrices of float are not hardware: a TM x TM block
 //                    of C per thread in registers, 256 threads a tile of 16TM x 16TM
@@ -185,6 +187,56 @@ inline void smelt_mm_column(device const T* A, device const T* B, int M, int K, 
   }
   for (int r = 0; r < 8; ++r)
     if (i0 + r < M) epi.store(acc[r], i0 + r, j);
+}
+
+// For CPUs, few rows of C whose operands both run along k (attention's q kᵀ while decoding):
+// C[i, j] as 16 partial sums over consecutive k, which the host's compiler keeps in one vector
+// register, the rest of K one at a time. A dot product summed k after k waits on each add.
+template <typename T, typename T2, typename E>
+inline void smelt_mm_lanes(device const T* A, device const T2* B, int K, int sam, int sbn, int i, int j, thread const E& epi) {
+  device const T* a = A + i * sam;
+  device const T2* b = B + j * sbn;
+  float acc[16];
+  for (int l = 0; l < 16; ++l) acc[l] = 0.0f;
+  int k = 0;
+  for (; k + 16 <= K; k += 16)
+    for (int l = 0; l < 16; ++l) acc[l] = fma(float(a[k + l]), float(b[k + l]), acc[l]);
+  // Left to right, a chain the compiler reduces within the register.
+  float s = acc[0];
+  for (int l = 1; l < 16; ++l) s += acc[l];
+  for (; k < K; ++k) s = fma(float(a[k]), float(b[k]), s);
+  epi.store(s, i, j);
+}
+
+// For CPUs, few rows of C with B's rows running along n (attention's weights times V while
+// decoding): 16 consecutive columns of one row per thread, each k adding a[k] times 16 values
+// of B's row into a vector of sums, even and odd k into two so that an add need not wait for
+// the one before it. The last run of a row clamps its columns and stores those inside.
+template <typename T, typename T2, typename E>
+inline void smelt_mm_run(device const T* A, device const T2* B, int N, int K, int sam, int sak, int sbk, int i, int j0,
+                         thread const E& epi) {
+  float even[16], odd[16];
+  for (int c = 0; c < 16; ++c) even[c] = odd[c] = 0.0f;
+  device const T* a = A + i * sam;
+  int k = 0;
+  if (j0 + 16 <= N) {
+    for (; k + 2 <= K; k += 2) {
+      float a0 = float(a[k * sak]), a1 = float(a[(k + 1) * sak]);
+      device const T2* b0 = B + k * sbk + j0;
+      device const T2* b1 = b0 + sbk;
+      for (int c = 0; c < 16; ++c) {
+        even[c] = fma(a0, float(b0[c]), even[c]);
+        odd[c] = fma(a1, float(b1[c]), odd[c]);
+      }
+    }
+    for (; k < K; ++k)
+      for (int c = 0; c < 16; ++c) even[c] = fma(float(a[k * sak]), float(B[k * sbk + j0 + c]), even[c]);
+  } else {
+    for (; k < K; ++k)
+      for (int c = 0; c < 16; ++c) even[c] = fma(float(a[k * sak]), float(B[k * sbk + min(j0 + c, N - 1)]), even[c]);
+  }
+  for (int c = 0; c < 16; ++c)
+    if (j0 + c < N) epi.store(even[c] + odd[c], i, j0 + c);
 }
 
 // For GPUs, B of 16 columns or fewer (a low-rank factor, or the product of a gradient with one):

@@ -397,6 +397,70 @@ describe("narrow variant: B of 16 columns or fewer read in place by the panel ke
   });
 });
 
+describe("lanes and run variants: few rows of C on a CPU (attention while decoding)", () => {
+  const nodeOf = (t: sm.Tensor) => (t as unknown as { node(why: string): Node }).node("eval");
+  /** The product's values and the matmul calls of its kernels' sources, on the column layout. */
+  const product = (fn: () => sm.Tensor) => {
+    const src: string[] = [];
+    const got = withVariant("column", () =>
+      sm.tidy(() => {
+        const y = fn();
+        const s = schedule([nodeOf(y)]);
+        src.push(...s.order.map((n) => planOf(s, n).source));
+        execute(s);
+        return y.toArray() as number[];
+      }),
+    );
+    return { got, calls: src.join("\n").match(/smelt_mm_\w+\(a, bm/g) ?? [] };
+  };
+  const transpose = (x: Float32Array, rows: number, cols: number, batches = 1) => {
+    const t = new Float32Array(x.length);
+    for (let b = 0; b < batches; b++) for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[b * rows * cols + c * rows + r] = x[b * rows * cols + r * cols + c]!;
+    return t;
+  };
+
+  test("lanes: q @ kᵀ over batches, K with and without a tail of 16, 1 to 8 rows, a scale in the epilogue", () => {
+    for (const [M, K, N] of [[1, 64, 50], [3, 40, 17], [8, 33, 5], [1, 100, 2]] as const) {
+      const q = data(6 * M * K, 70 + K), k = data(6 * N * K, 71 + N);
+      const { got, calls } = product(() => sm.matmul(sm.array(q).reshape([2, 3, M, K]), sm.array(k).reshape([2, 3, N, K]).swapaxes(-1, -2)).mul(0.125));
+      expect(calls).toEqual(["smelt_mm_lanes(a, bm"]);
+      close(got, ref(q, [6, M, K], transpose(k, N, K, 6), [6, K, N]).v.map((v) => v * 0.125), 1e-5);
+    }
+  });
+
+  test("run: weights @ v over batches, N with and without a tail of 16, K odd and even, a bias in the epilogue", () => {
+    for (const [M, K, N] of [[1, 64, 64], [2, 37, 33], [5, 35, 16], [8, 250, 20]] as const) {
+      const p = data(6 * M * K, 80 + K), v = data(6 * K * N, 81 + N), bias = data(N, 82);
+      const { got, calls } = product(() => sm.matmul(sm.array(p).reshape([2, 3, M, K]), sm.array(v).reshape([2, 3, K, N])).add(sm.array(bias)));
+      expect(calls).toEqual(["smelt_mm_run(a, bm"]);
+      close(got, ref(p, [6, M, K], v, [6, K, N]).v.map((x, i) => x + bias[i % N]!), 1e-5);
+    }
+  });
+
+  test("half operands; a B broadcast over batches; column where neither layout fits or rows are many", () => {
+    for (const dtype of ["float16", "bfloat16"] as const) {
+      const q = data(2 * 40, 90), k = data(33 * 40, 91);
+      const round = (x: Float32Array) => Float32Array.from(sm.tidy(() => sm.array(x).astype(dtype).astype("float32").toArray() as number[]));
+      const { got, calls } = product(() => sm.matmul(sm.array(q).reshape([2, 40]).astype(dtype), sm.array(k).reshape([33, 40]).astype(dtype).T).astype("float32"));
+      expect(calls).toEqual(["smelt_mm_lanes(a, bm"]);
+      close(got, ref(round(q), [2, 40], transpose(round(k), 33, 40), [40, 33]).v, dtype === "float16" ? 2e-3 : 1.6e-2);
+    }
+    const a = data(4 * 3 * 40, 92), b = data(40 * 24, 93);
+    const broadcast = product(() => sm.matmul(sm.array(a).reshape([4, 3, 40]), sm.array(b).reshape([40, 24])));
+    expect(broadcast.calls.length).toBe(1);
+    close(broadcast.got, ref(a, [12, 40], b, [40, 24]).v, 1e-5);
+    // A transposed and B of 3 columns: neither both operands along k, nor 16 columns of B's rows
+    const at = data(40 * 3, 94), b3 = data(40 * 3, 96);
+    const narrow = product(() => sm.matmul(sm.array(at).reshape([40, 3]).T, sm.array(b3).reshape([40, 3])));
+    expect(narrow.calls).toEqual(["smelt_mm_column(a, bm"]);
+    close(narrow.got, ref(transpose(at, 40, 3), [3, 40], b3, [40, 3]).v, 1e-5);
+    const a9 = data(9 * 40, 95);
+    const many = product(() => sm.matmul(sm.array(a9).reshape([9, 40]), sm.array(b).reshape([40, 24])));
+    expect(many.calls).toEqual(["smelt_mm_column(a, bm"]);
+    close(many.got, ref(a9, [9, 40], b, [40, 24]).v, 1e-5);
+  });
+});
+
 describe("skinny variant: a SIMD-group per row of C for B of 16 columns or fewer (GPUs)", () => {
   const nodeOf = (t: sm.Tensor) => (t as unknown as { node(why: string): Node }).node("eval");
   test("contiguous, transposed and batched B of 1 to 16 columns, an epilogue, rows not a multiple of a threadgroup's", () => {

@@ -108,6 +108,12 @@ export function emitMatmul(p: MatmulPlan): KernelCode {
     if (N <= 8) b.line(`smelt_mm_narrow8(a, bm, ${Mp}, ${Np}, ${b.int(K)}, ${strides}, int(gid.x) * 6, epi);`);
     else b.line(`smelt_mm_narrow(a, bm, ${Mp}, ${Np}, ${b.int(K)}, ${strides}, int(gid.x) * 6, int(gid.y) * 16, epi);`);
     position = ["uint3 gid [[thread_position_in_grid]]"];
+  } else if (variant === "lanes") {
+    b.line(`smelt_mm_lanes(a, bm, ${b.int(K)}, ${sam}, ${b.int(sb[sb.length - 1]!)}, int(gid.y), int(gid.x), epi);`);
+    position = ["uint3 gid [[thread_position_in_grid]]"];
+  } else if (variant === "run") {
+    b.line(`smelt_mm_run(a, bm, ${Np}, ${b.int(K)}, ${sam}, ${sak}, ${b.int(sb[sb.length - 2]!)}, int(gid.y), int(gid.x) * 16, epi);`);
+    position = ["uint3 gid [[thread_position_in_grid]]"];
   } else {
     b.line(`smelt_mm_column(a, bm, ${Mp}, ${b.int(K)}, ${strides}, int(gid.y) * 8, int(gid.x), epi);`);
     position = ["uint3 gid [[thread_position_in_grid]]"];

@@ -20,7 +20,21 @@ import type { Dispatch } from "./kernel.ts";
  * blocks with B read in place, for B of 16 columns or fewer) and column (in place, for small M):
  * for CPUs.
  */
-export type MatmulVariant = MatmulLayout;
+export type MatmulVariant = MatmulLayout | "lanes" | "run";
+
+/**
+ * The column variant for few rows, where the operands' layout allows a better one: lanes where A
+ * and B both run along k (q kᵀ while decoding), run where B's rows are contiguous (weights times
+ * V). Column's 8 rows per thread would be 7 repeats of one, each a sum that waits on every add.
+ */
+function refineColumn(main: Node, { M, N, K }: MatmulShape): MatmulVariant {
+  if (M > 8) return "column";
+  const [A, B] = main.inputs as [Node, Node];
+  const sa = A.data!.strides, sb = B.data!.strides;
+  if (K >= 16 && sa[sa.length - 1] === 1 && sb[sb.length - 2] === 1) return "lanes";
+  if (N >= 16 && sb[sb.length - 1] === 1) return "run";
+  return "column";
+}
 
 /** Uncomputed matmuls too long to inline that n's kernel would read (through inline nodes). */
 export function pendingMatmuls(n: Node): Node[] {
@@ -218,9 +232,10 @@ export function blockSize(M: number, N: number, batches: number): 4 | 8 {
 /** Rows of C per threadgroup of the skinny variant (one SIMD-group of 32 threads each). */
 export const SKINNY_ROWS = 4;
 
-export function planMatmul(out: Node, main: Node, variant: MatmulVariant, panels: Panels | null): MatmulPlan {
+export function planMatmul(out: Node, main: Node, planned: MatmulVariant, panels: Panels | null): MatmulPlan {
   const shape = layoutOf(main);
   const { M, N, batches, folded } = shape;
+  const variant = planned === "column" ? refineColumn(main, shape) : planned;
   const packs: PackPlan[] = [];
   let dispatch: Dispatch;
   if (variant === "simd") {
@@ -249,6 +264,11 @@ export function planMatmul(out: Node, main: Node, variant: MatmulVariant, panels
     let gy = Math.ceil(cols / Math.ceil(cols / 16));
     while (gy > 1 && Math.ceil(rows / gx) * Math.ceil(cols / gy) * batches < 16) gy >>= 1;
     dispatch = { threadgroups: false, size: [rows, cols, batches], group: [gx, gy, 1] };
+  } else if (variant === "lanes") {
+    dispatch = { threadgroups: false, size: [N, M, batches], group: [Math.min(N, 64), 1, 1] };
+  } else if (variant === "run") {
+    const runs = Math.ceil(N / 16);
+    dispatch = { threadgroups: false, size: [runs, M, batches], group: [Math.min(runs, 16), 1, 1] };
   } else {
     dispatch = { threadgroups: false, size: [N, Math.ceil(M / 8), batches], group: [Math.min(N, 64), 1, 1] };
   }
