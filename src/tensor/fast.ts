@@ -103,13 +103,11 @@ function attention(q: Tensor, k: Tensor, v: Tensor, mask: "causal" | Tensor | nu
   const op = "scaledDotProductAttention";
   const [B, Hq, L, D] = q.shape as [number, number, number, number];
   const [, Hkv, S] = k.shape as [number, number, number, number];
-  // Query heads grouped by the key/value head they share: batch broadcasting does the rest. k and
-  // v get their unit axis as a view (a KV cache's are views of a longer buffer, which a reshape
-  // would copy).
-  const qg = q.reshape([B, Hkv, G, L, D]);
-  const kg = k.slice({}, {}, null);
-  const vg = v.slice({}, {}, null);
-  let s = ops.matmul(qg, ops.swapaxes(kg, -1, -2)).mul(scale);
+  // The G query heads sharing a key/value head are G x L rows of one product with it: one matmul
+  // per key/value head, whose key and value gradients are products over those rows rather than
+  // G products summed afterwards. The scores are then split into [G, L] for the mask.
+  const qg = q.reshape([B, Hkv, G * L, D]);
+  let s = ops.matmul(qg, ops.swapaxes(k, -1, -2)).mul(scale).reshape([B, Hkv, G, L, S]);
   if (mask === "causal") {
     const row = ops.arange(L).reshape([L, 1]).add(S - L);
     const col = ops.arange(S).reshape([1, S]);
@@ -125,5 +123,5 @@ function attention(q: Tensor, k: Tensor, v: Tensor, mask: "causal" | Tensor | nu
     throw new SmeltError(`${op}: mask must be "causal", a tensor or null`);
   }
   const p = ops.softmax(s, -1);
-  return ops.matmul(p.astype(v.dtype), vg).reshape([B, Hq, L, v.shape[3]!]);
+  return ops.matmul(p.astype(v.dtype).reshape([B, Hkv, G * L, S]), v).reshape([B, Hq, L, v.shape[3]!]);
 }
