@@ -105,20 +105,31 @@ function attention(q: Tensor, k: Tensor, v: Tensor, mask: "causal" | Tensor | nu
   const [, Hkv, S] = k.shape as [number, number, number, number];
   // The G query heads sharing a key/value head are G x L rows of one product with it: one matmul
   // per key/value head, whose key and value gradients are products over those rows rather than
-  // G products summed afterwards. The scores are then split into [G, L] for the mask.
+  // G products summed afterwards. The mask needs the rows split into [G, L], unless L is 1 (a
+  // decoding step): then it is laid out over the G rows, and the scores' matmul computes it in
+  // its epilogue. Over longer rows that layout's index math cost the epilogue more than the
+  // separate kernel it saves.
   const qg = q.reshape([B, Hkv, G * L, D]);
-  let s = ops.matmul(qg, ops.swapaxes(k, -1, -2)).mul(scale).reshape([B, Hkv, G, L, S]);
+  let s = ops.matmul(qg, ops.swapaxes(k, -1, -2)).mul(scale);
+  const split = L > 1 && mask != null;
+  if (split) s = s.reshape([B, Hkv, G, L, S]);
+  /** x, of 5 axes broadcasting to the scores' [.., G, L, ..], in the scores' layout. */
+  const layout = (x: Tensor) => {
+    if (split) return x;
+    const [xb, xh, , , xs] = x.shape as [number, number, number, number, number];
+    return ops.broadcastTo(x, [xb, xh, G, 1, xs]).reshape([xb, xh, G, xs]);
+  };
   if (mask === "causal") {
-    const row = ops.arange(L).reshape([L, 1]).add(S - L);
-    const col = ops.arange(S).reshape([1, S]);
-    s = ops.where(ops.greater(col, row), -Infinity, s);
+    const row = ops.arange(L).reshape([1, 1, 1, L, 1]).add(S - L);
+    const col = ops.arange(S).reshape([1, 1, 1, 1, S]);
+    s = ops.where(layout(ops.greater(col, row)), -Infinity, s);
   } else if (mask instanceof Tensor) {
     const m = mask;
     if (m.ndim < 2 || m.ndim > 4) throw new SmeltError(`${op}: mask must broadcast to [${B}, ${Hq}, ${L}, ${S}], got [${m.shape}]`);
     const m4 = m.reshape([...Array(4 - m.ndim).fill(1), ...m.shape]);
     const [mb, mh, ml, ms] = m4.shape as [number, number, number, number];
     if (mh !== 1 && mh !== Hq) throw new SmeltError(`${op}: mask's head axis has ${mh} heads, expected 1 or ${Hq}`);
-    s = s.add(m4.reshape([mb, mh === 1 ? 1 : Hkv, mh === 1 ? 1 : G, ml, ms]));
+    s = s.add(layout(m4.reshape([mb, mh === 1 ? 1 : Hkv, mh === 1 ? 1 : G, ml, ms])));
   } else if (mask != null) {
     throw new SmeltError(`${op}: mask must be "causal", a tensor or null`);
   }
