@@ -1,18 +1,23 @@
-// The one-row (decode) quantized matmul's emitted sum: the host's compiler vectorizes the lane
-// loop at full width only when the lanes are added as a left-to-right chain (src/exec/emit/
-// dequantize.ts, laneSum), a property of the source that no result shows, only its speed.
+// The quantized matmul's emitted sums (src/exec/emit/dequantize.ts), properties of the source that
+// no result shows, only its speed: one row (decoding) alternates its blocks between two sets of
+// lane sums in loops and adds them as halves; a few rows keep a left-to-right chain of lanes, the
+// form in which the host's compiler vectorizes their straight-line code at full width.
 import { expect, test } from "bun:test";
 import * as sm from "../../src/index.ts";
 import { plainPlan } from "../../src/exec/plan/kernel.ts";
 import { emitKernel } from "../../src/exec/emit/kernel.ts";
 
 for (const [format, bytes] of [["Q4_1", 20], ["Q8_0", 34], ["Q4_0", 18]] as const) {
-  test(`${format}: one row's 16 lanes are summed left to right`, () => {
+  test(`${format}: one row's blocks alternate between two sets of 16 lane sums, added as halves at the end`, () => {
     const w = sm.QuantizedTensor.fromBytes(new Uint8Array(4 * 2 * bytes), [4, 64], format);
     const y = sm.quantizedMatmul(sm.zeros([1, 64]), w);
     const { source } = emitKernel(plainPlan(y.node("test")));
-    const chain = Array.from({ length: 16 }, (_, l) => `a0_${l}`).join(" + ");
-    expect(source).toContain(`acc0 = ${chain};`);
+    expect(source).toContain("for (; kb + 1 < ");
+    expect(source).toMatch(/a\[l\] = fma\(/);
+    expect(source).toMatch(/c\[l\] = fma\(/);
+    expect(source).toContain("for (int l = 0; l < 16; ++l) a[l] += c[l];");
+    for (const h of [8, 4, 2, 1]) expect(source).toContain(`for (int l = 0; l < ${h}; ++l) a[l] += a[l + ${h}];`);
+    expect(source).toContain("acc0 = a[0];");
   });
 }
 

@@ -199,6 +199,49 @@ function manyRowLanes(b: Builder, blocks: Node, format: QuantFormat, R: number, 
 }
 
 /**
+ * The lane sums of one row of x (a decoding step), in loops over arrays as manyRowLanes: even
+ * blocks into a[l], odd ones into c[l], so that a block's step need not wait for the one before
+ * it; then c added into a and a's halves into each other, a few vector adds where a chain of
+ * lanes is a shuffle and a scalar add each.
+ */
+function oneRowLanes(b: Builder, blocks: Node, format: QuantFormat, perRow: string, elements: number, bytes: number, xAt: (k: string) => string): void {
+  b.line(`float a[${LANES}], c[${LANES}];`);
+  b.line(`for (int l = 0; l < ${LANES}; ++l) a[l] = c[l] = 0.0f;`);
+  const block = (kb: string, sums: string) => {
+    b.line("{");
+    b.scoped(() => {
+      b.line(`int base = (n * ${perRow} + ${kb}) * ${bytes};`);
+      const d = blockHalf(b, blocks, 0);
+      const m = format === "Q4_1" ? blockHalf(b, blocks, 2) : "";
+      b.line(`int xo = x0 + ${kb} * ${elements};`);
+      b.line(`for (int l = 0; l < ${LANES}; ++l) {`);
+      b.scoped(() => {
+        b.line("float ql, qh;");
+        laneQuants(b, blocks, format, "l", "ql", "qh");
+        b.line(`float lo = float(${xAt("(xo + l)")}); float hi = float(${xAt(`(xo + ${LANES} + l)`)});`);
+        b.line(laneStep(format, `${sums}[l]`, d, m, "lo", "hi", "ql", "qh"));
+      });
+      b.line("}");
+    });
+    b.line("}");
+  };
+  b.line("int kb = 0;");
+  b.line(`for (; kb + 1 < ${perRow}; kb += 2) {`);
+  b.scoped(() => {
+    block("kb", "a");
+    block("(kb + 1)", "c");
+  });
+  b.line("}");
+  b.line(`if (kb < ${perRow}) {`);
+  b.scoped(() => block("kb", "a"));
+  b.line("}");
+  b.line(`for (int l = 0; l < ${LANES}; ++l) a[l] += c[l];`);
+  // Halves added into halves: a vector's halves; the left-to-right chain was a shuffle and a scalar add per lane.
+  for (let h = LANES / 2; h >= 1; h /= 2) b.line(`for (int l = 0; l < ${h}; ++l) a[l] += a[l + ${h}];`);
+  b.line("acc0 = a[0];");
+}
+
+/**
  * One thread per weight row n and R rows of x (R = quantRowsPerThread: 1 when decoding, up to 8),
  * the dot products in float32, a block at a time. The formats at fixed offsets sum in lanes that
  * last the row (laneDot; on a GPU with one row only: plan.rowLanes), the others a value at a
@@ -224,6 +267,8 @@ export function quantizedMatmulKernel({ out, dispatch, rowLanes }: PlainPlan): K
   const lanes = LANE_FORMATS.has(format) && (R === 1 || rowLanes);
   if (lanes && R > STRAIGHT_ROWS) {
     manyRowLanes(b, blocks, format, R, perRow, elements, bytes, (k) => b.emit(x, k));
+  } else if (lanes && R === 1) {
+    oneRowLanes(b, blocks, format, perRow, elements, bytes, (k) => b.emit(x, k));
   } else {
     if (lanes) for (const r of rs) b.line(Array.from({ length: LANES }, (_, l) => `float a${r}_${l} = 0.0f;`).join(" "));
     b.line(`for (int kb = 0; kb < ${perRow}; ++kb) {`);
