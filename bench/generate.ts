@@ -2,7 +2,8 @@
  * The `generate` group of `bun run bench`: SmolLM2-135M (Q4_1 GGUF) prompt processing over 512
  * tokens and decoding of 128 tokens, in tokens per second, and peak memory; `--peer torch` runs
  * transformers on the same file (dequantized to float32, CPU, the same thread count) through
- * bench/generate_peer.py. Also runs alone: `bun bench/generate.ts [--quick] [--peer torch]`.
+ * bench/generate_peer.py, and llama.cpp (the file as it is) through bench/generate_llamacpp.py
+ * where llama-cpp-python is installed. Also runs alone: `bun bench/generate.ts [--quick] [--peer torch]`.
  *
  * Prompt processing: sm.lm.generate of one token after the whole prompt, timed to that token
  * (its promptTps). Decoding: the steps after the first token of a generation that ignores the
@@ -35,6 +36,8 @@ export interface GenerateBench {
   /** rssAfterLoad: bytes of resident memory that sm.lm.load added. */
   smelt: GenerateFigures & { loadMs: number; rssAfterLoad: number };
   torch?: (GenerateFigures & { torch: string; transformers: string; threads: number }) | { error: string };
+  /** llama.cpp on the same file, quantized as it is (bench/generate_llamacpp.py), or why it did not run. */
+  llamaCpp?: (GenerateFigures & { llamaCpp: string; threads: number }) | { error: string };
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -106,13 +109,23 @@ export async function generateGroup(opts: { quick: boolean; peer: boolean; log: 
 
   if (peer) {
     log("generate: transformers on the same GGUF (bench/generate_peer.py) ...");
+    const job = JSON.stringify({ file, prompt, decodePrompt, decodeTokens, runs, threads });
     const p = spawnSync("python3", [join(import.meta.dir, "generate_peer.py")], {
-      input: JSON.stringify({ file, prompt, decodePrompt, decodeTokens, runs, threads }),
+      input: job,
       encoding: "utf8",
       stdio: ["pipe", "pipe", "inherit"],
       env: { ...process.env, OMP_WAIT_POLICY: process.env.OMP_WAIT_POLICY ?? "PASSIVE" },
     });
     result.torch = p.status === 0 ? JSON.parse(p.stdout) : { error: `bench/generate_peer.py exited with ${p.status}` };
+    // llama.cpp where llama-cpp-python is installed (it builds llama.cpp from source; not a requirement).
+    if (spawnSync("python3", ["-c", "import llama_cpp"], { stdio: "ignore" }).status !== 0) {
+      result.llamaCpp = { error: "llama-cpp-python is not installed (pip install llama-cpp-python)" };
+      log(`generate: llama.cpp skipped, ${result.llamaCpp.error}`);
+    } else {
+      log("generate: llama.cpp on the same GGUF (bench/generate_llamacpp.py) ...");
+      const q = spawnSync("python3", [join(import.meta.dir, "generate_llamacpp.py")], { input: job, encoding: "utf8", stdio: ["pipe", "pipe", "inherit"] });
+      result.llamaCpp = q.status === 0 ? JSON.parse(q.stdout) : { error: `bench/generate_llamacpp.py exited with ${q.status}` };
+    }
   }
   printGenerate(result, log);
   return result;
@@ -129,6 +142,12 @@ function printGenerate(r: GenerateBench, log: (s: string) => void): void {
   else if (t) {
     log(`  transformers prompt ${t.promptTps.toFixed(1)} tok/s  decode ${t.decodeTps.toFixed(2)} tok/s  peak RSS ${gb(t.peakMemory)} (torch ${t.torch}, float32)`);
     log(`  smelt / transformers: prompt ${(s.promptTps / t.promptTps).toFixed(2)}x, decode ${(s.decodeTps / t.decodeTps).toFixed(2)}x`);
+  }
+  const c = r.llamaCpp;
+  if (c && "error" in c) log(`  llama.cpp    ${c.error}`);
+  else if (c) {
+    log(`  llama.cpp    prompt ${c.promptTps.toFixed(1)} tok/s  decode ${c.decodeTps.toFixed(2)} tok/s  peak RSS ${gb(c.peakMemory)} (llama-cpp-python ${c.llamaCpp}, the file's Q4_1)`);
+    log(`  smelt / llama.cpp: prompt ${(s.promptTps / c.promptTps).toFixed(2)}x, decode ${(s.decodeTps / c.decodeTps).toFixed(2)}x`);
   }
 }
 

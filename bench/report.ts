@@ -278,11 +278,15 @@ function modelSection(run: Run): string[] {
       `| smelt lazy | ${f(g.smelt.promptTps, 3)} | ${f(g.smelt.decodeTps, 3)} | ${gb(g.smelt.peakMemory)} (tensor memory) |`,
     );
     if (t) lines.push(`| transformers ${t.transformers} (torch ${t.torch}, float32) | ${f(t.promptTps, 3)} | ${f(t.decodeTps, 3)} | ${gb(t.peakMemory)} (peak RSS) |`);
-    const versus = t
+    const c = g.llamaCpp && "promptTps" in g.llamaCpp ? g.llamaCpp : undefined;
+    if (c) lines.push(`| llama.cpp (llama-cpp-python ${c.llamaCpp}, the file's weights as they are) | ${f(c.promptTps, 3)} | ${f(c.decodeTps, 3)} | ${gb(c.peakMemory)} (peak RSS) |`);
+    let versus = t
       ? `smelt / transformers: prompt ${f(g.smelt.promptTps / t.promptTps)}x, decode ${f(g.smelt.decodeTps / t.decodeTps)}x. `
       : g.torch && "error" in g.torch
         ? `No transformers peer (${g.torch.error}). `
         : "";
+    if (c) versus += `smelt / llama.cpp: prompt ${f(g.smelt.promptTps / c.promptTps)}x, decode ${f(g.smelt.decodeTps / c.decodeTps)}x. `;
+    else if (g.llamaCpp && "error" in g.llamaCpp) versus += `No llama.cpp peer (${g.llamaCpp.error}). `;
     const mb = (bytes: number) => `${f(bytes / 1e6, 3)} MB`;
     lines.push("", `${versus}Loading took ${f(g.smelt.loadMs / 1000)} s; the resident memory it added (model and tokenizer, measured in a process of its own by bench/load-memory.ts) was ${mb(g.smelt.rssAfterLoad)}, ${f(g.smelt.rssAfterLoad / g.fileBytes)}x the ${mb(g.fileBytes)} file.`, "");
   }
