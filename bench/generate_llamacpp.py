@@ -12,10 +12,11 @@ Writes {"promptTps", "decodeTps", "peakMemory" (the process's peak RSS, bytes), 
 """
 
 import json
-import resource
 import sys
 import time
 from importlib.metadata import version
+
+from peer_memory import peak_rss
 
 try:
     import numpy as np
@@ -66,8 +67,7 @@ def main():
     json.dump({
         "promptTps": prompt_tps,
         "decodeTps": decode_tps,
-        # ru_maxrss is in kilobytes on Linux, in bytes on macOS.
-        "peakMemory": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024),
+        "peakMemory": peak_rss(),
         "llamaCpp": version("llama-cpp-python"),
         "threads": threads,
     }, sys.stdout)

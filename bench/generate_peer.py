@@ -15,11 +15,12 @@ Writes {"promptTps", "decodeTps", "peakMemory" (the process's peak RSS, bytes), 
 import inspect
 import json
 import os
-import resource
 import sys
 import time
 import warnings
 from importlib.metadata import version
+
+from peer_memory import peak_rss
 
 warnings.filterwarnings("ignore")
 
@@ -79,8 +80,7 @@ def main():
     json.dump({
         "promptTps": prompt_tps,
         "decodeTps": decode_tps,
-        # ru_maxrss is in kilobytes on Linux, in bytes on macOS.
-        "peakMemory": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024),
+        "peakMemory": peak_rss(),
         "torch": torch.__version__,
         "transformers": version("transformers"),
         "threads": torch.get_num_threads(),

@@ -13,11 +13,12 @@ bytes); progress to stderr.
 
 import json
 import os
-import resource
 import sys
 import time
 import warnings
 from importlib.metadata import version
+
+from peer_memory import peak_rss
 
 warnings.filterwarnings("ignore")
 
@@ -51,7 +52,7 @@ def main():
     def peak():
         if device == "cuda":
             return torch.cuda.max_memory_allocated()
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return peak_rss()
     x, y = ids[:, :-1], ids[:, 1:]
     tokens = x.numel()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
