@@ -25,6 +25,11 @@ function blockHalf(b: Builder, blocks: Node, k: number): string {
   return v;
 }
 
+/** Declares the scale of the block at byte `base` (and Q4_1's minimum, else ""), for laneStep; their names. */
+function blockScales(b: Builder, blocks: Node, format: QuantFormat): [string, string] {
+  return [blockHalf(b, blocks, 0), format === "Q4_1" ? blockHalf(b, blocks, 2) : ""];
+}
+
 /**
  * Reads values of the block starting at byte `base` (an int variable) of blocks. Called, it
  * emits the lines that load the block's scales; the function it returns emits the lines for value
@@ -118,8 +123,7 @@ const LANE_FORMATS: ReadonlySet<QuantFormat> = new Set(["Q8_0", "Q4_0", "Q4_1"])
  * them; they are added once, after the row. xAt(r, k): row r's value k of the block.
  */
 function laneDot(b: Builder, blocks: Node, format: QuantFormat, R: number, xAt: (r: number, k: string) => string): void {
-  const d = blockHalf(b, blocks, 0);
-  const m = format === "Q4_1" ? blockHalf(b, blocks, 2) : "";
+  const [d, m] = blockScales(b, blocks, format);
   for (let l = 0; l < LANES; l++) {
     b.line(`float ql${l}, qh${l};`);
     laneQuants(b, blocks, format, `${l}`, `ql${l}`, `qh${l}`);
@@ -176,8 +180,7 @@ function manyRowLanes(b: Builder, blocks: Node, format: QuantFormat, R: number, 
   b.line(`for (int kb = 0; kb < ${perRow}; ++kb) {`);
   b.scoped(() => {
     b.line(`int base = (n * ${perRow} + kb) * ${bytes};`);
-    const d = blockHalf(b, blocks, 0);
-    const m = format === "Q4_1" ? blockHalf(b, blocks, 2) : "";
+    const [d, m] = blockScales(b, blocks, format);
     b.line(`float ql[${LANES}]; float qh[${LANES}];`);
     b.line(`for (int l = 0; l < ${LANES}; ++l) {`);
     b.scoped(() => laneQuants(b, blocks, format, "l", "ql[l]", "qh[l]"));
@@ -211,8 +214,7 @@ function oneRowLanes(b: Builder, blocks: Node, format: QuantFormat, perRow: stri
     b.line("{");
     b.scoped(() => {
       b.line(`int base = (n * ${perRow} + ${kb}) * ${bytes};`);
-      const d = blockHalf(b, blocks, 0);
-      const m = format === "Q4_1" ? blockHalf(b, blocks, 2) : "";
+      const [d, m] = blockScales(b, blocks, format);
       b.line(`int xo = x0 + ${kb} * ${elements};`);
       b.line(`for (int l = 0; l < ${LANES}; ++l) {`);
       b.scoped(() => {
@@ -236,7 +238,7 @@ function oneRowLanes(b: Builder, blocks: Node, format: QuantFormat, perRow: stri
   b.scoped(() => block("kb", "a"));
   b.line("}");
   b.line(`for (int l = 0; l < ${LANES}; ++l) a[l] += c[l];`);
-  // Halves added into halves: a vector's halves; the left-to-right chain was a shuffle and a scalar add per lane.
+  // Halves added into halves: a few vector adds, where a left-to-right chain is a shuffle and a scalar add per lane.
   for (let h = LANES / 2; h >= 1; h /= 2) b.line(`for (int l = 0; l < ${h}; ++l) a[l] += a[l + ${h}];`);
   b.line("acc0 = a[0];");
 }
