@@ -10,7 +10,7 @@
  * runs on the GPU too.
  */
 import { spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, homedir } from "node:os";
 import { basename, join } from "node:path";
 import * as sm from "smelt";
@@ -31,12 +31,30 @@ export interface LoraTrainBench {
   runs: number;
   threads: number;
   trainable: number;
-  lazy: StepFigures & { kernelsPerStep: number };
-  eager: StepFigures & { kernelsPerStep: number };
+  lazy: SmeltFigures;
+  eager: SmeltFigures;
   torch?: { eager: StepFigures; compile: StepFigures | { error: string }; torch: string; peft: string; threads: number; device: string } | { error: string };
 }
 
+/** rssPeak: bytes, the bench process's peak resident memory over the measured steps (Linux; absent elsewhere), its cached buffers and runtime included. */
+export type SmeltFigures = StepFigures & { kernelsPerStep: number; rssPeak?: number };
+
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/**
+ * Resets the process's peak resident memory (Linux: writing 5 to /proc/self/clear_refs resets
+ * VmHWM) and returns a reader of the peak since then, or null where that cannot be done.
+ */
+function rssPeakFromNow(): (() => number) | null {
+  try {
+    writeFileSync("/proc/self/clear_refs", "5");
+    const read = () => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync("/proc/self/status", "utf8"))![1]) * 1024;
+    read();
+    return read;
+  } catch {
+    return null;
+  }
+}
 
 /** Token ids of a fixed pseudo-random batch (the same in the peer), shifted for next-token targets. */
 export function batchIds(batch: number, seqLen: number, vocab: number): number[][] {
@@ -80,15 +98,17 @@ export async function loraTrainGroup(opts: { quick: boolean; peer: boolean; log:
     opt.update(model, grads);
     sm.eval(loss as sm.Tensor, model.trainableParameters(), opt.state);
     (loss as sm.Tensor).dispose();
+    sm.optim.disposeTree(grads);
   };
 
-  const measure = (mode: "lazy" | "eager") => {
+  const measure = (mode: "lazy" | "eager"): SmeltFigures => {
     sm.setDefaultMode(mode);
     try {
       step();
       const ms: number[] = [];
       let kernels = 0;
       sm.resetPeakMemory();
+      const rss = rssPeakFromNow();
       for (let i = 0; i < runs; i++) {
         const k0 = sm.stats().kernelsDispatched;
         const t0 = performance.now();
@@ -97,7 +117,9 @@ export async function loraTrainGroup(opts: { quick: boolean; peer: boolean; log:
         kernels = sm.stats().kernelsDispatched - k0;
       }
       const msPerStep = median(ms);
-      return { msPerStep, tokensPerSec: (n * 1000) / msPerStep, peakMemory: sm.getPeakMemory(), kernelsPerStep: kernels };
+      const figures: SmeltFigures = { msPerStep, tokensPerSec: (n * 1000) / msPerStep, peakMemory: sm.getPeakMemory(), kernelsPerStep: kernels };
+      if (rss) figures.rssPeak = rss();
+      return figures;
     } finally {
       sm.setDefaultMode("lazy");
     }
@@ -123,8 +145,9 @@ function printLoraTrain(r: LoraTrainBench, log: (s: string) => void): void {
   const gb = (b: number) => `${(b / 1e9).toFixed(3)} GB`;
   const line = (name: string, f: StepFigures, extra = "") => log(`  ${name.padEnd(14)} ${f.msPerStep.toFixed(0)} ms/step  ${f.tokensPerSec.toFixed(1)} tok/s  peak ${gb(f.peakMemory)}${extra}`);
   log(`lora-train (${r.model}, batch ${r.batch} x ${r.seqLen}, rank ${r.rank}, ${r.trainable} trainable, ${r.threads} threads, median of ${r.runs}):`);
-  line("smelt lazy", r.lazy, `  ${r.lazy.kernelsPerStep} kernels/step`);
-  line("smelt eager", r.eager, `  ${r.eager.kernelsPerStep} kernels/step`);
+  const rss = (f: SmeltFigures) => (f.rssPeak === undefined ? "" : ` (process peak RSS ${gb(f.rssPeak)})`);
+  line("smelt lazy", r.lazy, `${rss(r.lazy)}  ${r.lazy.kernelsPerStep} kernels/step`);
+  line("smelt eager", r.eager, `${rss(r.eager)}  ${r.eager.kernelsPerStep} kernels/step`);
   log(`  lazy / eager: ${(r.lazy.tokensPerSec / r.eager.tokensPerSec).toFixed(2)}x tokens/s`);
   const t = r.torch;
   if (t && "error" in t) log(`  PEFT + torch   ${t.error}`);

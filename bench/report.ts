@@ -13,6 +13,7 @@ interface StepFigures {
   tokensPerSec: number;
   peakMemory: number;
   kernelsPerStep?: number;
+  rssPeak?: number;
 }
 
 interface Run {
@@ -291,6 +292,7 @@ function modelSection(run: Run): string[] {
     lines.push("", `${versus}Loading took ${f(g.smelt.loadMs / 1000)} s; the resident memory it added (model and tokenizer, measured in a process of its own by bench/load-memory.ts) was ${mb(g.smelt.rssAfterLoad)}, ${f(g.smelt.rssAfterLoad / g.fileBytes)}x the ${mb(g.fileBytes)} file.`, "");
   }
   if (l) {
+    const smeltPeak = (x: StepFigures) => `(tensor memory${x.rssPeak === undefined ? "" : `; process peak RSS ${gb(x.rssPeak)}`})`;
     const row = (name: string, x: StepFigures | undefined, peak: string) =>
       x ? `| ${name} | ${f(x.msPerStep, 3)} | ${f(x.tokensPerSec, 3)} | ${x.kernelsPerStep ?? "–"} | ${gb(x.peakMemory)} ${peak} |` : `| ${name} | – | – | – | – |`;
     lines.push(
@@ -298,8 +300,8 @@ function modelSection(run: Run): string[] {
       "",
       "| | ms per step | tokens/s | kernels per step | peak memory |",
       "|---|---:|---:|---:|---:|",
-      row("smelt lazy", l.lazy, "(tensor memory)"),
-      row("smelt eager", l.eager, "(tensor memory)"),
+      row("smelt lazy", l.lazy, smeltPeak(l.lazy)),
+      row("smelt eager", l.eager, smeltPeak(l.eager)),
     );
     if (l.torch?.eager) {
       const who = `PyTorch ${l.torch.torch ?? ""} + PEFT ${l.torch.peft ?? ""}`;

@@ -340,7 +340,7 @@ export const RULES: Readonly<Record<Op, Rule | "none">> = {
     if (i === 1) return null;
     const { format } = attrsOf(c.node, "quantizedMatmul"), shape = [c.node.shape.at(-1)!, c.node.inputs[0]!.shape.at(-1)!];
     keepFloat(c.x(1), format, shape);
-    const weight = floatWeight(c.x(1), format, shape);
+    const weight = floatWeight(c.x(1), format, shape, c.ct.dtype === "float32" ? { rows: c.ct.shape, transposed: false } : undefined);
     return ops.matmul(c.ct, weight);
   },
 };

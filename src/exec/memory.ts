@@ -74,7 +74,21 @@ export class Storage {
   release(): void {
     if (--this.refs > 0) return;
     this.dropDerived();
-    if (this.buf) memory.recycle(this);
+    if (this.buf) memory.recycle(this.buf, this.bytes, this.busy);
+  }
+  /**
+   * Derived data gives its buffer back and keeps what was derived from it in turn: a weight's
+   * float form, once both sets of panels its matmuls read are kept (tensor/quantized.ts), which
+   * nothing reads in place from then on. A kernel that would read it finds no buffer.
+   */
+  hollow(): void {
+    if (!this.buf) return;
+    memory.derivedBytes -= this.bytes;
+    stats.bytesAllocated -= this.bytes;
+    // Freed, not cached: a buffer of a weight's size seldom serves anything else. The device
+    // frees it once no command buffer in flight uses it.
+    this.buf.dispose();
+    this.buf = null;
   }
   /** The storage derived under key, if it is kept. */
   kept(key: string): Storage | undefined {
@@ -95,7 +109,7 @@ export class Storage {
     const derived = this.derived;
     this.derived = null;
     for (const d of derived.values()) {
-      memory.derivedBytes -= d.bytes;
+      if (d.bound) memory.derivedBytes -= d.bytes;
       d.release();
     }
     memory.deriving.delete(this);
@@ -116,8 +130,8 @@ export function bucketOf(bytes: number): number {
 
 class Memory {
   private cache = new Map<number, DeviceBuffer[]>();
-  /** Freed storages that a command buffer still running reads or writes: reusable once it is done. */
-  private pending: Storage[] = [];
+  /** Freed buffers that a command buffer still running reads or writes: reusable once it is done. */
+  private pending: { buffer: DeviceBuffer; bytes: number; busy: number }[] = [];
   /** Command buffers of the device known to be done, so most checks need not read the counter. */
   private completed = 0;
   private dev: Device | null = null;
@@ -176,17 +190,20 @@ class Memory {
     for (const s of [...this.deriving]) s.dropDerived();
   }
 
-  /** A storage nothing refers to: cached for reuse, once no command buffer in flight uses it. */
-  recycle(s: Storage): void {
-    stats.bytesAllocated -= s.bytes;
+  /**
+   * The buffer of a storage that no longer holds it (bytes: its bucket; busy: the last command
+   * buffer using it): cached for reuse, once no command buffer in flight uses it.
+   */
+  recycle(buffer: DeviceBuffer, bytes: number, busy: number): void {
+    stats.bytesAllocated -= bytes;
     // Memory of a device that was lost and replaced goes with that device.
-    if (s.buffer.disposed) return;
-    if (s.busy > this.completed && s.busy > (this.completed = this.dev?.completedCount() ?? Infinity)) {
-      stats.bytesCached += s.bytes;
-      this.pending.push(s);
+    if (buffer.disposed) return;
+    if (busy > this.completed && busy > (this.completed = this.dev?.completedCount() ?? Infinity)) {
+      stats.bytesCached += bytes;
+      this.pending.push({ buffer, bytes, busy });
       return;
     }
-    this.keep(s.buffer, s.bytes);
+    this.keep(buffer, bytes);
   }
 
   private keep(buffer: DeviceBuffer, bytes: number): void {
@@ -200,10 +217,10 @@ class Memory {
     list.push(buffer);
   }
 
-  /** Moves the pending storages whose command buffers are done to the cache. */
+  /** Moves the pending buffers whose command buffers are done to the cache. */
   private reap(): void {
     const done = (this.completed = this.dev?.completedCount() ?? Infinity);
-    const still: Storage[] = [];
+    const still: typeof this.pending = [];
     for (const s of this.pending) {
       if (s.busy > done) still.push(s);
       else {

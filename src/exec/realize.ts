@@ -9,7 +9,7 @@ import { SmeltError } from "../errors.ts";
 import type { CommandBuffer } from "../runtime/command.ts";
 import { REC_DISPATCH_THREADGROUPS, REC_DISPATCH_THREADS } from "../runtime/records.ts";
 import type { Pipeline } from "../runtime/resources.ts";
-import { type Target, targetOf } from "../runtime/target.ts";
+import { type MatmulLayout, type Target, targetOf } from "../runtime/target.ts";
 import { isFloating, itemsize } from "../graph/dtype.ts";
 import { contiguousStrides, isRowContiguous, MAX_ELEMENTS, sameShape } from "../graph/shape.ts";
 import { newMark, type Node } from "../graph/node.ts";
@@ -287,6 +287,10 @@ class Schedule implements ScheduleState {
     const B = main.inputs[1]!;
     let b: Storage, fill = true, keeper: Storage | null = null;
     if (B.schedOrder < 0) {
+      // A weight's float form that gave its buffer back is read through its kept panels alone.
+      if (!B.data!.storage.bound && !B.data!.storage.kept(panelKey(B))) {
+        throw new SmeltError("eval: the panels kept for a quantized weight were dropped while the step reading them was built (memory ran short); evaluate it again");
+      }
       const kept = B.data!.storage.derive(panelKey(B), () => memory.allocate(panelBytes(main), "matmul"));
       b = kept.storage.retain();
       fill = kept.fresh;
@@ -728,18 +732,31 @@ function rowThreads(target: Target, g: RowGroup): number {
  */
 function matmulVariant(target: Target, main: Node): MatmulVariant {
   const M = main.shape[main.shape.length - 2]!, N = main.shape[main.shape.length - 1]!;
+  return layoutFor(target, M, N, main.size * matmulDepth(main), panelBytes(main) / 4);
+}
+
+/** matmulVariant for a product of M rows (a batch) and N columns, work multiply-adds in all, with panelElements floats of panels. */
+function layoutFor(target: Target, M: number, N: number, work: number, panelElements: number): MatmulLayout {
   const { small, large, smallRows, smallWork, skinny } = target.matmul;
   // Panels are 16 columns wide: a B of one panel or less is read in place rather than copied into it
   // by a kernel of its own (a low-rank factor's gradient).
   const narrow = large === "panel" && N <= 16;
-  const layout = M <= smallRows || narrow || main.size * matmulDepth(main) < smallWork ? small : large;
+  const layout = M <= smallRows || narrow || work < smallWork ? small : large;
   // Rows enough for the panel kernel's blocks: they take B's few columns in place.
-  if (layout === "column" && narrow && M > smallRows && main.size * matmulDepth(main) >= smallWork) return "narrow";
+  if (layout === "column" && narrow && M > smallRows && work >= smallWork) return "narrow";
   // A GPU's tiles are 32 columns wide: B of 16 or fewer gets a SIMD-group per row instead.
   if (skinny && layout === large && N <= 16) return "skinny";
   if (layout === "skinny" && N > 16) return "dot";
   // Panels pad B's columns to 16: past MAX_ELEMENTS their 32-bit indices would overflow.
-  return layout === "panel" && panelBytes(main) / 4 > MAX_ELEMENTS ? "column" : layout;
+  return layout === "panel" && panelElements > MAX_ELEMENTS ? "column" : layout;
+}
+
+/**
+ * Whether the shared device runs a product of `rows` rows in all, M of them a batch, by a 2-D B
+ * of `depth` rows and `columns` columns with the panel kernel, which reads B's panels alone.
+ */
+export function readsPanels(M: number, rows: number, columns: number, depth: number): boolean {
+  return layoutFor(targetOf(memory.device), M, columns, rows * columns * depth, Math.ceil(columns / 16) * depth * 16) === "panel";
 }
 
 /**

@@ -13,7 +13,7 @@ import { Module, type ParamTree, valueAndGrad } from "../nn/module.ts";
 import { Adam, AdamW, type Optimizer, SGD } from "../optim/optimizers.ts";
 import { cosineDecay, joinSchedules, linearSchedule, type Schedule } from "../optim/schedules.ts";
 import { accumulate, disposeTree } from "../optim/trees.ts";
-import { QuantizedTensor } from "../tensor/quantized.ts";
+import { keptBytesPerElement, QuantizedTensor } from "../tensor/quantized.ts";
 import * as random from "../tensor/random.ts";
 import { evalTensors, type Tensor } from "../tensor/tensor.ts";
 import { load, save } from "./adapters.ts";
@@ -195,16 +195,28 @@ export class Trainer {
     return this.opts.forward ? this.opts.forward(this.model, inputs) : (this.model.forward(inputs) as Tensor);
   }
 
-  /** Bytes of weights, and of adapter + gradients + optimizer slots: the floor of the peak before activations. */
-  memoryEstimate(): { weights: number; training: number } {
+  /**
+   * Bytes of weights, of what steps keep of quantized weights (their float forms, or the panels
+   * the products read), and of adapter + gradients + optimizer slots: the floor of the peak
+   * before activations, from the second step on (the first holds the float forms beside the panels).
+   */
+  memoryEstimate(): { weights: number; kept: number; training: number } {
     let weights = this.model.namedParameters().reduce((n, [, t]) => n + t.size * itemsize(t.dtype), 0);
     // Quantized weights are not parameters (nothing trains them) but they take memory all the same.
-    for (const [, m] of this.model.namedModules()) {
+    // Kept for the products that read them: an embedding's only where it is the output layer too.
+    const modules = this.model.namedModules();
+    const tied = !modules.some(([path]) => path === "lm_head" || path.endsWith(".lm_head"));
+    const seen = new Set<QuantizedTensor>();
+    let kept = 0;
+    for (const [, m] of modules) {
       const w = (m as { weight?: unknown }).weight;
-      if (w instanceof QuantizedTensor) weights += w.nbytes;
+      if (!(w instanceof QuantizedTensor) || seen.has(w)) continue;
+      seen.add(w);
+      weights += w.nbytes;
+      if (tied || !("asLinear" in m)) kept += w.size * keptBytesPerElement();
     }
     const slots = this.opts.optimizer === "sgd" ? 0 : 2;
-    return { weights, training: countTrainable(this.model) * 4 * (2 + slots) };
+    return { weights, kept, training: countTrainable(this.model) * 4 * (2 + slots) };
   }
 
   /** Token-weighted mean loss over the first `batches` validation batches (-1: all). */
@@ -357,7 +369,10 @@ export class Trainer {
     if (this.opts.progress && this.step === 0) {
       const m = this.memoryEstimate();
       const mb = (b: number) => `${(b / 2 ** 20).toFixed(1)} MB`;
-      console.error(`lora: ${countTrainable(this.model)} trainable parameters; expected peak ≥ ${mb(m.weights + m.training)} (weights ${mb(m.weights)}, adapter + gradients + optimizer ${mb(m.training)}) plus activations`);
+      console.error(
+        `lora: ${countTrainable(this.model)} trainable parameters; expected peak ≥ ${mb(m.weights + m.kept + m.training)} (weights ${mb(m.weights)}, ` +
+          `kept for the steps ${mb(m.kept)}, adapter + gradients + optimizer ${mb(m.training)}) plus activations`,
+      );
     }
     let window = { loss: 0, targets: 0, tokens: 0, seconds: 0, steps: 0 };
     let trainLoss = Number.NaN;

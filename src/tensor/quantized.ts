@@ -8,7 +8,9 @@ import { Node, tracing } from "../graph/node.ts";
 import type { QuantFormat } from "../graph/op.ts";
 import { QUANT_BLOCKS, quantBytes } from "../graph/quant.ts";
 import { checkShape, contiguousStrides, isRowContiguous } from "../graph/shape.ts";
-import { evalNodes } from "../exec/realize.ts";
+import { evalNodes, readsPanels } from "../exec/realize.ts";
+import { panelKeyOf } from "../exec/plan/matmul.ts";
+import { targetOf } from "../runtime/target.ts";
 import { memory, stats } from "../exec/memory.ts";
 import { isFloating } from "../graph/dtype.ts";
 import { astype, fromBytes, matmul, transpose } from "./ops.ts";
@@ -93,15 +95,22 @@ function floatKey(blocks: Node, format: QuantFormat, shape: readonly number[]): 
   return d ? `dequantized ${format} ${d.offset} ${d.strides} ${shape}` : null;
 }
 
+/** The panel keys of a kept float form [N, K]: as x @ wᵀ reads it (a forward pass), and as g @ w (its backward). */
+const panelKeys = (shape: readonly number[]): [string, string] => [
+  panelKeyOf("float32", 0, [1, shape[1]!], [shape[1]!, shape[0]!]),
+  panelKeyOf("float32", 0, contiguousStrides(shape), shape),
+];
+
 /**
  * Keeps the float form of a frozen weight that a training step reads (under a transform: its
  * backward reads the weight too) beside its computed blocks, as derived data of their storage,
  * computing it now unless it is kept already: later steps read it as a computed tensor, so they
  * neither dequantize it again nor pack it into matmul panels again (those are kept beside it in
- * turn). Inference alone never keeps one (the float form is 6 to 8 times the blocks). Derived
- * data (the float forms and their two sets of panels) is kept within half the memory limit, and
- * goes first when memory runs short; a weight not kept is dequantized per step. Returns whether
- * the float form is kept.
+ * turn). Once both sets of panels are kept (the forward's and the backward's), the float form
+ * gives its buffer back and the panels alone stay: the matmuls read nothing else. Inference alone
+ * never keeps one (the float form is 6 to 8 times the blocks). Derived data is kept within half
+ * the memory limit, and goes first when memory runs short; a weight not kept is dequantized per
+ * step. Returns whether the float form is kept.
  */
 export function keepFloat(blocks: Tensor, format: QuantFormat, shape: readonly number[]): boolean {
   const b = blocks.node("dequantize");
@@ -111,7 +120,15 @@ export function keepFloat(blocks: Tensor, format: QuantFormat, shape: readonly n
   // Kept data takes at most half the memory limit, leaving the rest to the steps. A limit lowered
   // under what is kept lets it all go, before a step holds it for its whole evaluation.
   if (memory.derivedBytes > memory.limit / 2) memory.dropDerived();
-  if (d.storage.kept(key)) return true;
+  const kept = d.storage.kept(key);
+  if (kept) {
+    const [forward, backward] = panelKeys(shape);
+    const both = kept.kept(forward) !== undefined && kept.kept(backward) !== undefined;
+    if (both) kept.hollow();
+    if (both || kept.bound) return true;
+    // Given back, and memory running short took its panels since: dequantized again.
+    d.storage.dropDerived();
+  }
   const bytes = 3 * 4 * shape.reduce((a, e) => a * e, 1);
   if (memory.derivedBytes + bytes > memory.limit / 2 || stats.bytesAllocated + bytes > memory.limit) return false;
   const n = new Node("dequantize", [b], [...shape], "float32", { format });
@@ -124,12 +141,33 @@ export function keepFloat(blocks: Tensor, format: QuantFormat, shape: readonly n
   return own;
 }
 
-/** dequantizeBlocks, served from the float form keepFloat kept when there is one. */
-export function floatWeight(blocks: Tensor, format: QuantFormat, shape: readonly number[]): Tensor {
+/**
+ * Bytes per element of a quantized weight that keepFloat keeps from the second training step on:
+ * the two sets of panels where products read panels (a CPU's), else the float form.
+ */
+export function keptBytesPerElement(): number {
+  return targetOf(memory.device).matmul.large === "panel" ? 8 : 4;
+}
+
+/**
+ * dequantizeBlocks, served from the float form keepFloat kept when there is one. `read` says how
+ * a float32 matmul reads the result, `rows` [..., M, ·] of x (transposed: x @ wᵀ) or of a gradient
+ * g @ w: a form that gave its buffer back serves only a product the panel kernel runs, whose panels
+ * are kept; any other read gets the weight dequantized for its evaluation.
+ */
+export function floatWeight(blocks: Tensor, format: QuantFormat, shape: readonly number[], read?: { rows: readonly number[]; transposed: boolean }): Tensor {
   const b = blocks.node("dequantize");
   const n = new Node("dequantize", [b], [...shape], "float32", { format });
   const key = floatKey(b, format, shape);
   const kept = key === null ? undefined : b.data!.storage.kept(key);
+  if (kept && !kept.bound) {
+    if (!read) return new Tensor(n);
+    const { rows, transposed } = read;
+    const M = rows.length > 1 ? rows[rows.length - 2]! : 1, all = rows.slice(0, -1).reduce((a, e) => a * e, 1);
+    const [N, K] = shape as [number, number];
+    const served = transposed ? readsPanels(M, all, N, K) : readsPanels(M, all, K, N);
+    if (!served || kept.kept(panelKeys(shape)[transposed ? 0 : 1]) === undefined) return new Tensor(n);
+  }
   if (kept) n.data = { storage: kept.retain(), strides: contiguousStrides(n.shape), offset: 0 };
   return new Tensor(n);
 }
@@ -165,7 +203,7 @@ export function quantizedMatmul(x: Tensor, w: QuantizedTensor): Tensor {
   const kept = tracing.depth > 0 && keepFloat(w.blocks, w.format, w.shape);
   if (kept || n.size / K >= DEQUANTIZE_ROWS) {
     return composite(() => {
-      const wf = floatWeight(w.blocks, w.format, w.shape);
+      const wf = floatWeight(w.blocks, w.format, w.shape, n.dtype === "float32" ? { rows: n.shape, transposed: true } : undefined);
       return matmul(x, transpose(n.dtype === "float32" ? wf : astype(wf, n.dtype)));
     });
   }

@@ -95,8 +95,8 @@ describe("plans", () => {
       expect(code.packs!.length).toBe(1);
       expect(code.packs![0]!.out).toBe(p.packs[0]!.out);
       expect(code.packs![0]!.code.source).toContain(signature("float32", ["float32"], ["uint3 gid [[thread_position_in_grid]]"]));
-      // the inputs A, W and the bias, then the panels in the slot after them
-      expect(code.source).toContain(signature("float32", ["float32", "float32", "float32"], ["uint3 gid [[thread_position_in_grid]]"], ["device const float* pk"]));
+      // the inputs A and the bias (the kernel reads W's panels alone), then the panels in the slot after them
+      expect(code.source).toContain(signature("float32", ["float32", "float32"], ["uint3 gid [[thread_position_in_grid]]"], ["device const float* pk"]));
       execute(s);
     });
     const got = out.toArray() as number[];

@@ -1,12 +1,15 @@
 // A frozen quantized weight read by training steps: its float form and matmul panels are kept
-// beside its blocks after the first step, so a later step runs no dequantize or pack kernel for it;
-// values against float64 in JS, lazy against eager; under a memory limit the kept data goes first.
+// beside its blocks after the first step, so a later step runs no dequantize or pack kernel for it,
+// and where both passes read panels the float form gives its memory back; values against float64
+// in JS, lazy against eager, a product the panel kernel does not run after that; under a memory
+// limit the kept data goes first.
 import { describe, expect, test } from "bun:test";
 import * as sm from "../../src/index.ts";
 import { join } from "node:path";
 import { DEQUANTIZE_ROWS } from "../../src/tensor/quantized.ts";
 import { frozenLossAndGrad64 } from "./quantized-reference.ts";
 import { targetOf } from "../../src/runtime/target.ts";
+import { bucketOf } from "../../src/exec/memory.ts";
 
 let state = 20261206;
 const next = () => (state = (Math.imul(state, 1664525) + 1013904223) >>> 0);
@@ -43,7 +46,10 @@ describe("a frozen quantized weight across training steps", () => {
       const step = () => {
         const [loss, g] = lossAndGrad(a) as [sm.Tensor, sm.Tensor];
         sm.eval(loss, g);
-        return { loss: loss.item(), grad: g.toArray() as number[] };
+        const got = { loss: loss.item(), grad: g.toArray() as number[] };
+        loss.dispose();
+        g.dispose();
+        return got;
       };
       const want = frozenLossAndGrad64(xs, as, cs, wv, rows, N, K);
       const check = (got: { loss: number; grad: number[] }) => {
@@ -52,16 +58,34 @@ describe("a frozen quantized weight across training steps", () => {
       };
       const first = step();
       check(first);
+      const afterFirst = sm.getActiveMemory();
       const [second, p] = sm.profile(step);
       check(second);
+      const afterSecond = sm.getActiveMemory();
       const labels = p.byLabel.map((e) => e.label);
       // A CPU's products pack B into panels (kept too); a GPU's read the kept float form as it is.
       const packs = targetOf(sm.device()).matmul.large === "panel";
       expect(labels.some((l) => (packs ? /^matmul panel/ : /^matmul /).test(l))).toBe(true);
       expect(labels.filter((l) => /dequantize|^pack|quantizedMatmul/.test(l))).toEqual([]);
+      // Both passes read panels on a CPU: the float form's buffer went back as the second step began.
+      expect(afterFirst - afterSecond).toBe(packs ? bucketOf(N * K * 4) : 0);
+      check(step());
+      expect(sm.getActiveMemory()).toBe(afterSecond);
       const eager = sm.eager(step);
       expect(eager.loss).toBeCloseTo(second.loss, 4);
       for (let k = 0; k < K; k++) expect(Math.abs(eager.grad[k]! - second.grad[k]!)).toBeLessThan(1e-5 * (1 + Math.abs(want.grad[k]!)));
+      // Two rows, too few for the panel kernel: the weight is dequantized for that step.
+      const [x2, c2] = [x.slice("0:2"), c.slice("0:2")];
+      const few = sm.valueAndGrad((q: sm.Tensor) => sm.sum(sm.multiply(sm.quantizedMatmul(sm.multiply(x2, q), w), c2)));
+      const [l2, g2] = few(a) as [sm.Tensor, sm.Tensor];
+      const want2 = frozenLossAndGrad64(xs.slice(0, 2 * K), as, cs.slice(0, 2 * N), wv, 2, N, K);
+      expect(Math.abs(l2.item() - want2.loss)).toBeLessThan(1e-4 * (1 + Math.abs(want2.loss)));
+      const got2 = g2.toArray() as number[];
+      for (let k = 0; k < K; k++) expect(Math.abs(got2[k]! - want2.grad[k]!)).toBeLessThan(1e-4 * (1 + Math.abs(want2.grad[k]!)));
+      l2.dispose();
+      g2.dispose();
+      // The panels are still there for the steps of all rows.
+      check(step());
       w.dispose();
     }, 120_000);
   }
@@ -79,11 +103,13 @@ describe("a frozen quantized weight across training steps", () => {
     expect(out.limit).toBeLessThan(out.before + 2 * out.kept);
     expect(out.limit).toBeGreaterThan(out.before + out.kept);
     // Every step's loss and gradient as float64, whether its weight was kept or not.
-    expect(out.errors.length).toBe(4);
+    expect(out.errors.length).toBe(5);
     for (const e of out.errors) expect(e).toBeLessThan(1e-4);
     // Under the limit nothing stays kept after a step; without it the next step keeps it again.
     expect(out.limited).toEqual([out.before, out.before]);
     expect(out.unlimited).toBe(out.before + out.kept);
+    // The step after that reads the panels alone: the float form's memory went back.
+    expect(out.hollowed).toBe(out.unlimited - bucketOf(out.n * out.k * 4));
     // The kept data goes with the blocks.
     expect(out.disposed).toBeLessThan(out.before);
   }, 120_000);

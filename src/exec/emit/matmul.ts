@@ -31,7 +31,9 @@ export function emitMatmul(p: MatmulPlan): KernelCode {
   const epilogue = b.takeLines();
 
   // The kernel: this thread's batch, operand offsets and the library call.
-  const ai = b.leaf(A), bi = b.leaf(B);
+  // The panel variant reads B's panels alone: B itself is not bound (a weight's float form may
+  // have given its buffer back, tensor/quantized.ts keepFloat).
+  const ai = b.leaf(A), bi = variant === "panel" ? -1 : b.leaf(B);
   const a2 = summed ? b.leaf(summed.product.inputs[0]!) : -1;
   const b2 = summed ? b.leaf(summed.product.inputs[1]!) : -1;
   b.line(`int batch = int(${variant === "simd" || variant === "block" || variant === "skinny" ? "tg.z" : "gid.z"});`);

@@ -8,6 +8,7 @@
 import { SmeltError } from "../../errors.ts";
 import type { MatmulLayout } from "../../runtime/target.ts";
 import type { Node } from "../../graph/node.ts";
+import type { DType } from "../../graph/dtype.ts";
 import type { Storage } from "../memory.ts";
 import { isInline, matmulDepth, readsOwnElement } from "./inline.ts";
 import type { Dispatch } from "./kernel.ts";
@@ -163,8 +164,10 @@ export function summedProduct(out: Node, main: Node): SummedProduct | null {
 /** What the panels of B are kept under beside B's memory (Storage.derive): they depend on its layout there. */
 export function panelKey(B: Node): string {
   const d = B.data!;
-  return `panels ${B.dtype} ${d.offset} ${d.strides} ${B.shape}`;
+  return panelKeyOf(B.dtype, d.offset, d.strides, B.shape);
 }
+export const panelKeyOf = (dtype: DType, offset: number, strides: readonly number[], shape: readonly number[]): string =>
+  `panels ${dtype} ${offset} ${strides} ${shape}`;
 
 /** Bytes of the panels the "panel" variant copies B of matmul m into: 16 columns by K floats each, per batch of B. */
 export function panelBytes(m: Node): number {
