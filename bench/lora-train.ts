@@ -3,7 +3,8 @@
  * AdamW) of SmolLM2-135M (Q4_1 GGUF) with rank 8 on every linear layer, batch 4 x 128 tokens: ms
  * per step, tokens/s, kernels per step and peak memory, lazy and eager. `--peer torch` runs PEFT +
  * torch on the same file (dequantized to float32, the same threads) through bench/lora_train_peer.py,
- * eager and torch.compile. Also runs alone: `bun bench/lora-train.ts [--quick] [--peer torch]`.
+ * eager and torch.compile. `bun run bench` runs it in a process of its own (loraTrainChild); it also
+ * runs alone: `bun bench/lora-train.ts [--quick] [--peer torch] [--json]`.
  * Each mode is measured after a warm-up step (which compiles the kernels), as the median of runs.
  * SMELT_LORA_MODEL=PATH times another model file or Hugging Face folder instead (for example one that
  * bench/smollm2_shaped.py writes where the GGUF cannot be fetched); on the CUDA backend the peer
@@ -159,12 +160,26 @@ function printLoraTrain(r: LoraTrainBench, log: (s: string) => void): void {
   }
 }
 
+/**
+ * The group in a process of its own (`bun run bench` runs it so), so that its peak resident memory
+ * is its own and not the earlier groups': with --json the log goes to stderr and the results, or
+ * null when the model is missing, to stdout as one line of JSON.
+ */
+export function loraTrainChild(opts: { quick: boolean; peer: boolean }): LoraTrainBench | null {
+  const args = [join(import.meta.dir, "lora-train.ts"), "--json", ...(opts.quick ? ["--quick"] : []), ...(opts.peer ? ["--peer", "torch"] : [])];
+  const child = spawnSync(process.execPath, args, { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], env: process.env, maxBuffer: 16 << 20 });
+  if (child.status !== 0) throw new Error(`bench/lora-train.ts exited with ${child.status}`);
+  return JSON.parse(child.stdout.trim().split("\n").at(-1)!) as LoraTrainBench | null;
+}
+
 if (import.meta.main) {
   const args = process.argv.slice(2);
-  const bad = args.find((a) => a !== "--quick" && a !== "--peer" && a !== "torch");
+  const bad = args.find((a) => a !== "--quick" && a !== "--peer" && a !== "torch" && a !== "--json");
   if (bad !== undefined || (args.includes("--peer") && !args.includes("torch"))) {
-    console.error("usage: bun bench/lora-train.ts [--quick] [--peer torch]");
+    console.error("usage: bun bench/lora-train.ts [--quick] [--peer torch] [--json]");
     process.exit(2);
   }
-  await loraTrainGroup({ quick: args.includes("--quick"), peer: args.includes("--peer"), log: console.log });
+  const json = args.includes("--json");
+  const result = await loraTrainGroup({ quick: args.includes("--quick"), peer: args.includes("--peer"), log: json ? console.error : console.log });
+  if (json) console.log(JSON.stringify(result));
 }

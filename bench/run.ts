@@ -120,7 +120,7 @@ if (values.peer === "torch" && chosen.length) {
 }
 
 const generate = withGenerate ? await (await import("./generate.ts")).generateGroup({ quick, peer: values.peer === "torch", log }) : null;
-const loraTrain = withLoraTrain ? await (await import("./lora-train.ts")).loraTrainGroup({ quick, peer: values.peer === "torch", log }) : null;
+const loraTrain = withLoraTrain ? (await import("./lora-train.ts")).loraTrainChild({ quick, peer: values.peer === "torch" }) : null;
 
 const git = (...args: string[]) => {
   try {

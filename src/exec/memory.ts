@@ -77,11 +77,20 @@ export class Storage {
     if (this.buf) memory.recycle(this.buf, this.bytes, this.busy);
   }
   /**
-   * Derived data gives its buffer back and keeps what was derived from it in turn: a weight's
-   * float form, once both sets of panels its matmuls read are kept (tensor/quantized.ts), which
-   * nothing reads in place from then on. A kernel that would read it finds no buffer.
+   * Keys of derived data that, once all are kept, serve every reader of this storage: it then
+   * gives its buffer back (a weight's float form, read through the panels of its two products
+   * alone: tensor/quantized.ts keepFloat).
    */
-  hollow(): void {
+  servedBy: readonly string[] | null = null;
+  /** Gives the buffer back if what servedBy names is all kept; called as an evaluation fills panels. */
+  giveBackIfServed(): void {
+    if (this.buf && this.servedBy?.every((k) => this.derived?.has(k))) this.hollow();
+  }
+  /**
+   * Derived data gives its buffer back and keeps what was derived from it in turn. A kernel that
+   * would read it finds no buffer.
+   */
+  private hollow(): void {
     if (!this.buf) return;
     memory.derivedBytes -= this.bytes;
     stats.bytesAllocated -= this.bytes;

@@ -102,7 +102,7 @@ class Schedule implements ScheduleState {
       if ((inline && this.sharesDots(n)) || this.shared?.has(n)) this.materialize(n);
       // Row reductions and matmuls wait: the kernel of whatever reads them may compute them. So
       // does a float sum over leading axes read once: its kernel may finish the reader's value.
-      const finishes = n.consumers === 1 && isLeadingSum(n);
+      const finishes = n.schedConsumers === 1 && isLeadingSum(n);
       if (!inline && !isRowReduce(n) && n.op !== "matmul" && !finishes) this.materialize(n);
     }
     if (!root.data) this.materialize(root);
@@ -117,7 +117,7 @@ class Schedule implements ScheduleState {
    */
   private sharesDots(n: Node): boolean {
     n.schedDots = n.op === "matmul" || n.inputs.some((i) => !i.data && i.schedDots);
-    return n.schedDots && n.consumers > 1;
+    return n.schedDots && n.schedConsumers > 1;
   }
 
   // n.schedInlineCount: the inline nodes n's kernel would compute (an upper bound when nodes are shared);
@@ -132,7 +132,7 @@ class Schedule implements ScheduleState {
       const leaves: Node[] = [];
       const mark = newMark();
       for (const i of n.inputs) {
-        if (i.data || i.consumers > 1) {
+        if (i.data || i.schedConsumers > 1) {
           if (i.schedMark !== mark) leaves.push(i);
           i.schedMark = mark;
         }
@@ -214,7 +214,7 @@ class Schedule implements ScheduleState {
     // An elementwise finish of a sum over rows that reads nothing else (a gradient cast to its
     // weight's dtype, or added to an earlier one) is computed by the sum's kernel.
     const sum = finishedSum(n);
-    if (sum && sum !== n && sum.consumers === 1) {
+    if (sum && sum !== n && sum.schedConsumers === 1) {
       this.sumInputs(sum);
       return this.allocate(n);
     }
@@ -974,18 +974,28 @@ function settle(schedule: Schedule, failed: boolean): void {
 function releasePanels(schedule: Schedule, failed: boolean): void {
   for (const { panels } of schedule.matmuls.values()) {
     if (failed) panels?.keeper?.dropDerived();
+    else panels?.keeper?.giveBackIfServed();
     panels?.b.release();
   }
   schedule.matmuls.clear();
 }
 
+/** Each node to compute under roots gets its consumers among them (schedConsumers). */
+function countConsumers(roots: readonly Node[]): void {
+  const nodes = postOrder(roots, uncomputed, "schedMark");
+  for (const n of nodes) n.schedConsumers = 0;
+  for (const n of nodes) for (const i of n.inputs) if (!i.data) i.schedConsumers++;
+}
+
 /** Decides the kernels that compute the nodes (exported for the scheduling benchmark). */
+
 export function schedule(nodes: readonly Node[]): Schedule {
   releasePendingMarks();
   const s = new Schedule(nodes);
   const walk = describe(nodes);
   if (walk && replay(walk, s)) return s;
   try {
+    countConsumers(nodes);
     for (const n of byDepth(nodes)) s.require(n);
     s.mergeOutputs();
     const panels = (n: Node) => s.matmuls.get(n)?.panels;

@@ -66,6 +66,12 @@ export class Node<O extends Op = Op> {
   schedPlansAround = true;
   /** Whether the node's inline code would compute a matmul inline (a dot product per element). */
   schedDots = false;
+  /**
+   * The node's consumers among the nodes the evaluation computes. `consumers` also counts nodes
+   * outside it, among them dropped ones that the garbage collector has yet to finalize: planned
+   * on that count, the kernels would depend on when it ran.
+   */
+  schedConsumers = 0;
   /** While an evaluation is pending: this node's place in its kernel order (else -1). */
   schedOrder = -1;
   // Scratch of the memory planner (src/exec/lifetimes.ts), valid under its stamp in lifeMark.

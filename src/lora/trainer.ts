@@ -198,7 +198,7 @@ export class Trainer {
   /**
    * Bytes of weights, of what steps keep of quantized weights (their float forms, or the panels
    * the products read), and of adapter + gradients + optimizer slots: the floor of the peak
-   * before activations, from the second step on (the first holds the float forms beside the panels).
+   * before activations, once the first step is done (while it runs it holds the float forms beside the panels).
    */
   memoryEstimate(): { weights: number; kept: number; training: number } {
     let weights = this.model.namedParameters().reduce((n, [, t]) => n + t.size * itemsize(t.dtype), 0);

@@ -106,8 +106,9 @@ const panelKeys = (shape: readonly number[]): [string, string] => [
  * backward reads the weight too) beside its computed blocks, as derived data of their storage,
  * computing it now unless it is kept already: later steps read it as a computed tensor, so they
  * neither dequantize it again nor pack it into matmul panels again (those are kept beside it in
- * turn). Once both sets of panels are kept (the forward's and the backward's), the float form
- * gives its buffer back and the panels alone stay: the matmuls read nothing else. Inference alone
+ * turn). Once both sets of panels are kept (the forward's and the backward's), the evaluation
+ * that filled the last gives the float form's buffer back and the panels alone stay: the
+ * matmuls read nothing else. Inference alone
  * never keeps one (the float form is 6 to 8 times the blocks). Derived data is kept within half
  * the memory limit, and goes first when memory runs short; a weight not kept is dequantized per
  * step. Returns whether the float form is kept.
@@ -122,10 +123,7 @@ export function keepFloat(blocks: Tensor, format: QuantFormat, shape: readonly n
   if (memory.derivedBytes > memory.limit / 2) memory.dropDerived();
   const kept = d.storage.kept(key);
   if (kept) {
-    const [forward, backward] = panelKeys(shape);
-    const both = kept.kept(forward) !== undefined && kept.kept(backward) !== undefined;
-    if (both) kept.hollow();
-    if (both || kept.bound) return true;
+    if (kept.bound || kept.servedBy!.every((k) => kept.kept(k) !== undefined)) return true;
     // Given back, and memory running short took its panels since: dequantized again.
     d.storage.dropDerived();
   }
@@ -136,7 +134,10 @@ export function keepFloat(blocks: Tensor, format: QuantFormat, shape: readonly n
   const f = n.data!;
   // A kernel's output has a storage of its own, row-major from offset 0: anything else is not kept.
   const own = f.offset === 0 && isRowContiguous(n.shape, f.strides);
-  if (own) d.storage.derive(key, () => f.storage.retain());
+  if (own) {
+    d.storage.derive(key, () => f.storage.retain());
+    f.storage.servedBy = panelKeys(shape);
+  }
   n.collect();
   return own;
 }

@@ -1,7 +1,6 @@
 // Run by quantized-kept.test.ts in a process of its own: training steps over one frozen quantized
 // weight, first without a memory limit (its float form and panels are kept), then under a limit
-// that leaves room for a step but not for the kept data beside it, then without again (twice:
-// the second gives the float form's memory back, its panels staying). Prints
+// that leaves room for a step but not for the kept data beside it, then without it twice. Prints
 // the memory in use after each step and each step's largest relative error against float64.
 import * as sm from "../../src/index.ts";
 import { DEQUANTIZE_ROWS } from "../../src/tensor/quantized.ts";
@@ -46,6 +45,6 @@ const previous = sm.setMemoryLimit(limit);
 const limited = [step(), step()];
 sm.setMemoryLimit(previous);
 const unlimited = step();
-const hollowed = step();
+const again = step();
 w.dispose();
-console.log(JSON.stringify({ n, k, before, kept, limit, limited, unlimited, hollowed, errors, disposed: sm.getActiveMemory() }));
+console.log(JSON.stringify({ n, k, before, kept, limit, limited, unlimited, again, errors, disposed: sm.getActiveMemory() }));

@@ -38,6 +38,40 @@ test("the same with a row reduction wanted by two consumers", () => {
   expect(m.toArray()).toEqual([3, 9]);
 });
 
+test("consumers outside the evaluation do not change its kernels: dropped ones are finalized whenever", async () => {
+  const x = sm.reshape(sm.array(Array.from({ length: 64 }, (_, i) => i / 64), "float32"), [8, 8]).eval();
+  // A short matmul read by two kernels is computed once (a kernel of its own); read by this
+  // evaluation once, it is computed inline, whatever else reads it.
+  const kernels = (outside: "alive" | "dropped" | "none") => {
+    const a = sm.matmul(x, x);
+    const other = outside === "none" ? null : sm.multiply(a, 3);
+    const y = sm.add(a, 1);
+    sm.resetStats();
+    y.eval();
+    const n = sm.stats().kernelsDispatched;
+    if (outside === "alive") expect(other!.toArray()).toEqual((sm.multiply(sm.add(y, -1), 3).toArray() as number[]));
+    return { n, y: y.toArray() as number[] };
+  };
+  const none = kernels("none");
+  expect(none.n).toBe(1);
+  expect(kernels("alive")).toEqual(none);
+  // A handle dropped before the evaluation: whether the collector has finalized it by then must
+  // not matter; here it has.
+  const dropped = (() => {
+    const a = sm.matmul(x, x);
+    sm.multiply(a, 3);
+    return sm.add(a, 1);
+  })();
+  Bun.gc(true);
+  await Bun.sleep(10);
+  Bun.gc(true);
+  await Bun.sleep(10);
+  sm.resetStats();
+  dropped.eval();
+  expect(sm.stats().kernelsDispatched).toBe(1);
+  expect(dropped.toArray()).toEqual(none.y);
+});
+
 test("outputs sharing inputs are evaluated in one command buffer", () => {
   const x = sm.arange(6).astype("float32");
   const outs = [x.add(1), x.mul(2), x.sum()];

@@ -80,6 +80,7 @@ export function splitRow(r: Node): Node | null {
   const first = input.shape.length - trailing;
   r.inputs = [new Node("reshape", [partial], input.shape.map((_, d) => (d === first ? parts : 1)), dtype)];
   input.consumers--; // read by the partials now, not by r
+  partial.schedConsumers = partial.inputs[0]!.schedConsumers = r.inputs[0]!.schedConsumers = 1;
   return partial;
 }
 
@@ -115,6 +116,7 @@ export function splitColumns(r: Node): Node | null {
   const partial = new Node("reduce", [split], [parts, ...rest], dtype, { kind, axes: [1] });
   r.inputs = [new Node("reshape", [partial], [parts, ...Array<number>(k - 1).fill(1), ...rest], dtype)];
   input.consumers--; // read by the partials now, not by r
+  split.schedConsumers = partial.schedConsumers = r.inputs[0]!.schedConsumers = 1;
   return partial;
 }
 
