@@ -167,7 +167,7 @@ function printLoraTrain(r: LoraTrainBench, log: (s: string) => void): void {
  */
 export function loraTrainChild(opts: { quick: boolean; peer: boolean }): LoraTrainBench | null {
   const args = [join(import.meta.dir, "lora-train.ts"), "--json", ...(opts.quick ? ["--quick"] : []), ...(opts.peer ? ["--peer", "torch"] : [])];
-  const child = spawnSync(process.execPath, args, { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], env: process.env, maxBuffer: 16 << 20 });
+  const child = spawnSync(process.execPath, args, { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], maxBuffer: 16 << 20 });
   if (child.status !== 0) throw new Error(`bench/lora-train.ts exited with ${child.status}`);
   return JSON.parse(child.stdout.trim().split("\n").at(-1)!) as LoraTrainBench | null;
 }

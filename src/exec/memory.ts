@@ -74,7 +74,7 @@ export class Storage {
   release(): void {
     if (--this.refs > 0) return;
     this.dropDerived();
-    if (this.buf) memory.recycle(this.buf, this.bytes, this.busy);
+    if (this.buf) memory.recycle(this);
   }
   /**
    * Keys of derived data that, once all are kept, serve every reader of this storage: it then
@@ -82,16 +82,12 @@ export class Storage {
    * alone: tensor/quantized.ts keepFloat).
    */
   servedBy: readonly string[] | null = null;
-  /** Gives the buffer back if what servedBy names is all kept; called as an evaluation fills panels. */
-  giveBackIfServed(): void {
-    if (this.buf && this.servedBy?.every((k) => this.derived?.has(k))) this.hollow();
-  }
   /**
-   * Derived data gives its buffer back and keeps what was derived from it in turn. A kernel that
-   * would read it finds no buffer.
+   * Gives the buffer back if what servedBy names is all kept, keeping what was derived from it;
+   * called as an evaluation fills panels. A kernel that would read it then finds no buffer.
    */
-  private hollow(): void {
-    if (!this.buf) return;
+  giveBackIfServed(): void {
+    if (!this.buf || !this.servedBy?.every((k) => this.derived?.has(k))) return;
     memory.derivedBytes -= this.bytes;
     stats.bytesAllocated -= this.bytes;
     // Freed, not cached: a buffer of a weight's size seldom serves anything else. The device
@@ -139,8 +135,8 @@ export function bucketOf(bytes: number): number {
 
 class Memory {
   private cache = new Map<number, DeviceBuffer[]>();
-  /** Freed buffers that a command buffer still running reads or writes: reusable once it is done. */
-  private pending: { buffer: DeviceBuffer; bytes: number; busy: number }[] = [];
+  /** Freed storages that a command buffer still running reads or writes: reusable once it is done. */
+  private pending: Storage[] = [];
   /** Command buffers of the device known to be done, so most checks need not read the counter. */
   private completed = 0;
   private dev: Device | null = null;
@@ -199,20 +195,17 @@ class Memory {
     for (const s of [...this.deriving]) s.dropDerived();
   }
 
-  /**
-   * The buffer of a storage that no longer holds it (bytes: its bucket; busy: the last command
-   * buffer using it): cached for reuse, once no command buffer in flight uses it.
-   */
-  recycle(buffer: DeviceBuffer, bytes: number, busy: number): void {
-    stats.bytesAllocated -= bytes;
+  /** A storage nothing refers to: cached for reuse, once no command buffer in flight uses it. */
+  recycle(s: Storage): void {
+    stats.bytesAllocated -= s.bytes;
     // Memory of a device that was lost and replaced goes with that device.
-    if (buffer.disposed) return;
-    if (busy > this.completed && busy > (this.completed = this.dev?.completedCount() ?? Infinity)) {
-      stats.bytesCached += bytes;
-      this.pending.push({ buffer, bytes, busy });
+    if (s.buffer.disposed) return;
+    if (s.busy > this.completed && s.busy > (this.completed = this.dev?.completedCount() ?? Infinity)) {
+      stats.bytesCached += s.bytes;
+      this.pending.push(s);
       return;
     }
-    this.keep(buffer, bytes);
+    this.keep(s.buffer, s.bytes);
   }
 
   private keep(buffer: DeviceBuffer, bytes: number): void {
@@ -226,10 +219,10 @@ class Memory {
     list.push(buffer);
   }
 
-  /** Moves the pending buffers whose command buffers are done to the cache. */
+  /** Moves the pending storages whose command buffers are done to the cache. */
   private reap(): void {
     const done = (this.completed = this.dev?.completedCount() ?? Infinity);
-    const still: typeof this.pending = [];
+    const still: Storage[] = [];
     for (const s of this.pending) {
       if (s.busy > done) still.push(s);
       else {

@@ -988,7 +988,6 @@ function countConsumers(roots: readonly Node[]): void {
 }
 
 /** Decides the kernels that compute the nodes (exported for the scheduling benchmark). */
-
 export function schedule(nodes: readonly Node[]): Schedule {
   releasePendingMarks();
   const s = new Schedule(nodes);

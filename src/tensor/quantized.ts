@@ -108,10 +108,9 @@ const panelKeys = (shape: readonly number[]): [string, string] => [
  * neither dequantize it again nor pack it into matmul panels again (those are kept beside it in
  * turn). Once both sets of panels are kept (the forward's and the backward's), the evaluation
  * that filled the last gives the float form's buffer back and the panels alone stay: the
- * matmuls read nothing else. Inference alone
- * never keeps one (the float form is 6 to 8 times the blocks). Derived data is kept within half
- * the memory limit, and goes first when memory runs short; a weight not kept is dequantized per
- * step. Returns whether the float form is kept.
+ * matmuls read nothing else. Inference alone never keeps one (the float form is 6 to 8 times
+ * the blocks). Derived data is kept within half the memory limit, and goes first when memory
+ * runs short; a weight not kept is dequantized per step. Returns whether the float form is kept.
  */
 export function keepFloat(blocks: Tensor, format: QuantFormat, shape: readonly number[]): boolean {
   const b = blocks.node("dequantize");
