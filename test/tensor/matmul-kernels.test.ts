@@ -197,11 +197,13 @@ describe("a second product summed into the first runs as more rows of K (panel v
   const t = () => ({
     x: sm.array(x).reshape([3, 20, 40]), W: sm.array(W).reshape([40, 35]),
     xa: sm.array(xa).reshape([3, 20, 12]), B: sm.array(B).reshape([12, 35]),
+    // B stored transposed, read through a view: its rows are not contiguous
+    Bt: sm.array(Array.from({ length: 35 * 12 }, (_, i) => B[(i % 12) * 35 + Math.floor(i / 12)]!)).reshape([35, 12]),
   });
   // operands computed first, as x@A is before the product that reads it in a LoRA forward
   const operands = () => {
     const v = t();
-    [v.x, v.W, v.xa, v.B].forEach((o) => o.eval());
+    [v.x, v.W, v.xa, v.B, v.Bt].forEach((o) => o.eval());
     return v;
   };
 
@@ -210,6 +212,7 @@ describe("a second product summed into the first runs as more rows of K (panel v
       ["right", (v) => sm.matmul(v.x, v.W).add(sm.matmul(v.xa, v.B).mul(1.5)), 1.5],
       ["left", (v) => sm.matmul(v.x, v.W).add(sm.multiply(1.5, sm.matmul(v.xa, v.B))), 1.5],
       ["none", (v) => sm.matmul(v.xa, v.B).add(sm.matmul(v.x, v.W)), 1],
+      ["B transposed", (v) => sm.matmul(v.x, v.W).add(sm.matmul(v.xa, v.Bt.T).mul(1.5)), 1.5],
     ];
     for (const [name, build, scale] of forms) {
       const got = withVariant("panel", () =>
@@ -251,7 +254,7 @@ describe("a second product summed into the first runs as more rows of K (panel v
       const hn = h.node("test");
       expect(summedProduct(hn, hn.inputs[0]!)).toBeNull();
       const s = sm.array([1.5]).eval();
-      [v.x, v.W, v.xa, v.B].forEach((o) => o.eval());
+      [v.x, v.W, v.xa, v.B, v.Bt].forEach((o) => o.eval());
       const f = sm.matmul(v.x, v.W).add(sm.matmul(v.xa, v.B).mul(s));
       const fn = f.node("test");
       expect(summedProduct(fn, fn.inputs[0]!)).toBeNull();
