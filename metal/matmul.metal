@@ -169,6 +169,40 @@ inline void smelt_mm_narrow8(device const T* A, device const T2* B, int M, int N
         for (int c = 0; c < 8; ++c) acc[r][c] = fma(a, b[c], acc[r][c]);
       }
     }
+  } else if (sbk == 1 && sak == 1) {
+    // B stored transposed (a factor kept as [r, in], as PEFT keeps lora_A) and A's rows
+    // contiguous: both run along k, so two rows at a time take 16 partial sums per column over
+    // consecutive k (16 vector registers), where reading B's rows column by column gathers 8
+    // values per k. Columns past N repeat the last one and are not stored.
+    device const T2* bc[8];
+    for (int c = 0; c < 8; ++c) bc[c] = B + min(c, N - 1) * sbn;
+    for (int r0 = 0; r0 < 6; r0 += 2) {
+      device const T* a0 = A + arow[r0];
+      device const T* a1 = A + arow[r0 + 1];
+      float s0[8][16], s1[8][16];
+      for (int c = 0; c < 8; ++c)
+        for (int l = 0; l < 16; ++l) s0[c][l] = s1[c][l] = 0.0f;
+      int k = 0;
+      for (; k + 16 <= K; k += 16)
+        for (int c = 0; c < 8; ++c)
+          for (int l = 0; l < 16; ++l) {
+            float b = float(bc[c][k + l]);
+            s0[c][l] = fma(float(a0[k + l]), b, s0[c][l]);
+            s1[c][l] = fma(float(a1[k + l]), b, s1[c][l]);
+          }
+      for (int c = 0; c < 8; ++c) {
+        // Left to right, a chain the compiler reduces within the register (as smelt_mm_lanes).
+        float t0 = s0[c][0], t1 = s1[c][0];
+        for (int l = 1; l < 16; ++l) t0 += s0[c][l], t1 += s1[c][l];
+        for (int kk = k; kk < K; ++kk) {
+          float b = float(bc[c][kk]);
+          t0 = fma(float(a0[kk]), b, t0);
+          t1 = fma(float(a1[kk]), b, t1);
+        }
+        acc[r0][c] = t0;
+        acc[r0 + 1][c] = t1;
+      }
+    }
   } else {
     for (int k = 0; k < K; ++k) {
       float b[8];
