@@ -11,8 +11,9 @@
 //   smelt_mm_panel   for CPUs: a 6x16 block per thread from one packed panel (with a second
 //                    product summed into the first as more rows of K)
 //   smelt_mm_narrow  for CPUs: smelt_mm_panel's blocks with B read in place, for B of 16 columns
-//                    or fewer (a low-rank factor or its gradient), where a panel copy costs more;
-//                    smelt_mm_narrow8 for B of 8 columns or fewer, a block 8 columns wide
+//                    or fewer (a low-rank factor or its gradient) or few rows of A, where a panel
+//                    copy costs more; smelt_mm_narrow8 for B of 8 columns or fewer, a block 8
+//                    columns wide
 //   smelt_mm_column  8 rows of one column per thread, for CPUs, at any strides
 //   smelt_mm_lanes   for CPUs: an element per thread for few rows, A and B both along k, in 16 lanes
 //   smelt_mm_run     for CPUs: 16 columns of a row per thread for few rows, B's rows contiguous

@@ -732,8 +732,18 @@ function rowThreads(target: Target, g: RowGroup): number {
  */
 function matmulVariant(target: Target, main: Node): MatmulVariant {
   const M = main.shape[main.shape.length - 2]!, N = main.shape[main.shape.length - 1]!;
-  return layoutFor(target, M, N, main.size * matmulDepth(main), panelBytes(main) / 4);
+  const layout = layoutFor(target, M, N, main.size * matmulDepth(main), panelBytes(main) / 4);
+  // A product of few rows (a low-rank factor's gradient, (x A)ᵀ @ dy) reads a B computed in this
+  // evaluation in place where B's rows are contiguous: its blocks read B once per 6 rows, and
+  // packing it into panels (B read and written once more by a kernel of its own) cost about 3
+  // times the product. A weight's panels are kept, and stay.
+  const B = main.inputs[1]!, sb = B.data!.strides;
+  if (layout === "panel" && M <= IN_PLACE_ROWS && B.schedOrder >= 0 && sb[sb.length - 1] === 1) return "narrow";
+  return layout;
 }
+
+/** Up to this many rows, a product reads a B computed in its evaluation in place (matmulVariant). */
+const IN_PLACE_ROWS = 16;
 
 /** matmulVariant for a product of M rows (a batch) and N columns, work multiply-adds in all, with panelElements floats of panels. */
 function layoutFor(target: Target, M: number, N: number, work: number, panelElements: number): MatmulLayout {

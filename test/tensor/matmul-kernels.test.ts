@@ -398,6 +398,34 @@ describe("narrow variant: B of 16 columns or fewer read in place by the panel ke
     for (let i = 0; i < M; i++) for (let k = 0; k < K; k++) xt[k * M + i] = xs[i * K + k]!;
     close(d!, ref(xt, [K, M], gs, [M, R]).v, 1e-5);
   });
+  test("few rows by a wide B computed in the evaluation (a factor's gradient (xA)ᵀ @ dy) read in place; a weight keeps its panels", () => {
+    // enough work for the panel kernel (more than the target's smallWork multiply-adds)
+    const [R, K, N] = [8, 96, 70];
+    const as = data(K * R, 51), gs = data(K * N, 52);
+    const run = (weight: boolean) =>
+      sm.tidy(() => {
+        const g = sm.array(gs).reshape([K, N]);
+        if (weight) g.eval();
+        // computed in the evaluation unless it is a weight
+        const b = weight ? g : g.mul(2);
+        const y = sm.matmul(sm.array(as).reshape([K, R]).T, b);
+        const s = schedule([nodeOf(y)]);
+        const srcs = s.order.map((n) => planOf(s, n).source).join("\n");
+        sm.resetStats();
+        execute(s);
+        return { v: y.toArray() as number[], srcs, kernels: sm.stats().kernelsDispatched };
+      });
+    const at = new Float32Array(R * K);
+    for (let k = 0; k < K; k++) for (let r = 0; r < R; r++) at[r * K + k] = as[k * R + r]!;
+    const computed = run(false), weight = run(true);
+    close(computed.v, ref(at, [R, K], gs.map((v) => 2 * v), [K, N]).v, 1e-5);
+    close(weight.v, ref(at, [R, K], gs, [K, N]).v, 1e-5);
+    if (sm.device().backend === "host") {
+      expect(computed.srcs.includes("smelt_mm_narrow(a, bm"), "in place").toBe(true);
+      expect(computed.kernels).toBe(2); // 2 g, and the product: no kernel packs 2 g into panels
+      expect(weight.srcs.includes("smelt_mm_panel(a"), "weight's panels").toBe(true);
+    }
+  });
 });
 
 describe("lanes and run variants: few rows of C on a CPU (attention while decoding)", () => {
