@@ -177,6 +177,16 @@ function generate(seed: number) {
   const r = rng(seed);
   const int = (lo: number, hi: number) => lo + Math.floor(r() * (hi - lo + 1));
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
+  // Fisher-Yates, one draw per place. Sorting by a random comparator draws once per comparison,
+  // and how many comparisons JavaScriptCore's sort makes is not fixed: the same seed then made
+  // other graphs now and then, whose kernels a second test run had to compile.
+  const shuffled = <T>(xs: T[]): T[] => {
+    for (let i = xs.length - 1; i > 0; i--) {
+      const j = Math.floor(r() * (i + 1));
+      [xs[i], xs[j]] = [xs[j]!, xs[i]!];
+    }
+    return xs;
+  };
   const vals: Val[] = [];
   const steps: Step[] = [];
   let inputs = 0;
@@ -285,7 +295,7 @@ function generate(seed: number) {
       case "view": {
         const vk = pick(["transpose", "reshape", "slice", "broadcastTo", "expandDims"]);
         if (vk === "transpose") {
-          const perm = Array.from({ length: nd }, (_, d) => d).sort(() => r() - 0.5);
+          const perm = shuffled(Array.from({ length: nd }, (_, d) => d));
           const shape = perm.map((p) => v.shape[p]!);
           const s = stridesOf(v.shape);
           push(`transpose(v${at}, ${fmt(perm)})`, [at], gatherVal(v, shape, (idx) => idx.reduce((a, x, d) => a + x * s[perm[d]!]!, 0)), ([a]) => sm.transpose(a!, perm));
@@ -295,7 +305,7 @@ function generate(seed: number) {
           const shape: number[] = [];
           for (let p = 2; p <= n && shape.length < 3; ) if (n % p === 0 && r() < 0.6) { shape.push(p); n /= p; } else p++;
           shape.push(n);
-          shape.sort(() => r() - 0.5);
+          shuffled(shape);
           push(`reshape(v${at}, ${fmt(shape)})`, [at], { ...v, shape }, ([a]) => a!.reshape(shape));
         } else if (vk === "slice") {
           const items = v.shape.map((d) => {
