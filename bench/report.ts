@@ -356,7 +356,7 @@ function peerNotes(run: Run): string[] {
     `- PyTorch is faster on ${wins.length} of ${run.workloads.filter((w) => w.peer).length} workloads${wins.length ? `: ${wins.map((w) => w.title).join("; ")}` : ""}.`,
     "- PyTorch times a Python call that returns the output; on the CPU nothing is left running when it returns. Each number is the median of at least 12 calls and 0.6 s (at least 3 calls for calls over a second), after two warm-up calls. torch.compile's first call (compiling, then one run: \"first call s\") is excluded, as smelt's warm-up is; Inductor caches compiled graphs on disk, so that time depends on earlier runs.",
     "- PyTorch's float16 matmul can be far slower on a CPU than its float32 one (compare the matmul rows); where it is, it dominates the time a `--peer torch` run takes.",
-    "- `OMP_WAIT_POLICY=PASSIVE` is set for PyTorch (unless the environment sets it): with OpenMP's default spin-waiting on these shared cores, sub-millisecond ops showed medians of 8 to 64 ms while threads waited for descheduled peers.",
+    "- `OMP_WAIT_POLICY=PASSIVE` is set for the micro workloads' PyTorch peer (unless the environment sets it): with OpenMP's default spin-waiting on these shared cores, sub-millisecond ops showed medians of 8 to 64 ms while threads waited for descheduled peers. The generate and lora-train peers (transformers, PEFT) keep OpenMP's default, which is faster for them: PASSIVE made a PEFT eager LoRA step 16 to 22% slower, and figures before 2026-12-07 16:00 were taken with it.",
   ];
   if (failed.length) notes.push(`- torch.compile failed on: ${failed.map((w) => `${w.title} (${w.peer!.compileError})`).join("; ")}.`);
   return notes;
