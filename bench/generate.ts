@@ -83,6 +83,32 @@ export async function generateGroup(opts: { quick: boolean; peer: boolean; log: 
   const prompt = promptIds(tokenizer, promptTokens);
   const decodePrompt = prompt.slice(0, 8);
 
+  // The peers run before smelt's measurements: a PyTorch peer started after a smelt workload
+  // from this process ran about 17% slower (bench/lora-train.ts).
+  let torch: GenerateBench["torch"];
+  let llamaCpp: GenerateBench["llamaCpp"];
+  if (peer) {
+    log("generate: transformers on the same GGUF (bench/generate_peer.py) ...");
+    const job = JSON.stringify({ file, prompt, decodePrompt, decodeTokens, runs, threads });
+    const p = spawnSync("python3", [join(import.meta.dir, "generate_peer.py")], {
+      input: job,
+      encoding: "utf8",
+      // OpenMP's default wait policy (unless the environment sets one), as a transformers user
+      // runs it: with PASSIVE decoding was about 4% slower here.
+      stdio: ["pipe", "pipe", "inherit"],
+    });
+    torch = p.status === 0 ? JSON.parse(p.stdout) : { error: `bench/generate_peer.py exited with ${p.status}` };
+    // llama.cpp where llama-cpp-python is installed (it builds llama.cpp from source; not a requirement).
+    if (spawnSync("python3", ["-c", "import llama_cpp"], { stdio: "ignore" }).status !== 0) {
+      llamaCpp = { error: "llama-cpp-python is not installed (pip install llama-cpp-python)" };
+      log(`generate: llama.cpp skipped, ${llamaCpp.error}`);
+    } else {
+      log("generate: llama.cpp on the same GGUF (bench/generate_llamacpp.py) ...");
+      const q = spawnSync("python3", [join(import.meta.dir, "generate_llamacpp.py")], { input: job, encoding: "utf8", stdio: ["pipe", "pipe", "inherit"] });
+      llamaCpp = q.status === 0 ? JSON.parse(q.stdout) : { error: `bench/generate_llamacpp.py exited with ${q.status}` };
+    }
+  }
+
   let peak = 0;
   const measure = async (ids: number[], maxTokens: number, pick: (r: sm.lm.GenerateResult) => number) => {
     await sm.lm.generate(model, endless, ids, { maxTokens });
@@ -107,27 +133,8 @@ export async function generateGroup(opts: { quick: boolean; peer: boolean; log: 
     smelt: { promptTps, decodeTps, peakMemory: peak, loadMs, rssAfterLoad },
   };
 
-  if (peer) {
-    log("generate: transformers on the same GGUF (bench/generate_peer.py) ...");
-    const job = JSON.stringify({ file, prompt, decodePrompt, decodeTokens, runs, threads });
-    const p = spawnSync("python3", [join(import.meta.dir, "generate_peer.py")], {
-      input: job,
-      encoding: "utf8",
-      // OpenMP's default wait policy (unless the environment sets one), as a transformers user
-      // runs it: with PASSIVE decoding was about 4% slower here.
-      stdio: ["pipe", "pipe", "inherit"],
-    });
-    result.torch = p.status === 0 ? JSON.parse(p.stdout) : { error: `bench/generate_peer.py exited with ${p.status}` };
-    // llama.cpp where llama-cpp-python is installed (it builds llama.cpp from source; not a requirement).
-    if (spawnSync("python3", ["-c", "import llama_cpp"], { stdio: "ignore" }).status !== 0) {
-      result.llamaCpp = { error: "llama-cpp-python is not installed (pip install llama-cpp-python)" };
-      log(`generate: llama.cpp skipped, ${result.llamaCpp.error}`);
-    } else {
-      log("generate: llama.cpp on the same GGUF (bench/generate_llamacpp.py) ...");
-      const q = spawnSync("python3", [join(import.meta.dir, "generate_llamacpp.py")], { input: job, encoding: "utf8", stdio: ["pipe", "pipe", "inherit"] });
-      result.llamaCpp = q.status === 0 ? JSON.parse(q.stdout) : { error: `bench/generate_llamacpp.py exited with ${q.status}` };
-    }
-  }
+  if (torch) result.torch = torch;
+  if (llamaCpp) result.llamaCpp = llamaCpp;
   printGenerate(result, log);
   return result;
 }

@@ -88,6 +88,23 @@ export async function loraTrainGroup(opts: { quick: boolean; peer: boolean; log:
   sm.random.seed(0);
   const trainable = sm.lora.apply(model, { rank, alpha: 16, targets: "all-linear" });
   const ids = batchIds(batch, seqLen, config.vocabSize);
+  // The peer runs before smelt's steps: started after them, from this process, its step took
+  // about 17% longer (2,537 against 2,166 ms, and 2,161 to 2,296 for peers run back to back
+  // from a process that ran nothing else), though this process used no CPU meanwhile.
+  let torch: LoraTrainBench["torch"];
+  if (peer) {
+    const device = sm.device().backend === "cuda" ? "cuda" : "cpu";
+    log(`lora-train: PEFT + torch on the same model, ${device} (bench/lora_train_peer.py) ...`);
+    const p = spawnSync("python3", [join(import.meta.dir, "lora_train_peer.py")], {
+      input: JSON.stringify({ file, ids, rank, runs, threads, compile: !quick, device }),
+      encoding: "utf8",
+      // OpenMP's default wait policy (unless the environment sets one), as a PyTorch user runs
+      // it: here PASSIVE made a PEFT eager step 16 to 22% slower (2,561 and 2,712 against 2,217
+      // and 2,209 ms), ACTIVE 12%.
+      stdio: ["pipe", "pipe", "inherit"],
+    });
+    torch = p.status === 0 ? JSON.parse(p.stdout) : { error: `bench/lora_train_peer.py exited with ${p.status}` };
+  }
   const x = sm.array(ids.map((r) => r.slice(0, seqLen)), "int32");
   const y = sm.array(ids.map((r) => r.slice(1)), "int32");
   const w = sm.full([batch, seqLen], 1, "float32");
@@ -127,19 +144,7 @@ export async function loraTrainGroup(opts: { quick: boolean; peer: boolean; log:
   };
   const result: LoraTrainBench = { model: name, batch, seqLen, rank, runs, threads, trainable, lazy: measure("lazy"), eager: measure("eager") };
 
-  if (peer) {
-    const device = sm.device().backend === "cuda" ? "cuda" : "cpu";
-    log(`lora-train: PEFT + torch on the same model, ${device} (bench/lora_train_peer.py) ...`);
-    const p = spawnSync("python3", [join(import.meta.dir, "lora_train_peer.py")], {
-      input: JSON.stringify({ file, ids, rank, runs, threads, compile: !quick, device }),
-      encoding: "utf8",
-      // OpenMP's default wait policy (unless the environment sets one), as a PyTorch user runs
-      // it: here PASSIVE made a PEFT eager step 16 to 22% slower (2,561 and 2,712 against 2,217
-      // and 2,209 ms), ACTIVE 12%.
-      stdio: ["pipe", "pipe", "inherit"],
-    });
-    result.torch = p.status === 0 ? JSON.parse(p.stdout) : { error: `bench/lora_train_peer.py exited with ${p.status}` };
-  }
+  if (torch) result.torch = torch;
   printLoraTrain(result, log);
   return result;
 }
