@@ -2,8 +2,10 @@
 // no GPU and no driver, exactly as the CUDA backend would (scripts/check-cuda.sh runs it over
 // every kernel smelt has).
 //
-//   smelt-cuda-check [--include DIRS] [--arch 90] [--msl 3.0|3.1] [--jobs N] FILE...
+//   smelt-cuda-check [--include DIRS] [--arch 90] [--msl 3.0|3.1] [--jobs N] [--cubin DIR] FILE...
 //
+// --cubin DIR writes each file's cubin to DIR/<file name>.cubin, for reading the machine code
+// (registers, loads, spills) with nvdisasm, which also needs no GPU.
 // Files named *.msl30.metal (as SMELT_DUMP_MSL writes them) are compiled as MSL 3.0. Prints each
 // file that fails with NVRTC's messages, then a summary; exits 1 if any failed.
 #include <algorithm>
@@ -29,7 +31,8 @@ struct Result {
   int kernels = 0;
 };
 
-Result check_file(const std::string& path, const smelt_cuda::Headers& headers, int arch, int version) {
+Result check_file(const std::string& path, const smelt_cuda::Headers& headers, int arch, int version,
+                  const std::string& cubin_dir) {
   Result r;
   std::ifstream in(path, std::ios::binary);
   if (!in) {
@@ -56,6 +59,15 @@ Result check_file(const std::string& path, const smelt_cuda::Headers& headers, i
     return r;
   }
   r.kernels = int(t.kernels.size());
+  if (!cubin_dir.empty()) {
+    std::string name = path.substr(path.find_last_of('/') + 1);
+    std::ofstream out(cubin_dir + "/" + name + ".cubin", std::ios::binary);
+    out.write(c.image.data(), std::streamsize(c.image.size()));
+    if (!out) {
+      r.failed = true;
+      r.text = "FAIL " + path + "\ncannot write its cubin in " + cubin_dir + "\n";
+    }
+  }
   return r;
 }
 
@@ -67,12 +79,14 @@ int main(int argc, char** argv) {
   int version = smelt_msl::kMslVersion31;
   unsigned jobs = std::max(1u, std::thread::hardware_concurrency());
   std::vector<std::string> paths;
+  std::string cubin_dir;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--include" && i + 1 < argc) include = argv[++i];
     else if (a == "--arch" && i + 1 < argc) arch = std::atoi(argv[++i]);
     else if (a == "--jobs" && i + 1 < argc) jobs = unsigned(std::max(1, std::atoi(argv[++i])));
     else if (a == "--msl" && i + 1 < argc) version = std::string(argv[++i]) == "3.0" ? smelt_msl::kMslVersion30 : smelt_msl::kMslVersion31;
+    else if (a == "--cubin" && i + 1 < argc) cubin_dir = argv[++i];
     else paths.push_back(a);
   }
   smelt_cuda::Headers headers;
@@ -86,7 +100,7 @@ int main(int argc, char** argv) {
   std::vector<std::thread> workers;
   for (unsigned w = 0; w < jobs; ++w)
     workers.emplace_back([&] {
-      for (size_t i; (i = next.fetch_add(1)) < paths.size();) results[i] = check_file(paths[i], headers, arch, version);
+      for (size_t i; (i = next.fetch_add(1)) < paths.size();) results[i] = check_file(paths[i], headers, arch, version, cubin_dir);
     });
   for (auto& w : workers) w.join();
   int failed = 0, refused = 0, kernels = 0;
