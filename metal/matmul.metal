@@ -311,81 +311,151 @@ inline void smelt_mm_skinny(device const T* A, device const T2* B, int M, int N,
 // float to tf32), the classic register-blocked product: 256 threads (16 x 16) share a tile of
 // 16TM x 16TM elements of C, each thread holding TM x TM of them in registers, so that every value
 // it reads from threadgroup memory serves TM multiply-adds. A and B come through threadgroup
-// memory in slices of 8 along K, stored k-major (a row of As holds the tile's 16TM values of A at
+// memory in slices of 16 along K, stored k-major (a row of As holds the tile's 16TM values of A at
 // one k), so that a thread's TM values at one k are TM/4 float4 reads. Its rows (and columns) are
 // in groups of 4 that are 64 apart: the 16 threads of a row of the grid then read 16 consecutive
 // float4s, which threadgroup memory serves without bank conflicts. While the threads multiply
 // one slice, the next one's values wait in their registers, and go to the other half of the
-// double-buffered threadgroup memory: one barrier per slice. Rows are padded by 4 floats so the
-// stores of a slice read along k (A row-major, B transposed) fall in different banks.
+// double-buffered threadgroup memory: one barrier per slice. Within a slice, the values of the
+// next k are read while the products of this one are summed. Rows are padded by 4 floats.
 constant int SMELT_MM_SLICE = 8;
 constant int SMELT_MM_PAD = 4;
 
-// Where load q of thread tid goes in a slice of a 16TM-wide tile: (position across the tile, k).
-// Consecutive threads take consecutive addresses: along k where it is the operand's unit stride,
-// else across the tile.
+// One operand's share of a slice, X[pos * sx + k * sk] for the tile's 16TM positions from pos0 and
+// 8 k from k0, through registers r (loaded by fetch while the threads multiply the slice before,
+// stored by stash after it). V (a separate kernel, decided by the caller from the offsets and
+// strides): one of the strides is 1, and 4 consecutive elements along it are 16-byte aligned; each
+// thread then moves 4-vectors (4 positions where sx is 1, else 4 k), a quarter of the loads,
+// and checks the bounds once for the 4 (one at a time only where they straddle an edge).
+// Otherwise loads of one element each, checked; consecutive threads take consecutive
+// addresses along k where it is the unit stride, else across the tile.
+//
+// Vector v of a slice as (position across the tile, k). Along k, a SIMD-group's 32 take 16
+// positions, two 4-vectors each: 32 bytes of each row, and its stores of one k fall in different
+// banks (rows of the slice 4 k apart are 16 banks apart).
 template <int TM>
-inline int2 smelt_mm_block_slot(int q, uint tid, int kstride) {
-  int e = q * 256 + int(tid);
-  return kstride == 1 ? int2(e / SMELT_MM_SLICE, e % SMELT_MM_SLICE) : int2(e % (16 * TM), e / (16 * TM));
+inline int2 smelt_mm_block_vector_slot(int v, int sx) {
+  return sx == 1 ? int2((v % (4 * TM)) * 4, v / (4 * TM)) : int2((v / 2) % (16 * TM), ((v % 2) + 2 * (v / (32 * TM))) * 4);
 }
 
-template <int TM, typename T, typename T2>
-inline void smelt_mm_block_fetch(device const T* A, device const T2* B, int M, int N, int K, int sam, int sak, int sbk,
-                                 int sbn, int row0, int col0, int k0, uint tid, thread float* ra, thread float* rb) {
-  for (int q = 0; q < TM / 2; ++q) {
-    int2 a = smelt_mm_block_slot<TM>(q, tid, sak), b = smelt_mm_block_slot<TM>(q, tid, sbk);
-    int i = row0 + a.x, ka = k0 + a.y, j = col0 + b.x, kb = k0 + b.y;
-    ra[q] = i < M && ka < K ? float(A[i * sam + ka * sak]) : 0.0f;
-    rb[q] = j < N && kb < K ? float(B[kb * sbk + j * sbn]) : 0.0f;
+template <int TM>
+inline int2 smelt_mm_block_slot(int e, int sk) {
+  return sk == 1 ? int2(e / SMELT_MM_SLICE, e % SMELT_MM_SLICE) : int2(e % (16 * TM), e / (16 * TM));
+}
+
+// Per thread and slice: TM / 2 elements, in as many loads, or a quarter as many 4-vectors (rounded up).
+template <int TM> constexpr int smelt_mm_block_elements() { return TM * SMELT_MM_SLICE / 16; }
+template <int TM> constexpr int smelt_mm_block_vectors() { return (smelt_mm_block_elements<TM>() + 3) / 4; }
+
+// Four consecutive elements from a 16-byte (8 for half and bfloat) aligned address, as one load:
+// the 2-byte types are read as the bits of two words.
+inline float4 smelt_mm_load4(device const float* p) { return *((device const float4*)p); }
+inline float4 smelt_mm_load4(device const half* p) { return float4(as_type<half4>(*((device const uint2*)p))); }
+#if __METAL_VERSION__ >= 310  // bfloat is MSL 3.1
+inline float4 smelt_mm_load4(device const bfloat* p) { return float4(as_type<bfloat4>(*((device const uint2*)p))); }
+#endif
+
+template <int TM, bool V, typename T>
+inline void smelt_mm_block_fetch(device const T* X, int extent, int K, int sx, int sk, int pos0, int k0, uint tid,
+                                 thread float* r) {
+  if (V) {
+    for (int q = 0; q < smelt_mm_block_vectors<TM>(); ++q) {
+      int v = q * 256 + int(tid);
+      if (v >= 4 * TM * SMELT_MM_SLICE) break;  // TM 4: a slice is 128 vectors
+      int2 p = smelt_mm_block_vector_slot<TM>(v, sx);
+      int x = pos0 + p.x, k = k0 + p.y;
+      device const T* at = X + x * sx + k * sk;
+      bool along = sx == 1;  // the 4 run across the tile, else along k
+      if (along ? x + 3 < extent && k < K : x < extent && k + 3 < K) {
+        float4 f = smelt_mm_load4(at);
+        r[4 * q] = f.x; r[4 * q + 1] = f.y; r[4 * q + 2] = f.z; r[4 * q + 3] = f.w;
+      } else {
+        for (int e = 0; e < 4; ++e)
+          r[4 * q + e] = (along ? x + e < extent && k < K : x < extent && k + e < K) ? float(at[e]) : 0.0f;
+      }
+    }
+    return;
+  }
+  for (int q = 0; q < smelt_mm_block_elements<TM>(); ++q) {
+    int2 a = smelt_mm_block_slot<TM>(q * 256 + int(tid), sk);
+    int x = pos0 + a.x, k = k0 + a.y;
+    r[q] = x < extent && k < K ? float(X[x * sx + k * sk]) : 0.0f;
   }
 }
 
-template <int TM>
-inline void smelt_mm_block_stash(threadgroup float* As, threadgroup float* Bs, int sak, int sbk, uint tid,
-                                 thread const float* ra, thread const float* rb) {
+template <int TM, bool V>
+inline void smelt_mm_block_stash(threadgroup float* S, int sx, int sk, uint tid, thread const float* r) {
   const int LD = 16 * TM + SMELT_MM_PAD;
-  for (int q = 0; q < TM / 2; ++q) {
-    int2 a = smelt_mm_block_slot<TM>(q, tid, sak), b = smelt_mm_block_slot<TM>(q, tid, sbk);
-    As[a.y * LD + a.x] = ra[q];
-    Bs[b.y * LD + b.x] = rb[q];
+  if (V) {
+    for (int q = 0; q < smelt_mm_block_vectors<TM>(); ++q) {
+      int v = q * 256 + int(tid);
+      if (v >= 4 * TM * SMELT_MM_SLICE) break;
+      int2 p = smelt_mm_block_vector_slot<TM>(v, sx);
+      if (sx == 1) {
+        *((threadgroup float4*)(S + p.y * LD + p.x)) = float4(r[4 * q], r[4 * q + 1], r[4 * q + 2], r[4 * q + 3]);
+      } else {
+        for (int e = 0; e < 4; ++e) S[(p.y + e) * LD + p.x] = r[4 * q + e];
+      }
+    }
+    return;
+  }
+  for (int q = 0; q < smelt_mm_block_elements<TM>(); ++q) {
+    int2 a = smelt_mm_block_slot<TM>(q * 256 + int(tid), sk);
+    S[a.y * LD + a.x] = r[q];
   }
 }
 
-// As and Bs hold 2 x 8 x (16TM + 4) floats each.
-template <int TM, typename T, typename T2, typename E>
+// A thread's TM values of one k of a slice (As or Bs), from position t * 4 in groups 64 apart.
+template <int TM>
+inline void smelt_mm_block_values(threadgroup const float* row, int t, thread float* v) {
+  for (int g = 0; g < TM / 4; ++g) {
+    float4 f = *((threadgroup const float4*)(row + g * 64 + t * 4));
+    v[4 * g] = f.x; v[4 * g + 1] = f.y; v[4 * g + 2] = f.z; v[4 * g + 3] = f.w;
+  }
+}
+
+// As and Bs hold 2 x 8 x (16TM + 4) floats each. VA and VB: A and B move in 4-vectors.
+template <int TM, bool VA, bool VB, typename T, typename T2, typename E>
 inline void smelt_mm_block(device const T* A, device const T2* B, int M, int N, int K, int sam, int sak, int sbk,
                            int sbn, thread const E& epi, threadgroup float* As, threadgroup float* Bs, uint2 tile,
                            uint tid) {
   const int BM = 16 * TM, LD = BM + SMELT_MM_PAD, HALF = SMELT_MM_SLICE * LD;
+  const int R = smelt_mm_block_vectors<TM>() * 4;  // at least the elements: registers either way
   int row0 = int(tile.y) * BM, col0 = int(tile.x) * BM;
   int ty = int(tid) / 16, tx = int(tid) % 16;
   float acc[TM][TM];
   for (int r = 0; r < TM; ++r)
     for (int c = 0; c < TM; ++c) acc[r][c] = 0.0f;
-  float ra[TM / 2], rb[TM / 2];
-  smelt_mm_block_fetch<TM>(A, B, M, N, K, sam, sak, sbk, sbn, row0, col0, 0, tid, ra, rb);
-  smelt_mm_block_stash<TM>(As, Bs, sak, sbk, tid, ra, rb);
+  float ra[R], rb[R];
+  smelt_mm_block_fetch<TM, VA>(A, M, K, sam, sak, row0, 0, tid, ra);
+  smelt_mm_block_fetch<TM, VB>(B, N, K, sbn, sbk, col0, 0, tid, rb);
+  smelt_mm_block_stash<TM, VA>(As, sam, sak, tid, ra);
+  smelt_mm_block_stash<TM, VB>(Bs, sbn, sbk, tid, rb);
   threadgroup_barrier(mem_flags::mem_threadgroup);
   int slices = (K + SMELT_MM_SLICE - 1) / SMELT_MM_SLICE;
   for (int s = 0; s < slices; ++s) {
     threadgroup const float* as = As + (s % 2) * HALF;
     threadgroup const float* bs = Bs + (s % 2) * HALF;
-    if (s + 1 < slices)
-      smelt_mm_block_fetch<TM>(A, B, M, N, K, sam, sak, sbk, sbn, row0, col0, (s + 1) * SMELT_MM_SLICE, tid, ra, rb);
+    if (s + 1 < slices) {
+      smelt_mm_block_fetch<TM, VA>(A, M, K, sam, sak, row0, (s + 1) * SMELT_MM_SLICE, tid, ra);
+      smelt_mm_block_fetch<TM, VB>(B, N, K, sbn, sbk, col0, (s + 1) * SMELT_MM_SLICE, tid, rb);
+    }
+    float a[2][TM], b[2][TM];
+    smelt_mm_block_values<TM>(as, ty, a[0]);
+    smelt_mm_block_values<TM>(bs, tx, b[0]);
+#pragma unroll
     for (int k = 0; k < SMELT_MM_SLICE; ++k) {
-      float a[TM], b[TM];
-      for (int g = 0; g < TM / 4; ++g) {
-        float4 va = *((threadgroup const float4*)(as + k * LD + g * 64 + ty * 4));
-        float4 vb = *((threadgroup const float4*)(bs + k * LD + g * 64 + tx * 4));
-        a[4 * g] = va.x; a[4 * g + 1] = va.y; a[4 * g + 2] = va.z; a[4 * g + 3] = va.w;
-        b[4 * g] = vb.x; b[4 * g + 1] = vb.y; b[4 * g + 2] = vb.z; b[4 * g + 3] = vb.w;
+      int cur = k % 2;
+      if (k + 1 < SMELT_MM_SLICE) {
+        smelt_mm_block_values<TM>(as + (k + 1) * LD, ty, a[1 - cur]);
+        smelt_mm_block_values<TM>(bs + (k + 1) * LD, tx, b[1 - cur]);
       }
       for (int r = 0; r < TM; ++r)
-        for (int c = 0; c < TM; ++c) acc[r][c] = fma(a[r], b[c], acc[r][c]);
+        for (int c = 0; c < TM; ++c) acc[r][c] = fma(a[cur][r], b[cur][c], acc[r][c]);
     }
     if (s + 1 < slices) {
-      smelt_mm_block_stash<TM>(As + ((s + 1) % 2) * HALF, Bs + ((s + 1) % 2) * HALF, sak, sbk, tid, ra, rb);
+      smelt_mm_block_stash<TM, VA>(As + ((s + 1) % 2) * HALF, sam, sak, tid, ra);
+      smelt_mm_block_stash<TM, VB>(Bs + ((s + 1) % 2) * HALF, sbn, sbk, tid, rb);
       threadgroup_barrier(mem_flags::mem_threadgroup);
     }
   }

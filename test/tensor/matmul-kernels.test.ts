@@ -551,14 +551,64 @@ describe("block variant: a block of C per thread in registers (GPUs without floa
           return y.toArray() as number[];
         }),
       );
-      expect(src.join("\n")).toContain("smelt_mm_block<8>(a, bm");
+      expect(src.join("\n")).toMatch(/smelt_mm_block<8, false, false>\(a, bm/);
       close(got, ref(xs, [batch * M, K], ws, [K, N]).v.map((v) => 2 * v), 1e-5);
     }
+  });
+  test("4-vector loads inside aligned operands: each unit stride of A and B, edges, a short last slice, offsets, half", () => {
+    // M and N: two whole tiles of 128 and an edge; K: 6 whole slices of 8 and 4 more (scalar loads).
+    const [M, K, N] = [260, 52, 136];
+    const xs = data((M + 1) * K, 81), ws = data(K * N + 1, 82);
+    const want = ref(xs.subarray(0, M * K), [M, K], ws.subarray(0, K * N), [K, N]).v;
+    // the operands rounded to half, as the half form reads them
+    const halves = (v: Float32Array) => Float32Array.from(new Float16Array(v));
+    const cut = (v: Float32Array, cols: number, rows: number, keep: number) =>
+      Float32Array.from({ length: rows * keep }, (_, e) => v[Math.floor(e / keep) * cols + (e % keep)]!);
+    const wantCut = ref(cut(xs, K, M, 50), [M, 50], cut(ws, N, 50, 134), [50, 134]).v;
+    const wantHalf = ref(halves(xs.subarray(0, M * K)), [M, K], halves(ws.subarray(0, K * N)), [K, N]).v;
+    const wantShifted = ref(xs.subarray(1, M * K + 1), [M, K], ws.subarray(1, K * N + 1), [K, N]).v;
+    const transpose = (v: Float32Array, rows: number, cols: number) => {
+      const t = new Float32Array(rows * cols);
+      for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = v[r * cols + c]!;
+      return t;
+    };
+    const xt = transpose(xs.subarray(0, M * K), M, K), wt = transpose(ws.subarray(0, K * N), K, N);
+    // the block size and whether A and B move in 4-vectors
+    const kernelOf = (code: { source: string }) => {
+      const m = /smelt_mm_block<(\d), (\w+), (\w+)>/.exec(code.source);
+      return m ? `TM ${m[1]}, vectors ${m[2]}, ${m[3]}` : "not the block kernel";
+    };
+    const forms: { name: string; a: () => sm.Tensor; b: () => sm.Tensor; vectors: string; want: number[]; half?: boolean; cut?: boolean }[] = [
+      { name: "A rows along k, B rows along n", a: () => sm.array(xs.subarray(0, M * K)).reshape([M, K]), b: () => sm.array(ws.subarray(0, K * N)).reshape([K, N]), vectors: "true, true", want },
+      { name: "A and B transposed", a: () => sm.array(xt).reshape([K, M]).T, b: () => sm.array(wt).reshape([N, K]).T, vectors: "true, true", want },
+      { name: "offsets of one element", a: () => sm.array(xs).slice(`1:${M * K + 1}`).reshape([M, K]), b: () => sm.array(ws).slice(`1:${K * N + 1}`).reshape([K, N]), vectors: "false, false", want: wantShifted },
+      // K 50 of A's 52 columns and N 134 of B's 136: vectors straddling the ends, read one by one
+      { name: "views ending inside a vector", a: () => sm.array(xs.subarray(0, M * K)).reshape([M, K]).slice(":, :50"), b: () => sm.array(ws.subarray(0, K * N)).reshape([K, N]).slice(":50, :134"), vectors: "true, true", want: wantCut, cut: true },
+      { name: "half operands", a: () => sm.array(xs.subarray(0, M * K)).reshape([M, K]).astype("float16"), b: () => sm.array(wt).reshape([N, K]).astype("float16").T, vectors: "true, true", want: wantHalf, half: true },
+    ];
+    // alone, 6 tiles of 64 (4 x 4 per thread); A broadcast over 16 batches, 96 tiles of 128 (8 x 8)
+    for (const batch of [1, 16])
+      for (const f of forms) {
+        const seen: string[] = [];
+        const got = withVariant("block", () =>
+          sm.tidy(() => {
+            const a = f.a().eval(), b = f.b().eval();
+            const y = sm.matmul(batch === 1 ? a : a.broadcastTo([batch, ...a.shape]), b);
+            const s = schedule([nodeOf(y)]);
+            for (const n of s.order) if (s.matmuls.has(n)) seen.push(kernelOf(planOf(s, n)));
+            execute(s);
+            return y.astype("float32").toArray() as number[];
+          }),
+        );
+        expect({ form: f.name, seen }).toEqual({ form: f.name, seen: [`TM ${batch === 1 ? 4 : 8}, vectors ${f.vectors}`] });
+        // a half C is rounded to half: 2^-11 relative
+        close(got, Array.from({ length: batch }, () => f.want).flat(), f.half ? 1e-3 : 1e-5);
+      }
   });
   test("a CUDA-like target takes it for large products, 4 x 4 per thread where tiles of 128 would be few", () => {
     const x = sm.zeros([64, 96]).eval(), w = sm.zeros([96, 40]).eval();
     const s = withVariant("block", () => schedule([nodeOf(sm.matmul(x, w))]));
-    expect(s.order.map((n) => planOf(s, n).source).join("\n")).toContain("smelt_mm_block<4>(a, bm");
+    expect(s.order.map((n) => planOf(s, n).source).join("\n")).toMatch(/smelt_mm_block<4, \w+, \w+>\(a, bm/);
     for (const t of [x, w]) t.dispose();
   });
 });

@@ -6,6 +6,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Data, Node } from "../../graph/node.ts";
+import type { DType } from "../../graph/dtype.ts";
 import { matmulDepth } from "../plan/inline.ts";
 import { blockSize, type MatmulPlan, type PackPlan } from "../plan/matmul.ts";
 import { Builder, buffers, type KernelCode, signature, store } from "./builder.ts";
@@ -69,7 +70,8 @@ export function emitMatmul(p: MatmulPlan): KernelCode {
     const vectors = (2 * 8 * (16 * tm + 4)) / 4;
     b.line(`threadgroup float4 As[${vectors}];`);
     b.line(`threadgroup float4 Bs[${vectors}];`);
-    b.line(`smelt_mm_block<${tm}>(a, bm, ${Mp}, ${Np}, ${b.int(K)}, ${strides}, epi, (threadgroup float*)As, (threadgroup float*)Bs, tg.xy, tid);`);
+    const va = vectorAligned(A, "a"), vb = vectorAligned(B, "b");
+    b.line(`smelt_mm_block<${tm}, ${va}, ${vb}>(a, bm, ${Mp}, ${Np}, ${b.int(K)}, ${strides}, epi, (threadgroup float*)As, (threadgroup float*)Bs, tg.xy, tid);`);
     position = ["uint3 tg [[threadgroup_position_in_grid]]", "uint tid [[thread_index_in_threadgroup]]"];
   } else if (variant === "skinny") {
     b.line(`smelt_mm_skinny(a, bm, ${Mp}, ${Np}, ${b.int(K)}, ${strides}, int(tg.x * nsg + sg), lane, width, epi);`);
@@ -128,6 +130,25 @@ export function emitMatmul(p: MatmulPlan): KernelCode {
   const code: KernelCode = { source, params: Uint32Array.from(b.params, (x) => x >>> 0), args: b.args, inputs, dispatch: p.dispatch };
   if (p.packs.length) code.packs = p.packs.map((k) => ({ code: emitPack(k), out: k.out }));
   return code;
+}
+
+/** The dtypes metal/matmul.metal's smelt_mm_load4 reads. */
+const VECTOR_LOADS = new Set<DType>(["float32", "float16", "bfloat16"]);
+
+/**
+ * Whether the block variant may move an operand 4 elements at a time: the stride along its tile
+ * axis (rows of A, columns of B) or along k is 1 (the first one, as the kernel picks), and every
+ * other offset, the batch strides included, is a multiple of 4, so that each 4-vector it reads is
+ * aligned (buffers themselves are).
+ */
+function vectorAligned(x: Node, operand: "a" | "b"): boolean {
+  if (!VECTOR_LOADS.has(x.dtype)) return false;
+  const { offset, strides } = x.data!;
+  const n = strides.length;
+  const k = operand === "a" ? strides[n - 1]! : strides[n - 2]!;
+  const across = operand === "a" ? strides[n - 2]! : strides[n - 1]!;
+  const other = across === 1 ? k : k === 1 ? across : 1;
+  return [offset, other, ...strides.slice(0, n - 2)].every((v) => v % 4 === 0);
 }
 
 /** The code of a kernel copying scale * B into panels. */
