@@ -4,7 +4,8 @@
  * per step, tokens/s, kernels per step and peak memory, lazy and eager. `--peer torch` runs PEFT +
  * torch on the same file (dequantized to float32, the same threads) through bench/lora_train_peer.py,
  * eager and torch.compile. `bun run bench` runs it in a process of its own (loraTrainChild); it also
- * runs alone: `bun bench/lora-train.ts [--quick] [--peer torch] [--json]`.
+ * runs alone: `bun bench/lora-train.ts [--quick] [--peer torch] [--json] [--profile N]`, where
+ * --profile N then prints the N costliest kernels of one more lazy step under sm.profile.
  * Each mode is measured after a warm-up step (which compiles the kernels), as the median of runs.
  * SMELT_LORA_MODEL=PATH times another model file or Hugging Face folder instead (for example one that
  * bench/smollm2_shaped.py writes where the GGUF cannot be fetched); on the CUDA backend the peer
@@ -68,7 +69,7 @@ export function batchIds(batch: number, seqLen: number, vocab: number): number[]
   );
 }
 
-export async function loraTrainGroup(opts: { quick: boolean; peer: boolean; log: (s: string) => void }): Promise<LoraTrainBench | null> {
+export async function loraTrainGroup(opts: { quick: boolean; peer: boolean; profile?: number; log: (s: string) => void }): Promise<LoraTrainBench | null> {
   const { quick, peer, log } = opts;
   const dir = process.env.SMELT_MODELS_DIR ?? join(homedir(), ".cache", "smelt", "models");
   const file = process.env.SMELT_LORA_MODEL || join(dir, MODEL);
@@ -146,6 +147,11 @@ export async function loraTrainGroup(opts: { quick: boolean; peer: boolean; log:
 
   if (torch) result.torch = torch;
   printLoraTrain(result, log);
+  if (opts.profile) {
+    // Each kernel committed and waited for alone: its time is its own, the step's total is not.
+    const [, prof] = sm.profile(() => step());
+    log(`\nlora-train: one lazy step under sm.profile, the ${opts.profile} costliest kernels:\n${sm.formatProfile(prof, opts.profile)}`);
+  }
   return result;
 }
 
@@ -181,12 +187,15 @@ export function loraTrainChild(opts: { quick: boolean; peer: boolean }): LoraTra
 
 if (import.meta.main) {
   const args = process.argv.slice(2);
+  const at = args.indexOf("--profile");
+  const profile = at >= 0 ? Number(args[at + 1]) : 0;
+  if (at >= 0) args.splice(at, 2);
   const bad = args.find((a) => a !== "--quick" && a !== "--peer" && a !== "torch" && a !== "--json");
-  if (bad !== undefined || (args.includes("--peer") && !args.includes("torch"))) {
-    console.error("usage: bun bench/lora-train.ts [--quick] [--peer torch] [--json]");
+  if (bad !== undefined || (args.includes("--peer") && !args.includes("torch")) || !(Number.isInteger(profile) && profile >= 0)) {
+    console.error("usage: bun bench/lora-train.ts [--quick] [--peer torch] [--json] [--profile N]");
     process.exit(2);
   }
   const json = args.includes("--json");
-  const result = await loraTrainGroup({ quick: args.includes("--quick"), peer: args.includes("--peer"), log: json ? console.error : console.log });
+  const result = await loraTrainGroup({ quick: args.includes("--quick"), peer: args.includes("--peer"), profile, log: json ? console.error : console.log });
   if (json) console.log(JSON.stringify(result));
 }

@@ -15,6 +15,10 @@
 #                                         each with its own copy of one warmed kernel cache: the
 #                                         check for the stream-ordering bug (docs/cuda.md)
 #   scripts/cuda-device.sh bench          bun run bench --backend cuda --peer torch
+#   scripts/cuda-device.sh shaped         writes SmolLM2's shapes with random weights to $SHAPED
+#                                         (default /tmp/smollm2-shaped) unless there, for SMELT_LORA_MODEL
+#   scripts/cuda-device.sh ab CMD...      CMD in the base tree (cuda-pack made with BASE=REV) and in
+#                                         the working tree, alternately, twice each: logs ab-*.log
 #   scripts/cuda-device.sh exec CMD...    any command in the same environment (bun on the PATH)
 #
 # Every stage first unpacks cuda-pack/ (once) and uses a kernel cache in .cuda-cache/, which a warm
@@ -172,11 +176,36 @@ case "$stage" in
     bun run bench --backend cuda --peer torch 2>&1 | tee "$OUT/bench.log" | tail -60
     cp bench/results/cuda-*.json "$OUT/" 2>/dev/null
     ;;
+  shaped)
+    SHAPED=${SHAPED:-/tmp/smollm2-shaped}
+    [ -f "$SHAPED/model.safetensors" ] || python3 bench/smollm2_shaped.py "$SHAPED" > "$OUT/shaped.log" 2>&1 || { tail -5 "$OUT/shaped.log"; exit 1; }
+    echo "SMELT_LORA_MODEL=$SHAPED"
+    ;;
+  ab)
+    # The same command on two trees of one machine, alternately: GPUs of one kind differ from
+    # machine to machine by as much as a change may gain (docs/cuda.md, the tenth run).
+    [ -f cuda-pack/base.tar.xz ] || { echo "cuda-device: no base tree; make the pack with BASE=REV scripts/cuda-pack.sh" >&2; exit 2; }
+    if [ ! -d cuda-base ]; then
+      mkdir -p cuda-base && tar -xJf cuda-pack/base.tar.xz -C cuda-base
+      ln -s "$PWD/node_modules" cuda-base/node_modules
+      ln -s "$PWD/zig-out" cuda-base/zig-out
+    fi
+    for round in 1 2; do
+      for tree in base new; do
+        dir=.; [ "$tree" = base ] && dir=cuda-base
+        (cd "$dir" && "$@") > "$OUT/ab-$tree-$round.log" 2>&1
+        rc=$?
+        commit=$(cat cuda-pack/commit); [ "$tree" = base ] && commit=$(cat cuda-pack/base-commit)
+        echo "=== $tree ($commit), round $round: exit $rc"
+        tail -n "${AB_TAIL:-12}" "$OUT/ab-$tree-$round.log"
+      done
+    done
+    ;;
   exec)
     "$@"
     ;;
   *)
-    echo "cuda-device: unknown stage $stage (smoke, suite, racecheck, synccheck, contention, bench, exec)" >&2
+    echo "cuda-device: unknown stage $stage (smoke, suite, racecheck, synccheck, contention, bench, shaped, ab, exec)" >&2
     exit 2
     ;;
 esac

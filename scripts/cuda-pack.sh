@@ -2,7 +2,7 @@
 # Packs what the CUDA backend needs on a GPU machine that has no Bun, no Zig and no package
 # registry into cuda-pack/ (git-ignored, about 45 MB): Bun itself (xz), the node_modules the
 # tests and benchmarks load at run time, and the prebuilt native libraries. scripts/cuda-device.sh
-# unpacks it there; docs/cuda.md gives the commands.
+# unpacks it there; docs/cuda.md gives the commands. BASE=REV also packs REV's tree (below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +28,18 @@ rm -rf cuda-pack/lib
 modules=(node_modules/@huggingface node_modules/fast-check node_modules/pure-rand node_modules/@stdlib node_modules/mitata)
 for m in "${modules[@]}"; do [ -e "$m" ] || { echo "cuda-pack: $m is missing; run bun install" >&2; exit 1; }; done
 tar -cJf cuda-pack/node_modules.tar.xz "${modules[@]}"
+# BASE=REV: REV's TypeScript, MSL and headers (not its native code, which must be this commit's) go along
+# as base.tar.xz, for scripts/cuda-device.sh ab to time it beside the working tree on one machine.
+rm -f cuda-pack/base.tar.xz cuda-pack/base-commit
+if [ -n "${BASE:-}" ]; then
+  # (shim/cuda/check.cpp is the offline checker, not part of the libraries)
+  if ! git diff --quiet "$BASE" HEAD -- shim build.zig ':!shim/cuda/check.cpp'; then
+    echo "cuda-pack: the native sources differ between $BASE and HEAD: the base would run on other native code" >&2
+    exit 1
+  fi
+  git archive "$BASE" src metal bench shim build.zig package.json tsconfig.json | xz -T0 -6 > cuda-pack/base.tar.xz
+  git rev-parse "$BASE" > cuda-pack/base-commit
+fi
 # The commit the pack was made from, "+dirty" when tracked files differ from it: the copy on the GPU
 # machine has no history of its own to say so (bench/run.ts records it through SMELT_BENCH_COMMIT).
 { git rev-parse HEAD | tr -d '\n'; git diff --quiet HEAD -- || printf '+dirty'; echo; } > cuda-pack/commit
