@@ -311,13 +311,14 @@ inline void smelt_mm_skinny(device const T* A, device const T2* B, int M, int N,
 // float to tf32), the classic register-blocked product: 256 threads (16 x 16) share a tile of
 // 16TM x 16TM elements of C, each thread holding TM x TM of them in registers, so that every value
 // it reads from threadgroup memory serves TM multiply-adds. A and B come through threadgroup
-// memory in slices of 16 along K, stored k-major (a row of As holds the tile's 16TM values of A at
+// memory in slices of 8 along K, stored k-major (a row of As holds the tile's 16TM values of A at
 // one k), so that a thread's TM values at one k are TM/4 float4 reads. Its rows (and columns) are
 // in groups of 4 that are 64 apart: the 16 threads of a row of the grid then read 16 consecutive
 // float4s, which threadgroup memory serves without bank conflicts. While the threads multiply
 // one slice, the next one's values wait in their registers, and go to the other half of the
 // double-buffered threadgroup memory: one barrier per slice. Within a slice, the values of the
-// next k are read while the products of this one are summed. Rows are padded by 4 floats.
+// next k are read while the products of this one are summed. Rows are padded by 4 floats so the
+// stores of a slice read along k (A row-major, B transposed) fall in different banks.
 constant int SMELT_MM_SLICE = 8;
 constant int SMELT_MM_PAD = 4;
 
@@ -331,11 +332,11 @@ constant int SMELT_MM_PAD = 4;
 // addresses along k where it is the unit stride, else across the tile.
 //
 // Vector v of a slice as (position across the tile, k). Along k, a SIMD-group's 32 take 16
-// positions, two 4-vectors each: 32 bytes of each row, and its stores of one k fall in different
-// banks (rows of the slice 4 k apart are 16 banks apart).
+// positions, both 4-vectors of each: 32 bytes of each row, and its stores of one k fall in
+// different banks (rows of the slice 4 k apart are 16 banks apart).
 template <int TM>
 inline int2 smelt_mm_block_vector_slot(int v, int sx) {
-  return sx == 1 ? int2((v % (4 * TM)) * 4, v / (4 * TM)) : int2((v / 2) % (16 * TM), ((v % 2) + 2 * (v / (32 * TM))) * 4);
+  return sx == 1 ? int2((v % (4 * TM)) * 4, v / (4 * TM)) : int2(v / 2, (v % 2) * 4);
 }
 
 template <int TM>
