@@ -9,6 +9,8 @@ import type { DeviceBuffer } from "../runtime/resources.ts";
 
 export interface EngineStats {
   kernelsDispatched: number;
+  /** Evaluations that dispatched kernels; each commits one command buffer or more (exec/realize.ts). */
+  evaluations: number;
   commandBuffers: number;
   kernelCompiles: number;
   kernelDiskCacheHits: number;
@@ -23,6 +25,7 @@ export interface EngineStats {
 
 export const stats: EngineStats = {
   kernelsDispatched: 0,
+  evaluations: 0,
   commandBuffers: 0,
   kernelCompiles: 0,
   kernelDiskCacheHits: 0,

@@ -857,10 +857,44 @@ export function fitGroup(d: KernelCode["dispatch"], pipeline: Pipeline, rows: bo
 /** Spans between barriers numbered so far, across evaluations: encode's marks on storages. */
 let spans = 0;
 
-/** Generates, compiles (once per structure) and encodes the scheduled kernels into one command buffer. */
-function encode(schedule: Schedule) {
+/**
+ * Dispatches before the first commit of an evaluation, and at most between two commits. A device
+ * starts on a command buffer only once it is committed: one per evaluation left it idle while the
+ * whole of a training step (thousands of kernels) was encoded, and the JavaScript thread idle while
+ * the device ran them. The first commit comes early so that the device starts soon; later ones
+ * are further apart, each costing a submission.
+ */
+const FIRST_COMMIT = 32;
+const MOST_PER_COMMIT = 512;
+
+/** The command buffers an evaluation was committed in, in commit order. */
+class Submission {
+  constructor(readonly cmds: readonly CommandBuffer[]) {}
+  /** The last one's: the device finishes command buffers in commit order. */
+  get sequence(): number {
+    return this.cmds.at(-1)!.sequence;
+  }
+  /** Every one completed (a failed one is not finished: waiting reports it). */
+  get finished(): boolean {
+    return this.cmds.every((c) => c.state === "completed" || c.state === "disposed");
+  }
+  /** Waits for each in order; throws the first failure. */
+  wait(): void {
+    for (const c of this.cmds) c.wait();
+  }
+  async completed(): Promise<void> {
+    for (const c of this.cmds) await c.completed();
+  }
+}
+
+/** Generates, compiles (once per structure) and encodes the scheduled kernels, committing as it goes. */
+function encode(schedule: Schedule): Submission {
   const dev = memory.device;
   let cmd = dev.commandBuffer();
+  const cmds: CommandBuffer[] = [];
+  let dispatched = 0;
+  let nextCommit = FIRST_COMMIT;
+  stats.evaluations++;
   // The span since the last barrier, numbered across evaluations (Storage.writtenIn, readIn). A
   // kernel's output may be memory that earlier kernels of this command buffer wrote and read
   // (lifetimes.ts), so writing it waits for them as reading it would.
@@ -923,6 +957,13 @@ function encode(schedule: Schedule) {
         recordKernel(kernelLabel(node, what), performance.now() - t0);
         cmd = dev.commandBuffer();
         span = ++spans;
+      } else if (++dispatched === nextCommit) {
+        cmd.commit();
+        stats.commandBuffers++;
+        cmds.push(cmd);
+        cmd = dev.commandBuffer();
+        span = ++spans;
+        nextCommit += Math.min(nextCommit, MOST_PER_COMMIT);
       }
     }
     out.writtenIn = span;
@@ -953,9 +994,10 @@ function encode(schedule: Schedule) {
   }
   cmd.commit();
   stats.commandBuffers++;
+  cmds.push(cmd);
   // Disposed while the device still uses them (asyncEval), they must not be reused before it is done.
   for (const s of used) s.busy = cmd.sequence;
-  return cmd;
+  return new Submission(cmds);
 }
 
 function settle(schedule: Schedule, failed: boolean): void {
@@ -1052,7 +1094,7 @@ export function evalNodes(nodes: readonly Node[]): void {
  */
 interface Pending {
   readonly schedule: Schedule;
-  cmd: CommandBuffer | null;
+  cmd: Submission | null;
   /** What encoding it threw when another evaluation encoded it: its own caller rethrows it. */
   error: unknown;
 }
@@ -1089,10 +1131,10 @@ export function awaitStorage(s: Storage): void {
   encodePending();
   // The device finishes command buffers in commit order, so waiting for the latest one not after
   // s.busy (the last command buffer using s) covers the one that wrote s.
-  let last: CommandBuffer | undefined;
+  let last: Submission | undefined;
   for (const { cmd } of pending) if (cmd && cmd.sequence <= s.busy && (!last || cmd.sequence > last.sequence)) last = cmd;
   // wait() throws when it failed: the reader gets that failure rather than the buffer's old bytes.
-  if (last && last.state !== "completed" && last.state !== "disposed") last.wait();
+  if (last && !last.finished) last.wait();
 }
 
 /** Computes the nodes; resolves when the device is done. */

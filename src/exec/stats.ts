@@ -7,6 +7,7 @@ export function stats(): EngineStats {
 /** Zeroes the event counters; current and peak bytes restart from what is allocated now. */
 export function resetStats(): void {
   counters.kernelsDispatched = 0;
+  counters.evaluations = 0;
   counters.commandBuffers = 0;
   counters.kernelCompiles = 0;
   counters.kernelDiskCacheHits = 0;

@@ -117,13 +117,13 @@ test("tensor memory stays flat over a long generation while the capacity holds",
   cache.dispose();
 }, SLOW);
 
-test("generation evaluates each step's token and cache entries in one command buffer", async () => {
+test("generation evaluates each step's token and cache entries in one evaluation", async () => {
   const { tokenizer } = await sm.lm.load(join(FIXTURES, "tiny-llama.gguf"));
   const endless: sm.lm.TextTokenizer = { encode: (t, o) => tokenizer.encode(t, o), decode: (ids, o) => tokenizer.decode(ids, o), eosTokenIds: [] };
   const prompt = idsOf(8, 6);
   sm.resetStats();
   const { tokens } = await sm.lm.generate(model, endless, prompt, { maxTokens: 12 });
-  expect(sm.stats().commandBuffers).toBe(12);
+  expect(sm.stats().evaluations).toBe(12);
   // Greedy tokens as whole cache-less forwards pick them.
   const ids = [...prompt];
   for (let i = 0; i < 12; i++) {

@@ -18,6 +18,33 @@ test("a node computed later in the same evaluation is not read by an earlier ker
   expect(a.toArray()).toEqual([2, 4, 6, 8]);
 });
 
+test("a long evaluation is committed in several command buffers, in order, and equals eager", () => {
+  // Each product reads the one before from memory: a chain of kernels of one evaluation.
+  const w = sm.array(uniform(48 * 48, -0.2, 0.2, 3), "float32").reshape([48, 48]);
+  const x = sm.array(uniform(48 * 48, -1, 1, 4), "float32").reshape([48, 48]);
+  const chain = () => {
+    let y = x;
+    for (let i = 0; i < 150; i++) y = sm.matmul(y, w).tanh();
+    return y;
+  };
+  const y = chain();
+  sm.resetStats();
+  sm.eval(y);
+  const { kernelsDispatched, commandBuffers, evaluations } = sm.stats();
+  expect(evaluations).toBe(1);
+  expect(kernelsDispatched).toBeGreaterThanOrEqual(150);
+  // Commits after 32, 64, 128, 256 ... kernels, then every 512: the device starts early.
+  let expected = 1;
+  for (let at = 32; at < kernelsDispatched; at += Math.min(at, 512)) expected++;
+  expect(commandBuffers).toBe(expected);
+  sm.setDefaultMode("eager");
+  try {
+    expect(y.toArray()).toEqual(chain().toArray());
+  } finally {
+    sm.setDefaultMode("lazy");
+  }
+});
+
 test("of the same shape, the two are one kernel writing both", () => {
   const x = sm.array([1, 2, 3, 4], "float32");
   const a = x.mul(2);
