@@ -13,6 +13,15 @@ import type { Schedule } from "./schedules.ts";
 import { mapLeaves } from "./trees.ts";
 
 type Slots = Record<string, Tensor>;
+/**
+ * A constant of the update (a beta, its complement, a step size), named by its role, with the
+ * value it has in this update, of the parameter's shape and the dtype of `like`: one tensor per role, shape and dtype
+ * serves every parameter's update, so an update of hundreds of parameters builds, walks and
+ * schedules thousands fewer nodes than with a constant per use. By role, not by value: two roles
+ * whose values happen to meet must not become one node, or the graph, and so its kernels, would
+ * change with the values.
+ */
+type Constant = (role: string, value: number, like: Tensor) => Tensor;
 const STATE_KEY = "smelt.optimizer";
 
 /** Zeros with real storage: a buffer from the start keeps the first update's kernels those of every later one. */
@@ -52,8 +61,8 @@ export abstract class Optimizer {
   }
 
   protected abstract initSlots(p: Tensor): Slots;
-  /** The parameter's new value and slots after update `t` (1 for the first). */
-  protected abstract apply(g: Tensor, p: Tensor, slots: Slots, lr: number, t: number): [Tensor, Slots];
+  /** The parameter's new value and slots after update `t` (1 for the first); `k` gives the constants it multiplies or adds. */
+  protected abstract apply(g: Tensor, p: Tensor, slots: Slots, lr: number, t: number, k: Constant): [Tensor, Slots];
 
   /** Creates the slots of parameters that have none (update does so itself when needed). */
   init(params: ParamTree | Module): void {
@@ -80,14 +89,31 @@ export abstract class Optimizer {
     const lr = this.learningRate;
     const t = this.step + 1;
     const old: Tensor[] = [];
-    const next = mapLeaves(grads, (g, path) => {
-      const p = params.get(path)!;
-      const slots = this.state[path] ?? this.initSlots(p);
-      const [np, ns] = tidy(() => this.apply(g, p, slots, lr, t));
-      old.push(p, ...Object.values(slots));
-      this.state[path] = ns;
-      return np;
-    }) as ParamTree;
+    const [next, state] = tidy(() => {
+      // By shape (a parameter's tensors all have its shape), then by role and dtype.
+      const constants = new Map<string, Map<string, Tensor>>();
+      const state: Record<string, Slots> = {};
+      const next = mapLeaves(grads, (g, path) => {
+        const p = params.get(path)!;
+        const shape = p.shape;
+        const shapeKey = shape.join(",");
+        let byRole = constants.get(shapeKey);
+        if (!byRole) constants.set(shapeKey, (byRole = new Map()));
+        const k: Constant = (role, value, like) => {
+          const key = `${role} ${like.dtype}`;
+          let c = byRole.get(key);
+          if (!c) byRole.set(key, (c = ops.full(shape, value, like.dtype)));
+          return c;
+        };
+        const slots = this.state[path] ?? this.initSlots(p);
+        const [np, ns] = this.apply(g, p, slots, lr, t, k);
+        old.push(p, ...Object.values(slots));
+        state[path] = ns;
+        return np;
+      }) as ParamTree;
+      return [next, state] as const;
+    });
+    Object.assign(this.state, state);
     model.update(next);
     this.step = t;
     for (const x of old) x.dispose();
@@ -142,14 +168,14 @@ export class SGD extends Optimizer {
   protected initSlots(p: Tensor): Slots {
     return this.momentum === 0 ? {} : { momentumBuffer: zerosLike(p) };
   }
-  protected apply(g: Tensor, p: Tensor, s: Slots, lr: number, t: number): [Tensor, Slots] {
-    let d = this.weightDecay ? ops.add(g, ops.multiply(p, this.weightDecay)) : g;
-    if (this.momentum === 0) return [ops.subtract(p, ops.multiply(d, lr)), {}];
+  protected apply(g: Tensor, p: Tensor, s: Slots, lr: number, t: number, k: Constant): [Tensor, Slots] {
+    let d = this.weightDecay ? ops.add(g, ops.multiply(p, k("decay", this.weightDecay, p))) : g;
+    if (this.momentum === 0) return [ops.subtract(p, ops.multiply(d, k("lr", lr, d))), {}];
     // PyTorch starts the buffer at the first gradient undamped; with a zero buffer that is a
     // coefficient of 1 on the gradient at t = 1, passed as an argument like the later ones.
-    const buf = ops.add(ops.multiply(s.momentumBuffer!, t === 1 ? 0 : this.momentum), ops.multiply(d, t === 1 ? 1 : 1 - this.dampening));
-    d = this.nesterov ? ops.add(d, ops.multiply(buf, this.momentum)) : buf;
-    return [ops.subtract(p, ops.multiply(d, lr)), { momentumBuffer: buf }];
+    const buf = ops.add(ops.multiply(s.momentumBuffer!, k("momentum", t === 1 ? 0 : this.momentum, p)), ops.multiply(d, k("damped", t === 1 ? 1 : 1 - this.dampening, d)));
+    d = this.nesterov ? ops.add(d, ops.multiply(buf, k("nesterov", this.momentum, buf))) : buf;
+    return [ops.subtract(p, ops.multiply(d, k("lr", lr, d))), { momentumBuffer: buf }];
   }
   protected config() {
     return { momentum: this.momentum, dampening: this.dampening, weightDecay: this.weightDecay, nesterov: this.nesterov };
@@ -186,17 +212,20 @@ export class Adam extends Optimizer {
   protected initSlots(p: Tensor): Slots {
     return { m: zerosLike(p), v: zerosLike(p) };
   }
-  protected apply(g: Tensor, p: Tensor, s: Slots, lr: number, t: number): [Tensor, Slots] {
+  protected apply(g: Tensor, p: Tensor, s: Slots, lr: number, t: number, k: Constant): [Tensor, Slots] {
     const [b1, b2] = this.betas;
     let base = p;
-    if (this.weightDecay && this.decoupled) base = ops.multiply(p, 1 - lr * this.weightDecay);
-    else if (this.weightDecay) g = ops.add(g, ops.multiply(p, this.weightDecay));
-    const m = ops.add(ops.multiply(s.m!, b1), ops.multiply(g, 1 - b1));
-    const v = ops.add(ops.multiply(s.v!, b2), ops.multiply(ops.square(g), 1 - b2));
+    if (this.weightDecay && this.decoupled) base = ops.multiply(p, k("shrink", 1 - lr * this.weightDecay, p));
+    else if (this.weightDecay) g = ops.add(g, ops.multiply(p, k("decay", this.weightDecay, p)));
+    const m = ops.add(ops.multiply(s.m!, k("b1", b1, s.m!)), ops.multiply(g, k("1-b1", 1 - b1, g)));
+    const g2 = ops.square(g);
+    const v = ops.add(ops.multiply(s.v!, k("b2", b2, s.v!)), ops.multiply(g2, k("1-b2", 1 - b2, g2)));
     const bc1 = this.biasCorrection ? 1 - b1 ** t : 1;
     const bc2 = this.biasCorrection ? 1 - b2 ** t : 1;
-    const denom = ops.add(ops.divide(ops.sqrt(v), Math.sqrt(bc2)), this.eps);
-    return [ops.subtract(base, ops.multiply(ops.divide(m, denom), lr / bc1)), { m, v }];
+    const root = ops.sqrt(v);
+    const denom = ops.add(ops.divide(root, k("sqrt(bc2)", Math.sqrt(bc2), root)), k("eps", this.eps, root));
+    const ratio = ops.divide(m, denom);
+    return [ops.subtract(base, ops.multiply(ratio, k("step", lr / bc1, ratio))), { m, v }];
   }
   protected config() {
     return { betas: this.betas, eps: this.eps, weightDecay: this.weightDecay, biasCorrection: this.biasCorrection };
@@ -224,12 +253,13 @@ export class Lion extends Optimizer {
   protected initSlots(p: Tensor): Slots {
     return { m: zerosLike(p) };
   }
-  protected apply(g: Tensor, p: Tensor, s: Slots, lr: number): [Tensor, Slots] {
+  protected apply(g: Tensor, p: Tensor, s: Slots, lr: number, _t: number, k: Constant): [Tensor, Slots] {
     const [b1, b2] = this.betas;
-    const c = ops.add(ops.multiply(s.m!, b1), ops.multiply(g, 1 - b1));
-    const base = this.weightDecay ? ops.multiply(p, 1 - lr * this.weightDecay) : p;
-    const m = ops.add(ops.multiply(s.m!, b2), ops.multiply(g, 1 - b2));
-    return [ops.subtract(base, ops.multiply(ops.sign(c), lr)), { m }];
+    const c = ops.add(ops.multiply(s.m!, k("b1", b1, s.m!)), ops.multiply(g, k("1-b1", 1 - b1, g)));
+    const base = this.weightDecay ? ops.multiply(p, k("shrink", 1 - lr * this.weightDecay, p)) : p;
+    const m = ops.add(ops.multiply(s.m!, k("b2", b2, s.m!)), ops.multiply(g, k("1-b2", 1 - b2, g)));
+    const sign = ops.sign(c);
+    return [ops.subtract(base, ops.multiply(sign, k("lr", lr, sign))), { m }];
   }
   protected config() {
     return { betas: this.betas, weightDecay: this.weightDecay };
