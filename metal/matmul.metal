@@ -63,11 +63,27 @@ inline void smelt_mm_simd(device const T* A, device const T* B, int M, int N, in
   }
 }
 
+// Loads of SMELT_MM_AHEAD values of k are issued together, then summed in order (so the sum is
+// the plain loop's, bit for bit): a thread with a long K (a low-rank factor's gradient sums over
+// a batch's tokens) otherwise waited out one load's latency per k.
+constant int SMELT_MM_AHEAD = 8;
+
 template <typename T, typename E>
 inline void smelt_mm_dot(device const T* A, device const T* B, int K, int sam, int sak, int sbk, int sbn, int i, int j,
                          thread const E& epi) {
+  device const T* a = A + i * sam;
+  device const T* b = B + j * sbn;
   float acc = 0.0f;
-  for (int k = 0; k < K; ++k) acc = fma(float(A[i * sam + k * sak]), float(B[k * sbk + j * sbn]), acc);
+  int k = 0;
+  for (; k + SMELT_MM_AHEAD <= K; k += SMELT_MM_AHEAD) {
+    float x[SMELT_MM_AHEAD], y[SMELT_MM_AHEAD];
+    for (int u = 0; u < SMELT_MM_AHEAD; ++u) {
+      x[u] = float(a[(k + u) * sak]);
+      y[u] = float(b[(k + u) * sbk]);
+    }
+    for (int u = 0; u < SMELT_MM_AHEAD; ++u) acc = fma(x[u], y[u], acc);
+  }
+  for (; k < K; ++k) acc = fma(float(a[k * sak]), float(b[k * sbk]), acc);
   epi.store(acc, i, j);
 }
 
@@ -296,7 +312,19 @@ inline void smelt_mm_skinny(device const T* A, device const T2* B, int M, int N,
   if (i >= M) return;  // the whole SIMD-group: i is the same for its lanes
   float acc[16];
   for (int c = 0; c < 16; ++c) acc[c] = 0.0f;
-  for (int k = int(lane); k < K; k += int(width)) {
+  // Four of a lane's k loaded together, then summed in order, as smelt_mm_dot does.
+  int k = int(lane), w = int(width);
+  for (; k + 3 * w < K; k += 4 * w) {
+    float a[4], b[4][16];
+    for (int u = 0; u < 4; ++u) {
+      a[u] = float(A[i * sam + (k + u * w) * sak]);
+      for (int c = 0; c < 16; ++c) b[u][c] = c < N ? float(B[(k + u * w) * sbk + c * sbn]) : 0.0f;
+    }
+    for (int u = 0; u < 4; ++u)
+      for (int c = 0; c < 16; ++c)
+        if (c < N) acc[c] = fma(a[u], b[u][c], acc[c]);
+  }
+  for (; k < K; k += w) {
     float a = float(A[i * sam + k * sak]);
     for (int c = 0; c < 16; ++c)
       if (c < N) acc[c] = fma(a, float(B[k * sbk + c * sbn]), acc[c]);

@@ -94,6 +94,36 @@ describe("every variant against float64", () => {
   }
 });
 
+describe("long K: dot and skinny load several k ahead, then sum them in order", () => {
+  // K past 8 (dot) and 4 SIMD widths (skinny) a few times over, with remainders; A and B
+  // contiguous and transposed, as a low-rank factor's gradients read them.
+  for (const variant of ["dot", "skinny"]) {
+    for (const [M, K, N] of [[3, 301, 7], [70, 517, 8], [1, 1030, 16]]) {
+      test(`${variant}: [${M}, ${K}] @ [${K}, ${N}], plain and transposed`, () => {
+        const a = data(M * K, M + K), b = data(K * N, K + N);
+        const want = ref(a, [M, K], b, [K, N]).v;
+        for (const transposed of [false, true]) {
+          const got = withVariant(variant, () =>
+            sm.tidy(() => {
+              const x = transposed ? sm.array(transpose(a, M, K)).reshape([K, M]).T : sm.array(a).reshape([M, K]);
+              const y = transposed ? sm.array(transpose(b, K, N)).reshape([N, K]).T : sm.array(b).reshape([K, N]);
+              return sm.matmul(x, y).toArray() as number[];
+            }),
+          );
+          close(got, want, 1e-5);
+        }
+      });
+    }
+  }
+});
+
+/** The [cols, rows] row-major copy of a [rows, cols] matrix. */
+function transpose(x: Float32Array, rows: number, cols: number): Float32Array {
+  const t = new Float32Array(rows * cols);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) t[j * rows + i] = x[i * cols + j]!;
+  return t;
+}
+
 describe("operands at any strides, read in place", () => {
   test("a.T @ b.T and a sliced operand, on every variant", () => {
     const a = data(40 * 37, 3), b = data(29 * 40, 4);
