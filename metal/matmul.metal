@@ -6,7 +6,8 @@
 //
 //   smelt_mm_simd    a 32x32 tile per threadgroup of 128 threads (4 SIMD-groups of 16x16), K in
 //                    steps of 16 through threadgroup memory, 8x8 simdgroup_matrix products
-//   smelt_mm_dot     one element per thread: small M (matrix-vector, M of 1..16)
+//   smelt_mm_dot     small M (matrix-vector, M of 1..16): 32 columns of a row per threadgroup, K split
+//                    among its SIMD-sized slices
 //   smelt_mm_pack    for CPUs: copies B into panels of 16 columns, the layout smelt_mm_panel reads
 //   smelt_mm_panel   for CPUs: a 6x16 block per thread from one packed panel (with a second
 //                    product summed into the first as more rows of K)
@@ -63,28 +64,25 @@ inline void smelt_mm_simd(device const T* A, device const T* B, int M, int N, in
   }
 }
 
-// Loads of SMELT_MM_AHEAD values of k are issued together, then summed in order (so the sum is
-// the plain loop's, bit for bit): a thread with a long K (a low-rank factor's gradient sums over
-// a batch's tokens) otherwise waited out one load's latency per k.
-constant int SMELT_MM_AHEAD = 8;
-
+// A threadgroup of 32S threads per row i of C and 32 columns from j0: thread t takes column
+// j0 + t % 32 over the (t / 32)th of S consecutive stretches of K; the S partial sums then meet
+// in `part` (32S floats) and are added in order. One thread per element over the whole of K left
+// too few threads to hide memory's latency: a low-rank factor's gradient, [8, 512] @ [512, 576],
+// had 144 SIMD-groups of them for a whole GPU, each waiting out 512 loads in turn.
 template <typename T, typename E>
-inline void smelt_mm_dot(device const T* A, device const T* B, int K, int sam, int sak, int sbk, int sbn, int i, int j,
-                         thread const E& epi) {
-  device const T* a = A + i * sam;
-  device const T* b = B + j * sbn;
+inline void smelt_mm_dot(device const T* A, device const T* B, int N, int K, int S, int sam, int sak, int sbk, int sbn,
+                         int i, int j0, uint tid, thread const E& epi, threadgroup float* part) {
+  int c = int(tid) % 32, s = int(tid) / 32, j = j0 + c;
+  int chunk = (K + S - 1) / S, k1 = min(K, (s + 1) * chunk);
   float acc = 0.0f;
-  int k = 0;
-  for (; k + SMELT_MM_AHEAD <= K; k += SMELT_MM_AHEAD) {
-    float x[SMELT_MM_AHEAD], y[SMELT_MM_AHEAD];
-    for (int u = 0; u < SMELT_MM_AHEAD; ++u) {
-      x[u] = float(a[(k + u) * sak]);
-      y[u] = float(b[(k + u) * sbk]);
-    }
-    for (int u = 0; u < SMELT_MM_AHEAD; ++u) acc = fma(x[u], y[u], acc);
-  }
-  for (; k < K; ++k) acc = fma(float(a[k * sak]), float(b[k * sbk]), acc);
-  epi.store(acc, i, j);
+  if (j < N)
+    for (int k = s * chunk; k < k1; ++k) acc = fma(float(A[i * sam + k * sak]), float(B[k * sbk + j * sbn]), acc);
+  part[s * 32 + c] = acc;
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  if (s != 0 || j >= N) return;
+  float total = part[c];
+  for (int t = 1; t < S; ++t) total += part[t * 32 + c];
+  epi.store(total, i, j);
 }
 
 // For CPUs, B is first copied into panels of 16 columns: panel p holds scale * B[k, 16p + c] at
@@ -312,7 +310,9 @@ inline void smelt_mm_skinny(device const T* A, device const T2* B, int M, int N,
   if (i >= M) return;  // the whole SIMD-group: i is the same for its lanes
   float acc[16];
   for (int c = 0; c < 16; ++c) acc[c] = 0.0f;
-  // Four of a lane's k loaded together, then summed in order, as smelt_mm_dot does.
+  // Four of a lane's k are loaded together, then summed in order (so the sum is the plain loop's,
+  // bit for bit): with a long K (a low-rank factor's gradient sums over a batch's tokens) a lane
+  // otherwise waited out one load's latency per k.
   int k = int(lane), w = int(width);
   for (; k + 3 * w < K; k += 4 * w) {
     float a[4], b[4][16];

@@ -979,8 +979,9 @@ function encode(schedule: Schedule): Submission {
     // A row kernel whose threads each keep a fixed number of steps loops over the row instead.
     const group = schedule.rows.get(node);
     if (group && put(rowKernel(node, group, rowThreads(schedule.target, group), schedule.outputs.get(node)), node.data!.storage, node, "row", fused, true)) return;
-    // Only the GPU matmuls are built around their threadgroups (of 128 or 256 threads): the dot
-    // kernel computes the same product with threadgroups of any size.
+    // The GPU matmuls are built around threadgroups of 128 or 256 threads, which a pipeline heavy
+    // in registers may not take: the dot kernel (at most 256 threads, few registers) computes the
+    // same product.
     const limit = pipelineFor(k.source).maxThreadsPerThreadgroup;
     if (!mm || !k.dispatch.threadgroups || !put(matmulKernel(node, mm.main, "dot", null), node.data!.storage, node, "matmul dot", fused)) {
       throw new SmeltError(`eval: the kernel for ${node.op} needs ${k.dispatch.group.join(" x ")} threads per threadgroup; its pipeline allows ${limit}`);

@@ -94,11 +94,12 @@ describe("every variant against float64", () => {
   }
 });
 
-describe("long K: dot and skinny load several k ahead, then sum them in order", () => {
-  // K past 8 (dot) and 4 SIMD widths (skinny) a few times over, with remainders; A and B
-  // contiguous and transposed, as a low-rank factor's gradients read them.
+describe("long K: dot splits it among a threadgroup's SIMD-groups, skinny loads four k ahead", () => {
+  // K of several of dot's stretches (uneven, and 8 of them at most) and of 4 SIMD widths (skinny)
+  // with remainders, more columns than one threadgroup of dot's; A and B contiguous and
+  // transposed, as a low-rank factor's gradients read them.
   for (const variant of ["dot", "skinny"]) {
-    for (const [M, K, N] of [[3, 301, 7], [70, 517, 8], [1, 1030, 16]]) {
+    for (const [M, K, N] of [[3, 301, 7], [70, 517, 8], [1, 1030, 16], [2, 40, 45], [1, 577, 70]] as const) {
       test(`${variant}: [${M}, ${K}] @ [${K}, ${N}], plain and transposed`, () => {
         const a = data(M * K, M + K), b = data(K * N, K + N);
         const want = ref(a, [M, K], b, [K, N]).v;

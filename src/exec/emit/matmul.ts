@@ -8,7 +8,7 @@ import { join } from "node:path";
 import type { Data, Node } from "../../graph/node.ts";
 import type { DType } from "../../graph/dtype.ts";
 import { matmulDepth } from "../plan/inline.ts";
-import { blockSize, type MatmulPlan, type PackPlan } from "../plan/matmul.ts";
+import { blockSize, dotSplits, type MatmulPlan, type PackPlan } from "../plan/matmul.ts";
 import { Builder, buffers, type KernelCode, signature, store } from "./builder.ts";
 
 const library = readFileSync(join(import.meta.dir, "../../../metal/matmul.metal"), "utf8");
@@ -37,7 +37,7 @@ export function emitMatmul(p: MatmulPlan): KernelCode {
   const ai = b.leaf(A), bi = variant === "panel" ? -1 : b.leaf(B);
   const a2 = summed ? b.leaf(summed.product.inputs[0]!) : -1;
   const b2 = summed ? b.leaf(summed.product.inputs[1]!) : -1;
-  b.line(`int batch = int(${variant === "simd" || variant === "block" || variant === "skinny" ? "tg.z" : "gid.z"});`);
+  b.line(`int batch = int(${variant === "simd" || variant === "block" || variant === "skinny" || variant === "dot" ? "tg.z" : "gid.z"});`);
   const ids = b.unflatten(batchShape, "batch");
   const offset = (x: Node) => {
     const d = x.data!;
@@ -80,8 +80,10 @@ export function emitMatmul(p: MatmulPlan): KernelCode {
       "uint lane [[thread_index_in_simdgroup]]", "uint width [[threads_per_simdgroup]]",
     ];
   } else if (variant === "dot") {
-    b.line(`smelt_mm_dot(a, bm, ${b.int(K)}, ${strides}, int(gid.y), int(gid.x), epi);`);
-    position = ["uint3 gid [[thread_position_in_grid]]"];
+    const S = dotSplits(K);
+    b.line(`threadgroup float part[${32 * S}];`);
+    b.line(`smelt_mm_dot(a, bm, ${Np}, ${b.int(K)}, ${S}, ${strides}, int(tg.y), int(tg.x) * 32, tid, epi, part);`);
+    position = ["uint3 tg [[threadgroup_position_in_grid]]", "uint tid [[thread_index_in_threadgroup]]"];
   } else if (variant === "panel") {
     // The panels of B's batch for this output batch (B's broadcast axes repeat one batch).
     const bBatch = B.shape.slice(0, -2);
