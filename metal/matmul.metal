@@ -64,15 +64,15 @@ inline void smelt_mm_simd(device const T* A, device const T* B, int M, int N, in
   }
 }
 
-// A threadgroup of 32S threads per row i of C and 32 columns from j0: thread t takes column
-// j0 + t % 32 over the (t / 32)th of S consecutive stretches of K; the S partial sums then meet
-// in `part` (32S floats) and are added in order. One thread per element over the whole of K left
+// A threadgroup of 32S threads (S = threads / 32, at most 8) per row i of C and 32 columns from
+// j0: thread t takes column j0 + t % 32 over the (t / 32)th of S consecutive stretches of K; the
+// S partial sums then meet in `part` (32S floats) and are added in order. One thread per element over the whole of K left
 // too few threads to hide memory's latency: a low-rank factor's gradient, [8, 512] @ [512, 576],
 // had 144 SIMD-groups of them for a whole GPU, each waiting out 512 loads in turn.
 template <typename T, typename E>
-inline void smelt_mm_dot(device const T* A, device const T* B, int N, int K, int S, int sam, int sak, int sbk, int sbn,
-                         int i, int j0, uint tid, thread const E& epi, threadgroup float* part) {
-  int c = int(tid) % 32, s = int(tid) / 32, j = j0 + c;
+inline void smelt_mm_dot(device const T* A, device const T* B, int N, int K, int sam, int sak, int sbk, int sbn, int i,
+                         int j0, uint tid, uint threads, thread const E& epi, threadgroup float* part) {
+  int c = int(tid) % 32, s = int(tid) / 32, j = j0 + c, S = int(threads) / 32;
   int chunk = (K + S - 1) / S, k1 = min(K, (s + 1) * chunk);
   float acc = 0.0f;
   if (j < N)

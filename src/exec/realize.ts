@@ -843,9 +843,10 @@ export function fitGroup(d: KernelCode["dispatch"], pipeline: Pipeline, rows: bo
   const limit = rows ? Math.min(pipeline.maxThreadsPerThreadgroup, w * w) : pipeline.maxThreadsPerThreadgroup;
   let [x, y, z] = d.group;
   // The simdgroup matmul spreads its 8 x 8 tiles over SIMD groups of 32 threads.
-  if (d.threadgroups && !rows && w !== 32) return null;
+  if (d.threadgroups && !rows && w !== 32 && !d.anyWidth) return null;
   if (x * y * z <= limit) return d.group;
   if (d.whole) return null;
+  if (d.anyWidth) return limit >= 32 ? [limit - (limit % 32), 1, 1] : null;
   if (rows) return [limit >= w ? limit - (limit % w) : limit, 1, 1];
   if (d.threadgroups) return null;
   while (x * y * z > limit && x > 1) x = Math.ceil(x / 2);
@@ -980,8 +981,8 @@ function encode(schedule: Schedule): Submission {
     const group = schedule.rows.get(node);
     if (group && put(rowKernel(node, group, rowThreads(schedule.target, group), schedule.outputs.get(node)), node.data!.storage, node, "row", fused, true)) return;
     // The GPU matmuls are built around threadgroups of 128 or 256 threads, which a pipeline heavy
-    // in registers may not take: the dot kernel (at most 256 threads, few registers) computes the
-    // same product.
+    // in registers may not take: the dot kernel (any multiple of 32 threads) computes the same
+    // product.
     const limit = pipelineFor(k.source).maxThreadsPerThreadgroup;
     if (!mm || !k.dispatch.threadgroups || !put(matmulKernel(node, mm.main, "dot", null), node.data!.storage, node, "matmul dot", fused)) {
       throw new SmeltError(`eval: the kernel for ${node.op} needs ${k.dispatch.group.join(" x ")} threads per threadgroup; its pipeline allows ${limit}`);

@@ -26,10 +26,15 @@ test("a row kernel takes at most width * width threads, so one SIMD group folds 
   }
 });
 
-test("the simdgroup matmul runs only on SIMD groups of 32; kernels dispatched by threads take any width", () => {
+test("the simdgroup matmul runs only on SIMD groups of 32; the dot matmul and kernels dispatched by threads take any width", () => {
   expect(fitGroup(simdMatmul, pipeline(32), false)).toEqual([128, 1, 1]);
   expect(fitGroup(simdMatmul, pipeline(16), false)).toBeNull(); // planned again as the dot kernel
   expect(fitGroup(simdMatmul, pipeline(64), false)).toBeNull();
+  // The dot matmul numbers its threads itself: any width, any multiple of 32 threads.
+  const dot: Dispatch = { threadgroups: true, size: [3, 8, 1], group: [256, 1, 1], anyWidth: true };
+  for (const w of [16, 32, 64]) expect(fitGroup(dot, pipeline(w), false)).toEqual([256, 1, 1]);
+  expect(fitGroup(dot, pipeline(32, 100), false)).toEqual([96, 1, 1]);
+  expect(fitGroup(dot, pipeline(32, 16), false)).toBeNull();
   expect(fitGroup(elementwise, pipeline(16), false)).toEqual([256, 1, 1]);
   expect(fitGroup(elementwise, pipeline(64), false)).toEqual([256, 1, 1]);
 });

@@ -102,7 +102,8 @@ describe("kernels fit a pipeline limit below what the plan asked", () => {
   });
 
   test("the simdgroup matmul (128 threads) gives way to the dot kernel under a limit of 64", () => {
-    const M = 40, K = 50, N = 36;
+    // K long enough that the dot kernel would split it 8 ways; 64 threads make it 2.
+    const M = 40, K = 500, N = 36;
     const got = child(
       { SMELT_HOST_MAX_THREADS: "64", SMELT_MATMUL: "simd" },
       `out.c = sm.matmul(sm.array(data(${M * K}, 5)).reshape([${M}, ${K}]), sm.array(data(${K * N}, 6)).reshape([${K}, ${N}])).toArray().flat();`,

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import type { Data, Node } from "../../graph/node.ts";
 import type { DType } from "../../graph/dtype.ts";
 import { matmulDepth } from "../plan/inline.ts";
-import { blockSize, dotSplits, type MatmulPlan, type PackPlan } from "../plan/matmul.ts";
+import { blockSize, DOT_SPLITS, type MatmulPlan, type PackPlan } from "../plan/matmul.ts";
 import { Builder, buffers, type KernelCode, signature, store } from "./builder.ts";
 
 const library = readFileSync(join(import.meta.dir, "../../../metal/matmul.metal"), "utf8");
@@ -80,10 +80,9 @@ export function emitMatmul(p: MatmulPlan): KernelCode {
       "uint lane [[thread_index_in_simdgroup]]", "uint width [[threads_per_simdgroup]]",
     ];
   } else if (variant === "dot") {
-    const S = dotSplits(K);
-    b.line(`threadgroup float part[${32 * S}];`);
-    b.line(`smelt_mm_dot(a, bm, ${Np}, ${b.int(K)}, ${S}, ${strides}, int(tg.y), int(tg.x) * 32, tid, epi, part);`);
-    position = ["uint3 tg [[threadgroup_position_in_grid]]", "uint tid [[thread_index_in_threadgroup]]"];
+    b.line(`threadgroup float part[${32 * DOT_SPLITS}];`);
+    b.line(`smelt_mm_dot(a, bm, ${Np}, ${b.int(K)}, ${strides}, int(tg.y), int(tg.x) * 32, tid, tpg, epi, part);`);
+    position = ["uint3 tg [[threadgroup_position_in_grid]]", "uint tid [[thread_index_in_threadgroup]]", "uint tpg [[threads_per_threadgroup]]"];
   } else if (variant === "panel") {
     // The panels of B's batch for this output batch (B's broadcast axes repeat one batch).
     const bBatch = B.shape.slice(0, -2);

@@ -21,6 +21,11 @@ export interface Dispatch {
   group: [number, number, number];
   /** The kernel needs its whole threadgroup (a row kernel whose threads cover the row in a fixed number of steps). */
   whole?: boolean;
+  /**
+   * A threadgroup kernel that numbers its threads itself, whatever the SIMD width, and takes any
+   * multiple of 32 threads (the dot matmul).
+   */
+  anyWidth?: boolean;
 }
 
 /** A grid of `threads` threads, in threadgroups of up to 256. */

@@ -232,12 +232,16 @@ export function blockSize(M: number, N: number, batches: number): 4 | 8 {
   return Math.ceil(M / 128) * Math.ceil(N / 128) * batches >= 64 ? 8 : 4;
 }
 
+/** Stretches of K a dot variant's threadgroup splits a column's sum into, at most (32 threads each). */
+export const DOT_SPLITS = 8;
+
 /**
- * Stretches of K the dot variant's threadgroup splits a column's sum into (32 threads each, so at
- * most 256 threads): enough that each thread sums about 64 k or fewer.
+ * The dot variant's stretches of K: enough that each thread sums about 64 k or fewer. Its kernel
+ * takes as many as its threadgroup has SIMD-sized slices, so a pipeline that allows fewer threads
+ * gets fewer (realize.ts fitGroup).
  */
-export function dotSplits(K: number): number {
-  return Math.min(8, Math.max(1, Math.ceil(K / 64)));
+function dotSplits(K: number): number {
+  return Math.min(DOT_SPLITS, Math.max(1, Math.ceil(K / 64)));
 }
 
 /** Rows of C per threadgroup of the skinny variant (one SIMD-group of 32 threads each). */
@@ -255,7 +259,7 @@ export function planMatmul(out: Node, main: Node, planned: MatmulVariant, panels
     const tile = 16 * blockSize(M, N, batches);
     dispatch = { threadgroups: true, size: [Math.ceil(N / tile), Math.ceil(M / tile), batches], group: [256, 1, 1] };
   } else if (variant === "dot") {
-    dispatch = { threadgroups: true, size: [Math.ceil(N / 32), M, batches], group: [32 * dotSplits(shape.K), 1, 1] };
+    dispatch = { threadgroups: true, size: [Math.ceil(N / 32), M, batches], group: [32 * dotSplits(shape.K), 1, 1], anyWidth: true };
   } else if (variant === "skinny") {
     // SKINNY_ROWS SIMD-groups of 32 per threadgroup, a row each; where SIMD-groups are narrower
     // (the host's), the threadgroup has more of them and the rows past M return at once.
