@@ -6,7 +6,10 @@
  * eager and torch.compile. `bun run bench` runs it in a process of its own (loraTrainChild); it also
  * runs alone: `bun bench/lora-train.ts [--quick] [--peer torch] [--json] [--profile N]`, where
  * --profile N then prints the N costliest kernels of one more lazy step under sm.profile.
- * Each mode is measured after a warm-up step (which compiles the kernels), as the median of runs.
+ * Each mode is measured after a warm-up step (which compiles the kernels), as the median of at
+ * least `runs` steps that take MIN_MS together (at most MAX_RUNS steps; the peer times its steps
+ * so too): a GPU's step of about a tenth of a second varied by 10-20% from run to run, more than
+ * three of them could settle.
  * SMELT_LORA_MODEL=PATH times another model file or Hugging Face folder instead (for example one that
  * bench/smollm2_shaped.py writes where the GGUF cannot be fetched); on the CUDA backend the peer
  * runs on the GPU too.
@@ -21,6 +24,8 @@ export const MODEL = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
 export interface StepFigures {
   msPerStep: number;
+  /** Steps timed (the median's). */
+  runs: number;
   tokensPerSec: number;
   /** bytes: sm.getPeakMemory() over the measured steps (smelt); torch: the process's peak RSS on the CPU, its CUDA allocator's peak on the GPU. */
   peakMemory: number;
@@ -30,6 +35,7 @@ export interface LoraTrainBench {
   batch: number;
   seqLen: number;
   rank: number;
+  /** The fewest steps timed per mode (each mode's own count is its figures' runs). */
   runs: number;
   threads: number;
   trainable: number;
@@ -42,6 +48,9 @@ export interface LoraTrainBench {
 export type SmeltFigures = StepFigures & { kernelsPerStep: number; rssPeak?: number };
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+/** Timed steps take at least this long together, unless --quick; at most MAX_RUNS of them. */
+const MIN_MS = 2000;
+const MAX_RUNS = 30;
 
 /**
  * Resets the process's peak resident memory (Linux: writing 5 to /proc/self/clear_refs resets
@@ -97,7 +106,7 @@ export async function loraTrainGroup(opts: { quick: boolean; peer: boolean; prof
     const device = sm.device().backend === "cuda" ? "cuda" : "cpu";
     log(`lora-train: PEFT + torch on the same model, ${device} (bench/lora_train_peer.py) ...`);
     const p = spawnSync("python3", [join(import.meta.dir, "lora_train_peer.py")], {
-      input: JSON.stringify({ file, ids, rank, runs, threads, compile: !quick, device }),
+      input: JSON.stringify({ file, ids, rank, runs, minMs: quick ? 0 : MIN_MS, threads, compile: !quick, device }),
       encoding: "utf8",
       // OpenMP's default wait policy (unless the environment sets one), as a PyTorch user runs
       // it: here PASSIVE made a PEFT eager step 16 to 22% slower (2,561 and 2,712 against 2,217
@@ -128,7 +137,8 @@ export async function loraTrainGroup(opts: { quick: boolean; peer: boolean; prof
       let kernels = 0;
       sm.resetPeakMemory();
       const rss = rssPeakFromNow();
-      for (let i = 0; i < runs; i++) {
+      const minMs = quick ? 0 : MIN_MS;
+      while (ms.length < MAX_RUNS && (ms.length < runs || ms.reduce((a, b) => a + b, 0) < minMs)) {
         const k0 = sm.stats().kernelsDispatched;
         const t0 = performance.now();
         step();
@@ -136,7 +146,7 @@ export async function loraTrainGroup(opts: { quick: boolean; peer: boolean; prof
         kernels = sm.stats().kernelsDispatched - k0;
       }
       const msPerStep = median(ms);
-      const figures: SmeltFigures = { msPerStep, tokensPerSec: (n * 1000) / msPerStep, peakMemory: sm.getPeakMemory(), kernelsPerStep: kernels };
+      const figures: SmeltFigures = { msPerStep, runs: ms.length, tokensPerSec: (n * 1000) / msPerStep, peakMemory: sm.getPeakMemory(), kernelsPerStep: kernels };
       if (rss) figures.rssPeak = rss();
       return figures;
     } finally {
@@ -157,8 +167,9 @@ export async function loraTrainGroup(opts: { quick: boolean; peer: boolean; prof
 
 function printLoraTrain(r: LoraTrainBench, log: (s: string) => void): void {
   const gb = (b: number) => `${(b / 1e9).toFixed(3)} GB`;
-  const line = (name: string, f: StepFigures, extra = "") => log(`  ${name.padEnd(14)} ${f.msPerStep.toFixed(0)} ms/step  ${f.tokensPerSec.toFixed(1)} tok/s  peak ${gb(f.peakMemory)}${extra}`);
-  log(`lora-train (${r.model}, batch ${r.batch} x ${r.seqLen}, rank ${r.rank}, ${r.trainable} trainable, ${r.threads} threads, median of ${r.runs}):`);
+  const line = (name: string, f: StepFigures, extra = "") =>
+    log(`  ${name.padEnd(14)} ${f.msPerStep.toFixed(0)} ms/step  ${f.tokensPerSec.toFixed(1)} tok/s  peak ${gb(f.peakMemory)}  median of ${f.runs}${extra}`);
+  log(`lora-train (${r.model}, batch ${r.batch} x ${r.seqLen}, rank ${r.rank}, ${r.trainable} trainable, ${r.threads} threads):`);
   const rss = (f: SmeltFigures) => (f.rssPeak === undefined ? "" : ` (process peak RSS ${gb(f.rssPeak)})`);
   line("smelt lazy", r.lazy, `${rss(r.lazy)}  ${r.lazy.kernelsPerStep} kernels/step`);
   line("smelt eager", r.eager, `${rss(r.eager)}  ${r.eager.kernelsPerStep} kernels/step`);
