@@ -92,7 +92,7 @@ export async function loraTrainGroup(opts: { quick: boolean; peer: boolean; prof
   const runs = quick ? 1 : 3;
   const rank = 8;
   const threads = Number(process.env.SMELT_HOST_THREADS) || cpus().length;
-  log(`\nlora-train: ${name}, batch ${batch} x ${seqLen}, rank ${rank} all-linear, one step (forward, backward, AdamW), ${runs} run(s) per mode ...`);
+  log(`\nlora-train: ${name}, batch ${batch} x ${seqLen}, rank ${rank} all-linear, one step (forward, backward, AdamW), each mode the median of at least ${runs} step(s)${quick ? "" : ` filling ${MIN_MS / 1000} s`} ...`);
 
   const { model, config } = await sm.lm.load(file);
   sm.random.seed(0);
