@@ -106,7 +106,7 @@ export async function loraTrainGroup(opts: { quick: boolean; peer: boolean; prof
     const device = sm.device().backend === "cuda" ? "cuda" : "cpu";
     log(`lora-train: PEFT + torch on the same model, ${device} (bench/lora_train_peer.py) ...`);
     const p = spawnSync("python3", [join(import.meta.dir, "lora_train_peer.py")], {
-      input: JSON.stringify({ file, ids, rank, runs, minMs: quick ? 0 : MIN_MS, threads, compile: !quick, device }),
+      input: JSON.stringify({ file, ids, rank, runs, minMs: quick ? 0 : MIN_MS, maxRuns: MAX_RUNS, threads, compile: !quick, device }),
       encoding: "utf8",
       // OpenMP's default wait policy (unless the environment sets one), as a PyTorch user runs
       // it: here PASSIVE made a PEFT eager step 16 to 22% slower (2,561 and 2,712 against 2,217

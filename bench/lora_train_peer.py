@@ -1,8 +1,8 @@
 """PEFT + torch peer of the `lora-train` group of `bun run bench --peer torch` (bench/lora-train.ts).
 
-Reads {"file", "ids", "rank", "runs", "minMs", "threads", "compile", "device"} on stdin: the GGUF file (or a
+Reads {"file", "ids", "rank", "runs", "minMs", "maxRuns", "threads", "compile", "device"} on stdin: the GGUF file (or a
 Hugging Face folder), the batch's token ids ([B, T + 1]: inputs are the first T, targets the last T), the LoRA rank, the
-fewest timed steps and the least time they take together (at most MAX_RUNS steps), smelt's thread count, whether to time torch.compile too, and "cpu" or "cuda". Loads the model with
+fewest timed steps, the least time they take together and the most steps, smelt's thread count, whether to time torch.compile too, and "cpu" or "cuda". Loads the model with
 transformers (dequantized to float32) on that device, wraps every linear layer but lm_head in PEFT
 LoRA (alpha 16), and times one training step (forward, mean next-token cross-entropy, backward,
 torch.optim.AdamW) after one warm-up step, as the median of the runs. Writes {"eager", "compile",
@@ -19,9 +19,6 @@ import warnings
 from importlib.metadata import version
 
 from peer_memory import peak_rss
-
-# Timed steps at most, however short they are (bench/lora-train.ts uses the same).
-MAX_RUNS = 30
 
 warnings.filterwarnings("ignore")
 
@@ -72,7 +69,7 @@ def main():
         step()
         sync()
         ms = []
-        while len(ms) < MAX_RUNS and (len(ms) < int(job["runs"]) or sum(ms) < float(job.get("minMs", 0))):
+        while len(ms) < int(job["maxRuns"]) and (len(ms) < int(job["runs"]) or sum(ms) < float(job["minMs"])):
             t0 = time.perf_counter()
             step()
             sync()

@@ -66,9 +66,9 @@ inline void smelt_mm_simd(device const T* A, device const T* B, int M, int N, in
 
 // A threadgroup of 32S threads (S = threads / 32, at most 8) per row i of C and 32 columns from
 // j0: thread t takes column j0 + t % 32 over the (t / 32)th of S consecutive stretches of K; the
-// S partial sums then meet in `part` (32S floats) and are added in order. One thread per element over the whole of K left
-// too few threads to hide memory's latency: a low-rank factor's gradient, [8, 512] @ [512, 576],
-// had 144 SIMD-groups of them for a whole GPU, each waiting out 512 loads in turn.
+// S partial sums then meet in `part` (32S floats) and are added in order. Splitting K is what
+// keeps a GPU's memory busy where C is small and K long: a low-rank factor's gradient,
+// [8, 512] @ [512, 576], has 4,608 elements, 144 SIMD-groups' worth at one thread each.
 template <typename T, typename E>
 inline void smelt_mm_dot(device const T* A, device const T* B, int N, int K, int sam, int sak, int sbk, int sbn, int i,
                          int j0, uint tid, uint threads, thread const E& epi, threadgroup float* part) {

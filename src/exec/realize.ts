@@ -896,6 +896,11 @@ function encode(schedule: Schedule): Submission {
   let dispatched = 0;
   let nextCommit = FIRST_COMMIT;
   stats.evaluations++;
+  const commit = () => {
+    cmd.commit();
+    stats.commandBuffers++;
+    cmds.push(cmd);
+  };
   // The span since the last barrier, numbered across evaluations (Storage.writtenIn, readIn). A
   // kernel's output may be memory that earlier kernels of this command buffer wrote and read
   // (lifetimes.ts), so writing it waits for them as reading it would.
@@ -952,16 +957,13 @@ function encode(schedule: Schedule): Submission {
       if (profiling()) {
         // Alone in its command buffer, waited for: its time is its own.
         const t0 = performance.now();
-        cmd.commit();
-        stats.commandBuffers++;
+        commit();
         cmd.wait();
         recordKernel(kernelLabel(node, what), performance.now() - t0);
         cmd = dev.commandBuffer();
         span = ++spans;
       } else if (++dispatched === nextCommit) {
-        cmd.commit();
-        stats.commandBuffers++;
-        cmds.push(cmd);
+        commit();
         cmd = dev.commandBuffer();
         span = ++spans;
         nextCommit += Math.min(nextCommit, MOST_PER_COMMIT);
@@ -994,9 +996,7 @@ function encode(schedule: Schedule): Submission {
     if (step.members.length > 1 && put(step.code, step.out.storage, step.members[0]!.node, `multi-tensor x${step.members.length}`, fused)) continue;
     for (const { node, code } of step.members) single(node, code);
   }
-  cmd.commit();
-  stats.commandBuffers++;
-  cmds.push(cmd);
+  commit();
   // Disposed while the device still uses them (asyncEval), they must not be reused before it is done.
   for (const s of used) s.busy = cmd.sequence;
   return new Submission(cmds);

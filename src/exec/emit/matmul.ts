@@ -37,7 +37,8 @@ export function emitMatmul(p: MatmulPlan): KernelCode {
   const ai = b.leaf(A), bi = variant === "panel" ? -1 : b.leaf(B);
   const a2 = summed ? b.leaf(summed.product.inputs[0]!) : -1;
   const b2 = summed ? b.leaf(summed.product.inputs[1]!) : -1;
-  b.line(`int batch = int(${variant === "simd" || variant === "block" || variant === "skinny" || variant === "dot" ? "tg.z" : "gid.z"});`);
+  // The batch is the grid's third axis, of threadgroups or of threads as the plan dispatches.
+  b.line(`int batch = int(${p.dispatch.threadgroups ? "tg.z" : "gid.z"});`);
   const ids = b.unflatten(batchShape, "batch");
   const offset = (x: Node) => {
     const d = x.data!;
