@@ -46,8 +46,10 @@ export const stats: EngineStats = {
  */
 export class Storage {
   refs = 1;
-  /** The sequence number of the last command buffer that reads or writes it (0: none). */
+  /** The sequence number of the last command buffer that reads or writes it (0: none): what reusing it waits for. */
   busy = 0;
+  /** The sequence number of the last command buffer that writes it (0: none): what the CPU reading it waits for. */
+  written = 0;
   /** While an evaluation is encoded (realize.ts encode): the span between barriers that last wrote it, and that last read it. */
   writtenIn = 0;
   readIn = 0;

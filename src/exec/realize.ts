@@ -906,11 +906,13 @@ function encode(schedule: Schedule): Submission {
   // (lifetimes.ts), so writing it waits for them as reading it would.
   let span = ++spans;
   const used: Storage[] = [];
+  const written: Storage[] = [];
   const put = (k: KernelCode, out: Storage, node: Node, what: string, fused: boolean, rows = false): boolean => {
     const op = node.op;
     const outs = k.outputs;
     let barrier = out.writtenIn === span || out.readIn === span;
     used.push(out);
+    written.push(out);
     for (const d of k.inputs) {
       const r = d.storage;
       if (r.buffer.device !== dev) {
@@ -925,6 +927,7 @@ function encode(schedule: Schedule): Submission {
         const s = d.storage;
         if (s.writtenIn === span || s.readIn === span) barrier = true;
         used.push(s);
+        written.push(s);
       }
     }
     if (barrier) {
@@ -999,6 +1002,7 @@ function encode(schedule: Schedule): Submission {
   commit();
   // Disposed while the device still uses them (asyncEval), they must not be reused before it is done.
   for (const s of used) s.busy = cmd.sequence;
+  for (const s of written) s.written = cmd.sequence;
   return new Submission(cmds);
 }
 
@@ -1127,14 +1131,18 @@ function releasePendingMarks(): void {
   for (const p of pending) if (p.cmd) for (const n of p.schedule.nodes()) n.schedOrder = -1;
 }
 
-/** Before the CPU reads s: waits for the pending evaluations up to the last one that uses it. */
+/**
+ * Before the CPU reads s: waits for the pending evaluations up to the last one that writes it.
+ * Not for later ones that only read it: generation reads a step's token while the next step,
+ * which reads that token too, is already on the device.
+ */
 export function awaitStorage(s: Storage): void {
   if (pending.length === 0) return;
   encodePending();
   // The device finishes command buffers in commit order, so waiting for the latest one not after
-  // s.busy (the last command buffer using s) covers the one that wrote s.
+  // s.written covers the one that wrote s.
   let last: Submission | undefined;
-  for (const { cmd } of pending) if (cmd && cmd.sequence <= s.busy && (!last || cmd.sequence > last.sequence)) last = cmd;
+  for (const { cmd } of pending) if (cmd && cmd.sequence <= s.written && (!last || cmd.sequence > last.sequence)) last = cmd;
   // wait() throws when it failed: the reader gets that failure rather than the buffer's old bytes.
   if (last && !last.finished) last.wait();
 }

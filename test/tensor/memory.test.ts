@@ -160,6 +160,31 @@ test("reading a tensor before its asyncEval resolved waits for the kernels that 
   slow.dispose();
 });
 
+test("reading a tensor does not wait for a later evaluation that only reads it", async () => {
+  // Generation reads each step's token while the next step, built on that token, runs.
+  const x = sm.arange(4).astype("float32").mul(2);
+  x.eval();
+  const dev = sm.device();
+  const before = dev.completedCount();
+  // Slow on its device (hundreds of milliseconds on a CPU's cores, tens on a GPU), and reading x.
+  let slow: sm.Tensor;
+  if (dev.backend === "host") {
+    const rows = 64, cols = 1 << 21;
+    slow = sm.sum(sm.sin(sm.reshape(sm.arange(rows * cols), [rows, cols]).astype("float32").mul(x.max())), 1);
+  } else {
+    const w = sm.eye(2048);
+    slow = sm.full([2048, 2048], 1e-3).mul(x.max());
+    for (let i = 0; i < 100; i++) slow = sm.matmul(slow, w);
+  }
+  const done = sm.asyncEval(slow);
+  expect(x.toArray()).toEqual([0, 2, 4, 6]);
+  // Had the read waited for the slow evaluation, its first command buffer would be complete.
+  expect(dev.completedCount()).toBe(before);
+  await done;
+  expect(dev.completedCount()).toBeGreaterThan(before);
+  for (const t of [x, slow]) t.dispose();
+});
+
 test("ops on a tensor whose asyncEval is still pending evaluate after it, lazily and inline", async () => {
   const rows = 64, cols = 1 << 18;
   const make = () => sm.sum(sm.sin(sm.reshape(sm.arange(rows * cols), [rows, cols]).astype("float32")), 1);
