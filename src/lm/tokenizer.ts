@@ -7,9 +7,10 @@
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { Template } from "@huggingface/jinja";
-import { Tokenizer as HFTokenizer } from "@huggingface/tokenizers";
+import { type BPE, Tokenizer as HFTokenizer } from "@huggingface/tokenizers";
 import { SmeltError } from "../errors.ts";
 import type { GGUFValue } from "../io/gguf.ts";
+import { MergeRanks } from "./merge-ranks.ts";
 
 export interface ChatMessage {
   role: string;
@@ -47,42 +48,39 @@ function tokenText(v: unknown): string | undefined {
   return undefined;
 }
 
-/**
- * BPE merges ("a b" strings or [a, b] pairs) as pairs whose halves are the vocabulary's own
- * strings (a merge's halves are tokens), so that they add no strings of their own.
- */
-function mergePairs(merges: readonly (string | string[])[], vocab: Record<string, number>, names: readonly string[]): string[][] {
-  return merges.map((m) => {
-    const pair = typeof m === "string" ? m.split(" ", 2) : [...m];
-    for (let k = 0; k < pair.length; k++) {
-      const id = vocab[pair[k]!];
-      if (id !== undefined && names[id] === pair[k]) pair[k] = names[id]!;
-    }
-    return pair;
-  });
+/** A BPE model's vocabulary and merges ("a b" strings or [a, b] pairs). */
+interface BPETables {
+  ids: Map<string, number>;
+  merges: readonly unknown[];
 }
 
 /**
- * The library's tokenizer of a tokenizer.json object. The library keeps the object it is given
- * but reads the BPE vocabulary and merges only while it builds its own maps from them. It is
- * given a copy (the caller's object is left as it is) whose merges are pairs over the
- * vocabulary's strings, and the copy loses both tables once the maps are built, or the
- * vocabulary and merges would be resident twice.
+ * The library's tokenizer of a tokenizer.json object. For a BPE model the library would build its
+ * tables from the vocabulary object and the merges, with an intermediate array or object per
+ * token and per merge, and keep a string per merge: it is given a copy (the caller's object is
+ * left as it is, and the library keeps the object it is given) with an empty vocabulary and no
+ * merges, and the tables built here (from `tables`, or from the copy's model) take their place,
+ * with the added tokens that the library set in its empty tables over them as it would have.
  */
-function buildTokenizer(json: Json, config: Json): HFTokenizer {
+function buildTokenizer(json: Json, config: Json, tables?: BPETables): HFTokenizer {
   const model = json.model as Json | undefined;
-  if (!model || model.type !== "BPE" || !model.vocab || typeof model.vocab !== "object" || !Array.isArray(model.merges))
-    return new HFTokenizer(json, config);
-  const vocab = model.vocab as Record<string, number>;
-  const names: string[] = [];
-  for (const t in vocab) names[vocab[t]!] = t;
-  const merges = mergePairs(model.merges as (string | string[])[], vocab, names);
-  const copy: Json = { ...json, model: { ...model, merges } };
-  const inner = new HFTokenizer(copy, config);
-  const kept = copy.model as Json;
-  merges.length = 0;
-  delete kept.merges;
-  delete kept.vocab;
+  if (!model || model.type !== "BPE") return new HFTokenizer(json, config);
+  if (!tables) {
+    if (!model.vocab || typeof model.vocab !== "object" || !Array.isArray(model.merges)) return new HFTokenizer(json, config);
+    tables = { ids: new Map(Object.entries(model.vocab as Record<string, number>)), merges: model.merges };
+  }
+  const inner = new HFTokenizer({ ...json, model: { ...model, vocab: {}, merges: [] } }, config);
+  const bpe = inner.model as BPE;
+  const { ids, merges } = tables;
+  const vocab: string[] = new Array(ids.size);
+  for (const [t, id] of ids) vocab[id] = t;
+  // The library looks the unknown token up in the vocabulary alone, before the added tokens.
+  bpe.unk_token_id = ids.get(bpe.unk_token as string);
+  bpe.vocab.forEach((t, id) => (vocab[id] = t));
+  for (const [t, id] of bpe.tokens_to_ids) ids.set(t, id);
+  bpe.vocab = vocab;
+  bpe.tokens_to_ids = ids;
+  bpe.bpe_ranks = new MergeRanks(merges, ids);
   return inner;
 }
 
@@ -170,8 +168,8 @@ export class Tokenizer {
     const eos = tokenId("eos_token_id");
     const addBos = metadata["tokenizer.ggml.add_bos_token"] === true && bos !== null;
 
-    const vocab: Record<string, number> = {};
-    names.forEach((t, i) => (vocab[t] = i));
+    const ids = new Map<string, number>();
+    names.forEach((t, i) => ids.set(t, i));
     const added: Json[] = [];
     names.forEach((content, id) => {
       const type = typeOf(id);
@@ -197,7 +195,7 @@ export class Tokenizer {
       decoder: byteLevel(true),
       model: {
         type: "BPE", dropout: null, unk_token: null, continuing_subword_prefix: "", end_of_word_suffix: "",
-        fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges,
+        fuse_unk: false, byte_fallback: false, ignore_merges: false,
       },
     };
     const config: Json = {
@@ -209,7 +207,7 @@ export class Tokenizer {
     };
     // Generation also ends at end-of-turn and end-of-message tokens (Llama 3's <|eot_id|>, <|eom_id|>).
     const ends = [eos, tokenId("eot_token_id"), tokenId("eom_token_id")].filter((id): id is number => id !== null);
-    return new Tokenizer(buildTokenizer(json, config), config, bos, [...new Set(ends)]);
+    return new Tokenizer(buildTokenizer(json, config, { ids, merges }), config, bos, [...new Set(ends)]);
   }
 
   #vocabSize: number | undefined;

@@ -83,6 +83,20 @@ test("Tokenizer.fromJSON leaves the caller's object as it was, for another token
   expect(sm.lm.Tokenizer.fromJSON(json).encode("cab")).toEqual([3, 2]);
 });
 
+test("Tokenizer.fromJSON encodes as the library does from the same tokenizer.json", () => {
+  // Merges listed twice, with a half that is no token, and as pairs; an added token that moves a token's id.
+  const json = tinyJSON();
+  json.model.merges = ["b c", "a b", "ab c", "x a", "b c", "abc"];
+  const pairs = { ...json, model: { ...json.model, merges: json.model.merges.map((m) => m.split(" ")) } };
+  const added = { ...json, added_tokens: [{ id: 5, content: "ab", special: false, normalized: false }] };
+  for (const j of [json, pairs, added]) {
+    const ours = sm.lm.Tokenizer.fromJSON(j);
+    const theirs = new HFTokenizer(structuredClone(j), { clean_up_tokenization_spaces: false });
+    expect(ours.vocabSize).toBe(theirs.get_vocab(true).size);
+    for (const text of ["abcab", "bca", "xabc", "cabcx", "aabbcc"]) expect(ours.encode(text)).toEqual(theirs.encode(text).ids);
+  }
+});
+
 test("decode checks ids against a vocabulary size it computes once", () => {
   // The library answers get_vocab by building a map of every token: once per decode was a
   // measurable part of a decoding step with 49152 tokens.
