@@ -23,6 +23,11 @@ namespace {
 // The rest of a dispatch goes to the other workers only when it is estimated to take longer than
 // waking them costs the dispatching thread and them (see above), with a margin.
 constexpr double kShareNs = 30000;
+// The same while no thread waits for a command buffer: the caller is then at work on a core of its
+// own (JavaScript building the next evaluation while this one runs, as generation does), and a
+// worker woken for a dispatch of a few hundred microseconds takes that core from it rather than
+// an idle one: both finish later than the dispatch would have alone.
+constexpr double kShareBusyNs = 300000;
 // How long a worker spins after its part of a dispatch before it sleeps: the dispatches of a
 // command buffer follow each other closely, and one that finds the workers awake wakes nobody.
 constexpr auto kSpin = std::chrono::microseconds(20);
@@ -71,7 +76,8 @@ class Pool {
   // The calling thread starts alone on chunks of doubling length and times them: the others are
   // woken only when the estimated rest is worth it, so that a small dispatch never pays for a wake
   // and a long one uses every worker however few threadgroups it has.
-  void run(unsigned total, const Job& fn) {
+  // waiters: the threads waiting for a command buffer (Executor::Impl::waiters), read when deciding.
+  void run(unsigned total, const Job& fn, const std::atomic<unsigned>& waiters) {
     if (threads_.empty()) {
       fn(0, 0, total);
       return;
@@ -85,7 +91,8 @@ class Pool {
       if (end == total) return;
       done = end;
       double per_group = std::chrono::duration<double, std::nano>(clock::now() - start).count() / done;
-      if (per_group * (total - done) > kShareNs) {
+      const double share_ns = waiters.load(std::memory_order_relaxed) ? kShareNs : kShareBusyNs;
+      if (per_group * (total - done) > share_ns) {
         share(done, total, fn);
         return;
       }
@@ -176,6 +183,8 @@ struct Executor::Impl {
   // The kernel being run, for the text of a lost device; its code lives in running_cmd's items.
   std::atomic<const KernelCode*> running_code{nullptr};
   bool stop = false;
+  // Threads inside Executor::wait, running a command buffer or asleep until one is done.
+  std::atomic<unsigned> waiters{0};
   std::thread runner;
   // The first failure nobody has waited for yet: reported once by the next wait or status.
   std::string unreported;
@@ -309,7 +318,7 @@ struct Executor::Impl {
         }
         ++k;
       }
-    });
+    }, waiters);
     for (size_t k = 0; k < n && cmd->error.empty(); ++k) {
       const Dispatch& d = ds[k];
       const KernelCode& code = *d.code;
@@ -390,6 +399,11 @@ bool Executor::released(smelt_cmd* cmd) {
 
 int Executor::wait(smelt_cmd* cmd, uint64_t timeout_ms, std::string& error) {
   Impl& x = *impl_;
+  struct Waiting {
+    std::atomic<unsigned>& n;
+    explicit Waiting(std::atomic<unsigned>& c) : n(c) { n.fetch_add(1, std::memory_order_relaxed); }
+    ~Waiting() { n.fetch_sub(1, std::memory_order_relaxed); }
+  } waiting(x.waiters);
   std::unique_lock<std::mutex> lock(x.m);
   auto finished = [cmd] { return cmd->state == SMELT_CMD_COMPLETED || cmd->state == SMELT_ERROR; };
   // A lost device's runaway command buffer never finishes, and nothing queued behind it runs.
