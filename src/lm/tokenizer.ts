@@ -7,7 +7,7 @@
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { Template } from "@huggingface/jinja";
-import { type BPE, Tokenizer as HFTokenizer } from "@huggingface/tokenizers";
+import { Tokenizer as HFTokenizer } from "@huggingface/tokenizers";
 import { SmeltError } from "../errors.ts";
 import type { GGUFValue } from "../io/gguf.ts";
 import { MergeRanks } from "./merge-ranks.ts";
@@ -48,6 +48,18 @@ function tokenText(v: unknown): string | undefined {
   return undefined;
 }
 
+/**
+ * The tables of the library's BPE model that buildTokenizer fills in: public fields of its BPE
+ * class, whose type the package's entry point does not export.
+ */
+interface BPEModel {
+  vocab: string[];
+  tokens_to_ids: Map<string, number>;
+  bpe_ranks: Map<string, number>;
+  unk_token?: string | undefined;
+  unk_token_id?: number | undefined;
+}
+
 /** A BPE model's vocabulary and merges ("a b" strings or [a, b] pairs). */
 interface BPETables {
   ids: Map<string, number>;
@@ -70,7 +82,7 @@ function buildTokenizer(json: Json, config: Json, tables?: BPETables): HFTokeniz
     tables = { ids: new Map(Object.entries(model.vocab as Record<string, number>)), merges: model.merges };
   }
   const inner = new HFTokenizer({ ...json, model: { ...model, vocab: {}, merges: [] } }, config);
-  const bpe = inner.model as BPE;
+  const bpe = inner.model as unknown as BPEModel;
   const { ids, merges } = tables;
   const vocab: string[] = new Array(ids.size);
   for (const [t, id] of ids) vocab[id] = t;
