@@ -66,13 +66,13 @@ export function plainKernel(out: Node, target: Pick<Target, "elementwise" | "cpu
   // A library kernel: nothing to generate, and its key and arguments change every call.
   if (out.op === "random") return emitKernel(plainPlan(out));
   const per = elementsPerThread(target, out);
-  const lanes = target.cpu && out.op === "quantizedMatmul";
-  const extra = [...(also.length ? ["outputs", also.length] : []), ...(per.per > 1 ? ["per", per.per, per.run ? 1 : 0] : []), ...(lanes ? ["lanes"] : [])];
+  const cpu = target.cpu && (out.op === "quantizedMatmul" || out.op === "dequantize");
+  const extra = [...(also.length ? ["outputs", also.length] : []), ...(per.per > 1 ? ["per", per.per, per.run ? 1 : 0] : []), ...(cpu ? ["cpu"] : [])];
   return codeFor(out, extra, () => {
-    const code = emitKernel(plainPlan(out, also, per, lanes));
+    const code = emitKernel(plainPlan(out, also, per, cpu));
     // Each element of a thread takes parameters of its own for its index math: where they come
     // to more than a dispatch takes (many views or pieces), one element per thread does.
-    return per.per > 1 && code.params.byteLength > MAX_PARAM_BYTES ? emitKernel(plainPlan(out, also, ONE, lanes)) : code;
+    return per.per > 1 && code.params.byteLength > MAX_PARAM_BYTES ? emitKernel(plainPlan(out, also, ONE, cpu)) : code;
   }, [], undefined, also);
 }
 

@@ -35,3 +35,21 @@ test("several rows: each row's lanes on a CPU (loops from 4 rows), one scalar su
     expect(gpu).toContain(`float w = `);
   }
 });
+
+// The values of either layout are checked against gguf's by test/io/gguf.test.ts on its backend.
+test("dequantize: a block per thread on a CPU, a value per thread on a GPU", () => {
+  for (const [format, bytes, elements] of [["Q4_1", 20, 32], ["Q8_0", 34, 32], ["Q4_0", 18, 32], ["Q4_K", 144, 256], ["Q6_K", 210, 256]] as const) {
+    const rows = 3, cols = 2 * elements;
+    const raw = new Uint8Array((rows * cols / elements) * bytes);
+    let s = 7;
+    for (let i = 0; i < raw.length; i++) raw[i] = (s = (s * 1103515245 + 12345) % 2147483648) >>> 16 & 255;
+    const w = sm.QuantizedTensor.fromBytes(raw, [rows, cols], format);
+    const node = w.dequantize().node("test");
+    const cpu = plainPlan(node, [], undefined, true);
+    const gpu = plainPlan(node, [], undefined, false);
+    expect(cpu.dispatch.size[0]).toBe((rows * cols) / elements);
+    expect(gpu.dispatch.size[0]).toBe(rows * cols);
+    expect(emitKernel(cpu).source).toContain(`for (int j = 0; j < ${elements}; ++j)`);
+    expect(emitKernel(gpu).source).not.toContain(`for (int j = 0; j < ${elements}; ++j)`);
+  }
+});

@@ -91,14 +91,28 @@ function blockReader(b: Builder, blocks: Node, format: QuantFormat): () => strin
   }
 }
 
-export function dequantizeKernel({ out, dispatch }: PlainPlan): KernelCode {
+/**
+ * A value per thread, or on a CPU a block per thread: its scales loaded once and its values
+ * computed in a loop the compiler vectorizes, each as the one-value kernel computes it.
+ */
+export function dequantizeKernel({ out, dispatch, cpu }: PlainPlan): KernelCode {
   const format = attrsOf(out, "dequantize").format;
   const { elements, bytes } = QUANT_BLOCKS[format];
   const b = new Builder(out);
-  b.line(`int blk = int(gid) / ${elements}; int j = int(gid) - blk * ${elements};`);
-  b.line(`int base = blk * ${bytes};`);
-  const value = blockReader(b, out.inputs[0]!, format);
-  b.line(`out0[gid] = ${store(out, `${computeType(out.dtype)}(${value()})`)};`);
+  const result = (v: string) => store(out, `${computeType(out.dtype)}(${v})`);
+  if (cpu) {
+    b.line(`int blk = int(gid);`);
+    b.line(`int base = blk * ${bytes};`);
+    const value = blockReader(b, out.inputs[0]!, format);
+    b.line(`for (int j = 0; j < ${elements}; ++j) {`);
+    b.scoped(() => b.line(`out0[blk * ${elements} + j] = ${result(value())};`));
+    b.line("}");
+  } else {
+    b.line(`int blk = int(gid) / ${elements}; int j = int(gid) - blk * ${elements};`);
+    b.line(`int base = blk * ${bytes};`);
+    const value = blockReader(b, out.inputs[0]!, format);
+    b.line(`out0[gid] = ${result(value())};`);
+  }
   return finish(b, out, ELEMENT_POSITION, dispatch);
 }
 
@@ -246,11 +260,11 @@ function oneRowLanes(b: Builder, blocks: Node, format: QuantFormat, perRow: stri
 /**
  * One thread per weight row n and R rows of x (R = quantRowsPerThread: 1 when decoding, up to 8),
  * the dot products in float32, a block at a time. The formats at fixed offsets sum in lanes that
- * last the row (laneDot; on a GPU with one row only: plan.rowLanes), the others a value at a
+ * last the row (laneDot; on a GPU with one row only: plan.cpu), the others a value at a
  * time; either way each weight is dequantized once and multiplied into the R rows' sums, so the
  * dequantization is shared by R rows and no float copy of W is made.
  */
-export function quantizedMatmulKernel({ out, dispatch, rowLanes }: PlainPlan): KernelCode {
+export function quantizedMatmulKernel({ out, dispatch, cpu }: PlainPlan): KernelCode {
   const [x, blocks] = out.inputs as [Node, Node];
   const format = attrsOf(out, "quantizedMatmul").format;
   const { elements, bytes } = QUANT_BLOCKS[format];
@@ -266,7 +280,7 @@ export function quantizedMatmulKernel({ out, dispatch, rowLanes }: PlainPlan): K
   b.line(`int n = int(gid) % ${N}; int m0 = int(gid) / ${N} * ${R};`);
   // Rows past the last are read as the last (always in bounds) and not stored.
   for (const r of rs) b.line(`int x${r} = min(m0 + ${r}, ${M} - 1) * ${K}; float acc${r} = 0.0f;`);
-  const lanes = LANE_FORMATS.has(format) && (R === 1 || rowLanes);
+  const lanes = LANE_FORMATS.has(format) && (R === 1 || cpu);
   if (lanes && R > STRAIGHT_ROWS) {
     manyRowLanes(b, blocks, format, R, perRow, elements, bytes, (k) => b.emit(x, k));
   } else if (lanes && R === 1) {

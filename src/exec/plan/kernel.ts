@@ -6,6 +6,7 @@
  */
 import type { Node } from "../../graph/node.ts";
 import { attrsOf, type KernelOp, OPS } from "../../graph/op.ts";
+import { QUANT_BLOCKS } from "../../graph/quant.ts";
 import type { MatmulPlan } from "./matmul.ts";
 import { isFloating } from "../../graph/dtype.ts";
 import { sameShape } from "../../graph/shape.ts";
@@ -53,11 +54,12 @@ export interface PlainPlan {
   perThread: number;
   run: boolean;
   /**
-   * quantizedMatmul over several rows of x: whether each row sums in 16 vector lanes (a CPU,
-   * whose compiler vectorizes them), or in one scalar sum (a GPU thread, whose registers 16 sums
-   * per row would spill).
+   * The quantized kernels' layout for a CPU, whose compiler vectorizes a thread's loops:
+   * quantizedMatmul over several rows of x sums each row in 16 vector lanes (on a GPU, in one
+   * scalar sum: 16 per row would spill its registers), and dequantize gives each thread a whole
+   * block (on a GPU, a value, so that neighbouring threads write neighbouring values).
    */
-  rowLanes: boolean;
+  cpu: boolean;
   dispatch: Dispatch;
 }
 
@@ -84,7 +86,7 @@ export function quantRowsPerThread(out: Node): number {
 /** Threads per threadgroup of quantizedMatmul. */
 export const QUANT_GROUP = 32;
 
-const threads: Record<PlainPlan["kind"], (out: Node) => number> = {
+const threads: Record<PlainPlan["kind"], (out: Node, cpu: boolean) => number> = {
   elementwise: (out) => out.size,
   reduce: (out) => out.size,
   scan: (out) => lines(out, attrsOf(out, "scan").axis),
@@ -98,7 +100,7 @@ const threads: Record<PlainPlan["kind"], (out: Node) => number> = {
     return size === 0 ? 0 : out.size / size;
   },
   random: (out) => Math.ceil(out.size / 2),
-  dequantize: (out) => out.size,
+  dequantize: (out, cpu) => (cpu ? out.size / QUANT_BLOCKS[attrsOf(out, "dequantize").format].elements : out.size),
   writeSlice: (out) => out.inputs[1]!.size,
   quantizedMatmul: (out) => {
     const N = out.shape[out.shape.length - 1]!;
@@ -110,13 +112,13 @@ const threads: Record<PlainPlan["kind"], (out: Node) => number> = {
  * The kernel computing `out` (and the nodes `also`, elementwise only) from its inline producers,
  * or out's own kernel (reduce, scan, ...).
  */
-export function plainPlan(out: Node, also: readonly Node[] = [], { per: perThread, run }: PerThread = ONE, rowLanes = false): PlainPlan {
+export function plainPlan(out: Node, also: readonly Node[] = [], { per: perThread, run }: PerThread = ONE, cpu = false): PlainPlan {
   const kind = OPS[out.op].kind === "kernel" ? (out.op as KernelOp) : finishedSum(out) ? "reduce" : "elementwise";
-  const dispatch = threadDispatch(threads[kind](out) / perThread);
+  const dispatch = threadDispatch(threads[kind](out, cpu) / perThread);
   // A decoding step's matmuls have a few hundred weight rows, a thread each: groups of one SIMD
   // group leave enough of them to spread over every core (the host runs a group on one core).
   if (kind === "quantizedMatmul") dispatch.group[0] = Math.min(dispatch.group[0], QUANT_GROUP);
-  return { kind, out, also, perThread, run, rowLanes, dispatch };
+  return { kind, out, also, perThread, run, cpu, dispatch };
 }
 
 /** Whether r is a float sum over leading axes (a weight gradient summed over rows). */
