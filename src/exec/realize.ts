@@ -717,18 +717,12 @@ function distinctUncomputed(n: Node, limit: number): number {
 }
 
 
-/**
- * Threads per row of a row kernel: the target's, or on a GPU a thread per 8 elements or so of the
- * row, 16 where it folds more than one reduction. Each fold is a meeting of the threadgroup, which
- * a softmax (max, then sum) holds twice: on an H100 at [32, 128, 4096], 256 threads took it from
- * 149 to 130 us where 512 suit RMS norm's one fold (110 us, against 130 at 256).
- */
-export function rowThreads(target: Target, g: RowGroup): number {
+/** Threads per row of a row kernel: the target's, or on a GPU a SIMD group per 8 elements or so of the row. */
+function rowThreads(target: Target, g: RowGroup): number {
   if (target.rowThreads > 0) return target.rowThreads;
   const n = g.rowShape.slice(g.rowShape.length - g.trailing).reduce((a, b) => a * b, 1);
-  const per = g.reductions.length > 1 ? 16 : 8;
   let t = target.simdWidth;
-  while (t < target.maxThreadsPerThreadgroup && t * per < n) t *= 2;
+  while (t < target.maxThreadsPerThreadgroup && t * 8 < n) t *= 2;
   return t;
 }
 
