@@ -905,13 +905,12 @@ function encode(schedule: Schedule): Submission {
   // kernel's output may be memory that earlier kernels of this command buffer wrote and read
   // (lifetimes.ts), so writing it waits for them as reading it would.
   let span = ++spans;
-  const used: Storage[] = [];
+  const read: Storage[] = [];
   const written: Storage[] = [];
   const put = (k: KernelCode, out: Storage, node: Node, what: string, fused: boolean, rows = false): boolean => {
     const op = node.op;
     const outs = k.outputs;
     let barrier = out.writtenIn === span || out.readIn === span;
-    used.push(out);
     written.push(out);
     for (const d of k.inputs) {
       const r = d.storage;
@@ -920,13 +919,12 @@ function encode(schedule: Schedule): Submission {
         throw new SmeltError(`eval: ${op} reads a tensor whose memory was on a device that is gone (${why}); compute it again from its sources`);
       }
       if (r.writtenIn === span) barrier = true;
-      used.push(r);
+      read.push(r);
     }
     if (outs) {
       for (const d of outs) {
         const s = d.storage;
         if (s.writtenIn === span || s.readIn === span) barrier = true;
-        used.push(s);
         written.push(s);
       }
     }
@@ -1000,9 +998,10 @@ function encode(schedule: Schedule): Submission {
     for (const { node, code } of step.members) single(node, code);
   }
   commit();
-  // Disposed while the device still uses them (asyncEval), they must not be reused before it is done.
-  for (const s of used) s.busy = cmd.sequence;
-  for (const s of written) s.written = cmd.sequence;
+  // Disposed while the device still uses them (asyncEval), they must not be reused before it is
+  // done; the CPU reads what it writes once it is done.
+  for (const s of read) s.busy = cmd.sequence;
+  for (const s of written) s.busy = s.written = cmd.sequence;
   return new Submission(cmds);
 }
 

@@ -99,20 +99,15 @@ export function dequantizeKernel({ out, dispatch, cpu }: PlainPlan): KernelCode 
   const format = attrsOf(out, "dequantize").format;
   const { elements, bytes } = QUANT_BLOCKS[format];
   const b = new Builder(out);
-  const result = (v: string) => store(out, `${computeType(out.dtype)}(${v})`);
+  b.line(cpu ? "int blk = int(gid);" : `int blk = int(gid) / ${elements}; int j = int(gid) - blk * ${elements};`);
+  b.line(`int base = blk * ${bytes};`);
+  const value = blockReader(b, out.inputs[0]!, format);
+  const result = () => store(out, `${computeType(out.dtype)}(${value()})`);
   if (cpu) {
-    b.line(`int blk = int(gid);`);
-    b.line(`int base = blk * ${bytes};`);
-    const value = blockReader(b, out.inputs[0]!, format);
     b.line(`for (int j = 0; j < ${elements}; ++j) {`);
-    b.scoped(() => b.line(`out0[blk * ${elements} + j] = ${result(value())};`));
+    b.scoped(() => b.line(`out0[blk * ${elements} + j] = ${result()};`));
     b.line("}");
-  } else {
-    b.line(`int blk = int(gid) / ${elements}; int j = int(gid) - blk * ${elements};`);
-    b.line(`int base = blk * ${bytes};`);
-    const value = blockReader(b, out.inputs[0]!, format);
-    b.line(`out0[gid] = ${result(value())};`);
-  }
+  } else b.line(`out0[gid] = ${result()};`);
   return finish(b, out, ELEMENT_POSITION, dispatch);
 }
 
